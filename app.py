@@ -1,0 +1,87 @@
+"""LM Lab: a Gradio app for learning how language models generate text and compress it.
+
+`build_demo()` composes the tabs (safe to import); running this file parses the flags,
+fetches any missing embedded asset (with progress in the log) and serves the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import gradio as gr
+
+from components import about, generation, theme
+from models import device, settings
+
+TITLE = "LM Lab"
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(
+            f"# {TITLE}\nHow a language model writes text one token at a time — and why the same model is a "
+            f"lossless compressor. Running on **{device.pick().name}**"
+            + (" · public mode" if settings.public_mode() else ""),
+            elem_id="lmlab-title",
+        )
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                generation.build()
+            # -- tabs: each module's build() lays out and wires its own widgets --
+        about.build()
+    return demo
+
+
+def launch_kwargs() -> dict:
+    """What launch() needs besides host and port (theme and css moved there in Gradio 6)."""
+    return dict(theme=theme.theme(), css=theme.css(), max_file_size="200mb", show_error=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="LM Lab: generate, tag, fine-tune and compress with language models.")
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on (env HOST; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")), help="port (env PORT, default 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    parser.add_argument("--device", default=None, help="auto (default), cuda, mps or cpu (env LMLAB_DEVICE)")
+    parser.add_argument("--home", default=None, help="data folder for assets, runs and outputs (env LMLAB_HOME, default ~/.cache/lmlab)")
+    parser.add_argument("--data-dir", default=None, help="local datasets folder with conll2003/ and wikitext-2/ (env LMLAB_DATA_DIR)")
+    parser.add_argument("--model-dir", action="append", default=[], help="extra local model folder for the pickers (repeatable)")
+    parser.add_argument("--offline", action="store_true", help="never try the Hugging Face hub")
+    parser.add_argument("--public", action="store_true", help="public-hosting restrictions (on by default on a Space)")
+    return parser.parse_args(argv)
+
+
+def apply_args(args: argparse.Namespace) -> None:
+    """Flags become environment variables, so training subprocesses inherit them."""
+    if args.home:
+        os.environ["LMLAB_HOME"] = os.path.abspath(os.path.expanduser(args.home))
+    if args.data_dir:
+        os.environ["LMLAB_DATA_DIR"] = os.path.abspath(os.path.expanduser(args.data_dir))
+    if args.device:
+        device.pick(args.device)  # fail early on an impossible choice
+        os.environ["LMLAB_DEVICE"] = args.device
+    if args.model_dir:
+        os.environ["LMLAB_MODEL_DIRS"] = os.pathsep.join(os.path.abspath(p) for p in args.model_dir)
+    if args.offline:
+        os.environ["LMLAB_OFFLINE"] = "1"
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    if args.public:
+        os.environ["LMLAB_PUBLIC"] = "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    apply_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from models import assets
+
+    assets.fetch_all(log=logging.getLogger("lmlab.assets").info)
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+
+
+if __name__ == "__main__":
+    main()

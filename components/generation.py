@@ -1,0 +1,163 @@
+"""The Generate tab: streamed sampling with a real Stop, the token view and the next-token view."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from components.common import explain, guard
+from components.plots import next_token_figure
+from components.tokens import token_strip
+from models import generator, registry
+from models.errors import ModelUnavailable
+
+EXAMPLES = [
+    ["Once upon a time, in a small village by the sea,", 0.8, 0.95, 50, 7],
+    ["The three most important ideas in physics are", 0.7, 0.9, 40, 1],
+    ["Photosynthesis is the process by which", 0.0, 1.0, 0, 0],
+    ["def fibonacci(n):", 0.2, 0.95, 50, 3],
+]
+
+EXPLANATION = """
+A language model reads the text so far and outputs a **probability for every token** in its vocabulary
+(SmolLM2 has 49,152). Generation repeats one step: pick a token from that distribution, append it, run again.
+
+- **Temperature** divides the model's scores before the softmax: below 1 sharpens the distribution (safer, more
+  repetitive), above 1 flattens it (more surprising). **0 = greedy**: always the single most likely token.
+- **Top-k** keeps only the k most likely tokens; **top-p** (nucleus) keeps the smallest set whose probabilities
+  add up to p. The rest are cut and the survivors renormalised. The next-token chart shows all three stages.
+- **Seed**: sampling draws random numbers; the same seed and settings give the same text.
+- **Surprisal**: a token with probability p costs −log₂ p bits. The sum over the text is exactly the size an
+  arithmetic coder driven by this model would compress it to — see the Compress tab.
+"""
+
+# Stop sets the event of the session's running generation; the model checks it every step.
+_running: dict[str, threading.Event] = {}
+_running_lock = threading.Lock()
+
+
+def model_choices() -> list[tuple[str, str]]:
+    choices = []
+    for spec in registry.catalogue(registry.CAUSAL_LM):
+        ok, why = registry.availability(spec)
+        choices.append((spec.label if ok else f"{spec.label} — needs download", spec.key))
+    return choices
+
+
+def _load(model_key: str):
+    spec = registry.get(model_key, registry.CAUSAL_LM)
+    ok, why = registry.availability(spec)
+    if not ok:
+        raise ModelUnavailable(why)
+    return registry.load_causal_lm(model_key)
+
+
+def _settings(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, chat) -> generator.SamplingSettings:
+    return generator.SamplingSettings(
+        temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+        repetition_penalty=repetition_penalty, seed=seed, chat_template=bool(chat),
+    ).validate()
+
+
+def _status(ev: generator.StreamEvent, running: bool) -> str:
+    n = len(ev.tokens)
+    rate = n / ev.seconds if ev.seconds else 0.0
+    reason = {"eos": "the model ended the text", "length": "reached max new tokens", "stopped": "stopped by you"}.get(ev.finish_reason, "")
+    head = "⏳ generating…" if running else f"✅ done — {reason}"
+    bits = ev.total_bits
+    bpt = bits / n if n else 0.0
+    msg = f"{head} · {n} tokens · {rate:.1f} tokens/s · **{bits:.0f} bits** in total ({bpt:.2f} bits/token, what the model would compress this output to)"
+    if ev.notice:
+        msg = f"⚠️ {ev.notice}\n\n{msg}"
+    return msg
+
+
+@guard
+def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, chat,
+             request: gr.Request):
+    """Stream the continuation of `prompt`: (text so far, token view HTML, status)."""
+    s = _settings(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, chat)
+    loaded = _load(model_key)
+    cancel = threading.Event()
+    session = getattr(request, "session_hash", None) or str(id(cancel))
+    with _running_lock:
+        previous = _running.get(session)
+        if previous:
+            previous.set()
+        _running[session] = cancel
+    try:
+        for ev in generator.stream(loaded, prompt, s, cancel):
+            yield ev.text, token_strip(ev.tokens), _status(ev, not ev.done)
+    finally:
+        # Reached on normal end, on Stop, and when Gradio closes the generator (tab closed).
+        cancel.set()
+        with _running_lock:
+            if _running.get(session) is cancel:
+                del _running[session]
+
+
+def stop(request: gr.Request) -> None:
+    session = getattr(request, "session_hash", None)
+    with _running_lock:
+        event = _running.get(session)
+    if event:
+        event.set()
+
+
+@guard
+def next_token(prompt, output, model_key, temperature, top_p, top_k):
+    """The distribution of the next token after prompt + output, before and after the sliders."""
+    loaded = _load(model_key)
+    cands, notice = generator.next_token(loaded, (prompt or "") + (output or ""), temperature, top_p, int(top_k))
+    rows = [[i + 1, repr(c.token), round(c.prob, 4), round(c.prob_tempered, 4), "kept" if c.kept else "cut",
+             round(c.prob_final, 4)] for i, c in enumerate(cands)]
+    return next_token_figure(cands, temperature, top_p, int(top_k)), rows
+
+
+def build() -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=4, placeholder="Type the start of a text…",
+                                value=EXAMPLES[0][0], elem_id="gen-prompt")
+            with gr.Row():
+                choices = model_choices()
+                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=4, elem_id="gen-model")
+                refresh = gr.Button("↻ models", scale=1, size="sm")
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary", elem_id="gen-go")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="gen-stop")
+            output = gr.Textbox(label="Generated text", lines=6, interactive=False, elem_id="gen-output")
+            status = gr.Markdown("Press **Generate**.", elem_classes=["lmlab-status"], elem_id="gen-status")
+            tokens = gr.HTML(label="Token view", elem_id="gen-tokens")
+        with gr.Column(scale=2):
+            defaults = generator.SamplingSettings()
+            meta = generator.SamplingSettings.__dataclass_fields__
+            temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", info=meta["temperature"].metadata["help"])
+            top_p = gr.Slider(0.05, 1, value=defaults.top_p, step=0.01, label="Top-p", info=meta["top_p"].metadata["help"])
+            top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k", info=meta["top_k"].metadata["help"])
+            max_new = gr.Slider(1, 512, value=defaults.max_new_tokens, step=1, label="Max new tokens", info=meta["max_new_tokens"].metadata["help"])
+            rep = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", info=meta["repetition_penalty"].metadata["help"])
+            seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed", info=meta["seed"].metadata["help"])
+            chat = gr.Checkbox(value=defaults.chat_template, label="Use chat template", info=meta["chat_template"].metadata["help"])
+    with gr.Accordion("Next-token view: what the sliders do to the distribution", open=True):
+        peek = gr.Button("Show the next-token distribution for prompt + generated text", elem_id="gen-peek")
+        plot = gr.Plot(label="Next-token candidates", elem_id="gen-next-plot")
+        table = gr.Dataframe(headers=["#", "token", "p (model)", "p (after temperature)", "top-k/top-p", "p (sampled)"],
+                             label="Top candidates", interactive=False, wrap=True)
+    gr.Examples(EXAMPLES, inputs=[prompt, temperature, top_p, top_k, seed], label="Examples")
+    explain("How does sampling work?", EXPLANATION)
+
+    sampling = [temperature, top_p, top_k, max_new, rep, seed, chat]
+    gen_event = go.click(generate, [prompt, model, *sampling], [output, tokens, status], api_name="generate",
+                         concurrency_id="model", concurrency_limit=2)
+    prompt.submit(generate, [prompt, model, *sampling], [output, tokens, status], api_visibility="private",
+                  concurrency_id="model")
+    # Stop reaches the model (event checked by a StoppingCriteria) and also cancels the UI stream.
+    stop_btn.click(stop, None, None, cancels=[gen_event], queue=False, api_name="stop")
+    peek_inputs = [prompt, output, model, temperature, top_p, top_k]
+    peek.click(next_token, peek_inputs, [plot, table], api_name="next_token", concurrency_id="model")
+    for slider in (temperature, top_p, top_k):
+        slider.release(next_token, peek_inputs, [plot, table], api_visibility="private", concurrency_id="model",
+                       trigger_mode="always_last")
+    refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")

@@ -1,0 +1,28 @@
+"""HTML for a token strip: each token a chip coloured by its probability, details on hover."""
+
+from __future__ import annotations
+
+import html
+
+
+def prob_colour(p: float) -> str:
+    """Red (surprising) -> yellow -> green (expected), light enough for black text."""
+    p = min(max(p, 0.0), 1.0)
+    hue = int(120 * p)  # 0 = red, 120 = green
+    return f"hsl({hue}, 85%, 78%)"
+
+
+def token_strip(tokens, caption: str = "") -> str:
+    """tokens: objects with .text, .prob, .bits, .alternatives [(text, p)]."""
+    parts = []
+    for t in tokens:
+        alts = " · ".join(f"{a!r} {p:.1%}" for a, p in t.alternatives)
+        tip = html.escape(f"p = {t.prob:.1%}, {t.bits:.2f} bits\ntop-5: {alts}", quote=True)
+        text = html.escape(t.text).replace("\n", "↵<span class='nl'></span>")
+        parts.append(f"<span class='tok' style='background:{prob_colour(t.prob)}' title=\"{tip}\">{text}</span>")
+    legend = ("<div class='tokview-legend'>colour = probability under the model: "
+              f"<span style='background:{prob_colour(0.02)}'>2 %</span>"
+              f"<span style='background:{prob_colour(0.3)}'>30 %</span>"
+              f"<span style='background:{prob_colour(0.95)}'>95 %</span> · hover a token for its bits and the top-5"
+              + (f" · {html.escape(caption)}" if caption else "") + "</div>")
+    return f"<div class='tokview'>{''.join(parts)}</div>{legend}"

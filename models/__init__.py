@@ -1,0 +1,1 @@
+"""Model handlers and algorithms for LM Lab. Nothing in this package imports Gradio."""

@@ -1,0 +1,260 @@
+"""The catalogue of models by task, and a thread-safe LRU cache of loaded models.
+
+Sources, in the order the pickers show them:
+- embedded: real weights from the assets manifest, always available offline;
+- hub: Hugging Face ids, loaded only when the hub is reachable or the model is
+  already in the local HF cache (offline they say so instead of hanging);
+- local: folders given on the command line (``--model-dir``, env ``LMLAB_MODEL_DIRS``);
+- runs: fine-tuned models, contributed by providers registered with ``add_provider``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models import assets, settings
+from models.device import DeviceInfo, pick
+from models.errors import ModelUnavailable
+
+CAUSAL_LM = "causal-lm"
+TOKEN_CLASSIFICATION = "token-classification"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # stable id used by the UI and the API
+    label: str  # what the picker shows
+    task: str
+    source: str  # embedded | hub | local | run | spacy
+    location: str  # asset key, hub id or folder path
+    licence: str = ""
+    note: str = ""
+
+    def local_dir(self) -> Path | None:
+        if self.source == "embedded":
+            folder = assets.path(self.location)
+            return folder / "model" if (folder / "model").is_dir() else folder
+        if self.source in {"local", "run", "spacy"}:
+            return Path(self.location)
+        return None
+
+
+_EMBEDDED = [
+    ModelSpec("smollm2-135m-instruct", "SmolLM2-135M-Instruct (embedded)", CAUSAL_LM, "embedded",
+              "smollm2-135m-instruct", "Apache-2.0", "real pretrained weights from the Q4_1 GGUF"),
+]
+_HUB = [
+    ModelSpec("openai-community/gpt2", "GPT-2 124M (hub)", CAUSAL_LM, "hub", "openai-community/gpt2", "MIT"),
+    ModelSpec("distilbert/distilgpt2", "DistilGPT-2 82M (hub)", CAUSAL_LM, "hub", "distilbert/distilgpt2", "Apache-2.0"),
+    ModelSpec("HuggingFaceTB/SmolLM2-135M", "SmolLM2-135M base (hub)", CAUSAL_LM, "hub", "HuggingFaceTB/SmolLM2-135M", "Apache-2.0"),
+]
+
+_providers: list[Callable[[str], list[ModelSpec]]] = []
+
+
+def add_provider(provider: Callable[[str], list[ModelSpec]]) -> None:
+    """Register a function task -> extra specs (the training package adds fine-tuned runs)."""
+    if provider not in _providers:
+        _providers.append(provider)
+
+
+def add_static(specs: list[ModelSpec]) -> None:
+    """Other modules (NER) add their embedded or hub entries here."""
+    for spec in specs:
+        if spec.source == "embedded":
+            _EMBEDDED.append(spec)
+        else:
+            _HUB.append(spec)
+
+
+def _local_specs(task: str) -> list[ModelSpec]:
+    specs = []
+    for entry in filter(None, os.environ.get("LMLAB_MODEL_DIRS", "").split(os.pathsep)):
+        folder = Path(entry).expanduser()
+        if (folder / "config.json").exists() and _folder_task(folder) == task:
+            specs.append(ModelSpec(f"local:{folder}", f"{folder.name} (local folder)", task, "local", str(folder)))
+    return specs
+
+
+def _folder_task(folder: Path) -> str:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    archs = " ".join(config.get("architectures") or [])
+    return TOKEN_CLASSIFICATION if "TokenClassification" in archs else CAUSAL_LM
+
+
+def catalogue(task: str) -> list[ModelSpec]:
+    specs = [s for s in _EMBEDDED + _HUB if s.task == task] + _local_specs(task)
+    for provider in _providers:
+        try:
+            specs += [s for s in provider(task) if s.task == task]
+        except Exception:  # a broken runs folder must not break the pickers
+            continue
+    return specs
+
+
+def get(key: str, task: str | None = None) -> ModelSpec:
+    for spec in catalogue(task) if task else catalogue(CAUSAL_LM) + catalogue(TOKEN_CLASSIFICATION):
+        if spec.key == key:
+            return spec
+    if key.startswith("local:") and not settings.public_mode():
+        folder = Path(key[len("local:"):])
+        if (folder / "config.json").exists():
+            return ModelSpec(key, folder.name, task or _folder_task(folder), "local", str(folder))
+    raise ModelUnavailable(f"unknown model {key!r}; choose one from the list")
+
+
+# --- hub reachability ------------------------------------------------------------------
+
+_hub_probe: tuple[float, bool] = (0.0, False)
+
+
+def hub_reachable() -> bool:
+    """A fast TCP probe of huggingface.co (cached for a minute) so offline never hangs."""
+    global _hub_probe
+    if settings.offline():
+        return False
+    checked, ok = _hub_probe
+    if time.monotonic() - checked < 60:
+        return ok
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=2):
+            ok = True
+    except OSError:
+        ok = False
+    _hub_probe = (time.monotonic(), ok)
+    return ok
+
+
+def in_hf_cache(hub_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def availability(spec: ModelSpec) -> tuple[bool, str]:
+    """(usable now, why not). Embedded assets count as usable: they are fetched on demand."""
+    if spec.source == "hub":
+        if in_hf_cache(spec.location):
+            return True, "in the local Hugging Face cache"
+        if hub_reachable():
+            return True, "will be downloaded from the hub"
+        return False, f"{spec.location} needs a download from the Hugging Face hub, which is not reachable (offline)"
+    if spec.source == "embedded":
+        return True, "embedded"
+    folder = spec.local_dir()
+    if folder is None or not folder.exists():
+        return False, f"folder {folder} does not exist"
+    return True, "local"
+
+
+def hub_load_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """Where from_pretrained should read: a local folder, or the hub id (cache first when offline)."""
+    ok, why = availability(spec)
+    if not ok:
+        raise ModelUnavailable(why)
+    if spec.source == "hub":
+        return {"pretrained_model_name_or_path": spec.location, "local_files_only": not hub_reachable()}
+    return {"pretrained_model_name_or_path": str(spec.local_dir()), "local_files_only": True}
+
+
+# --- loaded-model cache -----------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    spec: ModelSpec
+    model: Any
+    tokenizer: Any
+    device: DeviceInfo
+    nbytes: int
+    fingerprint: str = ""  # sha256 of the weights file(s), filled lazily by users who need it
+
+
+class ModelCache:
+    """LRU of loaded models within a memory budget; concurrent loads of one key happen once."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self._items: OrderedDict[tuple, Loaded] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    def get(self, cache_key: tuple, loader: Callable[[], Loaded]) -> Loaded:
+        with self._lock:
+            if cache_key in self._items:
+                self._items.move_to_end(cache_key)
+                return self._items[cache_key]
+            key_lock = self._key_locks.setdefault(cache_key, threading.Lock())
+        with key_lock:  # one loader per key; others wait here and then hit the cache
+            with self._lock:
+                if cache_key in self._items:
+                    self._items.move_to_end(cache_key)
+                    return self._items[cache_key]
+            item = loader()
+            with self._lock:
+                self._items[cache_key] = item
+                self._evict()
+            return item
+
+    def _evict(self) -> None:
+        while len(self._items) > 1 and sum(i.nbytes for i in self._items.values()) > self.budget:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+CACHE = ModelCache(int(float(os.environ.get("LMLAB_MODEL_CACHE_GB", "4")) * 2**30))
+
+
+def model_nbytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def gpt2_tokenizer():
+    """The real GPT-2 BPE tokenizer from the embedded assets ('Hello world' -> [15496, 995])."""
+    from transformers import GPT2TokenizerFast
+
+    return GPT2TokenizerFast.from_pretrained(str(assets.path("gpt2-tokenizer")))
+
+
+def load_causal_lm(key: str, device: str | None = None) -> Loaded:
+    """Load (or reuse) a causal LM and its tokenizer on the chosen device, in eval mode."""
+    spec = get(key, CAUSAL_LM)
+    info = pick(device)
+
+    def loader() -> Loaded:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs = hub_load_kwargs(spec)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(**kwargs)
+            model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=info.dtype)
+        except OSError as exc:
+            raise ModelUnavailable(f"could not load {spec.label}: {exc}") from exc
+        model.to(info.device).eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return Loaded(spec, model, tokenizer, info, model_nbytes(model))
+
+    return CACHE.get((spec.key, str(info.device), str(info.dtype)), loader)

@@ -1,0 +1,61 @@
+"""Process-wide settings: the data folder, the local datasets folder, offline mode.
+
+They come from the environment (``LMLAB_HOME``, ``LMLAB_DATA_DIR``, ``LMLAB_OFFLINE``)
+so that subprocesses (training runs) inherit them; ``app.py`` flags set the same
+variables before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def home() -> Path:
+    """The one folder the app writes to (default ``~/.cache/lmlab``)."""
+    path = Path(os.environ.get("LMLAB_HOME") or Path.home() / ".cache" / "lmlab").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir() -> Path | None:
+    """A local datasets folder laid out like ``conll2003/``, ``wikitext-2/``, or None."""
+    value = os.environ.get("LMLAB_DATA_DIR")
+    if value:
+        return Path(value).expanduser()
+    # A checkout with the reference data beside it (as in development) finds it alone.
+    sibling = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return sibling if sibling.is_dir() else None
+
+
+def offline() -> bool:
+    """True when the hub must never be tried (flag, or the standard HF variables)."""
+    return any(
+        os.environ.get(name, "").lower() in {"1", "true", "yes"}
+        for name in ("LMLAB_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def public_mode() -> bool:
+    """Public hosting: on automatically on a Hugging Face Space."""
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("LMLAB_PUBLIC", "") == "1"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
