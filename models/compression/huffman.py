@@ -196,7 +196,8 @@ class EncodedStream:
 
 
 @njit(cache=True)
-def _encode_kernel(symbols, codes, lens, block, out, block_bits):
+def _encode_kernel(symbols, codes, lens, block, out32, block_bits):
+    # a 64-bit accumulator flushed 32 bits at a time; codes are at most 24 bits, so nothing overflows
     acc = np.uint64(0)
     nacc = 0
     pos = 0
@@ -205,18 +206,19 @@ def _encode_kernel(symbols, codes, lens, block, out, block_bits):
         if i % block == 0:
             block_bits[i // block] = bitpos
         s = symbols[i]
+        if s >= lens.shape[0] or lens[s] == 0:
+            return -1 - i
         length = lens[s]
         acc = (acc << np.uint64(length)) | np.uint64(codes[s])
         nacc += length
         bitpos += length
-        while nacc >= 8:
-            nacc -= 8
-            out[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+        if nacc >= 32:
+            nacc -= 32
+            out32[pos] = np.uint32((acc >> np.uint64(nacc)) & np.uint64(0xFFFFFFFF))
             pos += 1
     if nacc > 0:
-        out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
-        pos += 1
-    return pos
+        out32[pos] = np.uint32((acc << np.uint64(32 - nacc)) & np.uint64(0xFFFFFFFF))
+    return bitpos
 
 
 def encode(symbols: np.ndarray, lengths: np.ndarray, block: int = DEFAULT_BLOCK) -> EncodedStream:
@@ -225,14 +227,19 @@ def encode(symbols: np.ndarray, lengths: np.ndarray, block: int = DEFAULT_BLOCK)
     lengths = np.asarray(lengths, dtype=np.uint8)
     if block <= 0:
         raise ValueError("block must be positive")
-    if len(symbols) and (int(symbols.max()) >= len(lengths) or not np.all(lengths[symbols] > 0)):
-        raise ValueError("a symbol has no code: build the lengths from the histogram of these symbols")
+    if symbols.dtype.kind not in "ui":
+        raise ValueError(f"symbols must be unsigned integers, not {symbols.dtype}")
     codes = canonical_codes(lengths)
-    total_bits = coded_bits(np.bincount(symbols, minlength=len(lengths)), lengths) if len(symbols) else 0
-    out = np.empty((total_bits + 7) // 8 + 8, dtype=np.uint8)
+    max_len = int(lengths.max()) if len(lengths) else 0
+    out32 = np.empty(len(symbols) * max_len // 32 + 2, dtype=np.uint32)
     block_bits = np.zeros(-(-len(symbols) // block), dtype=np.uint64)
-    used = _encode_kernel(symbols, codes, lengths.astype(np.int64), block, out, block_bits)
-    return EncodedStream(out[:used].tobytes(), block_bits, len(symbols), block)
+    total_bits = _encode_kernel(symbols, codes, lengths.astype(np.int64), block, out32, block_bits)
+    if total_bits < 0:
+        raise ValueError(f"symbol {int(symbols[-1 - total_bits])} at index {-1 - total_bits} has no code: "
+                         "build the lengths from the histogram of these symbols")
+    out32 = out32[: total_bits // 32 + 1]
+    data = out32.astype(">u4").tobytes()[: (total_bits + 7) // 8]  # MSB-first bytes
+    return EncodedStream(data, block_bits, len(symbols), block)
 
 
 def decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -251,19 +258,52 @@ def decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return lut_sym, lut_len, max_len
 
 
+MULTI = 4  # symbols a single table look-up may emit
+
+
 @njit(cache=True)
-def _decode_kernel(data, block_bits, n, block, lut_sym, lut_len, max_len, out):
-    shift = 32 - max_len
+def _multi_table(lut_sym, lut_len, max_len):
+    """For every ``max_len``-bit window: up to MULTI whole codes it holds, and the bits they use."""
+    size = lut_sym.shape[0]
+    syms = np.zeros((size, MULTI), dtype=lut_sym.dtype)
+    count = np.zeros(size, dtype=np.int64)
+    used = np.zeros(size, dtype=np.int64)
+    mask = size - 1
+    for w in range(size):
+        bits = 0
+        k = 0
+        while k < MULTI:
+            idx = (w << bits) & mask
+            length = lut_len[idx]
+            if bits + length > max_len:
+                break
+            syms[w, k] = lut_sym[idx]
+            bits += length
+            k += 1
+        count[w] = k
+        used[w] = bits
+    return syms, count, used
+
+
+@njit(cache=True)
+def _decode_kernel(data, block_bits, n, block, syms, count, used, max_len, out):
+    shift = np.uint64(32 - max_len)
     for b in range(block_bits.shape[0]):
         pos = np.int64(block_bits[b])
-        end = min(n, (b + 1) * block)
-        for i in range(b * block, end):
+        i = b * block
+        end = min(n, i + block)
+        while i < end:
             byte = pos >> 3
-            w = (np.uint32(data[byte]) << 24) | (np.uint32(data[byte + 1]) << 16) | (
-                np.uint32(data[byte + 2]) << 8) | np.uint32(data[byte + 3])
-            idx = ((np.uint64(w) << np.uint64(pos & 7)) & np.uint64(0xFFFFFFFF)) >> np.uint64(shift)
-            out[i] = lut_sym[idx]
-            pos += lut_len[idx]
+            w = (np.uint64(data[byte]) << np.uint64(24)) | (np.uint64(data[byte + 1]) << np.uint64(16)) | (
+                np.uint64(data[byte + 2]) << np.uint64(8)) | np.uint64(data[byte + 3])
+            idx = ((w << np.uint64(pos & 7)) & np.uint64(0xFFFFFFFF)) >> shift
+            for k in range(MULTI):  # out has MULTI spare slots: writing past a block end is harmless
+                out[i + k] = syms[idx, k]
+            c = count[idx]
+            if i + c > end:  # the window ran past the block's last symbol
+                c = end - i
+            i += c
+            pos += used[idx]
 
 
 def _padded(data: bytes) -> np.ndarray:
@@ -275,11 +315,12 @@ def _padded(data: bytes) -> np.ndarray:
 def decode(stream: EncodedStream, lengths: np.ndarray) -> np.ndarray:
     """The symbols of ``stream`` (uint8 if the alphabet has <= 256 symbols, else uint16)."""
     lut_sym, lut_len, max_len = decode_table(lengths)
-    out = np.empty(stream.n, dtype=lut_sym.dtype)
+    out = np.empty(stream.n + MULTI, dtype=lut_sym.dtype)
     if stream.n:
         _check_offsets(stream)
-        _decode_kernel(_padded(stream.data), stream.block_bits, stream.n, stream.block, lut_sym, lut_len, max_len, out)
-    return out
+        syms, count, used = _multi_table(lut_sym, lut_len, max_len)
+        _decode_kernel(_padded(stream.data), stream.block_bits, stream.n, stream.block, syms, count, used, max_len, out)
+    return out[: stream.n]
 
 
 def _check_offsets(stream: EncodedStream) -> None:
