@@ -12,7 +12,7 @@ import os
 
 import gradio as gr
 
-from components import about, generation, theme
+from components import about, generation, ner, theme
 from models import device, settings
 
 TITLE = "LM Lab"
@@ -29,6 +29,8 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 generation.build()
+            with gr.Tab("NER", id="ner"):
+                ner.build()
             # -- tabs: each module's build() lays out and wires its own widgets --
         about.build()
     return demo

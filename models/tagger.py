@@ -70,6 +70,8 @@ class Tagged:
     entities: list[Entity]
     pieces: list[Piece]
     windows: int = 1  # how many model windows the text needed
+    backend: str = ""  # transformers | spacy
+    labels: tuple[str, ...] = ()  # the entity types the model can predict
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -331,7 +333,10 @@ def tag(key: str, text: str, aggregation: str = "simple", threshold: float = 0.0
         raise InputError(f"the text has {len(text):,} characters; the limit here is {MAX_TEXT_CHARS:,}. "
                          f"Split it into lines and use Batch instead")
     _check(aggregation, threshold)
-    return load(key).tag_many([text], aggregation, threshold, progress)[0]
+    model = load(key)
+    out = model.tag_many([text], aggregation, threshold, progress)[0]
+    out.backend, out.labels = model.backend, tuple(model.labels)
+    return out
 
 
 # --- batch files -------------------------------------------------------------------------
