@@ -12,7 +12,7 @@ import os
 
 import gradio as gr
 
-from components import about, generation, ner, theme
+from components import about, finetune, generation, ner, theme
 from models import device, settings
 
 TITLE = "LM Lab"
@@ -31,6 +31,8 @@ def build_demo() -> gr.Blocks:
                 generation.build()
             with gr.Tab("NER", id="ner"):
                 ner.build()
+            with gr.Tab("Fine-tune", id="finetune"):
+                finetune.build()
             # -- tabs: each module's build() lays out and wires its own widgets --
         about.build()
     return demo

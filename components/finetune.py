@@ -1,0 +1,246 @@
+"""The Fine-tune tab: a form, Start/Cancel, a live loss chart polled from the run folder, evaluation, history.
+
+Runs are subprocesses writing into $LMLAB_HOME/runs/<id>/; this tab only reads those
+files (every 1.5 s with gr.Timer), so a reload or a closed tab reconnects to the run.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from components.common import explain, guard
+from components.plots import loss_figure
+from models.training import config as runconfig
+from models.training import data as datalib
+from models.training import runs, train, view
+
+EXPLANATION = """
+**Fine-tuning** continues training a pretrained model on new data, with a small learning rate, so it adapts
+without forgetting what it knows.
+
+- **Causal LM** (GPT-2 / SmolLM2 on WikiText-2): the model learns to predict each next token. **Perplexity**
+  = exp(mean loss per token): the number of equally likely tokens the model is "choosing between"; lower is
+  better. **BLEU** and **chrF** compare the model's greedy continuation of 32 held-out tokens with the real next
+  32 tokens.
+- **Token classification** (BERT / MiniLM on CoNLL-2003): a fresh head on top of the encoder tags each word
+  (B-PER, I-ORG, O, …). **seqeval** scores whole entities: precision, recall and F1 per type.
+- The **learning rate** warms up, then decays linearly to zero. Validation loss rising while training loss falls
+  means over-fitting.
+- Runs go on in the background: close the tab, come back, and the chart continues. One run uses the device at a
+  time; others wait in a queue. Finished models appear in the Generate, NER and Compress pickers.
+"""
+
+FORM_FIELDS = ["learning_rate", "epochs", "max_steps", "batch_size", "grad_accum", "seq_len", "warmup_ratio",
+               "weight_decay", "seed", "eval_steps", "eval_samples", "bleu_samples", "max_train_samples",
+               "logging_steps"]
+FLAGS = ["eval_before", "bf16"]
+TASK_CHOICES = [("Causal LM (next-token prediction)", runconfig.CAUSAL_LM),
+                ("Token classification (NER)", runconfig.TOKEN_CLASSIFICATION)]
+
+
+def base_choices(task: str) -> list[tuple[str, str]]:
+    bases = train.causal_bases() if task == runconfig.CAUSAL_LM else train.ner_bases()
+    return [(label, key) for key, label in bases]
+
+
+def dataset_choices(task: str) -> list[tuple[str, str]]:
+    return [(label, key) for key, label in datalib.datasets_for(task).items()]
+
+
+def _values(task, base, dataset, upload, scratch_size, *numbers) -> dict:
+    values = dict(task=task, base=base, dataset=dataset, upload=upload or "", scratch_size=scratch_size)
+    values.update(zip(FORM_FIELDS + FLAGS, numbers, strict=True))
+    return values
+
+
+def on_task(task):
+    """Switching task loads that task's recipe into the form."""
+    cfg = runconfig.recipe(task)
+    bases, sets = base_choices(task), dataset_choices(task)
+    return [gr.Dropdown(choices=bases, value=cfg.base), gr.Dropdown(choices=sets, value=cfg.dataset)] + \
+        [getattr(cfg, name) for name in FORM_FIELDS + FLAGS]
+
+
+def on_dataset(task, dataset, upload):
+    if dataset == "upload" and not upload:
+        return "Upload a file (.txt for causal LM, CoNLL `token … tag` lines for NER).", []
+    try:
+        summary, rows = view.dataset_info(task, dataset, upload or "")
+    except Exception as exc:  # shown in the form, so a bad upload is explained where it was made
+        return f"⚠️ {exc}", []
+    return summary, rows
+
+
+@guard
+def start(task, base, dataset, upload, scratch_size, *numbers):
+    """Start a run: returns (run id, status line)."""
+    run_id = view.start(_values(task, base, dataset, upload, scratch_size, *numbers))
+    return run_id, f"⏳ run `{run_id}` started"
+
+
+def command(task, base, dataset, upload, scratch_size, *numbers) -> str:
+    return view.command(_values(task, base, dataset, upload, scratch_size, *numbers))
+
+
+def _eval_outputs(snap: view.Snapshot):
+    per_type_visible = bool(snap.per_type)
+    return (gr.Dataframe(value=snap.evaluation, headers=snap.eval_header),
+            gr.Dataframe(value=snap.per_type, visible=per_type_visible),
+            snap.sample)
+
+
+def poll(run_id, seen):
+    """Timer tick: the watched run (or, after a reload, the newest active/latest run) -> widgets.
+
+    Charts and tables are only re-sent when the run's files changed (``seen``), so they do not flicker.
+    """
+    run_id = run_id or view.latest_run(active_only=True) or view.latest_run()
+    if not run_id:
+        return "", "", "No runs yet: fill in the form and press **Start**.", *[gr.skip()] * 5
+    try:
+        snap = view.snapshot(run_id)
+    except Exception as exc:
+        return run_id, "", f"⚠️ {exc}", *[gr.skip()] * 5
+    if snap.signature == seen:
+        return run_id, seen, snap.headline, *[gr.skip()] * 5
+    lr_fig = loss_figure({"learning rate": snap.lr}, title="Learning rate", y_title="learning rate")
+    return (run_id, snap.signature, snap.headline, loss_figure(snap.series, title=f"Loss — run {run_id}"), lr_fig,
+            *_eval_outputs(snap))
+
+
+@guard
+def cancel(run_id):
+    if not run_id:
+        raise gr.Error("No run is selected.")
+    st = runs.cancel(run_id)
+    return f"⏹️ cancel requested for run `{run_id}` (state: {st.get('state')})"
+
+
+@guard
+def download(run_id):
+    if not run_id:
+        raise gr.Error("No run is selected.")
+    return view.zip_model(run_id)
+
+
+def history_update():
+    rows = view.history()
+    ids = [r[0] for r in rows]
+    return gr.Dataframe(value=rows, headers=view.HISTORY_HEADERS), gr.Dropdown(choices=ids), \
+        gr.Dropdown(choices=ids)
+
+
+def compare(run_ids):
+    return loss_figure(view.compare(run_ids or []), title="Training loss of the selected runs")
+
+
+# --- the scripting API (typed, so the API page documents it) -------------------------------------
+
+
+def api_train_start(config: dict) -> str:
+    """Start a run from a dict of RunConfig fields (task, base, dataset, learning_rate, ...); returns its id."""
+    try:
+        return view.start(runconfig.recipe(config.get("task", runconfig.CAUSAL_LM)).__dict__ | dict(config))
+    except Exception as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def api_train_status(run_id: str) -> dict:
+    """Status of a run: state, step, max_steps, elapsed, eta, tokens_per_s, error, summary, result."""
+    try:
+        return runs.status(run_id)
+    except Exception as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def api_train_cancel(run_id: str) -> dict:
+    """Ask a run to stop; it stops within a few seconds and keeps its files."""
+    try:
+        return runs.cancel(run_id)
+    except Exception as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def api_runs() -> list[dict]:
+    """All runs, newest first: id, state, config, summary."""
+    return [{k: st.get(k) for k in ("id", "state", "summary", "error", "created", "config")} for st in runs.list_runs()]
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+
+def build() -> None:
+    cfg = runconfig.recipe(runconfig.CAUSAL_LM)
+    meta = runconfig.RunConfig.__dataclass_fields__
+    watched = gr.State("")
+    seen = gr.State("")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            task = gr.Radio(TASK_CHOICES, value=cfg.task, label="Task", info=meta["task"].metadata["help"],
+                            elem_id="ft-task")
+            base = gr.Dropdown(base_choices(cfg.task), value=cfg.base, label="Base model", elem_id="ft-base",
+                               info=meta["base"].metadata["help"])
+            scratch = gr.Dropdown(["tiny", "small", "medium"], value=cfg.scratch_size, label="Size from scratch",
+                                  info=meta["scratch_size"].metadata["help"], elem_id="ft-scratch")
+            dataset = gr.Dropdown(dataset_choices(cfg.task), value=cfg.dataset, label="Dataset", elem_id="ft-dataset")
+            upload = gr.File(label="Your data (.txt or CoNLL)", file_types=[".txt", ".conll", ".tsv", ".iob"],
+                             type="filepath", elem_id="ft-upload")
+            data_info = gr.Markdown(elem_id="ft-data-info")
+            preview = gr.Dataframe(headers=["preview (first training examples)"], label="Preview", wrap=True,
+                                   interactive=False, max_height=200)
+            with gr.Accordion("Hyper-parameters", open=False):
+                numbers = []
+                for name in FORM_FIELDS:
+                    lo, hi = runconfig.limits(name)
+                    numbers.append(gr.Number(value=getattr(cfg, name), label=name.replace("_", " "), minimum=lo,
+                                             maximum=hi, info=meta[name].metadata["help"], elem_id=f"ft-{name}"))
+                for name in FLAGS:
+                    numbers.append(gr.Checkbox(value=getattr(cfg, name), label=name.replace("_", " "),
+                                               info=meta[name].metadata["help"], elem_id=f"ft-{name}"))
+            with gr.Row():
+                start_btn = gr.Button("Start", variant="primary", elem_id="ft-start")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
+            with gr.Accordion("Run this on a cluster", open=False):
+                cmd = gr.Code(label="accelerate launch (same flags, several GPUs or machines)", language="shell",
+                              interactive=False, elem_id="ft-command")
+        with gr.Column(scale=3):
+            status = gr.Markdown("No runs yet.", elem_classes=["lmlab-status"], elem_id="ft-status")
+            loss_plot = gr.Plot(label="Loss", elem_id="ft-loss")
+            lr_plot = gr.Plot(label="Learning rate", elem_id="ft-lr")
+            evaluation = gr.Dataframe(headers=["metric (test split)", "before", "after"], label="Evaluation",
+                                      interactive=False, elem_id="ft-eval")
+            per_type = gr.Dataframe(headers=["type", "support", "P before", "R before", "F1 before", "P after",
+                                             "R after", "F1 after"], label="seqeval per entity type",
+                                    interactive=False, visible=False)
+            sample = gr.Markdown(elem_id="ft-sample")
+            with gr.Row():
+                zip_btn = gr.Button("Download the model (.zip)", size="sm", elem_id="ft-zip")
+                zip_file = gr.File(label="Model zip", interactive=False)
+    with gr.Accordion("Run history and comparison", open=False):
+        refresh = gr.Button("↻ refresh history", size="sm", elem_id="ft-refresh")
+        table = gr.Dataframe(headers=view.HISTORY_HEADERS, label="Runs", interactive=False, elem_id="ft-history")
+        with gr.Row():
+            watch = gr.Dropdown([], label="Watch run", elem_id="ft-watch")
+            pick = gr.Dropdown([], label="Compare runs", multiselect=True, elem_id="ft-compare")
+        compare_plot = gr.Plot(label="Loss curves")
+    explain("What happens in a fine-tuning run?", EXPLANATION)
+
+    form = [task, base, dataset, upload, scratch, *numbers]
+    task.change(on_task, task, [base, dataset, *numbers], api_visibility="private")
+    # triggers=None: on page load and whenever one of the inputs changes.
+    gr.on(None, on_dataset, [task, dataset, upload], [data_info, preview], api_visibility="private")
+    gr.on(None, command, form, cmd, api_visibility="private", queue=False)
+    start_btn.click(start, form, [watched, status], api_visibility="private", concurrency_id="train_start",
+                    concurrency_limit=1).then(history_update, None, [table, watch, pick], api_visibility="private")
+    cancel_btn.click(cancel, watched, status, api_visibility="private", queue=False)
+    zip_btn.click(download, watched, zip_file, api_visibility="private")
+    watch.change(lambda run_id: run_id or "", watch, watched, api_visibility="private")
+    refresh.click(history_update, None, [table, watch, pick], api_visibility="private")
+    pick.change(compare, pick, compare_plot, api_visibility="private")
+    timer = gr.Timer(1.5)
+    timer.tick(poll, [watched, seen], [watched, seen, status, loss_plot, lr_plot, evaluation, per_type, sample],
+               api_visibility="private", queue=False, show_progress="hidden")
+    gr.api(api_train_start, api_name="train_start")
+    gr.api(api_train_status, api_name="train_status")
+    gr.api(api_train_cancel, api_name="train_cancel")
+    gr.api(api_runs, api_name="runs")

@@ -1,0 +1,63 @@
+"""``python -m models.training [--run-dir DIR | flags]``: one fine-tuning run.
+
+The app launches ``--run-dir`` with a prepared folder; by hand (or under
+``accelerate launch -m models.training ...`` on several GPUs or machines) pass the
+run settings as flags and a new run folder is created under ``$LMLAB_HOME/runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from models.errors import LMLabError
+from models.training.config import RunConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m models.training", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run-dir", default=None, help="an existing run folder with config.json (what the app passes)")
+    p.add_argument("--run-id", default=None, help="name of the new run folder (default: time + random suffix)")
+    p.add_argument("--config", default=None, help="a config.json to start from (flags override it)")
+    for f in fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f.metadata["help"] + f" (default {f.default})")
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, dest=f.name, type=kind, default=None,
+                           help=f.metadata["help"] + (f" (default {f.default})" if f.default is not MISSING else ""))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from models.training import runs, train
+
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        if args.run_dir:
+            folder = Path(args.run_dir)
+            cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        else:
+            base = json.loads(Path(args.config).read_text()) if args.config else {}
+            base |= {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+            cfg = RunConfig.from_dict(base).validate()
+            # The main process owns the folder; the others train and leave the writing to it.
+            folder = runs.new_run_dir(cfg, args.run_id) if rank == 0 else None
+            if folder is not None:
+                print(f"run folder: {folder}", flush=True)
+    except (LMLabError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return train.run_in_folder(folder, cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Training data: WikiText-2 / Canterbury / an uploaded text for causal LM; CoNLL-2003 / Twitter NER /
+an uploaded CoNLL file for token classification.
+
+Hub datasets are used when the hub is reachable; otherwise the local data folder
+(``models.settings.data_dir()``) or the embedded assets. Every loader returns plain
+Python lists, so the trainer and the tests need nothing but this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models import assets, registry, settings
+from models.errors import InputError
+from models.training import conll
+from models.training.config import CAUSAL_LM
+
+TEXT_DATASETS = {
+    "wikitext-2": "WikiText-2 (Wikipedia articles)",
+    "canterbury": "Canterbury corpus texts (Alice in Wonderland, As You Like It, ...; embedded, offline)",
+    "upload": "your own .txt file",
+}
+NER_DATASETS = {
+    "conll2003": "CoNLL-2003 English news (PER, ORG, LOC, MISC)",
+    "twitter-ner": "Twitter NER sample (10 types; embedded, offline)",
+    "upload": "your own CoNLL file (token ... tag per line)",
+}
+MAX_UPLOAD_BYTES = 200 * 2**20
+
+
+@dataclass
+class TextData:
+    train: list[str]
+    eval: list[str]  # the split evaluated every N steps
+    test: list[str]  # the split of the final perplexity and BLEU
+    note: str = ""
+
+
+@dataclass
+class NerData:
+    train: list[conll.Sentence]
+    eval: list[conll.Sentence]
+    test: list[conll.Sentence]
+    labels: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def datasets_for(task: str) -> dict[str, str]:
+    return TEXT_DATASETS if task == CAUSAL_LM else NER_DATASETS
+
+
+def load(task: str, dataset: str, upload: str = "") -> TextData | NerData:
+    if dataset not in datasets_for(task):
+        raise InputError(f"dataset {dataset!r} does not fit the task {task}: use one of "
+                         f"{', '.join(datasets_for(task))}")
+    data = _load_text(dataset, upload) if task == CAUSAL_LM else _load_ner(dataset, upload)
+    _check_size(data)
+    return data
+
+
+# --- causal LM ------------------------------------------------------------------------------
+
+
+def _load_text(dataset: str, upload: str) -> TextData:
+    if dataset == "wikitext-2":
+        if registry.hub_reachable():
+            from datasets import load_dataset
+
+            ds = load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1")
+            return TextData(_lines(ds["train"]["text"]), _lines(ds["validation"]["text"]), _lines(ds["test"]["text"]),
+                            "hub Salesforce/wikitext (wikitext-2-raw-v1): train / validation / test")
+        folder = _local("wikitext-2", ("valid.txt", "test.txt"))
+        valid = _lines((folder / "valid.txt").read_text(encoding="utf-8").splitlines())
+        test = _lines((folder / "test.txt").read_text(encoding="utf-8").splitlines())
+        return TextData(valid, test, test, "the local WikiText-2 copy has no train split: training on the validation "
+                        "split and evaluating on the test split")
+    if dataset == "canterbury":
+        folder = assets.path("canterbury")
+        train, test = [], []
+        for path in sorted(folder.glob("*.txt")):
+            lines = _lines(path.read_text(encoding="latin-1").splitlines())
+            cut = int(len(lines) * 0.9)
+            train += lines[:cut]
+            test += lines[cut:]
+        return TextData(train, test, test, "Canterbury texts: the first 90% of each file trains, the last 10% tests")
+    lines = _lines(_read_upload_text(upload).splitlines())
+    cut = int(len(lines) * 0.9)
+    return TextData(lines[:cut], lines[cut:], lines[cut:], "your file: the first 90% of its lines train, the last "
+                    "10% test")
+
+
+def _lines(lines) -> list[str]:
+    return [line.strip() for line in lines if line and line.strip()]
+
+
+def _read_upload_text(upload: str) -> str:
+    path = _upload_path(upload)
+    data = path.read_bytes()
+    if b"\x00" in data[:4096]:
+        raise InputError(f"{path.name} is a binary file, not text: upload a UTF-8 .txt file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path.name}, line {line}: not UTF-8 text; save the file as UTF-8 and upload it again") from exc
+
+
+def _upload_path(upload: str) -> Path:
+    if not upload:
+        raise InputError("no file was uploaded")
+    path = Path(upload)
+    if not path.is_file():
+        raise InputError(f"the uploaded file {path.name} is gone; upload it again")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path.name} is empty")
+    if size > MAX_UPLOAD_BYTES:
+        raise InputError(f"{path.name} is {size / 2**20:.0f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB")
+    return path
+
+
+# --- token classification ---------------------------------------------------------------------
+
+
+def _load_ner(dataset: str, upload: str) -> NerData:
+    if dataset == "conll2003":
+        if registry.hub_reachable():
+            from datasets import load_dataset
+
+            ds = load_dataset("eriktks/conll2003")
+            names = ds["train"].features["ner_tags"].feature.names
+
+            def split(name):
+                return [(row["tokens"], [names[t] for t in row["ner_tags"]]) for row in ds[name] if row["tokens"]]
+
+            return _ner(split("train"), split("validation"), split("test"), "hub eriktks/conll2003")
+        folder = _local("conll2003", ("train.txt", "valid.txt", "test.txt"))
+        parts = [conll.read(folder / f"{name}.txt", f"conll2003/{name}.txt") for name in ("train", "valid", "test")]
+        return _ner(*parts, "local CoNLL-2003 copy: train / valid / test")
+    if dataset == "twitter-ner":
+        sentences = conll.read(assets.path("twitter-ner") / "ner.txt", "twitter-ner/ner.txt")
+        return _ner(*_split(sentences), "Twitter NER sample: 80% train, 10% validation, 10% test (in file order)")
+    path = _upload_path(upload)
+    sentences = conll.read(path, path.name)
+    return _ner(*_split(sentences), "your file: 80% train, 10% validation, 10% test (in file order)")
+
+
+def _split(items: list) -> tuple[list, list, list]:
+    a, b = int(len(items) * 0.8), int(len(items) * 0.9)
+    return items[:a], items[a:b], items[b:]
+
+
+def _ner(train, eval_, test, note) -> NerData:
+    labels = sorted({t for _, tags in train + eval_ + test for t in tags}, key=lambda t: (t != "O", t[2:], t))
+    return NerData(train, eval_, test, labels, note)
+
+
+def _local(name: str, files: tuple[str, ...]) -> Path:
+    root = settings.data_dir()
+    folder = root / name if root else None
+    if folder is None or not all((folder / f).is_file() for f in files):
+        raise InputError(f"{name} needs the Hugging Face hub (not reachable) or a local copy: start the app with "
+                         f"--data-dir pointing at a folder with {name}/{files[0]}")
+    return folder
+
+
+def _check_size(data: TextData | NerData) -> None:
+    if isinstance(data, TextData):
+        words = sum(len(line.split()) for line in data.train)
+        if words < 64 or not data.test:
+            raise InputError(f"the dataset is too small to train on: {words} words for training and "
+                             f"{len(data.test)} lines for testing; give it at least a few hundred words")
+    else:
+        if len(data.train) < 8 or not data.test or not data.eval:
+            raise InputError(f"the dataset is too small: {len(data.train) + len(data.eval) + len(data.test)} "
+                             "sentences; a CoNLL file needs at least 10 sentences (blank line between sentences)")
+        if len(data.labels) < 2:
+            raise InputError("the dataset has a single tag; NER needs entity tags besides O")
+
+
+def describe(data: TextData | NerData, n_preview: int = 4) -> tuple[str, list[list[str]]]:
+    """A one-line size summary and a few preview rows, for the form."""
+    if isinstance(data, TextData):
+        words = [sum(len(x.split()) for x in split) for split in (data.train, data.eval, data.test)]
+        summary = (f"{len(data.train):,} lines ({words[0]:,} words) to train, {len(data.test):,} lines "
+                   f"({words[2]:,} words) to test. {data.note}")
+        return summary, [[line[:300]] for line in data.train[:n_preview]]
+    summary = (f"{len(data.train):,} / {len(data.eval):,} / {len(data.test):,} sentences (train / validation / "
+               f"test), {len(data.labels)} tags: {' '.join(data.labels)}. {data.note}")
+    rows = [[" ".join(f"{w}/{t}" if t != "O" else w for w, t in zip(words, tags, strict=True))[:300]]
+            for words, tags in data.train[:n_preview]]
+    return summary, rows

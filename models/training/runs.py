@@ -1,0 +1,297 @@
+"""Run folders and the job manager: launch a run as a subprocess, queue, cancel, list, detect dead runs.
+
+A run lives in ``$LMLAB_HOME/runs/<id>/``:
+    config.json    the RunConfig
+    status.json    state (queued/running/finished/failed/cancelled), pid, progress, error, results
+    metrics.jsonl  one JSON object per log/eval event (step, epoch, loss, learning rate, tokens/s, time)
+    log.txt        the subprocess's stdout/stderr (for a failure's details)
+    model/         the final model: safetensors + tokenizer + config, renamed into place when complete
+    cancel         present when the user asked the run to stop
+
+Everything the UI shows comes from these files, so a reload, a closed tab or an app restart
+loses nothing: the UI reads the folder again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from models import registry, settings
+from models.errors import InputError, LMLabError
+from models.training.config import RunConfig
+
+ACTIVE = ("queued", "running")
+DONE = ("finished", "failed", "cancelled")
+ROOT_DIR = Path(__file__).resolve().parent.parent.parent  # the checkout, so `-m models.training` resolves
+
+
+def runs_root() -> Path:
+    root = settings.home() / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def run_dir(run_id: str) -> Path:
+    # Ids come from the UI and the API: never join an arbitrary string into a path.
+    if not run_id or not all(c.isalnum() or c in "-_" for c in run_id) or len(run_id) > 80:
+        raise InputError(f"{run_id!r} is not a run id")
+    folder = runs_root() / run_id
+    if not (folder / "config.json").is_file():
+        raise InputError(f"there is no run {run_id!r}")
+    return folder
+
+
+def _read_json(path: Path, default):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def write_status(folder: Path, **changes) -> dict:
+    status = _read_json(folder / "status.json", {})
+    status.update(changes, updated=time.time())
+    settings.atomic_write_text(folder / "status.json", json.dumps(status, indent=2))
+    return status
+
+
+def append_metrics(folder: Path, record: dict) -> None:
+    # One short line per append: readers see whole lines (a torn last line is skipped on read).
+    with open(folder / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_id: str) -> list[dict]:
+    records = []
+    try:
+        text = (run_dir(run_id) / "metrics.jsonl").read_text(encoding="utf-8")
+    except OSError:
+        return records
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # the line being written right now
+    return records
+
+
+def read_config(run_id: str) -> RunConfig:
+    return RunConfig.from_dict(_read_json(run_dir(run_id) / "config.json", {}))
+
+
+# --- liveness ---------------------------------------------------------------------------------
+
+
+def _alive(pid: int | None, run_id: str) -> bool:
+    """True when ``pid`` is a live training process of this run (a recycled pid does not count)."""
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return run_id in " ".join(proc.cmdline())
+    except Exception:
+        return False
+
+
+def status(run_id: str) -> dict:
+    """The run's status; a queued/running run whose process is gone becomes failed (killed from outside)."""
+    folder = run_dir(run_id)
+    st = _read_json(folder / "status.json", {"state": "failed", "error": "status.json is missing or unreadable"})
+    st["id"] = run_id
+    if st.get("state") in ACTIVE and not _alive(st.get("pid"), run_id):
+        # Re-read: the run may have finished between the two reads.
+        st = _read_json(folder / "status.json", st) | {"id": run_id}
+        if st.get("state") in ACTIVE and not _alive(st.get("pid"), run_id):
+            tail = _log_tail(folder)
+            st = write_status(folder, state="failed", error="the training process stopped unexpectedly (killed from "
+                              "outside, out of memory, or the machine restarted)" + (f": {tail}" if tail else ""))
+            st["id"] = run_id
+    if st.get("state") == "queued":
+        st["queue_position"] = _queue_position(run_id, st)
+    return st
+
+
+def _log_tail(folder: Path) -> str:
+    try:
+        lines = [x for x in (folder / "log.txt").read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    errors = [x for x in lines if "Error" in x or "error" in x]
+    return (errors or lines or [""])[-1][-300:]
+
+
+def list_runs() -> list[dict]:
+    """All runs, newest first, with their status (dead ones marked failed)."""
+    out = []
+    for folder in runs_root().iterdir():
+        if folder.is_dir() and (folder / "config.json").is_file():
+            try:
+                st = status(folder.name)
+                st["config"] = _read_json(folder / "config.json", {})
+                out.append(st)
+            except LMLabError:
+                continue
+    return sorted(out, key=lambda s: s.get("created", 0), reverse=True)
+
+
+# --- the queue: one run at a time per device ----------------------------------------------------
+
+
+def device_key() -> str:
+    from models.device import pick
+
+    return str(pick().device).replace(":", "-")
+
+
+def _queued(device: str) -> list[dict]:
+    entries = []
+    for folder in runs_root().iterdir():
+        st = _read_json(folder / "status.json", {})
+        if st.get("state") in ACTIVE and st.get("device") == device and _alive(st.get("pid"), folder.name):
+            entries.append(st | {"id": folder.name})
+    return sorted(entries, key=lambda s: (s.get("created", 0), s["id"]))
+
+
+def _queue_position(run_id: str, st: dict) -> int:
+    ids = [s["id"] for s in _queued(st.get("device", ""))]
+    return ids.index(run_id) if run_id in ids else 0
+
+
+class DeviceSlot:
+    """An exclusive lock on the device, held for the whole run; the OS drops it if the process dies."""
+
+    def __init__(self, device: str) -> None:
+        self.path = runs_root() / f".device-{device}.lock"
+        self.fh = None
+
+    def try_acquire(self) -> bool:
+        import fcntl
+
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self.fh = fh
+        return True
+
+    def release(self) -> None:
+        if self.fh:
+            self.fh.close()
+            self.fh = None
+
+
+def wait_for_slot(folder: Path, device: str, should_stop) -> DeviceSlot | None:
+    """Block until this run is first in the queue and the device is free; None if cancelled meanwhile."""
+    slot = DeviceSlot(device)
+    while True:
+        if should_stop():
+            return None
+        ahead = [s for s in _queued(device) if s["id"] != folder.name and
+                 (s.get("created", 0), s["id"]) < (_read_json(folder / "status.json", {}).get("created", 0), folder.name)]
+        if not ahead and slot.try_acquire():
+            return slot
+        write_status(folder, queue_position=len(ahead) or 1)
+        time.sleep(1.0)
+
+
+# --- launching and cancelling --------------------------------------------------------------------
+
+
+def new_run_dir(config: RunConfig, run_id: str | None = None) -> Path:
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    folder = runs_root() / run_id
+    try:
+        folder.mkdir(parents=True, exist_ok=False)
+        settings.atomic_write_text(folder / "config.json", config.to_json())
+        write_status(folder, state="queued", created=time.time(), device=device_key(), step=0, max_steps=0)
+    except FileExistsError as exc:
+        raise InputError(f"a run named {run_id} already exists") from exc
+    except OSError as exc:
+        raise LMLabError(f"cannot write the run folder {folder}: {exc.strerror or exc} (disk full or not "
+                         f"writable? free some space or start the app with another --home)") from exc
+    return folder
+
+
+def start(config: RunConfig) -> str:
+    """Validate, create the run folder and launch ``python -m models.training --run-dir ...`` in the background."""
+    config.validate()
+    folder = new_run_dir(config)
+    log = open(folder / "log.txt", "ab")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "models.training", "--run-dir", str(folder)],
+                                cwd=ROOT_DIR, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                start_new_session=True)  # survives the app's Ctrl-C and a closed tab
+    finally:
+        log.close()
+    write_status(folder, pid=proc.pid)
+    _children.append(proc)
+    return folder.name
+
+
+_children: list[subprocess.Popen] = []  # reaped so finished runs do not linger as zombies
+
+
+def reap() -> None:
+    for proc in list(_children):
+        if proc.poll() is not None:
+            _children.remove(proc)
+
+
+def cancel(run_id: str) -> dict:
+    """Ask the run to stop: it finishes the current step, keeps what was saved and marks itself cancelled."""
+    folder = run_dir(run_id)
+    st = status(run_id)
+    if st.get("state") not in ACTIVE:
+        return st
+    settings.atomic_write_text(folder / "cancel", str(time.time()))
+    pid = st.get("pid")
+    if pid and _alive(pid, run_id):
+        try:
+            os.kill(pid, signal.SIGTERM)  # the runner turns SIGTERM into the same clean stop
+        except OSError:
+            pass
+    return status(run_id)
+
+
+def wait(run_id: str, timeout: float = 600, poll: float = 0.5) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap()
+        st = status(run_id)
+        if st.get("state") in DONE:
+            return st
+        time.sleep(poll)
+    raise TimeoutError(f"run {run_id} did not end within {timeout:.0f} s")
+
+
+# --- finished runs appear in the other tabs' pickers ---------------------------------------------
+
+
+def finished_models(task: str) -> list[registry.ModelSpec]:
+    specs = []
+    for st in list_runs():
+        cfg = st.get("config", {})
+        model = runs_root() / st["id"] / "model"
+        if st.get("state") != "finished" or cfg.get("task") != task or not (model / "config.json").is_file():
+            continue
+        best = st.get("summary", "")
+        specs.append(registry.ModelSpec(f"run:{st['id']}", f"{cfg.get('base')} fine-tuned on {cfg.get('dataset')} "
+                                        f"(run {st['id']})", task, "run", str(model), note=best))
+    return specs
+
+
+registry.add_provider(finished_models)

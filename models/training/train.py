@@ -1,0 +1,474 @@
+"""One fine-tuning run: base model + data -> transformers Trainer -> evaluated, saved model.
+
+The loop knows nothing about the UI: a TrainerCallback writes metrics.jsonl and
+status.json and checks for a cancel request; that is the only link to the outside.
+Under ``accelerate launch`` every process runs this file; only the main one writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from models import assets, registry
+from models.errors import Cancelled, InputError, LMLabError, ModelUnavailable
+from models.training import data as datalib
+from models.training import metrics, runs
+from models.training.config import CAUSAL_LM, RunConfig
+
+SCRATCH_SIZES = {"tiny": (2, 128, 2), "small": (4, 256, 4), "medium": (6, 384, 6)}  # layers, width, heads
+PROMPT_TOKENS = REFERENCE_TOKENS = 32
+
+
+# --- base models ---------------------------------------------------------------------------------
+
+
+def ner_bases() -> list[tuple[str, str]]:
+    return [("all-minilm-l6-v2", "MiniLM-L6 encoder (embedded, BERT architecture, 22.7M; fresh tagging head)"),
+            ("bert-base-cased", "BERT base cased (hub, 108M; fresh tagging head)")]
+
+
+def causal_bases() -> list[tuple[str, str]]:
+    bases = [(s.key, s.label) for s in registry.catalogue(CAUSAL_LM)]
+    return bases + [("scratch-gpt2", "GPT-2 from scratch (random weights, embedded GPT-2 tokenizer)")]
+
+
+def _pretrained_source(base: str, task: str) -> dict:
+    """from_pretrained kwargs for a base key; offline hub ids fail here with a clear message."""
+    if base == "all-minilm-l6-v2":
+        return {"pretrained_model_name_or_path": str(assets.path("all-minilm-l6-v2")), "local_files_only": True}
+    if base == "bert-base-cased":
+        spec = registry.ModelSpec(base, base, task, "hub", "google-bert/bert-base-cased")
+        return registry.hub_load_kwargs(spec)
+    return registry.hub_load_kwargs(registry.get(base, task))
+
+
+def load_base(cfg: RunConfig, labels: list[str] | None = None):
+    """(model, tokenizer) in fp32 (mixed precision, when asked, is the Trainer's job)."""
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+    )
+
+    torch.manual_seed(cfg.seed)
+    try:
+        if cfg.task == CAUSAL_LM and cfg.base == "scratch-gpt2":
+            tokenizer = registry.gpt2_tokenizer()
+            layers, width, heads = SCRATCH_SIZES[cfg.scratch_size]
+            config = GPT2Config(n_layer=layers, n_embd=width, n_head=heads, n_positions=max(cfg.seq_len, 128),
+                                vocab_size=len(tokenizer))
+            model = GPT2LMHeadModel(config)
+        elif cfg.task == CAUSAL_LM:
+            source = _pretrained_source(cfg.base, cfg.task)
+            tokenizer = AutoTokenizer.from_pretrained(**source)
+            model = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
+        else:
+            source = _pretrained_source(cfg.base, cfg.task)
+            tokenizer = AutoTokenizer.from_pretrained(**source)
+            # The encoder's weights are kept; the tagging head starts fresh for this label set.
+            model = AutoModelForTokenClassification.from_pretrained(
+                **source, dtype=torch.float32, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={t: i for i, t in enumerate(labels)}, ignore_mismatched_sizes=True)
+    except OSError as exc:
+        raise ModelUnavailable(f"could not load the base model {cfg.base}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "is_fast", False) and cfg.task != CAUSAL_LM:
+        raise ModelUnavailable(f"{cfg.base} has no fast tokenizer, which word alignment for NER needs")
+    return model, tokenizer
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def lm_blocks(tokenizer, lines: list[str], seq_len: int) -> list[dict]:
+    """Concatenate the lines (newline-separated) and cut into blocks of seq_len tokens (run_clm's grouping)."""
+    ids: list[int] = []
+    for start in range(0, len(lines), 512):  # batched: one huge string would be slow to tokenize
+        for row in tokenizer(["\n".join(lines[start:start + 512]) + "\n"], add_special_tokens=False)["input_ids"]:
+            ids += row
+    n = len(ids) // seq_len
+    return [{"input_ids": ids[i * seq_len:(i + 1) * seq_len], "labels": ids[i * seq_len:(i + 1) * seq_len]}
+            for i in range(n)]
+
+
+def ner_features(tokenizer, sentences, label2id: dict[str, int], seq_len: int) -> list[dict]:
+    """Word pieces with the word's tag on its first piece and -100 (ignored) on the others."""
+    enc = tokenizer([w for w, _ in sentences], is_split_into_words=True, truncation=True, max_length=seq_len)
+    items = []
+    for i, (_, tags) in enumerate(sentences):
+        labels, previous = [], None
+        for word in enc.word_ids(i):
+            labels.append(-100 if word is None or word == previous else label2id[tags[word]])
+            previous = word
+        items.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels})
+    return items
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def lm_perplexity(model, blocks: list[dict], batch_size: int = 8) -> dict:
+    """Perplexity = exp(mean token loss) over all predicted tokens of the blocks."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(blocks), batch_size):
+        ids = torch.tensor([b["input_ids"] for b in blocks[start:start + batch_size]], device=device)
+        logits = model(input_ids=ids).logits[:, :-1].float()  # (batch, seq-1, vocab): predicts ids[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                 reduction="sum")
+        total += loss.item()
+        count += ids[:, 1:].numel()
+    return {"loss": total / max(count, 1), "perplexity": metrics.perplexity(total, count), "tokens": count}
+
+
+def continuation_pairs(tokenizer, lines: list[str], n: int) -> list[tuple[list[int], str]]:
+    """Held-out lines with >= 64 tokens: (first 32 token ids, the real next 32 tokens as text).
+
+    Texts wrapped into short lines (the Canterbury books) have few such lines; then
+    consecutive 64-token windows of the held-out text fill the rest.
+    """
+    span = PROMPT_TOKENS + REFERENCE_TOKENS
+    pairs = []
+    for line in lines:
+        ids = tokenizer(line, add_special_tokens=False)["input_ids"]
+        if len(ids) >= span:
+            pairs.append((ids[:PROMPT_TOKENS], tokenizer.decode(ids[PROMPT_TOKENS:span])))
+        if len(pairs) >= n:
+            return pairs
+    stream = [b["input_ids"] for b in lm_blocks(tokenizer, lines, span)]
+    step = max(1, len(stream) // max(1, n - len(pairs)))
+    for ids in stream[::step][: n - len(pairs)]:
+        pairs.append((ids[:PROMPT_TOKENS], tokenizer.decode(ids[PROMPT_TOKENS:])))
+    return pairs
+
+
+@torch.no_grad()
+def lm_bleu(model, tokenizer, pairs, batch_size: int = 8) -> dict:
+    """BLEU and chrF of greedy 32-token continuations against the real continuations."""
+    if not pairs:
+        return {}
+    model.eval()
+    device = next(model.parameters()).device
+    hyps = []
+    for start in range(0, len(pairs), batch_size):
+        prompts = torch.tensor([p for p, _ in pairs[start:start + batch_size]], device=device)  # all 32 long: no pad
+        out = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
+                             max_new_tokens=REFERENCE_TOKENS, pad_token_id=tokenizer.pad_token_id)
+        hyps += [tokenizer.decode(row[PROMPT_TOKENS:], skip_special_tokens=True) for row in out]
+    scores = metrics.bleu_chrf(hyps, [ref for _, ref in pairs])
+    return scores | {"example_prompt": tokenizer.decode(pairs[0][0]), "example_output": hyps[0],
+                     "example_reference": pairs[0][1]}
+
+
+@torch.no_grad()
+def ner_predict(model, tokenizer, sentences, seq_len: int, batch_size: int = 32) -> list[list[str]]:
+    """One predicted tag per word (the first piece's tag; words cut by truncation get O)."""
+    model.eval()
+    device = next(model.parameters()).device
+    id2label = model.config.id2label
+    preds = []
+    for start in range(0, len(sentences), batch_size):
+        batch = sentences[start:start + batch_size]
+        enc = tokenizer([w for w, _ in batch], is_split_into_words=True, truncation=True, max_length=seq_len,
+                        padding=True, return_tensors="pt")
+        best = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)).logits.argmax(-1)
+        for i, (words, _) in enumerate(batch):
+            tags = ["O"] * len(words)
+            seen = set()
+            for pos, word in enumerate(enc.word_ids(i)):
+                if word is not None and word not in seen:
+                    seen.add(word)
+                    tags[word] = id2label[int(best[i, pos])]
+            preds.append(tags)
+    return preds
+
+
+def ner_eval(model, tokenizer, sentences, seq_len: int) -> dict:
+    return metrics.seqeval_report([t for _, t in sentences], ner_predict(model, tokenizer, sentences, seq_len))
+
+
+def evaluate(cfg: RunConfig, model, tokenizer, data, split: str, limit: int = 0) -> dict:
+    items = getattr(data, split)[:limit] if limit else getattr(data, split)
+    if cfg.task == CAUSAL_LM:
+        result = lm_perplexity(model, lm_blocks(tokenizer, items, cfg.seq_len) or
+                               lm_blocks(tokenizer, items, min(cfg.seq_len, 32)))
+        if split == "test" and cfg.bleu_samples:
+            result |= lm_bleu(model, tokenizer, continuation_pairs(tokenizer, items, cfg.bleu_samples))
+        return result
+    return ner_eval(model, tokenizer, items, cfg.seq_len)
+
+
+def headline(task: str, result: dict) -> str:
+    if not result:
+        return ""
+    if task == CAUSAL_LM:
+        bleu = f", BLEU {result['bleu']:.1f}, chrF {result['chrf']:.1f}" if "bleu" in result else ""
+        return f"perplexity {result['perplexity']:.2f}{bleu}"
+    return f"F1 {result['f1']:.3f} (P {result['precision']:.3f}, R {result['recall']:.3f})"
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+class Stopper:
+    """A cancel request: the run folder's `cancel` file or SIGTERM; shared by all processes of a launch."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._on_signal)
+        except ValueError:  # not the main thread (tests calling run() directly)
+            pass
+
+    def _on_signal(self, *_) -> None:
+        self.requested = True
+
+    def __call__(self) -> bool:
+        if not self.requested and self.folder is not None and (self.folder / "cancel").exists():
+            self.requested = True
+        return self.requested
+
+
+def _world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[int]):
+    from transformers import TrainerCallback
+
+    class RunCallback(TrainerCallback):
+        """Writes metrics.jsonl/status.json on the main process; stops on a cancel request (all processes)."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.time()
+            self.last_status = 0.0
+            if folder and state.is_world_process_zero:
+                runs.write_status(folder, state="running", step=0, max_steps=state.max_steps, started_training=self.t0)
+
+        def on_train_end(self, args, state, control, **kw):
+            if folder and state.is_world_process_zero:
+                runs.write_status(folder, step=state.global_step, eta=0.0)
+
+        def on_step_end(self, args, state, control, **kw):
+            stop = stopper()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                flag = torch.tensor([1.0 if stop else 0.0])
+                torch.distributed.all_reduce(flag)  # everyone stops at the same step, or the launch hangs
+                stop = flag.item() > 0
+            if stop:
+                control.should_training_stop = True
+                control.should_save = False
+            now = time.time()
+            if folder and state.is_world_process_zero and (now - self.last_status > 1.0 or stop):
+                self.last_status = now
+                elapsed = now - self.t0
+                eta = elapsed / state.global_step * (state.max_steps - state.global_step) if state.global_step else None
+                runs.write_status(folder, step=state.global_step, max_steps=state.max_steps, epoch=state.epoch,
+                                  elapsed=elapsed, eta=eta, tokens_per_s=self._tps(state, elapsed),
+                                  cancelling=stop)
+
+        def _tps(self, state, elapsed: float) -> float:
+            seen = state.num_input_tokens_seen or state.global_step * tokens_per_step[0]
+            return seen / elapsed if elapsed > 0 else 0.0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not (folder and state.is_world_process_zero and logs):
+                return
+            elapsed = time.time() - self.t0
+            record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(elapsed, 2),
+                      "tokens_per_s": round(self._tps(state, elapsed), 1)}
+            if "loss" in logs:
+                record |= {"loss": logs["loss"], "learning_rate": logs.get("learning_rate")}
+            elif "eval_loss" in logs:
+                record |= {"eval_loss": logs["eval_loss"], "eval_perplexity": math.exp(min(logs["eval_loss"], 700))}
+                record |= {k[5:]: v for k, v in logs.items() if k in ("eval_f1", "eval_precision", "eval_recall")}
+            else:
+                return
+            runs.append_metrics(folder, record)
+
+    return RunCallback()
+
+
+def _ner_compute_metrics(id2label):
+    import numpy as np
+
+    def compute(pred):
+        best = np.argmax(pred.predictions, axis=-1)
+        true, guess = [], []
+        for p_row, l_row in zip(best, pred.label_ids, strict=True):
+            keep = l_row != -100
+            true.append([id2label[int(x)] for x in l_row[keep]])
+            guess.append([id2label[int(x)] for x in p_row[keep]])
+        report = metrics.seqeval_report(true, guess)
+        return {"f1": report["f1"], "precision": report["precision"], "recall": report["recall"]}
+
+    return compute
+
+
+def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None) -> dict:
+    """Run the whole recipe; returns {before, after, seconds}. Writes into ``folder`` on the main process."""
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments, default_data_collator
+
+    rank, world = _world()
+    main = rank == 0
+    stopper = stopper or Stopper(folder)
+    data = datalib.load(cfg.task, cfg.dataset, cfg.upload)
+    labels = getattr(data, "labels", None)
+    model, tokenizer = load_base(cfg, labels)
+    if cfg.task == CAUSAL_LM:
+        train_items = lm_blocks(tokenizer, data.train, cfg.seq_len)
+        eval_items = lm_blocks(tokenizer, data.eval, cfg.seq_len)[: cfg.eval_samples]
+        if not train_items:
+            raise InputError(f"the training text is shorter than one block of {cfg.seq_len} tokens: lower the "
+                             "sequence length or give more text")
+        collator = default_data_collator
+        tokens_per_step = cfg.seq_len * cfg.batch_size * cfg.grad_accum * world
+    else:
+        label2id = {t: i for i, t in enumerate(labels)}
+        train_items = ner_features(tokenizer, data.train, label2id, cfg.seq_len)
+        eval_items = ner_features(tokenizer, data.eval[: cfg.eval_samples], label2id, cfg.seq_len)
+        collator = DataCollatorForTokenClassification(tokenizer)
+        mean_len = sum(len(x["input_ids"]) for x in train_items) / len(train_items)
+        tokens_per_step = int(mean_len * cfg.batch_size * cfg.grad_accum * world)
+    if cfg.max_train_samples:
+        train_items = train_items[: cfg.max_train_samples]
+
+    before = {}
+    if cfg.eval_before and main:
+        _phase(folder, "evaluating the base model on the test split")
+        before = evaluate(cfg, model, tokenizer, data, "test")
+        _record(folder, {"event": "eval_before", **_flat(before)})
+    if stopper():
+        raise Cancelled("cancelled before training started")
+
+    args = TrainingArguments(
+        output_dir=str((folder or Path(".")) / "trainer"), learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=max(cfg.batch_size, 16), gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed,
+        logging_steps=cfg.logging_steps, eval_strategy="steps" if cfg.eval_steps else "no",
+        eval_steps=cfg.eval_steps or None, save_strategy="no", report_to="none", bf16=cfg.bf16,
+        disable_tqdm=True, dataloader_num_workers=0,
+        # Batches of similar lengths waste little on padding (NER sentences run from 1 to 100+ pieces).
+        train_sampling_strategy="group_by_length" if cfg.task != CAUSAL_LM else "random",
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(train_items),
+                      eval_dataset=ListDataset(eval_items) if cfg.eval_steps else None, data_collator=collator,
+                      processing_class=tokenizer, callbacks=[make_callback(folder, stopper, [tokens_per_step])],
+                      compute_metrics=_ner_compute_metrics(model.config.id2label) if cfg.task != CAUSAL_LM else None)
+    _phase(folder, "training")
+    t0 = time.time()
+    trainer.train()
+    seconds = time.time() - t0
+    if stopper():
+        raise Cancelled(f"cancelled at step {trainer.state.global_step}")
+
+    final_model = trainer.accelerator.unwrap_model(trainer.model)
+    after = {}
+    if main:
+        _phase(folder, "evaluating the fine-tuned model on the test split")
+        after = evaluate(cfg, final_model, tokenizer, data, "test")
+        _record(folder, {"event": "eval_after", "step": trainer.state.global_step, **_flat(after)})
+    if folder is not None:
+        _save(trainer, tokenizer, folder, main)
+    return {"before": before, "after": after, "train_seconds": seconds, "steps": trainer.state.global_step}
+
+
+def _flat(result: dict) -> dict:
+    return {k: v for k, v in result.items() if not isinstance(v, dict)} | (
+        {"per_type": result["per_type"]} if "per_type" in result else {})
+
+
+def _phase(folder: Path | None, text: str) -> None:
+    if folder is not None and _world()[0] == 0:
+        runs.write_status(folder, phase=text)
+
+
+def _record(folder: Path | None, record: dict) -> None:
+    if folder is not None:
+        runs.append_metrics(folder, record)
+
+
+def _save(trainer, tokenizer, folder: Path, main: bool) -> None:
+    """safetensors + config + tokenizer into a temporary folder, renamed to model/ when complete."""
+    tmp = folder / ".model.tmp"
+    if main and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.save_model(str(tmp))  # every process calls it (sharded setups gather here); main writes
+    if main:
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.json says the same
+        if not any(tmp.glob("*.safetensors")):
+            raise LMLabError("the model was not written as safetensors")
+        final = folder / "model"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+
+def run_in_folder(folder: Path | None, cfg: RunConfig) -> int:
+    """The subprocess entry: queue for the device, train, record the outcome. Exit code 0 unless failed.
+
+    ``folder`` is None on the other processes of a multi-machine launch: they train but write nothing.
+    """
+    stopper = Stopper(folder)
+    rank, world = _world()
+    if folder is None:
+        rank = max(rank, 1)
+    slot = None
+    if rank == 0:
+        runs.write_status(folder, pid=os.getpid(), state="queued", world_size=world)
+    try:
+        if world == 1 and folder is not None:  # a multi-process launch is scheduled by whoever launched it
+            slot = runs.wait_for_slot(folder, runs.device_key(), stopper)
+            if slot is None:
+                raise Cancelled("cancelled while queued")
+        if rank == 0:
+            runs.write_status(folder, state="running", started=time.time(), queue_position=0)
+        result = train(cfg.validate(), folder, stopper)
+        if rank == 0:
+            runs.write_status(folder, state="finished", finished=time.time(), phase="done", result=result,
+                              summary=headline(cfg.task, result["after"]), cancelling=False)
+        return 0
+    except Cancelled as exc:
+        if rank == 0 and folder is not None:
+            runs.write_status(folder, state="cancelled", finished=time.time(), error=str(exc), cancelling=False)
+        return 0
+    except LMLabError as exc:
+        if rank == 0:
+            runs.write_status(folder, state="failed", finished=time.time(), error=str(exc))
+        return 1
+    except BaseException as exc:  # anything else: the message and the log keep the details
+        traceback.print_exc()
+        if rank == 0:
+            runs.write_status(folder, state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if slot:
+            slot.release()

@@ -1,0 +1,226 @@
+"""What the Fine-tune tab shows, computed here so the tab only formats: run snapshots, history rows,
+loss series, before/after tables, the equivalent command line, model zips.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+import zipfile
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+
+from models import settings
+from models.errors import InputError
+from models.training import data as datalib
+from models.training import runs
+from models.training.config import CAUSAL_LM, RunConfig
+
+
+def form_config(values: dict) -> RunConfig:
+    """Widget values (numbers may arrive as floats or None) -> a validated RunConfig."""
+    cfg = {}
+    for f in fields(RunConfig):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if value is None or value == "":
+            if f.name == "upload":
+                value = ""
+            else:
+                raise InputError(f"{f.name.replace('_', ' ')} is empty: enter a value")
+        kind = str(f.type)
+        try:
+            if kind == "int":
+                if float(value) != int(float(value)):
+                    raise InputError(f"{f.name.replace('_', ' ')} must be a whole number, not {value}")
+                value = int(float(value))
+            elif kind == "float":
+                value = float(value)
+            elif kind == "bool":
+                value = bool(value)
+            else:
+                value = str(value)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{f.name.replace('_', ' ')} = {value!r} is not a number") from exc
+        cfg[f.name] = value
+    return RunConfig.from_dict(cfg).validate()
+
+
+@lru_cache(maxsize=8)
+def _loaded(task: str, dataset: str, upload: str, mtime: float):
+    return datalib.load(task, dataset, upload)
+
+
+def dataset_info(task: str, dataset: str, upload: str = "") -> tuple[str, list[list[str]]]:
+    """Size summary and preview rows of a dataset (cached: CoNLL-2003 takes a second to parse)."""
+    mtime = os.path.getmtime(upload) if upload and os.path.exists(upload) else 0.0
+    return datalib.describe(_loaded(task, dataset, upload or "", mtime))
+
+
+def start(values: dict) -> str:
+    cfg = form_config(values)
+    dataset_info(cfg.task, cfg.dataset, cfg.upload)  # a bad upload fails here, before a process starts
+    return runs.start(cfg)
+
+
+def command(values: dict, processes: int = 2) -> str:
+    """The shell command that runs the same config under ``accelerate launch`` (several GPUs or machines)."""
+    try:
+        cfg = form_config(values)
+    except InputError as exc:
+        return f"# fix the form first: {exc}"
+    args = cfg.cli_args()
+    if cfg.upload:
+        i = args.index("--upload")
+        args[i + 1] = "my_data" + os.path.splitext(cfg.upload)[1]  # the upload's temp path means nothing elsewhere
+    if "--task" not in args:
+        args = ["--task", cfg.task, *args]
+    flags = " ".join(shlex.quote(a) for a in args)
+    return (f"accelerate launch --num_processes {processes} -m models.training {flags}\n"
+            f"# one machine, no accelerate: python -m models.training {flags}")
+
+
+# --- a run's live view ------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    run_id: str
+    state: str
+    headline: str  # one markdown line: state, step/total, elapsed, ETA, tokens/s
+    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # loss curves
+    lr: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
+    evaluation: list[list] = field(default_factory=list)  # rows: metric, before, after
+    eval_header: list[str] = field(default_factory=list)
+    per_type: list[list] = field(default_factory=list)
+    sample: str = ""
+    model_dir: str = ""
+    status: dict = field(default_factory=dict)
+    signature: str = ""  # changes when the run's files change
+
+
+def _clock(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def latest_run(active_only: bool = False) -> str:
+    for st in runs.list_runs():
+        if not active_only or st.get("state") in runs.ACTIVE:
+            return st["id"]
+    return ""
+
+
+def snapshot(run_id: str) -> Snapshot:
+    runs.reap()
+    st = runs.status(run_id)
+    cfg = st.get("config") or runs._read_json(runs.run_dir(run_id) / "config.json", {})
+    records = runs.read_metrics(run_id)
+    state = st.get("state", "?")
+    icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}.get(state, "")
+    parts = [f"{icon} **{state}**", f"run `{run_id}`: {cfg.get('base')} on {cfg.get('dataset')}"]
+    if state == "queued":
+        parts.append(f"position {st.get('queue_position', 0) + 1} in the queue for {st.get('device')}")
+    if st.get("max_steps"):
+        parts.append(f"step {st.get('step', 0)}/{st['max_steps']}")
+    if st.get("elapsed") is not None:
+        parts.append(f"elapsed {_clock(st['elapsed'])}")
+    if state == "running" and st.get("eta") is not None:
+        parts.append(f"ETA {_clock(st['eta'])}")
+    if st.get("tokens_per_s"):
+        parts.append(f"{st['tokens_per_s']:,.0f} tokens/s")
+    if state in runs.ACTIVE and st.get("phase"):
+        parts.append(f"*{st['phase']}*" + (" (cancelling…)" if st.get("cancelling") else ""))
+    headline = " · ".join(parts)
+    if st.get("error") and state in ("failed", "cancelled"):
+        headline += f"\n\n{'**Error:** ' if state == 'failed' else ''}{st['error']}"
+    if st.get("summary"):
+        headline += f"\n\n**Test:** {st['summary']}"
+
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    series = {"training loss": ([s for s, _ in train], [v for _, v in train])}
+    if evals:
+        series["validation loss"] = ([s for s, _ in evals], [v for _, v in evals])
+    lr = [(r["step"], r["learning_rate"]) for r in records if r.get("learning_rate") is not None]
+
+    before = next((r for r in records if r.get("event") == "eval_before"), {})
+    after = next((r for r in records if r.get("event") == "eval_after"), {})
+    snap = Snapshot(run_id, state, headline, series, ([s for s, _ in lr], [v for _, v in lr]), status=st,
+                    signature=f"{run_id}:{state}:{len(records)}")
+    if cfg.get("task") == CAUSAL_LM:
+        keys = [("perplexity", "test perplexity (lower is better)"), ("loss", "test loss (nats/token)"),
+                ("bleu", "BLEU of greedy continuations"), ("chrf", "chrF of greedy continuations")]
+        after_sample = after.get("example_output")
+        if after_sample or before.get("example_output"):
+            snap.sample = (f"**Prompt:** {after.get('example_prompt') or before.get('example_prompt')}\n\n"
+                           f"**Real continuation:** {after.get('example_reference') or before.get('example_reference')}\n\n"
+                           f"**Before:** {before.get('example_output', '–')}\n\n**After:** {after_sample or '–'}")
+    else:
+        keys = [("f1", "F1 (micro, entity level)"), ("precision", "precision (micro)"), ("recall", "recall (micro)"),
+                ("macro_f1", "F1 (macro over types)")]
+        types = sorted(set(before.get("per_type", {})) | set(after.get("per_type", {})))
+        for t in types:
+            b, a = before.get("per_type", {}).get(t, {}), after.get("per_type", {}).get(t, {})
+            snap.per_type.append([t, a.get("support", b.get("support", 0)), _r(b.get("precision")), _r(b.get("recall")),
+                                  _r(b.get("f1")), _r(a.get("precision")), _r(a.get("recall")), _r(a.get("f1"))])
+    snap.eval_header = ["metric (test split)", "before", "after"]
+    snap.evaluation = [[label, _r(before.get(k)), _r(after.get(k))] for k, label in keys
+                       if k in before or k in after]
+    model = runs.runs_root() / run_id / "model"
+    snap.model_dir = str(model) if state == "finished" and (model / "config.json").is_file() else ""
+    return snap
+
+
+def _r(value):
+    return None if value is None else round(float(value), 4)
+
+
+# --- history and comparison --------------------------------------------------------------------
+
+
+HISTORY_HEADERS = ["run", "task", "base", "data", "status", "best metric", "duration", "started"]
+
+
+def history() -> list[list]:
+    rows = []
+    for st in runs.list_runs():
+        cfg = st.get("config", {})
+        end = st.get("finished") or (time.time() if st.get("state") in runs.ACTIVE else st.get("updated"))
+        duration = _clock(end - st["started"]) if st.get("started") and end else "–"
+        rows.append([st["id"], cfg.get("task"), cfg.get("base"), cfg.get("dataset"), st.get("state"),
+                     st.get("summary") or (st.get("error") or "")[:80], duration,
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(st.get("created", 0)))])
+    return rows
+
+
+def compare(run_ids: list[str]) -> dict[str, tuple[list[float], list[float]]]:
+    """Training-loss curves of several runs, keyed by run id."""
+    series = {}
+    for run_id in run_ids or []:
+        pts = [(r["step"], r["loss"]) for r in runs.read_metrics(run_id) if "loss" in r and "step" in r]
+        series[run_id] = ([s for s, _ in pts], [v for _, v in pts])
+    return series
+
+
+def zip_model(run_id: str) -> str:
+    """The finished model folder as a zip under $LMLAB_HOME/exports (written atomically)."""
+    snap_dir = runs.runs_root() / run_id / "model"
+    if runs.status(run_id).get("state") != "finished" or not snap_dir.is_dir():
+        raise InputError(f"run {run_id} has no finished model to download")
+    out = settings.home() / "exports" / f"lmlab-run-{run_id}.zip"
+    if out.exists() and out.stat().st_mtime >= snap_dir.stat().st_mtime:
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(snap_dir.iterdir()):
+            if path.is_file():
+                zf.write(path, f"{run_id}/{path.name}")
+    os.replace(tmp, out)
+    return str(out)
