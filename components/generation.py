@@ -64,12 +64,14 @@ def _status(ev: generator.StreamEvent, running: bool) -> str:
     n = len(ev.tokens)
     rate = n / ev.seconds if ev.seconds else 0.0
     reason = {"eos": "the model ended the text", "length": "reached max new tokens", "stopped": "stopped by you"}.get(ev.finish_reason, "")
-    head = "⏳ generating…" if running else f"✅ done — {reason}"
+    head = "**Generating…**" if running else f"**Done** — {reason}"
     bits = ev.total_bits
     bpt = bits / n if n else 0.0
     msg = f"{head} · {n} tokens · {rate:.1f} tokens/s · **{bits:.0f} bits** in total ({bpt:.2f} bits/token, what the model would compress this output to)"
+    if not running and n and not ev.text.strip():
+        msg += " · the model chose to end the text at once; try another seed or a higher temperature"
     if ev.notice:
-        msg = f"⚠️ {ev.notice}\n\n{msg}"
+        msg = f"**Note:** {ev.notice}\n\n{msg}"
     return msg
 
 
@@ -133,10 +135,10 @@ def build() -> None:
         with gr.Column(scale=2):
             defaults = generator.SamplingSettings()
             meta = generator.SamplingSettings.__dataclass_fields__
-            temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", info=meta["temperature"].metadata["help"])
+            temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", elem_id="gen-temperature", info=meta["temperature"].metadata["help"])
             top_p = gr.Slider(0.05, 1, value=defaults.top_p, step=0.01, label="Top-p", info=meta["top_p"].metadata["help"])
             top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k", info=meta["top_k"].metadata["help"])
-            max_new = gr.Slider(1, 512, value=defaults.max_new_tokens, step=1, label="Max new tokens", info=meta["max_new_tokens"].metadata["help"])
+            max_new = gr.Slider(1, 512, value=defaults.max_new_tokens, step=1, label="Max new tokens", elem_id="gen-max-new", info=meta["max_new_tokens"].metadata["help"])
             rep = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", info=meta["repetition_penalty"].metadata["help"])
             seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed", info=meta["seed"].metadata["help"])
             chat = gr.Checkbox(value=defaults.chat_template, label="Use chat template", info=meta["chat_template"].metadata["help"])
@@ -149,12 +151,13 @@ def build() -> None:
     explain("How does sampling work?", EXPLANATION)
 
     sampling = [temperature, top_p, top_k, max_new, rep, seed, chat]
-    gen_event = go.click(generate, [prompt, model, *sampling], [output, tokens, status], api_name="generate",
+    go.click(generate, [prompt, model, *sampling], [output, tokens, status], api_name="generate",
                          concurrency_id="model", concurrency_limit=2)
     prompt.submit(generate, [prompt, model, *sampling], [output, tokens, status], api_visibility="private",
                   concurrency_id="model")
-    # Stop reaches the model (event checked by a StoppingCriteria) and also cancels the UI stream.
-    stop_btn.click(stop, None, None, cancels=[gen_event], queue=False, api_name="stop")
+    # Stop sets the session's event; the model checks it every step (a StoppingCriteria), so
+    # generation ends within one token and the stream closes with its final "stopped" status.
+    stop_btn.click(stop, None, None, queue=False, api_name="stop")
     peek_inputs = [prompt, output, model, temperature, top_p, top_k]
     peek.click(next_token, peek_inputs, [plot, table], api_name="next_token", concurrency_id="model")
     for slider in (temperature, top_p, top_k):

@@ -242,9 +242,10 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
 
 def generate_text(loaded: Loaded, prompt: str, s: SamplingSettings) -> StreamEvent:
     """The whole generation at once (the last event of ``stream``)."""
-    last = None
-    for last in stream(loaded, prompt, s):
-        pass
+    events = stream(loaded, prompt, s)
+    last = next(events)
+    for last in events:  # noqa: B007 - only the final event is wanted
+        continue
     return last
 
 

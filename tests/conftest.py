@@ -91,12 +91,22 @@ def app_url(lmlab_home, tmp_path_factory):
     else:
         proc.kill()
         pytest.fail(f"app did not start in time:\n{log_path.read_text()[-3000:]}")
+    _APP["pid"] = proc.pid
     yield url
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+_APP: dict[str, int] = {}
+
+
+@pytest.fixture(scope="session")
+def app_pid(app_url) -> int:
+    """Process id of the launched app (to check it stops working when asked)."""
+    return _APP["pid"]
 
 
 @pytest.fixture(scope="session")

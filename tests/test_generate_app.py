@@ -1,0 +1,93 @@
+"""The Generate tab through the running app: the API (gradio_client) and a real browser."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+GEN_ARGS = dict(model_key="smollm2-135m-instruct", temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=16,
+                repetition_penalty=1.0, seed=0, chat=False)
+
+
+@pytest.mark.slow
+def test_api_generate_streams(client):
+    job = client.submit("The capital of France is", *GEN_ARGS.values(), api_name="/generate")
+    outputs = list(job)  # every streamed update
+    text, html, status = job.outputs()[-1]
+    assert len(outputs) >= 2, "expected several streamed updates"
+    assert "Paris" in text and "Done" in status
+    assert "class='tok'" in html
+
+
+@pytest.mark.slow
+def test_api_next_token(client):
+    plot, table = client.predict("The capital of France is", "", "smollm2-135m-instruct", 0.7, 0.9, 10,
+                                 api_name="/next_token")
+    rows = table["data"]
+    assert rows[0][1] == "' Paris'" and rows[0][4] == "kept"
+    assert sum(r[5] for r in rows) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_api_rejects_bad_input(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="prompt is empty"):
+        client.predict("", *GEN_ARGS.values(), api_name="/generate")
+    bad = dict(GEN_ARGS, temperature=7.0)
+    with pytest.raises(AppError, match="temperature|greater than maximum"):
+        client.predict("Hello", *bad.values(), api_name="/generate")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_generate_and_stop(page, screenshot_dir):
+    page.locator("#gen-prompt textarea").fill("Once upon a time, in a small village by the sea,")
+    page.locator("#gen-go").click()
+    out = page.locator("#gen-output textarea")
+    deadline = time.monotonic() + 60
+    while not out.input_value().strip() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert out.input_value().strip(), "no streamed text appeared"
+    page.locator("#gen-stop").click()
+    page.wait_for_function("document.querySelector('#gen-status').innerText.includes('Done')", timeout=30_000)
+    n_stopped = len(out.input_value())
+    time.sleep(1.5)
+    assert len(out.input_value()) == n_stopped, "text kept growing after Stop"
+    page.locator("#gen-peek").click()
+    page.wait_for_selector("#gen-next-plot .js-plotly-plot", timeout=60_000)
+    assert page.locator("#gen-tokens .tok").count() > 0
+    page.screenshot(path=str(screenshot_dir / "generate.png"), full_page=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(p.cpu_times().user + p.cpu_times().system for p in [proc])
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_closing_the_tab_stops_the_model(browser, app_url, app_pid):
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.goto(app_url)
+    pg.locator("#gen-prompt textarea").fill("Once upon a time, in a small village by the sea,")
+    pg.locator("#gen-temperature input[type=number]").fill("0")
+    pg.locator("#gen-temperature input[type=number]").press("Enter")
+    pg.locator("#gen-max-new input[type=number]").fill("500")
+    pg.locator("#gen-max-new input[type=number]").press("Enter")
+    pg.locator("#gen-go").click()
+    out = pg.locator("#gen-output textarea")
+    deadline = time.monotonic() + 60
+    while not out.input_value().strip() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert out.input_value().strip()
+    context.close()  # the student closes the tab mid-generation
+    time.sleep(4)
+    before = _cpu_seconds(app_pid)
+    time.sleep(3)
+    busy = _cpu_seconds(app_pid) - before
+    assert busy < 0.6, f"the server kept computing after the tab closed ({busy:.1f} CPU s in 3 s)"
