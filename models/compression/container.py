@@ -1,0 +1,85 @@
+"""The compressed-checkpoint file format (``.lmhz``), version 1.
+
+    offset  size  field
+    0       8     magic b"LMLABHZ\\x01"
+    8       2     format version, little-endian (1)
+    10      2     flags (bit 0: the header is zlib-deflated)
+    12      4     header length H (as stored)
+    16      4     CRC32 of the header (as stored)
+    20      H     header: UTF-8 JSON (below), deflated when flag bit 0 is set
+    20+H    ...   payload: the segments the header points to (offsets relative to the payload)
+
+Header JSON: ``format``, ``source`` (``name``, ``size``, ``sha256`` of the original file, and the
+segment holding its 8-byte length + JSON header verbatim), ``chunk`` and ``block`` (symbols per
+table chunk and per decode block), ``gaps`` (data-section bytes no tensor covers), and ``tensors``:
+one entry per tensor with ``name``, ``dtype``, ``shape``, ``start``/``end`` in the data section,
+``sha256`` of its bytes, ``transform`` (``rotl1``: rotate the bits left by one so the exponent fills
+the top byte; ``none``), and ``planes``: byte planes, least significant first, each with ``role``
+(exponent | mantissa | bytes), ``mode``, ``symbols``, ``offset``, ``size``, ``crc32`` (of the
+whole plane segment) and ``coded_bits``.
+
+Plane modes: ``raw`` (the bytes), ``zstd`` (one zstd frame of the tensor's bytes), ``chunked``
+(each chunk has its own Huffman table) and ``shared`` (one table for the plane, as 256 hex nibbles
+in ``table``; the deflated header stores similar tables cheaply).
+A chunked/shared segment is a run of chunk records: ``<BII`` = codec (0 raw, 1 Huffman), symbol
+count n, body size; then the body: for Huffman, the 256 code lengths as 128
+nibble bytes (chunked mode only), the bit offset of each block of ``block`` symbols (uint32 LE),
+and the MSB-first canonical-Huffman bit stream.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+from models.errors import CorruptFile
+
+MAGIC = b"LMLABHZ\x01"
+VERSION = 1
+SUFFIX = ".lmhz"
+_FIXED = struct.Struct("<8sHHII")
+CHUNK_RECORD = struct.Struct("<BII")
+RAW, HUFFMAN = 0, 1
+DEFLATED = 1
+
+
+def pack(header: dict, payload: list[bytes]) -> bytes:
+    # deflated: per-tensor entries repeat the same keys, and the header must not eat the savings
+    head = zlib.compress(json.dumps(header, separators=(",", ":")).encode("utf-8"), 9)
+    return b"".join([_FIXED.pack(MAGIC, VERSION, DEFLATED, len(head), zlib.crc32(head)), head, *payload])
+
+
+def unpack(buf: bytes | memoryview, name: str = "file") -> tuple[dict, memoryview]:
+    """(header, payload view); CorruptFile names a wrong magic, unknown version or bad header."""
+    view = memoryview(buf)
+    if len(view) < _FIXED.size:
+        raise CorruptFile(f"{name} is not an LM Lab compressed checkpoint: only {len(view)} bytes")
+    magic, version, flags, hlen, hcrc = _FIXED.unpack(view[: _FIXED.size])
+    if magic != MAGIC:
+        raise CorruptFile(f"{name} is not an LM Lab compressed checkpoint (wrong magic {bytes(magic)!r}; "
+                          f"expected {MAGIC!r})")
+    if version != VERSION:
+        raise CorruptFile(f"{name} uses format version {version}; this LM Lab reads version {VERSION}")
+    end = _FIXED.size + hlen
+    if end > len(view):
+        raise CorruptFile(f"{name} is truncated: its header needs {end:,} bytes, the file has {len(view):,}")
+    head = bytes(view[_FIXED.size:end])
+    if zlib.crc32(head) != hcrc:
+        raise CorruptFile(f"{name}: the header fails its CRC32 check (the file is corrupt)")
+    try:
+        header = json.loads(zlib.decompress(head) if flags & DEFLATED else head)
+    except (ValueError, zlib.error) as exc:
+        raise CorruptFile(f"{name}: the header is not valid JSON ({exc})") from None
+    return header, view[end:]
+
+
+def segment(payload: memoryview, entry: dict, what: str) -> memoryview:
+    """The bytes an entry's ``offset``/``size`` point to, after checking its CRC32."""
+    start, size = int(entry["offset"]), int(entry["size"])
+    if start < 0 or start + size > len(payload):
+        raise CorruptFile(f"the compressed file is truncated: {what} lies past its end")
+    seg = payload[start:start + size]
+    if zlib.crc32(seg) != int(entry["crc32"]):
+        raise CorruptFile(f"{what} fails its CRC32 check: the compressed file is corrupt (a flipped bit?)")
+    return seg

@@ -1,0 +1,579 @@
+"""A language model as a lossless compressor: next-token probabilities + arithmetic coding.
+
+An arithmetic (range) coder spends -log2 p bits on a symbol of probability p, so a model
+that predicts text well codes it in few bits (Delétang et al., "Language Modeling Is
+Compression", 2024; Bellard's ts_zip). The coder is constriction's RangeEncoder; this
+module only makes sure the decoder sees *exactly* the probabilities the encoder saw:
+
+- one code path, ``_lockstep``, drives both directions: the same forward calls (a prefill,
+  then one incremental KV-cache step per token), the same batch shapes, the same dtype;
+  the only difference is whether a symbol comes from the input or from the decoder;
+- probabilities are float32 softmax outputs of float32 logits, quantised by constriction
+  (``Categorical(perfect=False)``) identically on both sides;
+- the header records a fingerprint (weights and tokenizer hashes, precision, device type,
+  CPU/GPU kernel family, library versions) and decoding refuses a mismatch up front.
+
+Long texts: the token stream is cut into ``lanes`` contiguous pieces coded side by side,
+one forward pass per step for all lanes (a batch), interleaved into one range-coder
+stream lane by lane. Each lane's context grows to ``window`` tokens; then it is rebuilt
+(one prefill) from the start token and the lane's last ``keep`` tokens. Both rules are
+recorded in the header.
+
+Any bytes: byte-level BPE vocabularies hold a token for each of the 256 bytes, so input
+the tokenizer cannot reproduce (invalid UTF-8, odd normalisation) is coded with those
+byte tokens where needed ("mixed" or "bytes" mode); other tokenizers fall back to LZMA.
+Every round trip is checked against the sha256 of the input.
+
+Speed on CPU: the transformer body runs in bfloat16 where the CPU has bf16 matrix units
+(10x faster than float32 here) while the output layer stays float32, so the
+probabilities keep float32 resolution (precision "bf16-body").
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import lzma
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from models import registry
+from models.compression import text_container
+from models.errors import Cancelled, CorruptFile, InputError
+
+CODEC = "lm-range-1"
+_FAMILY = None  # constriction's Categorical family, created on first use
+
+
+def _family():
+    global _FAMILY
+    if _FAMILY is None:
+        import constriction
+
+        _FAMILY = constriction.stream.model.Categorical(perfect=False)
+    return _FAMILY
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    window: int = field(default=1024, metadata={"help": "tokens of context a lane may see before it is rebuilt"})
+    keep: int = field(default=768, metadata={"help": "tokens kept when a full context is rebuilt (the rest is forgotten)"})
+    lanes: int = field(default=0, metadata={"help": "pieces coded side by side as one batch (0 = automatic)"})
+    lane_tokens: int = field(default=1024, metadata={"help": "automatic lane count: about this many tokens per lane"})
+    max_lanes: int = field(default=48, metadata={"help": "upper bound on the automatic lane count"})
+    precision: str = field(default="auto", metadata={"help": "auto, bf16-body (bf16 body, fp32 output layer) or fp32"})
+
+    def lane_count(self, n_tokens: int) -> int:
+        if n_tokens <= 0:
+            return 1
+        lanes = self.lanes or min(self.max_lanes, max(1, math.ceil(n_tokens / self.lane_tokens)))
+        lanes = min(lanes, n_tokens)
+        chunk = math.ceil(n_tokens / lanes)
+        return math.ceil(n_tokens / chunk)  # no empty lane
+
+
+def lane_lengths(n_tokens: int, lanes: int) -> list[int]:
+    """Contiguous pieces of ceil(n / lanes) tokens; the last one takes the rest."""
+    if n_tokens == 0:
+        return [0]
+    chunk = math.ceil(n_tokens / lanes)
+    return [min(chunk, n_tokens - i * chunk) for i in range(lanes)]
+
+
+# --- bytes <-> tokens -----------------------------------------------------------------------
+
+
+class TokenMap:
+    """Turns any bytes into token ids and back, exactly."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        self.byte_table = _byte_table(tokenizer)  # bytes of every token id, or None
+        if self.byte_table is not None:
+            index = {b: i for i, b in enumerate(self.byte_table) if len(b) == 1 and i not in _special_ids(tokenizer)}
+            self.byte_ids = [index.get(bytes([b])) for b in range(256)]
+            if None in self.byte_ids:
+                self.byte_table = None
+
+    def _encode_text(self, text: str) -> list[int]:
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is not None:  # no "sequence longer than the model" warning for long texts
+            return list(backend.encode(text, add_special_tokens=False).ids)
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def to_tokens(self, data: bytes) -> tuple[list[int], str, str]:
+        """(ids, mode, note). mode: text | mixed | bytes (byte-level vocabularies) | lzma."""
+        if not data:
+            return [], "text", ""
+        if self.byte_table is None:
+            try:
+                text = data.decode("utf-8")
+                ids = self._encode_text(text)
+                if self.tok.decode(ids, clean_up_tokenization_spaces=False) == text:
+                    return ids, "text", ""
+            except UnicodeDecodeError:
+                pass
+            return [], "lzma", ("the tokenizer cannot reproduce this input exactly and has no byte tokens, "
+                                "so it was coded with LZMA instead of the model")
+        try:
+            ids = self._encode_text(data.decode("utf-8"))
+            if self.to_bytes(ids, "text") == data:
+                return ids, "text", ""
+        except UnicodeDecodeError:
+            pass
+        # Invalid UTF-8 bytes become single-byte tokens; valid runs are tokenized normally.
+        ids, raw = [], 0
+        for run, is_raw in _utf8_runs(data):
+            if is_raw:
+                ids += [self.byte_ids[b] for b in run]
+                raw += len(run)
+            else:
+                ids += self._encode_text(run.decode("utf-8"))
+        if self.to_bytes(ids, "mixed") == data:
+            return ids, "mixed", f"{raw:,} bytes are not valid UTF-8; they were coded as single-byte tokens"
+        ids = [self.byte_ids[b] for b in data]
+        return ids, "bytes", "the tokenizer does not reproduce this input exactly, so every byte was coded as one token"
+
+    def to_bytes(self, ids: list[int], mode: str) -> bytes:
+        if self.byte_table is not None:
+            table = self.byte_table
+            return b"".join(table[i] for i in ids)
+        return self.tok.decode(ids, clean_up_tokenization_spaces=False).encode("utf-8")
+
+    def piece(self, token_id: int) -> bytes:
+        if self.byte_table is not None:
+            return self.byte_table[token_id]
+        return self.tok.decode([token_id], clean_up_tokenization_spaces=False).encode("utf-8")
+
+
+def _special_ids(tokenizer) -> set[int]:
+    return set(getattr(tokenizer, "all_special_ids", []) or [])
+
+
+def _byte_table(tokenizer) -> list[bytes] | None:
+    """For byte-level BPE (GPT-2, SmolLM2, Llama 3): the exact bytes of every token id."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    decode_char = {c: b for b, c in bytes_to_unicode().items()}
+    try:
+        n = len(tokenizer)
+        pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
+    except Exception:
+        return None
+    special = _special_ids(tokenizer)
+    added = {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    table = []
+    for i, piece in enumerate(pieces):
+        if piece is None:
+            table.append(b"")
+        elif i in special or i in added:
+            table.append(piece.encode("utf-8"))  # added tokens are stored as plain text
+        elif all(c in decode_char for c in piece):
+            table.append(bytes(decode_char[c] for c in piece))
+        else:
+            return None  # not a byte-level vocabulary
+    return table
+
+
+def _utf8_runs(data: bytes):
+    """Split bytes into (valid UTF-8 run, False) and (invalid bytes, True) pieces, in order."""
+    text = data.decode("utf-8", "surrogateescape")
+    start, pos, raw = 0, 0, None
+    out = []
+    for ch in text:
+        is_raw = 0xDC80 <= ord(ch) <= 0xDCFF
+        if raw is None:
+            raw = is_raw
+        elif is_raw != raw:
+            out.append((text[start:pos], raw))
+            start, raw = pos, is_raw
+        pos += 1
+    if raw is not None:
+        out.append((text[start:pos], raw))
+    return [(piece.encode("utf-8", "surrogateescape"), is_raw) for piece, is_raw in out]
+
+
+# --- the model side: one runner per (model, precision) ---------------------------------------
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in {"auto", "bf16-body", "fp32"}:
+        raise InputError(f"precision must be auto, bf16-body or fp32 (got {precision!r})")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16-body"
+    if device.type == "cpu" and getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)():
+        return "bf16-body"
+    return "fp32"
+
+
+class _Runner:
+    """Hidden states from the transformer body, logits from a float32 output layer."""
+
+    def __init__(self, loaded: registry.Loaded, precision: str) -> None:
+        model = loaded.model
+        self.loaded, self.precision = loaded, precision
+        self.device = next(model.parameters()).device
+        body = model.base_model
+        if precision == "bf16-body" and next(body.parameters()).dtype != torch.bfloat16:
+            body = copy.deepcopy(body).to(torch.bfloat16)
+        self.body = body.eval()
+        head = model.get_output_embeddings()
+        self.head_w = head.weight.detach().to(self.device, torch.float32)
+        bias = getattr(head, "bias", None)
+        self.head_b = None if bias is None else bias.detach().to(self.device, torch.float32)
+        self.vocab = self.head_w.shape[0]
+        self.lock = threading.Lock()
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, cache) -> tuple[object, np.ndarray]:
+        """ids (lanes, t) -> (cache, probabilities (lanes, vocab) float32 for the next token)."""
+        out = self.body(input_ids=ids.to(self.device), cache=cache, use_cache=True)
+        hidden = out.last_hidden_state[:, -1].float()  # (lanes, hidden)
+        logits = torch.nn.functional.linear(hidden, self.head_w, self.head_b)  # (lanes, vocab)
+        probs = torch.softmax(logits, dim=-1)
+        return out.cache, probs.cpu().numpy()
+
+
+_runners: dict[tuple, _Runner] = {}
+_runners_lock = threading.Lock()
+
+
+def _runner(loaded: registry.Loaded, precision: str) -> _Runner:
+    precision = _resolve_precision(precision, loaded.device.device)
+    key = (id(loaded.model), precision)
+    with _runners_lock:
+        if key not in _runners:
+            while len(_runners) >= 2:  # a bf16 copy of a body costs memory: keep few
+                _runners.pop(next(iter(_runners)))
+            _runners[key] = _Runner(loaded, precision)
+        return _runners[key]
+
+
+def _weights_sha256(loaded: registry.Loaded) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), computed once per model."""
+    if loaded.fingerprint:
+        return loaded.fingerprint
+    digest, seen = hashlib.sha256(), set()
+    for name, tensor in sorted(loaded.model.state_dict().items()):
+        if tensor.data_ptr() in seen:  # tied weights are hashed once
+            continue
+        seen.add(tensor.data_ptr())
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    loaded.fingerprint = digest.hexdigest()
+    return loaded.fingerprint
+
+
+def _tokenizer_sha256(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
+    """Everything the probabilities depend on, as recorded in (and checked against) a file header."""
+    runner = _runner(loaded, precision)
+    device = runner.device
+    if device.type == "cuda":
+        kernel = f"{torch.cuda.get_device_name(device)} sm{''.join(map(str, torch.cuda.get_device_capability(device)))}"
+    else:
+        kernel = torch.backends.cpu.get_cpu_capability()
+    return {
+        "model": loaded.spec.key,
+        "weights_sha256": _weights_sha256(loaded),
+        "tokenizer_sha256": _tokenizer_sha256(loaded.tokenizer),
+        "precision": runner.precision,
+        "device_type": device.type,
+        "kernel": kernel,
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "constriction": _version("constriction"),
+        "codec": CODEC,
+    }
+
+
+def _start_id(tokenizer) -> int:
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def context_limit(loaded: registry.Loaded) -> int:
+    config = loaded.model.config
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+
+
+def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
+    limit = context_limit(loaded)
+    if not 2 <= s.window <= limit:
+        raise InputError(f"window must be between 2 and the model's context length {limit} (got {s.window})")
+    if not 0 <= s.keep < s.window - 1:
+        raise InputError(f"keep must be at least 0 and less than window - 1 = {s.window - 1} (got {s.keep})")
+    if s.lanes < 0 or s.max_lanes < 1 or s.lane_tokens < 1:
+        raise InputError("lanes must be >= 0, max_lanes and lane_tokens >= 1")
+
+
+# --- the one loop both directions run ---------------------------------------------------------
+
+Progress = Callable[[int, int], None]
+
+
+def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, keep: int,
+              choose: Callable[[int, list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
+              prefix: list[int] | None = None) -> None:
+    """Run the model over all lanes step by step; ``choose`` gets (step, active lanes, their
+    probabilities) and returns their symbols (from the input when encoding, from the decoder
+    when decoding). Encoder and decoder call exactly this with the same arguments."""
+    lanes, steps = len(lengths), max(lengths)
+    if steps == 0:
+        return
+    prefix = list(prefix or [])
+    history = [list(prefix) for _ in range(lanes)]  # tokens after the start token, per lane
+    with runner.lock:
+        first = torch.tensor([[start_id] + prefix] * lanes, dtype=torch.long)
+        if first.shape[1] > window:  # a long prompt (sampling): keep its end
+            first = torch.tensor([[start_id] + prefix[-keep:]] * lanes, dtype=torch.long) if keep else first[:, :1]
+        cache, probs = runner.forward(first, None)
+        context = first.shape[1]
+        total = sum(lengths)
+        done = 0
+        for step in range(steps):
+            active = [i for i in range(lanes) if lengths[i] > step]
+            symbols = choose(step, active, probs[active])
+            chosen = dict(zip(active, (int(x) for x in symbols), strict=True))
+            for lane in range(lanes):  # finished lanes carry the start token: a fixed, shared filler
+                history[lane].append(chosen.get(lane, start_id))
+            done += len(active)
+            if progress is not None:
+                progress(done, total)
+            if step == steps - 1:
+                break
+            if context + 1 > window:  # rebuild: start token + the last `keep` tokens, one prefill
+                rows = [[start_id] + (h[-keep:] if keep else []) for h in history]
+                cache, probs = runner.forward(torch.tensor(rows, dtype=torch.long), None)
+                context = len(rows[0])
+            else:
+                feed = torch.tensor([[h[-1]] for h in history], dtype=torch.long)
+                cache, probs = runner.forward(feed, cache)
+                context += 1
+
+
+# --- compress / decompress ---------------------------------------------------------------------
+
+
+@dataclass
+class TokenCost:
+    text: str  # the token's bytes, decoded for display (invalid bytes shown as U+FFFD)
+    bits: float  # -log2 p under the model (the ideal code length)
+
+
+@dataclass
+class LMResult:
+    blob: bytes  # the whole compressed file
+    header: dict
+    tokens: list[TokenCost]
+    seconds: float
+    note: str = ""
+
+    @property
+    def n_bytes(self) -> int:
+        return int(self.header["n_bytes"])
+
+    @property
+    def payload_bits(self) -> int:
+        return 8 * int(self.header["payload_bytes"])
+
+    @property
+    def cross_entropy_bits(self) -> float:
+        return float(sum(t.bits for t in self.tokens))
+
+    @property
+    def overhead(self) -> float:
+        """Payload size over the model's cross-entropy, minus 1 (the coder's own cost)."""
+        ce = self.cross_entropy_bits
+        return self.payload_bits / ce - 1 if ce else 0.0
+
+
+def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
+             progress: Progress | None = None) -> LMResult:
+    """Compress ``data`` with the model. Call ``verify`` (decode and compare) before reporting a saving."""
+    import constriction
+
+    if not isinstance(data, (bytes, bytearray)):
+        raise InputError("compress() takes bytes; encode text as UTF-8 first")
+    data = bytes(data)
+    s = settings or CodecSettings()
+    _check_settings(s, loaded)
+    started = time.perf_counter()
+    fp = fingerprint(loaded, s.precision)
+    runner = _runner(loaded, s.precision)
+    tmap = TokenMap(loaded.tokenizer)
+    ids, mode, note = tmap.to_tokens(data)
+    if any(i >= runner.vocab for i in ids):
+        raise InputError("the tokenizer produced ids outside the model's vocabulary; this model cannot code this text")
+    lanes = s.lane_count(len(ids))
+    lengths = lane_lengths(len(ids), lanes)
+    start_id = _start_id(loaded.tokenizer)
+    header = {"format": "lmlab-text", "mode": mode, "n_bytes": len(data), "n_tokens": len(ids),
+              "sha256": hashlib.sha256(data).hexdigest(), "lanes": lanes, "lane_lengths": lengths,
+              "window": s.window, "keep": s.keep, "start_id": start_id, "fingerprint": fp}
+    if mode == "lzma":
+        payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+        return LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
+                        time.perf_counter() - started, note)
+
+    offsets = [sum(lengths[:i]) for i in range(lanes)]
+    encoder = constriction.stream.queue.RangeEncoder()
+    bits = np.zeros(len(ids), dtype=np.float64)
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        positions = [offsets[lane] + step for lane in active]
+        symbols = np.array([ids[p] for p in positions], dtype=np.int32)
+        encoder.encode(symbols, _family(), probs)
+        bits[positions] = -np.log2(np.maximum(probs[np.arange(len(active)), symbols].astype(np.float64), 1e-300))
+        return symbols
+
+    _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress)
+    payload = encoder.get_compressed().astype("<u4").tobytes()
+    blob = text_container.pack(header, payload)
+    pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
+    tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits, strict=True)]
+    return LMResult(blob, {**header, "payload_bytes": len(payload)}, tokens, time.perf_counter() - started, note)
+
+
+def read_header(blob: bytes) -> dict:
+    header, _ = text_container.unpack(blob)
+    return header
+
+
+def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Progress | None = None,
+               device: str | None = None) -> bytes:
+    """The original bytes, checked against their sha256. Loads the file's model if none is given."""
+    import constriction
+
+    header, payload = text_container.unpack(blob)
+    try:
+        recorded = header["fingerprint"]
+        lengths = [int(n) for n in header["lane_lengths"]]
+        n_tokens, mode = int(header["n_tokens"]), header["mode"]
+        window, keep, start_id = int(header["window"]), int(header["keep"]), int(header["start_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptFile(f"the header lacks a field or has a bad value ({exc})") from exc
+    if sum(lengths) != n_tokens or len(lengths) != int(header.get("lanes", -1)):
+        raise CorruptFile("the header's lane lengths do not add up: the file is corrupt")
+    if loaded is None:
+        loaded = registry.load_causal_lm(recorded.get("model", ""), device=device)
+    text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
+    if mode == "lzma":
+        try:
+            data = lzma.decompress(payload)
+        except lzma.LZMAError as exc:
+            raise CorruptFile(f"the LZMA payload does not decode ({exc})") from exc
+        return _verified(data, header)
+    runner = _runner(loaded, recorded["precision"])
+    if len(payload) % 4:
+        raise CorruptFile("the payload is not a whole number of 32-bit words: the file is corrupt")
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    offsets = [sum(lengths[:i]) for i in range(len(lengths))]
+    ids = [0] * n_tokens
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
+        for lane, sym in zip(active, symbols, strict=True):
+            ids[offsets[lane] + step] = int(sym)
+        return symbols
+
+    _lockstep(runner, lengths, start_id, window, keep, choose, progress)
+    tmap = TokenMap(loaded.tokenizer)
+    try:
+        data = tmap.to_bytes(ids, mode)
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise CorruptFile("the decoded tokens are not valid: the file is corrupt or was made elsewhere") from exc
+    return _verified(data, header)
+
+
+def _verified(data: bytes, header: dict) -> bytes:
+    if len(data) != header.get("n_bytes") or hashlib.sha256(data).hexdigest() != header.get("sha256"):
+        raise CorruptFile("the decoded text does not match the original's checksum: the decoder computed other "
+                          "probabilities than the encoder (another machine type?) or the file is corrupt. "
+                          "Nothing was written.")
+    return data
+
+
+def verify(result: LMResult, loaded: registry.Loaded, progress: Progress | None = None) -> float:
+    """Decode ``result`` and compare; returns the decode time in seconds (raises if it differs)."""
+    started = time.perf_counter()
+    decompress(result.blob, loaded, progress)
+    return time.perf_counter() - started
+
+
+# --- sampling is decompression -----------------------------------------------------------------
+
+
+@dataclass
+class Sampled:
+    text: str
+    tokens: list[TokenCost]
+    words: list[int]  # the random 32-bit words fed to the decoder
+    bits_used: float  # sum of -log2 p: how many random bits the text "cost"
+
+
+def sample_from_bits(loaded: registry.Loaded, seed: int, n_tokens: int = 60, prompt: str = "",
+                     precision: str = "auto", progress: Progress | None = None) -> Sampled:
+    """Feed random bits to the arithmetic decoder: it "decompresses" them into text the model finds
+    likely, a sample from the model at temperature 1. The same seed gives the same text."""
+    import constriction
+
+    if not 1 <= n_tokens <= 2048:
+        raise InputError(f"number of tokens must be between 1 and 2048 (got {n_tokens})")
+    if not 0 <= int(seed) < 2**63:
+        raise InputError("seed must be a non-negative integer")
+    runner = _runner(loaded, precision)
+    words = np.random.default_rng(int(seed)).integers(0, 2**32, size=n_tokens + 8, dtype=np.uint64).astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    tmap = TokenMap(loaded.tokenizer)
+    prefix = tmap._encode_text(prompt) if prompt else []
+    limit = context_limit(loaded)
+    window = min(1024, limit)
+    ids, bits = [], []
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
+        ids.append(int(symbols[0]))
+        bits.append(-math.log2(max(float(probs[0, symbols[0]]), 1e-300)))
+        return symbols
+
+    _lockstep(runner, [n_tokens], _start_id(loaded.tokenizer), window, window // 2, choose, progress, prefix=prefix)
+    pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
+    text = tmap.to_bytes(ids, "text").decode("utf-8", "replace")
+    return Sampled(text, [TokenCost(p, b) for p, b in zip(pieces, bits, strict=True)], words.tolist(), float(sum(bits)))
+
+
+def cancel_check(event: threading.Event | None, inner: Progress | None = None) -> Progress:
+    """A progress callback that also stops the loop when ``event`` is set."""
+
+    def callback(done: int, total: int) -> None:
+        if event is not None and event.is_set():
+            raise Cancelled("stopped by the user")
+        if inner is not None:
+            inner(done, total)
+
+    return callback
