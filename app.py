@@ -12,7 +12,7 @@ import os
 
 import gradio as gr
 
-from components import about, finetune, generation, ner, theme
+from components import about, compression, finetune, generation, ner, theme
 from models import device, settings
 
 TITLE = "LM Lab"
@@ -34,6 +34,8 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune.build()
             # -- tabs: each module's build() lays out and wires its own widgets --
+            with gr.Tab("Compress", id="compress"):  # kept last: it builds on the other tabs
+                compression.build()
         about.build()
     return demo
 

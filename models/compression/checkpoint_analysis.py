@@ -172,7 +172,8 @@ def analyse(path: str | Path, dtype_view: str = "as stored", with_baselines: boo
         hist = report.exponent_hist[stats_dtype]
     else:
         stats_dtype, hist = "", np.zeros(256, np.int64)
-    result = Analysis(name, dtype_view, report, huffman.stats(hist, top=20), stats_dtype, hist, sha256=sha,
+    stats = huffman.stats(hist, huffman.code_lengths(hist, checkpoint.MAX_LEN), top=20)
+    result = Analysis(name, dtype_view, report, stats, stats_dtype, hist, sha256=sha,
                       verified=True, compressed_path=out, decompress_seconds=seconds)
     if with_baselines:
         result.baselines = baselines(data, lambda f, m: progress(0.6 + 0.4 * f, m))
