@@ -1,0 +1,196 @@
+"""Checkpoint codec: bit-exact round-trips, the container's defences, the CLI."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save
+
+from models import assets
+from models.compression import checkpoint, container
+from models.compression import checkpoint_analysis as ca
+from models.errors import CorruptFile
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1e-40, -1e-45, 6e-8, 1e-310, 3.0e38]
+
+
+def _tensor(rng, dtype, shape, scale):
+    values = torch.from_numpy(rng.normal(0, scale, size=shape)).to(dtype)
+    if values.numel():
+        flat = values.view(-1)
+        picks = rng.integers(0, flat.numel(), size=min(flat.numel(), 12))
+        flat[picks] = torch.tensor([SPECIAL[i % len(SPECIAL)] for i in range(len(picks))], dtype=torch.float64).to(dtype)
+    return values
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31), st.lists(st.tuples(st.sampled_from(range(len(DTYPES))),
+                                                 st.sampled_from([(), (0,), (1,), (3, 0), (17,), (64, 33), (300000,)]),
+                                                 st.sampled_from([1e-3, 0.05, 1.0, 1e4])), min_size=1, max_size=5))
+def test_roundtrip_random_tensors(seed, specs):
+    rng = np.random.default_rng(seed)
+    tensors = {f"t{i}": _tensor(rng, DTYPES[d], shape, scale) for i, (d, shape, scale) in enumerate(specs)}
+    tensors["ids"] = torch.arange(50, dtype=torch.int64)
+    tensors["mask"] = torch.from_numpy(rng.random(40) > 0.5)
+    data = save(tensors, metadata={"format": "pt"})
+    blob, report = checkpoint.compress(data, "random.safetensors", chunk=1 << 12, block=1 << 9)
+    assert checkpoint.decompress(blob) == data  # byte-identical file
+    back = checkpoint.decompress_tensors(blob)
+    for name, t in tensors.items():
+        raw = t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+        assert back[name].tobytes() == raw.tobytes() and back[name].shape == tuple(t.shape)
+    assert report.coded_bytes == len(blob)
+
+
+def test_compressible_planes_are_coded_and_gaps_kept():
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy(rng.normal(0, 0.02, size=(512, 512)).astype(np.float32)).to(torch.bfloat16)
+    data = bytearray(save({"w": w}))
+    # a data section with a gap before the tensor and trailing bytes after it
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header["w"]["data_offsets"] = [5, 5 + w.numel() * 2]
+    head = json.dumps(header).encode()
+    body = bytes(data[8 + n:])
+    gapped = struct.pack("<Q", len(head)) + head + b"GAP!!" + body + b"TAIL"
+    blob, report = checkpoint.compress(gapped, "gapped.safetensors")
+    assert checkpoint.decompress(blob) == gapped
+    row = report.rows[0]
+    assert row.modes.split("/")[1] in {"chunked", "shared"}  # the exponent plane was Huffman-coded
+    assert 0.6 < report.ratio < 0.72
+    assert 2.0 < row.exponent_entropy < 3.5
+
+
+@pytest.mark.slow
+def test_minilm_byte_identical_and_beats_zstd(tmp_path):
+    src = assets.path("all-minilm-l6-v2") / "model.safetensors"
+    data = src.read_bytes()
+    blob, report = checkpoint.compress(data, src.name)
+    assert checkpoint.decompress(blob) == data
+    assert report.ratio < 0.83  # fp32: about 0.819 (zstd -3 gives 0.915)
+    assert report.huffman_overhead < 0.02
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_blob():
+    rng = np.random.default_rng(3)
+    data = save({"a": torch.from_numpy(rng.normal(0, 0.1, size=(256, 64)).astype(np.float32)),
+                 "b": torch.from_numpy(rng.normal(0, 1, size=(1000,)).astype(np.float16))})
+    return data, checkpoint.compress(data, "small.safetensors", chunk=4096)[0]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "not a safetensors checkpoint"),
+    (b"hello world, this is text", "header length"),
+    (struct.pack("<Q", 10) + b"not json!!", "not JSON"),
+    (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
+])
+def test_not_safetensors(data, message):
+    with pytest.raises(CorruptFile, match=message):
+        checkpoint.compress(data)
+
+
+def test_truncated_safetensors(small_blob):
+    data, _ = small_blob
+    with pytest.raises(CorruptFile, match="truncated"):
+        checkpoint.compress(data[:-100])
+
+
+def test_wrong_magic_version_and_truncation(small_blob):
+    _, blob = small_blob
+    with pytest.raises(CorruptFile, match="wrong magic"):
+        checkpoint.decompress(b"PK\x03\x04" + blob[4:])
+    with pytest.raises(CorruptFile, match="version 7"):
+        checkpoint.decompress(blob[:8] + struct.pack("<H", 7) + blob[10:])
+    with pytest.raises(CorruptFile, match="truncated|CRC32"):
+        checkpoint.decompress(blob[: len(blob) - 50])
+    with pytest.raises(CorruptFile):
+        checkpoint.decompress(blob[:12])
+
+
+@pytest.mark.parametrize("where", [0.02, 0.5, 0.99])
+def test_flipped_bit_is_caught(small_blob, where):
+    _, blob = small_blob
+    bad = bytearray(blob)
+    pos = int(len(bad) * where)
+    bad[pos] ^= 0x10
+    with pytest.raises(CorruptFile, match="CRC32|sha256|corrupt"):
+        checkpoint.decompress(bytes(bad))
+
+
+def test_sha256_catches_what_crc_cannot(small_blob):
+    data, _ = small_blob
+    blob, _ = checkpoint.compress(data)
+    header, payload = container.unpack(blob)
+    header["tensors"][0]["sha256"] = "0" * 64  # a consistent container that decodes to other bytes
+    forged = container.pack(header, [bytes(payload)])
+    with pytest.raises(CorruptFile, match="sha256"):
+        checkpoint.decompress(forged)
+
+
+def test_failed_decompress_leaves_no_file(small_blob, tmp_path):
+    _, blob = small_blob
+    bad = bytearray(blob)
+    bad[-10] ^= 1
+    src = tmp_path / "bad.lmhz"
+    src.write_bytes(bytes(bad))
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(CorruptFile):
+        ca.decompress_file(src, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == [src]
+
+
+def test_torch_bin_loads_weights_only(tmp_path):
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(4, 4), "b": torch.zeros(4)}, path)
+    out, report = ca.compress_file(path, tmp_path / "m.lmhz")
+    tensors = checkpoint.decompress_tensors(out.read_bytes())
+    assert tensors["w"].sum() == 16 and tensors["b"].shape == (4,) and report.raw_bytes > 0
+    evil = tmp_path / "evil.bin"
+    evil.write_bytes(b"not a pickle at all")
+    with pytest.raises(CorruptFile, match="loads safely"):
+        ca.compress_file(evil, tmp_path / "e.lmhz")
+    assert not (tmp_path / "e.lmhz").exists()
+
+
+# --- CLI --------------------------------------------------------------------------------------------
+
+
+def _cli(*args, home):
+    return subprocess.run([sys.executable, "-m", "models.compression", *map(str, args)], capture_output=True, text=True,
+                          env={"LMLAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+
+
+def test_cli_compress_verify_decompress_inspect(small_blob, tmp_path):
+    data, _ = small_blob
+    src = tmp_path / "small.safetensors"
+    src.write_bytes(data)
+    res = _cli("compress", src, "-o", tmp_path / "s.lmhz", home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "round-trip verified" in res.stdout
+    res = _cli("verify", tmp_path / "s.lmhz", "--original", src, home=tmp_path)
+    assert res.returncode == 0 and "identical" in res.stdout, res.stderr
+    res = _cli("decompress", tmp_path / "s.lmhz", "-o", tmp_path / "back.safetensors", home=tmp_path)
+    assert res.returncode == 0 and (tmp_path / "back.safetensors").read_bytes() == data
+    res = _cli("inspect", tmp_path / "s.lmhz", "--json", home=tmp_path)
+    info = json.loads(res.stdout)
+    assert {t["name"] for t in info["tensors"]} == {"a", "b"}
+    res = _cli("inspect", src, home=tmp_path)
+    assert "entropy H" in res.stdout and "Kraft sum 1" in res.stdout
+    (tmp_path / "junk.lmhz").write_bytes(b"junk" * 10)
+    res = _cli("verify", tmp_path / "junk.lmhz", home=tmp_path)
+    assert res.returncode == 2 and "wrong magic" in res.stderr
