@@ -104,13 +104,14 @@ def tag_text(text, model_key, aggregation, threshold, progress=gr.Progress()):
     for e in out.entities:
         counts[e.label] = counts.get(e.label, 0) + 1
     found = ", ".join(f"{n} {label}" for label, n in sorted(counts.items())) or "no entities"
-    status = f"✅ {found} · {len(out.pieces):,} word pieces · {out.windows} window(s)"
+    status = f"**Found {found}** · {len(out.pieces):,} word pieces · {out.windows} window(s)"
     if out.backend == "spacy":
         status += " · spaCy gives no confidence scores, so aggregation and the threshold do not apply"
     if len(out.entities) > MAX_ROWS:
         status += f" · the table shows the first {MAX_ROWS:,} entities; use Batch for a full CSV"
-    return (gr.HighlightedText(value=highlighted, color_map=colours), rows, pieces_html(out.pieces, colours),
-            status)
+    # The value alone (not a component update) keeps the API output plain; types beyond CoNLL's four get
+    # Gradio's automatic colours in the highlight and ours in the word-piece view.
+    return highlighted, rows, pieces_html(out.pieces, colours), status
 
 
 @guard
@@ -120,7 +121,7 @@ def tag_batch(file, model_key, aggregation, threshold, progress=gr.Progress()):
         raise gr.Error("Choose a .txt file (one document per line) or a CoNLL file first.")
     result = tagger.tag_file(model_key, file, aggregation, float(threshold), _reporter(progress))
     what = "documents (one per line)" if result.kind == "text" else "CoNLL sentences"
-    status = (f"✅ {result.documents:,} {what} · {result.entities:,} entities · {result.seconds:.1f} s · "
+    status = (f"Done: {result.documents:,} {what} · {result.entities:,} entities · {result.seconds:.1f} s · "
               f"downloads below: entities as CSV, and the tokens with their tags as CoNLL")
     preview = [[r[0], r[1], r[2], r[3], r[4], r[5]] for r in result.rows[:MAX_ROWS]]
     return str(result.csv_path), str(result.conll_path), preview, status
@@ -155,11 +156,11 @@ def evaluate(dataset, upload, model_key, limit, progress=gr.Progress()):
                         f"F1 per entity type · micro F1 {s.micro['f1-score']:.3f}", "F1",
                         colors=[colour_map(types)[t] for t in types],
                         text=[f"{s.per_type[t]['f1-score']:.3f}" for t in types])
-    status = (f"✅ {report.model} on {report.source}: **micro F1 {s.micro['f1-score']:.4f}**, macro F1 "
+    status = (f"{report.model} on {report.source}: **micro F1 {s.micro['f1-score']:.4f}**, macro F1 "
               f"{s.macro['f1-score']:.4f} · {report.sentences:,} sentences, {report.tokens:,} tokens in "
               f"{report.seconds:.1f} s ({report.sentences_per_second:.0f} sentences/s)")
     if report.unknown_types:
-        status += f" · ⚠️ the model cannot predict {', '.join(report.unknown_types)}, so those count as missed"
+        status += f" · note: the model cannot predict {', '.join(report.unknown_types)}, so those count as missed"
     return rows, figure, mistakes_html(report), status
 
 
@@ -171,10 +172,8 @@ def build() -> None:
                               placeholder="Paste news text to find people, organisations, places…")
             go = gr.Button("Tag entities", variant="primary", elem_id="ner-go")
         with gr.Column(scale=2):
-            with gr.Row():
-                model = gr.Dropdown(choices=choices, value=default_model(choices), label="Model", scale=4,
-                                    elem_id="ner-model")
-                refresh = gr.Button("↻ models", scale=1, size="sm")
+            model = gr.Dropdown(choices=choices, value=default_model(choices), label="Model", elem_id="ner-model")
+            refresh = gr.Button("↻ refresh the model list", size="sm")
             aggregation = gr.Radio(list(tagger.AGGREGATIONS), value="first", label="Aggregation",
                                    info="how word pieces become entities (see the explanation below)")
             threshold = gr.Slider(0, 1, value=0.3, step=0.01, label="Confidence threshold",

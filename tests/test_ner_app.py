@@ -1,0 +1,73 @@
+"""The NER tab through the running app: the API names /ner, /ner_batch, /ner_evaluate, and a browser."""
+
+from __future__ import annotations
+
+import pytest
+
+SPACY = "spacy-en_core_web_sm"
+SENTENCE = "Angela Merkel met Emmanuel Macron in Paris to discuss the European Union budget."
+
+
+def test_api_ner_tags_a_sentence(client):
+    highlighted, table, pieces, status = client.predict(SENTENCE, SPACY, "first", 0.3, api_name="/ner")
+    spans = [(t["token"], t["class_or_confidence"]) for t in highlighted if t["class_or_confidence"]]
+    assert ("Angela Merkel", "PER") in spans and ("Paris", "LOC") in spans
+    rows = table["data"]
+    assert ["Paris", "LOC", None, 37, 42] in rows
+    assert "B-PER" in pieces and "no confidence scores" in status
+
+
+def test_api_ner_empty_text_is_a_clear_error(client):
+    with pytest.raises(Exception, match="empty"):
+        client.predict("  ", SPACY, "first", 0.3, api_name="/ner")
+
+
+def test_api_batch_and_evaluate(client, tmp_path):
+    from gradio_client import handle_file
+
+    docs = tmp_path / "news.txt"
+    docs.write_text("Angela Merkel visited Paris.\nReuters reported on Airbus in Toulouse.\n")
+    csv_path, conll_path, preview, status = client.predict(handle_file(str(docs)), SPACY, "first", 0.0,
+                                                           api_name="/ner_batch")
+    assert "2 documents" in status
+    assert "Toulouse,LOC" in open(csv_path).read()
+    assert open(conll_path).read().startswith("Angela B-PER\nMerkel I-PER")
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\x00\x01\x02binary")
+    with pytest.raises(Exception, match="binary"):
+        client.predict(handle_file(str(binary)), SPACY, "first", 0.0, api_name="/ner_batch")
+
+    metrics, chart, mistakes, status = client.predict("test", None, SPACY, 100, api_name="/ner_evaluate")
+    names = [row[0] for row in metrics["data"]]
+    assert {"PER", "LOC", "ORG", "MISC", "micro avg", "macro avg"} <= set(names)
+    assert "micro F1" in status and "100 sentences" in status and "gold" in mistakes
+    bad = tmp_path / "bad.conll"
+    bad.write_text("Paris B-LOC\nBerlin\n")
+    with pytest.raises(Exception, match="line 2"):
+        client.predict("upload", handle_file(str(bad)), SPACY, 0, api_name="/ner_evaluate")
+
+
+@pytest.mark.browser
+def test_browser_tags_a_sentence(page, screenshot_dir):
+    page.get_by_role("tab", name="NER", exact=True).click()
+    box = page.locator("#ner-text textarea")
+    box.fill("Chancellor Angela Merkel met French President Emmanuel Macron in Paris on Tuesday to discuss the "
+             "European Union budget, Reuters reported.")
+    page.locator("#ner-go").click()
+    page.wait_for_function("document.querySelector('#ner-status')?.innerText.includes('word pieces')")
+    highlighted = page.locator("#ner-highlighted")
+    assert "Angela Merkel" in highlighted.inner_text()
+    # the entity spans are coloured: a highlighted span carries a background colour per type
+    colours = highlighted.evaluate(
+        "el => [...el.querySelectorAll('*')].filter(e => e.innerText && e.innerText.trim() === 'Paris')"
+        ".map(e => getComputedStyle(e).backgroundColor).filter(c => c !== 'rgba(0, 0, 0, 0)')")
+    assert colours, "Paris is shown highlighted"
+    assert "European Union" in page.locator("#ner-table").inner_text()
+    page.get_by_text("Word-piece view").click()
+    page.wait_for_selector("#ner-pieces .ner-pieces span")
+    page.set_viewport_size({"width": 1400, "height": 1450})
+    page.locator("#ner-text").scroll_into_view_if_needed()
+    page.evaluate("window.scrollTo(0, 0)")
+    shot = screenshot_dir / "ner.png"
+    page.screenshot(path=str(shot), full_page=False)
+    assert shot.stat().st_size > 10_000
