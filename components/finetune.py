@@ -190,13 +190,17 @@ def build() -> None:
                                    interactive=False, max_height=200)
             with gr.Accordion("Hyper-parameters", open=False):
                 numbers = []
-                for name in FORM_FIELDS:
-                    lo, hi = runconfig.limits(name)
-                    numbers.append(gr.Number(value=getattr(cfg, name), label=name.replace("_", " "), minimum=lo,
-                                             maximum=hi, info=meta[name].metadata["help"], elem_id=f"ft-{name}"))
-                for name in FLAGS:
-                    numbers.append(gr.Checkbox(value=getattr(cfg, name), label=name.replace("_", " "),
-                                               info=meta[name].metadata["help"], elem_id=f"ft-{name}"))
+                for i in range(0, len(FORM_FIELDS), 2):  # two per row keeps the form short
+                    with gr.Row():
+                        for name in FORM_FIELDS[i:i + 2]:
+                            lo, hi = runconfig.limits(name)
+                            numbers.append(gr.Number(value=getattr(cfg, name), label=name.replace("_", " "),
+                                                     minimum=lo, maximum=hi, info=meta[name].metadata["help"],
+                                                     elem_id=f"ft-{name}"))
+                with gr.Row():
+                    for name in FLAGS:
+                        numbers.append(gr.Checkbox(value=getattr(cfg, name), label=name.replace("_", " "),
+                                                   info=meta[name].metadata["help"], elem_id=f"ft-{name}"))
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="ft-start")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")

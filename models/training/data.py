@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models import assets, registry, settings
+from models import assets, conll, registry, settings
 from models.errors import InputError
-from models.training import conll
 from models.training.config import CAUSAL_LM
 
 TEXT_DATASETS = {
@@ -27,6 +26,15 @@ NER_DATASETS = {
     "upload": "your own CoNLL file (token ... tag per line)",
 }
 MAX_UPLOAD_BYTES = 200 * 2**20
+Sentence = tuple[list[str], list[str]]  # (words, IOB tags)
+
+
+def read_conll(path: Path) -> list[Sentence]:
+    """A CoNLL file (the NER tab's reader: line numbers in its messages) -> (words, tags) pairs."""
+    try:
+        return [(s.tokens, s.tags) for s in conll.read_file(path)]
+    except InputError as exc:
+        raise InputError(f"{Path(path).name}: {exc}") from exc
 
 
 @dataclass
@@ -39,9 +47,9 @@ class TextData:
 
 @dataclass
 class NerData:
-    train: list[conll.Sentence]
-    eval: list[conll.Sentence]
-    test: list[conll.Sentence]
+    train: list[Sentence]
+    eval: list[Sentence]
+    test: list[Sentence]
     labels: list[str] = field(default_factory=list)
     note: str = ""
 
@@ -136,13 +144,13 @@ def _load_ner(dataset: str, upload: str) -> NerData:
 
             return _ner(split("train"), split("validation"), split("test"), "hub eriktks/conll2003")
         folder = _local("conll2003", ("train.txt", "valid.txt", "test.txt"))
-        parts = [conll.read(folder / f"{name}.txt", f"conll2003/{name}.txt") for name in ("train", "valid", "test")]
+        parts = [read_conll(folder / f"{name}.txt") for name in ("train", "valid", "test")]
         return _ner(*parts, "local CoNLL-2003 copy: train / valid / test")
     if dataset == "twitter-ner":
-        sentences = conll.read(assets.path("twitter-ner") / "ner.txt", "twitter-ner/ner.txt")
+        sentences = read_conll(assets.path("twitter-ner") / "ner.txt")
         return _ner(*_split(sentences), "Twitter NER sample: 80% train, 10% validation, 10% test (in file order)")
     path = _upload_path(upload)
-    sentences = conll.read(path, path.name)
+    sentences = read_conll(path)
     return _ner(*_split(sentences), "your file: 80% train, 10% validation, 10% test (in file order)")
 
 

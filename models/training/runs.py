@@ -164,6 +164,7 @@ def _queued(device: str) -> list[dict]:
 
 
 def _queue_position(run_id: str, st: dict) -> int:
+    """How many runs (running or queued earlier) are ahead of this one on its device."""
     ids = [s["id"] for s in _queued(st.get("device", ""))]
     return ids.index(run_id) if run_id in ids else 0
 
@@ -203,7 +204,7 @@ def wait_for_slot(folder: Path, device: str, should_stop) -> DeviceSlot | None:
                  (s.get("created", 0), s["id"]) < (_read_json(folder / "status.json", {}).get("created", 0), folder.name)]
         if not ahead and slot.try_acquire():
             return slot
-        write_status(folder, queue_position=len(ahead) or 1)
+        write_status(folder, queue_position=len(ahead) or 1)  # the device is busy: someone is ahead
         time.sleep(1.0)
 
 

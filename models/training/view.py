@@ -20,6 +20,9 @@ from models.training.config import CAUSAL_LM, RunConfig
 
 def form_config(values: dict) -> RunConfig:
     """Widget values (numbers may arrive as floats or None) -> a validated RunConfig."""
+    unknown = set(values) - {f.name for f in fields(RunConfig)}
+    if unknown:
+        raise InputError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     cfg = {}
     for f in fields(RunConfig):
         if f.name not in values:
@@ -30,20 +33,17 @@ def form_config(values: dict) -> RunConfig:
                 value = ""
             else:
                 raise InputError(f"{f.name.replace('_', ' ')} is empty: enter a value")
-        kind = str(f.type)
-        try:
-            if kind == "int":
-                if float(value) != int(float(value)):
-                    raise InputError(f"{f.name.replace('_', ' ')} must be a whole number, not {value}")
-                value = int(float(value))
-            elif kind == "float":
-                value = float(value)
-            elif kind == "bool":
-                value = bool(value)
-            else:
-                value = str(value)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{f.name.replace('_', ' ')} = {value!r} is not a number") from exc
+        kind, label = str(f.type), f.name.replace("_", " ")
+        if kind in ("int", "float"):
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{label} = {value!r} is not a number") from exc
+            if kind == "int" and number != int(number):
+                raise InputError(f"{label} must be a whole number, not {value}")
+            value = int(number) if kind == "int" else number
+        else:
+            value = bool(value) if kind == "bool" else str(value)
         cfg[f.name] = value
     return RunConfig.from_dict(cfg).validate()
 
@@ -78,7 +78,7 @@ def command(values: dict, processes: int = 2) -> str:
     if "--task" not in args:
         args = ["--task", cfg.task, *args]
     flags = " ".join(shlex.quote(a) for a in args)
-    return (f"accelerate launch --num_processes {processes} -m models.training {flags}\n"
+    return (f"accelerate launch --multi_gpu --num_processes {processes} -m models.training {flags}\n"
             f"# one machine, no accelerate: python -m models.training {flags}")
 
 
@@ -125,7 +125,7 @@ def snapshot(run_id: str) -> Snapshot:
     icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}.get(state, "")
     parts = [f"{icon} **{state}**", f"run `{run_id}`: {cfg.get('base')} on {cfg.get('dataset')}"]
     if state == "queued":
-        parts.append(f"position {st.get('queue_position', 0) + 1} in the queue for {st.get('device')}")
+        parts.append(f"waiting for {st.get('device')}: {st.get('queue_position', 0)} run(s) ahead")
     if st.get("max_steps"):
         parts.append(f"step {st.get('step', 0)}/{st['max_steps']}")
     if st.get("elapsed") is not None:
@@ -142,7 +142,7 @@ def snapshot(run_id: str) -> Snapshot:
     if st.get("summary"):
         headline += f"\n\n**Test:** {st['summary']}"
 
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r and "event" not in r]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     series = {"training loss": ([s for s, _ in train], [v for _, v in train])}
     if evals:
@@ -203,7 +203,7 @@ def compare(run_ids: list[str]) -> dict[str, tuple[list[float], list[float]]]:
     """Training-loss curves of several runs, keyed by run id."""
     series = {}
     for run_id in run_ids or []:
-        pts = [(r["step"], r["loss"]) for r in runs.read_metrics(run_id) if "loss" in r and "step" in r]
+        pts = [(r["step"], r["loss"]) for r in runs.read_metrics(run_id) if "loss" in r and "step" in r and "event" not in r]
         series[run_id] = ([s for s, _ in pts], [v for _, v in pts])
     return series
 

@@ -1,0 +1,175 @@
+"""Fine-tuning benchmark: the app's runner vs a plain ``Trainer.train()``, plus the README's real runs.
+
+    python -m benchmarks.finetune                      # throughput: runner vs plain Trainer (minutes)
+    python -m benchmarks.finetune --ner --lm           # also the real runs (long on a CPU)
+    python -m benchmarks.finetune --ner-run ID         # report a real run already made by the runner
+
+Throughput: the same scratch GPT-2, data (Canterbury blocks), seed and TrainingArguments,
+trained alternately by ``models.training.train.train`` (callback writing metrics.jsonl and
+status.json every step) and by a bare Trainer; tokens/s of ``trainer.train()`` for each,
+the best of the repeats. Prints a markdown table and writes benchmarks/results/finetune.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from models.training import data as datalib
+from models.training import runs, train
+from models.training.config import RunConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "finetune.json"
+
+
+def throughput_config(steps: int) -> RunConfig:
+    return RunConfig(task="causal-lm", base="scratch-gpt2", dataset="canterbury", scratch_size="small", seq_len=128,
+                     batch_size=8, max_steps=steps, logging_steps=1, eval_before=False, bleu_samples=0,
+                     learning_rate=5e-4, seed=0)
+
+
+def plain_trainer_tokens_per_s(cfg: RunConfig, items) -> float:
+    """The baseline: the same model, data and arguments through Trainer.train() with no callback."""
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    model, tokenizer = train.load_base(cfg)
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(output_dir=out, learning_rate=cfg.learning_rate, max_steps=cfg.max_steps,
+                                 per_device_train_batch_size=cfg.batch_size, warmup_steps=cfg.warmup_ratio,
+                                 weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed,
+                                 logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+                                 disable_tqdm=True, use_cpu=not torch.cuda.is_available())
+        trainer = Trainer(model=model, args=args, train_dataset=train.ListDataset(items),
+                          data_collator=default_data_collator, processing_class=tokenizer)
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+    return cfg.max_steps * cfg.batch_size * cfg.seq_len / seconds
+
+
+def runner_tokens_per_s(cfg: RunConfig) -> float:
+    folder = runs.new_run_dir(cfg)
+    result = train.train(cfg, folder)
+    return result["steps"] * cfg.batch_size * cfg.seq_len / result["train_seconds"]
+
+
+def throughput(steps: int, repeats: int) -> dict:
+    cfg = throughput_config(steps)
+    data = datalib.load(cfg.task, cfg.dataset)
+    _, tokenizer = train.load_base(cfg)
+    items = train.lm_blocks(tokenizer, data.train, cfg.seq_len)
+    app, plain = [], []
+    for _ in range(repeats):  # alternate, so drifting machine load hits both sides alike
+        plain.append(plain_trainer_tokens_per_s(cfg, items))
+        app.append(runner_tokens_per_s(cfg))
+    return {"model": "GPT-2 from scratch, 4 layers x 256 (small)", "data": "Canterbury, 128-token blocks",
+            "steps": steps, "batch_size": cfg.batch_size, "repeats": repeats,
+            "runner_tokens_per_s": app, "plain_trainer_tokens_per_s": plain,
+            "ratio_best": max(app) / max(plain)}
+
+
+def real_run(cfg: RunConfig | None, run_id: str | None) -> dict:
+    """Run a config through the app's runner now (cfg), or read a finished run (run_id)."""
+    if cfg is not None:
+        folder = runs.new_run_dir(cfg)
+        t0 = time.time()
+        code = train.run_in_folder(folder, cfg)
+        run_id = folder.name
+        if code:
+            raise SystemExit(f"run {run_id} failed: {runs.status(run_id).get('error')}")
+        wall = time.time() - t0
+    st = runs.status(run_id)
+    if st.get("state") != "finished":
+        raise SystemExit(f"run {run_id} is {st.get('state')}, not finished")
+    wall = st["finished"] - st["created"] if cfg is None else wall
+    result = st["result"]
+    strip = {"per_type", "example_prompt", "example_output", "example_reference"}
+    return {"run_id": run_id, "config": json.loads((runs.run_dir(run_id) / "config.json").read_text()),
+            "wall_seconds": wall, "train_seconds": result["train_seconds"], "steps": result["steps"],
+            "before": {k: v for k, v in result["before"].items() if k not in strip},
+            "after": {k: v for k, v in result["after"].items() if k not in strip},
+            "after_per_type": result["after"].get("per_type", {})}
+
+
+def ner_config() -> RunConfig:
+    from models.training.config import recipe
+
+    return recipe("token-classification")
+
+
+def lm_config(steps: int) -> RunConfig:
+    return RunConfig(task="causal-lm", base="smollm2-135m-instruct", dataset="wikitext-2", seq_len=128, batch_size=4,
+                     max_steps=steps, learning_rate=5e-5, logging_steps=5, bleu_samples=24, seed=42)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30, help="training steps per throughput measurement")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--ner", action="store_true", help="run MiniLM-L6 on the full CoNLL-2003 train split now")
+    p.add_argument("--ner-run", default=None, help="report this finished NER run instead of running one")
+    p.add_argument("--lm", action="store_true", help="run SmolLM2-135M on WikiText-2 now")
+    p.add_argument("--lm-run", default=None, help="report this finished causal-LM run instead of running one")
+    p.add_argument("--lm-steps", type=int, default=100)
+    p.add_argument("--skip-throughput", action="store_true", help="keep the throughput figures already saved")
+    args = p.parse_args()
+
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                      f"{'cuda' if torch.cuda.is_available() else 'cpu'}", "date": time.strftime("%Y-%m-%d")}
+    out["throughput"] = old.get("throughput") if args.skip_throughput else throughput(args.steps, args.repeats)
+    if args.ner or args.ner_run:
+        out["ner_minilm_conll2003"] = real_run(ner_config() if args.ner else None, args.ner_run)
+    elif "ner_minilm_conll2003" in old:
+        out["ner_minilm_conll2003"] = old["ner_minilm_conll2003"]
+    if args.lm or args.lm_run:
+        out["lm_smollm2_wikitext2"] = real_run(lm_config(args.lm_steps) if args.lm else None, args.lm_run)
+    elif "lm_smollm2_wikitext2" in old:
+        out["lm_smollm2_wikitext2"] = old["lm_smollm2_wikitext2"]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print_tables(out)
+
+
+def print_tables(out: dict) -> None:
+    t = out.get("throughput")
+    if t:
+        print(f"\n### Training throughput ({t['model']}, {t['data']}, batch {t['batch_size']}, {t['steps']} steps, "
+              f"best of {t['repeats']})\n")
+        print("| trainer | tokens/s (best) | all repeats |\n|---|---:|---|")
+        print(f"| app runner (callback, metrics.jsonl, status.json) | {max(t['runner_tokens_per_s']):,.0f} | "
+              f"{', '.join(f'{x:,.0f}' for x in t['runner_tokens_per_s'])} |")
+        print(f"| plain `Trainer.train()` | {max(t['plain_trainer_tokens_per_s']):,.0f} | "
+              f"{', '.join(f'{x:,.0f}' for x in t['plain_trainer_tokens_per_s'])} |")
+        print(f"\nratio runner / plain: **{t['ratio_best']:.3f}** (target >= 0.95)")
+    ner = out.get("ner_minilm_conll2003")
+    if ner:
+        c = ner["config"]
+        print(f"\n### MiniLM-L6 on CoNLL-2003 (full train split; {c['epochs']:g} epochs, batch {c['batch_size']}, "
+              f"lr {c['learning_rate']:g}, linear decay, warm-up {c['warmup_ratio']:g})\n")
+        print("| | precision | recall | F1 (test) |\n|---|---:|---:|---:|")
+        for side in ("before", "after"):
+            r = ner[side]
+            print(f"| {side} fine-tuning | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} |")
+        print(f"\nwall time {ner['wall_seconds'] / 60:.1f} min (training {ner['train_seconds'] / 60:.1f} min, "
+              f"{ner['steps']} steps) on {out['machine']}")
+    lm = out.get("lm_smollm2_wikitext2")
+    if lm:
+        print(f"\n### SmolLM2-135M on WikiText-2 ({lm['steps']} steps of {lm['config']['batch_size']} x "
+              f"{lm['config']['seq_len']} tokens)\n")
+        print("| | test perplexity | BLEU | chrF |\n|---|---:|---:|---:|")
+        for side in ("before", "after"):
+            r = lm[side]
+            print(f"| {side} fine-tuning | {r['perplexity']:.2f} | {r.get('bleu', 0):.2f} | {r.get('chrf', 0):.2f} |")
+        print(f"\nwall time {lm['wall_seconds'] / 60:.1f} min (training {lm['train_seconds'] / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

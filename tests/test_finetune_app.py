@@ -1,0 +1,90 @@
+"""The Fine-tune tab through the running app: the scripting API and a browser run with a live loss chart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+TINY = {"task": "causal-lm", "base": "scratch-gpt2", "dataset": "canterbury", "scratch_size": "tiny", "seq_len": 32,
+        "batch_size": 4, "max_steps": 8, "logging_steps": 2, "eval_steps": 0, "bleu_samples": 2, "eval_before": False,
+        "learning_rate": 1e-3}
+
+
+def _wait(client, run_id, states, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = client.predict(run_id, api_name="/train_status")
+        if st["state"] in states:
+            return st
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} stuck: {st}")
+
+
+def test_api_start_status_cancel_and_runs(client):
+    run_id = client.predict(TINY, api_name="/train_start")
+    st = _wait(client, run_id, {"finished", "failed", "cancelled"})
+    assert st["state"] == "finished", st
+    assert st["summary"].startswith("perplexity") and st["result"]["steps"] == 8
+    assert client.predict(run_id, api_name="/train_cancel")["state"] == "finished"  # nothing to stop: unchanged
+    listed = client.predict(api_name="/runs")
+    assert any(r["id"] == run_id and r["state"] == "finished" and r["config"]["base"] == "scratch-gpt2" for r in listed)
+
+
+def test_api_errors_are_messages_not_tracebacks(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="learning rate"):
+        client.predict(TINY | {"learning_rate": 3.0}, api_name="/train_start")
+    with pytest.raises(AppError, match="not a run id"):
+        client.predict("../../etc", api_name="/train_status")
+    with pytest.raises(AppError, match="unknown setting"):
+        client.predict(TINY | {"colour": "red"}, api_name="/train_start")
+
+
+def _points(page) -> int:
+    return page.evaluate("""() => {
+        const plot = document.querySelector('#ft-loss .js-plotly-plot');
+        if (!plot || !plot.data || !plot.data.length) return 0;
+        return plot.data[0].x.length;
+    }""")
+
+
+def _choose(page, elem_id: str, text: str) -> None:
+    page.click(f"#{elem_id} input")
+    page.get_by_role("option", name=text).first.click()
+
+
+@pytest.mark.browser
+def test_browser_starts_a_run_and_the_loss_chart_updates(page, screenshot_dir):
+    page.get_by_role("tab", name="Fine-tune").click()
+    _choose(page, "ft-base", "GPT-2 from scratch")
+    _choose(page, "ft-dataset", "Canterbury")
+    expect(page.locator("#ft-data-info")).to_contain_text("lines", timeout=60_000)
+    page.get_by_text("Hyper-parameters").click()
+    for name, value in {"max_steps": "400", "batch_size": "2", "seq_len": "32", "logging_steps": "1",
+                        "eval_steps": "0", "bleu_samples": "2", "learning_rate": "0.001"}.items():
+        box = page.locator(f"#ft-{name} input")
+        box.fill(value)
+        box.press("Tab")
+    page.locator("#ft-eval_before input").uncheck()
+    page.get_by_text("Run this on a cluster").click()
+    expect(page.locator("#ft-command")).to_contain_text("--max-steps 400")
+    page.click("#ft-start")
+    expect(page.locator("#ft-status")).to_contain_text("running", timeout=120_000)
+    page.wait_for_function("() => { const p = document.querySelector('#ft-loss .js-plotly-plot');"
+                           " return p && p.data && p.data[0].x.length >= 3; }", timeout=120_000)
+    first = _points(page)
+    page.wait_for_function(f"() => document.querySelector('#ft-loss .js-plotly-plot').data[0].x.length > {first}",
+                           timeout=60_000)  # the chart keeps growing while the run trains
+    expect(page.locator("#ft-status")).to_contain_text("ETA")
+    page.screenshot(path=str(screenshot_dir / "finetune.png"), full_page=True)
+    page.click("#ft-cancel")
+    expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=60_000)
+    # a reload reconnects to the newest run from its files
+    page.reload()
+    page.get_by_role("tab", name="Fine-tune").click()
+    expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=60_000)
+    expect(page.locator("#ft-loss .js-plotly-plot")).to_be_visible(timeout=30_000)
+    assert _points(page) >= first
