@@ -69,6 +69,25 @@ def unpack(blob: bytes) -> tuple[dict, bytes]:
     return header, payload
 
 
+def split_records(blob: bytes) -> list[bytes]:
+    """A long file compressed in chunks is several records back to back: each one's bytes."""
+    records, pos = [], 0
+    while pos < len(blob):
+        if len(blob) - pos < _PREFIX.size:
+            raise CorruptFile(f"{len(blob) - pos} stray bytes at the end of the file (truncated?)")
+        magic, _, n = _PREFIX.unpack_from(blob, pos)
+        if magic != MAGIC or n > MAX_HEADER:
+            raise CorruptFile(f"not an LM Lab text record at byte {pos}: magic {magic!r}")
+        try:
+            size = int(json.loads(blob[pos + _PREFIX.size:pos + _PREFIX.size + n])["payload_bytes"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptFile(f"the header at byte {pos} is damaged ({exc})") from exc
+        end = pos + _PREFIX.size + n + size
+        records.append(blob[pos:end])
+        pos = end
+    return records
+
+
 def check_fingerprint(recorded: dict, current: dict) -> None:
     """Raise FingerprintMismatch naming every field that differs, with both values."""
     diffs = [f"{key}: file {recorded.get(key)!r}, here {current.get(key)!r}"
