@@ -193,7 +193,7 @@ def build() -> None:
                                      scale=4, elem_id="ck-source", info="embedded models and fine-tuned runs")
                 refresh = gr.Button("↻", scale=0, size="sm")
             upload = gr.File(label="…or upload a .safetensors / PyTorch .bin file", file_types=[".safetensors", ".bin"],
-                             elem_id="ck-upload", height=90)
+                             elem_id="ck-upload")
         with gr.Column(scale=2):
             dtype_view = gr.Radio(list(ca.DTYPE_VIEWS), value="as stored", label="dtype view",
                                   info="cast float tensors to bf16 or fp16 first to see how the savings change")
@@ -219,7 +219,7 @@ def build() -> None:
     download = gr.File(label="Compressed file (.lmhz)", interactive=False, elem_id="ck-download")
     with gr.Accordion("Restore a compressed checkpoint", open=False):
         with gr.Row():
-            restore_in = gr.File(label="Upload a .lmhz file", file_types=[".lmhz"], height=90)
+            restore_in = gr.File(label="Upload a .lmhz file", file_types=[".lmhz"])
             restore_out = gr.File(label="Restored .safetensors", interactive=False)
         restore_btn = gr.Button("Decompress", elem_id="ck-decompress")
         restore_status = gr.Markdown()

@@ -117,3 +117,26 @@ def test_stats_numbers_and_tree():
     children = [n for n in s.tree if n["parent"] == ""]
     assert sum(n["weight"] for n in children) == 100
     assert {n["symbol"] for n in s.tree if n["symbol"] is not None} == set(range(6))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 3000), st.sampled_from([1, 3, 4, 5, 64, 1000]), st.integers(0, 2**31))
+def test_decode_into_never_writes_past_the_end(n, block, seed):
+    rng = np.random.default_rng(seed)
+    symbols = rng.integers(0, 5, size=n).astype(np.uint8)
+    lengths = huffman.code_lengths(np.bincount(symbols, minlength=256) + (np.arange(256) < 5))
+    stream = huffman.encode(symbols, lengths, block)
+    guard = np.full(n + 8, 77, np.uint8)
+    huffman.Decoder(lengths).decode_into(stream, guard[:n])
+    np.testing.assert_array_equal(guard[:n], symbols)
+    assert np.all(guard[n:] == 77)
+
+
+def test_lane_decoder_with_torch_tensors():
+    torch = pytest.importorskip("torch")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the GPU path where one is present
+    rng = np.random.default_rng(4)
+    symbols = rng.geometric(0.3, size=5000).clip(0, 255).astype(np.uint8)
+    lengths = huffman.code_lengths(np.bincount(symbols, minlength=256))
+    out = huffman.decode_lanes(huffman.encode(symbols, lengths, block=256), lengths, xp=torch, device=device)
+    np.testing.assert_array_equal(out.cpu().numpy(), symbols)

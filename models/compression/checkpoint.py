@@ -38,6 +38,7 @@ CHUNK = 1 << 17  # symbols per table: 128 Ki, the size that minimised MiniLM's c
 BLOCK = 1 << 14  # symbols per independently decodable block (the lanes of a parallel decoder)
 MAX_LEN = 14  # longest code: 12 costs MiniLM's exponents 0.4 % more bits, 14 only 0.15 %
 TABLE_BYTES = 128  # 256 code lengths as nibbles
+WORTH = 0.997  # a plane is Huffman-coded only if that saves at least 0.3 % of it
 Progress = Callable[[float, str], None]
 
 
@@ -125,24 +126,24 @@ def split_planes(raw: memoryview | bytes, dtype: str) -> tuple[str, list[np.ndar
     return "none", [np.ascontiguousarray(buf.reshape(n, item)[:, j]) for j in range(item)] if item > 1 else [buf]
 
 
-def merge_planes(planes: list[np.ndarray], dtype: str, transform: str) -> bytes:
+def merge_planes(planes: list[np.ndarray], dtype: str, transform: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The tensor's raw bytes (uint8) from its planes, written into ``out`` when given."""
     item = sio.DTYPES[dtype][1]
     n = len(planes[0]) if planes else 0
+    if out is None:
+        out = np.empty(n * item, np.uint8)
     if transform == "rotl1" and item == 2:
-        v = np.empty(n, np.uint16)
-        _merge16(planes[0], planes[1], v)
-        return v.tobytes()
-    if transform == "rotl1" and item == 4:
-        v = np.empty(n, np.uint32)
-        _merge32(*planes, v)
-        return v.tobytes()
-    out = np.empty((n, item), np.uint8)
-    for j, p in enumerate(planes):
-        out[:, j] = p
-    if transform == "rotl1":
-        r = out.reshape(-1).view(np.uint64)
-        return ((r >> np.uint64(1)) | (r << np.uint64(63))).tobytes()
-    return out.tobytes()
+        _merge16(planes[0], planes[1], out.view(np.uint16))
+    elif transform == "rotl1" and item == 4:
+        _merge32(*planes, out.view(np.uint32))
+    else:
+        grid = out.reshape(n, item)
+        for j, p in enumerate(planes):
+            grid[:, j] = p
+        if transform == "rotl1":
+            r = out.view(np.uint64)
+            r[:] = (r >> np.uint64(1)) | (r << np.uint64(63))
+    return out
 
 
 # --- one plane --------------------------------------------------------------------------------
@@ -163,11 +164,19 @@ def _unpack_table(buf: bytes | memoryview) -> np.ndarray:
 @dataclass
 class PlaneResult:
     entry: dict
-    segment: bytes
+    parts: list  # buffers whose concatenation is the plane's segment (no copy until the container is packed)
     hist: np.ndarray  # histogram of the whole plane
     huff_symbols: int = 0  # symbols that went through the Huffman coder
     huff_bits: int = 0  # the bits it used for them (tables and block offsets not included)
     huff_entropy_bits: float = 0.0  # sum over those chunks of n * H(chunk)
+
+    @property
+    def size(self) -> int:
+        return sum(memoryview(p).nbytes for p in self.parts)
+
+    @property
+    def segment(self) -> bytes:
+        return b"".join(self.parts)
 
 
 def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = BLOCK,
@@ -189,9 +198,11 @@ def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = 
     costs = {"raw": n, "chunked": int(own_cost.sum()) + overhead * len(hists),
              "shared": TABLE_BYTES // 2 + int(sh_cost.sum()) + overhead * len(hists)}
     mode = min(costs, key=costs.get)
-    result = PlaneResult({"role": role, "mode": mode, "symbols": n}, b"", total)
+    if costs[mode] > WORTH * n:  # near-uniform planes (bf16/fp16 mantissas): the coding time buys nothing
+        mode = "raw"
+    result = PlaneResult({"role": role, "mode": mode, "symbols": n}, [], total)
     if mode == "raw":
-        result.segment = plane.tobytes()
+        result.parts = [memoryview(plane)]
         return result
     if mode == "shared":  # in the header, which is deflated as a whole: similar tables cost little there
         result.entry["table"] = _pack_table(shared).hex()
@@ -200,7 +211,7 @@ def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = 
         piece = plane[k * chunk:k * chunk + int(sizes[k])]
         lengths, bits, cost = (own[k], own_bits[k], own_cost[k]) if mode == "chunked" else (shared, sh_bits[k], sh_cost[k])
         if cost >= sizes[k]:  # incompressible chunk: keep it as it is
-            parts += [container.CHUNK_RECORD.pack(container.RAW, len(piece), len(piece)), piece.tobytes()]
+            parts += [container.CHUNK_RECORD.pack(container.RAW, len(piece), len(piece)), memoryview(piece)]
             continue
         stream = huffman.encode(piece, lengths, block)
         body = [stream.block_bits.astype("<u4").tobytes(), stream.data]
@@ -210,7 +221,7 @@ def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = 
         result.huff_symbols += len(piece)
         result.huff_bits += int(bits)
         result.huff_entropy_bits += len(piece) * huffman.entropy_bits(h)
-    result.segment = b"".join(parts)
+    result.parts = parts
     return result
 
 
@@ -222,7 +233,7 @@ def decode_plane(seg: memoryview, entry: dict, block: int, what: str) -> np.ndar
             raise CorruptFile(f"{what}: expected {n:,} raw bytes, found {len(seg):,}")
         return np.frombuffer(seg, dtype=np.uint8)
     try:
-        shared = _unpack_table(bytes.fromhex(entry["table"])) if mode == "shared" else None
+        shared = huffman.Decoder(_unpack_table(bytes.fromhex(entry["table"]))) if mode == "shared" else None
     except (KeyError, ValueError):
         raise CorruptFile(f"{what}: the shared Huffman table is missing or malformed") from None
     out = np.empty(n, np.uint8)
@@ -240,14 +251,14 @@ def decode_plane(seg: memoryview, entry: dict, block: int, what: str) -> np.ndar
         if codec == container.RAW:
             out[filled:filled + count] = np.frombuffer(body, np.uint8)
         elif codec == container.HUFFMAN:
-            lengths = shared
-            if lengths is None:
-                lengths, body = _unpack_table(body[:TABLE_BYTES]), body[TABLE_BYTES:]
+            decoder = shared
+            if decoder is None:
+                decoder, body = huffman.Decoder(_unpack_table(body[:TABLE_BYTES])), body[TABLE_BYTES:]
             nblocks = -(-count // block)
             block_bits = np.frombuffer(body[:4 * nblocks], dtype="<u4").astype(np.uint64)
             stream = huffman.EncodedStream(bytes(body[4 * nblocks:]), block_bits, count, block)
             try:
-                out[filled:filled + count] = huffman.decode(stream, lengths)
+                decoder.decode_into(stream, out[filled:filled + count])
             except ValueError as exc:
                 raise CorruptFile(f"{what}: {exc}") from None
         else:
@@ -311,19 +322,23 @@ def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", pro
     payload: list[bytes] = []
     offset = 0
 
-    def put(seg: bytes) -> dict:
+    def put(parts: list) -> dict:
         nonlocal offset
-        payload.append(seg)
-        entry = {"offset": offset, "size": len(seg), "crc32": zlib.crc32(seg)}
-        offset += len(seg)
+        crc = size = 0
+        for part in parts:
+            payload.append(part)
+            crc = zlib.crc32(part, crc)
+            size += memoryview(part).nbytes
+        entry = {"offset": offset, "size": size, "crc32": crc}
+        offset += size
         return entry
 
     header = {"format": "lmlab-checkpoint", "chunk": chunk, "block": block,
-              "source": {"name": name, "size": st.size, "sha256": "", "prefix": put(st.prefix)},
+              "source": {"name": name, "size": st.size, "sha256": "", "prefix": put([st.prefix])},
               "gaps": [], "tensors": []}
     report = Report(name, st.size, 0, "", 0.0)
     for start, end in st.gaps():
-        header["gaps"].append({"start": start, "end": end, **put(bytes(st.data[start:end]))})
+        header["gaps"].append({"start": start, "end": end, **put([st.data[start:end]])})
     total = max(1, sum(t.nbytes for t in st.tensors))
     done = 0
     for t in st.tensors:
@@ -333,13 +348,13 @@ def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", pro
                  "sha256": hashlib.sha256(raw).hexdigest()}
         transform, planes = split_planes(raw, t.dtype)
         results = [encode_plane(p, _role(t.dtype, j, len(planes)), chunk, block) for j, p in enumerate(planes)]
-        coded = sum(len(r.segment) for r in results)
+        coded = sum(r.size for r in results)
         if t.dtype not in sio.FLOATS and t.nbytes:
             z = _generic_zstd(bytes(raw))
             if len(z) < coded:  # integer ids and masks: repeats that only an LZ coder sees
-                transform, results = "none", [PlaneResult({"role": "bytes", "mode": "zstd", "symbols": t.nbytes}, z, np.zeros(256, np.int64))]
+                transform, results = "none", [PlaneResult({"role": "bytes", "mode": "zstd", "symbols": t.nbytes}, [z], np.zeros(256, np.int64))]
         entry["transform"] = transform
-        entry["planes"] = [{**r.entry, **put(r.segment)} for r in results]
+        entry["planes"] = [{**r.entry, **put(r.parts)} for r in results]
         header["tensors"].append(entry)
         exp_h = results[-1].hist if transform == "rotl1" else None
         if exp_h is not None and t.numel:
@@ -349,7 +364,7 @@ def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", pro
             report.huff_symbols += r.huff_symbols
             report.huff_bits += r.huff_bits
             report.huff_entropy_bits += r.huff_entropy_bits
-        report.rows.append(TensorRow(t.name, t.dtype, t.shape, t.nbytes, sum(len(r.segment) for r in results),
+        report.rows.append(TensorRow(t.name, t.dtype, t.shape, t.nbytes, sum(r.size for r in results),
                                      huffman.entropy_bits(exp_h) if exp_h is not None else None,
                                      "/".join(r.entry["mode"] for r in results)))
         done += t.nbytes
@@ -367,58 +382,72 @@ def _role(dtype: str, j: int, nplanes: int) -> str:
     return "exponent" if j == nplanes - 1 else "mantissa"
 
 
-def _tensors(header: dict, payload: memoryview, progress: Progress, check: bool = True):
-    """Yield (entry, raw bytes) per tensor, each checked against its sha256 when ``check``."""
+def _tensors(header: dict, payload: memoryview, progress: Progress, check: bool = True, dest: np.ndarray | None = None):
+    """Yield (entry, raw uint8 array) per tensor, each checked against its sha256 when ``check``.
+
+    With ``dest`` (the data section of the output file) tensors are decoded straight into it.
+    """
     block = int(header.get("block", BLOCK))
     entries = header.get("tensors", [])
     for k, entry in enumerate(entries):
         progress(k / max(1, len(entries)), f"decompressing {entry['name']}")
         what = f"tensor {entry['name']!r}"
+        start, end = int(entry["start"]), int(entry["end"])
+        if dest is not None and not (0 <= start <= end <= len(dest)):
+            raise CorruptFile(f"{what} does not fit the recorded file layout")
+        target = dest[start:end] if dest is not None else None
         planes = []
         for j, p in enumerate(entry["planes"]):
             seg = container.segment(payload, p, f"{what}, plane {j}")
             if p["mode"] == "zstd":
                 try:
-                    planes.append(zstandard.ZstdDecompressor().decompress(bytes(seg)))
+                    planes.append(np.frombuffer(zstandard.ZstdDecompressor().decompress(bytes(seg)), np.uint8))
                 except zstandard.ZstdError as exc:
                     raise CorruptFile(f"{what}: {exc}") from None
             else:
                 planes.append(decode_plane(seg, p, block, f"{what}, plane {j}"))
-        raw = planes[0] if entry["planes"] and entry["planes"][0]["mode"] == "zstd" else \
-            merge_planes(planes, entry["dtype"], entry["transform"]) if planes else b""
-        if len(raw) != entry["end"] - entry["start"]:
-            raise CorruptFile(f"{what} decodes to {len(raw):,} bytes instead of {entry['end'] - entry['start']:,}")
+        item = sio.DTYPES.get(entry["dtype"], (None, 0))[1]
+        sizes = {len(p) for p in planes}
+        if entry["planes"] and entry["planes"][0]["mode"] == "zstd":
+            raw = planes[0]
+        elif len(sizes) > 1 or not item or (planes and len(planes) * next(iter(sizes)) != end - start):
+            raise CorruptFile(f"{what}: its planes do not add up to {end - start:,} bytes")
+        else:
+            raw = merge_planes(planes, entry["dtype"], entry["transform"], target) if planes else np.zeros(0, np.uint8)
+        if len(raw) != end - start:
+            raise CorruptFile(f"{what} decodes to {len(raw):,} bytes instead of {end - start:,}")
+        if target is not None and raw is not target:
+            target[:] = raw
         if check and hashlib.sha256(raw).hexdigest() != entry["sha256"]:
             raise CorruptFile(f"{what} fails its sha256 check: the compressed file is corrupt")
         yield entry, raw
 
 
-def decompress(blob: bytes | memoryview, name: str = "file", progress: Progress = _quiet, check: bool = True) -> bytes:
+def decompress(blob: bytes | memoryview, name: str = "file", progress: Progress = _quiet,
+               check: bool = True) -> bytearray:
     """The original safetensors file, byte for byte. ``check``: compare every sha256 (tensors and file)."""
     header, payload = _open(blob, name)
     src = header["source"]
     prefix = container.segment(payload, src["prefix"], "the safetensors header")
-    data_size = int(src["size"]) - len(prefix)
-    if data_size < 0:
+    size = int(src["size"])
+    if size < len(prefix):
         raise CorruptFile(f"{name}: the recorded file size is smaller than its header")
-    out = bytearray(int(src["size"]))
+    out = bytearray(size)
     out[:len(prefix)] = prefix
-    base = len(prefix)
+    data = np.frombuffer(out, dtype=np.uint8)[len(prefix):]
     for gap in header.get("gaps", []):
         seg = container.segment(payload, gap, "a gap between tensors")
-        _place(out, base + int(gap["start"]), base + int(gap["end"]), seg, "a gap between tensors")
-    for entry, raw in _tensors(header, payload, progress, check):
-        _place(out, base + int(entry["start"]), base + int(entry["end"]), raw, f"tensor {entry['name']!r}")
+        start, end = int(gap["start"]), int(gap["end"])
+        if not (0 <= start <= end <= len(data)) or len(seg) != end - start:
+            raise CorruptFile(f"{name}: a gap between tensors does not fit the recorded file layout")
+        data[start:end] = np.frombuffer(seg, np.uint8)
+    for _ in _tensors(header, payload, progress, check, data):
+        pass
+    del data  # release the export so the bytearray can become bytes without a copy
     if check and hashlib.sha256(out).hexdigest() != src["sha256"]:
         raise CorruptFile(f"{name}: the restored file fails its sha256 check")
     progress(1.0, "decompressed")
-    return bytes(out)
-
-
-def _place(out: bytearray, start: int, end: int, seg, what: str) -> None:
-    if not (0 <= start <= end <= len(out)) or len(seg) != end - start:
-        raise CorruptFile(f"{what} does not fit the recorded file layout")
-    out[start:end] = seg
+    return out
 
 
 def _open(blob: bytes | memoryview, name: str) -> tuple[dict, memoryview]:
@@ -431,8 +460,7 @@ def _open(blob: bytes | memoryview, name: str) -> tuple[dict, memoryview]:
 def decompress_tensors(blob: bytes | memoryview, name: str = "file", progress: Progress = _quiet) -> dict[str, np.ndarray]:
     """The tensors as numpy arrays (bf16 as raw uint16 bits), each checked against its sha256."""
     header, payload = _open(blob, name)
-    return {e["name"]: np.frombuffer(raw, dtype=sio.DTYPES[e["dtype"]][0]).reshape(e["shape"])
-            for e, raw in _tensors(header, payload, progress)}
+    return {e["name"]: raw.view(sio.DTYPES[e["dtype"]][0]).reshape(e["shape"]) for e, raw in _tensors(header, payload, progress)}
 
 
 def inspect(blob: bytes | memoryview, name: str = "file") -> dict:

@@ -312,15 +312,53 @@ def _padded(data: bytes) -> np.ndarray:
     return buf
 
 
+class Decoder:
+    """The decode tables of one code, built once and reused for every stream coded with it."""
+
+    def __init__(self, lengths: np.ndarray) -> None:
+        self.lut_sym, self.lut_len, self.max_len = decode_table(lengths)
+        self.syms, self.count, self.used = _multi_table(self.lut_sym, self.lut_len, self.max_len)
+
+    def decode(self, stream: EncodedStream) -> np.ndarray:
+        out = np.empty(stream.n + MULTI, dtype=self.lut_sym.dtype)
+        self._run(stream, out)
+        return out[: stream.n]
+
+    def decode_into(self, stream: EncodedStream, out: np.ndarray) -> None:
+        """Decode into ``out`` (length n) without an intermediate copy (the last MULTI go via a spare)."""
+        if len(out) != stream.n:
+            raise ValueError("output length differs from the stream's symbol count")
+        if stream.n <= 4 * MULTI:
+            out[:] = self.decode(stream)
+            return
+        # the kernel may write MULTI symbols past the end: decode all but the tail block in place
+        self._run(stream, out, spare=True)
+
+    def _run(self, stream: EncodedStream, out: np.ndarray, spare: bool = False) -> None:
+        if not stream.n:
+            return
+        _check_offsets(stream)
+        data = _padded(stream.data)
+        if not spare:
+            _decode_kernel(data, stream.block_bits, stream.n, stream.block, self.syms, self.count, self.used,
+                           self.max_len, out)
+            return
+        # leading blocks whose MULTI-wide writes stay inside `out`; the rest go through a spare array
+        lead = min(len(stream.block_bits), max(0, (stream.n - MULTI) // stream.block))
+        if lead:
+            _decode_kernel(data, stream.block_bits[:lead], lead * stream.block, stream.block, self.syms, self.count,
+                           self.used, self.max_len, out)
+        rest = stream.n - lead * stream.block
+        if rest:
+            tail = np.empty(rest + MULTI, dtype=out.dtype)
+            _decode_kernel(data, stream.block_bits[lead:], rest, stream.block, self.syms, self.count, self.used,
+                           self.max_len, tail)
+            out[lead * stream.block:] = tail[:rest]
+
+
 def decode(stream: EncodedStream, lengths: np.ndarray) -> np.ndarray:
     """The symbols of ``stream`` (uint8 if the alphabet has <= 256 symbols, else uint16)."""
-    lut_sym, lut_len, max_len = decode_table(lengths)
-    out = np.empty(stream.n + MULTI, dtype=lut_sym.dtype)
-    if stream.n:
-        _check_offsets(stream)
-        syms, count, used = _multi_table(lut_sym, lut_len, max_len)
-        _decode_kernel(_padded(stream.data), stream.block_bits, stream.n, stream.block, syms, count, used, max_len, out)
-    return out[: stream.n]
+    return Decoder(lengths).decode(stream)
 
 
 def _check_offsets(stream: EncodedStream) -> None:

@@ -64,9 +64,9 @@ def _family():
 @dataclass(frozen=True)
 class CodecSettings:
     window: int = field(default=1024, metadata={"help": "tokens of context a lane may see before it is rebuilt"})
-    keep: int = field(default=768, metadata={"help": "tokens kept when a full context is rebuilt (the rest is forgotten)"})
+    keep: int = field(default=512, metadata={"help": "tokens kept when a full context is rebuilt (the rest is forgotten)"})
     lanes: int = field(default=0, metadata={"help": "pieces coded side by side as one batch (0 = automatic)"})
-    lane_tokens: int = field(default=1024, metadata={"help": "automatic lane count: about this many tokens per lane"})
+    lane_tokens: int = field(default=1000, metadata={"help": "automatic lane count: about this many tokens per lane"})
     max_lanes: int = field(default=48, metadata={"help": "upper bound on the automatic lane count"})
     precision: str = field(default="auto", metadata={"help": "auto, bf16-body (bf16 body, fp32 output layer) or fp32"})
 

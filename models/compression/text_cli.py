@@ -33,7 +33,7 @@ def _compress(args: argparse.Namespace) -> int:
         raise InputError(f"input file {src} does not exist")
     out = Path(args.output or f"{src}{text_container.SUFFIX}")
     loaded = registry.load_causal_lm(args.model, device=args.device)
-    codec = lm_codec.CodecSettings(window=args.window, keep=args.keep if args.keep is not None else args.window * 3 // 4,
+    codec = lm_codec.CodecSettings(window=args.window, keep=args.keep if args.keep is not None else args.window // 2,
                                    lanes=args.lanes, precision=args.precision)
     started, total_in, blobs, ce, payload = time.perf_counter(), 0, [], 0.0, 0
     with src.open("rb") as fh:
@@ -104,7 +104,7 @@ def add_cli(subparsers) -> None:
     c.add_argument("--device", default=None, help="auto, cuda, mps or cpu; decoding needs the same device type")
     defaults = lm_codec.CodecSettings()
     c.add_argument("--window", type=int, default=defaults.window, help=lm_codec.CodecSettings.__dataclass_fields__["window"].metadata["help"])
-    c.add_argument("--keep", type=int, default=None, help="tokens kept when the context is rebuilt (default 3/4 of the window)")
+    c.add_argument("--keep", type=int, default=None, help="tokens kept when the context is rebuilt (default half the window)")
     c.add_argument("--lanes", type=int, default=0, help="pieces coded side by side (0 = automatic)")
     c.add_argument("--precision", default="auto", choices=["auto", "bf16-body", "fp32"])
     c.add_argument("--chunk-bytes", type=int, default=1 << 20, help="code the file in independent chunks of this size")
