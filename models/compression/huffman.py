@@ -196,29 +196,36 @@ class EncodedStream:
 
 
 @njit(cache=True)
-def _encode_kernel(symbols, codes, lens, block, out32, block_bits):
-    # a 64-bit accumulator flushed 32 bits at a time; codes are at most 24 bits, so nothing overflows
+def _encode_kernel(symbols, table, block, out32, block_bits):
+    # table[s] = code << 8 | length. A 64-bit accumulator flushed 32 bits at a time; codes are at
+    # most 24 bits, so nothing overflows. Returns the number of bits, or -1 - i for a symbol i
+    # without a code.
     acc = np.uint64(0)
-    nacc = 0
+    nacc = np.uint64(0)
     pos = 0
     bitpos = 0
-    for i in range(symbols.shape[0]):
-        if i % block == 0:
-            block_bits[i // block] = bitpos
-        s = symbols[i]
-        if s >= lens.shape[0] or lens[s] == 0:
-            return -1 - i
-        length = lens[s]
-        acc = (acc << np.uint64(length)) | np.uint64(codes[s])
-        nacc += length
-        bitpos += length
-        if nacc >= 32:
-            nacc -= 32
-            out32[pos] = np.uint32((acc >> np.uint64(nacc)) & np.uint64(0xFFFFFFFF))
-            pos += 1
+    n = symbols.shape[0]
+    nt = table.shape[0]
+    for b in range((n + block - 1) // block):
+        block_bits[b] = bitpos + nacc
+        for i in range(b * block, min(n, (b + 1) * block)):
+            s = symbols[i]
+            if s >= nt:
+                return -1 - i
+            entry = table[s]
+            length = entry & np.uint64(0xFF)
+            if length == 0:
+                return -1 - i
+            acc = (acc << length) | (entry >> np.uint64(8))
+            nacc += length
+            if nacc >= 32:
+                nacc -= np.uint64(32)
+                out32[pos] = np.uint32((acc >> nacc) & np.uint64(0xFFFFFFFF))
+                pos += 1
+                bitpos += 32
     if nacc > 0:
-        out32[pos] = np.uint32((acc << np.uint64(32 - nacc)) & np.uint64(0xFFFFFFFF))
-    return bitpos
+        out32[pos] = np.uint32((acc << (np.uint64(32) - nacc)) & np.uint64(0xFFFFFFFF))
+    return bitpos + nacc
 
 
 def encode(symbols: np.ndarray, lengths: np.ndarray, block: int = DEFAULT_BLOCK) -> EncodedStream:
@@ -233,7 +240,8 @@ def encode(symbols: np.ndarray, lengths: np.ndarray, block: int = DEFAULT_BLOCK)
     max_len = int(lengths.max()) if len(lengths) else 0
     out32 = np.empty(len(symbols) * max_len // 32 + 2, dtype=np.uint32)
     block_bits = np.zeros(-(-len(symbols) // block), dtype=np.uint64)
-    total_bits = _encode_kernel(symbols, codes, lengths.astype(np.int64), block, out32, block_bits)
+    table = (codes.astype(np.uint64) << np.uint64(8)) | lengths.astype(np.uint64)
+    total_bits = int(_encode_kernel(symbols, table, block, out32, block_bits))
     if total_bits < 0:
         raise ValueError(f"symbol {int(symbols[-1 - total_bits])} at index {-1 - total_bits} has no code: "
                          "build the lengths from the histogram of these symbols")
@@ -287,27 +295,41 @@ def _multi_table(lut_sym, lut_len, max_len):
 
 @njit(cache=True)
 def _decode_kernel(data, block_bits, n, block, syms, count, used, max_len, out):
-    shift = np.uint64(32 - max_len)
+    # a 64-bit window refilled a byte at a time; each look-up emits up to MULTI symbols
+    shift = np.uint64(64 - max_len)
     for b in range(block_bits.shape[0]):
-        pos = np.int64(block_bits[b])
+        start = np.int64(block_bits[b])
+        byte = start >> 3
+        buf = np.uint64(0)
+        nbits = 0
+        while nbits <= 56:
+            buf |= np.uint64(data[byte]) << np.uint64(56 - nbits)
+            byte += 1
+            nbits += 8
+        skip = start & 7
+        buf <<= np.uint64(skip)
+        nbits -= skip
         i = b * block
         end = min(n, i + block)
         while i < end:
-            byte = pos >> 3
-            w = (np.uint64(data[byte]) << np.uint64(24)) | (np.uint64(data[byte + 1]) << np.uint64(16)) | (
-                np.uint64(data[byte + 2]) << np.uint64(8)) | np.uint64(data[byte + 3])
-            idx = ((w << np.uint64(pos & 7)) & np.uint64(0xFFFFFFFF)) >> shift
+            idx = buf >> shift
             for k in range(MULTI):  # out has MULTI spare slots: writing past a block end is harmless
                 out[i + k] = syms[idx, k]
             c = count[idx]
             if i + c > end:  # the window ran past the block's last symbol
                 c = end - i
             i += c
-            pos += used[idx]
+            u = used[idx]
+            buf <<= np.uint64(u)
+            nbits -= u
+            while nbits <= 56:
+                buf |= np.uint64(data[byte]) << np.uint64(56 - nbits)
+                byte += 1
+                nbits += 8
 
 
 def _padded(data: bytes) -> np.ndarray:
-    buf = np.zeros(len(data) + 8, dtype=np.uint8)  # the decoder may peek 4 bytes past the end
+    buf = np.zeros(len(data) + 16, dtype=np.uint8)  # the decoder reads up to 8 bytes ahead
     buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
     return buf
 
