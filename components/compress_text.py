@@ -17,7 +17,7 @@ from models.errors import InputError, ModelUnavailable
 
 # The app codes short texts: small lanes keep several lanes busy (faster on a CPU) for a small
 # cost in bits; the command line uses the larger defaults of CodecSettings.
-UI_CODEC = lm_codec.CodecSettings(window=512, keep=384, lane_tokens=256, max_lanes=16)
+UI_CODEC = lm_codec.CodecSettings(window=512, keep=256, lane_tokens=256, max_lanes=16)
 
 EXPLANATION = """
 **Entropy.** If a source emits symbols with probabilities p, no lossless code can average fewer than

@@ -1,0 +1,143 @@
+"""Text compression: classic coders vs the language model with arithmetic coding, same run.
+
+For each text (alice29, plrabn12, WikiText-2 test) every classic coder is run and verified.
+On the LM texts (alice29 by default) the model compresses the whole file, the file is
+decoded and compared, and the table reports bits per byte, the model's cross-entropy on
+the same tokens, the coder's overhead, and compress/decompress speed. The lane/window cost
+compares the cross-entropy of the lane split against one lane with the same window rule
+(both teacher-forced with one forward per context segment: a measurement, not the codec).
+
+    python -m benchmarks.text_compression [--lm-texts alice29] [--limit BYTES]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from models import assets, registry, settings
+from models.compression import lm_codec, text_baselines
+
+OUT = Path(__file__).resolve().parent / "results" / "text_compression.json"
+
+
+def texts() -> dict[str, bytes]:
+    data = settings.data_dir()
+    canterbury = data / "canterbury" if data and (data / "canterbury").is_dir() else assets.path("canterbury")
+    out = {"alice29": (canterbury / "alice29.txt").read_bytes(), "plrabn12": (canterbury / "plrabn12.txt").read_bytes()}
+    if data and (data / "wikitext-2" / "test.txt").is_file():
+        out["wikitext2-test"] = (data / "wikitext-2" / "test.txt").read_bytes()
+    return out
+
+
+@torch.inference_mode()
+def teacher_forced_bits(runner, ids: list[int], lengths: list[int], start: int, window: int, keep: int) -> float:
+    """Cross-entropy (bits) of the lanes under the codec's window rule, one forward per segment."""
+    total, offset = 0.0, 0
+    for n in lengths:
+        lane = ids[offset:offset + n]
+        offset += n
+        pos, ctx = 0, []  # ctx: the lane's tokens in context after the start token
+        while pos < n:
+            seg = lane[pos:pos + window - len(ctx)]  # predicting seg[-1] sees at most window - 1 tokens
+            inp = torch.tensor([[start] + ctx + seg[:-1]])
+            hidden = runner.body(input_ids=inp).last_hidden_state[0, len(ctx):].float()
+            logp = torch.log_softmax(torch.nn.functional.linear(hidden, runner.head_w, runner.head_b), -1)
+            total -= float(logp[torch.arange(len(seg)), torch.tensor(seg)].sum()) / math.log(2)
+            ctx, pos = ctx + seg, pos + len(seg)
+            if len(ctx) >= window:  # the codec rebuilds here: start token + the last `keep` tokens
+                ctx = ctx[-keep:] if keep else []
+    return total
+
+
+def _progress(label: str):
+    started, last = time.perf_counter(), [0.0]
+
+    def callback(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 30 or done == total:
+            last[0] = now
+            print(f"  {label}: {done:,}/{total:,} tokens, {now - started:.0f} s", file=sys.stderr, flush=True)
+
+    return callback
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--lm-texts", default="alice29", help="comma-separated texts to code with the model")
+    parser.add_argument("--limit", type=int, default=0, help="code only the first BYTES of each LM text (0 = all)")
+    parser.add_argument("--skip-lane-cost", action="store_true")
+    args = parser.parse_args()
+
+    corpus = texts()
+    results = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                           "load_average_at_start": os.getloadavg()}, "classic": {}, "lm": {}}
+    print("| text | coder | bytes | compressed | bits/byte | compress s | decompress s | verified |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for name, data in corpus.items():
+        rows = text_baselines.run_all(data)
+        results["classic"][name] = [r.as_dict() for r in rows]
+        for r in rows:
+            print(f"| {name} | {r.coder} | {r.original_bytes:,} | {r.compressed_bytes:,} | {r.bpb:.3f} | "
+                  f"{r.compress_s:.2f} | {r.decompress_s:.2f} | {r.verified} |")
+
+    loaded = registry.load_causal_lm(args.model)
+    codec = lm_codec.CodecSettings()
+    for name in filter(None, args.lm_texts.split(",")):
+        data = corpus[name][:args.limit] if args.limit else corpus[name]
+        t0 = time.perf_counter()
+        res = lm_codec.compress(data, loaded, codec, _progress("compress"))
+        enc_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ok = lm_codec.decompress(res.blob, loaded, _progress("decompress")) == data
+        dec_s = time.perf_counter() - t0
+        h = res.header
+        row = {"bytes": len(data), "tokens": h["n_tokens"], "lanes": h["lanes"], "window": h["window"],
+               "keep": h["keep"], "precision": h["fingerprint"]["precision"], "device": h["fingerprint"]["device_type"],
+               "file_bytes": len(res.blob), "bpb_file": 8 * len(res.blob) / len(data),
+               "bpb_payload": res.payload_bits / len(data), "bpb_cross_entropy": res.cross_entropy_bits / len(data),
+               "coder_overhead": res.overhead, "compress_s": enc_s, "decompress_s": dec_s,
+               "compress_Bps": len(data) / enc_s, "decompress_Bps": len(data) / dec_s, "verified": ok,
+               "load_average_after": os.getloadavg()}
+        if not args.skip_lane_cost:  # on the whole text, even when only a prefix was coded
+            whole = corpus[name]
+            runner = lm_codec._runner(loaded, codec.precision)
+            ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(whole)
+            lengths = lm_codec.lane_lengths(len(ids), codec.lane_count(len(ids)))
+            t0 = time.perf_counter()
+            one = teacher_forced_bits(runner, ids, [len(ids)], h["start_id"], codec.window, codec.keep)
+            many = teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
+            row.update(whole_bytes=len(whole), whole_tokens=len(ids), whole_lanes=len(lengths),
+                       whole_bpb_one_lane_tf=one / len(whole), whole_bpb_lanes_tf=many / len(whole),
+                       lane_cost=many / one - 1, teacher_forced_s=time.perf_counter() - t0)
+            print(f"  whole {name}: {len(whole):,} bytes, {len(ids):,} tokens; teacher-forced cross-entropy "
+                  f"{many / len(whole):.3f} bpb with {len(lengths)} lanes, {one / len(whole):.3f} with one lane",
+                  file=sys.stderr, flush=True)
+        results["lm"][name] = row
+        print(f"\n**{name}, {args.model}** ({len(data):,} bytes, {h['n_tokens']:,} tokens, {h['lanes']} lanes, "
+              f"window {h['window']}/keep {h['keep']}, {row['precision']} on {row['device']}): "
+              f"file {row['bpb_file']:.3f} bpb, payload {row['bpb_payload']:.3f}, cross-entropy "
+              f"{row['bpb_cross_entropy']:.3f} (coder overhead {row['coder_overhead']:+.3%}); "
+              f"compress {row['compress_Bps']:,.0f} B/s, decompress {row['decompress_Bps']:,.0f} B/s; verified {ok}"
+              + (f"; lane cost vs one lane {row['lane_cost']:+.2%}" if "lane_cost" in row else ""))
+        if "whole_bpb_lanes_tf" in row:
+            print(f"\n**{name} whole** ({row['whole_bytes']:,} bytes, {row['whole_tokens']:,} tokens, "
+                  f"{row['whole_lanes']} lanes): cross-entropy {row['whole_bpb_lanes_tf']:.3f} bpb "
+                  f"(one lane: {row['whole_bpb_one_lane_tf']:.3f}; lane cost {row['lane_cost']:+.2%}); "
+                  "teacher-forced, one forward per context segment")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {OUT.name}")
+
+
+if __name__ == "__main__":
+    main()

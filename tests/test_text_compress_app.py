@@ -1,0 +1,64 @@
+"""The Text half of the Compress tab through the API and in a browser (embedded SmolLM2)."""
+
+from __future__ import annotations
+
+import pytest
+
+MODEL = "smollm2-135m-instruct"
+SHORT = "Alice was beginning to get very tired of sitting by her sister on the bank."
+
+
+@pytest.mark.slow
+def test_api_compress_then_decompress(client):
+    from gradio_client import handle_file
+
+    status, table, *_figs_and_html, download = client.predict(SHORT, None, MODEL, api_name="/compress_text")
+    assert "every row decoded and compared" in status and "cross-entropy" in status
+    rows = table["data"]
+    assert len(rows) == 6 and all(row[-1] == "✅ verified" for row in rows)
+    assert rows[-1][0].startswith("language model")
+    assert download.endswith(".lmlt")
+    text, restored_path, message = client.predict(handle_file(download), api_name="/decompress_text")
+    assert text == SHORT and "sha256" in message
+    with open(restored_path, encoding="utf-8") as fh:
+        assert fh.read() == SHORT
+
+
+@pytest.mark.slow
+def test_api_sampling_is_decompression(client):
+    a = client.predict(MODEL, 7, 8, "The", api_name="/sample_from_bits")
+    b = client.predict(MODEL, 7, 8, "The", api_name="/sample_from_bits")
+    assert a[0] == b[0] and a[0].startswith("The") and len(a[0]) > 3
+    assert "Same seed, same text" in a[2]
+
+
+def test_api_bad_inputs(client, tmp_path):
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match="nothing to compress"):
+        client.predict("", None, MODEL, api_name="/compress_text")
+    with pytest.raises(Exception, match="at most 16,000 bytes"):
+        client.predict("x" * 16_001, None, MODEL, api_name="/compress_text")
+    bad = tmp_path / "bad.lmlt"
+    bad.write_bytes(b"LMLT\x01\xff\xff\x00\x00{}")
+    with pytest.raises(Exception, match="exceeds the file size|truncated"):
+        client.predict(handle_file(str(bad)), api_name="/decompress_text")
+    with pytest.raises(Exception, match="upload a .lmlt file"):
+        client.predict(None, api_name="/decompress_text")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_text_tab(page, screenshot_dir):
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    page.get_by_role("tab", name="Text", exact=True).click()
+    page.locator("#ct-text textarea").fill(
+        "In 1905 Albert Einstein published four papers. The common words cost the model almost nothing; "
+        "the names and the numbers are where the bits go.")
+    page.locator("#ct-go").click()
+    page.get_by_text("every row decoded and compared").wait_for(timeout=300_000)
+    page.locator("#ct-bars .plot-container").first.wait_for()
+    page.locator("#ct-heat .tok").first.wait_for()
+    page.locator("#ct-status").scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshot_dir / "compress_text.png"), full_page=False)
+    assert page.locator("#ct-table").get_by_text("✅ verified").count() >= 6  # one per coder
