@@ -71,3 +71,26 @@ def test_browser_compress_tab_shows_statistics(page, screenshot_dir):
     assert page.locator("#ck-tensors").get_by_text("embeddings.word_embeddings.weight").count() >= 1
     page.locator("#ck-status").scroll_into_view_if_needed()
     page.screenshot(path=str(screenshot_dir / "compress_checkpoint.png"), full_page=False)
+
+
+def test_fine_tuned_runs_are_offered(tmp_path, small_file):
+    from models import registry
+
+    run = tmp_path / "runs" / "ner-1" / "model"
+    run.mkdir(parents=True)
+    (run / "model.safetensors").write_bytes(small_file.read_bytes())
+
+    def provider(task):
+        if task != registry.TOKEN_CLASSIFICATION:
+            return []
+        return [registry.ModelSpec("run:ner-1", "ner-1 (fine-tuned run)", task, "run", str(run))]
+
+    registry.add_provider(provider)
+    try:
+        listed = dict(ca.sources())
+        assert listed["ner-1 (fine-tuned run)"] == str(run / "model.safetensors")
+        assert ca.allowed_source(str(run / "model.safetensors")) == run / "model.safetensors"
+    finally:
+        registry._providers.remove(provider)
+    with pytest.raises(Exception, match="choose a checkpoint"):
+        ca.allowed_source(str(run / "model.safetensors"))

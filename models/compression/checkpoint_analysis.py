@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from models import registry, settings
+from models import assets, registry, settings
 from models.compression import checkpoint, container, huffman
 from models.errors import CorruptFile, InputError
 
@@ -42,10 +42,12 @@ def sources() -> list[tuple[str, str]]:
                 specs.append((spec.label, spec.source, spec))
     for label, _source, ref in specs:
         try:
-            if isinstance(ref, str):
-                from models import assets
-
-                folder = assets.path(ref)
+            if isinstance(ref, str) or ref.source == "embedded":  # offered once fetched; never fetched here
+                key = ref if isinstance(ref, str) else ref.location
+                if not assets.is_ready(key):
+                    continue
+                folder = assets.path(key)
+                folder = folder / "model" if (folder / "model").is_dir() else folder
             else:
                 folder = ref.local_dir()
         except Exception:  # an asset that cannot be fetched offline is simply not offered
@@ -60,17 +62,10 @@ def sources() -> list[tuple[str, str]]:
 
 
 def allowed_source(path: str) -> Path:
-    """Only a listed checkpoint or an uploaded file (Gradio's temp folder) may be read."""
-    file = Path(path)
-    listed = {p for _, p in sources()}
-    if str(file) in listed:
-        return file
-    import tempfile
-
-    uploads = [Path(tempfile.gettempdir()).resolve()]
-    if any(file.resolve().is_relative_to(u) for u in uploads) and file.is_file():
-        return file
-    raise InputError(f"{file.name}: choose a checkpoint from the list or upload a .safetensors file")
+    """Only a listed checkpoint may be read by name (uploads arrive as files, not as names)."""
+    if str(path) in {p for _, p in sources()}:
+        return Path(path)
+    raise InputError(f"{Path(str(path)).name}: choose a checkpoint from the list or upload a .safetensors file")
 
 
 # --- analysis ---------------------------------------------------------------------------------------
