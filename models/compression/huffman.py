@@ -293,39 +293,77 @@ def _multi_table(lut_sym, lut_len, max_len):
     return syms, count, used
 
 
+@njit(cache=True, inline="always")
+def _refill(data, byte, buf, nbits):
+    while nbits <= 56:
+        buf |= np.uint64(data[byte]) << np.uint64(56 - nbits)
+        byte += 1
+        nbits += 8
+    return byte, buf, nbits
+
+
+@njit(cache=True, inline="always")
+def _start(data, start_bit):
+    byte, buf, nbits = _refill(data, start_bit >> 3, np.uint64(0), 0)
+    skip = start_bit & 7
+    return byte, buf << np.uint64(skip), nbits - skip
+
+
+@njit(cache=True, inline="always")
+def _step(data, byte, buf, nbits, i, shift, syms, count, used, out):
+    """One look-up: writes MULTI symbols at out[i:], returns the state after the ones that count."""
+    idx = buf >> shift
+    for k in range(MULTI):
+        out[i + k] = syms[idx, k]
+    u = used[idx]
+    byte, buf, nbits = _refill(data, byte, buf << np.uint64(u), nbits - u)
+    return byte, buf, nbits, i + count[idx]
+
+
+@njit(cache=True)
+def _finish(data, byte, buf, nbits, i, end, shift, syms, count, used, out):
+    """Decode up to `end` writing nothing past it (the next block may already be decoded)."""
+    while i < end:
+        idx = buf >> shift
+        c = min(count[idx], end - i)
+        for k in range(c):
+            out[i + k] = syms[idx, k]
+        i += c
+        u = used[idx]
+        byte, buf, nbits = _refill(data, byte, buf << np.uint64(u), nbits - u)
+
+
 @njit(cache=True)
 def _decode_kernel(data, block_bits, n, block, syms, count, used, max_len, out):
-    # a 64-bit window refilled a byte at a time; each look-up emits up to MULTI symbols
+    # Four blocks decode side by side: their dependency chains (window -> table -> shift) interleave,
+    # the way a GPU runs blocks as parallel lanes and zstd's Huff0 runs four streams.
     shift = np.uint64(64 - max_len)
-    for b in range(block_bits.shape[0]):
-        start = np.int64(block_bits[b])
-        byte = start >> 3
-        buf = np.uint64(0)
-        nbits = 0
-        while nbits <= 56:
-            buf |= np.uint64(data[byte]) << np.uint64(56 - nbits)
-            byte += 1
-            nbits += 8
-        skip = start & 7
-        buf <<= np.uint64(skip)
-        nbits -= skip
-        i = b * block
+    nb = block_bits.shape[0]
+    b = 0
+    while b + 4 <= nb and (b + 4) * block <= n:
+        y0, f0, n0 = _start(data, np.int64(block_bits[b]))
+        y1, f1, n1 = _start(data, np.int64(block_bits[b + 1]))
+        y2, f2, n2 = _start(data, np.int64(block_bits[b + 2]))
+        y3, f3, n3 = _start(data, np.int64(block_bits[b + 3]))
+        i0, i1, i2, i3 = b * block, (b + 1) * block, (b + 2) * block, (b + 3) * block
+        e0, e1, e2, e3 = i1, i2, i3, (b + 4) * block
+        while i0 + MULTI <= e0 and i1 + MULTI <= e1 and i2 + MULTI <= e2 and i3 + MULTI <= e3:
+            y0, f0, n0, i0 = _step(data, y0, f0, n0, i0, shift, syms, count, used, out)
+            y1, f1, n1, i1 = _step(data, y1, f1, n1, i1, shift, syms, count, used, out)
+            y2, f2, n2, i2 = _step(data, y2, f2, n2, i2, shift, syms, count, used, out)
+            y3, f3, n3, i3 = _step(data, y3, f3, n3, i3, shift, syms, count, used, out)
+        _finish(data, y0, f0, n0, i0, e0, shift, syms, count, used, out)
+        _finish(data, y1, f1, n1, i1, e1, shift, syms, count, used, out)
+        _finish(data, y2, f2, n2, i2, e2, shift, syms, count, used, out)
+        _finish(data, y3, f3, n3, i3, e3, shift, syms, count, used, out)
+        b += 4
+    for bb in range(b, nb):  # the rest one at a time; out has MULTI spare slots past n
+        y, f, m = _start(data, np.int64(block_bits[bb]))
+        i = bb * block
         end = min(n, i + block)
-        while i < end:
-            idx = buf >> shift
-            for k in range(MULTI):  # out has MULTI spare slots: writing past a block end is harmless
-                out[i + k] = syms[idx, k]
-            c = count[idx]
-            if i + c > end:  # the window ran past the block's last symbol
-                c = end - i
-            i += c
-            u = used[idx]
-            buf <<= np.uint64(u)
-            nbits -= u
-            while nbits <= 56:
-                buf |= np.uint64(data[byte]) << np.uint64(56 - nbits)
-                byte += 1
-                nbits += 8
+        while i + MULTI <= end:
+            y, f, m, i = _step(data, y, f, m, i, shift, syms, count, used, out)
+        _finish(data, y, f, m, i, end, shift, syms, count, used, out)
 
 
 def _padded(data: bytes) -> np.ndarray:
@@ -342,40 +380,22 @@ class Decoder:
         self.syms, self.count, self.used = _multi_table(self.lut_sym, self.lut_len, self.max_len)
 
     def decode(self, stream: EncodedStream) -> np.ndarray:
-        out = np.empty(stream.n + MULTI, dtype=self.lut_sym.dtype)
+        out = np.empty(stream.n, dtype=self.lut_sym.dtype)
         self._run(stream, out)
-        return out[: stream.n]
+        return out
 
     def decode_into(self, stream: EncodedStream, out: np.ndarray) -> None:
-        """Decode into ``out`` (length n) without an intermediate copy (the last MULTI go via a spare)."""
+        """Decode into ``out`` (length n) without an intermediate copy: the kernel never writes past n."""
         if len(out) != stream.n:
             raise ValueError("output length differs from the stream's symbol count")
-        if stream.n <= 4 * MULTI:
-            out[:] = self.decode(stream)
-            return
-        # the kernel may write MULTI symbols past the end: decode all but the tail block in place
-        self._run(stream, out, spare=True)
+        self._run(stream, out)
 
-    def _run(self, stream: EncodedStream, out: np.ndarray, spare: bool = False) -> None:
+    def _run(self, stream: EncodedStream, out: np.ndarray) -> None:
         if not stream.n:
             return
         _check_offsets(stream)
-        data = _padded(stream.data)
-        if not spare:
-            _decode_kernel(data, stream.block_bits, stream.n, stream.block, self.syms, self.count, self.used,
-                           self.max_len, out)
-            return
-        # leading blocks whose MULTI-wide writes stay inside `out`; the rest go through a spare array
-        lead = min(len(stream.block_bits), max(0, (stream.n - MULTI) // stream.block))
-        if lead:
-            _decode_kernel(data, stream.block_bits[:lead], lead * stream.block, stream.block, self.syms, self.count,
-                           self.used, self.max_len, out)
-        rest = stream.n - lead * stream.block
-        if rest:
-            tail = np.empty(rest + MULTI, dtype=out.dtype)
-            _decode_kernel(data, stream.block_bits[lead:], rest, stream.block, self.syms, self.count, self.used,
-                           self.max_len, tail)
-            out[lead * stream.block:] = tail[:rest]
+        _decode_kernel(_padded(stream.data), stream.block_bits, stream.n, stream.block, self.syms, self.count,
+                       self.used, self.max_len, out)
 
 
 def decode(stream: EncodedStream, lengths: np.ndarray) -> np.ndarray:
