@@ -32,7 +32,7 @@ without forgetting what it knows.
 
 FORM_FIELDS = ["learning_rate", "epochs", "max_steps", "batch_size", "grad_accum", "seq_len", "warmup_ratio",
                "weight_decay", "seed", "eval_steps", "eval_samples", "bleu_samples", "max_train_samples",
-               "logging_steps"]
+               "test_samples", "logging_steps"]
 FLAGS = ["eval_before", "bf16"]
 TASK_CHOICES = [("Causal LM (next-token prediction)", runconfig.CAUSAL_LM),
                 ("Token classification (NER)", runconfig.TOKEN_CLASSIFICATION)]

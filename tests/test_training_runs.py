@@ -141,3 +141,31 @@ def test_the_same_command_runs_under_accelerate_launch_with_two_processes(tmp_pa
     assert st["state"] == "finished" and st["world_size"] == 2
     assert [r["step"] for r in runs.read_metrics("accelerate-2proc") if "learning_rate" in r] == [1, 2, 3, 4]
     assert (runs.runs_root() / "accelerate-2proc" / "model" / "model.safetensors").is_file()
+
+
+def test_ner_run_on_a_tiny_bert_reaches_the_ner_tab(tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from models import assets, tagger
+
+    # A 1-layer BERT encoder with MiniLM's tokenizer stands in for the base model (seconds, not minutes).
+    base = tmp_path / "tiny-bert"
+    tok = AutoTokenizer.from_pretrained(str(assets.path("all-minilm-l6-v2")))
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(base)
+    tok.save_pretrained(base)
+    cfg = tiny_config(small_text(tmp_path), task="token-classification", base=f"local:{base}", dataset="twitter-ner",
+                      upload="", max_steps=3, batch_size=8, seq_len=64, eval_steps=2, eval_samples=16,
+                      test_samples=30)
+    run_id = runs.start(cfg)
+    st = wait_until(run_id, lambda s: s["state"] in runs.DONE, timeout=180)
+    assert st["state"] == "finished", st
+    after = next(r for r in runs.read_metrics(run_id) if r.get("event") == "eval_after")
+    assert {"precision", "recall", "f1", "macro_f1", "per_type"} <= set(after)
+    assert any("f1" in r for r in runs.read_metrics(run_id) if "eval_loss" in r)  # seqeval every N steps too
+    key = f"run:{run_id}"
+    assert key in [s.key for s in registry.catalogue(registry.TOKEN_CLASSIFICATION)]
+    loaded = tagger.load(key, device="cpu").loaded
+    assert "O" in loaded.model.config.id2label.values() and "B-person" in loaded.model.config.label2id
+    snap = view.snapshot(run_id)
+    assert snap.evaluation[0][0].startswith("F1") and snap.per_type

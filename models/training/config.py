@@ -49,6 +49,8 @@ class RunConfig:
                            min=0, max=2000)
     max_train_samples: int = _f(0, "use only the first N training examples (0 = all), for quick runs", min=0,
                                 max=10_000_000)
+    test_samples: int = _f(0, "evaluate the final test on only the first N blocks or sentences (0 = the whole test "
+                           "split); a CPU takes minutes per 100k tokens with a 135M model", min=0, max=10_000_000)
     eval_before: bool = _f(True, "also evaluate the base model before training, for a before/after comparison")
     bf16: bool = _f(False, "bfloat16 mixed precision (only on GPUs that support it)")
     logging_steps: int = _f(5, "write the training loss to metrics.jsonl every N steps", min=1, max=100_000)

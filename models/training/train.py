@@ -212,14 +212,14 @@ def ner_eval(model, tokenizer, sentences, seq_len: int) -> dict:
 
 
 def evaluate(cfg: RunConfig, model, tokenizer, data, split: str, limit: int = 0) -> dict:
-    items = getattr(data, split)[:limit] if limit else getattr(data, split)
+    items = getattr(data, split)
     if cfg.task == CAUSAL_LM:
-        result = lm_perplexity(model, lm_blocks(tokenizer, items, cfg.seq_len) or
-                               lm_blocks(tokenizer, items, min(cfg.seq_len, 32)))
+        blocks = lm_blocks(tokenizer, items, cfg.seq_len) or lm_blocks(tokenizer, items, min(cfg.seq_len, 32))
+        result = lm_perplexity(model, blocks[:limit] if limit else blocks)
         if split == "test" and cfg.bleu_samples:
             result |= lm_bleu(model, tokenizer, continuation_pairs(tokenizer, items, cfg.bleu_samples))
         return result
-    return ner_eval(model, tokenizer, items, cfg.seq_len)
+    return ner_eval(model, tokenizer, items[:limit] if limit else items, cfg.seq_len)
 
 
 def headline(task: str, result: dict) -> str:
@@ -361,7 +361,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None) -
     before = {}
     if cfg.eval_before and main:
         _phase(folder, "evaluating the base model on the test split")
-        before = evaluate(cfg, model, tokenizer, data, "test")
+        before = evaluate(cfg, model, tokenizer, data, "test", cfg.test_samples)
         _record(folder, {"event": "eval_before", **_flat(before)})
     if stopper():
         raise Cancelled("cancelled before training started")
@@ -393,7 +393,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None) -
     after = {}
     if main:
         _phase(folder, "evaluating the fine-tuned model on the test split")
-        after = evaluate(cfg, final_model, tokenizer, data, "test")
+        after = evaluate(cfg, final_model, tokenizer, data, "test", cfg.test_samples)
         _record(folder, {"event": "eval_after", "step": trainer.state.global_step, **_flat(after)})
     if folder is not None:
         _save(trainer, tokenizer, folder, main)
