@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 TINY = {"task": "causal-lm", "base": "scratch-gpt2", "dataset": "canterbury", "scratch_size": "tiny", "seq_len": 32,
         "batch_size": 4, "max_steps": 8, "logging_steps": 2, "eval_steps": 0, "bleu_samples": 2, "eval_before": False,
-        "learning_rate": 1e-3}
+        "learning_rate": 1e-3, "test_samples": 40}
 
 
 def _wait(client, run_id, states, timeout=180):

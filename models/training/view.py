@@ -110,9 +110,12 @@ def _clock(seconds) -> str:
 
 
 def latest_run(active_only: bool = False) -> str:
-    for st in runs.list_runs():
-        if not active_only or st.get("state") in runs.ACTIVE:
-            return st["id"]
+    """The run a freshly loaded page shows: the newest running one, else the newest queued (or any) one."""
+    listed = runs.list_runs()
+    for states in (("running",), runs.ACTIVE) if active_only else (("running",), runs.ACTIVE + runs.DONE):
+        for st in listed:
+            if st.get("state") in states:
+                return st["id"]
     return ""
 
 
