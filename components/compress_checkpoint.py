@@ -121,7 +121,7 @@ def _tree_figure(a: ca.Analysis) -> go.Figure:
                     customdata=[[n["id"], n["weight"] / total] for n in leaves],
                     hovertemplate="%{text}: code %{customdata[0]}, p = %{customdata[1]:.4f}<extra></extra>")
     fig.update_layout(font=FONT, height=460, margin=dict(l=40, r=10, t=50, b=40),
-                      title="Top of the Huffman tree (0 = left, 1 = right; size ∝ √frequency)",
+                      title="Top of the Huffman tree (0 = left, 1 = right)",
                       xaxis=dict(visible=False, range=[-0.02, 1.02]), yaxis=dict(title="depth = code length",
                       tickvals=list(range(0, -7, -1)), ticktext=[str(d) for d in range(7)]),
                       legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))

@@ -69,8 +69,12 @@ def test_browser_compress_tab_shows_statistics(page, screenshot_dir):
     page.get_by_text("entropy H").first.wait_for()
     page.locator("#ck-tree-plot .plot-container").first.wait_for()
     assert page.locator("#ck-tensors").get_by_text("embeddings.word_embeddings.weight").count() >= 1
-    page.locator("#ck-status").scroll_into_view_if_needed()
+    page.locator("#ck-status").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
     page.screenshot(path=str(screenshot_dir / "compress_checkpoint.png"), full_page=False)
+    page.locator("#ck-tree-plot").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshot_dir / "compress_checkpoint_tree.png"), full_page=False)
 
 
 def test_fine_tuned_runs_are_offered(tmp_path, small_file):
