@@ -57,8 +57,8 @@ def on_task(task):
     """Switching task loads that task's recipe into the form."""
     cfg = runconfig.recipe(task)
     bases, sets = base_choices(task), dataset_choices(task)
-    return [gr.Dropdown(choices=bases, value=cfg.base), gr.Dropdown(choices=sets, value=cfg.dataset)] + \
-        [getattr(cfg, name) for name in FORM_FIELDS + FLAGS]
+    return [gr.Dropdown(choices=bases, value=cfg.base), gr.Dropdown(choices=sets, value=cfg.dataset),
+            gr.Dropdown(visible=task == runconfig.CAUSAL_LM)] + [getattr(cfg, name) for name in FORM_FIELDS + FLAGS]
 
 
 def on_dataset(task, dataset, upload):
@@ -230,7 +230,7 @@ def build() -> None:
     explain("What happens in a fine-tuning run?", EXPLANATION)
 
     form = [task, base, dataset, upload, scratch, *numbers]
-    task.change(on_task, task, [base, dataset, *numbers], api_visibility="private")
+    task.change(on_task, task, [base, dataset, scratch, *numbers], api_visibility="private")
     # triggers=None: on page load and whenever one of the inputs changes.
     gr.on(None, on_dataset, [task, dataset, upload], [data_info, preview], api_visibility="private")
     gr.on(None, command, form, cmd, api_visibility="private", queue=False)

@@ -125,7 +125,7 @@ def snapshot(run_id: str) -> Snapshot:
     cfg = st.get("config") or runs._read_json(runs.run_dir(run_id) / "config.json", {})
     records = runs.read_metrics(run_id)
     state = st.get("state", "?")
-    icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}.get(state, "")
+    icon = {"queued": "⏳", "running": "▶", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}.get(state, "")
     parts = [f"{icon} **{state}**", f"run `{run_id}`: {cfg.get('base')} on {cfg.get('dataset')}"]
     if state == "queued":
         parts.append(f"waiting for {st.get('device')}: {st.get('queue_position', 0)} run(s) ahead")
