@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--lm-texts", default="alice29", help="comma-separated texts to code with the model")
     parser.add_argument("--limit", type=int, default=0, help="code only the first BYTES of each LM text (0 = all)")
     parser.add_argument("--skip-lane-cost", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads while coding (0 = torch's default)")
     args = parser.parse_args()
 
     corpus = texts()
@@ -91,7 +92,7 @@ def main() -> None:
                   f"{r.compress_s:.2f} | {r.decompress_s:.2f} | {r.verified} |")
 
     loaded = registry.load_causal_lm(args.model)
-    codec = lm_codec.CodecSettings()
+    codec = lm_codec.CodecSettings(threads=args.threads)
     for name in filter(None, args.lm_texts.split(",")):
         data = corpus[name][:args.limit] if args.limit else corpus[name]
         t0 = time.perf_counter()
@@ -102,7 +103,7 @@ def main() -> None:
         dec_s = time.perf_counter() - t0
         h = res.header
         row = {"bytes": len(data), "tokens": h["n_tokens"], "lanes": h["lanes"], "window": h["window"],
-               "keep": h["keep"], "precision": h["fingerprint"]["precision"], "device": h["fingerprint"]["device_type"],
+               "keep": h["keep"], "threads": h["threads"], "precision": h["fingerprint"]["precision"], "device": h["fingerprint"]["device_type"],
                "file_bytes": len(res.blob), "bpb_file": 8 * len(res.blob) / len(data),
                "bpb_payload": res.payload_bits / len(data), "bpb_cross_entropy": res.cross_entropy_bits / len(data),
                "coder_overhead": res.overhead, "compress_s": enc_s, "decompress_s": dec_s,

@@ -69,6 +69,8 @@ class CodecSettings:
     lane_tokens: int = field(default=1000, metadata={"help": "automatic lane count: about this many tokens per lane"})
     max_lanes: int = field(default=48, metadata={"help": "upper bound on the automatic lane count"})
     precision: str = field(default="auto", metadata={"help": "auto, bf16-body (bf16 body, fp32 output layer) or fp32"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for the model while coding (0 = torch's current "
+                                                      "setting); recorded, and the decoder uses the same number"})
 
     def lane_count(self, n_tokens: int) -> int:
         if n_tokens <= 0:
@@ -327,8 +329,30 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
         raise InputError(f"window must be between 2 and the model's context length {limit} (got {s.window})")
     if not 0 <= s.keep < s.window - 1:
         raise InputError(f"keep must be at least 0 and less than window - 1 = {s.window - 1} (got {s.keep})")
-    if s.lanes < 0 or s.max_lanes < 1 or s.lane_tokens < 1:
-        raise InputError("lanes must be >= 0, max_lanes and lane_tokens >= 1")
+    if s.lanes < 0 or s.max_lanes < 1 or s.lane_tokens < 1 or not 0 <= s.threads <= 1024:
+        raise InputError("lanes and threads must be >= 0, max_lanes and lane_tokens >= 1")
+
+
+_threads_lock = threading.Lock()
+
+
+class _fixed_threads:
+    """Run with exactly ``n`` intra-op CPU threads (process-wide, so one coder at a time), then restore.
+
+    The thread count can change how a CPU kernel splits a sum, hence the last bit of a probability,
+    so it is part of the recipe: recorded by the encoder, adopted by the decoder."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        _threads_lock.acquire()
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.before)
+        _threads_lock.release()
 
 
 # --- the one loop both directions run ---------------------------------------------------------
@@ -338,7 +362,7 @@ Progress = Callable[[int, int], None]
 
 def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, keep: int,
               choose: Callable[[int, list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
-              prefix: list[int] | None = None) -> None:
+              prefix: list[int] | None = None, threads: int = 0) -> None:
     """Run the model over all lanes step by step; ``choose`` gets (step, active lanes, their
     probabilities) and returns their symbols (from the input when encoding, from the decoder
     when decoding). Encoder and decoder call exactly this with the same arguments."""
@@ -347,7 +371,7 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
         return
     prefix = list(prefix or [])
     history = [list(prefix) for _ in range(lanes)]  # tokens after the start token, per lane
-    with runner.lock:
+    with runner.lock, _fixed_threads(threads or torch.get_num_threads()):
         first = torch.tensor([[start_id] + prefix] * lanes, dtype=torch.long)
         if first.shape[1] > window:  # a long prompt (sampling): keep its end
             first = torch.tensor([[start_id] + prefix[-keep:]] * lanes, dtype=torch.long) if keep else first[:, :1]
@@ -422,9 +446,9 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
     data = bytes(data)
     s = settings or CodecSettings()
     _check_settings(s, loaded)
-    started = time.perf_counter()
-    fp = fingerprint(loaded, s.precision)
+    fp = fingerprint(loaded, s.precision)  # hashes the weights once per model: not counted as coding time
     runner = _runner(loaded, s.precision)
+    started = time.perf_counter()
     tmap = TokenMap(loaded.tokenizer)
     ids, mode, note = tmap.to_tokens(data)
     if any(i >= runner.vocab for i in ids):
@@ -432,9 +456,10 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
     lanes = s.lane_count(len(ids))
     lengths = lane_lengths(len(ids), lanes)
     start_id = _start_id(loaded.tokenizer)
+    threads = s.threads or torch.get_num_threads()
     header = {"format": "lmlab-text", "mode": mode, "n_bytes": len(data), "n_tokens": len(ids),
               "sha256": hashlib.sha256(data).hexdigest(), "lanes": lanes, "lane_lengths": lengths,
-              "window": s.window, "keep": s.keep, "start_id": start_id, "fingerprint": fp}
+              "window": s.window, "keep": s.keep, "start_id": start_id, "threads": threads, "fingerprint": fp}
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
         return LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
@@ -451,7 +476,7 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
         bits[positions] = -np.log2(np.maximum(probs[np.arange(len(active)), symbols].astype(np.float64), 1e-300))
         return symbols
 
-    _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress)
+    _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
     payload = encoder.get_compressed().astype("<u4").tobytes()
     blob = text_container.pack(header, payload)
     pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
@@ -475,9 +500,10 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
         lengths = [int(n) for n in header["lane_lengths"]]
         n_tokens, mode = int(header["n_tokens"]), header["mode"]
         window, keep, start_id = int(header["window"]), int(header["keep"]), int(header["start_id"])
+        threads = int(header["threads"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFile(f"the header lacks a field or has a bad value ({exc})") from exc
-    if sum(lengths) != n_tokens or len(lengths) != int(header.get("lanes", -1)):
+    if sum(lengths) != n_tokens or len(lengths) != int(header.get("lanes", -1)) or not 1 <= threads <= 1024:
         raise CorruptFile("the header's lane lengths do not add up: the file is corrupt")
     if loaded is None:
         loaded = registry.load_causal_lm(recorded.get("model", ""), device=device)
@@ -501,7 +527,7 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
             ids[offsets[lane] + step] = int(sym)
         return symbols
 
-    _lockstep(runner, lengths, start_id, window, keep, choose, progress)
+    _lockstep(runner, lengths, start_id, window, keep, choose, progress, threads=threads)
     tmap = TokenMap(loaded.tokenizer)
     try:
         data = tmap.to_bytes(ids, mode)

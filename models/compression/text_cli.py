@@ -34,7 +34,7 @@ def _compress(args: argparse.Namespace) -> int:
     out = Path(args.output or f"{src}{text_container.SUFFIX}")
     loaded = registry.load_causal_lm(args.model, device=args.device)
     codec = lm_codec.CodecSettings(window=args.window, keep=args.keep if args.keep is not None else args.window // 2,
-                                   lanes=args.lanes, precision=args.precision)
+                                   lanes=args.lanes, precision=args.precision, threads=args.threads)
     started, total_in, blobs, ce, payload = time.perf_counter(), 0, [], 0.0, 0
     with src.open("rb") as fh:
         index = 0
@@ -107,6 +107,8 @@ def add_cli(subparsers) -> None:
     c.add_argument("--keep", type=int, default=None, help="tokens kept when the context is rebuilt (default half the window)")
     c.add_argument("--lanes", type=int, default=0, help="pieces coded side by side (0 = automatic)")
     c.add_argument("--precision", default="auto", choices=["auto", "bf16-body", "fp32"])
+    c.add_argument("--threads", type=int, default=0,
+                   help="CPU threads while coding (0 = all); decoding uses the same number, recorded in the file")
     c.add_argument("--chunk-bytes", type=int, default=1 << 20, help="code the file in independent chunks of this size")
     c.set_defaults(func=_compress)
     d = sub.add_parser("decompress", help=f"restore a {text_container.SUFFIX} file (checks the fingerprint and checksum)")
