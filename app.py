@@ -47,8 +47,12 @@ def launch_kwargs() -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LM Lab: generate, tag, fine-tune and compress with language models.")
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on (env HOST; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")), help="port (env PORT, default 7860)")
+    # A Space sets GRADIO_SERVER_NAME/PORT (and SPACE_ID); a laptop listens on loopback only.
+    default_host = os.environ.get("HOST") or os.environ.get("GRADIO_SERVER_NAME") or (
+        "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    default_port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    parser.add_argument("--host", default=default_host, help="address to listen on (env HOST; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=default_port, help="port (env PORT, default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     parser.add_argument("--device", default=None, help="auto (default), cuda, mps or cpu (env LMLAB_DEVICE)")
     parser.add_argument("--home", default=None, help="data folder for assets, runs and outputs (env LMLAB_HOME, default ~/.cache/lmlab)")
