@@ -16,6 +16,7 @@ Every saving reported by ``roundtrip`` comes from decoding the container and com
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -251,13 +252,13 @@ def decode_plane(seg: memoryview, entry: dict, block: int, what: str) -> np.ndar
         if codec == container.RAW:
             out[filled:filled + count] = np.frombuffer(body, np.uint8)
         elif codec == container.HUFFMAN:
-            decoder = shared
-            if decoder is None:
-                decoder, body = huffman.Decoder(_unpack_table(body[:TABLE_BYTES])), body[TABLE_BYTES:]
-            nblocks = -(-count // block)
-            block_bits = np.frombuffer(body[:4 * nblocks], dtype="<u4").astype(np.uint64)
-            stream = huffman.EncodedStream(bytes(body[4 * nblocks:]), block_bits, count, block)
-            try:
+            try:  # a table that breaks the Kraft inequality, or a short body, is a ValueError here
+                decoder = shared
+                if decoder is None:
+                    decoder, body = huffman.Decoder(_unpack_table(body[:TABLE_BYTES])), body[TABLE_BYTES:]
+                nblocks = -(-count // block)
+                block_bits = np.frombuffer(body[:4 * nblocks], dtype="<u4").astype(np.uint64)
+                stream = huffman.EncodedStream(bytes(body[4 * nblocks:]), block_bits, count, block)
                 decoder.decode_into(stream, out[filled:filled + count])
             except ValueError as exc:
                 raise CorruptFile(f"{what}: {exc}") from None
@@ -400,8 +401,11 @@ def _tensors(header: dict, payload: memoryview, progress: Progress, check: bool 
         for j, p in enumerate(entry["planes"]):
             seg = container.segment(payload, p, f"{what}, plane {j}")
             if p["mode"] == "zstd":
-                try:
-                    planes.append(np.frombuffer(zstandard.ZstdDecompressor().decompress(bytes(seg)), np.uint8))
+                try:  # the frame's own size field must agree before zstd allocates it
+                    if zstandard.frame_content_size(bytes(seg)) not in (-1, int(p["symbols"])):
+                        raise CorruptFile(f"{what}: its zstd frame declares another size than its header")
+                    planes.append(np.frombuffer(zstandard.ZstdDecompressor().decompress(
+                        bytes(seg), max_output_size=int(p["symbols"])), np.uint8))
                 except zstandard.ZstdError as exc:
                     raise CorruptFile(f"{what}: {exc}") from None
             else:
@@ -454,7 +458,95 @@ def _open(blob: bytes | memoryview, name: str) -> tuple[dict, memoryview]:
     header, payload = container.unpack(blob, name)
     if header.get("format") != "lmlab-checkpoint" or "source" not in header:
         raise CorruptFile(f"{name}: the header does not describe a compressed checkpoint")
+    _validate(header, len(payload), name)
     return header, payload
+
+
+def _nat(value, what: str) -> int:
+    if type(value) is not int or value < 0:  # bool is not a size, nor is 1.5
+        raise CorruptFile(f"{what} is not a non-negative integer: {value!r:.40}")
+    return value
+
+
+def _seg_size(entry, payload_len: int, what: str) -> int:
+    if not isinstance(entry, dict):
+        raise CorruptFile(f"{what} has a malformed header entry")
+    offset, size = _nat(entry.get("offset"), f"{what} offset"), _nat(entry.get("size"), f"{what} size")
+    _nat(entry.get("crc32"), f"{what} crc32")
+    if offset + size > payload_len:
+        raise CorruptFile(f"the compressed file is truncated: {what} lies past its end")
+    return size
+
+
+def _validate(header: dict, payload_len: int, name: str) -> None:
+    """Check every field a decoder will trust, and that the declared sizes are plausible, before any allocation.
+
+    A hostile header could declare a terabyte-sized output; every declared size is bounded by the bytes
+    that encode it (raw: 1 byte per symbol, Huffman: at least 1 bit per symbol, zstd: the frame's own
+    size field) and the total by the memory this machine has free.
+    """
+    try:
+        src = header["source"]
+        _nat(header.get("block"), "the block size")
+        _nat(header.get("chunk"), "the chunk size")
+        if header["block"] < 1 or not isinstance(src, dict) or not isinstance(src.get("name"), str) \
+                or not isinstance(src.get("sha256"), str):
+            raise CorruptFile("the header's source or block fields are malformed")
+        size = _nat(src.get("size"), "the original size")
+        prefix = _seg_size(src.get("prefix"), payload_len, "the safetensors header")
+        if size < prefix:
+            raise CorruptFile("the recorded file size is smaller than its header")
+        covered = prefix
+        for gap in header.get("gaps", []):
+            _seg_size(gap, payload_len, "a gap between tensors")
+            covered += _nat(gap.get("end"), "a gap's end") - _nat(gap.get("start"), "a gap's start")
+        tensors = header.get("tensors")
+        if not isinstance(tensors, list) or not isinstance(header.get("gaps", []), list):
+            raise CorruptFile("the tensor list is malformed")
+        for t in tensors:
+            what = f"tensor {t.get('name')!r:.80}" if isinstance(t, dict) else "a tensor"
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or t.get("dtype") not in sio.DTYPES \
+                    or t.get("transform") not in ("rotl1", "none") or not isinstance(t.get("sha256"), str) \
+                    or not isinstance(t.get("shape"), list) or not isinstance(t.get("planes"), list):
+                raise CorruptFile(f"{what} has a malformed header entry")
+            nbytes = _nat(t.get("end"), f"{what} end") - _nat(t.get("start"), f"{what} start")
+            numel = math.prod(_nat(d, f"{what} shape") for d in t["shape"])
+            if nbytes < 0 or numel * sio.DTYPES[t["dtype"]][1] != nbytes:
+                raise CorruptFile(f"{what}: its shape and byte range disagree")
+            bound = 0
+            for p in t["planes"]:
+                seg = _seg_size(p, payload_len, what)
+                symbols = _nat(p.get("symbols"), f"{what} symbol count") if isinstance(p, dict) else 0
+                mode = p.get("mode")
+                if mode not in ("raw", "zstd", "chunked", "shared"):
+                    raise CorruptFile(f"{what}: unknown plane mode {mode!r:.40}")
+                if mode == "zstd":
+                    bound += symbols
+                    continue
+                # a Huffman code spends at least one bit per symbol; raw bytes one byte
+                if symbols > (seg if mode == "raw" else 8 * seg):
+                    raise CorruptFile(f"{what}: a plane declares {symbols:,} symbols but holds only {seg:,} bytes")
+                bound += symbols
+            if bound < nbytes:
+                raise CorruptFile(f"{what}: its planes cannot fill its {nbytes:,} bytes")
+            covered += nbytes
+        if covered != size:
+            raise CorruptFile(f"the recorded file size {size:,} does not match its tensors and gaps ({covered:,} bytes)")
+    except CorruptFile as exc:
+        raise CorruptFile(f"{name}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise CorruptFile(f"{name}: the header is malformed (a field is missing or has the wrong type)") from None
+    _check_memory(size, name)
+
+
+def _check_memory(size: int, name: str) -> None:
+    """Refuse an output larger than the memory free now (a declared size is checked before allocating it)."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    if size > free:
+        raise InputError(f"{name}: restoring needs {size / 2**30:,.1f} GiB of memory but only {free / 2**30:,.1f} GiB "
+                         "are free here; restore it with the command line on a larger machine")
 
 
 def decompress_tensors(blob: bytes | memoryview, name: str = "file", progress: Progress = _quiet) -> dict[str, np.ndarray]:

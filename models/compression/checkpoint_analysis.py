@@ -19,6 +19,7 @@ import zstandard
 from models import assets, registry, settings
 from models.compression import checkpoint, container, huffman
 from models.errors import CorruptFile, InputError
+from models.filenames import safe_name
 
 Progress = Callable[[float, str], None]
 DTYPE_VIEWS = ("as stored", "BF16", "F16")
@@ -200,7 +201,8 @@ def decompress_file(src: str | Path, dst: str | Path | None = None, progress: Pr
     data = checkpoint.decompress(blob, src.name, progress)
     if dst is None:
         header, _ = container.unpack(blob, src.name)
-        dst = settings.home() / "restored" / Path(header["source"]["name"]).name
+        # the recorded name is a stranger's: one safe component, never a path
+        dst = settings.home() / "restored" / safe_name(header["source"]["name"], "restored.safetensors")
     dst = Path(dst)
     settings.atomic_write_bytes(dst, data)
     return dst

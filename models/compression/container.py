@@ -42,6 +42,7 @@ _FIXED = struct.Struct("<8sHHII")
 CHUNK_RECORD = struct.Struct("<BII")
 RAW, HUFFMAN = 0, 1
 DEFLATED = 1
+MAX_HEADER = 256 * 2**20  # inflated header bytes; a 10k-tensor checkpoint needs ~10 MiB
 
 
 def pack(header: dict, payload: list[bytes]) -> bytes:
@@ -68,9 +69,18 @@ def unpack(buf: bytes | memoryview, name: str = "file") -> tuple[dict, memoryvie
     if zlib.crc32(head) != hcrc:
         raise CorruptFile(f"{name}: the header fails its CRC32 check (the file is corrupt)")
     try:
-        header = json.loads(zlib.decompress(head) if flags & DEFLATED else head)
-    except (ValueError, zlib.error) as exc:
+        if flags & DEFLATED:  # bounded: a few kilobytes of deflate can claim gigabytes
+            inflater = zlib.decompressobj()
+            head = inflater.decompress(head, MAX_HEADER)
+            if inflater.unconsumed_tail:
+                raise CorruptFile(f"{name}: the header inflates past {MAX_HEADER // 2**20} MiB")
+        header = json.loads(head)
+    except (ValueError, RecursionError, zlib.error) as exc:
+        if isinstance(exc, CorruptFile):
+            raise
         raise CorruptFile(f"{name}: the header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise CorruptFile(f"{name}: the header is not a JSON object")
     return header, view[end:]
 
 

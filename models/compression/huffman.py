@@ -366,8 +366,8 @@ def _decode_kernel(data, block_bits, n, block, syms, count, used, max_len, out):
         _finish(data, y, f, m, i, end, shift, syms, count, used, out)
 
 
-def _padded(data: bytes) -> np.ndarray:
-    buf = np.zeros(len(data) + 16, dtype=np.uint8)  # the decoder reads up to 8 bytes ahead
+def _padded(data: bytes, reach: int = 0) -> np.ndarray:
+    buf = np.zeros(max(len(data), reach) + 16, dtype=np.uint8)  # the decoder reads up to 8 bytes ahead
     buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
     return buf
 
@@ -394,7 +394,10 @@ class Decoder:
         if not stream.n:
             return
         _check_offsets(stream)
-        _decode_kernel(_padded(stream.data), stream.block_bits, stream.n, stream.block, self.syms, self.count,
+        # A corrupt stream can ask a block for more bits than the data holds; the kernel has no bounds
+        # checks, so pad to the most any block can read (block * max_len bits) and it reads zeros instead.
+        reach = (int(stream.block_bits.max()) + min(stream.block, stream.n) * self.max_len) // 8
+        _decode_kernel(_padded(stream.data, reach), stream.block_bits, stream.n, stream.block, self.syms, self.count,
                        self.used, self.max_len, out)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,26 +86,31 @@ def parse(buf: bytes | bytearray | memoryview, name: str = "file") -> Safetensor
         raise CorruptFile(f"{name} is not a safetensors checkpoint: implausible header length {n:,}")
     try:
         header = json.loads(bytes(view[8:8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptFile(f"{name} is not a safetensors checkpoint: its header is not JSON ({exc})") from None
     if not isinstance(header, dict):
         raise CorruptFile(f"{name} is not a safetensors checkpoint: its header is not a JSON object")
     data = view[8 + n:]
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CorruptFile(f"{name}: its __metadata__ must map names to strings")
     tensors = []
     for tname, info in header.items():
         try:
-            dtype, shape, (start, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+            dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            if not isinstance(info["shape"], list) or not all(type(s) is int for s in shape):
+                raise TypeError
         except (KeyError, TypeError, ValueError):
             raise CorruptFile(f"{name}: tensor {tname!r} has a malformed header entry") from None
         if dtype not in DTYPES:
             raise CorruptFile(f"{name}: tensor {tname!r} has unsupported dtype {dtype!r}")
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end):
+        if not (type(start) is int and type(end) is int and 0 <= start <= end):
             raise CorruptFile(f"{name}: tensor {tname!r} has invalid data offsets {start}..{end}")
         if end > len(data):
             raise CorruptFile(f"{name} is truncated: tensor {tname!r} ends at byte {end:,} of the data section, "
                               f"which has only {len(data):,} bytes")
-        if any(s < 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1] != end - start:
+        # math.prod: Python integers, where numpy's int64 product could wrap to a matching size
+        if any(s < 0 for s in shape) or math.prod(shape) * DTYPES[dtype][1] != end - start:
             raise CorruptFile(f"{name}: tensor {tname!r} of shape {list(shape)} {dtype} does not fill its "
                               f"{end - start:,} bytes")
         tensors.append(TensorEntry(tname, dtype, shape, start, end))
