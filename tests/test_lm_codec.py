@@ -171,3 +171,13 @@ def test_smollm_paragraph_roundtrip(smollm):
     assert lm_codec.decompress(result.blob, smollm) == text
     assert result.payload_bits / len(text) < 3.0  # a real model beats every classic coder on prose
     assert abs(result.overhead) < 0.05
+
+
+def test_thread_count_is_recorded_and_adopted(tiny_gpt2):
+    import torch
+
+    before = torch.get_num_threads()
+    result = lm_codec.compress(b"threads are part of the recipe " * 4, tiny_gpt2,
+                               dataclasses.replace(SMALL, threads=1))
+    assert result.header["threads"] == 1 and torch.get_num_threads() == before  # restored after coding
+    assert lm_codec.decompress(result.blob, tiny_gpt2) == b"threads are part of the recipe " * 4
