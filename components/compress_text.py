@@ -126,6 +126,13 @@ def _huffman_md(c: text_compare.Comparison) -> str:
             "| byte | p | −log₂ p | length | code |\n|---|---|---|---|---|\n" + rows)
 
 
+def _short(coder: str) -> str:
+    """Chart labels: the coder's first word; the model's two rows by what they count."""
+    if coder.startswith("language model"):
+        return "LM payload" if "payload only" in coder else "LM file"
+    return coder.split(" (")[0]
+
+
 @guard
 def compress_text(text, upload, model_key, progress=gr.Progress()):
     """Compress with every coder, verify each by decoding, and show where the model spends its bits."""
@@ -138,7 +145,7 @@ def compress_text(text, upload, model_key, progress=gr.Progress()):
     best = min((r for r in c.rows if "payload only" not in r.coder), key=lambda r: r.compressed_bytes)
     colors = ["#f59e0b" if r.coder.startswith("language model") else "#94a3b8" for r in c.rows]
     colors[-1] = "#fcd34d"  # payload only: the same file without its header
-    fig = bar_figure([r.coder for r in c.rows], [r.bpb for r in c.rows], "Bits per byte (lower is better; raw text = 8)",
+    fig = bar_figure([_short(r.coder) for r in c.rows], [r.bpb for r in c.rows], "Bits per byte (lower is better; raw text = 8)",
                      "bits per byte", colors, [f"{r.bpb:.2f}" for r in c.rows])
     lm = c.lm
     ce_bpb = lm.cross_entropy_bits / lm.n_bytes
