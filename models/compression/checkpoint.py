@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
+from models import policy
 from models.compression import container, huffman
 from models.compression import safetensors_io as sio
 from models.errors import CorruptFile, InputError
@@ -578,6 +579,7 @@ def load_source(path, dtype_view: str = "as stored") -> tuple[bytes, str]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path.name}: no such file")
+    policy.check_checkpoint_file(path)  # public mode: no pickles
     if path.suffix == ".bin":
         data = sio.from_torch_bin(path)
     else:

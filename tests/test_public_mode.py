@@ -1,0 +1,146 @@
+"""Public mode: each thing a stranger must not do is refused with a clear message (and allowed off public mode)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import app
+from models import policy, registry, settings, tagger
+from models.compression import checkpoint
+from models.compression import safetensors_io as sio
+from models.errors import InputError, ModelUnavailable
+from models.training.config import RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def public(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("LMLAB_PUBLIC", "1")
+
+
+@pytest.fixture
+def private(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("LMLAB_PUBLIC", raising=False)
+
+
+def test_public_mode_switches(monkeypatch, private):
+    assert not settings.public_mode()
+    monkeypatch.setenv("SPACE_ID", "someone/lm-lab")  # on a Space, without any flag
+    assert settings.public_mode() and policy.enabled()
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.setenv("LMLAB_PUBLIC", "")  # recorded, so the flag below does not leak into other tests
+    app.apply_args(app.parse_args(["--public"]))
+    assert settings.public_mode()
+
+
+@pytest.fixture
+def model_folder(tmp_path) -> Path:
+    folder = tmp_path / "some-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}')
+    return folder
+
+
+def test_local_model_folders_are_refused(public, model_folder):
+    for load in (lambda: registry.load_causal_lm(f"local:{model_folder}"),
+                 lambda: tagger.load(f"local:{model_folder}"),
+                 lambda: registry.get(f"local:{model_folder}")):
+        with pytest.raises(ModelUnavailable, match="choose one from the list"):
+            load()
+
+
+def test_local_model_folders_work_off_public_mode(private, model_folder):
+    assert registry.get(f"local:{model_folder}").location == str(model_folder)
+
+
+@pytest.mark.parametrize("key", ["gpt2", "EleutherAI/gpt-j-6b", "../../etc", "https://example.com/model"])
+def test_typed_in_model_ids_are_refused(public, key):
+    with pytest.raises(ModelUnavailable):
+        registry.load_causal_lm(key)
+
+
+def test_pickled_checkpoints_are_refused(public, tmp_path):
+    pickle = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.zeros(4)}, pickle)
+    with pytest.raises(InputError, match="pickles"):
+        checkpoint.load_source(pickle)
+
+
+def test_pickled_checkpoints_load_safely_off_public_mode(private, tmp_path):
+    pickle = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.zeros(4)}, pickle)
+    data, _ = checkpoint.load_source(pickle)  # through torch.load(weights_only=True)
+    assert [t.name for t in sio.parse(data).tensors] == ["w"]
+
+
+def test_server_paths_are_refused(public, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    inside = tmp_path / "uploads" / "abc" / "data.txt"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("hello")
+    assert policy.check_upload_path(inside) == inside.resolve()
+    (settings.home() / "x.txt").write_text("mine")
+    policy.check_upload_path(settings.home() / "x.txt")  # the app's own data folder
+    for path in ("/etc/passwd", str(tmp_path / "uploads" / ".." / "secret.txt"), str(ROOT / "app.py")):
+        with pytest.raises(InputError, match="not paths on the server"):
+            policy.check_upload_path(path)
+    link = tmp_path / "uploads" / "link.txt"
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(InputError):
+        policy.check_upload_path(link)
+
+
+def test_server_paths_pass_off_public_mode(private):
+    assert policy.check_upload_path("/etc/hostname") == Path("/etc/hostname")
+
+
+def _small() -> RunConfig:
+    return RunConfig(max_steps=20, max_train_samples=200, test_samples=50, batch_size=4, seq_len=64)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(max_steps=0), "max steps must be between 1"),
+    (dict(max_steps=100_000), "max steps must be between 1"),
+    (dict(batch_size=512), "batch size = 512 is above"),
+    (dict(seq_len=4096), "seq len = 4096 is above"),
+    (dict(max_train_samples=0), "max train samples must be set"),
+    (dict(test_samples=0), "test samples must be set"),
+    (dict(scratch_size="medium"), "scratch size must be one of"),
+    (dict(dataset="upload", upload="/etc/passwd"), "not paths on the server"),
+])
+def test_training_limits(public, change, message):
+    cfg = _small()
+    policy.check_training(cfg, active_runs=0)
+    for key, value in change.items():
+        setattr(cfg, key, value)
+    with pytest.raises(InputError, match=message):
+        policy.check_training(cfg, active_runs=0)
+
+
+def test_one_training_run_at_a_time(public):
+    with pytest.raises(InputError, match="one runs at a time"):
+        policy.check_training(_small(), active_runs=1)
+
+
+def test_training_unlimited_off_public_mode(private):
+    policy.check_training(RunConfig(max_steps=0, seq_len=4096, scratch_size="medium"), active_runs=3)
+
+
+def test_trust_remote_code_is_never_set():
+    """No code of the app passes trust_remote_code (a hub repo's Python would run on the server)."""
+    pattern = re.compile(r"trust_remote_code")
+    offenders = []
+    for path in [ROOT / "app.py", *ROOT.glob("models/**/*.py"), *ROOT.glob("components/**/*.py"),
+                 *ROOT.glob("benchmarks/**/*.py")]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if pattern.search(code) and path.name != "policy.py":
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "trust_remote_code appears in:\n" + "\n".join(offenders)
