@@ -9,7 +9,7 @@ import gradio as gr
 from components.common import explain, guard
 from components.plots import next_token_figure
 from components.tokens import token_strip
-from models import generator, registry
+from models import generator, registry, zerogpu
 from models.errors import ModelUnavailable
 
 EXAMPLES = [
@@ -151,16 +151,16 @@ def build() -> None:
     explain("How does sampling work?", EXPLANATION)
 
     sampling = [temperature, top_p, top_k, max_new, rep, seed, chat]
-    go.click(generate, [prompt, model, *sampling], [output, tokens, status], api_name="generate",
+    go.click(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_name="generate",
                          concurrency_id="model", concurrency_limit=2)
-    prompt.submit(generate, [prompt, model, *sampling], [output, tokens, status], api_visibility="private",
+    prompt.submit(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_visibility="private",
                   concurrency_id="model")
     # Stop sets the session's event; the model checks it every step (a StoppingCriteria), so
     # generation ends within one token and the stream closes with its final "stopped" status.
     stop_btn.click(stop, None, None, queue=False, api_name="stop")
     peek_inputs = [prompt, output, model, temperature, top_p, top_k]
-    peek.click(next_token, peek_inputs, [plot, table], api_name="next_token", concurrency_id="model")
+    peek.click(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_name="next_token", concurrency_id="model")
     for slider in (temperature, top_p, top_k):
-        slider.release(next_token, peek_inputs, [plot, table], api_visibility="private", concurrency_id="model",
+        slider.release(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_visibility="private", concurrency_id="model",
                        trigger_mode="always_last")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")

@@ -8,7 +8,7 @@ import gradio as gr
 
 from components.common import explain, guard
 from components.plots import bar_figure
-from models import ner_eval, registry, tagger
+from models import ner_eval, registry, tagger, zerogpu
 
 COLOURS = {"PER": "#f9a8d4", "ORG": "#93c5fd", "LOC": "#86efac", "MISC": "#fcd34d"}
 EXTRA = ["#c4b5fd", "#fdba74", "#5eead4", "#fca5a5", "#a5b4fc", "#bef264"]
@@ -218,10 +218,10 @@ def build() -> None:
 
     tag_inputs = [text, model, aggregation, threshold]
     tag_outputs = [highlighted, table, pieces, status]
-    go.click(tag_text, tag_inputs, tag_outputs, api_name="ner", concurrency_id="ner", concurrency_limit=2)
-    text.submit(tag_text, tag_inputs, tag_outputs, api_visibility="private", concurrency_id="ner")
-    batch_go.click(tag_batch, [batch_file, model, aggregation, threshold], [csv_out, conll_out, batch_table,
-                   batch_status], api_name="ner_batch", concurrency_id="ner")
-    eval_go.click(evaluate, [dataset, eval_file, model, limit], [metrics, chart, mistakes, eval_status],
-                  api_name="ner_evaluate", concurrency_id="ner")
+    go.click(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_name="ner", concurrency_id="model", concurrency_limit=2)
+    text.submit(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_visibility="private", concurrency_id="model")
+    batch_go.click(zerogpu.gpu(tag_batch), [batch_file, model, aggregation, threshold], [csv_out, conll_out, batch_table,
+                   batch_status], api_name="ner_batch", concurrency_id="model")
+    eval_go.click(zerogpu.gpu(evaluate, duration=300), [dataset, eval_file, model, limit],
+                  [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="model")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")

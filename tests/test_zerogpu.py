@@ -1,0 +1,68 @@
+"""ZeroGPU: spaces.GPU wraps the model handlers when the package exists, a no-op otherwise; heavy events share one queue."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import gradio as gr
+
+from models import zerogpu
+
+
+def test_no_op_without_spaces():
+    assert "spaces" not in sys.modules or not zerogpu.available()
+
+    def handler(x):
+        return x
+
+    assert zerogpu.gpu(handler) is handler
+    assert zerogpu.gpu(duration=5)(handler) is handler
+
+
+def _fake_spaces(calls: list):
+    module = types.ModuleType("spaces")
+
+    def GPU(duration=60):  # noqa: N802 - the real package's name
+        def wrap(fn):
+            calls.append((fn.__name__, duration))
+            fn.zerogpu = True
+            return fn
+        return wrap
+
+    module.GPU = GPU
+    return module
+
+
+def test_model_handlers_request_a_gpu_on_a_space(monkeypatch):
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "spaces", _fake_spaces(calls))
+    importlib.reload(zerogpu)
+    try:
+        assert zerogpu.available()
+        from components import generation, ner
+
+        with gr.Blocks():
+            generation.build()
+            ner.build()
+        names = {name for name, _ in calls}
+        assert {"generate", "next_token", "tag_text", "tag_batch", "evaluate"} <= names
+        assert ("evaluate", 300) in calls
+    finally:
+        monkeypatch.delitem(sys.modules, "spaces")
+        importlib.reload(zerogpu)
+    assert not zerogpu.available()
+
+
+def test_heavy_events_share_one_queue():
+    """Every event that runs a language model waits in the one 'model' queue, so they share the device."""
+    import app
+
+    demo = app.build_demo()
+    heavy = {"generate", "next_token", "ner", "ner_batch", "ner_evaluate", "compress_text", "decompress_text"}
+    by_name = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    missing = heavy - set(by_name)
+    assert not missing, f"events not found: {missing}"
+    assert {by_name[name].concurrency_id for name in heavy} == {"model"}
+    assert by_name["stop"].queue is False  # Stop never waits behind the work it stops
