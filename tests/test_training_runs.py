@@ -90,6 +90,10 @@ def test_queue_cancel_and_a_process_killed_from_outside(tmp_path):
     assert st2["state"] == "queued" and st2["queue_position"] == 1
     assert view.latest_run(active_only=True) == first  # a reloaded page reconnects to the running one
     assert "run(s) ahead" in view.snapshot(second).headline
+    third = runs.start(tiny_config(text, **forever))
+    wait_until(third, lambda s: s["state"] == "queued" and s.get("queue_position") == 2)
+    runs.cancel(third)  # a queued run leaves the queue at once
+    assert wait_until(third, lambda s: s["state"] in runs.DONE, timeout=15)["state"] == "cancelled"
 
     os.kill(st1["pid"], signal.SIGKILL)  # killed from outside: the run is marked failed, the queue moves on
     st1 = wait_until(first, lambda s: s["state"] == "failed", timeout=30)

@@ -260,7 +260,7 @@ def cancel(run_id: str) -> dict:
         return st
     settings.atomic_write_text(folder / "cancel", str(time.time()))
     pid = st.get("pid")
-    if pid and _alive(pid, run_id):
+    if pid and st.get("listening") and _alive(pid, run_id):
         try:
             os.kill(pid, signal.SIGTERM)  # the runner turns SIGTERM into the same clean stop
         except OSError:

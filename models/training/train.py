@@ -240,6 +240,9 @@ class Stopper:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         self.requested = False
+        # Outside the training loop (loading, evaluating) SIGTERM interrupts at once; inside it, the
+        # callback stops at the end of the step, and while the model is being saved nothing interrupts.
+        self.interruptible = True
         try:
             signal.signal(signal.SIGTERM, self._on_signal)
         except ValueError:  # not the main thread (tests calling run() directly)
@@ -247,6 +250,8 @@ class Stopper:
 
     def _on_signal(self, *_) -> None:
         self.requested = True
+        if self.interruptible:
+            raise Cancelled("cancelled")
 
     def __call__(self) -> bool:
         if not self.requested and self.folder is not None and (self.folder / "cancel").exists():
@@ -384,7 +389,9 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None) -
                       compute_metrics=_ner_compute_metrics(model.config.id2label) if cfg.task != CAUSAL_LM else None)
     _phase(folder, "training")
     t0 = time.time()
+    stopper.interruptible = False
     trainer.train()
+    stopper.interruptible = True
     seconds = time.time() - t0
     if stopper():
         raise Cancelled(f"cancelled at step {trainer.state.global_step}")
@@ -396,6 +403,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None) -
         after = evaluate(cfg, final_model, tokenizer, data, "test", cfg.test_samples)
         _record(folder, {"event": "eval_after", "step": trainer.state.global_step, **_flat(after)})
     if folder is not None:
+        stopper.interruptible = False
         _save(trainer, tokenizer, folder, main)
     return {"before": before, "after": after, "train_seconds": seconds, "steps": trainer.state.global_step}
 
@@ -443,7 +451,8 @@ def run_in_folder(folder: Path | None, cfg: RunConfig) -> int:
         rank = max(rank, 1)
     slot = None
     if rank == 0:
-        runs.write_status(folder, pid=os.getpid(), state="queued", world_size=world)
+        # listening: SIGTERM is now a clean stop (before this, the cancel file alone is safe)
+        runs.write_status(folder, pid=os.getpid(), state="queued", world_size=world, listening=True)
     try:
         if world == 1 and folder is not None:  # a multi-process launch is scheduled by whoever launched it
             slot = runs.wait_for_slot(folder, runs.device_key(), stopper)
