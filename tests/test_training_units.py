@@ -191,3 +191,13 @@ def test_ner_evaluation_scores_one_tag_per_word(tiny_tagger, monkeypatch):
     # truncation: words beyond the limit are tagged O, and still one tag per word
     long = [(["Berlin"] * 40, ["B-LOC"] * 40)]
     assert len(train.ner_predict(model, tok, long, 8)[0]) == 40
+
+
+def test_public_mode_bounds_runs_before_any_process_starts(monkeypatch, tmp_path):
+    from models.training import runs
+
+    monkeypatch.setenv("LMLAB_PUBLIC", "1")
+    before = len(runs.list_runs())
+    with pytest.raises(InputError, match="max steps"):
+        runs.start(tiny_config(small_text(tmp_path), max_steps=0))
+    assert len(runs.list_runs()) == before

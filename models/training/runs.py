@@ -228,7 +228,11 @@ def new_run_dir(config: RunConfig, run_id: str | None = None) -> Path:
 
 def start(config: RunConfig) -> str:
     """Validate, create the run folder and launch ``python -m models.training --run-dir ...`` in the background."""
+    from models import policy
+
     config.validate()
+    # Public hosting: bounded runs, one at a time (no-op on your own machine).
+    policy.check_training(config, active_runs=sum(st.get("state") in ACTIVE for st in list_runs()))
     folder = new_run_dir(config)
     log = open(folder / "log.txt", "ab")
     try:
