@@ -144,3 +144,56 @@ def test_trust_remote_code_is_never_set():
             if pattern.search(code) and path.name != "policy.py":
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "trust_remote_code appears in:\n" + "\n".join(offenders)
+
+
+# --- the same refusals through the API of an app started with --public -----------------------------
+
+
+@pytest.fixture(scope="module")
+def public_client(tmp_path_factory):
+    from gradio_client import Client
+
+    from tests.app_process import running_app
+
+    log = tmp_path_factory.mktemp("public-app") / "app.log"
+    with running_app("--offline", "--public", log_path=log, env={"LMLAB_PUBLIC": "1"}) as (url, _proc):
+        yield Client(url, verbose=False)
+
+
+def _refused(client, *args, api_name: str, match: str) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as err:
+        client.predict(*args, api_name=api_name)
+    assert re.search(match, str(err.value)), str(err.value)
+    return str(err.value)
+
+
+def test_api_refuses_pickles(public_client, tmp_path):
+    from gradio_client import handle_file
+
+    pickle = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.zeros(4)}, pickle)
+    _refused(public_client, None, handle_file(str(pickle)), "as stored", api_name="/inspect_checkpoint",
+             match="only .safetensors checkpoints")
+
+
+def test_api_refuses_local_model_folders(public_client, model_folder):
+    _refused(public_client, "Hello", f"local:{model_folder}", 0.8, 0.95, 50, 8, 1.0, 0, False,
+             api_name="/generate", match="choose one from the list|not in the list of choices")
+
+
+def test_api_refuses_server_paths_as_files(public_client):
+    """A file input given a server path instead of an upload: gradio refuses it before any handler runs."""
+    fake = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}, "orig_name": "passwd"}
+    _refused(public_client, fake, api_name="/decompress_checkpoint", match="upload|not in|cannot|allowed")
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"max_steps": 100_000, "max_train_samples": 100, "test_samples": 10}, "max steps must be between 1"),
+    ({"max_steps": 10, "max_train_samples": 100, "test_samples": 10, "dataset": "upload", "upload": "/etc/passwd"},
+     "not paths on the server"),
+])
+def test_api_refuses_big_or_server_path_training(public_client, config, match):
+    message = _refused(public_client, config, api_name="/train_start", match=match)
+    assert "root:" not in message  # nothing of the server file leaks into the message

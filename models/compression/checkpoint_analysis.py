@@ -160,7 +160,7 @@ def analyse(path: str | Path, dtype_view: str = "as stored", with_baselines: boo
     sha = hashlib.sha256(back).hexdigest()
     if back != data or sha != report.sha256:
         raise CorruptFile("the round-trip did not give back the same bytes; no saving is reported")
-    stem = Path(name).stem + ("" if dtype_view == "as stored" else f"-{dtype_view.lower()}")
+    stem = safe_name(Path(name).stem, "checkpoint") + ("" if dtype_view == "as stored" else f"-{dtype_view.lower()}")
     out = settings.home() / "compress" / f"{stem}-{sha[:12]}{container.SUFFIX}"
     settings.atomic_write_bytes(out, blob)
     if report.exponent_hist:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models import assets, conll, registry, settings
+from models import assets, conll, policy, registry, settings
 from models.errors import InputError
 from models.training.config import CAUSAL_LM
 
@@ -117,7 +117,7 @@ def _read_upload_text(upload: str) -> str:
 def _upload_path(upload: str) -> Path:
     if not upload:
         raise InputError("no file was uploaded")
-    path = Path(upload)
+    path = policy.check_upload_path(upload)  # public mode: an upload, never a server path named through the API
     if not path.is_file():
         raise InputError(f"the uploaded file {path.name} is gone; upload it again")
     size = path.stat().st_size
