@@ -170,7 +170,8 @@ def test_smollm_paragraph_roundtrip(smollm):
     result = lm_codec.compress(text, smollm, lm_codec.CodecSettings(window=64, keep=32, lanes=2))
     assert lm_codec.decompress(result.blob, smollm) == text
     assert result.payload_bits / len(text) < 3.0  # a real model beats every classic coder on prose
-    assert abs(result.overhead) < 0.05
+    ce = result.cross_entropy_bits  # short text: the last 32-bit words of the coder dominate the overhead
+    assert ce - 1 <= result.payload_bits <= ce * 1.01 + 64
 
 
 def test_thread_count_is_recorded_and_adopted(tiny_gpt2):
