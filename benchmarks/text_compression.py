@@ -109,6 +109,9 @@ def main() -> None:
                "coder_overhead": res.overhead, "compress_s": enc_s, "decompress_s": dec_s,
                "compress_Bps": len(data) / enc_s, "decompress_Bps": len(data) / dec_s, "verified": ok,
                "load_average_after": os.getloadavg()}
+        results["lm"][name] = row
+        _write(results)  # the coding result is kept even if the slower lane-cost pass is interrupted
+        print(f"  coded {name}: {json.dumps(row)}", file=sys.stderr, flush=True)
         if not args.skip_lane_cost:  # on the whole text, even when only a prefix was coded
             whole = corpus[name]
             runner = lm_codec._runner(loaded, codec.precision)
@@ -135,9 +138,13 @@ def main() -> None:
                   f"{row['whole_lanes']} lanes): cross-entropy {row['whole_bpb_lanes_tf']:.3f} bpb "
                   f"(one lane: {row['whole_bpb_one_lane_tf']:.3f}; lane cost {row['lane_cost']:+.2%}); "
                   "teacher-forced, one forward per context segment")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=1))
+    _write(results)
     print(f"\nwrote {OUT.name}")
+
+
+def _write(results: dict) -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    settings.atomic_write_text(OUT, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
