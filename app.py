@@ -42,7 +42,10 @@ def build_demo() -> gr.Blocks:
 
 def launch_kwargs() -> dict:
     """What launch() needs besides host and port (theme and css moved there in Gradio 6)."""
-    return dict(theme=theme.theme(), css=theme.css(), max_file_size="200mb", show_error=True)
+    # allowed_paths: the tabs offer files they wrote under the data folder (default ~/.cache/lmlab), which
+    # gradio refuses to serve unless it lies under the working directory or /tmp.
+    return dict(theme=theme.theme(), css=theme.css(), max_file_size="200mb", show_error=True,
+                allowed_paths=[str(settings.home())])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -66,3 +66,11 @@ def test_download_names_are_plain(tmp_path):
     assert re.fullmatch(r"[A-Za-z0-9._+-]+\.lmhz", result.compressed_path.name), result.compressed_path.name
     restored = ca.decompress_file(result.compressed_path)
     assert re.fullmatch(r"[A-Za-z0-9._+-]+\.safetensors", restored.name) and restored.read_bytes() == src.read_bytes()
+
+
+def test_files_written_under_the_data_folder_can_be_downloaded():
+    """Every download (compressed files, restored files, NER outputs, model zips) lives under the data folder,
+    which is not /tmp on a real install: gradio serves it only when launch() allows it."""
+    from models import settings
+
+    assert str(settings.home()) in app.launch_kwargs()["allowed_paths"]
