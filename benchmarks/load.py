@@ -1,0 +1,188 @@
+"""Many users at once: 20 API clients mixing /generate, /ner, /next_token and a small /compress_text for 60 s.
+
+Launches ``python app.py --offline`` on a free port (the embedded models), warms each endpoint once,
+then runs the clients in threads, each with its own gradio_client.Client, and samples the app
+process's resident memory (children included) every 0.2 s. Prints a markdown table and writes
+benchmarks/results/load.json.
+
+    python -m benchmarks.load [--clients 20] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "load.json"
+TEXT = "Ada Lovelace wrote the first program for Charles Babbage's Analytical Engine in London in 1843."
+# (endpoint, keyword arguments): short requests, the way a class clicks around
+MIX = [
+    ("/generate", dict(prompt="The capital of France is", model_key="smollm2-135m-instruct", temperature=0.8,
+                       top_p=0.95, top_k=50, max_new_tokens=16, repetition_penalty=1.0, seed=1, chat=False)),
+    ("/ner", dict(text=TEXT, model_key="spacy-en_core_web_sm", aggregation="first", threshold=0.3)),
+    ("/next_token", dict(prompt="Once upon a time", output="", model_key="smollm2-135m-instruct", temperature=0.8,
+                         top_p=0.95, top_k=50)),
+    ("/compress_text", dict(text=TEXT, upload=None, model_key="smollm2-135m-instruct")),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", LMLAB_OFFLINE="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--offline", "--port", str(port)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the app exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, f"http://127.0.0.1:{port}/"
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the app did not start in 300 s")
+
+
+class MemorySampler(threading.Thread):
+    """Peak resident memory of the app and its children (training runs, tokenizer workers)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc, self.peak, self.stop = psutil.Process(pid), 0, threading.Event()
+
+    def rss(self) -> int:
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.2)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def run(clients: int, seconds: float) -> dict:
+    from gradio_client import Client
+
+    log_path = Path(tempfile.mkdtemp(prefix="lmlab-load-")) / "app.log"
+    proc, url = _launch(log_path)
+    try:
+        warm = Client(url, verbose=False)
+        for api, kwargs in MIX:  # models load once here, not inside the measured minute
+            warm.predict(api_name=api, **kwargs)
+        sampler = MemorySampler(proc.pid)
+        idle_rss = sampler.rss()
+        sampler.start()
+        pool = [Client(url, verbose=False) for _ in range(clients)]
+        records: list[tuple[str, float, str | None]] = []
+        lock = threading.Lock()
+        end = time.monotonic() + seconds
+
+        def worker(k: int) -> None:
+            i = k  # clients start at different points of the mix
+            while time.monotonic() < end:
+                api, kwargs = MIX[i % len(MIX)]
+                i += 1
+                started = time.monotonic()
+                error = None
+                try:
+                    pool[k].predict(api_name=api, **kwargs)
+                except Exception as exc:  # counted, never fatal: the goal is zero
+                    error = f"{type(exc).__name__}: {exc}"[:200]
+                with lock:
+                    records.append((api, time.monotonic() - started, error))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - started
+        sampler.stop.set()
+        sampler.join()
+        alive = proc.poll() is None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    per = {}
+    for api, _ in MIX:
+        lat = [s for a, s, e in records if a == api and e is None]
+        errs = [e for a, _, e in records if a == api and e is not None]
+        per[api] = {"completed": len(lat), "errors": len(errs), "p50_s": round(_percentile(lat, 0.5), 3),
+                    "p95_s": round(_percentile(lat, 0.95), 3), "mean_s": round(statistics.fmean(lat), 3) if lat else None,
+                    "error_samples": sorted(set(errs))[:3]}
+    return {
+        "clients": clients, "seconds": seconds, "wall_s": round(wall, 1),
+        "completed": sum(p["completed"] for p in per.values()), "errors": sum(p["errors"] for p in per.values()),
+        "requests_per_s": round(sum(p["completed"] for p in per.values()) / wall, 2),
+        "peak_rss_mib": round(sampler.peak / 2**20), "idle_rss_mib": round(idle_rss / 2**20),
+        "app_still_serving": alive, "endpoints": per,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "device": "cpu" if "cuda" not in os.environ.get("LMLAB_DEVICE", "") else "cuda"},
+        "mix": {api: {k: v for k, v in kwargs.items() if k in ("max_new_tokens", "model_key")} | (
+            {"chars": len(kwargs["text"])} if "text" in kwargs else {}) for api, kwargs in MIX},
+    }
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['clients']} clients for {result['seconds']:.0f} s: **{result['completed']} requests** "
+             f"({result['requests_per_s']}/s), **{result['errors']} errors**, peak resident memory "
+             f"**{result['peak_rss_mib']:,} MiB** (idle after warm-up {result['idle_rss_mib']:,} MiB)", "",
+             "| endpoint | completed | errors | p50 latency | p95 latency |", "|---|---:|---:|---:|---:|"]
+    for api, p in result["endpoints"].items():
+        lines.append(f"| `{api}` | {p['completed']} | {p['errors']} | {p['p50_s']:.2f} s | {p['p95_s']:.2f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--no-save", action="store_true", help="print only (do not overwrite the results JSON)")
+    args = parser.parse_args(argv)
+    result = run(args.clients, args.seconds)
+    print(table(result))
+    if not args.no_save:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

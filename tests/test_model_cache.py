@@ -1,0 +1,62 @@
+"""The loaded-model cache under concurrent use: one load per key, and the memory budget kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from models.registry import Loaded, ModelCache, ModelSpec
+
+
+def _loaded(key: str, nbytes: int) -> Loaded:
+    return Loaded(ModelSpec(key, key, "causal-lm", "local", ""), object(), None, None, nbytes)
+
+
+def test_concurrent_gets_of_one_key_load_it_once():
+    cache, calls = ModelCache(10**9), []
+    gate = threading.Barrier(16)
+
+    def loader():
+        calls.append(1)
+        time.sleep(0.2)  # a slow load: the other threads must wait for it, not start their own
+        return _loaded("a", 100)
+
+    def get(_):
+        gate.wait()
+        return cache.get(("a",), loader)
+
+    with ThreadPoolExecutor(16) as pool:
+        items = list(pool.map(get, range(16)))
+    assert len(calls) == 1 and all(item is items[0] for item in items)
+
+
+def test_budget_is_kept_under_concurrent_loads():
+    cache = ModelCache(budget_bytes=300)
+    peaks = []
+
+    def get(k):
+        item = cache.get((f"m{k % 7}",), lambda: _loaded(f"m{k % 7}", 100))
+        with cache._lock:
+            peaks.append(sum(i.nbytes for i in cache._items.values()))
+        return item
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(get, range(200)))
+    assert max(peaks) <= 300 and len(cache) <= 3
+
+
+def test_a_failed_load_is_not_cached_and_can_be_retried():
+    cache, attempts = ModelCache(10**9), []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("disk hiccup")
+        return _loaded("b", 1)
+
+    try:
+        cache.get(("b",), flaky)
+    except OSError:
+        pass
+    assert cache.get(("b",), flaky).spec.key == "b" and len(attempts) == 2
