@@ -1,0 +1,120 @@
+"""One walk through the whole app in one real browser session, as a teacher would do it.
+
+Generates text and stops it, tags a sentence, starts and cancels a tiny fine-tuning run, inspects a
+checkpoint and compresses a paragraph, with a screenshot of each tab. Set LMLAB_UPDATE_SCREENSHOTS=1 to
+write them into assets/screenshots/ (the README's images); otherwise they go to tests/artifacts/.
+Also checks that every visible input has a name a screen reader can read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# An input is named if it has a <label>, aria-label(ledby) or sits inside a <label>.
+UNNAMED_INPUTS_JS = """() => [...document.querySelectorAll('input, textarea, select')]
+  .filter(e => e.type !== 'hidden' && e.offsetParent !== null)
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !e.getAttribute('aria-labelledby') && !e.closest('label'))
+  .map(e => (e.closest('[id]') || {}).id + ':' + e.tagName + ':' + (e.type || ''))"""
+
+
+def _shot(page, name: str, out: Path) -> None:
+    page.wait_for_timeout(400)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(out / f"{name}.png"), full_page=False)
+
+
+def _named(page, where: str) -> None:
+    unnamed = page.evaluate(UNNAMED_INPUTS_JS)
+    assert not unnamed, f"inputs without an accessible name on {where}: {unnamed}"
+
+
+def _choose(page, elem_id: str, text: str) -> None:
+    page.click(f"#{elem_id} input")
+    page.get_by_role("option", name=text).first.click()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_walk_through_every_tab(browser, app_url, screenshot_dir):
+    out = ROOT / "assets" / "screenshots" if os.environ.get("LMLAB_UPDATE_SCREENSHOTS") == "1" else screenshot_dir
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    page.wait_for_selector("#gen-go")
+
+    # Generate: stream, stop, look at the next-token chart
+    _named(page, "Generate")
+    page.locator("#gen-prompt textarea").fill("Once upon a time, in a small village by the sea,")
+    page.locator("#gen-temperature input[type=number]").fill("0")
+    page.locator("#gen-temperature input[type=number]").press("Enter")
+    page.locator("#gen-go").click()
+    out_box = page.locator("#gen-output textarea")
+    deadline = time.monotonic() + 90
+    while len(out_box.input_value().split()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page.locator("#gen-stop").click()
+    expect(page.locator("#gen-status")).to_contain_text("stopped by you", timeout=30_000)
+    page.locator("#gen-peek").click()
+    page.wait_for_selector("#gen-next-plot .js-plotly-plot")
+    _shot(page, "walk-generate", out)
+
+    # NER: tag a sentence, entities highlighted
+    page.get_by_role("tab", name="NER", exact=True).click()
+    _named(page, "NER")
+    page.locator("#ner-text textarea").fill("Marie Curie worked in Paris with the University of Paris before the Nobel Committee honoured her.")
+    page.locator("#ner-go").click()
+    expect(page.locator("#ner-highlighted")).to_contain_text("Marie Curie")
+    expect(page.locator("#ner-table")).to_contain_text("PER")
+    _shot(page, "walk-ner", out)
+
+    # Fine-tune: a tiny run from scratch, started then cancelled
+    page.get_by_role("tab", name="Fine-tune", exact=True).click()
+    _named(page, "Fine-tune")
+    _choose(page, "ft-base", "GPT-2 from scratch")
+    _choose(page, "ft-dataset", "Canterbury")
+    expect(page.locator("#ft-data-info")).to_contain_text("lines", timeout=60_000)
+    page.get_by_text("Hyper-parameters").click()
+    for name, value in {"max_steps": "300", "batch_size": "2", "seq_len": "32", "logging_steps": "1",
+                        "eval_steps": "0", "bleu_samples": "2"}.items():
+        box = page.locator(f"#ft-{name} input")
+        box.fill(value)
+        box.press("Tab")
+    page.locator("#ft-eval_before input").uncheck()
+    page.click("#ft-start")
+    expect(page.locator("#ft-status")).to_contain_text("running", timeout=120_000)
+    page.wait_for_function("() => { const p = document.querySelector('#ft-loss .js-plotly-plot');"
+                           " return p && p.data && p.data.length && p.data[0].x.length >= 2; }")
+    _shot(page, "walk-finetune", out)
+    page.click("#ft-cancel")
+    expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=60_000)
+
+    # Compress, checkpoint half: Huffman statistics of the embedded MiniLM, verified
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    page.get_by_role("tab", name="Checkpoint", exact=True).click()
+    _named(page, "Compress / Checkpoint")
+    page.locator("#ck-inspect").click()
+    page.get_by_text("verified bit-exact").wait_for(timeout=240_000)
+    page.get_by_text("entropy H").first.wait_for()
+    _shot(page, "walk-compress-checkpoint", out)
+
+    # Compress, text half: a paragraph through every coder, each row verified
+    page.get_by_role("tab", name="Text", exact=True).click()
+    _named(page, "Compress / Text")
+    page.locator("#ct-text textarea").fill(
+        "The language model predicts each next token. Common words are nearly free; names such as "
+        "Ada Lovelace and numbers such as 1843 cost many bits. An arithmetic coder turns those predictions "
+        "into a compressed file, and the same model decodes it back, byte for byte.")
+    page.locator("#ct-go").click()
+    page.get_by_text("every row decoded and compared").wait_for(timeout=300_000)
+    page.locator("#ct-bars .plot-container").first.wait_for()
+    _shot(page, "walk-compress-text", out)
+    context.close()
