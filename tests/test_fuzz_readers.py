@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save
 
 from models import conll
-from models.compression import checkpoint, container, huffman
+from models.compression import checkpoint, container, huffman, lm_codec, text_compare, text_container
 from models.compression import checkpoint_analysis as ca
 from models.compression import safetensors_io as sio
 from models.errors import CorruptFile, InputError, LMLabError
@@ -305,3 +305,115 @@ def test_safe_name_examples():
     assert safe_name("C:\\Users\\x\\model.safetensors") == "model.safetensors"
     assert safe_name("my model (1).safetensors") == "my_model_1_.safetensors"
     assert safe_name("a" * 500, suffix=".lmhz").endswith(".lmhz")
+
+
+# --- text container (LM-compressed text) -------------------------------------------------------------
+
+TEXT_SMALL = lm_codec.CodecSettings(window=32, keep=12, lane_tokens=40, max_lanes=4, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def text_blob(tiny_gpt2) -> bytes:
+    return lm_codec.compress(b"The cat sat on the mat, and the dog sat on the log.", tiny_gpt2, TEXT_SMALL).blob
+
+
+def _repack(blob: bytes, **changes) -> bytes:
+    header, payload = text_container.unpack(blob)
+    header.update(changes)
+    return text_container.pack({k: v for k, v in header.items() if not k.startswith("payload_")}, payload)
+
+
+def _text_readers(blob: bytes, loaded) -> None:
+    for read in (text_container.unpack, text_container.split_records,
+                 lambda b: lm_codec.decompress(b, loaded)):
+        try:
+            read(blob)
+        except LMLabError:
+            pass
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), min_size=1, max_size=4),
+       st.one_of(st.none(), st.integers(0, 10**5)))
+def test_text_container_byte_mutations(tiny_gpt2, text_blob, flips, cut):
+    buf = bytearray(text_blob)
+    for pos, byte in flips:
+        buf[pos % len(buf)] = byte
+    if cut is not None:
+        del buf[cut % len(buf):]
+    _text_readers(bytes(buf), tiny_gpt2)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["n_tokens", "n_bytes", "lanes", "lane_lengths", "window", "keep", "start_id", "threads",
+                        "mode", "fingerprint", "sha256", "format"]), JSON)
+def test_text_container_header_mutations(tiny_gpt2, text_blob, field, value):
+    """A header field replaced by arbitrary JSON (payload checksum recomputed): a typed error or the exact text."""
+    started = time.monotonic()
+    try:
+        out = lm_codec.decompress(_repack(text_blob, **{field: value}), tiny_gpt2)
+    except LMLabError:
+        pass
+    else:
+        assert out == b"The cat sat on the mat, and the dog sat on the log."
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("changes", [
+    dict(n_tokens=2**40, lanes=1, lane_lengths=[2**40], n_bytes=2**41),  # consistent, but far more than the payload
+    dict(n_tokens=10**6, lanes=1, lane_lengths=[10**6], n_bytes=100),  # more tokens than bytes
+    dict(start_id=10**9), dict(window=0), dict(window=10**9), dict(keep=-1),
+])
+def test_text_header_declaring_huge_or_impossible_work_is_refused(tiny_gpt2, text_blob, changes):
+    started = time.monotonic()
+    with pytest.raises(CorruptFile):
+        assert _peak_mib(lambda: lm_codec.decompress(_repack(text_blob, **changes), tiny_gpt2)) < 64
+    assert time.monotonic() - started < 10
+
+
+def test_text_lzma_bomb_is_bounded(tiny_gpt2, text_blob):
+    import lzma
+
+    bomb = lzma.compress(bytes(64 * 2**20), preset=9)  # 64 MiB of zeros in ~10 kB, the header says 51 bytes
+    header, _ = text_container.unpack(text_blob)
+    forged = text_container.pack({k: v for k, v in header.items() if not k.startswith("payload_")} | {"mode": "lzma"},
+                                 bomb)
+    with pytest.raises(CorruptFile, match="checksum"):
+        assert _peak_mib(lambda: lm_codec.decompress(forged, tiny_gpt2)) < 16
+
+
+def test_text_record_with_negative_size_does_not_loop(text_blob):
+    header, payload = text_container.unpack(text_blob)
+    raw = json.dumps(header | {"payload_bytes": -10**6}).encode()
+    blob = text_container._PREFIX.pack(text_container.MAGIC, text_container.VERSION, len(raw)) + raw + payload
+    done = []
+
+    def split():
+        try:
+            text_container.split_records(blob + text_blob)
+        except CorruptFile:
+            done.append(True)
+
+    import threading
+
+    worker = threading.Thread(target=split, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert done, "split_records did not finish with a CorruptFile within 5 s"
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_text_container_arbitrary_bytes(tail):
+    for blob in (text_container.MAGIC + tail, tail):
+        for read in (text_container.unpack, text_container.split_records):
+            try:
+                read(blob)
+            except LMLabError:
+                pass
+
+
+def test_restored_text_name_is_plain(tiny_gpt2, text_blob, monkeypatch):
+    monkeypatch.setattr(lm_codec.registry, "load_causal_lm", lambda key, device=None: tiny_gpt2)
+    data, path, _ = text_compare.decompress_file(text_blob, "../../../etc/cron.d/evil.lmlt")
+    assert path.parent.name == "restored-text" and path.name == "evil.txt" and path.read_bytes() == data

@@ -61,6 +61,11 @@ def _family():
     return _FAMILY
 
 
+# One record codes at most this much (the decoder refuses headers claiming more before allocating anything);
+# the command line splits longer files into records of --chunk-bytes (1 MiB by default).
+MAX_RECORD_BYTES = 16 * 2**20
+
+
 @dataclass(frozen=True)
 class CodecSettings:
     window: int = field(default=1024, metadata={"help": "tokens of context a lane may see before it is rebuilt"})
@@ -443,6 +448,9 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
 
     if not isinstance(data, (bytes, bytearray)):
         raise InputError("compress() takes bytes; encode text as UTF-8 first")
+    if len(data) > MAX_RECORD_BYTES:
+        raise InputError(f"{len(data):,} bytes is more than one record holds ({MAX_RECORD_BYTES:,}); code the file in "
+                         "chunks (the command line's --chunk-bytes)")
     data = bytes(data)
     s = settings or CodecSettings()
     _check_settings(s, loaded)
@@ -500,21 +508,38 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
         lengths = [int(n) for n in header["lane_lengths"]]
         n_tokens, mode = int(header["n_tokens"]), header["mode"]
         window, keep, start_id = int(header["window"]), int(header["keep"]), int(header["start_id"])
-        threads = int(header["threads"])
+        threads, lanes = int(header["threads"]), int(header["lanes"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFile(f"the header lacks a field or has a bad value ({exc})") from exc
-    if sum(lengths) != n_tokens or len(lengths) != int(header.get("lanes", -1)) or not 1 <= threads <= 1024:
+    if sum(lengths) != n_tokens or len(lengths) != lanes or not 1 <= threads <= 1024:
         raise CorruptFile("the header's lane lengths do not add up: the file is corrupt")
+    # A hostile header must not make the decoder allocate or run without bound: every token is at least one
+    # byte, and the lanes are exactly what the encoder derives from the token count.
+    n_bytes = header.get("n_bytes")
+    if type(n_bytes) is not int or not 0 <= n_tokens <= n_bytes or lengths != lane_lengths(n_tokens, len(lengths)):
+        raise CorruptFile("the header's sizes do not fit together: the file is corrupt")
+    if n_bytes > MAX_RECORD_BYTES:
+        raise CorruptFile(f"the header declares {n_bytes:,} bytes in one record; files made here hold at most "
+                          f"{MAX_RECORD_BYTES:,} per record (the command line codes longer files in chunks)")
+    if not isinstance(recorded, dict):
+        raise CorruptFile("the header's fingerprint is malformed: the file is corrupt")
     if loaded is None:
         loaded = registry.load_causal_lm(recorded.get("model", ""), device=device)
     text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
     if mode == "lzma":
-        try:
-            data = lzma.decompress(payload)
+        try:  # bounded: an LZMA stream can claim far more than the header's size
+            inflater = lzma.LZMADecompressor()
+            data = inflater.decompress(payload, max_length=n_bytes + 1)
         except lzma.LZMAError as exc:
             raise CorruptFile(f"the LZMA payload does not decode ({exc})") from exc
         return _verified(data, header)
+    try:
+        _check_settings(CodecSettings(window=window, keep=keep, threads=threads), loaded)
+    except InputError as exc:
+        raise CorruptFile(f"the header's coding settings are invalid ({exc}): the file is corrupt") from None
     runner = _runner(loaded, recorded["precision"])
+    if not 0 <= start_id < runner.vocab:
+        raise CorruptFile("the header's start token is outside the model's vocabulary: the file is corrupt")
     if len(payload) % 4:
         raise CorruptFile("the payload is not a whole number of 32-bit words: the file is corrupt")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))

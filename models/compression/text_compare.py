@@ -14,7 +14,9 @@ from pathlib import Path
 
 from models import registry, settings
 from models.compression import lm_codec, text_baselines, text_container
+from models.device import pick
 from models.errors import InputError
+from models.filenames import safe_name
 
 # The app (not the CLI) refuses longer inputs: on a CPU the model codes roughly 1-4 kB/s and
 # the result is decoded again to verify it, so 16 kB already means tens of seconds.
@@ -77,8 +79,12 @@ def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple
     """Decode an uploaded .lmlt file with the model named in its header (fingerprint checked);
     the restored bytes are written only after their checksum matched."""
     header = lm_codec.read_header(blob)
+    limit = UI_LIMIT_GPU if pick().device.type == "cuda" else UI_LIMIT_CPU
+    if not isinstance(header.get("n_bytes"), int) or header["n_bytes"] > limit:  # the decoder runs per token
+        raise InputError(f"this file restores {header.get('n_bytes')!r} bytes; the app decodes at most {limit:,} "
+                         f"on this device. Use the command line: python -m models.compression text decompress FILE")
     data = lm_codec.decompress(blob, None, _stage(progress, "decoding"))
-    stem = Path(name).name.removesuffix(text_container.SUFFIX) or "restored"
+    stem = safe_name(Path(str(name)).name.removesuffix(text_container.SUFFIX), "restored")
     path = settings.home() / "restored-text" / f"{stem}.txt"
     settings.atomic_write_bytes(path, data)
     return data, path, header

@@ -58,7 +58,7 @@ def unpack(blob: bytes) -> tuple[dict, bytes]:
     try:
         header = json.loads(blob[_PREFIX.size:_PREFIX.size + n].decode("utf-8"))
         assert isinstance(header, dict)
-    except (UnicodeDecodeError, ValueError, AssertionError) as exc:
+    except (UnicodeDecodeError, ValueError, AssertionError, RecursionError) as exc:
         raise CorruptFile(f"the header is not valid JSON ({exc}): the file is corrupt") from exc
     payload = blob[_PREFIX.size + n:]
     if len(payload) != header.get("payload_bytes"):
@@ -80,9 +80,12 @@ def split_records(blob: bytes) -> list[bytes]:
             raise CorruptFile(f"not an LM Lab text record at byte {pos}: magic {magic!r}")
         try:
             size = int(json.loads(blob[pos + _PREFIX.size:pos + _PREFIX.size + n])["payload_bytes"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CorruptFile(f"the header at byte {pos} is damaged ({exc})") from exc
         end = pos + _PREFIX.size + n + size
+        if size < 0 or end > len(blob):  # a negative size would walk backwards for ever
+            raise CorruptFile(f"the record at byte {pos} declares {size:,} payload bytes; the file has "
+                              f"{len(blob) - pos:,} left (truncated or corrupt)")
         records.append(blob[pos:end])
         pos = end
     return records
