@@ -2,7 +2,9 @@
 
 Launches ``python app.py --offline`` on a free port (the embedded models), warms each endpoint once,
 then runs the clients in threads, each with its own gradio_client.Client, and samples the app
-process's resident memory (children included) every 0.2 s. Prints a markdown table and writes
+process's resident memory (children included) every 0.2 s. Latency counts the wait in the queue:
+all model work shares one queue, so under load it is mostly waiting; the "alone" column is the same
+request on the idle app, measured in the same run. Prints a markdown table and writes
 benchmarks/results/load.json.
 
     python -m benchmarks.load [--clients 20] [--seconds 60]
@@ -102,6 +104,14 @@ def run(clients: int, seconds: float) -> dict:
         warm = Client(url, verbose=False)
         for api, kwargs in MIX:  # models load once here, not inside the measured minute
             warm.predict(api_name=api, **kwargs)
+        alone = {}  # the baseline: each request on an idle app, one client, three times
+        for api, kwargs in MIX:
+            times = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                warm.predict(api_name=api, **kwargs)
+                times.append(time.monotonic() - t0)
+            alone[api] = statistics.median(times)
         sampler = MemorySampler(proc.pid)
         idle_rss = sampler.rss()
         sampler.start()
@@ -145,7 +155,8 @@ def run(clients: int, seconds: float) -> dict:
     for api, _ in MIX:
         lat = [s for a, s, e in records if a == api and e is None]
         errs = [e for a, _, e in records if a == api and e is not None]
-        per[api] = {"completed": len(lat), "errors": len(errs), "p50_s": round(_percentile(lat, 0.5), 3),
+        per[api] = {"alone_s": round(alone[api], 3), "completed": len(lat), "errors": len(errs),
+                    "p50_s": round(_percentile(lat, 0.5), 3),
                     "p95_s": round(_percentile(lat, 0.95), 3), "mean_s": round(statistics.fmean(lat), 3) if lat else None,
                     "error_samples": sorted(set(errs))[:3]}
     return {
@@ -165,9 +176,11 @@ def table(result: dict) -> str:
     lines = [f"{result['clients']} clients for {result['seconds']:.0f} s: **{result['completed']} requests** "
              f"({result['requests_per_s']}/s), **{result['errors']} errors**, peak resident memory "
              f"**{result['peak_rss_mib']:,} MiB** (idle after warm-up {result['idle_rss_mib']:,} MiB)", "",
-             "| endpoint | completed | errors | p50 latency | p95 latency |", "|---|---:|---:|---:|---:|"]
+             "| endpoint | alone (1 client) | completed | errors | p50 latency | p95 latency |",
+             "|---|---:|---:|---:|---:|---:|"]
     for api, p in result["endpoints"].items():
-        lines.append(f"| `{api}` | {p['completed']} | {p['errors']} | {p['p50_s']:.2f} s | {p['p95_s']:.2f} s |")
+        lines.append(f"| `{api}` | {p['alone_s']:.2f} s | {p['completed']} | {p['errors']} | {p['p50_s']:.2f} s | "
+                     f"{p['p95_s']:.2f} s |")
     return "\n".join(lines)
 
 
