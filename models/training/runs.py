@@ -71,14 +71,17 @@ def append_metrics(folder: Path, record: dict) -> None:
 def read_metrics(run_id: str) -> list[dict]:
     records = []
     try:
-        text = (run_dir(run_id) / "metrics.jsonl").read_text(encoding="utf-8")
+        # errors="replace": a damaged byte spoils its own line (skipped below), not the whole chart
+        text = (run_dir(run_id) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return records
     for line in text.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue  # the line being written right now
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
