@@ -56,7 +56,8 @@ def test_model_handlers_request_a_gpu_on_a_space(monkeypatch):
 
 
 def test_heavy_events_share_one_queue():
-    """Every event that runs a language model waits in the one 'model' queue, so they share the device."""
+    """Every event that runs a language model waits in the one 'model' queue (so they share the device), and shows
+    its place in that queue."""
     import app
 
     demo = app.build_demo()
@@ -65,4 +66,6 @@ def test_heavy_events_share_one_queue():
     missing = heavy - set(by_name)
     assert not missing, f"events not found: {missing}"
     assert {by_name[name].concurrency_id for name in heavy} == {"model"}
+    # show_progress "full" is what draws "queue: 3/7" with an ETA over the outputs while a request waits
+    assert all(by_name[name].show_progress == "full" and by_name[name].queue is not False for name in heavy)
     assert by_name["stop"].queue is False  # Stop never waits behind the work it stops
