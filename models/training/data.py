@@ -104,14 +104,7 @@ def _lines(lines) -> list[str]:
 
 def _read_upload_text(upload: str) -> str:
     path = _upload_path(upload)
-    data = path.read_bytes()
-    if b"\x00" in data[:4096]:
-        raise InputError(f"{path.name} is a binary file, not text: upload a UTF-8 .txt file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path.name}, line {line}: not UTF-8 text; save the file as UTF-8 and upload it again") from exc
+    return conll.decode_upload(path.read_bytes(), what=path.name)
 
 
 def _upload_path(upload: str) -> Path:
