@@ -19,7 +19,8 @@ TITLE = "LM Lab"
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as demo:
+    # No usage analytics: the app must work offline and a classroom owes no one telemetry.
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {TITLE}\nHow a language model writes text one token at a time — and why the same model is a "
             f"lossless compressor. Running on **{device.pick().name}**"
