@@ -13,7 +13,7 @@ from components.common import explain, guard
 from components.plots import FONT, bar_figure
 from models import registry
 from models.compression import lm_codec, text_compare
-from models.errors import InputError, ModelUnavailable
+from models.errors import InputError
 
 # The app codes short texts: small lanes keep several lanes busy (faster on a CPU) for a small
 # cost in bits; the command line uses the larger defaults of CodecSettings.
@@ -44,14 +44,6 @@ _HEADERS = ["coder", "kind", "bytes in", "bytes out", "bits/byte", "compress s",
 
 def _model_choices() -> list[tuple[str, str]]:
     return [(s.label, s.key) for s in registry.catalogue(registry.CAUSAL_LM)]
-
-
-def _load(model_key: str) -> registry.Loaded:
-    spec = registry.get(model_key, registry.CAUSAL_LM)
-    ok, why = registry.availability(spec)
-    if not ok:
-        raise ModelUnavailable(why)
-    return registry.load_causal_lm(model_key)
 
 
 def _input_bytes(text: str | None, upload) -> bytes:
@@ -137,7 +129,7 @@ def _short(coder: str) -> str:
 def compress_text(text, upload, model_key, progress=gr.Progress()):
     """Compress with every coder, verify each by decoding, and show where the model spends its bits."""
     data = _input_bytes(text, upload)
-    loaded = _load(model_key)
+    loaded = registry.load_causal_lm(model_key)
     c = text_compare.compare(data, loaded, UI_CODEC, limit=text_compare.ui_limit(loaded),
                              progress=lambda f, m: progress(f, desc=m))
     rows = [[r.coder, r.family, r.original_bytes, r.compressed_bytes, round(r.bpb, 3), round(r.compress_s, 3),
@@ -183,7 +175,7 @@ def decompress_text(upload, progress=gr.Progress()):
 @guard
 def sample_bits(model_key, seed, n_tokens, prompt, progress=gr.Progress()):
     """Sampling is decompression: decode random bits (from the seed) with the model."""
-    loaded = _load(model_key)
+    loaded = registry.load_causal_lm(model_key)
     if seed is None or n_tokens is None:
         raise InputError("choose a seed and a number of tokens")
     s = lm_codec.sample_from_bits(loaded, int(seed), int(n_tokens), prompt or "",

@@ -10,7 +10,6 @@ from components.common import explain, guard
 from components.plots import next_token_figure
 from components.tokens import token_strip
 from models import generator, registry, zerogpu
-from models.errors import ModelUnavailable
 
 EXAMPLES = [
     ["Once upon a time, in a small village by the sea,", 0.8, 0.95, 50, 7],
@@ -38,19 +37,7 @@ _running_lock = threading.Lock()
 
 
 def model_choices() -> list[tuple[str, str]]:
-    choices = []
-    for spec in registry.catalogue(registry.CAUSAL_LM):
-        ok, why = registry.availability(spec)
-        choices.append((spec.label if ok else f"{spec.label} — needs download", spec.key))
-    return choices
-
-
-def _load(model_key: str):
-    spec = registry.get(model_key, registry.CAUSAL_LM)
-    ok, why = registry.availability(spec)
-    if not ok:
-        raise ModelUnavailable(why)
-    return registry.load_causal_lm(model_key)
+    return registry.choices(registry.CAUSAL_LM)
 
 
 def _settings(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, chat) -> generator.SamplingSettings:
@@ -80,7 +67,7 @@ def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repet
              request: gr.Request):
     """Stream the continuation of `prompt`: (text so far, token view HTML, status)."""
     s = _settings(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, chat)
-    loaded = _load(model_key)
+    loaded = registry.load_causal_lm(model_key)
     cancel = threading.Event()
     session = getattr(request, "session_hash", None) or str(id(cancel))
     with _running_lock:
@@ -110,7 +97,7 @@ def stop(request: gr.Request) -> None:
 @guard
 def next_token(prompt, output, model_key, temperature, top_p, top_k):
     """The distribution of the next token after prompt + output, before and after the sliders."""
-    loaded = _load(model_key)
+    loaded = registry.load_causal_lm(model_key)
     cands, notice = generator.next_token(loaded, (prompt or "") + (output or ""), temperature, top_p, int(top_k))
     rows = [[i + 1, repr(c.token), round(c.prob, 4), round(c.prob_tempered, 4), "kept" if c.kept else "cut",
              round(c.prob_final, 4)] for i, c in enumerate(cands)]

@@ -44,11 +44,7 @@ The **spaCy fallback** is a different kind of model (OntoNotes types, mapped to 
 
 
 def model_choices() -> list[tuple[str, str]]:
-    choices = []
-    for spec in registry.catalogue(registry.TOKEN_CLASSIFICATION):
-        ok, _ = registry.availability(spec)
-        choices.append((spec.label if ok else f"{spec.label} — needs download", spec.key))
-    return choices
+    return registry.choices(registry.TOKEN_CLASSIFICATION)
 
 
 def default_model(choices: list[tuple[str, str]]) -> str:

@@ -105,6 +105,12 @@ def catalogue(task: str) -> list[ModelSpec]:
     return specs
 
 
+def choices(task: str) -> list[tuple[str, str]]:
+    """(label, key) for a picker: models that cannot load now say they need a download."""
+    return [(spec.label if availability(spec)[0] else f"{spec.label} — needs download", spec.key)
+            for spec in catalogue(task)]
+
+
 def get(key: str, task: str | None = None) -> ModelSpec:
     for spec in catalogue(task) if task else catalogue(CAUSAL_LM) + catalogue(TOKEN_CLASSIFICATION):
         if spec.key == key:

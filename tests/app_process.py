@@ -22,9 +22,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_app(*flags: str, log_path: Path, env: dict | None = None, python: str = sys.executable,
-                timeout: float = 240) -> Iterator[tuple[str, subprocess.Popen]]:
+                timeout: float = 240, base_env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Yield (url, process) once the port accepts connections; ``base_env`` replaces os.environ."""
     port = free_port()
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    full_env = dict(os.environ if base_env is None else base_env, PYTHONUNBUFFERED="1", **(env or {}))
     with open(log_path, "w") as log:
         proc = subprocess.Popen([python, "app.py", "--port", str(port), *flags], cwd=ROOT, env=full_env,
                                 stdout=log, stderr=subprocess.STDOUT)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,44 +59,21 @@ def smollm():
     return registry.load_causal_lm("smollm2-135m-instruct", device="cpu")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_APP: dict[str, int] = {}
 
 
 @pytest.fixture(scope="session")
 def app_url(lmlab_home, tmp_path_factory):
-    """The real app, launched as `python app.py` in a subprocess on a free port."""
-    port = _free_port()
+    """The real app, launched as `python app.py --offline` in a subprocess on a free port."""
+    from tests.app_process import running_app
+
     log_path = tmp_path_factory.mktemp("app-log") / "app.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--offline"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited early:\n{log_path.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"app did not start in time:\n{log_path.read_text()[-3000:]}")
-    _APP["pid"] = proc.pid
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-_APP: dict[str, int] = {}
+        with running_app("--offline", log_path=log_path, timeout=180) as (url, proc):
+            _APP["pid"] = proc.pid
+            yield url
+    except RuntimeError as exc:  # the app exited early or never listened: show its log
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

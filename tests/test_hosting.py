@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.app_process import running_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,12 +51,6 @@ def test_requirements_are_all_pinned():
             assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.+\-]+", line), f"not pinned: {line}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_fresh_environment_from_requirements_serves_the_app(tmp_path):
     """python -m venv + pip install -r requirements.txt, nothing else: the app imports, builds and serves its page."""
@@ -72,25 +66,9 @@ def test_fresh_environment_from_requirements_serves_the_app(tmp_path):
     build = subprocess.run([str(py), "-c", "import app; demo = app.build_demo(); print(len(demo.fns))"], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0 and int(build.stdout.split()[-1]) > 5, build.stderr[-3000:]
-    port = _free_port()
     log = tmp_path / "app.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([str(py), "app.py", "--offline", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
-    try:
-        deadline, status = time.monotonic() + 240, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-                    status, body = resp.status, resp.read()
-                break
-            except OSError:
-                time.sleep(1)
-        assert status == 200, f"the app did not serve its page:\n{log.read_text()[-3000:]}"
-        assert b"<html" in body.lower() or b"gradio" in body.lower()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_app("--offline", log_path=log, python=str(py), base_env=env) as (url, _proc):
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            status, body = resp.status, resp.read()
+    assert status == 200, f"the app did not serve its page:\n{log.read_text()[-3000:]}"
+    assert b"<html" in body.lower() or b"gradio" in body.lower()
