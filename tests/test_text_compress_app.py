@@ -40,7 +40,7 @@ def test_api_bad_inputs(client, tmp_path):
     with pytest.raises(Exception, match="at most 16,000 bytes"):
         client.predict("x" * 16_001, None, MODEL, api_name="/compress_text")
     bad = tmp_path / "bad.lmlt"
-    bad.write_bytes(b"LMLT\x01\xff\xff\x00\x00{}")
+    bad.write_bytes(b"LMLT\x02\xff\xff\x00\x00{}")
     with pytest.raises(Exception, match="exceeds the file size|truncated"):
         client.predict(handle_file(str(bad)), api_name="/decompress_text")
     with pytest.raises(Exception, match="upload a .lmlt file"):

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from models import registry
-from models.compression import text_container
+from models.compression import kv_cache, text_container
 from models.errors import Cancelled, CorruptFile, InputError
 
 CODEC = "lm-range-1"
@@ -233,6 +233,7 @@ class _Runner:
         if precision == "bf16-body" and next(body.parameters()).dtype != torch.bfloat16:
             body = copy.deepcopy(body).to(torch.bfloat16)
         self.body = body.eval()
+        self.config = model.config
         head = model.get_output_embeddings()
         self.head_w = head.weight.detach().to(self.device, torch.float32)
         bias = getattr(head, "bias", None)
@@ -304,8 +305,8 @@ def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
         kernel = torch.backends.cpu.get_cpu_capability()
     return {
         "model": loaded.spec.key,
-        "weights_sha256": _weights_sha256(loaded),
-        "tokenizer_sha256": _tokenizer_sha256(loaded.tokenizer),
+        "weights_sha256": _weights_sha256(loaded)[:16],  # 64 bits tell checkpoints apart; the header stays short
+        "tokenizer_sha256": _tokenizer_sha256(loaded.tokenizer)[:16],
         "precision": runner.precision,
         "device_type": device.type,
         "kernel": kernel,
@@ -380,7 +381,9 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
         first = torch.tensor([[start_id] + prefix] * lanes, dtype=torch.long)
         if first.shape[1] > window:  # a long prompt (sampling): keep its end
             first = torch.tensor([[start_id] + prefix[-keep:]] * lanes, dtype=torch.long) if keep else first[:, :1]
-        cache, probs = runner.forward(first, None)
+        # sized from the recorded settings alone, so encoder and decoder allocate the same buffers
+        cache = kv_cache.preallocated(runner.config, min(window, first.shape[1] + steps))
+        cache, probs = runner.forward(first, cache)
         context = first.shape[1]
         total = sum(lengths)
         done = 0
@@ -397,7 +400,8 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
                 break
             if context + 1 > window:  # rebuild: start token + the last `keep` tokens, one prefill
                 rows = [[start_id] + (h[-keep:] if keep else []) for h in history]
-                cache, probs = runner.forward(torch.tensor(rows, dtype=torch.long), None)
+                kv_cache.reset(cache)
+                cache, probs = runner.forward(torch.tensor(rows, dtype=torch.long), cache)
                 context = len(rows[0])
             else:
                 feed = torch.tensor([[h[-1]] for h in history], dtype=torch.long)
@@ -466,7 +470,7 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
     start_id = _start_id(loaded.tokenizer)
     threads = s.threads or torch.get_num_threads()
     header = {"format": "lmlab-text", "mode": mode, "n_bytes": len(data), "n_tokens": len(ids),
-              "sha256": hashlib.sha256(data).hexdigest(), "lanes": lanes, "lane_lengths": lengths,
+              "sha256": _data_hash(data), "lanes": lanes,
               "window": s.window, "keep": s.keep, "start_id": start_id, "threads": threads, "fingerprint": fp}
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
@@ -505,19 +509,18 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
     header, payload = text_container.unpack(blob)
     try:
         recorded = header["fingerprint"]
-        lengths = [int(n) for n in header["lane_lengths"]]
         n_tokens, mode = int(header["n_tokens"]), header["mode"]
         window, keep, start_id = int(header["window"]), int(header["keep"]), int(header["start_id"])
         threads, lanes = int(header["threads"]), int(header["lanes"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFile(f"the header lacks a field or has a bad value ({exc})") from exc
-    if sum(lengths) != n_tokens or len(lengths) != lanes or not 1 <= threads <= 1024:
-        raise CorruptFile("the header's lane lengths do not add up: the file is corrupt")
     # A hostile header must not make the decoder allocate or run without bound: every token is at least one
-    # byte, and the lanes are exactly what the encoder derives from the token count.
+    # byte, and the lanes are exactly the split the encoder derives from the token count (no empty lane).
     n_bytes = header.get("n_bytes")
-    if type(n_bytes) is not int or not 0 <= n_tokens <= n_bytes or lengths != lane_lengths(n_tokens, len(lengths)):
+    if type(n_bytes) is not int or not 0 <= n_tokens <= n_bytes or not 1 <= threads <= 1024 \
+            or not 1 <= lanes <= max(1, n_tokens) or CodecSettings(lanes=lanes).lane_count(n_tokens) != lanes:
         raise CorruptFile("the header's sizes do not fit together: the file is corrupt")
+    lengths = lane_lengths(n_tokens, lanes)
     if n_bytes > MAX_RECORD_BYTES:
         raise CorruptFile(f"the header declares {n_bytes:,} bytes in one record; files made here hold at most "
                           f"{MAX_RECORD_BYTES:,} per record (the command line codes longer files in chunks)")
@@ -561,8 +564,13 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
     return _verified(data, header)
 
 
+def _data_hash(data: bytes) -> str:
+    """The first 128 bits of the sha256: a wrong decode or a damaged file never matches by chance."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 def _verified(data: bytes, header: dict) -> bytes:
-    if len(data) != header.get("n_bytes") or hashlib.sha256(data).hexdigest() != header.get("sha256"):
+    if len(data) != header.get("n_bytes") or _data_hash(data) != header.get("sha256"):
         raise CorruptFile("the decoded text does not match the original's checksum: the decoder computed other "
                           "probabilities than the encoder (another machine type?) or the file is corrupt. "
                           "Nothing was written.")
