@@ -20,7 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,18 +28,15 @@ import zstandard
 
 from models import policy
 from models.compression import container, huffman
+from models.compression import plane_kernels as pk
 from models.compression import safetensors_io as sio
 from models.errors import CorruptFile, InputError
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover
-    from models.compression.huffman import njit
-
 CHUNK = 1 << 17  # symbols per table: 128 Ki, the size that minimised MiniLM's coded size
 BLOCK = 1 << 14  # symbols per independently decodable block (the lanes of a parallel decoder)
-MAX_LEN = 14  # longest code: 12 costs MiniLM's exponents 0.4 % more bits, 14 only 0.15 %
-TABLE_BYTES = 128  # 256 code lengths as nibbles
+MAX_LEN = pk.MAX_LEN  # longest code, 14: 12 costs MiniLM's exponents 0.4 % more bits, 14 only 0.15 %
+TABLE_BYTES = pk.TABLE_BYTES  # 256 code lengths as nibbles
+HEADER_ROOM = 1 << 16  # output bytes reserved for the header beyond the payload's worst case
 WORTH = 0.997  # a plane is Huffman-coded only if that saves at least 0.3 % of it
 Progress = Callable[[float, str], None]
 
@@ -48,107 +45,21 @@ def _quiet(fraction: float, message: str) -> None:
     pass
 
 
-# --- plane split / merge (compiled: one pass instead of numpy's several) ---------------------
+# --- planes ------------------------------------------------------------------------------------
+# A tensor's values are read in place (``_values``); plane j is a byte of each value, picked by the
+# compiled kernels as they go (plane_kernels.plane_params), so no plane array is ever materialised
+# on the way in.
+
+ROTATED = ("BF16", "F16", "F32", "F64")
+SAMPLE_MIN = 1 << 16  # planes this long are first judged from every SAMPLE_STEP-th byte
+SAMPLE_STEP = 8
+NEAR_UNIFORM = 7.95  # bits: a plane whose sample has more entropy is stored raw without a full pass
+MAX_CHUNK = 1 << 24
 
 
-@njit(cache=True)
-def _split16(v, lo, hi):
-    for i in range(v.shape[0]):
-        r = ((v[i] << 1) | (v[i] >> 15)) & 0xFFFF
-        lo[i] = r & 0xFF
-        hi[i] = r >> 8
-
-
-@njit(cache=True)
-def _merge16(lo, hi, v):
-    for i in range(v.shape[0]):
-        r = (np.uint16(hi[i]) << 8) | np.uint16(lo[i])
-        v[i] = ((r >> 1) | (r << 15)) & 0xFFFF
-
-
-@njit(cache=True)
-def _split32(v, p0, p1, p2, p3):
-    for i in range(v.shape[0]):
-        r = ((v[i] << 1) | (v[i] >> 31)) & 0xFFFFFFFF
-        p0[i] = r & 0xFF
-        p1[i] = (r >> 8) & 0xFF
-        p2[i] = (r >> 16) & 0xFF
-        p3[i] = r >> 24
-
-
-@njit(cache=True)
-def _merge32(p0, p1, p2, p3, v):
-    for i in range(v.shape[0]):
-        r = (np.uint32(p3[i]) << 24) | (np.uint32(p2[i]) << 16) | (np.uint32(p1[i]) << 8) | np.uint32(p0[i])
-        v[i] = ((r >> 1) | (r << 31)) & 0xFFFFFFFF
-
-
-@njit(cache=True)
-def _chunk_hist(plane, chunk):
-    n = plane.shape[0]
-    k = (n + chunk - 1) // chunk
-    out = np.zeros((k, 256), dtype=np.int64)
-    sub = np.zeros((4, 256), dtype=np.int32)  # four counters break the store-to-load chain of runs
-    for c in range(k):
-        sub[:] = 0
-        start = c * chunk
-        end = min(n, start + chunk)
-        i = start
-        while i + 4 <= end:
-            sub[0, plane[i]] += 1
-            sub[1, plane[i + 1]] += 1
-            sub[2, plane[i + 2]] += 1
-            sub[3, plane[i + 3]] += 1
-            i += 4
-        while i < end:
-            sub[0, plane[i]] += 1
-            i += 1
-        for b in range(256):
-            out[c, b] = sub[0, b] + sub[1, b] + sub[2, b] + sub[3, b]
-    return out
-
-
-def split_planes(raw: memoryview | bytes, dtype: str) -> tuple[str, list[np.ndarray]]:
-    """(transform, byte planes least significant first) of a tensor's raw little-endian bytes."""
+def _values(raw: memoryview | bytes, dtype: str) -> np.ndarray:
     item = sio.DTYPES[dtype][1]
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    n = len(buf) // item
-    if dtype in ("BF16", "F16"):
-        planes = [np.empty(n, np.uint8), np.empty(n, np.uint8)]
-        _split16(buf.view(np.uint16), *planes)
-        return "rotl1", planes
-    if dtype == "F32":
-        planes = [np.empty(n, np.uint8) for _ in range(4)]
-        _split32(buf.view(np.uint32), *planes)
-        return "rotl1", planes
-    if dtype == "F64":
-        v = buf.view(np.uint64)
-        r = (v << np.uint64(1)) | (v >> np.uint64(63))
-        return "rotl1", [np.ascontiguousarray(r.view(np.uint8).reshape(n, 8)[:, j]) for j in range(8)]
-    return "none", [np.ascontiguousarray(buf.reshape(n, item)[:, j]) for j in range(item)] if item > 1 else [buf]
-
-
-def merge_planes(planes: list[np.ndarray], dtype: str, transform: str, out: np.ndarray | None = None) -> np.ndarray:
-    """The tensor's raw bytes (uint8) from its planes, written into ``out`` when given."""
-    item = sio.DTYPES[dtype][1]
-    n = len(planes[0]) if planes else 0
-    if out is None:
-        out = np.empty(n * item, np.uint8)
-    if transform == "rotl1" and item == 2:
-        _merge16(planes[0], planes[1], out.view(np.uint16))
-    elif transform == "rotl1" and item == 4:
-        _merge32(*planes, out.view(np.uint32))
-    else:
-        grid = out.reshape(n, item)
-        for j, p in enumerate(planes):
-            grid[:, j] = p
-        if transform == "rotl1":
-            r = out.view(np.uint64)
-            r[:] = (r >> np.uint64(1)) | (r << np.uint64(63))
-    return out
-
-
-# --- one plane --------------------------------------------------------------------------------
+    return np.frombuffer(raw, dtype=np.uint8 if item == 1 else f"<u{item}")
 
 
 def _pack_table(lengths: np.ndarray) -> bytes:
@@ -164,108 +75,111 @@ def _unpack_table(buf: bytes | memoryview) -> np.ndarray:
 
 
 @dataclass
-class PlaneResult:
+class PlanePlan:
+    """How one plane will be coded, with every size known before a byte is written."""
     entry: dict
-    parts: list  # buffers whose concatenation is the plane's segment (no copy until the container is packed)
-    hist: np.ndarray  # histogram of the whole plane
-    huff_symbols: int = 0  # symbols that went through the Huffman coder
-    huff_bits: int = 0  # the bits it used for them (tables and block offsets not included)
+    params: tuple
+    size: int  # bytes of the plane's segment
+    hist: np.ndarray  # histogram of the whole plane (zeros when a sample showed it near-uniform)
+    use: np.ndarray | None = None  # per chunk: Huffman-coded (else raw)
+    lens: np.ndarray | None = None  # per chunk: code lengths
+    bits: np.ndarray | None = None  # per chunk: coded bits
+    huff_symbols: int = 0  # symbols that go through the Huffman coder
+    huff_bits: int = 0  # the bits it uses for them (tables and block offsets not included)
     huff_entropy_bits: float = 0.0  # sum over those chunks of n * H(chunk)
 
-    @property
-    def size(self) -> int:
-        return sum(memoryview(p).nbytes for p in self.parts)
 
-    @property
-    def segment(self) -> bytes:
-        return b"".join(self.parts)
-
-
-def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = BLOCK,
-                 max_len: int = MAX_LEN) -> PlaneResult:
+def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, block: int = BLOCK,
+               max_len: int = MAX_LEN) -> PlanePlan:
     """The smallest of: raw, per-chunk tables, one shared table (each chunk may still stay raw)."""
-    n = len(plane)
-    hists = _chunk_hist(plane, chunk) if n else np.zeros((0, 256), np.int64)
-    total = hists.sum(axis=0) if n else np.zeros(256, np.int64)
+    n = len(v)
+    plan = PlanePlan({"role": role, "mode": "raw", "symbols": n}, params, n, np.zeros(256, np.int64))
+    if n == 0:
+        return plan
+    if role != "exponent" and n >= SAMPLE_MIN:  # mantissa bytes: a sample tells near-uniform ones cheaply
+        sample = pk.chunk_hists(v[::SAMPLE_STEP], *params, n)[0]
+        if huffman.entropy_bits(sample) > NEAR_UNIFORM:
+            return plan
+    hists = pk.chunk_hists(v, *params, chunk)
+    plan.hist = total = hists.sum(axis=0)
     sizes = np.minimum(chunk, n - chunk * np.arange(len(hists)))
     offsets_bytes = 4 * -(-sizes // block)
-    overhead = container.CHUNK_RECORD.size
-
-    own = [huffman.code_lengths(h, max_len) for h in hists]
-    own_bits = np.array([huffman.coded_bits(h, ln) for h, ln in zip(hists, own, strict=True)], dtype=np.int64)
-    own_cost = np.minimum(sizes, (own_bits + 7) // 8 + TABLE_BYTES + offsets_bytes)
-    shared = huffman.code_lengths(total, max_len)
-    sh_bits = hists.astype(np.int64) @ shared.astype(np.int64)
-    sh_cost = np.minimum(sizes, (sh_bits + 7) // 8 + offsets_bytes)
-    costs = {"raw": n, "chunked": int(own_cost.sum()) + overhead * len(hists),
-             "shared": TABLE_BYTES // 2 + int(sh_cost.sum()) + overhead * len(hists)}
+    own, own_bits = pk.lengths_batch(hists, max_len)
+    own_coded = (own_bits + 7) // 8 + TABLE_BYTES + offsets_bytes
+    shared = pk.lengths_batch(total[None, :], max_len)[0][0]
+    sh_bits = hists @ shared.astype(np.int64)
+    sh_coded = (sh_bits + 7) // 8 + offsets_bytes
+    records = pk.RECORD * len(hists)
+    costs = {"chunked": int(np.minimum(sizes, own_coded).sum()) + records,
+             "shared": TABLE_BYTES // 2 + int(np.minimum(sizes, sh_coded).sum()) + records}
     mode = min(costs, key=costs.get)
     if costs[mode] > WORTH * n:  # near-uniform planes (bf16/fp16 mantissas): the coding time buys nothing
-        mode = "raw"
-    result = PlaneResult({"role": role, "mode": mode, "symbols": n}, [], total)
-    if mode == "raw":
-        result.parts = [memoryview(plane)]
-        return result
+        return plan
+    coded, plan.lens, plan.bits = (own_coded, own, own_bits) if mode == "chunked" else \
+        (sh_coded, np.ascontiguousarray(np.broadcast_to(shared, hists.shape)), sh_bits)
+    plan.use = coded < sizes  # incompressible chunks stay as they are
+    plan.entry["mode"] = mode
     if mode == "shared":  # in the header, which is deflated as a whole: similar tables cost little there
-        result.entry["table"] = _pack_table(shared).hex()
-    parts = []
-    for k, h in enumerate(hists):
-        piece = plane[k * chunk:k * chunk + int(sizes[k])]
-        lengths, bits, cost = (own[k], own_bits[k], own_cost[k]) if mode == "chunked" else (shared, sh_bits[k], sh_cost[k])
-        if cost >= sizes[k]:  # incompressible chunk: keep it as it is
-            parts += [container.CHUNK_RECORD.pack(container.RAW, len(piece), len(piece)), memoryview(piece)]
-            continue
-        stream = huffman.encode(piece, lengths, block)
-        body = [stream.block_bits.astype("<u4").tobytes(), stream.data]
-        if mode == "chunked":
-            body.insert(0, _pack_table(lengths))
-        parts += [container.CHUNK_RECORD.pack(container.HUFFMAN, len(piece), sum(map(len, body))), *body]
-        result.huff_symbols += len(piece)
-        result.huff_bits += int(bits)
-        result.huff_entropy_bits += len(piece) * huffman.entropy_bits(h)
-    result.parts = parts
-    return result
+        plan.entry["table"] = _pack_table(shared).hex()
+    plan.size = int(np.where(plan.use, coded, sizes).sum()) + records
+    used = hists[plan.use]
+    plan.huff_symbols = int(sizes[plan.use].sum())
+    plan.huff_bits = int(plan.bits[plan.use].sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(used > 0, np.log2(np.maximum(used, 1) / np.maximum(sizes[plan.use], 1)[:, None]), 0.0)
+    plan.huff_entropy_bits = float(-(used * logs).sum())
+    return plan
 
 
-def decode_plane(seg: memoryview, entry: dict, block: int, what: str) -> np.ndarray:
+def write_plane(v: np.ndarray, plan: PlanePlan, out: np.ndarray, pos: int, chunk: int = CHUNK,
+                block: int = BLOCK) -> int:
+    """Write the plane's segment at ``out[pos:]`` (which has 8 spare bytes past it); returns its end."""
+    if plan.entry["mode"] == "raw":
+        pk.copy_plane(v, *plan.params, out, pos)
+        return pos + len(v)
+    end = pk.encode_plane(v, *plan.params, chunk, block, plan.use, plan.lens, plan.bits,
+                          plan.entry["mode"] == "chunked", out, pos)
+    if end != pos + plan.size:  # the sizes were computed up front; a mismatch is a bug, never data
+        raise RuntimeError(f"plane coded to {end - pos} bytes instead of the planned {plan.size}")
+    return end
+
+
+def _plane_error(status: int) -> str:
+    return {pk.ENDS_EARLY: "the chunk list ends early", pk.DOES_NOT_FIT: "a chunk does not fit the plane",
+            pk.BAD_TABLE: "a Huffman table is missing or is not a prefix code",
+            pk.UNKNOWN_CODEC: "a chunk has an unknown codec",
+            pk.SHORT_OFFSETS: "a chunk's block table is cut short"}.get(status, f"decoding failed ({status})")
+
+
+@dataclass
+class PlaneResult:  # one coded plane on its own (the analysis codes whole files as one plane of bytes)
+    entry: dict
+    segment: bytes
+
+
+def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = BLOCK) -> PlaneResult:
+    """A uint8 plane coded on its own: (entry, segment)."""
+    plane = np.ascontiguousarray(plane, dtype=np.uint8)
+    params = pk.plane_params(1, False, 0)
+    plan = plan_plane(plane, params, role, chunk, block)
+    out = np.empty(plan.size + 8, np.uint8)
+    write_plane(plane, plan, out, 0, chunk, block)
+    return PlaneResult(plan.entry, out[:plan.size].tobytes())
+
+
+def decode_plane(seg: memoryview | bytes, entry: dict, block: int, what: str, chunk: int = CHUNK) -> np.ndarray:
+    """The uint8 plane of ``encode_plane`` back."""
     n = int(entry["symbols"])
-    mode = entry["mode"]
-    if mode == "raw":
-        if len(seg) != n:
-            raise CorruptFile(f"{what}: expected {n:,} raw bytes, found {len(seg):,}")
-        return np.frombuffer(seg, dtype=np.uint8)
-    try:
-        shared = huffman.Decoder(_unpack_table(bytes.fromhex(entry["table"]))) if mode == "shared" else None
-    except (KeyError, ValueError):
-        raise CorruptFile(f"{what}: the shared Huffman table is missing or malformed") from None
+    buf = np.frombuffer(seg, dtype=np.uint8)
     out = np.empty(n, np.uint8)
-    pos = filled = 0
-    rec = container.CHUNK_RECORD
-    while filled < n:
-        if pos + rec.size > len(seg):
-            raise CorruptFile(f"{what}: the chunk list ends early")
-        codec, count, size = rec.unpack(seg[pos:pos + rec.size])
-        pos += rec.size
-        body = seg[pos:pos + size]
-        pos += size
-        if len(body) != size or filled + count > n:
-            raise CorruptFile(f"{what}: a chunk does not fit the plane")
-        if codec == container.RAW:
-            out[filled:filled + count] = np.frombuffer(body, np.uint8)
-        elif codec == container.HUFFMAN:
-            try:  # a table that breaks the Kraft inequality, or a short body, is a ValueError here
-                decoder = shared
-                if decoder is None:
-                    decoder, body = huffman.Decoder(_unpack_table(body[:TABLE_BYTES])), body[TABLE_BYTES:]
-                nblocks = -(-count // block)
-                block_bits = np.frombuffer(body[:4 * nblocks], dtype="<u4").astype(np.uint64)
-                stream = huffman.EncodedStream(bytes(body[4 * nblocks:]), block_bits, count, block)
-                decoder.decode_into(stream, out[filled:filled + count])
-            except ValueError as exc:
-                raise CorruptFile(f"{what}: {exc}") from None
-        else:
-            raise CorruptFile(f"{what}: unknown chunk codec {codec}")
-        filled += count
+    mode = {"raw": 0, "chunked": 1, "shared": 2}[entry["mode"]]
+    shared = np.zeros((1, 256), np.uint8)
+    if mode == 2:
+        shared[0] = _unpack_table(bytes.fromhex(entry["table"]))
+    status, _ = pk.decode_tensor(buf, n, False, chunk, block, np.array([mode]), np.array([0]), np.array([len(buf)]),
+                                 shared, np.empty((1, min(chunk, max(n, 1))), np.uint8), out)
+    if status:
+        raise CorruptFile(f"{what}: {_plane_error(status)}")
     return out
 
 
@@ -314,68 +228,132 @@ def _generic_zstd(raw: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(raw)
 
 
-def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", progress: Progress = _quiet,
-             chunk: int = CHUNK, block: int = BLOCK) -> tuple[bytes, Report]:
-    """Compress a whole safetensors file held in memory: (container bytes, report)."""
-    started = time.perf_counter()
-    st = sio.parse(data, name)
-    # the whole-file digest runs on a second thread while this one codes (hashlib releases the GIL)
-    file_hash = ThreadPoolExecutor(1).submit(lambda: hashlib.sha256(data).hexdigest())
-    payload: list[bytes] = []
-    offset = 0
+def _sha256(buf) -> str:
+    return hashlib.sha256(buf).hexdigest()
 
-    def put(parts: list) -> dict:
-        nonlocal offset
-        crc = size = 0
-        for part in parts:
-            payload.append(part)
-            crc = zlib.crc32(part, crc)
-            size += memoryview(part).nbytes
-        entry = {"offset": offset, "size": size, "crc32": crc}
-        offset += size
+
+class _Output:
+    """The container being written: a buffer sized for the worst case, segments appended in place,
+    the CRC32 of each computed on a pool thread, the header added at the end."""
+
+    def __init__(self, size: int, pool: ThreadPoolExecutor) -> None:
+        self.buf = bytearray(size)
+        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
+        self.view = memoryview(self.buf)
+        self.pos = container.FIXED_SIZE
+        self.pool = pool
+        self.crcs: list[tuple[dict, Future]] = []
+
+    def segment(self, entry: dict, start: int, end: int) -> dict:
+        entry.update(offset=start - container.FIXED_SIZE, size=end - start)
+        self.crcs.append((entry, self.pool.submit(zlib.crc32, self.view[start:end])))
         return entry
 
-    header = {"format": "lmlab-checkpoint", "chunk": chunk, "block": block,
-              "source": {"name": name, "size": st.size, "sha256": "", "prefix": put([st.prefix])},
-              "gaps": [], "tensors": []}
-    report = Report(name, st.size, 0, "", 0.0)
-    for start, end in st.gaps():
-        header["gaps"].append({"start": start, "end": end, **put([st.data[start:end]])})
-    total = max(1, sum(t.nbytes for t in st.tensors))
-    done = 0
-    for t in st.tensors:
-        progress(done / total, f"compressing {t.name}")
-        raw = st.raw(t)
-        entry = {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "start": t.start, "end": t.end,
-                 "sha256": hashlib.sha256(raw).hexdigest()}
-        transform, planes = split_planes(raw, t.dtype)
-        results = [encode_plane(p, _role(t.dtype, j, len(planes)), chunk, block) for j, p in enumerate(planes)]
-        coded = sum(r.size for r in results)
-        if t.dtype not in sio.FLOATS and t.nbytes:
-            z = _generic_zstd(bytes(raw))
-            if len(z) < coded:  # integer ids and masks: repeats that only an LZ coder sees
-                transform, results = "none", [PlaneResult({"role": "bytes", "mode": "zstd", "symbols": t.nbytes}, [z], np.zeros(256, np.int64))]
-        entry["transform"] = transform
-        entry["planes"] = [{**r.entry, **put(r.parts)} for r in results]
-        header["tensors"].append(entry)
-        exp_h = results[-1].hist if transform == "rotl1" else None
-        if exp_h is not None and t.numel:
-            acc = report.exponent_hist.setdefault(t.dtype, np.zeros(256, np.int64))
-            acc += exp_h
-        for r in results:
-            report.huff_symbols += r.huff_symbols
-            report.huff_bits += r.huff_bits
-            report.huff_entropy_bits += r.huff_entropy_bits
-        report.rows.append(TensorRow(t.name, t.dtype, t.shape, t.nbytes, sum(r.size for r in results),
-                                     huffman.entropy_bits(exp_h) if exp_h is not None else None,
-                                     "/".join(r.entry["mode"] for r in results)))
-        done += t.nbytes
-    header["source"]["sha256"] = report.sha256 = file_hash.result()
-    out = container.pack(header, payload)
-    report.coded_bytes = len(out)
+    def put(self, blob: bytes | memoryview, entry: dict | None = None) -> dict:
+        size = memoryview(blob).nbytes
+        self.arr[self.pos:self.pos + size] = np.frombuffer(blob, np.uint8)
+        self.pos += size
+        return self.segment({} if entry is None else entry, self.pos - size, self.pos)
+
+    def finish(self, head: bytes) -> bytearray:
+        """The whole file: payload, header after it, and the fixed part that points to the header."""
+        self.arr[:container.FIXED_SIZE] = np.frombuffer(container.fixed(head), np.uint8)
+        end = self.pos + len(head)
+        fits = end <= len(self.buf)
+        if fits:
+            self.arr[self.pos:end] = np.frombuffer(head, np.uint8)
+        self.arr = self.view = self.crcs = None  # release the buffer's exports so it can shrink in place
+        buf, self.buf = self.buf, None
+        if fits:
+            del buf[end:]
+        else:  # a header larger than the room left for it (only when almost nothing compressed)
+            del buf[self.pos:]
+            buf += head
+        return buf
+
+
+def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", progress: Progress = _quiet,
+             chunk: int = CHUNK, block: int = BLOCK) -> tuple[bytearray, Report]:
+    """Compress a whole safetensors file held in memory: (container bytes, report).
+
+    One thread codes while two more hash: the sha256 of the file and of each tensor, and the CRC32
+    of each segment once it is written (hashlib, zlib and the compiled kernels release the GIL).
+    Every size is planned before writing, so the payload goes straight into the output buffer.
+    """
+    started = time.perf_counter()
+    if not 1 <= chunk <= MAX_CHUNK or block < 1:
+        raise ValueError(f"chunk must be in 1..{MAX_CHUNK} and block positive")
+    st = sio.parse(data, name)
+    with ThreadPoolExecutor(2) as pool:
+        file_hash = pool.submit(_sha256, data)
+        report = Report(name, st.size, 0, "", 0.0)
+        total = max(1, sum(t.nbytes for t in st.tensors))
+        done = 0
+        hashes, work = [], []  # first every plane's plan (sizes, tables), then one exact output buffer
+        for t in st.tensors:
+            progress(0.4 * done / total, f"analysing {t.name}")
+            raw = st.raw(t)
+            hashes.append(pool.submit(_sha256, raw))
+            item = sio.DTYPES[t.dtype][1]
+            rotate = t.dtype in ROTATED
+            v = _values(raw, t.dtype)
+            plans = [plan_plane(v, pk.plane_params(item, rotate, j), _role(t.dtype, j, item), chunk, block)
+                     for j in range(item)]
+            z = _generic_zstd(bytes(raw)) if t.dtype not in sio.FLOATS and t.nbytes else None
+            if z is not None and len(z) >= sum(p.size for p in plans):
+                z = None  # integer ids and masks: zstd only where it sees repeats the planes miss
+            work.append((t, v, plans, z))
+            done += t.nbytes
+        payload = len(st.prefix) + sum(e - s for s, e in st.gaps()) + \
+            sum(len(z) if z is not None else sum(p.size for p in plans) for _, _, plans, z in work)
+        w = _Output(container.FIXED_SIZE + payload + HEADER_ROOM + 200 * len(st.tensors), pool)
+        put, segment, out = w.put, w.segment, w.arr
+        header = {"format": "lmlab-checkpoint", "chunk": chunk, "block": block,
+                  "source": {"name": name, "size": st.size, "sha256": "", "prefix": put(st.prefix)},
+                  "gaps": [], "tensors": []}
+        for start, end in st.gaps():
+            header["gaps"].append(put(st.data[start:end], {"start": start, "end": end}))
+        done = 0
+        for t, v, plans, z in work:
+            progress(0.4 + 0.6 * done / total, f"compressing {t.name}")
+            rotate = t.dtype in ROTATED
+            entry = {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "start": t.start, "end": t.end}
+            if z is not None:
+                entry["transform"] = "none"
+                entry["planes"] = [put(z, {"role": "bytes", "mode": "zstd", "symbols": t.nbytes})]
+                plans = []
+            else:
+                entry["transform"] = "rotl1" if rotate else "none"
+                entry["planes"] = []
+                for plan in plans:
+                    end = write_plane(v, plan, out, w.pos, chunk, block)
+                    entry["planes"].append(segment(dict(plan.entry), w.pos, end))
+                    w.pos = end
+            header["tensors"].append(entry)
+            exp_h = plans[-1].hist if rotate and plans else None
+            if exp_h is not None and t.numel:
+                acc = report.exponent_hist.setdefault(t.dtype, np.zeros(256, np.int64))
+                acc += exp_h
+            for p in plans:
+                report.huff_symbols += p.huff_symbols
+                report.huff_bits += p.huff_bits
+                report.huff_entropy_bits += p.huff_entropy_bits
+            report.rows.append(TensorRow(t.name, t.dtype, t.shape, t.nbytes, sum(int(e["size"]) for e in entry["planes"]),
+                                         huffman.entropy_bits(exp_h) if exp_h is not None else None,
+                                         "/".join(e["mode"] for e in entry["planes"])))
+            done += t.nbytes
+        del work
+        for t_entry, h in zip(header["tensors"], hashes, strict=True):
+            t_entry["sha256"] = h.result()
+        for entry, crc in w.crcs:
+            entry["crc32"] = crc.result()
+        header["source"]["sha256"] = report.sha256 = file_hash.result()
+    del out, put, segment
+    buf = w.finish(container.encode_header(header))
+    report.coded_bytes = len(buf)
     report.seconds = time.perf_counter() - started
     progress(1.0, "compressed")
-    return out, report
+    return buf, report
 
 
 def _role(dtype: str, j: int, nplanes: int) -> str:
@@ -384,73 +362,134 @@ def _role(dtype: str, j: int, nplanes: int) -> str:
     return "exponent" if j == nplanes - 1 else "mantissa"
 
 
-def _tensors(header: dict, payload: memoryview, progress: Progress, check: bool = True, dest: np.ndarray | None = None):
-    """Yield (entry, raw uint8 array) per tensor, each checked against its sha256 when ``check``.
+_MODES = {"raw": 0, "chunked": 1, "shared": 2}
 
-    With ``dest`` (the data section of the output file) tensors are decoded straight into it.
+
+class _Checks:
+    """CRC32 and sha256 checks running on other threads while this one decodes; ``finish`` raises
+    the first failure (a CRC failure first: it names the cause better than what it led to)."""
+
+    def __init__(self, payload: memoryview, pool: ThreadPoolExecutor) -> None:
+        self.payload, self.pool = payload, pool
+        self.crcs: list[tuple[str, int, Future]] = []
+        self.shas: list[tuple[str, str, Future]] = []
+
+    def segment(self, entry: dict, what: str) -> memoryview:
+        seg = container.segment(self.payload, entry, what, check=False)
+        self.crcs.append((what, int(entry["crc32"]), self.pool.submit(zlib.crc32, seg)))
+        return seg
+
+    def sha(self, what: str, expected: str, buf) -> None:
+        self.shas.append((what, expected, self.pool.submit(_sha256, buf)))
+
+    def finish(self, failure: CorruptFile | None = None) -> None:
+        for what, expected, fut in self.crcs:
+            if fut.result() != expected:
+                raise container.crc_error(what)
+        if failure is not None:
+            raise failure
+        for what, expected, fut in self.shas:
+            if fut.result() != expected:
+                raise CorruptFile(f"{what} fails its sha256 check: the compressed file is corrupt")
+
+
+def _decode_tensor(entry: dict, checks: _Checks, blob_arr: np.ndarray, chunk: int, block: int,
+                   target: np.ndarray | None) -> np.ndarray:
+    what = f"tensor {entry['name']!r}"
+    nbytes = int(entry["end"]) - int(entry["start"])
+    planes = entry["planes"]
+    segs = [checks.segment(p, f"{what}, plane {j}") for j, p in enumerate(planes)]
+    out = target if target is not None else np.empty(nbytes, np.uint8)
+    if planes and planes[0]["mode"] == "zstd":
+        if len(planes) != 1:
+            raise CorruptFile(f"{what}: a zstd plane must be its only plane")
+        try:  # the frame's own size field must agree before zstd allocates it
+            seg = bytes(segs[0])
+            if zstandard.frame_content_size(seg) not in (-1, nbytes):
+                raise CorruptFile(f"{what}: its zstd frame declares another size than its header")
+            raw = zstandard.ZstdDecompressor().decompress(seg, max_output_size=max(1, nbytes))
+        except zstandard.ZstdError as exc:
+            raise CorruptFile(f"{what}: {exc}") from None
+        if len(raw) != nbytes:
+            raise CorruptFile(f"{what} decodes to {len(raw):,} bytes instead of {nbytes:,}")
+        out[:] = np.frombuffer(raw, np.uint8)
+        return out
+    item = sio.DTYPES[entry["dtype"]][1]
+    n = nbytes // item
+    if len(planes) != item or any(int(p["symbols"]) != n or p["mode"] not in _MODES for p in planes):
+        raise CorruptFile(f"{what}: its planes do not add up to {nbytes:,} bytes")
+    if n == 0:
+        return out
+    shared = np.zeros((item, 256), np.uint8)
+    for j, p in enumerate(planes):
+        if p["mode"] == "shared":
+            try:
+                shared[j] = _unpack_table(bytes.fromhex(p["table"]))
+            except (KeyError, ValueError, TypeError):
+                raise CorruptFile(f"{what}: the shared Huffman table is missing or malformed") from None
+    starts = np.array([container.FIXED_SIZE + int(p["offset"]) for p in planes], np.int64)
+    ends = starts + np.array([int(p["size"]) for p in planes], np.int64)
+    modes = np.array([_MODES[p["mode"]] for p in planes], np.int64)
+    scratch = np.empty((item, min(chunk, n)), np.uint8)
+    status, j = pk.decode_tensor(blob_arr, n, entry["transform"] == "rotl1", chunk, block, modes, starts, ends,
+                                 shared, scratch, out)
+    if status:
+        raise CorruptFile(f"{what}, plane {j}: {_plane_error(status)}")
+    return out
+
+
+def _tensors(header: dict, blob_arr: np.ndarray, checks: _Checks, progress: Progress, check: bool = True,
+             dest: np.ndarray | None = None):
+    """Yield (entry, raw uint8 array) per tensor; ``checks.finish`` then checks the sha256 of each
+    (when ``check``). With ``dest`` (the output file's data section) tensors decode straight into it.
     """
     block = int(header.get("block", BLOCK))
+    chunk = int(header.get("chunk", CHUNK))
     entries = header.get("tensors", [])
     for k, entry in enumerate(entries):
         progress(k / max(1, len(entries)), f"decompressing {entry['name']}")
-        what = f"tensor {entry['name']!r}"
         start, end = int(entry["start"]), int(entry["end"])
-        if dest is not None and not (0 <= start <= end <= len(dest)):
-            raise CorruptFile(f"{what} does not fit the recorded file layout")
-        target = dest[start:end] if dest is not None else None
-        planes = []
-        for j, p in enumerate(entry["planes"]):
-            seg = container.segment(payload, p, f"{what}, plane {j}")
-            if p["mode"] == "zstd":
-                try:  # the frame's own size field must agree before zstd allocates it
-                    if zstandard.frame_content_size(bytes(seg)) not in (-1, int(p["symbols"])):
-                        raise CorruptFile(f"{what}: its zstd frame declares another size than its header")
-                    planes.append(np.frombuffer(zstandard.ZstdDecompressor().decompress(
-                        bytes(seg), max_output_size=int(p["symbols"])), np.uint8))
-                except zstandard.ZstdError as exc:
-                    raise CorruptFile(f"{what}: {exc}") from None
-            else:
-                planes.append(decode_plane(seg, p, block, f"{what}, plane {j}"))
-        item = sio.DTYPES.get(entry["dtype"], (None, 0))[1]
-        sizes = {len(p) for p in planes}
-        if entry["planes"] and entry["planes"][0]["mode"] == "zstd":
-            raw = planes[0]
-        elif len(sizes) > 1 or not item or (planes and len(planes) * next(iter(sizes)) != end - start):
-            raise CorruptFile(f"{what}: its planes do not add up to {end - start:,} bytes")
-        else:
-            raw = merge_planes(planes, entry["dtype"], entry["transform"], target) if planes else np.zeros(0, np.uint8)
-        if len(raw) != end - start:
-            raise CorruptFile(f"{what} decodes to {len(raw):,} bytes instead of {end - start:,}")
-        if target is not None and raw is not target:
-            target[:] = raw
-        if check and hashlib.sha256(raw).hexdigest() != entry["sha256"]:
-            raise CorruptFile(f"{what} fails its sha256 check: the compressed file is corrupt")
+        try:
+            if dest is not None and not (0 <= start <= end <= len(dest)):
+                raise CorruptFile(f"tensor {entry['name']!r} does not fit the recorded file layout")
+            raw = _decode_tensor(entry, checks, blob_arr, chunk, block, dest[start:end] if dest is not None else None)
+        except CorruptFile as exc:
+            checks.finish(exc)  # a CRC failure, if any, explains it better
+        if check:
+            checks.sha(f"tensor {entry['name']!r}", entry["sha256"], raw)
         yield entry, raw
 
 
 def decompress(blob: bytes | memoryview, name: str = "file", progress: Progress = _quiet,
                check: bool = True) -> bytearray:
-    """The original safetensors file, byte for byte. ``check``: compare every sha256 (tensors and file)."""
+    """The original safetensors file, byte for byte. ``check``: compare every sha256 (tensors and file).
+
+    The CRC32s (always) and the sha256s are checked on other threads while this one decodes.
+    """
     header, payload = _open(blob, name)
     src = header["source"]
-    prefix = container.segment(payload, src["prefix"], "the safetensors header")
-    size = int(src["size"])
-    if size < len(prefix):
-        raise CorruptFile(f"{name}: the recorded file size is smaller than its header")
-    out = bytearray(size)
-    out[:len(prefix)] = prefix
-    data = np.frombuffer(out, dtype=np.uint8)[len(prefix):]
-    for gap in header.get("gaps", []):
-        seg = container.segment(payload, gap, "a gap between tensors")
-        start, end = int(gap["start"]), int(gap["end"])
-        if not (0 <= start <= end <= len(data)) or len(seg) != end - start:
-            raise CorruptFile(f"{name}: a gap between tensors does not fit the recorded file layout")
-        data[start:end] = np.frombuffer(seg, np.uint8)
-    for _ in _tensors(header, payload, progress, check, data):
-        pass
-    del data  # release the export so the bytearray can become bytes without a copy
-    if check and hashlib.sha256(out).hexdigest() != src["sha256"]:
-        raise CorruptFile(f"{name}: the restored file fails its sha256 check")
+    blob_arr = np.frombuffer(blob, dtype=np.uint8)
+    with ThreadPoolExecutor(2) as pool:
+        checks = _Checks(payload, pool)
+        prefix = checks.segment(src["prefix"], "the safetensors header")
+        size = int(src["size"])
+        out = bytearray(size)
+        data = np.frombuffer(out, dtype=np.uint8)
+        data[:len(prefix)] = np.frombuffer(prefix, np.uint8)
+        data = data[len(prefix):]
+        for gap in header.get("gaps", []):
+            seg = checks.segment(gap, "a gap between tensors")
+            start, end = int(gap["start"]), int(gap["end"])
+            if not (0 <= start <= end <= len(data)) or len(seg) != end - start:
+                checks.finish(CorruptFile(f"{name}: a gap between tensors does not fit the recorded file layout"))
+            data[start:end] = np.frombuffer(seg, np.uint8)
+        for _ in _tensors(header, blob_arr, checks, progress, check, data):
+            pass
+        whole = pool.submit(_sha256, out) if check else None
+        checks.finish()
+        if whole is not None and whole.result() != src["sha256"]:
+            raise CorruptFile(f"{name}: the restored file fails its sha256 check")
+    del data
     progress(1.0, "decompressed")
     return out
 
@@ -490,7 +529,7 @@ def _validate(header: dict, payload_len: int, name: str) -> None:
         src = header["source"]
         _nat(header.get("block"), "the block size")
         _nat(header.get("chunk"), "the chunk size")
-        if header["block"] < 1 or not isinstance(src, dict) or not isinstance(src.get("name"), str) \
+        if header["block"] < 1 or not 1 <= header["chunk"] <= MAX_CHUNK or not isinstance(src, dict) or not isinstance(src.get("name"), str) \
                 or not isinstance(src.get("sha256"), str):
             raise CorruptFile("the header's source or block fields are malformed")
         size = _nat(src.get("size"), "the original size")
@@ -553,7 +592,12 @@ def _check_memory(size: int, name: str) -> None:
 def decompress_tensors(blob: bytes | memoryview, name: str = "file", progress: Progress = _quiet) -> dict[str, np.ndarray]:
     """The tensors as numpy arrays (bf16 as raw uint16 bits), each checked against its sha256."""
     header, payload = _open(blob, name)
-    return {e["name"]: raw.view(sio.DTYPES[e["dtype"]][0]).reshape(e["shape"]) for e, raw in _tensors(header, payload, progress)}
+    with ThreadPoolExecutor(2) as pool:
+        checks = _Checks(payload, pool)
+        out = {e["name"]: raw.view(sio.DTYPES[e["dtype"]][0]).reshape(e["shape"])
+               for e, raw in _tensors(header, np.frombuffer(blob, dtype=np.uint8), checks, progress)}
+        checks.finish()
+    return out
 
 
 def inspect(blob: bytes | memoryview, name: str = "file") -> dict:

@@ -1,13 +1,16 @@
-"""The compressed-checkpoint file format (``.lmhz``), version 1.
+"""The compressed-checkpoint file format (``.lmhz``), version 2.
 
     offset  size  field
     0       8     magic b"LMLABHZ\\x01"
-    8       2     format version, little-endian (1)
+    8       2     format version, little-endian (2)
     10      2     flags (bit 0: the header is zlib-deflated)
     12      4     header length H (as stored)
     16      4     CRC32 of the header (as stored)
-    20      H     header: UTF-8 JSON (below), deflated when flag bit 0 is set
-    20+H    ...   payload: the segments the header points to (offsets relative to the payload)
+    20      P     payload: the segments the header points to (offsets relative to the payload)
+    20+P    H     header: UTF-8 JSON (below), deflated when flag bit 0 is set; it ends the file
+
+The header comes last so that a compressor can write the payload straight into the output buffer
+and add the header (known only at the end) without moving the payload.
 
 Header JSON: ``format``, ``source`` (``name``, ``size``, ``sha256`` of the original file, and the
 segment holding its 8-byte length + JSON header verbatim), ``chunk`` and ``block`` (symbols per
@@ -16,15 +19,16 @@ one entry per tensor with ``name``, ``dtype``, ``shape``, ``start``/``end`` in t
 ``sha256`` of its bytes, ``transform`` (``rotl1``: rotate the bits left by one so the exponent fills
 the top byte; ``none``), and ``planes``: byte planes, least significant first, each with ``role``
 (exponent | mantissa | bytes), ``mode``, ``symbols``, ``offset``, ``size``, ``crc32`` (of the
-whole plane segment) and ``coded_bits``.
+whole plane segment).
 
 Plane modes: ``raw`` (the bytes), ``zstd`` (one zstd frame of the tensor's bytes), ``chunked``
 (each chunk has its own Huffman table) and ``shared`` (one table for the plane, as 256 hex nibbles
 in ``table``; the deflated header stores similar tables cheaply).
-A chunked/shared segment is a run of chunk records: ``<BII`` = codec (0 raw, 1 Huffman), symbol
-count n, body size; then the body: for Huffman, the 256 code lengths as 128
-nibble bytes (chunked mode only), the bit offset of each block of ``block`` symbols (uint32 LE),
-and the MSB-first canonical-Huffman bit stream.
+A chunked/shared segment is a run of chunk records, one per ``chunk`` symbols of the plane (the
+last holds the rest): ``<BII`` = codec (0 raw, 1 Huffman), symbol count n, body size; then the
+body: for Huffman, the 256 code lengths (at most 14 bits) as 128 nibble bytes (chunked mode
+only), the bit offset of each block of ``block`` symbols (uint32 LE), and the MSB-first
+canonical-Huffman bit stream.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import zlib
 from models.errors import CorruptFile
 
 MAGIC = b"LMLABHZ\x01"
-VERSION = 1
+VERSION = 2
 SUFFIX = ".lmhz"
 _FIXED = struct.Struct("<8sHHII")
 CHUNK_RECORD = struct.Struct("<BII")
@@ -45,10 +49,22 @@ DEFLATED = 1
 MAX_HEADER = 256 * 2**20  # inflated header bytes; a 10k-tensor checkpoint needs ~10 MiB
 
 
-def pack(header: dict, payload: list[bytes]) -> bytes:
+FIXED_SIZE = _FIXED.size
+
+
+def encode_header(header: dict) -> bytes:
     # deflated: per-tensor entries repeat the same keys, and the header must not eat the savings
-    head = zlib.compress(json.dumps(header, separators=(",", ":")).encode("utf-8"), 9)
-    return b"".join([_FIXED.pack(MAGIC, VERSION, DEFLATED, len(head), zlib.crc32(head)), head, *payload])
+    return zlib.compress(json.dumps(header, separators=(",", ":")).encode("utf-8"), 9)
+
+
+def fixed(head: bytes) -> bytes:
+    """The fixed part at offset 0 for this (encoded) header."""
+    return _FIXED.pack(MAGIC, VERSION, DEFLATED, len(head), zlib.crc32(head))
+
+
+def pack(header: dict, payload: list[bytes]) -> bytes:
+    head = encode_header(header)
+    return b"".join([fixed(head), *payload, head])
 
 
 def unpack(buf: bytes | memoryview, name: str = "file") -> tuple[dict, memoryview]:
@@ -62,10 +78,11 @@ def unpack(buf: bytes | memoryview, name: str = "file") -> tuple[dict, memoryvie
                           f"expected {MAGIC!r})")
     if version != VERSION:
         raise CorruptFile(f"{name} uses format version {version}; this LM Lab reads version {VERSION}")
-    end = _FIXED.size + hlen
-    if end > len(view):
-        raise CorruptFile(f"{name} is truncated: its header needs {end:,} bytes, the file has {len(view):,}")
-    head = bytes(view[_FIXED.size:end])
+    end = len(view) - hlen
+    if end < _FIXED.size:
+        raise CorruptFile(f"{name} is truncated: its header needs {_FIXED.size + hlen:,} bytes, the file has "
+                          f"{len(view):,}")
+    head = bytes(view[end:])
     if zlib.crc32(head) != hcrc:
         raise CorruptFile(f"{name}: the header fails its CRC32 check (the file is corrupt)")
     try:
@@ -81,15 +98,20 @@ def unpack(buf: bytes | memoryview, name: str = "file") -> tuple[dict, memoryvie
         raise CorruptFile(f"{name}: the header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise CorruptFile(f"{name}: the header is not a JSON object")
-    return header, view[end:]
+    return header, view[_FIXED.size:end]
 
 
-def segment(payload: memoryview, entry: dict, what: str) -> memoryview:
-    """The bytes an entry's ``offset``/``size`` point to, after checking its CRC32."""
+def crc_error(what: str) -> CorruptFile:
+    return CorruptFile(f"{what} fails its CRC32 check: the compressed file is corrupt (a flipped bit?)")
+
+
+def segment(payload: memoryview, entry: dict, what: str, check: bool = True) -> memoryview:
+    """The bytes an entry's ``offset``/``size`` point to, after checking its CRC32 (unless ``check``
+    is False: the caller checks it, e.g. on another thread)."""
     start, size = int(entry["offset"]), int(entry["size"])
     if start < 0 or start + size > len(payload):
         raise CorruptFile(f"the compressed file is truncated: {what} lies past its end")
     seg = payload[start:start + size]
-    if zlib.crc32(seg) != int(entry["crc32"]):
-        raise CorruptFile(f"{what} fails its CRC32 check: the compressed file is corrupt (a flipped bit?)")
+    if check and zlib.crc32(seg) != int(entry["crc32"]):
+        raise crc_error(what)
     return seg

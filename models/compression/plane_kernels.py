@@ -1,0 +1,650 @@
+"""Compiled kernels of the checkpoint codec: byte planes read straight from a tensor's values.
+
+A tensor's m-byte values ``v`` are never split into plane arrays on the way in: plane ``j`` is
+``byte(v, j)``, computed where it is needed, so the histogram pass, the Huffman encoder and the
+copy of a raw plane each read the values once and write their output in place (into the container
+buffer). On the way out, coded planes decode into a scratch array and one merge pass interleaves
+the planes into the file's bytes.
+
+    plane_params(item, rotate, j) -> (a, ma, c): byte(v, j) = ((v << a) & ma | v >> c) & 0xFF
+    chunk_hists(v, a, ma, c, chunk) -> int64[k, 256]
+    lengths_batch(hists, max_len) -> (uint8[k, 256] code lengths, int64[k] coded bits)
+    encode_plane(...) -> end offset          copy_plane(...)          decode_plane(...) -> status
+    merge2 / merge4: planes -> the bytes of rotated 16/32-bit values
+
+All kernels release the GIL (``nogil``), so the hashing threads (sha256, CRC32) run beside them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from models.compression.huffman import _mk_lengths
+
+MAX_LEN = 14  # four codes of <= 14 bits plus 7 pending bits fit the 64-bit writer and reader word
+TABLE_BYTES = 128  # 256 code lengths as nibbles
+RECORD = 9  # chunk record: codec (1 byte), symbol count, body size (uint32 LE each)
+# decode_plane status codes (0 = fine)
+ENDS_EARLY, DOES_NOT_FIT, BAD_TABLE, UNKNOWN_CODEC, SHORT_OFFSETS = 1, 2, 3, 4, 5
+
+
+def plane_params(item: int, rotate: bool, j: int) -> tuple[np.uint32, np.uint32, np.uint32]:
+    """Shifts that pick byte ``j`` of a value (after rotating it left by one bit when ``rotate``).
+
+    32-bit shift amounts keep 16- and 32-bit values in 32-bit lanes, so the loops vectorise.
+    """
+    if rotate and j == 0:  # the low byte of rotl1(v): 7 low bits moved up, the sign bit below them
+        return np.uint32(1), np.uint32(0xFF), np.uint32(8 * item - 1)
+    return np.uint32(0), np.uint32(0), np.uint32(8 * j - 1 if rotate else 8 * j)
+
+
+# Unaligned loads and stores of several bytes at once: numba would otherwise move bytes one by one
+# (its arrays carry no alignment or aliasing facts that would let LLVM merge them). The callers
+# bound every index (see _load64 and the spare bytes past each output).
+
+
+def _at(context, builder, arrty, arr, idx, width):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.bitcast(builder.gep(ary.data, [idx]), ir.IntType(width).as_pointer())
+
+
+@intrinsic
+def _load_be64(typingctx, arr, idx):
+    def codegen(context, builder, sig, args):
+        value = builder.load(_at(context, builder, sig.args[0], args[0], args[1], 64), align=1)
+        return builder.call(builder.module.declare_intrinsic("llvm.bswap", [ir.IntType(64)]), [value])
+    return types.uint64(arr, idx), codegen
+
+
+@intrinsic
+def _store_be64(typingctx, arr, idx, value):
+    def codegen(context, builder, sig, args):
+        swapped = builder.call(builder.module.declare_intrinsic("llvm.bswap", [ir.IntType(64)]), [args[2]])
+        builder.store(swapped, _at(context, builder, sig.args[0], args[0], args[1], 64), align=1)
+        return context.get_dummy_value()
+    return types.none(arr, idx, value), codegen
+
+
+@intrinsic
+def _store_le32(typingctx, arr, idx, value):
+    def codegen(context, builder, sig, args):
+        builder.store(builder.trunc(args[2], ir.IntType(32)), _at(context, builder, sig.args[0], args[0], args[1], 32),
+                      align=1)
+        return context.get_dummy_value()
+    return types.none(arr, idx, value), codegen
+
+
+@njit(cache=True, inline="always")
+def _byte(x, a, ma, c):
+    return (((x << a) & ma) | (x >> c)) & np.uint32(0xFF)
+
+
+@njit(cache=True, nogil=True)
+def chunk_hists(v, a, ma, c, chunk):
+    # the exponent planes of 16- and 32-bit floats get code where the shifts are constants
+    if a == 0 and ma == 0 and c == 7:
+        return _chunk_hists(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk)
+    if a == 0 and ma == 0 and c == 23:
+        return _chunk_hists(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk)
+    return _chunk_hists(v, a, ma, c, chunk)
+
+
+@njit(cache=True, inline="always")
+def _chunk_hists(v, a, ma, c, chunk):
+    n = v.shape[0]
+    k = (n + chunk - 1) // chunk
+    out = np.zeros((k, 256), dtype=np.int64)
+    sub = np.zeros(1024, dtype=np.int32)  # four counters break the store-to-load chain of runs
+    for ci in range(k):
+        sub[:] = 0
+        vc = v[ci * chunk:min(n, (ci + 1) * chunk)]  # indices from 0: no negative-index checks in the loop
+        end = vc.shape[0]
+        i = 0
+        while i + 4 <= end:
+            sub[np.intp(_byte(vc[i], a, ma, c))] += 1
+            sub[256 + np.intp(_byte(vc[i + 1], a, ma, c))] += 1
+            sub[512 + np.intp(_byte(vc[i + 2], a, ma, c))] += 1
+            sub[768 + np.intp(_byte(vc[i + 3], a, ma, c))] += 1
+            i += 4
+        while i < end:
+            sub[np.intp(_byte(vc[i], a, ma, c))] += 1
+            i += 1
+        for b in range(256):
+            out[ci, b] = sub[b] + sub[256 + b] + sub[512 + b] + sub[768 + b]
+    return out
+
+
+@njit(cache=True)
+def _limit(bl_count, max_len):
+    """Move leaves deeper than ``max_len`` up, keeping the Kraft sum at 1 (JPEG Annex K.3)."""
+    bits = bl_count.copy()
+    for i in range(len(bits) - 1, max_len, -1):
+        while bits[i] > 0:
+            j = i - 2
+            while bits[j] == 0:
+                j -= 1
+            bits[i] -= 2
+            bits[i - 1] += 1
+            bits[j + 1] += 2
+            bits[j] -= 1
+    return bits
+
+
+@njit(cache=True)
+def lengths_into(counts, max_len, out):
+    """huffman.code_lengths in one compiled call: the same tree, limit and tie-breaking."""
+    present = np.flatnonzero(counts)
+    p = present.shape[0]
+    if p == 0:
+        return
+    needed = 0
+    while (1 << needed) < p:
+        needed += 1
+    if needed > max_len:
+        max_len = min(24, needed + 4)
+    order = present[np.argsort(counts[present], kind="mergesort")]  # ascending weight, stable
+    work = counts[order].astype(np.int64)
+    _mk_lengths(work)
+    deepest = work.max()
+    if deepest <= max_len:
+        for t in range(p):
+            out[order[t]] = work[t]
+        return
+    bl = np.zeros(deepest + 1, dtype=np.int64)
+    for t in range(p):
+        bl[work[t]] += 1
+    bits = _limit(bl, max_len)
+    t = 0
+    for length in range(1, max_len + 1):  # the most frequent symbols get the shortest codes
+        for _ in range(bits[length]):
+            out[order[p - 1 - t]] = length
+            t += 1
+
+
+@njit(cache=True, nogil=True)
+def lengths_batch(hists, max_len):
+    k = hists.shape[0]
+    lens = np.zeros((k, hists.shape[1]), dtype=np.uint8)
+    bits = np.zeros(k, dtype=np.int64)
+    for ci in range(k):
+        lengths_into(hists[ci], max_len, lens[ci])
+        for s in range(hists.shape[1]):
+            bits[ci] += hists[ci, s] * lens[ci, s]
+    return lens, bits
+
+
+@njit(cache=True, inline="always")
+def _canonical(lens, codes):
+    bl = np.zeros(32, dtype=np.int64)
+    for s in range(256):
+        bl[lens[s]] += 1
+    bl[0] = 0
+    nxt = np.zeros(32, dtype=np.int64)
+    code = 0
+    for length in range(1, 32):
+        code = (code + bl[length - 1]) << 1
+        nxt[length] = code
+    for s in range(256):
+        length = lens[s]
+        if length:
+            codes[s] = nxt[length]
+            nxt[length] += 1
+
+
+@njit(cache=True, inline="always")
+def _put32(out, pos, x):
+    out[pos] = x & 0xFF
+    out[pos + 1] = (x >> 8) & 0xFF
+    out[pos + 2] = (x >> 16) & 0xFF
+    out[pos + 3] = (x >> 24) & 0xFF
+
+
+@njit(cache=True, inline="always")
+def _get32(buf, pos):
+    return np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16) | \
+        (np.int64(buf[pos + 3]) << 24)
+
+
+@njit(cache=True, inline="always")
+def _put64be(out, p, acc):
+    _store_be64(out, np.int64(p), np.uint64(acc))
+
+
+@njit(cache=True, nogil=True)
+def copy_plane(v, a, ma, c, out, pos):
+    o = out[pos:pos + v.shape[0]]
+    for i in range(v.shape[0]):
+        o[i] = np.uint8(_byte(v[i], a, ma, c))
+
+
+@njit(cache=True, nogil=True)
+def encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos):
+    if a == 0 and ma == 0 and c == 7:
+        return _encode_plane(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk, block, use, lens, bits, with_table,
+                             out, pos)
+    if a == 0 and ma == 0 and c == 23:
+        return _encode_plane(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk, block, use, lens, bits, with_table,
+                             out, pos)
+    return _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos)
+
+
+@njit(cache=True, inline="always")
+def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos):
+    """Write plane j of ``v`` as chunk records at ``out[pos:]``; returns the end offset.
+
+    ``use[k]``: chunk k is Huffman-coded (else raw), with the code lengths ``lens[k]`` (at most
+    MAX_LEN bits) whose coded size ``bits[k]`` is known, so every size is written up front. The
+    bit writer stores 8 bytes per 4 codes, branch-free: ``out`` needs 8 spare bytes past the end.
+    """
+    n = v.shape[0]
+    k = (n + chunk - 1) // chunk
+    codes = np.zeros(256, dtype=np.int64)
+    cd = np.zeros(256, dtype=np.uint64)
+    ln = np.zeros(256, dtype=np.uint64)
+    s64 = np.uint64(64)
+    for ci in range(k):
+        s = ci * chunk
+        e = min(n, s + chunk)
+        cnt = e - s
+        if not use[ci]:
+            out[pos] = 0
+            _put32(out, pos + 1, cnt)
+            _put32(out, pos + 5, cnt)
+            pos += RECORD
+            for i in range(cnt):
+                out[pos + i] = _byte(v[s + i], a, ma, c)
+            pos += cnt
+            continue
+        lc = lens[ci]
+        nblocks = (cnt + block - 1) // block
+        body = (TABLE_BYTES if with_table else 0) + 4 * nblocks + (bits[ci] + 7) // 8
+        out[pos] = 1
+        _put32(out, pos + 1, cnt)
+        _put32(out, pos + 5, body)
+        pos += RECORD
+        if with_table:
+            for t in range(TABLE_BYTES):
+                out[pos + t] = (lc[2 * t] << 4) | lc[2 * t + 1]
+            pos += TABLE_BYTES
+        codes[:] = 0
+        _canonical(lc, codes)
+        for t in range(256):
+            cd[t] = np.uint64(codes[t])
+            ln[t] = np.uint64(lc[t])
+        offs = pos
+        stream = pos + 4 * nblocks
+        p = stream
+        acc = np.uint64(0)
+        nacc = np.uint64(0)
+        for b in range(nblocks):
+            bb = s + b * block
+            be = min(e, bb + block)
+            _put32(out, offs + 4 * b, (p - stream) * 8 + np.int64(nacc))
+            vb = v[bb:be]  # indices from 0: no negative-index checks in the loop
+            i = 0
+            while i + 4 <= be - bb:
+                for q in range(4):
+                    sym = _byte(vb[i + q], a, ma, c)
+                    length = ln[sym]
+                    acc |= cd[sym] << (s64 - nacc - length)
+                    nacc += length
+                _put64be(out, p, acc)
+                nb = nacc >> np.uint64(3)
+                p += np.int64(nb)
+                acc <<= nb << np.uint64(3)
+                nacc &= np.uint64(7)
+                i += 4
+            while i < be - bb:
+                sym = _byte(vb[i], a, ma, c)
+                length = ln[sym]
+                acc |= cd[sym] << (s64 - nacc - length)
+                nacc += length
+                _put64be(out, p, acc)
+                nb = nacc >> np.uint64(3)
+                p += np.int64(nb)
+                acc <<= nb << np.uint64(3)
+                nacc &= np.uint64(7)
+                i += 1
+        _put64be(out, p, acc)
+        p += np.int64((nacc + np.uint64(7)) >> np.uint64(3))
+        pos = p
+    return pos
+
+
+@njit(cache=True, inline="always")
+def _load64(buf, byte):
+    """8 bytes big-endian from ``buf[byte:]``, zeros past its end (a corrupt offset reads nothing)."""
+    if byte + 8 <= buf.shape[0]:
+        return _load_be64(buf, np.int64(byte))
+    w = np.uint64(0)
+    for t in range(8):
+        w <<= np.uint64(8)
+        if byte + t < buf.shape[0]:
+            w |= np.uint64(buf[byte + t])
+    return w
+
+
+FAST_BITS = 11  # window of the multi-symbol table: 2**11 entries of 8 bytes stay in the L1 cache
+
+
+@njit(cache=True)
+def _build_table(lens, tab, sym1, len1):
+    """Decode tables for one code; returns the longest code length, or -1 if the lengths are not a code.
+
+    ``sym1``/``len1``: symbol and length for every window of the longest code's width. ``tab``: over
+    FAST_BITS-bit windows, up to 4 whole codes packed as 4 symbol bytes, the bits they use (byte 4)
+    and their count (byte 5); count 0 marks a window that starts with a longer code (rare by
+    construction: those symbols have probability < 2**-FAST_BITS), which is then looked up in sym1.
+    """
+    deepest = 0
+    for s in range(256):
+        deepest = max(deepest, np.int64(lens[s]))
+    if deepest == 0:
+        return -1
+    kraft = 0
+    for s in range(256):
+        if lens[s]:
+            kraft += 1 << (deepest - lens[s])
+    if kraft > (1 << deepest):
+        return -1
+    size = 1 << deepest
+    codes = np.zeros(256, dtype=np.int64)
+    _canonical(lens, codes)
+    len1[:size] = deepest  # windows no code covers (Kraft sum < 1) still advance
+    sym1[:size] = 0
+    for s in range(256):
+        length = np.int64(lens[s])
+        if length:
+            lo = codes[s] << (deepest - length)
+            sym1[lo:lo + (1 << (deepest - length))] = s
+            len1[lo:lo + (1 << (deepest - length))] = length
+    fast = min(deepest, FAST_BITS)
+    down = deepest - fast
+    mask = (1 << fast) - 1
+    for w in range(1 << fast):
+        entry = np.uint64(0)
+        used = 0
+        count = 0
+        while count < 4:
+            idx = ((w << used) & mask) << down
+            length = np.int64(len1[idx])
+            if used + length > fast:
+                break
+            entry |= np.uint64(sym1[idx]) << np.uint64(8 * count)
+            used += length
+            count += 1
+        tab[w] = entry | (np.uint64(used) << np.uint64(32)) | (np.uint64(count) << np.uint64(40))
+    return deepest
+
+
+@njit(cache=True, inline="always")
+def _look(tab, sym1, len1, w, fast_shift, deep_shift):
+    x = tab[w >> fast_shift]
+    if (x >> np.uint64(40)) == 0:  # a code longer than the fast window
+        idx = w >> deep_shift
+        x = np.uint64(sym1[idx]) | (np.uint64(len1[idx]) << np.uint64(32)) | (np.uint64(1) << np.uint64(40))
+    return x
+
+
+@njit(cache=True, inline="always")
+def _emit(out, i, x):
+    _store_le32(out, np.int64(i), np.uint64(x))
+
+
+@njit(cache=True)
+def _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, out):
+    """Four look-ups, each checked for a code longer than the fast window (kept out of the hot loop,
+    where a per-look-up check would turn into an always-taken second table load)."""
+    m8 = np.uint64(0xFF)
+    for _ in range(4):
+        w = _load64(buf, bitpos >> 3) << np.uint64(bitpos & 7)
+        x = _look(tab, sym1, len1, w, fs, ds)
+        _emit(out, i, x)
+        i += np.int64(x >> np.uint64(40))
+        bitpos += np.int64((x >> np.uint64(32)) & m8)
+    return i, bitpos
+
+
+@njit(cache=True, inline="always")
+def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, out):
+    """Decode a block: four look-ups (<= 16 symbols, <= 56 bits) per 8-byte load, then the last
+    symbols one look-up at a time, writing nothing past e."""
+    m8 = np.uint64(0xFF)
+    while i + 16 <= e:
+        w = _load64(buf, bitpos >> 3) << np.uint64(bitpos & 7)
+        x0 = tab[w >> fs]
+        _emit(out, i, x0)
+        u = (x0 >> np.uint64(32)) & m8
+        j = i + np.int64(x0 >> np.uint64(40))
+        w <<= u
+        used = u
+        x1 = tab[w >> fs]
+        _emit(out, j, x1)
+        u = (x1 >> np.uint64(32)) & m8
+        j += np.int64(x1 >> np.uint64(40))
+        w <<= u
+        used += u
+        x2 = tab[w >> fs]
+        _emit(out, j, x2)
+        u = (x2 >> np.uint64(32)) & m8
+        j += np.int64(x2 >> np.uint64(40))
+        w <<= u
+        used += u
+        x3 = tab[w >> fs]
+        _emit(out, j, x3)
+        j += np.int64(x3 >> np.uint64(40))
+        used += (x3 >> np.uint64(32)) & m8
+        if min(min(x0, x1), min(x2, x3)) >> np.uint64(40) == 0:  # a long code: redo these four carefully
+            i, bitpos = _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, out)
+        else:
+            i = j
+            bitpos += np.int64(used)
+    while i < e:
+        w = _load64(buf, bitpos >> 3) << np.uint64(bitpos & 7)
+        x = _look(tab, sym1, len1, w, fs, ds)
+        c = min(np.int64(x >> np.uint64(40)), e - i)
+        for t in range(c):
+            out[i + t] = (x >> np.uint64(8 * t)) & m8
+        i += c
+        bitpos += np.int64((x >> np.uint64(32)) & m8)
+
+
+@njit(cache=True, inline="always")
+def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, out):
+    """Two blocks side by side, so that their dependency chains (window -> table -> shift)
+    interleave; each lane writes nothing past its end. Then each finishes alone."""
+    m8 = np.uint64(0xFF)
+    while iA + 16 <= eA and iB + 16 <= eB:
+        wA = _load64(buf, pA >> 3) << np.uint64(pA & 7)
+        a0 = tab[wA >> fs]
+        _emit(out, iA, a0)
+        u = (a0 >> np.uint64(32)) & m8
+        jA = iA + np.int64(a0 >> np.uint64(40))
+        wA <<= u
+        usedA = u
+        a1 = tab[wA >> fs]
+        _emit(out, jA, a1)
+        u = (a1 >> np.uint64(32)) & m8
+        jA += np.int64(a1 >> np.uint64(40))
+        wA <<= u
+        usedA += u
+        a2 = tab[wA >> fs]
+        _emit(out, jA, a2)
+        u = (a2 >> np.uint64(32)) & m8
+        jA += np.int64(a2 >> np.uint64(40))
+        wA <<= u
+        usedA += u
+        a3 = tab[wA >> fs]
+        _emit(out, jA, a3)
+        jA += np.int64(a3 >> np.uint64(40))
+        usedA += (a3 >> np.uint64(32)) & m8
+        if min(min(a0, a1), min(a2, a3)) >> np.uint64(40) == 0:
+            iA, pA = _slow_group(buf, pA, iA, tab, sym1, len1, fs, ds, out)
+        else:
+            iA = jA
+            pA += np.int64(usedA)
+        wB = _load64(buf, pB >> 3) << np.uint64(pB & 7)
+        a0 = tab[wB >> fs]
+        _emit(out, iB, a0)
+        u = (a0 >> np.uint64(32)) & m8
+        jB = iB + np.int64(a0 >> np.uint64(40))
+        wB <<= u
+        usedB = u
+        a1 = tab[wB >> fs]
+        _emit(out, jB, a1)
+        u = (a1 >> np.uint64(32)) & m8
+        jB += np.int64(a1 >> np.uint64(40))
+        wB <<= u
+        usedB += u
+        a2 = tab[wB >> fs]
+        _emit(out, jB, a2)
+        u = (a2 >> np.uint64(32)) & m8
+        jB += np.int64(a2 >> np.uint64(40))
+        wB <<= u
+        usedB += u
+        a3 = tab[wB >> fs]
+        _emit(out, jB, a3)
+        jB += np.int64(a3 >> np.uint64(40))
+        usedB += (a3 >> np.uint64(32)) & m8
+        if min(min(a0, a1), min(a2, a3)) >> np.uint64(40) == 0:
+            iB, pB = _slow_group(buf, pB, iB, tab, sym1, len1, fs, ds, out)
+        else:
+            iB = jB
+            pB += np.int64(usedB)
+    _tail(buf, pA, iA, eA, tab, sym1, len1, fs, ds, out)
+    _tail(buf, pB, iB, eB, tab, sym1, len1, fs, ds, out)
+
+
+@njit(cache=True)
+def _chunk(buf, pos, end, cnt, shared, lens, tab, sym1, len1, deepest, block, out):
+    """Decode the chunk record at ``buf[pos:]`` (``cnt`` symbols) into ``out[:cnt]``.
+
+    Returns (next position, longest code of the current table, status).
+    """
+    if pos + RECORD > end:
+        return pos, deepest, ENDS_EARLY
+    codec = buf[pos]
+    if _get32(buf, pos + 1) != cnt:
+        return pos, deepest, DOES_NOT_FIT
+    size = _get32(buf, pos + 5)
+    pos += RECORD
+    if pos + size > end:
+        return pos, deepest, DOES_NOT_FIT
+    body = pos
+    pos += size
+    if codec == 0:
+        if size != cnt:
+            return pos, deepest, DOES_NOT_FIT
+        out[:cnt] = buf[body:body + cnt]
+        return pos, deepest, 0
+    if codec != 1:
+        return pos, deepest, UNKNOWN_CODEC
+    if not shared:
+        if size < TABLE_BYTES:
+            return pos, deepest, BAD_TABLE
+        for t in range(TABLE_BYTES):
+            lens[2 * t] = buf[body + t] >> 4
+            lens[2 * t + 1] = buf[body + t] & 0x0F
+        deepest = _build_table(lens, tab, sym1, len1)
+        if deepest < 0:
+            return pos, deepest, BAD_TABLE
+        body += TABLE_BYTES
+        size -= TABLE_BYTES
+    elif deepest < 0:
+        return pos, deepest, BAD_TABLE
+    nblocks = (cnt + block - 1) // block
+    if 4 * nblocks > size:
+        return pos, deepest, SHORT_OFFSETS
+    stream = body + 4 * nblocks
+    fs = np.uint64(64 - min(deepest, FAST_BITS))
+    ds = np.uint64(64 - deepest)
+    b = 0
+    while b + 2 <= nblocks:
+        i = b * block
+        _two_blocks(buf, stream * 8 + _get32(buf, body + 4 * b), i, i + block,
+                    stream * 8 + _get32(buf, body + 4 * b + 4), i + block, min(cnt, i + 2 * block),
+                    tab, sym1, len1, fs, ds, out)
+        b += 2
+    if b < nblocks:
+        i = b * block
+        _tail(buf, stream * 8 + _get32(buf, body + 4 * b), i, min(cnt, i + block), tab, sym1, len1, fs, ds, out)
+    return pos, deepest, 0
+
+
+@njit(cache=True, nogil=True)
+def decode_tensor(buf, n, rotate, chunk, block, modes, starts, ends, shared, scratch, out):
+    """Decode a tensor's m planes chunk by chunk and interleave them into ``out`` (n * m bytes).
+
+    ``modes[j]``: 0 raw (the plane's n bytes at ``buf[starts[j]:]``), 1 chunked (each Huffman chunk
+    carries its table), 2 shared (``shared[j]`` holds the lengths). Every chunk record must hold
+    ``chunk`` symbols (the last the rest). ``scratch``: (m, chunk) uint8, so a chunk's planes stay in
+    cache between decoding and merging. Returns (status, plane) with status 0 when all went well.
+    Memory-safe on hostile input: writes are bounded by n and chunk, reads by the buffer's end.
+    """
+    m = modes.shape[0]
+    tabs = np.zeros((m, 1 << FAST_BITS), dtype=np.uint64)
+    sym1 = np.zeros((m, 1 << 15), dtype=np.uint8)
+    len1 = np.zeros((m, 1 << 15), dtype=np.uint8)
+    lens = np.zeros(256, dtype=np.uint8)
+    deep = np.full(m, -1, dtype=np.int64)
+    pos = starts.copy()
+    for j in range(m):
+        if modes[j] == 0 and ends[j] - starts[j] != n:
+            return DOES_NOT_FIT, j
+        if modes[j] == 2:
+            deep[j] = _build_table(shared[j], tabs[j], sym1[j], len1[j])
+    k = (n + chunk - 1) // chunk
+    for ci in range(k):
+        s = ci * chunk
+        cnt = min(chunk, n - s)
+        for j in range(m):
+            if modes[j] == 0:
+                scratch[j, :cnt] = buf[starts[j] + s:starts[j] + s + cnt]
+                continue
+            pos[j], deep[j], status = _chunk(buf, pos[j], ends[j], cnt, modes[j] == 2, lens, tabs[j], sym1[j],
+                                             len1[j], deep[j], block, scratch[j])
+            if status:
+                return status, j
+        o = out[s * m:(s + cnt) * m]
+        if m == 2 and rotate:
+            merge2(scratch[0], scratch[1], o, cnt)
+        elif m == 4 and rotate:
+            merge4(scratch[0], scratch[1], scratch[2], scratch[3], o, cnt)
+        elif rotate:
+            for i in range(cnt):
+                for q in range(m):
+                    o[i * m + q] = (scratch[q, i] >> 1) | ((scratch[(q + 1) % m, i] & 1) << 7)
+        else:
+            for i in range(cnt):
+                for q in range(m):
+                    o[i * m + q] = scratch[q, i]
+    for j in range(m):
+        if modes[j] != 0 and pos[j] != ends[j]:
+            return DOES_NOT_FIT, j
+    return 0, 0
+
+
+@njit(cache=True, inline="always")
+def merge2(p0, p1, out, n):
+    """Bytes of 16-bit values from the planes of their left rotation by one bit."""
+    for i in range(n):
+        r = (np.uint32(p1[i]) << np.uint32(8)) | np.uint32(p0[i])
+        v = (r >> np.uint32(1)) | ((r & np.uint32(1)) << np.uint32(15))
+        out[2 * i] = np.uint8(v & np.uint32(0xFF))
+        out[2 * i + 1] = np.uint8(v >> np.uint32(8))
+
+
+@njit(cache=True, inline="always")
+def merge4(p0, p1, p2, p3, out, n):
+    """Bytes of 32-bit values from the planes of their left rotation by one bit."""
+    for i in range(n):
+        r = (np.uint32(p3[i]) << np.uint32(24)) | (np.uint32(p2[i]) << np.uint32(16)) | \
+            (np.uint32(p1[i]) << np.uint32(8)) | np.uint32(p0[i])
+        v = (r >> np.uint32(1)) | ((r & np.uint32(1)) << np.uint32(31))
+        out[4 * i] = np.uint8(v & np.uint32(0xFF))
+        out[4 * i + 1] = np.uint8((v >> np.uint32(8)) & np.uint32(0xFF))
+        out[4 * i + 2] = np.uint8((v >> np.uint32(16)) & np.uint32(0xFF))
+        out[4 * i + 3] = np.uint8(v >> np.uint32(24))
