@@ -141,6 +141,26 @@ def test_sha256_catches_what_crc_cannot(small_blob):
         checkpoint.decompress(forged)
 
 
+def test_hostile_layouts_are_refused(small_blob):
+    data, _ = small_blob
+    blob, _ = checkpoint.compress(data, chunk=4096)
+    header, payload = container.unpack(blob)
+    for field, value, message in [("chunk", 0, "malformed"), ("chunk", 2**40, "malformed")]:
+        bad = json.loads(json.dumps(header))
+        bad[field] = value
+        with pytest.raises(CorruptFile, match=message):
+            checkpoint.decompress(container.pack(bad, [bytes(payload)]))
+    bad = json.loads(json.dumps(header))  # chunk records no longer line up with the declared chunk size
+    bad["chunk"] = 1000
+    with pytest.raises(CorruptFile, match="chunk"):
+        checkpoint.decompress(container.pack(bad, [bytes(payload)]))
+    bad = json.loads(json.dumps(header))  # two tensors claiming the same bytes: the file is not tiled
+    a, b = bad["tensors"][:2]
+    b["start"], b["end"] = a["start"], a["start"] + (b["end"] - b["start"])
+    with pytest.raises(CorruptFile):
+        checkpoint.decompress(container.pack(bad, [bytes(payload)]))
+
+
 def test_failed_decompress_leaves_no_file(small_blob, tmp_path):
     _, blob = small_blob
     bad = bytearray(blob)

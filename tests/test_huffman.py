@@ -140,3 +140,14 @@ def test_lane_decoder_with_torch_tensors():
     lengths = huffman.code_lengths(np.bincount(symbols, minlength=256))
     out = huffman.decode_lanes(huffman.encode(symbols, lengths, block=256), lengths, xp=torch, device=device)
     np.testing.assert_array_equal(out.cpu().numpy(), symbols)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 10**6), min_size=256, max_size=256).map(np.array), st.integers(9, 14))
+def test_compiled_batch_lengths_match_the_reference(counts, max_len):
+    from models.compression import plane_kernels as pk
+
+    lens, bits = pk.lengths_batch(np.stack([counts, counts[::-1]]).astype(np.int64), max_len)
+    assert (lens[0] == huffman.code_lengths(counts, max_len)).all()
+    assert (lens[1] == huffman.code_lengths(counts[::-1], max_len)).all()
+    assert bits[0] == huffman.coded_bits(counts, lens[0])

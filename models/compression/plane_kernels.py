@@ -176,6 +176,66 @@ def lengths_batch(hists, max_len):
     return lens, bits
 
 
+@njit(cache=True, nogil=True)
+def plan(hists, n, chunk, block, max_len, worth):
+    """Choose how a plane is coded from its per-chunk histograms, with every size exact.
+
+    Modes: 0 raw, 1 chunked (per-chunk tables), 2 shared (one table); the cheapest wins unless it
+    saves less than 1 - worth of the plane. Returns (mode, use, lens, bits, size, shared lengths,
+    Huffman-coded symbols, their bits, their chunk-local order-0 entropy in bits).
+    """
+    k = hists.shape[0]
+    sizes = np.empty(k, dtype=np.int64)
+    offs = np.empty(k, dtype=np.int64)
+    for ci in range(k):
+        sizes[ci] = min(chunk, n - ci * chunk)
+        offs[ci] = 4 * ((sizes[ci] + block - 1) // block)
+    lens, bits = lengths_batch(hists, max_len)
+    total = np.zeros(256, dtype=np.int64)
+    for ci in range(k):
+        total += hists[ci]
+    shared = np.zeros(256, dtype=np.uint8)
+    lengths_into(total, max_len, shared)
+    sh_bits = np.zeros(k, dtype=np.int64)
+    own_coded = np.empty(k, dtype=np.int64)
+    sh_coded = np.empty(k, dtype=np.int64)
+    c_own = RECORD * k
+    c_sh = RECORD * k + TABLE_BYTES // 2  # the shared table lives in the (deflated) header
+    for ci in range(k):
+        for s in range(256):
+            sh_bits[ci] += hists[ci, s] * shared[s]
+        own_coded[ci] = (bits[ci] + 7) // 8 + TABLE_BYTES + offs[ci]
+        sh_coded[ci] = (sh_bits[ci] + 7) // 8 + offs[ci]
+        c_own += min(sizes[ci], own_coded[ci])
+        c_sh += min(sizes[ci], sh_coded[ci])
+    mode = 1 if c_own <= c_sh else 2
+    use = np.zeros(k, dtype=np.bool_)
+    if min(c_own, c_sh) > worth * n:  # near-uniform planes (bf16/fp16 mantissas): coding buys nothing
+        return 0, use, lens, bits, n, shared, 0, 0, 0.0
+    coded = own_coded
+    if mode == 2:
+        coded = sh_coded
+        bits = sh_bits
+        for ci in range(k):
+            lens[ci] = shared
+    size = RECORD * k
+    hs = 0
+    hb = 0
+    he = 0.0
+    for ci in range(k):
+        use[ci] = coded[ci] < sizes[ci]  # incompressible chunks stay as they are
+        if use[ci]:
+            size += coded[ci]
+            hs += sizes[ci]
+            hb += bits[ci]
+            for s in range(256):
+                if hists[ci, s]:
+                    he -= hists[ci, s] * np.log2(hists[ci, s] / sizes[ci])
+        else:
+            size += sizes[ci]
+    return mode, use, lens, bits, size, shared, hs, hb, he
+
+
 @njit(cache=True, inline="always")
 def _canonical(lens, codes):
     bl = np.zeros(32, dtype=np.int64)
@@ -327,7 +387,7 @@ def _load64(buf, byte):
     return w
 
 
-FAST_BITS = 11  # window of the multi-symbol table: 2**11 entries of 8 bytes stay in the L1 cache
+FAST_BITS = 12  # window of the multi-symbol table: 2**11 entries of 8 bytes stay in the L1 cache
 
 
 @njit(cache=True)
@@ -364,18 +424,18 @@ def _build_table(lens, tab, sym1, len1):
     fast = min(deepest, FAST_BITS)
     down = deepest - fast
     mask = (1 << fast) - 1
-    for w in range(1 << fast):
+    for w in range(1 << fast):  # branch-free: four steps, each kept only if its code fits the window
         entry = np.uint64(0)
         used = 0
         count = 0
-        while count < 4:
+        ok = 1
+        for _ in range(4):
             idx = ((w << used) & mask) << down
             length = np.int64(len1[idx])
-            if used + length > fast:
-                break
-            entry |= np.uint64(sym1[idx]) << np.uint64(8 * count)
-            used += length
-            count += 1
+            ok &= np.int64(used + length <= fast)
+            entry |= np.uint64(sym1[idx] * ok) << np.uint64(8 * count)
+            used += length * ok
+            count += ok
         tab[w] = entry | (np.uint64(used) << np.uint64(32)) | (np.uint64(count) << np.uint64(40))
     return deepest
 
@@ -585,9 +645,10 @@ def decode_tensor(buf, n, rotate, chunk, block, modes, starts, ends, shared, scr
     Memory-safe on hostile input: writes are bounded by n and chunk, reads by the buffer's end.
     """
     m = modes.shape[0]
-    tabs = np.zeros((m, 1 << FAST_BITS), dtype=np.uint64)
-    sym1 = np.zeros((m, 1 << 15), dtype=np.uint8)
-    len1 = np.zeros((m, 1 << 15), dtype=np.uint8)
+    # each table is filled by _build_table before it is read (untouched memory costs nothing)
+    tabs = np.empty((m, 1 << FAST_BITS), dtype=np.uint64)
+    sym1 = np.empty((m, 1 << 15), dtype=np.uint8)
+    len1 = np.empty((m, 1 << 15), dtype=np.uint8)
     lens = np.zeros(256, dtype=np.uint8)
     deep = np.full(m, -1, dtype=np.int64)
     pos = starts.copy()
