@@ -39,6 +39,11 @@ import zlib
 
 from models.errors import CorruptFile
 
+try:  # the same CRC-32 as zlib's, about 4x faster (carry-less multiplication); releases the GIL too
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - zlib-ng is in requirements.txt
+    from zlib import crc32
+
 MAGIC = b"LMLABHZ\x01"
 VERSION = 2
 SUFFIX = ".lmhz"
@@ -59,7 +64,7 @@ def encode_header(header: dict) -> bytes:
 
 def fixed(head: bytes) -> bytes:
     """The fixed part at offset 0 for this (encoded) header."""
-    return _FIXED.pack(MAGIC, VERSION, DEFLATED, len(head), zlib.crc32(head))
+    return _FIXED.pack(MAGIC, VERSION, DEFLATED, len(head), crc32(head))
 
 
 def pack(header: dict, payload: list[bytes]) -> bytes:
@@ -83,7 +88,7 @@ def unpack(buf: bytes | memoryview, name: str = "file") -> tuple[dict, memoryvie
         raise CorruptFile(f"{name} is truncated: its header needs {_FIXED.size + hlen:,} bytes, the file has "
                           f"{len(view):,}")
     head = bytes(view[end:])
-    if zlib.crc32(head) != hcrc:
+    if crc32(head) != hcrc:
         raise CorruptFile(f"{name}: the header fails its CRC32 check (the file is corrupt)")
     try:
         if flags & DEFLATED:  # bounded: a few kilobytes of deflate can claim gigabytes
@@ -112,6 +117,6 @@ def segment(payload: memoryview, entry: dict, what: str, check: bool = True) -> 
     if start < 0 or start + size > len(payload):
         raise CorruptFile(f"the compressed file is truncated: {what} lies past its end")
     seg = payload[start:start + size]
-    if check and zlib.crc32(seg) != int(entry["crc32"]):
+    if check and crc32(seg) != int(entry["crc32"]):
         raise crc_error(what)
     return seg
