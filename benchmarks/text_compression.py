@@ -1,13 +1,15 @@
 """Text compression: classic coders vs the language model with arithmetic coding, same run.
 
 For each text (alice29, plrabn12, WikiText-2 test) every classic coder is run and verified.
-On the LM texts (alice29 by default) the model compresses the whole file, the file is
-decoded and compared, and the table reports bits per byte, the model's cross-entropy on
-the same tokens, the coder's overhead, and compress/decompress speed. The lane/window cost
-compares the cross-entropy of the lane split against one lane with the same window rule
-(both teacher-forced with one forward per context segment: a measurement, not the codec).
+On the LM texts (alice29 by default) the model compresses the whole file with each codec
+preset (fast, compact), the file is decoded and compared, and the table reports bits per
+byte, the model's cross-entropy on the same tokens, the coder's overhead, and
+compress/decompress speed. The lane cost compares the cross-entropy of the lane split
+against one lane with the same window rule, and against one lane with the model's whole
+context (all teacher-forced with one forward per context segment: a measurement, not the
+codec).
 
-    python -m benchmarks.text_compression [--lm-texts alice29] [--limit BYTES]
+    python -m benchmarks.text_compression [--lm-texts alice29] [--presets fast,compact] [--limit BYTES]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,8 +52,7 @@ def teacher_forced_bits(runner, ids: list[int], lengths: list[int], start: int, 
         while pos < n:
             seg = lane[pos:pos + window - len(ctx)]  # predicting seg[-1] sees at most window - 1 tokens
             inp = torch.tensor([[start] + ctx + seg[:-1]])
-            hidden = runner.body(input_ids=inp).last_hidden_state[0, len(ctx):].float()
-            logp = torch.log_softmax(torch.nn.functional.linear(hidden, runner.head_w, runner.head_b), -1)
+            logp = torch.log_softmax(runner.logits(runner.body(input_ids=inp).last_hidden_state[0, len(ctx):]), -1)
             total -= float(logp[torch.arange(len(seg)), torch.tensor(seg)].sum()) / math.log(2)
             ctx, pos = ctx + seg, pos + len(seg)
             if len(ctx) >= window:  # the codec rebuilds here: start token + the last `keep` tokens
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="code only the first BYTES of each LM text (0 = all)")
     parser.add_argument("--skip-lane-cost", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads while coding (0 = torch's default)")
+    parser.add_argument("--presets", default="fast,compact", help="comma-separated codec presets to run")
     args = parser.parse_args()
 
     corpus = texts()
@@ -92,54 +95,66 @@ def main() -> None:
                   f"{r.compress_s:.2f} | {r.decompress_s:.2f} | {r.verified} |")
 
     loaded = registry.load_causal_lm(args.model)
-    codec = lm_codec.CodecSettings(threads=args.threads)
+    runner = lm_codec._runner(loaded, "auto")
     for name in filter(None, args.lm_texts.split(",")):
         data = corpus[name][:args.limit] if args.limit else corpus[name]
-        t0 = time.perf_counter()
-        res = lm_codec.compress(data, loaded, codec, _progress("compress"))
-        enc_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ok = lm_codec.decompress(res.blob, loaded, _progress("decompress")) == data
-        dec_s = time.perf_counter() - t0
-        h = res.header
-        row = {"bytes": len(data), "tokens": h["n_tokens"], "lanes": h["lanes"], "window": h["window"],
-               "keep": h["keep"], "threads": h["threads"], "precision": h["fingerprint"]["precision"], "device": h["fingerprint"]["device_type"],
-               "file_bytes": len(res.blob), "bpb_file": 8 * len(res.blob) / len(data),
-               "bpb_payload": res.payload_bits / len(data), "bpb_cross_entropy": res.cross_entropy_bits / len(data),
-               "coder_overhead": res.overhead, "compress_s": enc_s, "decompress_s": dec_s,
-               "compress_Bps": len(data) / enc_s, "decompress_Bps": len(data) / dec_s, "verified": ok,
-               "load_average_after": os.getloadavg()}
-        results["lm"][name] = row
-        _write(results)  # the coding result is kept even if the slower lane-cost pass is interrupted
-        print(f"  coded {name}: {json.dumps(row)}", file=sys.stderr, flush=True)
-        if not args.skip_lane_cost:  # on the whole text, even when only a prefix was coded
-            whole = corpus[name]
-            runner = lm_codec._runner(loaded, codec.precision)
-            ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(whole)
-            lengths = lm_codec.lane_lengths(len(ids), codec.lane_count(len(ids)))
+        whole = corpus[name]
+        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(whole)
+        one_lane: dict[tuple[int, int], float] = {}  # (window, keep) -> bits of the whole text as one lane
+        for preset in filter(None, args.presets.split(",")):
+            codec = replace(lm_codec.PRESETS[preset], threads=args.threads).for_model(loaded)
+            lm_codec.compress(b"warm-up: the weights' fingerprint and the bf16 copy are made once", loaded, codec)
             t0 = time.perf_counter()
-            one = teacher_forced_bits(runner, ids, [len(ids)], h["start_id"], codec.window, codec.keep)
-            many = teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
-            row.update(whole_bytes=len(whole), whole_tokens=len(ids), whole_lanes=len(lengths),
-                       whole_bpb_one_lane_tf=one / len(whole), whole_bpb_lanes_tf=many / len(whole),
-                       lane_cost=many / one - 1, teacher_forced_s=time.perf_counter() - t0)
-            print(f"  whole {name}: {len(whole):,} bytes, {len(ids):,} tokens; teacher-forced cross-entropy "
-                  f"{many / len(whole):.3f} bpb with {len(lengths)} lanes, {one / len(whole):.3f} with one lane",
-                  file=sys.stderr, flush=True)
-        results["lm"][name] = row
-        print(f"\n**{name}, {args.model}** ({len(data):,} bytes, {h['n_tokens']:,} tokens, {h['lanes']} lanes, "
-              f"window {h['window']}/keep {h['keep']}, {row['precision']} on {row['device']}): "
-              f"file {row['bpb_file']:.3f} bpb, payload {row['bpb_payload']:.3f}, cross-entropy "
-              f"{row['bpb_cross_entropy']:.3f} (coder overhead {row['coder_overhead']:+.3%}); "
-              f"compress {row['compress_Bps']:,.0f} B/s, decompress {row['decompress_Bps']:,.0f} B/s; verified {ok}"
-              + (f"; lane cost vs one lane {row['lane_cost']:+.2%}" if "lane_cost" in row else ""))
-        if "whole_bpb_lanes_tf" in row:
-            print(f"\n**{name} whole** ({row['whole_bytes']:,} bytes, {row['whole_tokens']:,} tokens, "
-                  f"{row['whole_lanes']} lanes): cross-entropy {row['whole_bpb_lanes_tf']:.3f} bpb "
-                  f"(one lane: {row['whole_bpb_one_lane_tf']:.3f}; lane cost {row['lane_cost']:+.2%}); "
-                  "teacher-forced, one forward per context segment")
+            res = lm_codec.compress(data, loaded, codec, _progress(f"{preset} compress"))
+            enc_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ok = lm_codec.decompress(res.blob, loaded, _progress(f"{preset} decompress")) == data
+            dec_s = time.perf_counter() - t0
+            h = res.header
+            row = {"preset": preset, "bytes": len(data), "tokens": h["n_tokens"], "lanes": h["lanes"],
+                   "window": h["window"], "keep": h["keep"], "threads": h["threads"],
+                   "precision": h["fingerprint"]["precision"], "device": h["fingerprint"]["device_type"],
+                   "file_bytes": len(res.blob), "header_bytes": len(res.blob) - h["payload_bytes"],
+                   "bpb_file": 8 * len(res.blob) / len(data), "bpb_payload": res.payload_bits / len(data),
+                   "bpb_cross_entropy": res.cross_entropy_bits / len(data), "coder_overhead": res.overhead,
+                   "compress_s": enc_s, "decompress_s": dec_s, "compress_Bps": len(data) / enc_s,
+                   "decompress_Bps": len(data) / dec_s, "verified": ok, "load_average_after": os.getloadavg()}
+            results["lm"][f"{name}/{preset}"] = row
+            _write(results)  # the coding result is kept even if the slower lane-cost pass is interrupted
+            print(f"  coded {name} ({preset}): {json.dumps(row)}", file=sys.stderr, flush=True)
+            if not args.skip_lane_cost:  # on the whole text, even when only a prefix was coded
+                lengths = lm_codec.lane_lengths(len(ids), codec.lane_count(len(ids)))
+                t0 = time.perf_counter()
+                many = teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
+                limit = lm_codec.context_limit(loaded)
+                for window, keep in ((codec.window, codec.keep), (limit, limit // 2)):
+                    if (window, keep) not in one_lane:
+                        one_lane[window, keep] = teacher_forced_bits(runner, ids, [len(ids)], h["start_id"], window, keep)
+                same, full = one_lane[codec.window, codec.keep], one_lane[limit, limit // 2]
+                row.update(whole_bytes=len(whole), whole_tokens=len(ids), whole_lanes=len(lengths),
+                           whole_bpb_lanes_tf=many / len(whole), whole_bpb_one_lane_tf=same / len(whole),
+                           whole_bpb_one_lane_full_context_tf=full / len(whole), lane_cost=many / same - 1,
+                           cost_vs_full_context=many / full - 1, teacher_forced_s=time.perf_counter() - t0)
+            results["lm"][f"{name}/{preset}"] = row
+            _write(results)
+            print(_lm_line(name, preset, row), flush=True)
     _write(results)
     print(f"\nwrote {OUT.name}")
+
+
+def _lm_line(name: str, preset: str, row: dict) -> str:
+    line = (f"\n**{name}, preset {preset}** ({row['bytes']:,} bytes, {row['tokens']:,} tokens, {row['lanes']} lanes, "
+            f"window {row['window']}/keep {row['keep']}, {row['precision']} on {row['device']}, {row['threads']} threads): "
+            f"file {row['bpb_file']:.3f} bpb ({row['header_bytes']} header bytes), payload {row['bpb_payload']:.3f}, "
+            f"cross-entropy {row['bpb_cross_entropy']:.3f} (coder overhead {row['coder_overhead']:+.3%}); "
+            f"compress {row['compress_Bps']:,.0f} B/s, decompress {row['decompress_Bps']:,.0f} B/s; "
+            f"verified {row['verified']}")
+    if "lane_cost" in row:
+        line += (f". Whole text, teacher-forced: {row['whole_bpb_lanes_tf']:.4f} bpb in {row['whole_lanes']} lanes, "
+                 f"{row['whole_bpb_one_lane_tf']:.4f} as one lane with the same window (lane cost "
+                 f"{row['lane_cost']:+.2%}), {row['whole_bpb_one_lane_full_context_tf']:.4f} as one lane with the "
+                 f"model's whole context ({row['cost_vs_full_context']:+.2%})")
+    return line
 
 
 def _write(results: dict) -> None:

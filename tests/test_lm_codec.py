@@ -60,10 +60,10 @@ def test_long_text_over_several_windows_and_lanes(tiny_gpt2):
     assert len(result.tokens) == n
 
 
-def test_bf16_body_roundtrip(tiny_gpt2):
-    s = dataclasses.replace(SMALL, precision="bf16-body")
+def test_bf16_roundtrip(tiny_gpt2):
+    s = dataclasses.replace(SMALL, precision="bf16")
     result = roundtrip(b"The cat sat on the mat. " * 8, tiny_gpt2, s)
-    assert result.header["fingerprint"]["precision"] == "bf16-body"
+    assert result.header["fingerprint"]["precision"] == "bf16"
 
 
 def test_one_lane_and_many_lanes_give_same_text(tiny_gpt2):
@@ -110,7 +110,7 @@ def test_fingerprint_mismatch_is_refused(tiny_gpt2):
 def test_other_precision_is_a_fingerprint_mismatch(tiny_gpt2):
     result = lm_codec.compress(b"some text", tiny_gpt2, SMALL)
     header, payload = text_container.unpack(result.blob)
-    header["fingerprint"]["precision"] = "bf16-body"
+    header["fingerprint"]["precision"] = "bf16"
     header["fingerprint"]["device_type"] = "cuda"
     forged = text_container.pack({k: v for k, v in header.items() if not k.startswith("payload_")}, payload)
     with pytest.raises(FingerprintMismatch, match="device_type"):

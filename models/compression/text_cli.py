@@ -9,6 +9,7 @@ chunk was coded (and, on decompression, matched its checksum).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -33,8 +34,12 @@ def _compress(args: argparse.Namespace) -> int:
         raise InputError(f"input file {src} does not exist")
     out = Path(args.output or f"{src}{text_container.SUFFIX}")
     loaded = registry.load_causal_lm(args.model, device=args.device)
-    codec = lm_codec.CodecSettings(window=args.window, keep=args.keep if args.keep is not None else args.window // 2,
-                                   lanes=args.lanes, precision=args.precision, threads=args.threads)
+    codec = dataclasses.replace(lm_codec.PRESETS[args.preset], lanes=args.lanes, precision=args.precision,
+                                threads=args.threads)
+    if args.window is not None:
+        codec = dataclasses.replace(codec, window=args.window, keep=args.keep if args.keep is not None else args.window // 2)
+    elif args.keep is not None:
+        codec = dataclasses.replace(codec, keep=args.keep)
     started, total_in, blobs, ce, payload = time.perf_counter(), 0, [], 0.0, 0
     with src.open("rb") as fh:
         index = 0
@@ -102,11 +107,14 @@ def add_cli(subparsers) -> None:
     c.add_argument("-o", "--output", help=f"output file (default INPUT{text_container.SUFFIX})")
     c.add_argument("--model", default="smollm2-135m-instruct", help="model key from the catalogue")
     c.add_argument("--device", default=None, help="auto, cuda, mps or cpu; decoding needs the same device type")
-    defaults = lm_codec.CodecSettings()
-    c.add_argument("--window", type=int, default=defaults.window, help=lm_codec.CodecSettings.__dataclass_fields__["window"].metadata["help"])
+    c.add_argument("--preset", default="fast", choices=list(lm_codec.PRESETS),
+                   help="fast: many short lanes (about 2 kB/s on two CPU cores); compact: few lanes that see the "
+                        "model's whole context (the smallest files, about 4x slower)")
+    c.add_argument("--window", type=int, default=None, help=lm_codec.CodecSettings.__dataclass_fields__["window"].metadata["help"]
+                   + " (default: the preset's)")
     c.add_argument("--keep", type=int, default=None, help="tokens kept when the context is rebuilt (default half the window)")
     c.add_argument("--lanes", type=int, default=0, help="pieces coded side by side (0 = automatic)")
-    c.add_argument("--precision", default="auto", choices=["auto", "bf16-body", "fp32"])
+    c.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     c.add_argument("--threads", type=int, default=0,
                    help="CPU threads while coding (0 = all); decoding uses the same number, recorded in the file")
     c.add_argument("--chunk-bytes", type=int, default=1 << 20, help="code the file in independent chunks of this size")
