@@ -71,6 +71,16 @@ def test_compressible_planes_are_coded_and_gaps_kept():
     assert 2.0 < row.exponent_entropy < 3.5
 
 
+def test_upcast_weights_store_their_zero_bytes_once():
+    rng = np.random.default_rng(1)
+    w = torch.from_numpy(rng.normal(0, 0.02, size=(300, 500)).astype(np.float32)).to(torch.bfloat16).float()
+    data = save({"w": w})
+    blob, report = checkpoint.compress(data, chunk=4096)
+    assert checkpoint.decompress(blob) == data
+    # a bf16 value upcast to fp32: sign (1 bit) + 7 mantissa bits + ~2.7 exponent bits of 32, zero bytes ~free
+    assert report.ratio < 0.40
+
+
 @pytest.mark.slow
 def test_minilm_byte_identical_and_beats_zstd(tmp_path):
     src = assets.path("all-minilm-l6-v2") / "model.safetensors"

@@ -113,7 +113,7 @@ class PlanePlan:
     params: tuple
     size: int  # bytes of the plane's segment
     hist: np.ndarray  # histogram of the whole plane (zeros when a sample showed it near-uniform)
-    use: np.ndarray | None = None  # per chunk: Huffman-coded (else raw)
+    use: np.ndarray | None = None  # per chunk: its codec (pk.RAW, pk.HUFFMAN or pk.CONSTANT)
     lens: np.ndarray | None = None  # per chunk: code lengths
     bits: np.ndarray | None = None  # per chunk: coded bits
     huff_symbols: int = 0  # symbols that go through the Huffman coder
@@ -588,8 +588,9 @@ def _validate(header: dict, payload_len: int, name: str) -> None:
                 if mode == "zstd":
                     bound += symbols
                     continue
-                # a Huffman code spends at least one bit per symbol; raw bytes one byte
-                if symbols > (seg if mode == "raw" else 8 * seg):
+                # raw bytes take a byte per symbol, a Huffman code at least a bit, and a constant chunk
+                # (its record and one byte) at most ``chunk`` symbols
+                if symbols > (seg if mode == "raw" else 8 * seg + seg // (pk.RECORD + 1) * header["chunk"]):
                     raise CorruptFile(f"{what}: a plane declares {symbols:,} symbols but holds only {seg:,} bytes")
                 bound += symbols
             if bound < nbytes:

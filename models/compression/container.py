@@ -25,8 +25,8 @@ Plane modes: ``raw`` (the bytes), ``zstd`` (one zstd frame of the tensor's bytes
 (each chunk has its own Huffman table) and ``shared`` (one table for the plane, as 256 hex nibbles
 in ``table``; the deflated header stores similar tables cheaply).
 A chunked/shared segment is a run of chunk records, one per ``chunk`` symbols of the plane (the
-last holds the rest): ``<BII`` = codec (0 raw, 1 Huffman), symbol count n, body size; then the
-body: for Huffman, the 256 code lengths (at most 14 bits) as 128 nibble bytes (chunked mode
+last holds the rest): ``<BII`` = codec (0 raw, 1 Huffman, 2 constant: the body is the one byte
+value repeated n times), symbol count n, body size; then the body: for Huffman, the 256 code lengths (at most 14 bits) as 128 nibble bytes (chunked mode
 only), the bit offset of each block of ``block`` symbols (uint32 LE), and the MSB-first
 canonical-Huffman bit stream.
 """
@@ -49,7 +49,7 @@ VERSION = 2
 SUFFIX = ".lmhz"
 _FIXED = struct.Struct("<8sHHII")
 CHUNK_RECORD = struct.Struct("<BII")
-RAW, HUFFMAN = 0, 1
+RAW, HUFFMAN, CONSTANT = 0, 1, 2
 DEFLATED = 1
 MAX_HEADER = 256 * 2**20  # inflated header bytes; a 10k-tensor checkpoint needs ~10 MiB
 

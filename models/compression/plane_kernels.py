@@ -27,6 +27,7 @@ from models.compression.huffman import _mk_lengths
 MAX_LEN = 14  # four codes of <= 14 bits plus 7 pending bits fit the 64-bit writer and reader word
 TABLE_BYTES = 128  # 256 code lengths as nibbles
 RECORD = 9  # chunk record: codec (1 byte), symbol count, body size (uint32 LE each)
+RAW, HUFFMAN, CONSTANT = 0, 1, 2  # chunk codecs
 # decode_plane status codes (0 = fine)
 ENDS_EARLY, DOES_NOT_FIT, BAD_TABLE, UNKNOWN_CODEC, SHORT_OFFSETS = 1, 2, 3, 4, 5
 
@@ -206,10 +207,15 @@ def plan(hists, n, chunk, block, max_len, worth):
             sh_bits[ci] += hists[ci, s] * shared[s]
         own_coded[ci] = (bits[ci] + 7) // 8 + TABLE_BYTES + offs[ci]
         sh_coded[ci] = (sh_bits[ci] + 7) // 8 + offs[ci]
+        present = 0
+        for s in range(256):
+            present += hists[ci, s] > 0
+        if present == 1:  # one value repeated (the zero low bytes of upcast weights): stored once
+            own_coded[ci] = sh_coded[ci] = 1
         c_own += min(sizes[ci], own_coded[ci])
         c_sh += min(sizes[ci], sh_coded[ci])
     mode = 1 if c_own <= c_sh else 2
-    use = np.zeros(k, dtype=np.bool_)
+    use = np.zeros(k, dtype=np.int64)  # per chunk: RAW, HUFFMAN or CONSTANT
     if min(c_own, c_sh) > worth * n:  # near-uniform planes (bf16/fp16 mantissas): coding buys nothing
         return 0, use, lens, bits, n, shared, 0, 0, 0.0
     coded = own_coded
@@ -223,8 +229,11 @@ def plan(hists, n, chunk, block, max_len, worth):
     hb = 0
     he = 0.0
     for ci in range(k):
-        use[ci] = coded[ci] < sizes[ci]  # incompressible chunks stay as they are
-        if use[ci]:
+        if coded[ci] == 1 and sizes[ci] > 1:
+            use[ci] = CONSTANT
+            size += 1
+        elif coded[ci] < sizes[ci]:  # incompressible chunks stay as they are
+            use[ci] = HUFFMAN
             size += coded[ci]
             hs += sizes[ci]
             hb += bits[ci]
@@ -309,14 +318,21 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
         s = ci * chunk
         e = min(n, s + chunk)
         cnt = e - s
-        if not use[ci]:
-            out[pos] = 0
+        if use[ci] == RAW:
+            out[pos] = RAW
             _put32(out, pos + 1, cnt)
             _put32(out, pos + 5, cnt)
             pos += RECORD
             for i in range(cnt):
                 out[pos + i] = _byte(v[s + i], a, ma, c)
             pos += cnt
+            continue
+        if use[ci] == CONSTANT:
+            out[pos] = CONSTANT
+            _put32(out, pos + 1, cnt)
+            _put32(out, pos + 5, 1)
+            out[pos + RECORD] = _byte(v[s], a, ma, c)
+            pos += RECORD + 1
             continue
         lc = lens[ci]
         nblocks = (cnt + block - 1) // block
@@ -595,12 +611,17 @@ def _chunk(buf, pos, end, cnt, shared, lens, tab, sym1, len1, deepest, block, ou
         return pos, deepest, DOES_NOT_FIT
     body = pos
     pos += size
-    if codec == 0:
+    if codec == RAW:
         if size != cnt:
             return pos, deepest, DOES_NOT_FIT
         out[:cnt] = buf[body:body + cnt]
         return pos, deepest, 0
-    if codec != 1:
+    if codec == CONSTANT:
+        if size != 1:
+            return pos, deepest, DOES_NOT_FIT
+        out[:cnt] = buf[body]
+        return pos, deepest, 0
+    if codec != HUFFMAN:
         return pos, deepest, UNKNOWN_CODEC
     if not shared:
         if size < TABLE_BYTES:
