@@ -403,6 +403,7 @@ def _load64(buf, byte):
     return w
 
 
+LONG = 63  # the width recorded for a window that starts with a code longer than FAST_BITS
 FAST_BITS = 12  # window of the multi-symbol table: 2**11 entries of 8 bytes stay in the L1 cache
 
 
@@ -452,6 +453,8 @@ def _build_table(lens, tab, sym1, len1):
             entry |= np.uint64(sym1[idx] * ok) << np.uint64(8 * count)
             used += length * ok
             count += ok
+        if count == 0:  # a longer code: a sentinel width no four short entries add up to
+            used = LONG
         tab[w] = entry | (np.uint64(used) << np.uint64(32)) | (np.uint64(count) << np.uint64(40))
     return deepest
 
@@ -513,7 +516,7 @@ def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, out):
         _emit(out, j, x3)
         j += np.int64(x3 >> np.uint64(40))
         used += (x3 >> np.uint64(32)) & m8
-        if min(min(x0, x1), min(x2, x3)) >> np.uint64(40) == 0:  # a long code: redo these four carefully
+        if used >= LONG:  # a long code among them: redo these four carefully
             i, bitpos = _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, out)
         else:
             i = j
@@ -557,7 +560,7 @@ def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, out):
         _emit(out, jA, a3)
         jA += np.int64(a3 >> np.uint64(40))
         usedA += (a3 >> np.uint64(32)) & m8
-        if min(min(a0, a1), min(a2, a3)) >> np.uint64(40) == 0:
+        if usedA >= LONG:
             iA, pA = _slow_group(buf, pA, iA, tab, sym1, len1, fs, ds, out)
         else:
             iA = jA
@@ -585,7 +588,7 @@ def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, out):
         _emit(out, jB, a3)
         jB += np.int64(a3 >> np.uint64(40))
         usedB += (a3 >> np.uint64(32)) & m8
-        if min(min(a0, a1), min(a2, a3)) >> np.uint64(40) == 0:
+        if usedB >= LONG:
             iB, pB = _slow_group(buf, pB, iB, tab, sym1, len1, fs, ds, out)
         else:
             iB = jB
