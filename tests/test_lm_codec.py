@@ -183,3 +183,55 @@ def test_thread_count_is_recorded_and_adopted(tiny_gpt2):
                                dataclasses.replace(SMALL, threads=1))
     assert result.header["threads"] == 1 and torch.get_num_threads() == before  # restored after coding
     assert lm_codec.decompress(result.blob, tiny_gpt2) == b"threads are part of the recipe " * 4
+
+
+def test_compact_preset_takes_the_models_context(tiny_gpt2):
+    compact = lm_codec.PRESETS["compact"].for_model(tiny_gpt2)
+    assert (compact.window, compact.keep) == (128, 64)  # the tiny model's n_positions, and half of it
+    assert lm_codec.PRESETS["fast"].for_model(tiny_gpt2) == lm_codec.PRESETS["fast"]
+    data = ("A long lane sees the whole context window. " * 30).encode()
+    result = roundtrip(data, tiny_gpt2, dataclasses.replace(lm_codec.PRESETS["compact"], precision="fp32"))
+    assert result.header["window"] == 128 and result.header["lanes"] == 1
+    assert lm_codec.PRESETS["fast"].lane_count(41_933) == 94  # alice29: lanes of at most 450 tokens
+
+
+def test_header_is_small(tiny_gpt2):
+    """A paragraph codes to a few hundred bits: the fingerprinted header must not dominate the file."""
+    result = lm_codec.compress(b"Short.", tiny_gpt2, SMALL)
+    assert len(result.blob) - result.header["payload_bytes"] < 160
+
+
+def test_forged_lane_count_is_refused(tiny_gpt2):
+    result = lm_codec.compress(b"a text that is long enough for several lanes of tokens", tiny_gpt2,
+                               dataclasses.replace(SMALL, lanes=3))
+    header, payload = text_container.unpack(result.blob)
+    for lanes in (0, header["n_tokens"] + 1, -2):
+        forged = text_container.pack({**{k: v for k, v in header.items() if not k.startswith("payload_")},
+                                      "lanes": lanes}, payload)
+        with pytest.raises(CorruptFile, match="do not fit together"):
+            lm_codec.decompress(forged, tiny_gpt2)
+
+
+def test_preallocated_cache_matches_the_dynamic_cache(tiny_gpt2):
+    """Writing keys and values into preallocated buffers changes no probability (beyond float rounding)."""
+    import torch
+
+    from models.compression import kv_cache
+
+    runner = lm_codec._runner(tiny_gpt2, "fp32")
+    ids = torch.tensor([[5, 17, 300, 42, 9], [7, 7, 1000, 3, 2]])
+    dyn, p_dyn = runner.forward(ids, None)
+    pre, p_pre = runner.forward(ids, kv_cache.preallocated(runner.config, 8))
+    for token in (11, 12, 13):
+        step = torch.tensor([[token], [token + 1]])
+        dyn, p_dyn = runner.forward(step, dyn)
+        pre, p_pre = runner.forward(step, pre)
+        np.testing.assert_allclose(p_pre, p_dyn, rtol=1e-5, atol=1e-7)
+    assert pre.get_seq_length() == 8
+    with pytest.raises(RuntimeError, match="holds 8 positions"):
+        runner.forward(torch.tensor([[1], [2]]), pre)
+    kv_cache.reset(pre)
+    assert pre.get_seq_length() == 0
+    _, again = runner.forward(ids, pre)  # a rebuilt context reuses the buffers
+    _, fresh = runner.forward(ids, None)
+    np.testing.assert_allclose(again, fresh, rtol=1e-5, atol=1e-7)

@@ -74,8 +74,8 @@ class CodecSettings:
                                                         "(0 = the model's context length, keep = half of it)"})
     keep: int = field(default=512, metadata={"help": "tokens kept when a full context is rebuilt (the rest is forgotten)"})
     lanes: int = field(default=0, metadata={"help": "pieces coded side by side as one batch (0 = automatic)"})
-    lane_tokens: int = field(default=650, metadata={"help": "automatic lane count: about this many tokens per lane"})
-    max_lanes: int = field(default=64, metadata={"help": "upper bound on the automatic lane count"})
+    lane_tokens: int = field(default=450, metadata={"help": "automatic lane count: about this many tokens per lane"})
+    max_lanes: int = field(default=96, metadata={"help": "upper bound on the automatic lane count"})
     precision: str = field(default="auto", metadata={"help": "auto, bf16 (bfloat16 weights, float32 softmax) or fp32"})
     threads: int = field(default=0, metadata={"help": "CPU threads for the model while coding (0 = torch's current "
                                                       "setting); recorded, and the decoder uses the same number"})
@@ -100,7 +100,7 @@ class CodecSettings:
 # on a CPU only many lanes keep it busy; but each lane starts without context, and on alice29 that costs
 # +1.7 % with 8 lanes of the full 8k context and +6.7 % with 32 (teacher-forced cross-entropy).
 PRESETS = {
-    "fast": CodecSettings(),  # about 64 short lanes with a 1,024-token window: ~2 kB/s on two CPU cores
+    "fast": CodecSettings(),  # up to 96 short lanes with a 1,024-token window: ~2.5 kB/s on two CPU cores
     "compact": CodecSettings(window=0, lane_tokens=7000),  # few long lanes seeing the model's whole context
 }
 
