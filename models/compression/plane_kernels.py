@@ -534,7 +534,10 @@ def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, out):
 @njit(cache=True, inline="always")
 def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, out):
     """Two blocks side by side, so that their dependency chains (window -> table -> shift)
-    interleave; each lane writes nothing past its end. Then each finishes alone."""
+    interleave; each lane writes nothing past its end. Then each finishes alone.
+
+    The four look-ups are written out by hand here and in ``_tail``: the same steps behind a shared
+    inline helper with a loop and an early return decoded MiniLM's bf16 exponents 2.4x slower."""
     m8 = np.uint64(0xFF)
     while iA + 16 <= eA and iB + 16 <= eB:
         wA = _load64(buf, pA >> 3) << np.uint64(pA & 7)
