@@ -235,3 +235,23 @@ def test_preallocated_cache_matches_the_dynamic_cache(tiny_gpt2):
     _, again = runner.forward(ids, pre)  # a rebuilt context reuses the buffers
     _, fresh = runner.forward(ids, None)
     np.testing.assert_allclose(again, fresh, rtol=1e-5, atol=1e-7)
+
+
+def test_sliding_window_models_keep_the_default_cache(gpt2_tokenizer):
+    """Mistral-style sliding-window layers need transformers' own caches: the codec still round-trips."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from models.compression import kv_cache
+    from models.device import pick
+    from models.registry import Loaded, ModelSpec, model_nbytes
+
+    torch.manual_seed(0)
+    config = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=1, sliding_window=16, max_position_embeddings=128,
+                           vocab_size=len(gpt2_tokenizer))
+    model = MistralForCausalLM(config).eval()
+    assert kv_cache.preallocated(config, 64) is None
+    loaded = Loaded(ModelSpec("tiny-mistral", "tiny Mistral (test)", "causal-lm", "local", ""), model,
+                    gpt2_tokenizer, pick("cpu"), model_nbytes(model))
+    roundtrip(("Sliding windows forget the distant past. " * 8).encode(), loaded)

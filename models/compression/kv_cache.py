@@ -10,6 +10,9 @@ its whole capacity behind a mask on every step, which costs more at short contex
 
     cache = preallocated(model.config, capacity)   # pass as ``cache=`` to the model's forward
     reset(cache)                                    # empty it for a rebuilt context (no reallocation)
+
+Models with sliding-window layers (Mistral, some Qwen and Gemma) get ``None`` instead: their layers
+need transformers' own sliding caches, so they keep the default dynamic cache.
 """
 
 from __future__ import annotations
@@ -63,13 +66,15 @@ class PreallocatedLayer(DynamicLayer):
             self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
 
 
-def preallocated(config, capacity: int) -> Cache:
-    """A cache for ``config``'s model holding up to ``capacity`` positions per lane."""
+def preallocated(config, capacity: int) -> Cache | None:
+    """A cache for ``config``'s model holding up to ``capacity`` positions per lane (None: use the default)."""
     text = config.get_text_config(decoder=True)
+    if getattr(text, "sliding_window", None) or set(getattr(text, "layer_types", None) or []) - {"full_attention"}:
+        return None
     layers = int(text.num_hidden_layers)  # GPT-2 configs map it to n_layer
     return Cache(layers=[PreallocatedLayer(capacity) for _ in range(layers)])
 
 
-def reset(cache: Cache) -> None:
-    for layer in cache.layers:
+def reset(cache: Cache | None) -> None:
+    for layer in cache.layers if cache is not None else []:
         layer.reset()

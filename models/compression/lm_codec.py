@@ -409,6 +409,7 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
             first = torch.tensor([[start_id] + prefix[-keep:]] * lanes, dtype=torch.long) if keep else first[:, :1]
         # sized from the recorded settings alone, so encoder and decoder allocate the same buffers
         cache = kv_cache.preallocated(runner.config, min(window, first.shape[1] + steps))
+        fixed = cache is not None  # else a dynamic cache, made anew on every rebuild
         cache, probs = runner.forward(first, cache)
         context = first.shape[1]
         total = sum(lengths)
@@ -426,8 +427,9 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
                 break
             if context + 1 > window:  # rebuild: start token + the last `keep` tokens, one prefill
                 rows = [[start_id] + (h[-keep:] if keep else []) for h in history]
-                kv_cache.reset(cache)
-                cache, probs = runner.forward(torch.tensor(rows, dtype=torch.long), cache)
+                if fixed:
+                    kv_cache.reset(cache)
+                cache, probs = runner.forward(torch.tensor(rows, dtype=torch.long), cache if fixed else None)
                 context = len(rows[0])
             else:
                 feed = torch.tensor([[h[-1]] for h in history], dtype=torch.long)
