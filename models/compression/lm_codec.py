@@ -546,7 +546,7 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
     # byte, and the lanes are exactly the split the encoder derives from the token count (no empty lane).
     n_bytes = header.get("n_bytes")
     if type(n_bytes) is not int or not 0 <= n_tokens <= n_bytes or not 1 <= threads <= 1024 \
-            or not 1 <= lanes <= max(1, n_tokens) or CodecSettings(lanes=lanes).lane_count(n_tokens) != lanes:
+            or lanes < 1 or CodecSettings(lanes=lanes).lane_count(n_tokens) != lanes:
         raise CorruptFile("the header's sizes do not fit together: the file is corrupt")
     lengths = lane_lengths(n_tokens, lanes)
     if n_bytes > MAX_RECORD_BYTES:
