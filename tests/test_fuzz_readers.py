@@ -69,7 +69,10 @@ def _mutate_header(blob: bytes, path: list, value) -> bytes:
     header, payload = container.unpack(blob)
     node = header
     for step in path[:-1]:
-        node = node[step % len(node)] if isinstance(node, list) and node else node.get(step, {}) if isinstance(node, dict) else node
+        if isinstance(node, list) and node:  # a list takes an integer step; a name picks its first item
+            node = node[step % len(node) if isinstance(step, int) else 0]
+        elif isinstance(node, dict):
+            node = node.get(step, {})
     key = path[-1]
     if isinstance(node, list) and node:
         node[key % len(node) if isinstance(key, int) else 0] = value
