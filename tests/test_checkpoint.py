@@ -81,6 +81,67 @@ def test_upcast_weights_store_their_zero_bytes_once():
     assert report.ratio < 0.40
 
 
+def _exponent_plane(n: int, seed: int = 5) -> np.ndarray:
+    """The exponent bytes (top byte after rotl1) of n bf16 weights drawn like a trained layer's."""
+    rng = np.random.default_rng(seed)
+    v = torch.from_numpy(rng.normal(0, 0.02, size=n).astype(np.float32)).to(torch.bfloat16).view(torch.int16)
+    bits = v.numpy().view(np.uint16).astype(np.uint32)
+    return (((bits << 1) | (bits >> 15)) >> 8).astype(np.uint8)
+
+
+def _records(segment: bytes):
+    """The codec byte of each chunk record in a chunked plane segment."""
+    out, pos = [], 0
+    while pos < len(segment):
+        codec, _, size = container.CHUNK_RECORD.unpack_from(segment, pos)
+        out.append(codec)
+        pos += container.CHUNK_RECORD.size + size
+    return out
+
+
+def test_pair_codes_come_within_one_percent_of_the_entropy():
+    plane = _exponent_plane(2 * checkpoint.CHUNK + 2 * checkpoint.BLOCK + 1)  # odd: the last byte pairs with itself
+    res = checkpoint.encode_plane(plane, "exponent")
+    assert res.entry["mode"] == "chunked" and set(_records(res.segment)) == {container.PAIRS}
+    back = checkpoint.decode_plane(memoryview(res.segment), res.entry, checkpoint.BLOCK, "plane")
+    assert back.tobytes() == plane.tobytes()
+    pairs = checkpoint.plan_plane(plane, checkpoint.pk.plane_params(1, False, 0), "exponent")
+    assert pairs.huff_bits < 1.01 * pairs.huff_entropy_bits  # the order-0 entropy of the pairs it codes
+    assert pairs.huff_bits < 1.01 * pairs.huff_byte_entropy_bits  # and of the single bytes
+    # the same plane coded byte by byte (an odd chunk size turns pairs off) is >1 % above its entropy
+    single = checkpoint.plan_plane(plane, checkpoint.pk.plane_params(1, False, 0), "exponent", chunk=checkpoint.CHUNK - 1)
+    assert single.huff_bits > 1.01 * single.huff_entropy_bits
+    assert pairs.size < single.size
+
+
+def _pair_chunk(seg: bytearray) -> tuple[int, int]:
+    """(start of the first chunk's body, its alphabet size u) of a PAIRS segment."""
+    assert seg[0] == container.PAIRS
+    body = container.CHUNK_RECORD.size
+    u = sum(bin(b).count("1") for b in seg[body:body + 32])
+    return body, u
+
+
+@pytest.mark.parametrize("damage", ["all bytes present", "lengths not a code", "table cut short", "shared table mode"])
+def test_corrupt_pair_tables_are_refused(damage):
+    plane = _exponent_plane(3 * checkpoint.BLOCK)
+    res = checkpoint.encode_plane(plane, "exponent")
+    seg, entry = bytearray(res.segment), dict(res.entry)
+    body, u = _pair_chunk(seg)
+    if damage == "all bytes present":  # 256 used bytes: more than a pair table may hold
+        seg[body:body + 32] = b"\xff" * 32
+    elif damage == "lengths not a code":  # every pair 1 bit long: the Kraft sum far above 1
+        seg[body + 32:body + 32 + (u * u + 1) // 2] = b"\x11" * ((u * u + 1) // 2)
+    elif damage == "table cut short":
+        size = container.CHUNK_RECORD.size
+        struct.pack_into("<I", seg, 5, 40)  # the body claims 40 bytes: the map and 8 of the nibbles
+        seg = seg[:size + 40]
+    else:  # a shared plane's chunks must not bring their own (pair) tables
+        entry.update(mode="shared", table="11" * 128)
+    with pytest.raises(CorruptFile, match="Huffman table"):
+        checkpoint.decode_plane(memoryview(bytes(seg)), entry, checkpoint.BLOCK, "plane")
+
+
 @pytest.mark.slow
 def test_minilm_byte_identical_and_beats_zstd(tmp_path):
     src = assets.path("all-minilm-l6-v2") / "model.safetensors"

@@ -118,7 +118,11 @@ class PlanePlan:
     bits: np.ndarray | None = None  # per chunk: coded bits
     huff_symbols: int = 0  # symbols that go through the Huffman coder
     huff_bits: int = 0  # the bits it uses for them (tables and block offsets not included)
-    huff_entropy_bits: float = 0.0  # sum over those chunks of n * H(chunk)
+    huff_entropy_bits: float = 0.0  # sum over those chunks of the order-0 entropy of the symbols coded
+    huff_byte_entropy_bits: float = 0.0  # the same for their bytes (pairs code below it when neighbours agree)
+    chunk_hists: np.ndarray | None = None  # per chunk: byte histogram (a PAIRS chunk's alphabet)
+    pair_used: np.ndarray | None = None  # per chunk: alphabet size of its pair code (0: none)
+    pair_lens: np.ndarray | None = None  # per chunk: pair code lengths
 
 
 def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, block: int = BLOCK,
@@ -134,9 +138,17 @@ def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, bloc
             return plan
     hists = pk.chunk_hists(v, *params, chunk)
     plan.hist = hists.sum(axis=0)
-    mode, plan.use, plan.lens, plan.bits, size, shared, hs, hb, he = pk.plan(hists, n, chunk, block, max_len, WORTH)
+    if role == "exponent" and chunk % 2 == 0 and block % 2 == 0:  # pairs must not straddle blocks
+        pu, pl, pb, pe = pk.pair_stats(v, *params, chunk, hists, max_len)
+    else:
+        k = len(hists)
+        pu, pl, pb, pe = np.zeros(k, np.int64), np.zeros((k, 1), np.uint8), np.zeros(k, np.int64), np.zeros(k)
+    mode, plan.use, plan.lens, plan.bits, size, shared, hs, hb, he, hbe = pk.plan(hists, n, chunk, block, max_len,
+                                                                               WORTH, pu, pb, pe)
     if mode == 0:
         return plan
+    plan.chunk_hists, plan.pair_used, plan.pair_lens = hists, pu, pl
+    plan.huff_byte_entropy_bits = float(hbe)
     plan.entry["mode"] = "chunked" if mode == 1 else "shared"
     if mode == 2:  # in the header, which is deflated as a whole: similar tables cost little there
         plan.entry["table"] = _pack_table(shared).hex()
@@ -151,7 +163,7 @@ def write_plane(v: np.ndarray, plan: PlanePlan, out: np.ndarray, pos: int, chunk
         pk.copy_plane(v, *plan.params, out, pos)
         return pos + len(v)
     end = pk.encode_plane(v, *plan.params, chunk, block, plan.use, plan.lens, plan.bits,
-                          plan.entry["mode"] == "chunked", out, pos)
+                          plan.entry["mode"] == "chunked", out, pos, plan.chunk_hists, plan.pair_used, plan.pair_lens)
     if end != pos + plan.size:  # the sizes were computed up front; a mismatch is a bug, never data
         raise RuntimeError(f"plane coded to {end - pos} bytes instead of the planned {plan.size}")
     return end
@@ -225,7 +237,8 @@ class Report:
     exponent_hist: dict[str, np.ndarray] = field(default_factory=dict)  # float dtype -> 256-bin histogram
     huff_symbols: int = 0
     huff_bits: int = 0
-    huff_entropy_bits: float = 0.0
+    huff_entropy_bits: float = 0.0  # chunk-local order-0 entropy of the symbols coded (bytes or byte pairs)
+    huff_byte_entropy_bits: float = 0.0  # chunk-local order-0 entropy of the bytes those symbols hold
 
     @property
     def ratio(self) -> float:
@@ -233,8 +246,13 @@ class Report:
 
     @property
     def huffman_overhead(self) -> float:
-        """How far the Huffman coder is above the order-0 entropy of the chunks it coded (0.004 = 0.4 %)."""
+        """How far the Huffman coder is above the order-0 entropy of the symbols it coded (0.004 = 0.4 %)."""
         return self.huff_bits / self.huff_entropy_bits - 1 if self.huff_entropy_bits else 0.0
+
+    @property
+    def huffman_overhead_bytes(self) -> float:
+        """The same against the order-0 entropy of single bytes (lower bound for byte-wise coders)."""
+        return self.huff_bits / self.huff_byte_entropy_bits - 1 if self.huff_byte_entropy_bits else 0.0
 
 
 def _generic_zstd(raw: bytes) -> bytes:
@@ -351,6 +369,7 @@ def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", pro
                 report.huff_symbols += p.huff_symbols
                 report.huff_bits += p.huff_bits
                 report.huff_entropy_bits += p.huff_entropy_bits
+                report.huff_byte_entropy_bits += p.huff_byte_entropy_bits
             report.rows.append(TensorRow(t.name, t.dtype, t.shape, t.nbytes, sum(int(e["size"]) for e in entry["planes"]),
                                          huffman.entropy_bits(exp_h) if exp_h is not None else None,
                                          "/".join(e["mode"] for e in entry["planes"])))

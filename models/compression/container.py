@@ -1,8 +1,8 @@
-"""The compressed-checkpoint file format (``.lmhz``), version 2.
+"""The compressed-checkpoint file format (``.lmhz``), version 3.
 
     offset  size  field
     0       8     magic b"LMLABHZ\\x01"
-    8       2     format version, little-endian (2)
+    8       2     format version, little-endian (3)
     10      2     flags (bit 0: the header is zlib-deflated)
     12      4     header length H (as stored)
     16      4     CRC32 of the header (as stored)
@@ -26,9 +26,14 @@ Plane modes: ``raw`` (the bytes), ``zstd`` (one zstd frame of the tensor's bytes
 in ``table``; the deflated header stores similar tables cheaply).
 A chunked/shared segment is a run of chunk records, one per ``chunk`` symbols of the plane (the
 last holds the rest): ``<BII`` = codec (0 raw, 1 Huffman, 2 constant: the body is the one byte
-value repeated n times), symbol count n, body size; then the body: for Huffman, the 256 code lengths (at most 14 bits) as 128 nibble bytes (chunked mode
-only), the bit offset of each block of ``block`` symbols (uint32 LE), and the MSB-first
-canonical-Huffman bit stream.
+value repeated n times, 3 pairs), symbol count n, body size; then the body: for Huffman, the 256
+code lengths (at most 14 bits) as 128 nibble bytes (chunked mode only), the bit offset of each
+block of ``block`` symbols (uint32 LE), and the MSB-first canonical-Huffman bit stream.
+Pairs (chunked mode only; version 3): the symbols are the byte pairs (x[2i], x[2i+1]) (an odd
+last byte pairs with itself). The body starts with a 32-byte map of the u byte values the chunk
+uses (bit b & 7 of byte b >> 3), then the code lengths of the u*u pairs as nibbles (pair
+index = rank(first) * u + rank(second), ranks in byte order; a last odd nibble is 0), then the
+block offsets and the bit stream as for Huffman.
 """
 
 from __future__ import annotations
@@ -45,11 +50,11 @@ except ImportError:  # pragma: no cover - zlib-ng is in requirements.txt
     from zlib import crc32
 
 MAGIC = b"LMLABHZ\x01"
-VERSION = 2
+VERSION = 3  # 3: pair-coded chunks
 SUFFIX = ".lmhz"
 _FIXED = struct.Struct("<8sHHII")
 CHUNK_RECORD = struct.Struct("<BII")
-RAW, HUFFMAN, CONSTANT = 0, 1, 2
+RAW, HUFFMAN, CONSTANT, PAIRS = 0, 1, 2, 3
 DEFLATED = 1
 MAX_HEADER = 256 * 2**20  # inflated header bytes; a 10k-tensor checkpoint needs ~10 MiB
 

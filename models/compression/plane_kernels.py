@@ -27,7 +27,12 @@ from models.compression.huffman import _mk_lengths
 MAX_LEN = 14  # four codes of <= 14 bits plus 7 pending bits fit the 64-bit writer and reader word
 TABLE_BYTES = 128  # 256 code lengths as nibbles
 RECORD = 9  # chunk record: codec (1 byte), symbol count, body size (uint32 LE each)
-RAW, HUFFMAN, CONSTANT = 0, 1, 2  # chunk codecs
+RAW, HUFFMAN, CONSTANT, PAIRS = 0, 1, 2, 3  # chunk codecs
+# PAIRS: neighbouring bytes (v[2i], v[2i+1]) coded as one symbol over the chunk's own alphabet of
+# used bytes. An exponent byte's most common value has p ~ 0.29, which keeps even an optimal code
+# for single bytes 1.2-1.4 % above their entropy; for pairs (p_max ~ 0.08) that drops to ~0.7 %.
+PAIR_MAX_USED = 64  # pairs are tried only in chunks with at most 64 distinct bytes (table <= 2 KiB)
+PRESENCE_BYTES = 32  # a pair table starts with the 256-bit map of the bytes the chunk uses
 # decode_plane status codes (0 = fine)
 ENDS_EARLY, DOES_NOT_FIT, BAD_TABLE, UNKNOWN_CODEC, SHORT_OFFSETS = 1, 2, 3, 4, 5
 
@@ -178,12 +183,61 @@ def lengths_batch(hists, max_len):
 
 
 @njit(cache=True, nogil=True)
-def plan(hists, n, chunk, block, max_len, worth):
-    """Choose how a plane is coded from its per-chunk histograms, with every size exact.
+def pair_stats(v, a, ma, c, chunk, hists, max_len):
+    """Per chunk, for the PAIRS codec: alphabet size u (0 where pairs are not tried), the code
+    lengths of the u*u pairs (index rank(first) * u + rank(second), ranks in byte order), their coded
+    bits and their order-0 entropy in bits. An odd chunk's last byte is paired with itself."""
+    n = v.shape[0]
+    k = hists.shape[0]
+    used = np.zeros(k, dtype=np.int64)
+    lens = np.zeros((k, PAIR_MAX_USED * PAIR_MAX_USED), dtype=np.uint8)
+    bits = np.zeros(k, dtype=np.int64)
+    ent = np.zeros(k, dtype=np.float64)
+    rank = np.zeros(256, dtype=np.int64)
+    counts = np.zeros(PAIR_MAX_USED * PAIR_MAX_USED, dtype=np.int64)
+    for ci in range(k):
+        u = 0
+        for s in range(256):
+            if hists[ci, s]:
+                rank[s] = u
+                u += 1
+        if u < 2 or u > PAIR_MAX_USED:
+            continue
+        vc = v[ci * chunk:min(n, (ci + 1) * chunk)]
+        cnt = vc.shape[0]
+        uu = u * u
+        counts[:uu] = 0
+        i = 0
+        while i + 2 <= cnt:
+            counts[rank[np.intp(_byte(vc[i], a, ma, c))] * u + rank[np.intp(_byte(vc[i + 1], a, ma, c))]] += 1
+            i += 2
+        if i < cnt:
+            r = rank[np.intp(_byte(vc[i], a, ma, c))]
+            counts[r * u + r] += 1
+        row = lens[ci, :uu]
+        lengths_into(counts[:uu], max_len, row)
+        npairs = (cnt + 1) // 2
+        b = 0
+        e = 0.0
+        for t in range(uu):
+            if counts[t]:
+                b += counts[t] * np.int64(row[t])
+                e -= counts[t] * np.log2(counts[t] / npairs)
+        used[ci] = u
+        bits[ci] = b
+        ent[ci] = e
+    return used, lens, bits, ent
 
-    Modes: 0 raw, 1 chunked (per-chunk tables), 2 shared (one table); the cheapest wins unless it
-    saves less than 1 - worth of the plane. Returns (mode, use, lens, bits, size, shared lengths,
-    Huffman-coded symbols, their bits, their chunk-local order-0 entropy in bits).
+
+@njit(cache=True, nogil=True)
+def plan(hists, n, chunk, block, max_len, worth, pair_used, pair_bits, pair_ent):
+    """Choose how a plane is coded from its per-chunk histograms (and pair statistics), with every
+    size exact.
+
+    Modes: 0 raw, 1 chunked (per-chunk tables: a chunk takes the smaller of its byte code and its
+    pair code), 2 shared (one byte table); the cheapest wins unless it saves less than 1 - worth of
+    the plane. Returns (mode, use, lens, bits, size, shared lengths, Huffman-coded symbols, their
+    bits, the chunk-local order-0 entropy of the symbols coded (bytes or pairs) and of their bytes).
     """
     k = hists.shape[0]
     sizes = np.empty(k, dtype=np.int64)
@@ -200,55 +254,72 @@ def plan(hists, n, chunk, block, max_len, worth):
     sh_bits = np.zeros(k, dtype=np.int64)
     own_coded = np.empty(k, dtype=np.int64)
     sh_coded = np.empty(k, dtype=np.int64)
+    paired = np.zeros(k, dtype=np.bool_)
+    byte_ent = np.zeros(k, dtype=np.float64)
     c_own = RECORD * k
     c_sh = RECORD * k + TABLE_BYTES // 2  # the shared table lives in the (deflated) header
     for ci in range(k):
         for s in range(256):
             sh_bits[ci] += hists[ci, s] * shared[s]
+            if hists[ci, s]:
+                byte_ent[ci] -= hists[ci, s] * np.log2(hists[ci, s] / sizes[ci])
         own_coded[ci] = (bits[ci] + 7) // 8 + TABLE_BYTES + offs[ci]
         sh_coded[ci] = (sh_bits[ci] + 7) // 8 + offs[ci]
+        u = pair_used[ci]
+        if u:
+            pair_coded = PRESENCE_BYTES + (u * u + 1) // 2 + offs[ci] + (pair_bits[ci] + 7) // 8
+            if pair_coded < own_coded[ci]:
+                own_coded[ci] = pair_coded
+                paired[ci] = True
         present = 0
         for s in range(256):
             present += hists[ci, s] > 0
         if present == 1:  # one value repeated (the zero low bytes of upcast weights): stored once
             own_coded[ci] = sh_coded[ci] = 1
+            paired[ci] = False
         c_own += min(sizes[ci], own_coded[ci])
         c_sh += min(sizes[ci], sh_coded[ci])
     mode = 1 if c_own <= c_sh else 2
-    use = np.zeros(k, dtype=np.int64)  # per chunk: RAW, HUFFMAN or CONSTANT
+    use = np.zeros(k, dtype=np.int64)  # per chunk: RAW, HUFFMAN, CONSTANT or PAIRS
     if min(c_own, c_sh) > worth * n:  # near-uniform planes (bf16/fp16 mantissas): coding buys nothing
-        return 0, use, lens, bits, n, shared, 0, 0, 0.0
+        return 0, use, lens, bits, n, shared, 0, 0, 0.0, 0.0
     coded = own_coded
     if mode == 2:
         coded = sh_coded
         bits = sh_bits
         for ci in range(k):
             lens[ci] = shared
+            paired[ci] = False
     size = RECORD * k
     hs = 0
     hb = 0
     he = 0.0
+    hbe = 0.0
     for ci in range(k):
         if coded[ci] == 1 and sizes[ci] > 1:
             use[ci] = CONSTANT
             size += 1
         elif coded[ci] < sizes[ci]:  # incompressible chunks stay as they are
-            use[ci] = HUFFMAN
             size += coded[ci]
             hs += sizes[ci]
+            hbe += byte_ent[ci]
+            if paired[ci]:
+                use[ci] = PAIRS
+                bits[ci] = pair_bits[ci]
+                he += pair_ent[ci]
+            else:
+                use[ci] = HUFFMAN
+                he += byte_ent[ci]
             hb += bits[ci]
-            for s in range(256):
-                if hists[ci, s]:
-                    he -= hists[ci, s] * np.log2(hists[ci, s] / sizes[ci])
         else:
             size += sizes[ci]
-    return mode, use, lens, bits, size, shared, hs, hb, he
+    return mode, use, lens, bits, size, shared, hs, hb, he, hbe
 
 
 @njit(cache=True, inline="always")
 def _canonical(lens, codes):
     bl = np.zeros(32, dtype=np.int64)
-    for s in range(256):
+    for s in range(lens.shape[0]):
         bl[lens[s]] += 1
     bl[0] = 0
     nxt = np.zeros(32, dtype=np.int64)
@@ -256,7 +327,7 @@ def _canonical(lens, codes):
     for length in range(1, 32):
         code = (code + bl[length - 1]) << 1
         nxt[length] = code
-    for s in range(256):
+    for s in range(lens.shape[0]):
         length = lens[s]
         if length:
             codes[s] = nxt[length]
@@ -290,23 +361,25 @@ def copy_plane(v, a, ma, c, out, pos):
 
 
 @njit(cache=True, nogil=True)
-def encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos):
+def encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos, hists, pair_used, pair_lens):
     if a == 0 and ma == 0 and c == 7:
         return _encode_plane(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk, block, use, lens, bits, with_table,
-                             out, pos)
+                             out, pos, hists, pair_used, pair_lens)
     if a == 0 and ma == 0 and c == 23:
         return _encode_plane(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk, block, use, lens, bits, with_table,
-                             out, pos)
-    return _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos)
+                             out, pos, hists, pair_used, pair_lens)
+    return _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos, hists, pair_used,
+                         pair_lens)
 
 
 @njit(cache=True, inline="always")
-def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos):
+def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos, hists, pair_used, pair_lens):
     """Write plane j of ``v`` as chunk records at ``out[pos:]``; returns the end offset.
 
-    ``use[k]``: chunk k is Huffman-coded (else raw), with the code lengths ``lens[k]`` (at most
-    MAX_LEN bits) whose coded size ``bits[k]`` is known, so every size is written up front. The
-    bit writer stores 8 bytes per 4 codes, branch-free: ``out`` needs 8 spare bytes past the end.
+    ``use[k]``: chunk k's codec; a Huffman chunk has the code lengths ``lens[k]`` (at most MAX_LEN
+    bits), a PAIRS chunk ``pair_lens[k]`` over its ``pair_used[k]`` bytes (those with ``hists[k] > 0``),
+    and either's coded size ``bits[k]`` is known, so every size is written up front. The bit writer
+    stores 8 bytes per 4 codes, branch-free: ``out`` needs 8 spare bytes past the end.
     """
     n = v.shape[0]
     k = (n + chunk - 1) // chunk
@@ -333,6 +406,9 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
             _put32(out, pos + 5, 1)
             out[pos + RECORD] = _byte(v[s], a, ma, c)
             pos += RECORD + 1
+            continue
+        if use[ci] == PAIRS:
+            pos = _encode_pairs(v[s:e], a, ma, c, block, hists[ci], pair_used[ci], pair_lens[ci], bits[ci], out, pos)
             continue
         lc = lens[ci]
         nblocks = (cnt + block - 1) // block
@@ -388,6 +464,77 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
         p += np.int64((nacc + np.uint64(7)) >> np.uint64(3))
         pos = p
     return pos
+
+
+@njit(cache=True)
+def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, out, pos):
+    """One PAIRS chunk record: the presence map, the u*u pair code lengths as nibbles, the block
+    offsets, then the codes of (v[2i], v[2i+1]), four pairs per 8-byte store (4 * 14 + 7 bits)."""
+    cnt = vc.shape[0]
+    uu = u * u
+    rank = np.zeros(256, dtype=np.int64)
+    r = 0
+    out[pos + RECORD:pos + RECORD + PRESENCE_BYTES] = 0
+    for sym in range(256):
+        if hist[sym]:
+            rank[sym] = r
+            r += 1
+            out[pos + RECORD + (sym >> 3)] |= np.uint8(1 << (sym & 7))
+    nblocks = (cnt + block - 1) // block
+    tb = (uu + 1) // 2
+    out[pos] = PAIRS
+    _put32(out, pos + 1, cnt)
+    _put32(out, pos + 5, PRESENCE_BYTES + tb + 4 * nblocks + (nbits + 7) // 8)
+    pos += RECORD + PRESENCE_BYTES
+    for t in range(tb):
+        lo = plens[2 * t + 1] if 2 * t + 1 < uu else 0
+        out[pos + t] = (plens[2 * t] << 4) | lo
+    pos += tb
+    codes = np.zeros(uu, dtype=np.int64)
+    _canonical(plens[:uu], codes)
+    cd = np.zeros(uu, dtype=np.uint64)
+    ln = np.zeros(uu, dtype=np.uint64)
+    for t in range(uu):
+        cd[t] = np.uint64(codes[t])
+        ln[t] = np.uint64(plens[t])
+    s64 = np.uint64(64)
+    offs = pos
+    stream = pos + 4 * nblocks
+    p = stream
+    acc = np.uint64(0)
+    nacc = np.uint64(0)
+    for b in range(nblocks):
+        vb = vc[b * block:min(cnt, (b + 1) * block)]
+        m = vb.shape[0]
+        _put32(out, offs + 4 * b, (p - stream) * 8 + np.int64(nacc))
+        i = 0
+        while i + 8 <= m:
+            for q in range(4):
+                sym = rank[np.intp(_byte(vb[i + 2 * q], a, ma, c))] * u + rank[np.intp(_byte(vb[i + 2 * q + 1], a, ma, c))]
+                length = ln[sym]
+                acc |= cd[sym] << (s64 - nacc - length)
+                nacc += length
+            _put64be(out, p, acc)
+            nb = nacc >> np.uint64(3)
+            p += np.int64(nb)
+            acc <<= nb << np.uint64(3)
+            nacc &= np.uint64(7)
+            i += 8
+        while i < m:
+            r0 = rank[np.intp(_byte(vb[i], a, ma, c))]
+            r1 = rank[np.intp(_byte(vb[i + 1], a, ma, c))] if i + 1 < m else r0
+            sym = r0 * u + r1
+            length = ln[sym]
+            acc |= cd[sym] << (s64 - nacc - length)
+            nacc += length
+            _put64be(out, p, acc)
+            nb = nacc >> np.uint64(3)
+            p += np.int64(nb)
+            acc <<= nb << np.uint64(3)
+            nacc &= np.uint64(7)
+            i += 2
+    _put64be(out, p, acc)
+    return p + np.int64((nacc + np.uint64(7)) >> np.uint64(3))
 
 
 @njit(cache=True, inline="always")
@@ -459,12 +606,59 @@ def _build_table(lens, tab, sym1, len1):
     return deepest
 
 
+@njit(cache=True)
+def _build_pair_table(alpha, u, lens, tab, sym1, len1):
+    """Decode tables for a PAIRS code (``lens``: u*u lengths, pair t = (alpha[t // u], alpha[t % u]));
+    as _build_table, but a symbol is two bytes and a fast entry holds up to two codes (four bytes)."""
+    uu = u * u
+    deepest = 0
+    for t in range(uu):
+        deepest = max(deepest, np.int64(lens[t]))
+    if deepest == 0:
+        return -1
+    kraft = 0
+    for t in range(uu):
+        if lens[t]:
+            kraft += 1 << (deepest - lens[t])
+    if kraft > (1 << deepest):
+        return -1
+    codes = np.zeros(uu, dtype=np.int64)
+    _canonical(lens[:uu], codes)
+    len1[:1 << deepest] = deepest
+    sym1[:1 << deepest] = 0
+    for t in range(uu):
+        length = np.int64(lens[t])
+        if length:
+            lo = codes[t] << (deepest - length)
+            sym1[lo:lo + (1 << (deepest - length))] = np.uint16(alpha[t // u]) | (np.uint16(alpha[t % u]) << np.uint16(8))
+            len1[lo:lo + (1 << (deepest - length))] = length
+    fast = min(deepest, FAST_BITS)
+    down = deepest - fast
+    mask = (1 << fast) - 1
+    for w in range(1 << fast):
+        entry = np.uint64(0)
+        used = 0
+        count = 0
+        ok = 1
+        for _ in range(2):
+            idx = ((w << used) & mask) << down
+            length = np.int64(len1[idx])
+            ok &= np.int64(used + length <= fast)
+            entry |= np.uint64(sym1[idx] * ok) << np.uint64(8 * count)
+            used += length * ok
+            count += 2 * ok
+        if count == 0:
+            used = LONG
+        tab[w] = entry | (np.uint64(used) << np.uint64(32)) | (np.uint64(count) << np.uint64(40))
+    return deepest
+
+
 @njit(cache=True, inline="always")
-def _look(tab, sym1, len1, w, fast_shift, deep_shift):
+def _look(tab, sym1, len1, w, fast_shift, deep_shift, per):
     x = tab[w >> fast_shift]
-    if (x >> np.uint64(40)) == 0:  # a code longer than the fast window
+    if (x >> np.uint64(40)) == 0:  # a code longer than the fast window (``per`` bytes: 1, or 2 for pairs)
         idx = w >> deep_shift
-        x = np.uint64(sym1[idx]) | (np.uint64(len1[idx]) << np.uint64(32)) | (np.uint64(1) << np.uint64(40))
+        x = np.uint64(sym1[idx]) | (np.uint64(len1[idx]) << np.uint64(32)) | (np.uint64(per) << np.uint64(40))
     return x
 
 
@@ -474,13 +668,13 @@ def _emit(out, i, x):
 
 
 @njit(cache=True)
-def _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, out):
+def _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, per, out):
     """Four look-ups, each checked for a code longer than the fast window (kept out of the hot loop,
     where a per-look-up check would turn into an always-taken second table load)."""
     m8 = np.uint64(0xFF)
     for _ in range(4):
         w = _load64(buf, bitpos >> 3) << np.uint64(bitpos & 7)
-        x = _look(tab, sym1, len1, w, fs, ds)
+        x = _look(tab, sym1, len1, w, fs, ds, per)
         _emit(out, i, x)
         i += np.int64(x >> np.uint64(40))
         bitpos += np.int64((x >> np.uint64(32)) & m8)
@@ -488,7 +682,7 @@ def _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, out):
 
 
 @njit(cache=True, inline="always")
-def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, out):
+def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, per, out):
     """Decode a block: four look-ups (<= 16 symbols, <= 56 bits) per 8-byte load, then the last
     symbols one look-up at a time, writing nothing past e."""
     m8 = np.uint64(0xFF)
@@ -517,13 +711,13 @@ def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, out):
         j += np.int64(x3 >> np.uint64(40))
         used += (x3 >> np.uint64(32)) & m8
         if used >= LONG:  # a long code among them: redo these four carefully
-            i, bitpos = _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, out)
+            i, bitpos = _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, per, out)
         else:
             i = j
             bitpos += np.int64(used)
     while i < e:
         w = _load64(buf, bitpos >> 3) << np.uint64(bitpos & 7)
-        x = _look(tab, sym1, len1, w, fs, ds)
+        x = _look(tab, sym1, len1, w, fs, ds, per)
         c = min(np.int64(x >> np.uint64(40)), e - i)
         for t in range(c):
             out[i + t] = (x >> np.uint64(8 * t)) & m8
@@ -532,7 +726,7 @@ def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, out):
 
 
 @njit(cache=True, inline="always")
-def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, out):
+def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, per, out):
     """Two blocks side by side, so that their dependency chains (window -> table -> shift)
     interleave; each lane writes nothing past its end. Then each finishes alone.
 
@@ -564,7 +758,7 @@ def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, out):
         jA += np.int64(a3 >> np.uint64(40))
         usedA += (a3 >> np.uint64(32)) & m8
         if usedA >= LONG:
-            iA, pA = _slow_group(buf, pA, iA, tab, sym1, len1, fs, ds, out)
+            iA, pA = _slow_group(buf, pA, iA, tab, sym1, len1, fs, ds, per, out)
         else:
             iA = jA
             pA += np.int64(usedA)
@@ -592,12 +786,12 @@ def _two_blocks(buf, pA, iA, eA, pB, iB, eB, tab, sym1, len1, fs, ds, out):
         jB += np.int64(a3 >> np.uint64(40))
         usedB += (a3 >> np.uint64(32)) & m8
         if usedB >= LONG:
-            iB, pB = _slow_group(buf, pB, iB, tab, sym1, len1, fs, ds, out)
+            iB, pB = _slow_group(buf, pB, iB, tab, sym1, len1, fs, ds, per, out)
         else:
             iB = jB
             pB += np.int64(usedB)
-    _tail(buf, pA, iA, eA, tab, sym1, len1, fs, ds, out)
-    _tail(buf, pB, iB, eB, tab, sym1, len1, fs, ds, out)
+    _tail(buf, pA, iA, eA, tab, sym1, len1, fs, ds, per, out)
+    _tail(buf, pB, iB, eB, tab, sym1, len1, fs, ds, per, out)
 
 
 @njit(cache=True)
@@ -627,15 +821,38 @@ def _chunk(buf, pos, end, cnt, shared, lens, tab, sym1, len1, deepest, block, ou
             return pos, deepest, DOES_NOT_FIT
         out[:cnt] = buf[body]
         return pos, deepest, 0
-    if codec != HUFFMAN:
+    per = 1
+    if codec == PAIRS:  # own table only: it would overwrite a shared plane's table
+        if shared or size < PRESENCE_BYTES:
+            return pos, deepest, BAD_TABLE
+        alpha = np.empty(256, dtype=np.uint8)
+        u = 0
+        for sym in range(256):
+            if (buf[body + (sym >> 3)] >> (sym & 7)) & 1:
+                alpha[u] = sym
+                u += 1
+        tb = (u * u + 1) // 2
+        if u < 2 or u > PAIR_MAX_USED or size < PRESENCE_BYTES + tb:
+            return pos, deepest, BAD_TABLE
+        body += PRESENCE_BYTES
+        for t in range(tb):
+            lens[2 * t] = buf[body + t] >> 4
+            lens[2 * t + 1] = buf[body + t] & 0x0F
+        deepest = _build_pair_table(alpha, u, lens, tab, sym1, len1)
+        if deepest < 0:
+            return pos, deepest, BAD_TABLE
+        body += tb
+        size -= PRESENCE_BYTES + tb
+        per = 2
+    elif codec != HUFFMAN:
         return pos, deepest, UNKNOWN_CODEC
-    if not shared:
+    elif not shared:
         if size < TABLE_BYTES:
             return pos, deepest, BAD_TABLE
         for t in range(TABLE_BYTES):
             lens[2 * t] = buf[body + t] >> 4
             lens[2 * t + 1] = buf[body + t] & 0x0F
-        deepest = _build_table(lens, tab, sym1, len1)
+        deepest = _build_table(lens[:256], tab, sym1, len1)
         if deepest < 0:
             return pos, deepest, BAD_TABLE
         body += TABLE_BYTES
@@ -653,11 +870,11 @@ def _chunk(buf, pos, end, cnt, shared, lens, tab, sym1, len1, deepest, block, ou
         i = b * block
         _two_blocks(buf, stream * 8 + _get32(buf, body + 4 * b), i, i + block,
                     stream * 8 + _get32(buf, body + 4 * b + 4), i + block, min(cnt, i + 2 * block),
-                    tab, sym1, len1, fs, ds, out)
+                    tab, sym1, len1, fs, ds, per, out)
         b += 2
     if b < nblocks:
         i = b * block
-        _tail(buf, stream * 8 + _get32(buf, body + 4 * b), i, min(cnt, i + block), tab, sym1, len1, fs, ds, out)
+        _tail(buf, stream * 8 + _get32(buf, body + 4 * b), i, min(cnt, i + block), tab, sym1, len1, fs, ds, per, out)
     return pos, deepest, 0
 
 
@@ -674,9 +891,9 @@ def decode_tensor(buf, n, rotate, chunk, block, modes, starts, ends, shared, scr
     m = modes.shape[0]
     # each table is filled by _build_table before it is read (untouched memory costs nothing)
     tabs = np.empty((m, 1 << FAST_BITS), dtype=np.uint64)
-    sym1 = np.empty((m, 1 << 15), dtype=np.uint8)
+    sym1 = np.empty((m, 1 << 15), dtype=np.uint16)  # a byte, or a pair of bytes
     len1 = np.empty((m, 1 << 15), dtype=np.uint8)
-    lens = np.zeros(256, dtype=np.uint8)
+    lens = np.zeros(PAIR_MAX_USED * PAIR_MAX_USED + 1, dtype=np.uint8)
     deep = np.full(m, -1, dtype=np.int64)
     pos = starts.copy()
     for j in range(m):
