@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, njit, types
 from numba.extending import intrinsic
 
 from models.compression.huffman import _mk_lengths
@@ -81,6 +81,15 @@ def _store_le32(typingctx, arr, idx, value):
                       align=1)
         return context.get_dummy_value()
     return types.none(arr, idx, value), codegen
+
+
+@intrinsic
+def _address(typingctx, arr, idx):
+    """A pointer to ``arr[idx]``: ``carray`` over it views a read-only buffer's bytes as an array of
+    the type the scratch rows have, so raw planes merge straight from the compressed file."""
+    def codegen(context, builder, sig, args):
+        return _at(context, builder, sig.args[0], args[0], args[1], 8)
+    return types.CPointer(types.uint8)(arr, idx), codegen
 
 
 @njit(cache=True, inline="always")
@@ -906,8 +915,7 @@ def decode_tensor(buf, n, rotate, chunk, block, modes, starts, ends, shared, scr
         s = ci * chunk
         cnt = min(chunk, n - s)
         for j in range(m):
-            if modes[j] == 0:
-                scratch[j, :cnt] = buf[starts[j] + s:starts[j] + s + cnt]
+            if modes[j] == 0:  # raw planes are read in place by the merge below
                 continue
             pos[j], deep[j], status = _chunk(buf, pos[j], ends[j], cnt, modes[j] == 2, lens, tabs[j], sym1[j],
                                              len1[j], deep[j], block, scratch[j])
@@ -915,21 +923,39 @@ def decode_tensor(buf, n, rotate, chunk, block, modes, starts, ends, shared, scr
                 return status, j
         o = out[s * m:(s + cnt) * m]
         if m == 2 and rotate:
-            merge2(scratch[0], scratch[1], o, cnt)
+            merge2(_plane(buf, scratch, 0, modes[0] == 0, starts[0] + s, cnt),
+                   _plane(buf, scratch, 1, modes[1] == 0, starts[1] + s, cnt), o, cnt)
         elif m == 4 and rotate:
-            merge4(scratch[0], scratch[1], scratch[2], scratch[3], o, cnt)
-        elif rotate:
-            for i in range(cnt):
-                for q in range(m):
-                    o[i * m + q] = (scratch[q, i] >> 1) | ((scratch[(q + 1) % m, i] & 1) << 7)
+            merge4(_plane(buf, scratch, 0, modes[0] == 0, starts[0] + s, cnt),
+                   _plane(buf, scratch, 1, modes[1] == 0, starts[1] + s, cnt),
+                   _plane(buf, scratch, 2, modes[2] == 0, starts[2] + s, cnt),
+                   _plane(buf, scratch, 3, modes[3] == 0, starts[3] + s, cnt), o, cnt)
+        elif m == 1 and modes[0] == 0:
+            o[:] = buf[starts[0] + s:starts[0] + s + cnt]
         else:
-            for i in range(cnt):
-                for q in range(m):
-                    o[i * m + q] = scratch[q, i]
+            for j in range(m):  # other widths (float64, integers): gather raw planes first
+                if modes[j] == 0:
+                    scratch[j, :cnt] = buf[starts[j] + s:starts[j] + s + cnt]
+            if rotate:
+                for i in range(cnt):
+                    for q in range(m):
+                        o[i * m + q] = (scratch[q, i] >> 1) | ((scratch[(q + 1) % m, i] & 1) << 7)
+            else:
+                for i in range(cnt):
+                    for q in range(m):
+                        o[i * m + q] = scratch[q, i]
     for j in range(m):
         if modes[j] != 0 and pos[j] != ends[j]:
             return DOES_NOT_FIT, j
     return 0, 0
+
+
+@njit(cache=True, inline="always")
+def _plane(buf, scratch, j, raw, start, cnt):
+    """Plane j of the current chunk: its decoded scratch row, or a raw plane's bytes in ``buf``."""
+    if raw:
+        return carray(_address(buf, np.int64(start)), cnt)
+    return scratch[j, :cnt]
 
 
 @njit(cache=True, inline="always")
