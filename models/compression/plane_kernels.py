@@ -192,37 +192,76 @@ def lengths_batch(hists, max_len):
 
 
 @njit(cache=True, nogil=True)
-def pair_stats(v, a, ma, c, chunk, hists, max_len):
-    """Per chunk, for the PAIRS codec: alphabet size u (0 where pairs are not tried), the code
-    lengths of the u*u pairs (index rank(first) * u + rank(second), ranks in byte order), their coded
-    bits and their order-0 entropy in bits. An odd chunk's last byte is paired with itself."""
+def pair_stats(v, a, ma, c, chunk, max_len):
+    """Per chunk of a plane, in one pass: its byte histogram and, for the PAIRS codec, its alphabet
+    size u (0 where pairs are not tried), the code lengths of the u*u pairs (index rank(first) * u +
+    rank(second), ranks in byte order), their coded bits and their order-0 entropy in bits. An odd
+    chunk's last byte is paired with itself."""
+    if a == 0 and ma == 0 and c == 7:  # the exponent planes of 16- and 32-bit floats: constant shifts
+        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk, max_len)
+    if a == 0 and ma == 0 and c == 23:
+        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk, max_len)
+    return _pair_stats(v, a, ma, c, chunk, max_len)
+
+
+@njit(cache=True, inline="always")
+def _pair_stats(v, a, ma, c, chunk, max_len):
     n = v.shape[0]
-    k = hists.shape[0]
+    k = (n + chunk - 1) // chunk
+    hists = np.zeros((k, 256), dtype=np.int64)
     used = np.zeros(k, dtype=np.int64)
     lens = np.zeros((k, PAIR_MAX_USED * PAIR_MAX_USED), dtype=np.uint8)
     bits = np.zeros(k, dtype=np.int64)
     ent = np.zeros(k, dtype=np.float64)
-    rank = np.zeros(256, dtype=np.int64)
+    alpha = np.zeros(256, dtype=np.int64)
     counts = np.zeros(PAIR_MAX_USED * PAIR_MAX_USED, dtype=np.int64)
+    full = np.zeros(1 << 16, dtype=np.int32)  # indexed by the pair's two bytes; zeroed again after use
+    sub = np.zeros(1024, dtype=np.int32)  # four byte histograms, as in _chunk_hists
     for ci in range(k):
-        u = 0
-        for s in range(256):
-            if hists[ci, s]:
-                rank[s] = u
-                u += 1
-        if u < 2 or u > PAIR_MAX_USED:
-            continue
         vc = v[ci * chunk:min(n, (ci + 1) * chunk)]
         cnt = vc.shape[0]
-        uu = u * u
-        counts[:uu] = 0
+        sub[:] = 0
         i = 0
-        while i + 2 <= cnt:
-            counts[rank[np.intp(_byte(vc[i], a, ma, c))] * u + rank[np.intp(_byte(vc[i + 1], a, ma, c))]] += 1
+        while i + 4 <= cnt:
+            b0 = _byte(vc[i], a, ma, c)
+            b1 = _byte(vc[i + 1], a, ma, c)
+            b2 = _byte(vc[i + 2], a, ma, c)
+            b3 = _byte(vc[i + 3], a, ma, c)
+            sub[np.intp(b0)] += 1
+            sub[256 + np.intp(b1)] += 1
+            sub[512 + np.intp(b2)] += 1
+            sub[768 + np.intp(b3)] += 1
+            full[np.intp((b0 << np.uint32(8)) | b1)] += 1
+            full[np.intp((b2 << np.uint32(8)) | b3)] += 1
+            i += 4
+        while i < cnt:
+            x = _byte(vc[i], a, ma, c)
+            y = _byte(vc[i + 1], a, ma, c) if i + 1 < cnt else x
+            sub[np.intp(x)] += 1
+            if i + 1 < cnt:
+                sub[256 + np.intp(y)] += 1
+            full[np.intp((x << np.uint32(8)) | y)] += 1
             i += 2
-        if i < cnt:
-            r = rank[np.intp(_byte(vc[i], a, ma, c))]
-            counts[r * u + r] += 1
+        for b in range(256):
+            hists[ci, b] = sub[b] + sub[256 + b] + sub[512 + b] + sub[768 + b]
+        u = 0
+        for sym in range(256):
+            if hists[ci, sym]:
+                alpha[u] = sym
+                u += 1
+        if u < 2 or u > PAIR_MAX_USED:
+            if u > PAIR_MAX_USED:
+                full[:] = 0
+            else:
+                for x in range(u):
+                    full[(alpha[x] << 8) | alpha[x]] = 0
+            continue
+        uu = u * u
+        for x in range(u):
+            for y in range(u):
+                idx = (alpha[x] << 8) | alpha[y]
+                counts[x * u + y] = full[idx]
+                full[idx] = 0
         row = lens[ci, :uu]
         lengths_into(counts[:uu], max_len, row)
         npairs = (cnt + 1) // 2
@@ -235,7 +274,7 @@ def pair_stats(v, a, ma, c, chunk, hists, max_len):
         used[ci] = u
         bits[ci] = b
         ent[ci] = e
-    return used, lens, bits, ent
+    return hists, used, lens, bits, ent
 
 
 @njit(cache=True, nogil=True)
@@ -395,6 +434,7 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
     codes = np.zeros(256, dtype=np.int64)
     cd = np.zeros(256, dtype=np.uint64)
     ln = np.zeros(256, dtype=np.uint64)
+    table = np.empty(1 << 16 if pair_used.any() else 1, dtype=np.uint32)  # for PAIRS chunks: set before use
     s64 = np.uint64(64)
     for ci in range(k):
         s = ci * chunk
@@ -417,7 +457,8 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
             pos += RECORD + 1
             continue
         if use[ci] == PAIRS:
-            pos = _encode_pairs(v[s:e], a, ma, c, block, hists[ci], pair_used[ci], pair_lens[ci], bits[ci], out, pos)
+            pos = _encode_pairs(v[s:e], a, ma, c, block, hists[ci], pair_used[ci], pair_lens[ci], bits[ci], table,
+                                out, pos)
             continue
         lc = lens[ci]
         nblocks = (cnt + block - 1) // block
@@ -475,18 +516,19 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
     return pos
 
 
-@njit(cache=True)
-def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, out, pos):
+@njit(cache=True, inline="always")
+def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
     """One PAIRS chunk record: the presence map, the u*u pair code lengths as nibbles, the block
-    offsets, then the codes of (v[2i], v[2i+1]), four pairs per 8-byte store (4 * 14 + 7 bits)."""
+    offsets, then the codes of (v[2i], v[2i+1]), four pairs per 8-byte store (4 * 14 + 7 bits).
+    ``table``: 2**16 scratch entries, (code << 8 | length) by the pair's two bytes."""
     cnt = vc.shape[0]
     uu = u * u
-    rank = np.zeros(256, dtype=np.int64)
+    alpha = np.zeros(256, dtype=np.int64)
     r = 0
     out[pos + RECORD:pos + RECORD + PRESENCE_BYTES] = 0
     for sym in range(256):
         if hist[sym]:
-            rank[sym] = r
+            alpha[r] = sym
             r += 1
             out[pos + RECORD + (sym >> 3)] |= np.uint8(1 << (sym & 7))
     nblocks = (cnt + block - 1) // block
@@ -501,12 +543,10 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, out, pos):
     pos += tb
     codes = np.zeros(uu, dtype=np.int64)
     _canonical(plens[:uu], codes)
-    cd = np.zeros(uu, dtype=np.uint64)
-    ln = np.zeros(uu, dtype=np.uint64)
     for t in range(uu):
-        cd[t] = np.uint64(codes[t])
-        ln[t] = np.uint64(plens[t])
+        table[(alpha[t // u] << 8) | alpha[t % u]] = np.uint32((codes[t] << 8) | plens[t])
     s64 = np.uint64(64)
+    m8 = np.uint64(0xFF)
     offs = pos
     stream = pos + 4 * nblocks
     p = stream
@@ -519,9 +559,10 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, out, pos):
         i = 0
         while i + 8 <= m:
             for q in range(4):
-                sym = rank[np.intp(_byte(vb[i + 2 * q], a, ma, c))] * u + rank[np.intp(_byte(vb[i + 2 * q + 1], a, ma, c))]
-                length = ln[sym]
-                acc |= cd[sym] << (s64 - nacc - length)
+                x = np.uint64(table[np.intp((_byte(vb[i + 2 * q], a, ma, c) << np.uint32(8)) |
+                                            _byte(vb[i + 2 * q + 1], a, ma, c))])
+                length = x & m8
+                acc |= (x >> np.uint64(8)) << (s64 - nacc - length)
                 nacc += length
             _put64be(out, p, acc)
             nb = nacc >> np.uint64(3)
@@ -530,11 +571,11 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, out, pos):
             nacc &= np.uint64(7)
             i += 8
         while i < m:
-            r0 = rank[np.intp(_byte(vb[i], a, ma, c))]
-            r1 = rank[np.intp(_byte(vb[i + 1], a, ma, c))] if i + 1 < m else r0
-            sym = r0 * u + r1
-            length = ln[sym]
-            acc |= cd[sym] << (s64 - nacc - length)
+            x0 = _byte(vb[i], a, ma, c)
+            x1 = _byte(vb[i + 1], a, ma, c) if i + 1 < m else x0
+            x = np.uint64(table[np.intp((x0 << np.uint32(8)) | x1)])
+            length = x & m8
+            acc |= (x >> np.uint64(8)) << (s64 - nacc - length)
             nacc += length
             _put64be(out, p, acc)
             nb = nacc >> np.uint64(3)
