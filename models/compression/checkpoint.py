@@ -136,7 +136,7 @@ def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, bloc
         sample = pk.chunk_hists(v[::SAMPLE_STEP], *params, n)[0]
         if huffman.entropy_bits(sample) > NEAR_UNIFORM:
             return plan
-    if role == "exponent" and chunk % 2 == 0 and block % 2 == 0:  # pairs must not straddle blocks
+    if chunk % 2 == 0 and block % 2 == 0:  # pairs must not straddle blocks
         hists, pu, pl, pb, pe = pk.pair_stats(v, *params, chunk, max_len)
     else:
         hists = pk.chunk_hists(v, *params, chunk)

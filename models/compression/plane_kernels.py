@@ -635,8 +635,10 @@ def _build_table(lens, tab, sym1, len1):
             lo = codes[s] << (deepest - length)
             sym1[lo:lo + (1 << (deepest - length))] = s
             len1[lo:lo + (1 << (deepest - length))] = length
-    fast = min(deepest, FAST_BITS)
-    down = deepest - fast
+    # the window is FAST_BITS wide even when every code is shorter: short codes then share a look-up
+    fast = FAST_BITS
+    down = max(deepest - fast, 0)
+    up = max(fast - deepest, 0)
     mask = (1 << fast) - 1
     for w in range(1 << fast):  # branch-free: four steps, each kept only if its code fits the window
         entry = np.uint64(0)
@@ -644,7 +646,7 @@ def _build_table(lens, tab, sym1, len1):
         count = 0
         ok = 1
         for _ in range(4):
-            idx = ((w << used) & mask) << down
+            idx = (((w << used) & mask) << down) >> up
             length = np.int64(len1[idx])
             ok &= np.int64(used + length <= fast)
             entry |= np.uint64(sym1[idx] * ok) << np.uint64(8 * count)
@@ -682,8 +684,10 @@ def _build_pair_table(alpha, u, lens, tab, sym1, len1):
             lo = codes[t] << (deepest - length)
             sym1[lo:lo + (1 << (deepest - length))] = np.uint16(alpha[t // u]) | (np.uint16(alpha[t % u]) << np.uint16(8))
             len1[lo:lo + (1 << (deepest - length))] = length
-    fast = min(deepest, FAST_BITS)
-    down = deepest - fast
+    # the window is FAST_BITS wide even when every code is shorter: short codes then share a look-up
+    fast = FAST_BITS
+    down = max(deepest - fast, 0)
+    up = max(fast - deepest, 0)
     mask = (1 << fast) - 1
     for w in range(1 << fast):
         entry = np.uint64(0)
@@ -691,7 +695,7 @@ def _build_pair_table(alpha, u, lens, tab, sym1, len1):
         count = 0
         ok = 1
         for _ in range(2):
-            idx = ((w << used) & mask) << down
+            idx = (((w << used) & mask) << down) >> up
             length = np.int64(len1[idx])
             ok &= np.int64(used + length <= fast)
             entry |= np.uint64(sym1[idx] * ok) << np.uint64(8 * count)
@@ -913,7 +917,7 @@ def _chunk(buf, pos, end, cnt, shared, lens, tab, sym1, len1, deepest, block, ou
     if 4 * nblocks > size:
         return pos, deepest, SHORT_OFFSETS
     stream = body + 4 * nblocks
-    fs = np.uint64(64 - min(deepest, FAST_BITS))
+    fs = np.uint64(64 - FAST_BITS)
     ds = np.uint64(64 - deepest)
     b = 0
     while b + 2 <= nblocks:
