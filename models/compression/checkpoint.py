@@ -320,89 +320,141 @@ class _Output:
         return buf
 
 
+WRITERS = 2  # pool threads that write the payload, each a contiguous run of tensors
+
+
+def _plan_tensor(st: sio.Safetensors, t, chunk: int, block: int):
+    """(values, plane plans, zstd frame or None) of one tensor: runs on a pool thread."""
+    raw = st.raw(t)
+    item = sio.DTYPES[t.dtype][1]
+    v = _values(raw, t.dtype)
+    plans = [plan_plane(v, pk.plane_params(item, t.dtype in ROTATED, j), _role(t.dtype, j, item), chunk, block)
+             for j in range(item)]
+    z = _generic_zstd(bytes(raw)) if t.dtype not in sio.FLOATS and t.nbytes else None
+    if z is not None and len(z) >= sum(p.size for p in plans):
+        z = None  # integer ids and masks: zstd only where it sees repeats the planes miss
+    return v, plans, z
+
+
+def _write_run(run: list, out: np.ndarray, view: memoryview, chunk: int, block: int) -> list[list[int]]:
+    """Write a run of tensors at their planned offsets; returns the CRC32 of each segment.
+
+    ``run``: (values, plans, zstd frame, offset) per tensor. The bit writer's 8-byte stores reach up
+    to 8 bytes past a plane; inside a run the next plane overwrites them, but past the run's end they
+    would land in another thread's run, so the run's last plane is written through a scratch buffer.
+    """
+    crcs = []
+    for k, (v, plans, z, pos) in enumerate(run):
+        if z is not None:
+            out[pos:pos + len(z)] = np.frombuffer(z, np.uint8)
+            crcs.append([container.crc32(z)])
+            continue
+        tensor_crcs = []
+        for j, plan in enumerate(plans):
+            if k == len(run) - 1 and j == len(plans) - 1 and plan.entry["mode"] != "raw":
+                scratch = np.empty(plan.size + 8, np.uint8)
+                write_plane(v, plan, scratch, 0, chunk, block)
+                out[pos:pos + plan.size] = scratch[:plan.size]
+                end = pos + plan.size
+            else:
+                end = write_plane(v, plan, out, pos, chunk, block)
+            tensor_crcs.append(container.crc32(view[pos:end]))
+            pos = end
+        crcs.append(tensor_crcs)
+    return crcs
+
+
+def _runs(sizes: list[int], weights: list[int], parts: int) -> list[range]:
+    """Split tensors into ``parts`` contiguous runs of about equal work (raw bytes)."""
+    total, bounds, acc = max(1, sum(weights)), [0], 0
+    for i, wt in enumerate(weights):
+        acc += wt
+        if len(bounds) < parts and acc >= total * len(bounds) / parts:
+            bounds.append(i + 1)
+    bounds.append(len(sizes))
+    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
 def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", progress: Progress = _quiet,
              chunk: int = CHUNK, block: int = BLOCK) -> tuple[bytearray, Report]:
     """Compress a whole safetensors file held in memory: (container bytes, report).
 
-    One thread codes while two more hash: the sha256 of the file and of each tensor, and the CRC32
-    of each segment once it is written (hashlib, zlib and the compiled kernels release the GIL).
+    Three pool threads share the work: the sha256 of the file and of each tensor, each tensor's plan
+    (histograms, code lengths, every size), then the payload written in place by two contiguous runs
+    of tensors, with the CRC32 of each segment (hashlib, zlib and the compiled kernels release the GIL).
     Every size is planned before writing, so the payload goes straight into the output buffer.
     """
     started = time.perf_counter()
     if not 1 <= chunk <= MAX_CHUNK or block < 1:
         raise ValueError(f"chunk must be in 1..{MAX_CHUNK} and block positive")
     st = sio.parse(data, name)
-    with ThreadPoolExecutor(2) as pool:
+    report = Report(name, st.size, 0, "", 0.0)
+    total = max(1, sum(t.nbytes for t in st.tensors))
+    with ThreadPoolExecutor(3) as pool:
         file_hash = pool.submit(_sha256, data)
-        report = Report(name, st.size, 0, "", 0.0)
-        total = max(1, sum(t.nbytes for t in st.tensors))
-        done = 0
-        hashes, work = [], []  # first every plane's plan (sizes, tables), then one exact output buffer
-        for t in st.tensors:
-            progress(0.4 * done / total, f"analysing {t.name}")
-            raw = st.raw(t)
-            hashes.append(pool.submit(_sha256, raw))
-            item = sio.DTYPES[t.dtype][1]
-            rotate = t.dtype in ROTATED
-            v = _values(raw, t.dtype)
-            plans = [plan_plane(v, pk.plane_params(item, rotate, j), _role(t.dtype, j, item), chunk, block)
-                     for j in range(item)]
-            z = _generic_zstd(bytes(raw)) if t.dtype not in sio.FLOATS and t.nbytes else None
-            if z is not None and len(z) >= sum(p.size for p in plans):
-                z = None  # integer ids and masks: zstd only where it sees repeats the planes miss
-            work.append((t, v, plans, z))
+        planned = [pool.submit(_plan_tensor, st, t, chunk, block) for t in st.tensors]
+        hashes = [pool.submit(_sha256, st.raw(t)) for t in st.tensors]
+        work, done = [], 0
+        for t, fut in zip(st.tensors, planned, strict=True):
+            work.append(fut.result())
             done += t.nbytes
-        payload = len(st.prefix) + sum(e - s for s, e in st.gaps()) + \
-            sum(len(z) if z is not None else sum(p.size for p in plans) for _, _, plans, z in work)
+            progress(0.5 * done / total, f"analysed {t.name}")
+        sizes = [len(z) if z is not None else sum(p.size for p in plans) for _, plans, z in work]
+        payload = len(st.prefix) + sum(e - s for s, e in st.gaps()) + sum(sizes)
         w = _Output(container.FIXED_SIZE + payload + HEADER_ROOM + 200 * len(st.tensors), pool)
-        put, segment, out = w.put, w.segment, w.arr
         header = {"format": "lmlab-checkpoint", "chunk": chunk, "block": block,
-                  "source": {"name": name, "size": st.size, "sha256": "", "prefix": put(st.prefix)},
+                  "source": {"name": name, "size": st.size, "sha256": "", "prefix": w.put(st.prefix)},
                   "gaps": [], "tensors": []}
         for start, end in st.gaps():
-            header["gaps"].append(put(st.data[start:end], {"start": start, "end": end}))
-        done = 0
-        for t, v, plans, z in work:
-            progress(0.4 + 0.6 * done / total, f"compressing {t.name}")
-            rotate = t.dtype in ROTATED
-            entry = {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "start": t.start, "end": t.end}
+            header["gaps"].append(w.put(st.data[start:end], {"start": start, "end": end}))
+        offsets = []
+        for size in sizes:
+            offsets.append(w.pos)
+            w.pos += size
+        progress(0.5, "writing")
+        runs = _runs(sizes, [t.nbytes for t in st.tensors], WRITERS)
+        written = [pool.submit(_write_run, [(*work[i], offsets[i]) for i in r], w.arr, w.view, chunk, block)
+                   for r in runs]
+        crcs = [c for fut in written for c in fut.result()]
+        for t, (_, plans, z), pos, tensor_crcs, h in zip(st.tensors, work, offsets, crcs, hashes, strict=True):
+            entry = {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "start": t.start, "end": t.end,
+                     "sha256": h.result(), "transform": "rotl1" if z is None and t.dtype in ROTATED else "none"}
             if z is not None:
-                entry["transform"] = "none"
-                entry["planes"] = [put(z, {"role": "bytes", "mode": "zstd", "symbols": t.nbytes})]
+                segs = [({"role": "bytes", "mode": "zstd", "symbols": t.nbytes}, len(z))]
                 plans = []
             else:
-                entry["transform"] = "rotl1" if rotate else "none"
-                entry["planes"] = []
-                for plan in plans:
-                    end = write_plane(v, plan, out, w.pos, chunk, block)
-                    entry["planes"].append(segment(dict(plan.entry), w.pos, end))
-                    w.pos = end
+                segs = [(dict(p.entry), p.size) for p in plans]
+            entry["planes"] = []
+            for (e, size), crc in zip(segs, tensor_crcs, strict=True):
+                e.update(offset=pos - container.FIXED_SIZE, size=size, crc32=crc)
+                entry["planes"].append(e)
+                pos += size
             header["tensors"].append(entry)
-            exp_h = plans[-1].hist if rotate and plans else None
-            if exp_h is not None and t.numel:
-                acc = report.exponent_hist.setdefault(t.dtype, np.zeros(256, np.int64))
-                acc += exp_h
-            for p in plans:
-                report.huff_symbols += p.huff_symbols
-                report.huff_bits += p.huff_bits
-                report.huff_entropy_bits += p.huff_entropy_bits
-                report.huff_byte_entropy_bits += p.huff_byte_entropy_bits
-            report.rows.append(TensorRow(t.name, t.dtype, t.shape, t.nbytes, sum(int(e["size"]) for e in entry["planes"]),
-                                         huffman.entropy_bits(exp_h) if exp_h is not None else None,
-                                         "/".join(e["mode"] for e in entry["planes"])))
-            done += t.nbytes
+            _add_to_report(report, t, plans, z is None and t.dtype in ROTATED, sum(sizes_ for _, sizes_ in segs))
         del work
-        for t_entry, h in zip(header["tensors"], hashes, strict=True):
-            t_entry["sha256"] = h.result()
         for entry, crc in w.crcs:
             entry["crc32"] = crc.result()
         header["source"]["sha256"] = report.sha256 = file_hash.result()
-    del out, put, segment
     buf = w.finish(container.encode_header(header))
     report.coded_bytes = len(buf)
     report.seconds = time.perf_counter() - started
     progress(1.0, "compressed")
     return buf, report
+
+
+def _add_to_report(report: Report, t, plans: list, rotated: bool, coded: int) -> None:
+    exp_h = plans[-1].hist if rotated and plans else None
+    if exp_h is not None and t.numel:
+        acc = report.exponent_hist.setdefault(t.dtype, np.zeros(256, np.int64))
+        acc += exp_h
+    for p in plans:
+        report.huff_symbols += p.huff_symbols
+        report.huff_bits += p.huff_bits
+        report.huff_entropy_bits += p.huff_entropy_bits
+        report.huff_byte_entropy_bits += p.huff_byte_entropy_bits
+    report.rows.append(TensorRow(t.name, t.dtype, t.shape, t.nbytes, coded,
+                                 huffman.entropy_bits(exp_h) if exp_h is not None else None,
+                                 "/".join(("zstd",) if not plans else (p.entry["mode"] for p in plans))))
 
 
 def _role(dtype: str, j: int, nplanes: int) -> str:
