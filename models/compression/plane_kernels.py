@@ -221,45 +221,56 @@ def _pair_stats(v, a, ma, c, chunk, max_len):
     alpha = np.zeros(256, dtype=np.int64)
     counts = np.zeros(PAIR_MAX_USED * PAIR_MAX_USED, dtype=np.int64)
     full = np.zeros(1 << 16, dtype=np.int32)  # indexed by the pair's two bytes; zeroed again after use
-    sub = np.zeros(1024, dtype=np.int32)  # four byte histograms, as in _chunk_hists
+    seen = np.zeros(256, dtype=np.uint8)  # which bytes occur: plain stores, cheaper than counting them
     for ci in range(k):
         vc = v[ci * chunk:min(n, (ci + 1) * chunk)]
         cnt = vc.shape[0]
-        sub[:] = 0
+        seen[:] = 0
         i = 0
         while i + 4 <= cnt:
             b0 = _byte(vc[i], a, ma, c)
             b1 = _byte(vc[i + 1], a, ma, c)
             b2 = _byte(vc[i + 2], a, ma, c)
             b3 = _byte(vc[i + 3], a, ma, c)
-            sub[np.intp(b0)] += 1
-            sub[256 + np.intp(b1)] += 1
-            sub[512 + np.intp(b2)] += 1
-            sub[768 + np.intp(b3)] += 1
+            seen[np.intp(b0)] = 1
+            seen[np.intp(b1)] = 1
+            seen[np.intp(b2)] = 1
+            seen[np.intp(b3)] = 1
             full[np.intp((b0 << np.uint32(8)) | b1)] += 1
             full[np.intp((b2 << np.uint32(8)) | b3)] += 1
             i += 4
+        last = -1
         while i < cnt:
             x = _byte(vc[i], a, ma, c)
             y = _byte(vc[i + 1], a, ma, c) if i + 1 < cnt else x
-            sub[np.intp(x)] += 1
-            if i + 1 < cnt:
-                sub[256 + np.intp(y)] += 1
+            seen[np.intp(x)] = 1
+            seen[np.intp(y)] = 1
+            if i + 1 >= cnt:
+                last = np.intp(x)
             full[np.intp((x << np.uint32(8)) | y)] += 1
             i += 2
-        for b in range(256):
-            hists[ci, b] = sub[b] + sub[256 + b] + sub[512 + b] + sub[768 + b]
+        # the byte histogram from the pair counts: first bytes by row, second bytes by column
+        u = 0
+        for sym in range(256):
+            if seen[sym]:
+                alpha[u] = sym
+                u += 1
+        for x in range(u):
+            for y in range(u):
+                f = np.int64(full[(alpha[x] << 8) | alpha[y]])
+                hists[ci, alpha[x]] += f
+                hists[ci, alpha[y]] += f
+        if last >= 0:
+            hists[ci, last] -= 1  # an odd chunk's last byte, paired with itself, counted once
         u = 0
         for sym in range(256):
             if hists[ci, sym]:
                 alpha[u] = sym
                 u += 1
         if u < 2 or u > PAIR_MAX_USED:
-            if u > PAIR_MAX_USED:
-                full[:] = 0
-            else:
-                for x in range(u):
-                    full[(alpha[x] << 8) | alpha[x]] = 0
+            for x in range(u):
+                for y in range(u):
+                    full[(alpha[x] << 8) | alpha[y]] = 0
             continue
         uu = u * u
         for x in range(u):
