@@ -142,6 +142,32 @@ def test_corrupt_pair_tables_are_refused(damage):
         checkpoint.decode_plane(memoryview(bytes(seg)), entry, checkpoint.BLOCK, "plane")
 
 
+def test_a_write_run_never_writes_past_its_end():
+    """Runs of tensors are written by different threads: the bit writer's 8-byte stores must not
+    reach into the next run, so the run's last (Huffman-coded) plane goes through a scratch buffer."""
+    rng = np.random.default_rng(4)
+    w = torch.from_numpy(rng.normal(0, 0.02, size=40_000).astype(np.float32)).to(torch.bfloat16)
+    st = checkpoint.sio.parse(save({"w": w}))
+    v, plans, z = checkpoint._plan_tensor(st, st.tensors[0], checkpoint.CHUNK, checkpoint.BLOCK)
+    assert z is None and plans[-1].entry["mode"] != "raw"  # the exponent plane is coded
+    size = sum(p.size for p in plans)
+    out = np.full(size + 64, 0xAB, np.uint8)
+    crcs = checkpoint._write_run([(v, plans, None, 16)], out, memoryview(out), checkpoint.CHUNK, checkpoint.BLOCK)
+    assert (out[:16] == 0xAB).all() and (out[16 + size:] == 0xAB).all()
+    assert crcs == [[container.crc32(out[16:16 + plans[0].size].tobytes()),
+                     container.crc32(out[16 + plans[0].size:16 + size].tobytes())]]
+
+
+def test_barely_compressible_chunks_stay_raw():
+    rng = np.random.default_rng(6)
+    p = np.linspace(1.0, 1.6, 256)
+    plane = rng.choice(256, size=3 * checkpoint.CHUNK, p=p / p.sum()).astype(np.uint8)  # saves ~1 %: not worth it
+    res = checkpoint.encode_plane(plane, "mantissa")
+    assert res.entry["mode"] == "raw" and len(res.segment) == len(plane)
+    skewed = np.where(rng.random(len(plane)) < 0.5, 0, plane).astype(np.uint8)  # saves ~40 %: coded
+    assert len(checkpoint.encode_plane(skewed, "mantissa").segment) < 0.7 * len(plane)
+
+
 @pytest.mark.slow
 def test_minilm_byte_identical_and_beats_zstd(tmp_path):
     src = assets.path("all-minilm-l6-v2") / "model.safetensors"
