@@ -656,18 +656,18 @@ def _build_table(lens, tab, sym1, len1):
     down = max(deepest - fast, 0)
     up = max(fast - deepest, 0)
     mask = (1 << fast) - 1
-    for w in range(1 << fast):  # branch-free: four steps, each kept only if its code fits the window
+    for w in range(1 << fast):  # up to four steps, while the next code fits the window
         entry = np.uint64(0)
         used = 0
         count = 0
-        ok = 1
-        for _ in range(4):
+        while count < 4:
             idx = (((w << used) & mask) << down) >> up
             length = np.int64(len1[idx])
-            ok &= np.int64(used + length <= fast)
-            entry |= np.uint64(sym1[idx] * ok) << np.uint64(8 * count)
-            used += length * ok
-            count += ok
+            if used + length > fast:
+                break
+            entry |= np.uint64(sym1[idx]) << np.uint64(8 * count)
+            used += length
+            count += 1
         if count == 0:  # a longer code: a sentinel width no four short entries add up to
             used = LONG
         tab[w] = entry | (np.uint64(used) << np.uint64(32)) | (np.uint64(count) << np.uint64(40))
