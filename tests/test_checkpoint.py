@@ -143,8 +143,8 @@ def test_corrupt_pair_tables_are_refused(damage):
 
 
 def test_a_write_run_never_writes_past_its_end():
-    """Runs of tensors are written by different threads: the bit writer's 8-byte stores must not
-    reach into the next run, so the run's last (Huffman-coded) plane goes through a scratch buffer."""
+    """Runs of tensors are written by different threads at once: the bit writer's 8-byte stores must
+    stop short of a chunk's end, or they would overwrite the start of the next run."""
     rng = np.random.default_rng(4)
     w = torch.from_numpy(rng.normal(0, 0.02, size=40_000).astype(np.float32)).to(torch.bfloat16)
     st = checkpoint.sio.parse(save({"w": w}))

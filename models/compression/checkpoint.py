@@ -86,6 +86,17 @@ ROTATED = ("BF16", "F16", "F32", "F64")
 SAMPLE_MIN = 1 << 16  # planes this long are first judged from every SAMPLE_STEP-th byte
 SAMPLE_STEP = 8
 NEAR_UNIFORM = 7.95  # bits: a plane whose sample has more entropy is stored raw without a full pass
+# bits: a chunk whose sample has more entropy is left raw without counting it (coding would save
+# under 4 %, see plane_kernels.CHUNK_WORTH; a sample's entropy estimate errs low, never high)
+CHUNK_NEAR_UNIFORM = 7.75
+
+
+def _entropies(hists: np.ndarray) -> np.ndarray:
+    """Order-0 entropy in bits per symbol of each row of a histogram."""
+    totals = np.maximum(hists.sum(axis=1, keepdims=True), 1)
+    p = hists / totals
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
 MAX_CHUNK = 1 << 24
 
 
@@ -132,19 +143,26 @@ def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, bloc
     plan = PlanePlan({"role": role, "mode": "raw", "symbols": n}, params, n, np.zeros(256, np.int64))
     if n == 0:
         return plan
+    k = (n + chunk - 1) // chunk
+    active = np.ones(k, np.uint8)
     if role != "exponent" and n >= SAMPLE_MIN:  # mantissa bytes: a sample tells near-uniform ones cheaply
-        sample = pk.chunk_hists(v[::SAMPLE_STEP], *params, n)[0]
-        if huffman.entropy_bits(sample) > NEAR_UNIFORM:
+        if chunk % SAMPLE_STEP == 0:  # ... and which chunks are worth counting
+            sample = pk.chunk_hists(v[::SAMPLE_STEP], *params, chunk // SAMPLE_STEP)
+            active = (_entropies(sample) <= CHUNK_NEAR_UNIFORM).astype(np.uint8)
+            sample = sample.sum(axis=0)
+        else:
+            sample = pk.chunk_hists(v[::SAMPLE_STEP], *params, n)[0]
+        if huffman.entropy_bits(sample) > NEAR_UNIFORM or not active.any():
             return plan
     if chunk % 2 == 0 and block % 2 == 0:  # pairs must not straddle blocks
-        hists, pu, pl, pb, pe = pk.pair_stats(v, *params, chunk, max_len)
+        hists, pu, pl, pb, pe = pk.pair_stats(v, *params, chunk, max_len, active)
     else:
         hists = pk.chunk_hists(v, *params, chunk)
         k = len(hists)
         pu, pl, pb, pe = np.zeros(k, np.int64), np.zeros((k, 1), np.uint8), np.zeros(k, np.int64), np.zeros(k)
     plan.hist = hists.sum(axis=0)
     mode, plan.use, plan.lens, plan.bits, size, shared, hs, hb, he, hbe = pk.plan(hists, n, chunk, block, max_len,
-                                                                               WORTH, pu, pb, pe)
+                                                                               WORTH, pu, pb, pe, active)
     if mode == 0:
         return plan
     plan.chunk_hists, plan.pair_used, plan.pair_lens = hists, pu, pl
@@ -158,7 +176,7 @@ def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, bloc
 
 def write_plane(v: np.ndarray, plan: PlanePlan, out: np.ndarray, pos: int, chunk: int = CHUNK,
                 block: int = BLOCK) -> int:
-    """Write the plane's segment at ``out[pos:]`` (which has 8 spare bytes past it); returns its end."""
+    """Write the plane's segment at ``out[pos:]``, touching no byte past it; returns its end."""
     if plan.entry["mode"] == "raw":
         pk.copy_plane(v, *plan.params, out, pos)
         return pos + len(v)
@@ -187,7 +205,7 @@ def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = 
     plane = np.ascontiguousarray(plane, dtype=np.uint8)
     params = pk.plane_params(1, False, 0)
     plan = plan_plane(plane, params, role, chunk, block)
-    out = np.empty(plan.size + 8, np.uint8)
+    out = np.empty(plan.size, np.uint8)
     write_plane(plane, plan, out, 0, chunk, block)
     return PlaneResult(plan.entry, out[:plan.size].tobytes())
 
@@ -337,27 +355,20 @@ def _plan_tensor(st: sio.Safetensors, t, chunk: int, block: int):
 
 
 def _write_run(run: list, out: np.ndarray, view: memoryview, chunk: int, block: int) -> list[list[int]]:
-    """Write a run of tensors at their planned offsets; returns the CRC32 of each segment.
+    """Write tensors at their planned offsets; returns the CRC32 of each segment.
 
-    ``run``: (values, plans, zstd frame, offset) per tensor. The bit writer's 8-byte stores reach up
-    to 8 bytes past a plane; inside a run the next plane overwrites them, but past the run's end they
-    would land in another thread's run, so the run's last plane is written through a scratch buffer.
+    ``run``: (values, plans, zstd frame, offset) per tensor. The encoder writes nothing past a
+    chunk's end, so other threads may write the tensors on either side at the same time.
     """
     crcs = []
-    for k, (v, plans, z, pos) in enumerate(run):
+    for v, plans, z, pos in run:
         if z is not None:
             out[pos:pos + len(z)] = np.frombuffer(z, np.uint8)
             crcs.append([container.crc32(z)])
             continue
         tensor_crcs = []
-        for j, plan in enumerate(plans):
-            if k == len(run) - 1 and j == len(plans) - 1 and plan.entry["mode"] != "raw":
-                scratch = np.empty(plan.size + 8, np.uint8)
-                write_plane(v, plan, scratch, 0, chunk, block)
-                out[pos:pos + plan.size] = scratch[:plan.size]
-                end = pos + plan.size
-            else:
-                end = write_plane(v, plan, out, pos, chunk, block)
+        for plan in plans:
+            end = write_plane(v, plan, out, pos, chunk, block)
             tensor_crcs.append(container.crc32(view[pos:end]))
             pos = end
         crcs.append(tensor_crcs)
@@ -381,7 +392,7 @@ def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", pro
 
     Three pool threads share the work: the sha256 of the file and of each tensor, each tensor's plan
     (histograms, code lengths, every size), then the payload written in place by two contiguous runs
-    of tensors, with the CRC32 of each segment (hashlib, zlib and the compiled kernels release the GIL).
+    of tensors (the encoder never writes past a chunk, so the runs cannot clash), with the CRC32 of each segment (hashlib, zlib and the compiled kernels release the GIL).
     Every size is planned before writing, so the payload goes straight into the output buffer.
     """
     started = time.perf_counter()

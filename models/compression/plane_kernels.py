@@ -197,20 +197,20 @@ def lengths_batch(hists, max_len):
 
 
 @njit(cache=True, nogil=True)
-def pair_stats(v, a, ma, c, chunk, max_len):
+def pair_stats(v, a, ma, c, chunk, max_len, active):
     """Per chunk of a plane, in one pass: its byte histogram and, for the PAIRS codec, its alphabet
     size u (0 where pairs are not tried), the code lengths of the u*u pairs (index rank(first) * u +
     rank(second), ranks in byte order), their coded bits and their order-0 entropy in bits. An odd
-    chunk's last byte is paired with itself."""
+    chunk's last byte is paired with itself. Chunks with ``active[k] == 0`` are skipped (left empty)."""
     if a == 0 and ma == 0 and c == 7:  # the exponent planes of 16- and 32-bit floats: constant shifts
-        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk, max_len)
+        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk, max_len, active)
     if a == 0 and ma == 0 and c == 23:
-        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk, max_len)
-    return _pair_stats(v, a, ma, c, chunk, max_len)
+        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk, max_len, active)
+    return _pair_stats(v, a, ma, c, chunk, max_len, active)
 
 
 @njit(cache=True, inline="always")
-def _pair_stats(v, a, ma, c, chunk, max_len):
+def _pair_stats(v, a, ma, c, chunk, max_len, active):
     n = v.shape[0]
     k = (n + chunk - 1) // chunk
     hists = np.zeros((k, 256), dtype=np.int64)
@@ -223,6 +223,8 @@ def _pair_stats(v, a, ma, c, chunk, max_len):
     full = np.zeros(1 << 16, dtype=np.int32)  # indexed by the pair's two bytes; zeroed again after use
     seen = np.zeros(256, dtype=np.uint8)  # which bytes occur: plain stores, cheaper than counting them
     for ci in range(k):
+        if not active[ci]:
+            continue
         vc = v[ci * chunk:min(n, (ci + 1) * chunk)]
         cnt = vc.shape[0]
         seen[:] = 0
@@ -294,7 +296,7 @@ def _pair_stats(v, a, ma, c, chunk, max_len):
 
 
 @njit(cache=True, nogil=True)
-def plan(hists, n, chunk, block, max_len, worth, pair_used, pair_bits, pair_ent):
+def plan(hists, n, chunk, block, max_len, worth, pair_used, pair_bits, pair_ent, active):
     """Choose how a plane is coded from its per-chunk histograms (and pair statistics), with every
     size exact.
 
@@ -329,6 +331,11 @@ def plan(hists, n, chunk, block, max_len, worth, pair_used, pair_bits, pair_ent)
                 byte_ent[ci] -= hists[ci, s] * np.log2(hists[ci, s] / sizes[ci])
         own_coded[ci] = (bits[ci] + 7) // 8 + TABLE_BYTES + offs[ci]
         sh_coded[ci] = (sh_bits[ci] + 7) // 8 + offs[ci]
+        if not active[ci]:  # not counted (its sample showed it would not pay): stays raw
+            own_coded[ci] = sh_coded[ci] = sizes[ci] + 1
+            c_own += sizes[ci]
+            c_sh += sizes[ci]
+            continue
         u = pair_used[ci]
         if u:
             pair_coded = PRESENCE_BYTES + (u * u + 1) // 2 + offs[ci] + (pair_bits[ci] + 7) // 8
@@ -443,7 +450,8 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
     ``use[k]``: chunk k's codec; a Huffman chunk has the code lengths ``lens[k]`` (at most MAX_LEN
     bits), a PAIRS chunk ``pair_lens[k]`` over its ``pair_used[k]`` bytes (those with ``hists[k] > 0``),
     and either's coded size ``bits[k]`` is known, so every size is written up front. The bit writer
-    stores 8 bytes per 4 codes, branch-free: ``out`` needs 8 spare bytes past the end.
+    stores 8 bytes per 4 codes while at least 8 bytes of the chunk remain, then whole bytes, so
+    nothing is written past a chunk's end (other threads write the next tensor there).
     """
     n = v.shape[0]
     k = (n + chunk - 1) // chunk
@@ -494,6 +502,7 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
             ln[t] = np.uint64(lc[t])
         offs = pos
         stream = pos + 4 * nblocks
+        limit = stream + (bits[ci] + 7) // 8  # the chunk's end: nothing is written past it
         p = stream
         acc = np.uint64(0)
         nacc = np.uint64(0)
@@ -503,7 +512,7 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
             _put32(out, offs + 4 * b, (p - stream) * 8 + np.int64(nacc))
             vb = v[bb:be]  # indices from 0: no negative-index checks in the loop
             i = 0
-            while i + 4 <= be - bb:
+            while i + 4 <= be - bb and p + 8 <= limit:
                 for q in range(4):
                     sym = _byte(vb[i + q], a, ma, c)
                     length = ln[sym]
@@ -515,21 +524,29 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
                 acc <<= nb << np.uint64(3)
                 nacc &= np.uint64(7)
                 i += 4
-            while i < be - bb:
+            while i < be - bb:  # the last symbols: whole bytes only, so nothing lands past the end
                 sym = _byte(vb[i], a, ma, c)
                 length = ln[sym]
                 acc |= cd[sym] << (s64 - nacc - length)
                 nacc += length
-                _put64be(out, p, acc)
-                nb = nacc >> np.uint64(3)
-                p += np.int64(nb)
-                acc <<= nb << np.uint64(3)
-                nacc &= np.uint64(7)
+                p, acc, nacc = _flush_bytes(out, p, acc, nacc)
                 i += 1
-        _put64be(out, p, acc)
-        p += np.int64((nacc + np.uint64(7)) >> np.uint64(3))
+        if nacc:
+            out[p] = np.uint8(acc >> np.uint64(56))
+            p += 1
         pos = p
     return pos
+
+
+@njit(cache=True, inline="always")
+def _flush_bytes(out, p, acc, nacc):
+    """Store the whole bytes of the bit accumulator one by one (the careful end of a chunk)."""
+    while nacc >= np.uint64(8):
+        out[p] = np.uint8(acc >> np.uint64(56))
+        acc <<= np.uint64(8)
+        nacc -= np.uint64(8)
+        p += 1
+    return p, acc, nacc
 
 
 @njit(cache=True, inline="always")
@@ -565,6 +582,7 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
     m8 = np.uint64(0xFF)
     offs = pos
     stream = pos + 4 * nblocks
+    limit = stream + (nbits + 7) // 8  # the chunk's end: nothing is written past it
     p = stream
     acc = np.uint64(0)
     nacc = np.uint64(0)
@@ -573,7 +591,7 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
         m = vb.shape[0]
         _put32(out, offs + 4 * b, (p - stream) * 8 + np.int64(nacc))
         i = 0
-        while i + 8 <= m:
+        while i + 8 <= m and p + 8 <= limit:
             for q in range(4):
                 x = np.uint64(table[np.intp((_byte(vb[i + 2 * q], a, ma, c) << np.uint32(8)) |
                                             _byte(vb[i + 2 * q + 1], a, ma, c))])
@@ -593,14 +611,12 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
             length = x & m8
             acc |= (x >> np.uint64(8)) << (s64 - nacc - length)
             nacc += length
-            _put64be(out, p, acc)
-            nb = nacc >> np.uint64(3)
-            p += np.int64(nb)
-            acc <<= nb << np.uint64(3)
-            nacc &= np.uint64(7)
+            p, acc, nacc = _flush_bytes(out, p, acc, nacc)
             i += 2
-    _put64be(out, p, acc)
-    return p + np.int64((nacc + np.uint64(7)) >> np.uint64(3))
+    if nacc:
+        out[p] = np.uint8(acc >> np.uint64(56))
+        p += 1
+    return p
 
 
 @njit(cache=True, inline="always")
