@@ -1,8 +1,9 @@
 """Checkpoint codec vs zstd -3 and zipnn on the embedded checkpoints, as stored and cast.
 
 For each checkpoint (MiniLM fp32, SmolLM2-135M fp32) and dtype (bf16, fp32, fp16), the same
-safetensors bytes go through each codec in the same run, alternating sides rep by rep so machine
-load hits all alike; sizes are fractions of the file, speeds MB/s of the file (best of the reps).
+safetensors bytes go through each codec in the same run, the codecs taking turns within each rep so
+that machine load and clock drift reach them all alike; sizes are fractions of the file, speeds MB/s
+of the file (best of the reps).
 Every decompression is compared with the input. zstd and zipnn run single-threaded; this codec
 codes on one thread while a second hashes the file (sha256); its decompression is timed with the
 CRC32 checks ("decomp") and with every sha256 checked as well ("+sha256").
@@ -34,46 +35,55 @@ CHECKPOINTS = {"minilm": ("all-minilm-l6-v2", "model.safetensors"),
 ZIPNN_DTYPE = {"BF16": "bfloat16", "F32": "float32", "F16": "float16"}
 
 
-def _best(fn, reps: int):
-    best, out = float("inf"), None
-    for _ in range(reps):
-        started = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - started)
-    return out, best
+class _Side:
+    """One codec under test: ``compress(data)`` and ``decompress(blob)``, timed by the caller."""
+
+    def __init__(self, name: str, compress, decompress, fresh_input: bool = False) -> None:
+        self.name, self.compress, self.decompress, self.fresh_input = name, compress, decompress, fresh_input
+        self.tc = self.td = float("inf")
+        self.blob = self.back = None
 
 
-def _zstd(data: bytes, reps: int):
+def _sides(data: bytes, dtype: str) -> list[_Side]:
     c = zstandard.ZstdCompressor(level=3, threads=0)
     d = zstandard.ZstdDecompressor()
-    blob, tc = _best(lambda: c.compress(data), reps)
-    back, td = _best(lambda: d.decompress(blob), reps)
-    return len(blob), tc, td, back == data
-
-
-def _zipnn(data: bytes, dtype: str, reps: int):
+    sides = [_Side("zstd3", c.compress, d.decompress)]
     try:
         from zipnn import ZipNN
     except ImportError:
-        return None
-    z = ZipNN(method="HUFFMAN", input_format="byte", bytearray_dtype=ZIPNN_DTYPE[dtype], threads=1)
-    # zipnn rearranges its input buffer in place: each run gets its own copy (copy time not counted)
-    times, blob = [], b""
+        ZipNN = None
+    if ZipNN is not None:
+        z = ZipNN(method="HUFFMAN", input_format="byte", bytearray_dtype=ZIPNN_DTYPE[dtype], threads=1)
+        # zipnn rearranges its input buffer in place: each run gets its own copy (copy time not counted)
+        sides.append(_Side("zipnn", z.compress, z.decompress, fresh_input=True))
+    sides.append(_Side("ours", lambda b: checkpoint.compress(b)[0], lambda b: checkpoint.decompress(b, check=False)))
+    sides.append(_Side("ours_checked", None, lambda b: checkpoint.decompress(b, check=True)))
+    return sides
+
+
+def _timed(fn, arg) -> tuple[object, float]:
+    started = time.perf_counter()
+    out = fn(arg)
+    return out, time.perf_counter() - started
+
+
+def _measure(data: bytes, dtype: str, reps: int) -> dict[str, _Side]:
+    """Best of ``reps`` for every side, the sides taking turns within each rep so that the machine's
+    drift (other load, clock) reaches them all alike."""
+    sides = _sides(data, dtype)
+    checkpoint.decompress(checkpoint.compress(data)[0])  # the first calls load the compiled kernels
     for _ in range(reps):
-        copy = bytearray(data)
-        started = time.perf_counter()
-        blob = z.compress(copy)
-        times.append(time.perf_counter() - started)
-    back, td = _best(lambda: z.decompress(blob), reps)
-    return len(blob), min(times), td, bytes(back) == data
-
-
-def _ours(data: bytes, reps: int):
-    checkpoint.compress(data)  # the first call loads the compiled kernels
-    (blob, report), tc = _best(lambda: checkpoint.compress(data), reps)
-    back, td = _best(lambda: checkpoint.decompress(blob, check=False), reps)
-    back2, tv = _best(lambda: checkpoint.decompress(blob, check=True), max(1, reps - 1))
-    return len(blob), tc, td, tv, back == data and back2 == data, report
+        for side in sides:
+            if side.compress is not None:
+                side.blob, t = _timed(side.compress, bytearray(data) if side.fresh_input else data)
+                side.tc = min(side.tc, t)
+    ours = next(s for s in sides if s.name == "ours")
+    sides[-1].blob = ours.blob
+    for _ in range(reps):
+        for side in sides:
+            side.back, t = _timed(side.decompress, side.blob)
+            side.td = min(side.td, t)
+    return {s.name: s for s in sides}
 
 
 def _exponent_bound(st: sio.Safetensors, report: checkpoint.Report) -> float:
@@ -100,14 +110,16 @@ def run(reps: int, only: str | None) -> dict:
             mb = len(data) / 1e6
             r = {"checkpoint": key, "dtype": dtype, "bytes": len(data),
                  "values": sum(t.numel for t in st.tensors if t.dtype in sio.FLOATS)}
-            n, tc, td, ok = _zstd(data, reps)
-            r["zstd3"] = dict(ratio=n / len(data), c_mbs=mb / tc, d_mbs=mb / td, ok=ok)
-            z = _zipnn(data, dtype, reps)
-            if z:
-                n, tc, td, ok = z
-                r["zipnn"] = dict(ratio=n / len(data), c_mbs=mb / tc, d_mbs=mb / td, ok=ok)
-            n, tc, td, tv, ok, report = _ours(data, reps)
-            r["ours"] = dict(ratio=n / len(data), c_mbs=mb / tc, d_mbs=mb / td, dv_mbs=mb / tv, ok=ok,
+            m = _measure(data, dtype, reps)
+            for name in ("zstd3", "zipnn"):
+                if name in m:
+                    side = m[name]
+                    r[name] = dict(ratio=len(side.blob) / len(data), c_mbs=mb / side.tc, d_mbs=mb / side.td,
+                                  ok=bytes(side.back) == data)
+            ours, checked = m["ours"], m["ours_checked"]
+            report = checkpoint.compress(data)[1]
+            r["ours"] = dict(ratio=len(ours.blob) / len(data), c_mbs=mb / ours.tc, d_mbs=mb / ours.td,
+                             dv_mbs=mb / checked.td, ok=ours.back == data and checked.back == data,
                              huff_bits=report.huff_bits, huff_entropy_bits=report.huff_entropy_bits,
                              huff_byte_entropy_bits=report.huff_byte_entropy_bits,
                              huffman_overhead=report.huffman_overhead,
