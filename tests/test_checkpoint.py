@@ -114,6 +114,15 @@ def test_pair_codes_come_within_one_percent_of_the_entropy():
     assert pairs.size < single.size
 
 
+def test_version_2_files_still_decode():
+    """Version 3 only added pair-coded chunks: a file without them, labelled version 2, reads the same."""
+    rng = np.random.default_rng(8)
+    data = save({"w": torch.from_numpy(rng.normal(0, 0.02, size=(300, 200)).astype(np.float32)).to(torch.bfloat16)})
+    blob = bytearray(checkpoint.compress(data, chunk=checkpoint.CHUNK - 1)[0])  # an odd chunk: no pairs
+    struct.pack_into("<H", blob, 8, 2)
+    assert checkpoint.decompress(bytes(blob)) == data
+
+
 def _pair_chunk(seg: bytearray) -> tuple[int, int]:
     """(start of the first chunk's body, its alphabet size u) of a PAIRS segment."""
     assert seg[0] == container.PAIRS

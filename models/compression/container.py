@@ -1,4 +1,5 @@
-"""The compressed-checkpoint file format (``.lmhz``), version 3.
+"""The compressed-checkpoint file format (``.lmhz``), version 3 (version 2 files, which have no pair-coded
+chunks, read the same).
 
     offset  size  field
     0       8     magic b"LMLABHZ\\x01"
@@ -51,6 +52,7 @@ except ImportError:  # pragma: no cover - zlib-ng is in requirements.txt
 
 MAGIC = b"LMLABHZ\x01"
 VERSION = 3  # 3: pair-coded chunks
+READS = (2, 3)  # version 2 is version 3 without pair-coded chunks
 SUFFIX = ".lmhz"
 _FIXED = struct.Struct("<8sHHII")
 CHUNK_RECORD = struct.Struct("<BII")
@@ -86,8 +88,9 @@ def unpack(buf: bytes | memoryview, name: str = "file") -> tuple[dict, memoryvie
     if magic != MAGIC:
         raise CorruptFile(f"{name} is not an LM Lab compressed checkpoint (wrong magic {bytes(magic)!r}; "
                           f"expected {MAGIC!r})")
-    if version != VERSION:
-        raise CorruptFile(f"{name} uses format version {version}; this LM Lab reads version {VERSION}")
+    if version not in READS:
+        raise CorruptFile(f"{name} uses format version {version}; this LM Lab reads versions "
+                          f"{', '.join(map(str, READS))}")
     end = len(view) - hlen
     if end < _FIXED.size:
         raise CorruptFile(f"{name} is truncated: its header needs {_FIXED.size + hlen:,} bytes, the file has "
