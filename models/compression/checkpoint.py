@@ -124,7 +124,7 @@ class PlanePlan:
     params: tuple
     size: int  # bytes of the plane's segment
     hist: np.ndarray  # histogram of the whole plane (zeros when a sample showed it near-uniform)
-    use: np.ndarray | None = None  # per chunk: its codec (pk.RAW, pk.HUFFMAN or pk.CONSTANT)
+    use: np.ndarray | None = None  # per chunk: its codec (pk.RAW, pk.HUFFMAN, pk.CONSTANT or pk.PAIRS)
     lens: np.ndarray | None = None  # per chunk: code lengths
     bits: np.ndarray | None = None  # per chunk: coded bits
     huff_symbols: int = 0  # symbols that go through the Huffman coder
@@ -158,7 +158,6 @@ def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, bloc
         hists, pu, pl, pb, pe = pk.pair_stats(v, *params, chunk, max_len, active)
     else:
         hists = pk.chunk_hists(v, *params, chunk)
-        k = len(hists)
         pu, pl, pb, pe = np.zeros(k, np.int64), np.zeros((k, 1), np.uint8), np.zeros(k, np.int64), np.zeros(k)
     plan.hist = hists.sum(axis=0)
     mode, plan.use, plan.lens, plan.bits, size, shared, hs, hb, he, hbe = pk.plan(hists, n, chunk, block, max_len,
@@ -207,7 +206,7 @@ def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = 
     plan = plan_plane(plane, params, role, chunk, block)
     out = np.empty(plan.size, np.uint8)
     write_plane(plane, plan, out, 0, chunk, block)
-    return PlaneResult(plan.entry, out[:plan.size].tobytes())
+    return PlaneResult(plan.entry, out.tobytes())
 
 
 def decode_plane(seg: memoryview | bytes, entry: dict, block: int, what: str, chunk: int = CHUNK) -> np.ndarray:
@@ -375,14 +374,14 @@ def _write_run(run: list, out: np.ndarray, view: memoryview, chunk: int, block: 
     return crcs
 
 
-def _runs(sizes: list[int], weights: list[int], parts: int) -> list[range]:
+def _runs(weights: list[int], parts: int) -> list[range]:
     """Split tensors into ``parts`` contiguous runs of about equal work (raw bytes)."""
     total, bounds, acc = max(1, sum(weights)), [0], 0
     for i, wt in enumerate(weights):
         acc += wt
         if len(bounds) < parts and acc >= total * len(bounds) / parts:
             bounds.append(i + 1)
-    bounds.append(len(sizes))
+    bounds.append(len(weights))
     return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
@@ -423,7 +422,7 @@ def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", pro
             offsets.append(w.pos)
             w.pos += size
         progress(0.5, "writing")
-        runs = _runs(sizes, [t.nbytes for t in st.tensors], WRITERS)
+        runs = _runs([t.nbytes for t in st.tensors], WRITERS)
         written = [pool.submit(_write_run, [(*work[i], offsets[i]) for i in r], w.arr, w.view, chunk, block)
                    for r in runs]
         crcs = [c for fut in written for c in fut.result()]

@@ -264,11 +264,6 @@ def _pair_stats(v, a, ma, c, chunk, max_len, active):
                 hists[ci, alpha[y]] += f
         if last >= 0:
             hists[ci, last] -= 1  # an odd chunk's last byte, paired with itself, counted once
-        u = 0
-        for sym in range(256):
-            if hists[ci, sym]:
-                alpha[u] = sym
-                u += 1
         if u < 2 or u > PAIR_MAX_USED:
             for x in range(u):
                 for y in range(u):
