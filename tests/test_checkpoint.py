@@ -177,6 +177,23 @@ def test_barely_compressible_chunks_stay_raw():
     assert len(checkpoint.encode_plane(skewed, "mantissa").segment) < 0.7 * len(plane)
 
 
+
+@pytest.mark.parametrize("n, values", [(385, 256), (385, 12), (3 * 1024 + 1, 256), (4096, 70)])
+def test_pair_stats_byte_histograms_and_table_left_zeroed(n, values):
+    """Both ways pair_stats counts bytes (folding pair counts, or a recount where the alphabet is too
+    large for pairs) give the plain histogram, and the shared pair table is left zeroed."""
+    pk = checkpoint.pk
+    rng = np.random.default_rng(n + values)
+    plane = rng.integers(0, values, n).astype(np.uint8)
+    full = np.zeros(1 << 16, np.int32)
+    chunk = 1024
+    k = (n + chunk - 1) // chunk
+    hists, used, *_ = pk.pair_stats(plane, *pk.plane_params(1, False, 0), chunk, 14, np.ones(k, np.uint8), full)
+    for ci in range(k):
+        assert (hists[ci] == np.bincount(plane[ci * chunk:(ci + 1) * chunk], minlength=256)).all()
+    assert not full.any()
+    assert (used > 0).any() == (values <= pk.PAIR_MAX_USED)
+
 @pytest.mark.slow
 def test_minilm_byte_identical_and_beats_zstd(tmp_path):
     src = assets.path("all-minilm-l6-v2") / "model.safetensors"

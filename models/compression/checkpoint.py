@@ -24,6 +24,7 @@ import ctypes
 import hashlib
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,7 +84,8 @@ def _unfilled(size: int) -> bytearray:
 # on the way in.
 
 ROTATED = ("BF16", "F16", "F32", "F64")
-SAMPLE_MIN = 1 << 16  # planes this long are first judged from every SAMPLE_STEP-th byte
+SAMPLE_MIN = 1 << 16  # planes this long are first judged from a sample: a run of SAMPLE_RUN values
+SAMPLE_RUN = 256  # out of every SAMPLE_RUN * SAMPLE_STEP
 SAMPLE_STEP = 8
 NEAR_UNIFORM = 7.95  # bits: a plane whose sample has more entropy is stored raw without a full pass
 # bits: a chunk whose sample has more entropy is left raw without counting it (coding would save
@@ -136,6 +138,17 @@ class PlanePlan:
     pair_lens: np.ndarray | None = None  # per chunk: pair code lengths
 
 
+_per_thread = threading.local()
+
+
+def _pair_counts() -> np.ndarray:
+    """This thread's zeroed pair-count table for pk.pair_stats (which leaves it zeroed)."""
+    full = getattr(_per_thread, "pair_counts", None)
+    if full is None:
+        full = _per_thread.pair_counts = np.zeros(1 << 16, np.int32)
+    return full
+
+
 def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, block: int = BLOCK,
                max_len: int = MAX_LEN) -> PlanePlan:
     """The smallest of: raw, per-chunk tables, one shared table (each chunk may still stay raw)."""
@@ -146,16 +159,12 @@ def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, bloc
     k = (n + chunk - 1) // chunk
     active = np.ones(k, np.uint8)
     if role != "exponent" and n >= SAMPLE_MIN:  # mantissa bytes: a sample tells near-uniform ones cheaply
-        if chunk % SAMPLE_STEP == 0:  # ... and which chunks are worth counting
-            sample = pk.chunk_hists(v[::SAMPLE_STEP], *params, chunk // SAMPLE_STEP)
-            active = (_entropies(sample) <= CHUNK_NEAR_UNIFORM).astype(np.uint8)
-            sample = sample.sum(axis=0)
-        else:
-            sample = pk.chunk_hists(v[::SAMPLE_STEP], *params, n)[0]
-        if huffman.entropy_bits(sample) > NEAR_UNIFORM or not active.any():
+        sample = pk.sample_hists(v, *params, chunk, SAMPLE_RUN, SAMPLE_STEP)  # ... and which chunks to count
+        active = (_entropies(sample) <= CHUNK_NEAR_UNIFORM).astype(np.uint8)
+        if huffman.entropy_bits(sample.sum(axis=0)) > NEAR_UNIFORM or not active.any():
             return plan
     if chunk % 2 == 0 and block % 2 == 0:  # pairs must not straddle blocks
-        hists, pu, pl, pb, pe = pk.pair_stats(v, *params, chunk, max_len, active)
+        hists, pu, pl, pb, pe = pk.pair_stats(v, *params, chunk, max_len, active, _pair_counts())
     else:
         hists = pk.chunk_hists(v, *params, chunk)
         pu, pl, pb, pe = np.zeros(k, np.int64), np.zeros((k, 1), np.uint8), np.zeros(k, np.int64), np.zeros(k)
