@@ -178,17 +178,19 @@ def test_barely_compressible_chunks_stay_raw():
 
 
 
-@pytest.mark.parametrize("n, values", [(385, 256), (385, 12), (3 * 1024 + 1, 256), (4096, 70)])
-def test_pair_stats_byte_histograms_and_table_left_zeroed(n, values):
-    """Both ways pair_stats counts bytes (folding pair counts, or a recount where the alphabet is too
-    large for pairs) give the plain histogram, and the shared pair table is left zeroed."""
+@pytest.mark.parametrize("n, values, low", [(385, 256, 0), (385, 12, 0), (3 * 1024 + 1, 256, 0), (4096, 70, 0),
+                                            (2 * 1024 + 3, 40, 100), (1025, 2, 127)])
+def test_pair_stats_byte_histograms_and_table_left_zeroed(n, values, low):
+    """Both ways pair_stats counts bytes (folded from the pair counts over the chunk's byte range, or
+    counted directly where the range is wide for the chunk) give the plain histogram, odd chunk ends
+    included, and the shared pair table is left zeroed."""
     pk = checkpoint.pk
     rng = np.random.default_rng(n + values)
-    plane = rng.integers(0, values, n).astype(np.uint8)
+    plane = (low + rng.integers(0, values, n)).astype(np.uint8)
     full = np.zeros(1 << 16, np.int32)
     chunk = 1024
     k = (n + chunk - 1) // chunk
-    hists, used, *_ = pk.pair_stats(plane, *pk.plane_params(1, False, 0), chunk, 14, np.ones(k, np.uint8), full)
+    hists, used, *_ = pk.pair_stats(plane, chunk, 14, np.ones(k, np.uint8), full)
     for ci in range(k):
         assert (hists[ci] == np.bincount(plane[ci * chunk:(ci + 1) * chunk], minlength=256)).all()
     assert not full.any()

@@ -46,9 +46,13 @@ import zlib
 from models.errors import CorruptFile
 
 try:  # the same CRC-32 as zlib's, about 4x faster (carry-less multiplication); releases the GIL too
+    from zlib_ng.zlib_ng import compress as _deflate
     from zlib_ng.zlib_ng import crc32
+    _LEVEL = 6  # zlib-ng at 6 deflates MiniLM's header smaller than zlib at 9 (10.7 vs 10.9 kB), 4x faster
 except ImportError:  # pragma: no cover - zlib-ng is in requirements.txt
+    from zlib import compress as _deflate
     from zlib import crc32
+    _LEVEL = 9
 
 MAGIC = b"LMLABHZ\x01"
 VERSION = 3  # 3: pair-coded chunks
@@ -66,7 +70,7 @@ FIXED_SIZE = _FIXED.size
 
 def encode_header(header: dict) -> bytes:
     # deflated: per-tensor entries repeat the same keys, and the header must not eat the savings
-    return zlib.compress(json.dumps(header, separators=(",", ":")).encode("utf-8"), 9)
+    return _deflate(json.dumps(header, separators=(",", ":")).encode("utf-8"), _LEVEL)
 
 
 def fixed(head: bytes) -> bytes:

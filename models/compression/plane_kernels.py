@@ -1,15 +1,16 @@
-"""Compiled kernels of the checkpoint codec: byte planes read straight from a tensor's values.
+"""Compiled kernels of the checkpoint codec: byte planes of a tensor's values.
 
-A tensor's m-byte values ``v`` are never split into plane arrays on the way in: plane ``j`` is
-``byte(v, j)``, computed where it is needed, so the histogram pass, the Huffman encoder and the
-copy of a raw plane each read the values once and write their output in place (into the container
-buffer). On the way out, coded planes decode into a scratch array and one merge pass interleaves
-the planes into the file's bytes.
+Plane ``j`` of a tensor's m-byte values ``v`` is ``byte(v, j)``. A plane that a sample shows to be
+near-uniform is never materialised: ``copy_plane`` writes it straight from the values into the
+container buffer. A plane worth counting is extracted once by the same vectorised copy, so that
+the pair counter and the encoder can load two of its bytes at a time. On the way out, coded planes
+decode into a scratch array and one merge pass interleaves the planes into the file's bytes.
 
     plane_params(item, rotate, j) -> (a, ma, c): byte(v, j) = ((v << a) & ma | v >> c) & 0xFF
-    chunk_hists(v, a, ma, c, chunk) -> int64[k, 256]      sample_hists(...): the same from a sample
+    sample_hists(v, a, ma, c, chunk, run, step) -> int64[k, 256] of a sample of the plane
+    chunk_hists(plane, chunk) -> int64[k, 256]     pair_stats(plane, ...) -> the same, and pair codes
     lengths_batch(hists, max_len) -> (uint8[k, 256] code lengths, int64[k] coded bits)
-    encode_plane(...) -> end offset          copy_plane(...)          decode_plane(...) -> status
+    encode_plane(plane, ...) -> end offset     copy_plane(v, a, ma, c, out, pos)     decode_tensor(...)
     merge2 / merge4: planes -> the bytes of rotated 16/32-bit values
 
 All kernels release the GIL (``nogil``), so the hashing threads (sha256, CRC32) run beside them.
@@ -71,6 +72,13 @@ def _load_be64(typingctx, arr, idx):
 
 
 @intrinsic
+def _load_le16(typingctx, arr, idx):
+    def codegen(context, builder, sig, args):
+        return builder.load(_at(context, builder, sig.args[0], args[0], args[1], 16), align=1)
+    return types.uint16(arr, idx), codegen
+
+
+@intrinsic
 def _store_be64(typingctx, arr, idx, value):
     def codegen(context, builder, sig, args):
         swapped = builder.call(builder.module.declare_intrinsic("llvm.bswap", [ir.IntType(64)]), [args[2]])
@@ -103,34 +111,25 @@ def _byte(x, a, ma, c):
 
 
 @njit(cache=True, nogil=True)
-def chunk_hists(v, a, ma, c, chunk):
-    # the exponent planes of 16- and 32-bit floats get code where the shifts are constants
-    if a == 0 and ma == 0 and c == 7:
-        return _chunk_hists(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk)
-    if a == 0 and ma == 0 and c == 23:
-        return _chunk_hists(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk)
-    return _chunk_hists(v, a, ma, c, chunk)
-
-
-@njit(cache=True, inline="always")
-def _chunk_hists(v, a, ma, c, chunk):
-    n = v.shape[0]
+def chunk_hists(p, chunk):
+    """Per chunk of a byte plane, its histogram (four counters break the store-to-load chain of runs)."""
+    n = p.shape[0]
     k = (n + chunk - 1) // chunk
     out = np.zeros((k, 256), dtype=np.int64)
-    sub = np.zeros(1024, dtype=np.int32)  # four counters break the store-to-load chain of runs
+    sub = np.zeros(1024, dtype=np.int32)
     for ci in range(k):
         sub[:] = 0
-        vc = v[ci * chunk:min(n, (ci + 1) * chunk)]  # indices from 0: no negative-index checks in the loop
-        end = vc.shape[0]
+        pc = p[ci * chunk:min(n, (ci + 1) * chunk)]  # indices from 0: no negative-index checks in the loop
+        end = pc.shape[0]
         i = 0
         while i + 4 <= end:
-            sub[np.intp(_byte(vc[i], a, ma, c))] += 1
-            sub[256 + np.intp(_byte(vc[i + 1], a, ma, c))] += 1
-            sub[512 + np.intp(_byte(vc[i + 2], a, ma, c))] += 1
-            sub[768 + np.intp(_byte(vc[i + 3], a, ma, c))] += 1
+            sub[np.intp(pc[i])] += 1
+            sub[256 + np.intp(pc[i + 1])] += 1
+            sub[512 + np.intp(pc[i + 2])] += 1
+            sub[768 + np.intp(pc[i + 3])] += 1
             i += 4
         while i < end:
-            sub[np.intp(_byte(vc[i], a, ma, c))] += 1
+            sub[np.intp(pc[i])] += 1
             i += 1
         for b in range(256):
             out[ci, b] = sub[b] + sub[256 + b] + sub[512 + b] + sub[768 + b]
@@ -229,25 +228,19 @@ def lengths_batch(hists, max_len):
 
 
 @njit(cache=True, nogil=True)
-def pair_stats(v, a, ma, c, chunk, max_len, active, full):
-    """Per chunk of a plane, in one pass: its byte histogram and, for the PAIRS codec, its alphabet
-    size u (0 where pairs are not tried), the code lengths of the u*u pairs (index rank(first) * u +
-    rank(second), ranks in byte order), their coded bits and their order-0 entropy in bits. An odd
-    chunk's last byte is paired with itself. Chunks with ``active[k] == 0`` are skipped (left empty).
+def pair_stats(p, chunk, max_len, active, full):
+    """Per chunk of a byte plane ``p``, in one pass: its byte histogram and, for the PAIRS codec, its
+    alphabet size u (0 where pairs are not tried), the code lengths of the u*u pairs (index
+    rank(first) * u + rank(second), ranks in byte order), their coded bits and their order-0 entropy
+    in bits. An odd chunk's last byte is paired with itself. Chunks with ``active[k] == 0`` are
+    skipped (left empty).
 
-    ``full``: int32[65536] of zeros, the pair counts by the pair's two bytes, left zero again. The
-    caller keeps one per thread: zeroing 256 KiB per call cost 40 us, 3 ms for MiniLM's 65 small tensors.
+    ``full``: int32[65536] of zeros, the pair counts indexed by the two bytes as one little-endian
+    16-bit load, left zero again. The caller keeps one per thread (zeroing 256 KiB per call cost
+    40 us: 3 ms for MiniLM's 65 small tensors). The byte histogram is folded from the pair counts
+    over the chunk's byte range, or counted directly where that range is too wide for the chunk.
     """
-    if a == 0 and ma == 0 and c == 7:  # the exponent planes of 16- and 32-bit floats: constant shifts
-        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk, max_len, active, full)
-    if a == 0 and ma == 0 and c == 23:
-        return _pair_stats(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk, max_len, active, full)
-    return _pair_stats(v, a, ma, c, chunk, max_len, active, full)
-
-
-@njit(cache=True, inline="always")
-def _pair_stats(v, a, ma, c, chunk, max_len, active, full):
-    n = v.shape[0]
+    n = p.shape[0]
     k = (n + chunk - 1) // chunk
     hists = np.zeros((k, 256), dtype=np.int64)
     used = np.zeros(k, dtype=np.int64)
@@ -256,68 +249,57 @@ def _pair_stats(v, a, ma, c, chunk, max_len, active, full):
     ent = np.zeros(k, dtype=np.float64)
     alpha = np.zeros(256, dtype=np.int64)
     counts = np.zeros(PAIR_MAX_USED * PAIR_MAX_USED, dtype=np.int64)
-    seen = np.zeros(256, dtype=np.uint8)  # which bytes occur: plain stores, cheaper than counting them
     for ci in range(k):
         if not active[ci]:
             continue
-        vc = v[ci * chunk:min(n, (ci + 1) * chunk)]
-        cnt = vc.shape[0]
-        seen[:] = 0
-        i = 0
-        while i + 4 <= cnt:
-            b0 = _byte(vc[i], a, ma, c)
-            b1 = _byte(vc[i + 1], a, ma, c)
-            b2 = _byte(vc[i + 2], a, ma, c)
-            b3 = _byte(vc[i + 3], a, ma, c)
-            seen[np.intp(b0)] = 1
-            seen[np.intp(b1)] = 1
-            seen[np.intp(b2)] = 1
-            seen[np.intp(b3)] = 1
-            full[np.intp((b0 << np.uint32(8)) | b1)] += 1
-            full[np.intp((b2 << np.uint32(8)) | b3)] += 1
-            i += 4
+        pc = p[ci * chunk:min(n, (ci + 1) * chunk)]  # indices from 0: no negative-index checks
+        cnt = pc.shape[0]
+        lo = np.uint8(255)
+        hi = np.uint8(0)
+        for i in range(cnt):  # vectorised: cheaper than marking each byte seen
+            lo = min(lo, pc[i])
+            hi = max(hi, pc[i])
+        even = cnt - (cnt & 1)
+        for i in range(0, even, 2):
+            full[np.intp(_load_le16(pc, i))] += 1
         last = -1
-        while i < cnt:
-            x = _byte(vc[i], a, ma, c)
-            y = _byte(vc[i + 1], a, ma, c) if i + 1 < cnt else x
-            seen[np.intp(x)] = 1
-            seen[np.intp(y)] = 1
-            if i + 1 >= cnt:
-                last = np.intp(x)
-            full[np.intp((x << np.uint32(8)) | y)] += 1
-            i += 2
+        if cnt & 1:
+            last = np.intp(pc[cnt - 1])
+            full[(last << 8) | last] += 1
+        lo_, hi_ = np.intp(lo), np.intp(hi)
+        folded = (hi_ - lo_ + 1) ** 2 <= 2 * cnt
+        h = hists[ci]
+        if folded:  # second bytes by row, first bytes by column
+            for y in range(lo_, hi_ + 1):
+                for x in range(lo_, hi_ + 1):
+                    f = np.int64(full[(y << 8) | x])
+                    h[x] += f
+                    h[y] += f
+            if last >= 0:
+                h[last] -= 1  # counted twice as a pair with itself
+        else:  # a wide range in a short chunk (small tensors): count the bytes themselves
+            for i in range(cnt):
+                h[np.intp(pc[i])] += 1
         u = 0
         for sym in range(256):
-            if seen[sym]:
+            if h[sym]:
                 alpha[u] = sym
                 u += 1
-        if u > PAIR_MAX_USED and u * u > cnt:  # no pair code; reading u*u counts costs more than the chunk
-            for i in range(cnt):  # (a small tensor's mantissa plane: 384 bytes of ~200 values)
-                hists[ci, np.intp(_byte(vc[i], a, ma, c))] += 1
-            for i in range(0, cnt, 2):
-                x = _byte(vc[i], a, ma, c)
-                y = _byte(vc[i + 1], a, ma, c) if i + 1 < cnt else x
-                full[np.intp((x << np.uint32(8)) | y)] = 0
-            continue
-        # the byte histogram from the pair counts: first bytes by row, second bytes by column
-        for x in range(u):
-            for y in range(u):
-                f = np.int64(full[(alpha[x] << 8) | alpha[y]])
-                hists[ci, alpha[x]] += f
-                hists[ci, alpha[y]] += f
-        if last >= 0:
-            hists[ci, last] -= 1  # an odd chunk's last byte, paired with itself, counted once
-        if u < 2 or u > PAIR_MAX_USED:
+        if 2 <= u <= PAIR_MAX_USED:
             for x in range(u):
                 for y in range(u):
-                    full[(alpha[x] << 8) | alpha[y]] = 0
+                    counts[x * u + y] = full[(alpha[y] << 8) | alpha[x]]
+        if folded:
+            for y in range(lo_, hi_ + 1):
+                full[(y << 8) + lo_:(y << 8) + hi_ + 1] = 0
+        else:
+            for i in range(0, even, 2):
+                full[np.intp(_load_le16(pc, i))] = 0
+            if last >= 0:
+                full[(last << 8) | last] = 0
+        if u < 2 or u > PAIR_MAX_USED:
             continue
         uu = u * u
-        for x in range(u):
-            for y in range(u):
-                idx = (alpha[x] << 8) | alpha[y]
-                counts[x * u + y] = full[idx]
-                full[idx] = 0
         row = lens[ci, :uu]
         lengths_into(counts[:uu], max_len, row)
         npairs = (cnt + 1) // 2
@@ -477,6 +459,8 @@ def copy_plane(v, a, ma, c, out, pos):
         _copy_plane(v, np.uint32(0), np.uint32(0), np.uint32(7), out, pos)
     elif a == 0 and ma == 0 and c == 15:
         _copy_plane(v, np.uint32(0), np.uint32(0), np.uint32(15), out, pos)
+    elif a == 0 and ma == 0 and c == 23:
+        _copy_plane(v, np.uint32(0), np.uint32(0), np.uint32(23), out, pos)
     else:
         _copy_plane(v, a, ma, c, out, pos)
 
@@ -489,20 +473,8 @@ def _copy_plane(v, a, ma, c, out, pos):
 
 
 @njit(cache=True, nogil=True)
-def encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos, hists, pair_used, pair_lens):
-    if a == 0 and ma == 0 and c == 7:
-        return _encode_plane(v, np.uint32(0), np.uint32(0), np.uint32(7), chunk, block, use, lens, bits, with_table,
-                             out, pos, hists, pair_used, pair_lens)
-    if a == 0 and ma == 0 and c == 23:
-        return _encode_plane(v, np.uint32(0), np.uint32(0), np.uint32(23), chunk, block, use, lens, bits, with_table,
-                             out, pos, hists, pair_used, pair_lens)
-    return _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos, hists, pair_used,
-                         pair_lens)
-
-
-@njit(cache=True, inline="always")
-def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, pos, hists, pair_used, pair_lens):
-    """Write plane j of ``v`` as chunk records at ``out[pos:]``; returns the end offset.
+def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists, pair_used, pair_lens):
+    """Write the byte plane ``src`` as chunk records at ``out[pos:]``; returns the end offset.
 
     ``use[k]``: chunk k's codec; a Huffman chunk has the code lengths ``lens[k]`` (at most MAX_LEN
     bits), a PAIRS chunk ``pair_lens[k]`` over its ``pair_used[k]`` bytes (those with ``hists[k] > 0``),
@@ -510,7 +482,7 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
     stores 8 bytes per 4 codes while at least 8 bytes of the chunk remain, then whole bytes, so
     nothing is written past a chunk's end (other threads write the next tensor there).
     """
-    n = v.shape[0]
+    n = src.shape[0]
     k = (n + chunk - 1) // chunk
     codes = np.zeros(256, dtype=np.int64)
     cd = np.zeros(256, dtype=np.uint64)
@@ -526,19 +498,18 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
             _put32(out, pos + 1, cnt)
             _put32(out, pos + 5, cnt)
             pos += RECORD
-            for i in range(cnt):
-                out[pos + i] = _byte(v[s + i], a, ma, c)
+            out[pos:pos + cnt] = src[s:e]
             pos += cnt
             continue
         if use[ci] == CONSTANT:
             out[pos] = CONSTANT
             _put32(out, pos + 1, cnt)
             _put32(out, pos + 5, 1)
-            out[pos + RECORD] = _byte(v[s], a, ma, c)
+            out[pos + RECORD] = src[s]
             pos += RECORD + 1
             continue
         if use[ci] == PAIRS:
-            pos = _encode_pairs(v[s:e], a, ma, c, block, hists[ci], pair_used[ci], pair_lens[ci], bits[ci], table,
+            pos = _encode_pairs(src[s:e], block, hists[ci], pair_used[ci], pair_lens[ci], bits[ci], table,
                                 out, pos)
             continue
         lc = lens[ci]
@@ -567,11 +538,11 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
             bb = s + b * block
             be = min(e, bb + block)
             _put32(out, offs + 4 * b, (p - stream) * 8 + np.int64(nacc))
-            vb = v[bb:be]  # indices from 0: no negative-index checks in the loop
+            vb = src[bb:be]  # indices from 0: no negative-index checks in the loop
             i = 0
             while i + 4 <= be - bb and p + 8 <= limit:
                 for q in range(4):
-                    sym = _byte(vb[i + q], a, ma, c)
+                    sym = vb[i + q]
                     length = ln[sym]
                     acc |= cd[sym] << (s64 - nacc - length)
                     nacc += length
@@ -582,7 +553,7 @@ def _encode_plane(v, a, ma, c, chunk, block, use, lens, bits, with_table, out, p
                 nacc &= np.uint64(7)
                 i += 4
             while i < be - bb:  # the last symbols: whole bytes only, so nothing lands past the end
-                sym = _byte(vb[i], a, ma, c)
+                sym = vb[i]
                 length = ln[sym]
                 acc |= cd[sym] << (s64 - nacc - length)
                 nacc += length
@@ -607,10 +578,10 @@ def _flush_bytes(out, p, acc, nacc):
 
 
 @njit(cache=True, inline="always")
-def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
+def _encode_pairs(vc, block, hist, u, plens, nbits, table, out, pos):
     """One PAIRS chunk record: the presence map, the u*u pair code lengths as nibbles, the block
     offsets, then the codes of (v[2i], v[2i+1]), four pairs per 8-byte store (4 * 14 + 7 bits).
-    ``table``: 2**16 scratch entries, (code << 8 | length) by the pair's two bytes."""
+    ``table``: 2**16 scratch entries, (code << 8 | length) by the pair as a little-endian 16-bit load."""
     cnt = vc.shape[0]
     uu = u * u
     alpha = np.zeros(256, dtype=np.int64)
@@ -634,7 +605,7 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
     codes = np.zeros(uu, dtype=np.int64)
     _canonical(plens[:uu], codes)
     for t in range(uu):
-        table[(alpha[t // u] << 8) | alpha[t % u]] = np.uint32((codes[t] << 8) | plens[t])
+        table[(alpha[t % u] << 8) | alpha[t // u]] = np.uint32((codes[t] << 8) | plens[t])
     s64 = np.uint64(64)
     m8 = np.uint64(0xFF)
     offs = pos
@@ -650,8 +621,7 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
         i = 0
         while i + 8 <= m and p + 8 <= limit:
             for q in range(4):
-                x = np.uint64(table[np.intp((_byte(vb[i + 2 * q], a, ma, c) << np.uint32(8)) |
-                                            _byte(vb[i + 2 * q + 1], a, ma, c))])
+                x = np.uint64(table[np.intp(_load_le16(vb, i + 2 * q))])
                 length = x & m8
                 acc |= (x >> np.uint64(8)) << (s64 - nacc - length)
                 nacc += length
@@ -662,9 +632,9 @@ def _encode_pairs(vc, a, ma, c, block, hist, u, plens, nbits, table, out, pos):
             nacc &= np.uint64(7)
             i += 8
         while i < m:
-            x0 = _byte(vb[i], a, ma, c)
-            x1 = _byte(vb[i + 1], a, ma, c) if i + 1 < m else x0
-            x = np.uint64(table[np.intp((x0 << np.uint32(8)) | x1)])
+            x0 = np.intp(vb[i])
+            x1 = np.intp(vb[i + 1]) if i + 1 < m else x0
+            x = np.uint64(table[(x1 << 8) | x0])
             length = x & m8
             acc |= (x >> np.uint64(8)) << (s64 - nacc - length)
             nacc += length
