@@ -141,7 +141,8 @@ def sample_hists(v, a, ma, c, chunk, run, step):
     """Per chunk, the byte histogram of a sample: the first ``run`` values of every ``run * step``.
 
     Contiguous runs read a step-th of the memory; a stride (``v[::step]``) reads every cache line
-    (MiniLM bf16's mantissa plane: 8 -> 1.5 ms).
+    (MiniLM bf16's mantissa plane, in a whole compress: every 8th value 8 ms, runs of 256 in 2048
+    7 ms, in 8192 3 ms, with the same decisions on all six benchmark files).
     """
     n = v.shape[0]
     k = (n + chunk - 1) // chunk
