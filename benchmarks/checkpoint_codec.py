@@ -69,18 +69,19 @@ def _timed(fn, arg) -> tuple[object, float]:
 
 def _measure(data: bytes, dtype: str, reps: int) -> dict[str, _Side]:
     """Best of ``reps`` for every side, the sides taking turns within each rep so that the machine's
-    drift (other load, clock) reaches them all alike."""
+    drift (other load, clock) reaches them all alike, in an order rotated from rep to rep so that
+    none always runs right after another (whose memory traffic leaves the caches in its own state)."""
     sides = _sides(data, dtype)
     checkpoint.decompress(checkpoint.compress(data)[0])  # the first calls load the compiled kernels
-    for _ in range(reps):
-        for side in sides:
+    for r in range(reps):
+        for side in sides[r % len(sides):] + sides[:r % len(sides)]:
             if side.compress is not None:
                 side.blob, t = _timed(side.compress, bytearray(data) if side.fresh_input else data)
                 side.tc = min(side.tc, t)
     ours = next(s for s in sides if s.name == "ours")
     sides[-1].blob = ours.blob
-    for _ in range(reps):
-        for side in sides:
+    for r in range(reps):
+        for side in sides[r % len(sides):] + sides[:r % len(sides)]:
             side.back, t = _timed(side.decompress, side.blob)
             side.td = min(side.td, t)
     return {s.name: s for s in sides}

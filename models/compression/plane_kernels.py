@@ -486,9 +486,11 @@ def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists
     n = src.shape[0]
     k = (n + chunk - 1) // chunk
     codes = np.zeros(256, dtype=np.int64)
-    cd = np.zeros(256, dtype=np.uint64)
+    cd = np.zeros(256, dtype=np.uint64)  # codes moved to the top of the word: acc |= cd >> nacc
     ln = np.zeros(256, dtype=np.uint64)
-    table = np.empty(1 << 16 if pair_used.any() else 1, dtype=np.uint32)  # for PAIRS chunks: set before use
+    paired = pair_used.any()  # for PAIRS chunks, set before use: left-aligned codes and lengths by pair
+    pcd = np.empty(1 << 16 if paired else 1, dtype=np.uint64)
+    pln = np.empty(1 << 16 if paired else 1, dtype=np.uint8)
     s64 = np.uint64(64)
     for ci in range(k):
         s = ci * chunk
@@ -510,7 +512,7 @@ def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists
             pos += RECORD + 1
             continue
         if use[ci] == PAIRS:
-            pos = _encode_pairs(src[s:e], block, hists[ci], pair_used[ci], pair_lens[ci], bits[ci], table,
+            pos = _encode_pairs(src[s:e], block, hists[ci], pair_used[ci], pair_lens[ci], bits[ci], pcd, pln,
                                 out, pos)
             continue
         lc = lens[ci]
@@ -527,8 +529,8 @@ def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists
         codes[:] = 0
         _canonical(lc, codes)
         for t in range(256):
-            cd[t] = np.uint64(codes[t])
             ln[t] = np.uint64(lc[t])
+            cd[t] = np.uint64(codes[t]) << (s64 - ln[t]) if lc[t] else np.uint64(0)
         offs = pos
         stream = pos + 4 * nblocks
         limit = stream + (bits[ci] + 7) // 8  # the chunk's end: nothing is written past it
@@ -544,9 +546,8 @@ def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists
             while i + 4 <= be - bb and p + 8 <= limit:
                 for q in range(4):
                     sym = vb[i + q]
-                    length = ln[sym]
-                    acc |= cd[sym] << (s64 - nacc - length)
-                    nacc += length
+                    acc |= cd[sym] >> nacc
+                    nacc += ln[sym]
                 _put64be(out, p, acc)
                 nb = nacc >> np.uint64(3)
                 p += np.int64(nb)
@@ -555,9 +556,8 @@ def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists
                 i += 4
             while i < be - bb:  # the last symbols: whole bytes only, so nothing lands past the end
                 sym = vb[i]
-                length = ln[sym]
-                acc |= cd[sym] << (s64 - nacc - length)
-                nacc += length
+                acc |= cd[sym] >> nacc
+                nacc += ln[sym]
                 p, acc, nacc = _flush_bytes(out, p, acc, nacc)
                 i += 1
         if nacc:
@@ -579,10 +579,11 @@ def _flush_bytes(out, p, acc, nacc):
 
 
 @njit(cache=True, inline="always")
-def _encode_pairs(vc, block, hist, u, plens, nbits, table, out, pos):
+def _encode_pairs(vc, block, hist, u, plens, nbits, pcd, pln, out, pos):
     """One PAIRS chunk record: the presence map, the u*u pair code lengths as nibbles, the block
     offsets, then the codes of (v[2i], v[2i+1]), four pairs per 8-byte store (4 * 14 + 7 bits).
-    ``table``: 2**16 scratch entries, (code << 8 | length) by the pair as a little-endian 16-bit load."""
+    ``pcd``, ``pln``: 2**16 scratch entries each, the code moved to the top of the word and its length,
+    by the pair as a little-endian 16-bit load (one shift and one or per pair)."""
     cnt = vc.shape[0]
     uu = u * u
     alpha = np.zeros(256, dtype=np.int64)
@@ -605,10 +606,11 @@ def _encode_pairs(vc, block, hist, u, plens, nbits, table, out, pos):
     pos += tb
     codes = np.zeros(uu, dtype=np.int64)
     _canonical(plens[:uu], codes)
-    for t in range(uu):
-        table[(alpha[t % u] << 8) | alpha[t // u]] = np.uint32((codes[t] << 8) | plens[t])
     s64 = np.uint64(64)
-    m8 = np.uint64(0xFF)
+    for t in range(uu):
+        idx = (alpha[t % u] << 8) | alpha[t // u]
+        pln[idx] = plens[t]
+        pcd[idx] = np.uint64(codes[t]) << (s64 - np.uint64(plens[t])) if plens[t] else np.uint64(0)
     offs = pos
     stream = pos + 4 * nblocks
     limit = stream + (nbits + 7) // 8  # the chunk's end: nothing is written past it
@@ -622,10 +624,9 @@ def _encode_pairs(vc, block, hist, u, plens, nbits, table, out, pos):
         i = 0
         while i + 8 <= m and p + 8 <= limit:
             for q in range(4):
-                x = np.uint64(table[np.intp(_load_le16(vb, i + 2 * q))])
-                length = x & m8
-                acc |= (x >> np.uint64(8)) << (s64 - nacc - length)
-                nacc += length
+                idx = np.intp(_load_le16(vb, i + 2 * q))
+                acc |= pcd[idx] >> nacc
+                nacc += np.uint64(pln[idx])
             _put64be(out, p, acc)
             nb = nacc >> np.uint64(3)
             p += np.int64(nb)
@@ -635,10 +636,9 @@ def _encode_pairs(vc, block, hist, u, plens, nbits, table, out, pos):
         while i < m:
             x0 = np.intp(vb[i])
             x1 = np.intp(vb[i + 1]) if i + 1 < m else x0
-            x = np.uint64(table[(x1 << 8) | x0])
-            length = x & m8
-            acc |= (x >> np.uint64(8)) << (s64 - nacc - length)
-            nacc += length
+            idx = (x1 << 8) | x0
+            acc |= pcd[idx] >> nacc
+            nacc += np.uint64(pln[idx])
             p, acc, nacc = _flush_bytes(out, p, acc, nacc)
             i += 2
     if nacc:
