@@ -256,14 +256,33 @@ def test_flipped_bit_is_caught(small_blob, where):
         checkpoint.decompress(bytes(bad))
 
 
-def test_sha256_catches_what_crc_cannot(small_blob):
+@pytest.mark.parametrize("which", [0, -1])  # tensors decode in two runs: this thread's and a pool thread's
+def test_sha256_catches_what_crc_cannot(small_blob, which):
     data, _ = small_blob
     blob, _ = checkpoint.compress(data)
     header, payload = container.unpack(blob)
-    header["tensors"][0]["sha256"] = "0" * 64  # a consistent container that decodes to other bytes
+    header["tensors"][which]["sha256"] = "0" * 64  # a consistent container that decodes to other bytes
     forged = container.pack(header, [bytes(payload)])
     with pytest.raises(CorruptFile, match="sha256"):
         checkpoint.decompress(forged)
+    assert checkpoint.decompress(forged, check=False) == data
+
+
+@pytest.mark.parametrize("which", [0, -1])
+def test_a_bad_tensor_in_either_decode_run_is_named(small_blob, which):
+    """A chunk record with an unknown codec (its CRC32 made to match) fails inside the decoder, on
+    whichever thread decodes that tensor, and the error names the tensor."""
+    data, _ = small_blob
+    header, payload = container.unpack(checkpoint.compress(data)[0])
+    payload = bytearray(payload)
+    plane = header["tensors"][which]["planes"][-1]  # the exponent plane: chunk records
+    assert plane["mode"] != "raw"
+    at = plane["offset"]  # offsets count from the start of the payload
+    payload[at] = 7
+    plane["crc32"] = container.crc32(bytes(payload[at:at + plane["size"]]))
+    name = header["tensors"][which]["name"]
+    with pytest.raises(CorruptFile, match=f"tensor '{name}'.*unknown codec"):
+        checkpoint.decompress(container.pack(header, [bytes(payload)]), check=False)
 
 
 def test_hostile_layouts_are_refused(small_blob):
