@@ -51,7 +51,7 @@ def arena(size: int) -> Iterator[Callable[[int], np.ndarray]]:
         if buf is None:
             buf = np.empty(size, np.uint8)
     try:
-        yield _Bump(buf).take
+        yield _Bump(None if buf is None else buf[:size]).take
     finally:
         if buf is not None:
             with _lock:
