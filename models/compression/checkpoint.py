@@ -524,24 +524,29 @@ def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", pro
         runs = _runs([t.nbytes for t in st.tensors], WRITERS)
         written = [pool.submit(_write_run, [(*work[i], offsets[i]) for i in r], w.arr, w.view, chunk, block)
                    for r in runs]
-        crcs = [c for fut in written for c in fut.result()]
-        file_hash, hashes = hashed.result()
-        for t, (_, plans, z), pos, tensor_crcs, h in zip(st.tensors, work, offsets, crcs, hashes, strict=True):
+        # the header and the report while the runs write (their CRC32s and the sha256s come after)
+        for t, (_, plans, z), pos in zip(st.tensors, work, offsets, strict=True):
             entry = {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "start": t.start, "end": t.end,
-                     "sha256": h, "transform": "rotl1" if z is None and t.dtype in ROTATED else "none"}
+                     "sha256": "", "transform": "rotl1" if z is None and t.dtype in ROTATED else "none"}
             if z is not None:
                 segs = [({"role": "bytes", "mode": "zstd", "symbols": t.nbytes}, len(z))]
                 plans = []
             else:
                 segs = [(dict(p.entry), p.size) for p in plans]
             entry["planes"] = []
-            for (e, size), crc in zip(segs, tensor_crcs, strict=True):
-                e.update(offset=pos - container.FIXED_SIZE, size=size, crc32=crc)
+            for e, size in segs:
+                e.update(offset=pos - container.FIXED_SIZE, size=size, crc32=0)
                 entry["planes"].append(e)
                 pos += size
             header["tensors"].append(entry)
             _add_to_report(report, t, plans, z is None and t.dtype in ROTATED, sum(sizes_ for _, sizes_ in segs))
-        del work
+        crcs = [c for fut in written for c in fut.result()]
+        del work  # the extracted planes: their arena goes back when the pool is done
+        file_hash, hashes = hashed.result()
+        for entry, tensor_crcs, h in zip(header["tensors"], crcs, hashes, strict=True):
+            entry["sha256"] = h
+            for e, crc in zip(entry["planes"], tensor_crcs, strict=True):
+                e["crc32"] = crc
         for entry, crc in w.crcs:
             entry["crc32"] = crc.result()
         header["source"]["sha256"] = report.sha256 = file_hash
