@@ -4,15 +4,17 @@ For each checkpoint (MiniLM fp32, SmolLM2-135M fp32) and dtype (bf16, fp32, fp16
 safetensors bytes go through each codec in the same run, the codecs taking turns within each rep so
 that machine load and clock drift reach them all alike; sizes are fractions of the file, speeds MB/s
 of the file (best of the reps).
-Every decompression is compared with the input. zstd and zipnn run single-threaded; this codec
-codes on one thread while a second hashes the file (sha256); its decompression is timed with the
-CRC32 checks ("decomp") and with every sha256 checked as well ("+sha256").
+Every decompression is compared with the input. zstd and zipnn run single-threaded; this codec uses
+two pool threads on a two-core machine (three on more): one computes the sha256 of the file and of
+each tensor while the other plans the tensors, then both write the payload; decompression decodes
+two runs of tensors side by side. Its decompression is timed with the CRC32 checks ("decomp") and
+with every sha256 checked as well ("+sha256").
 Also reported: the order-0 exponent bound (file size if the exponent plane took exactly its
 global order-0 entropy and every other byte stayed raw) and how far the Huffman coder is above
 the chunk-local order-0 entropy of the symbols it coded (bytes, or byte pairs where a chunk codes
 pairs) and above that of the single bytes.
 
-    python -m benchmarks.checkpoint_codec [--reps R] [--only minilm|smollm]
+    python -m benchmarks.checkpoint_codec [--reps R (7)] [--only minilm|smollm]
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def _row(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--only", choices=list(CHECKPOINTS))
     args = parser.parse_args()
     print(HEAD)
