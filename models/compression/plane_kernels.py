@@ -111,32 +111,6 @@ def _byte(x, a, ma, c):
 
 
 @njit(cache=True, nogil=True)
-def chunk_hists(p, chunk):
-    """Per chunk of a byte plane, its histogram (four counters break the store-to-load chain of runs)."""
-    n = p.shape[0]
-    k = (n + chunk - 1) // chunk
-    out = np.zeros((k, 256), dtype=np.int64)
-    sub = np.zeros(1024, dtype=np.int32)
-    for ci in range(k):
-        sub[:] = 0
-        pc = p[ci * chunk:min(n, (ci + 1) * chunk)]  # indices from 0: no negative-index checks in the loop
-        end = pc.shape[0]
-        i = 0
-        while i + 4 <= end:
-            sub[np.intp(pc[i])] += 1
-            sub[256 + np.intp(pc[i + 1])] += 1
-            sub[512 + np.intp(pc[i + 2])] += 1
-            sub[768 + np.intp(pc[i + 3])] += 1
-            i += 4
-        while i < end:
-            sub[np.intp(pc[i])] += 1
-            i += 1
-        for b in range(256):
-            out[ci, b] = sub[b] + sub[256 + b] + sub[512 + b] + sub[768 + b]
-    return out
-
-
-@njit(cache=True, nogil=True)
 def sample_hists(v, a, ma, c, chunk, run, step):
     """Per chunk, the byte histogram of a sample: the first ``run`` values of every ``run * step``.
 
@@ -147,7 +121,7 @@ def sample_hists(v, a, ma, c, chunk, run, step):
     n = v.shape[0]
     k = (n + chunk - 1) // chunk
     out = np.zeros((k, 256), dtype=np.int64)
-    sub = np.zeros(1024, dtype=np.int32)
+    sub = np.zeros(1024, dtype=np.int32)  # four counters break the store-to-load chain of runs
     for ci in range(k):
         sub[:] = 0
         vc = v[ci * chunk:min(n, (ci + 1) * chunk)]
@@ -167,6 +141,12 @@ def sample_hists(v, a, ma, c, chunk, run, step):
         for b in range(256):
             out[ci, b] = sub[b] + sub[256 + b] + sub[512 + b] + sub[768 + b]
     return out
+
+
+@njit(cache=True, nogil=True)
+def chunk_hists(p, chunk):
+    """Per chunk of a byte plane, its histogram: the sample that takes every value."""
+    return sample_hists(p, np.uint32(0), np.uint32(0), np.uint32(0), chunk, max(1, chunk), 1)
 
 
 @njit(cache=True)
