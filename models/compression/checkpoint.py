@@ -9,8 +9,9 @@ one row look alike). Other dtypes take the same byte-plane path or zstd, whichev
 
 Speed (see plane_kernels): near-uniform planes are copied straight from the tensor's values, the
 others extracted once; every size is planned before a byte is written, and the payload is written
-in place into one output buffer while pool threads compute the sha256s and CRC32s. Decoding runs chunk by chunk (up to four symbols
-per table look-up) and merges the planes while the chunk is still in cache.
+in place into one output buffer by two runs of tensors while a pool thread computes the sha256s.
+Decoding runs chunk by chunk (up to four symbols per table look-up), merges the planes while the
+chunk is still in cache, and also goes in two runs of tensors side by side.
 
     compress(data) -> (container bytes, Report)        decompress(container) -> safetensors bytes
     decompress_tensors(container) -> {name: ndarray}   inspect(container) -> summary dict
@@ -699,17 +700,20 @@ def _decode_runs(header: dict, blob_arr: np.ndarray, checks: _Checks, progress: 
     entries = header.get("tensors", [])
     sizes = [int(e["end"]) - int(e["start"]) for e in entries]  # _validate made them non-negative ints
     runs = _runs(sizes, WRITERS)
-    total, finished = max(1, sum(sizes)), [0]
+    total, finished = max(1, sum(sizes)), [0] * max(1, len(runs))  # bytes decoded by each run
 
-    def done(entry: dict) -> None:
-        finished[0] += int(entry["end"]) - int(entry["start"])
-        progress(min(1.0, finished[0] / total), f"decompressed {entry['name']}")
+    def counter(r: int) -> Callable[[dict], None]:
+        def done(entry: dict) -> None:
+            finished[r] += int(entry["end"]) - int(entry["start"])
+            if r == 0:  # progress is reported from this thread only
+                progress(min(1.0, sum(finished) / total), f"decompressed {entry['name']}")
+        return done
 
-    others = [pool.submit(_decode_run, [entries[i] for i in r], header, blob_arr, checks, check, dest)
-              for r in runs[1:]]
+    others = [pool.submit(_decode_run, [entries[i] for i in r], header, blob_arr, checks, check, dest, counter(k))
+              for k, r in enumerate(runs[1:], 1)]
     failure = None
     try:
-        _decode_run([entries[i] for i in runs[0]] if runs else [], header, blob_arr, checks, check, dest, done)
+        _decode_run([entries[i] for i in runs[0]] if runs else [], header, blob_arr, checks, check, dest, counter(0))
     except CorruptFile as exc:
         failure = exc
     for fut in others:  # wait for every run, whatever happened to this one: they write into dest
