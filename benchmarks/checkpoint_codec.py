@@ -3,7 +3,8 @@
 For each checkpoint (MiniLM fp32, SmolLM2-135M fp32) and dtype (bf16, fp32, fp16), the same
 safetensors bytes go through each codec in the same run, the codecs taking turns within each rep so
 that machine load and clock drift reach them all alike; sizes are fractions of the file, speeds MB/s
-of the file (best of the reps).
+of the file (best of the reps; a small file gets more reps, so that each codec's best is taken over
+about 1 GB of input: a single 45 MB run takes ~70 ms, and this machine's speed drifts by ±10 %).
 Every decompression is compared with the input. zstd and zipnn run single-threaded; this codec uses
 two pool threads on a two-core machine (three on more): one computes the sha256 of the file and of
 each tensor while the other plans the tensors, then both write the payload; decompression decodes
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -98,6 +100,11 @@ def _exponent_bound(st: sio.Safetensors, report: checkpoint.Report) -> float:
     return (st.size - saved) / st.size
 
 
+def reps_for(size: int, reps: int) -> int:
+    """At least ``reps``, and enough to read about 1 GB (at most 30)."""
+    return max(reps, min(30, math.ceil(1e9 / max(1, size))))
+
+
 def run(reps: int, only: str | None) -> dict:
     rows = []
     for key, (asset, rel) in CHECKPOINTS.items():
@@ -113,7 +120,8 @@ def run(reps: int, only: str | None) -> dict:
             mb = len(data) / 1e6
             r = {"checkpoint": key, "dtype": dtype, "bytes": len(data),
                  "values": sum(t.numel for t in st.tensors if t.dtype in sio.FLOATS)}
-            m = _measure(data, dtype, reps)
+            r["reps"] = n = reps_for(len(data), reps)
+            m = _measure(data, dtype, n)
             for name in ("zstd3", "zipnn"):
                 if name in m:
                     side = m[name]
