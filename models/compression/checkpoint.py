@@ -311,7 +311,7 @@ def _generic_zstd(raw: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(raw)
 
 
-HASH_PIECE = 1 << 18
+HASH_PIECE = sha256_pass.PIECE
 
 
 def _sha256(buf) -> str:
@@ -333,46 +333,19 @@ def _sha256(buf) -> str:
 
 
 def _hash_all(data, st: sio.Safetensors) -> tuple[str, list[str]]:
-    """sha256 of the file and of each tensor in one pass over the file: each 256 KiB piece is copied
-    once into a buffer that stays in cache and fed to the file's hash and to those of the tensors it
-    overlaps (two passes, each with its own copy, cost MiniLM bf16 ~8 ms more CPU). The pass runs
-    without the GIL where it can (sha256_pass), else with hashlib."""
-    base = len(st.prefix)  # tensor offsets count from the data section
+    """(sha256 of the file, [sha256 of each tensor]): one pass that never takes the GIL where
+    sha256_pass can run (each piece copied once and fed to both hashes), else ``_sha256`` per buffer."""
     tensors = st.tensors
     order = sorted(range(len(tensors)), key=lambda i: tensors[i].start)
-    nogil = sha256_pass.hash_ranges(data, base, [tensors[i].start for i in order], [tensors[i].end for i in order])
-    if nogil is not None:
-        whole, ordered = nogil
-        digests = [""] * len(tensors)
-        for i, h in zip(order, ordered, strict=True):
-            digests[i] = h
-        return whole, digests
-    return _hash_all_hashlib(data, st, order)
-
-
-def _hash_all_hashlib(data, st: sio.Safetensors, order: list[int]) -> tuple[str, list[str]]:
-    src = np.frombuffer(data, np.uint8)
-    base = len(st.prefix)
-    tensors = st.tensors
-    hashes = [hashlib.sha256() for _ in tensors]
-    whole = hashlib.sha256()
-    piece = np.empty(min(HASH_PIECE, max(1, len(src))), np.uint8)
-    k = 0
-    for start in range(0, len(src), HASH_PIECE):
-        size = min(HASH_PIECE, len(src) - start)
-        piece[:size] = src[start:start + size]
-        whole.update(piece[:size])
-        lo, hi = start - base, start + size - base
-        while k < len(order) and tensors[order[k]].end <= lo:
-            k += 1
-        j = k
-        while j < len(order) and tensors[order[j]].start < hi:
-            t = tensors[order[j]]
-            a, b = max(t.start, lo), min(t.end, hi)
-            if a < b:
-                hashes[order[j]].update(piece[a - lo:b - lo])
-            j += 1
-    return whole.hexdigest(), [h.hexdigest() for h in hashes]
+    nogil = sha256_pass.hash_ranges(data, len(st.prefix), [tensors[i].start for i in order],
+                                    [tensors[i].end for i in order])  # offsets count from the data section
+    if nogil is None:
+        return _sha256(data), [_sha256(st.raw(t)) for t in tensors]
+    whole, ordered = nogil
+    digests = [""] * len(tensors)
+    for i, h in zip(order, ordered, strict=True):
+        digests[i] = h
+    return whole, digests
 
 
 class _Output:
