@@ -104,7 +104,8 @@ def next_token(prompt, output, model_key, temperature, top_p, top_k):
     return next_token_figure(cands, temperature, top_p, int(top_k)), rows
 
 
-def build() -> None:
+def build() -> dict:
+    """Lay out and wire the tab; returns the widgets other views of the prefix read (prompt, output, model)."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=4, placeholder="Type the start of a text…",
@@ -151,3 +152,4 @@ def build() -> None:
         slider.release(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_visibility="private", concurrency_id="model",
                        trigger_mode="always_last")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
+    return {"prompt": prompt, "output": output, "model": model}
