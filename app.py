@@ -13,7 +13,7 @@ import os
 import gradio as gr
 
 from components import about, compression, finetune, generation, ner, theme
-from models import device, settings
+from models import device, scheduler, settings
 
 TITLE = "LM Lab"
 
@@ -24,7 +24,8 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(
             f"# {TITLE}\nHow a language model writes text one token at a time — and why the same model is a "
             f"lossless compressor. Running on **{device.pick().name}**"
-            + (" · public mode" if settings.public_mode() else ""),
+            + (" · public mode" if settings.public_mode() else "")
+            + ("" if scheduler.enabled() else " · batching off"),
             elem_id="lmlab-title",
         )
         with gr.Tabs():
@@ -45,8 +46,10 @@ def launch_kwargs() -> dict:
     """What launch() needs besides host and port (theme and css moved there in Gradio 6)."""
     # allowed_paths: the tabs offer files they wrote under the data folder (default ~/.cache/lmlab), which
     # gradio refuses to serve unless it lies under the working directory or /tmp.
+    # max_threads: every open generation stream holds a worker thread while it waits for its next token,
+    # so a class of thirty (or a burst of a hundred) needs more than Gradio's default 40.
     return dict(theme=theme.theme(), css=theme.css(), max_file_size="200mb", show_error=True,
-                allowed_paths=[str(settings.home())])
+                allowed_paths=[str(settings.home())], max_threads=scheduler.MAX_OPEN_STREAMS + 64)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", action="append", default=[], help="extra local model folder for the pickers (repeatable)")
     parser.add_argument("--offline", action="store_true", help="never try the Hugging Face hub")
     parser.add_argument("--public", action="store_true", help="public-hosting restrictions (on by default on a Space)")
+    parser.add_argument("--no-batching", action="store_true",
+                        help="run each model request alone, one after another (env LMLAB_BATCHING=0): for comparison and debugging")
     return parser.parse_args(argv)
 
 
@@ -83,6 +88,8 @@ def apply_args(args: argparse.Namespace) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
     if args.public:
         os.environ["LMLAB_PUBLIC"] = "1"
+    if args.no_batching:
+        os.environ["LMLAB_BATCHING"] = "0"
 
 
 def main(argv: list[str] | None = None) -> None:

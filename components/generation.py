@@ -9,7 +9,7 @@ import gradio as gr
 from components.common import explain, guard
 from components.plots import next_token_figure
 from components.tokens import token_strip
-from models import generator, registry, zerogpu
+from models import generator, registry, scheduler, zerogpu
 
 EXAMPLES = [
     ["Once upon a time, in a small village by the sea,", 0.8, 0.95, 50, 7],
@@ -49,12 +49,19 @@ def _settings(temperature, top_p, top_k, max_new_tokens, repetition_penalty, see
 
 def _status(ev: generator.StreamEvent, running: bool) -> str:
     n = len(ev.tokens)
-    rate = n / ev.seconds if ev.seconds else 0.0
-    reason = {"eos": "the model ended the text", "length": "reached max new tokens", "stopped": "stopped by you"}.get(ev.finish_reason, "")
+    if running and not n and ev.queue_position:
+        return (f"**Waiting for a place in the batch** · position {ev.queue_position} in the queue · the model is "
+                f"busy with other users' requests; yours starts as soon as one finishes")
+    decoding = max(0.0, ev.seconds - (ev.first_token_seconds or 0.0))
+    rate = (n - 1) / decoding if n > 1 and decoding > 0 else 0.0
+    reason = {"eos": "the model ended the text", "length": "reached max new tokens", "stopped": "stopped by you",
+              "context": "reached the model's context length"}.get(ev.finish_reason, "")
     head = "**Generating…**" if running else f"**Done** — {reason}"
     bits = ev.total_bits
     bpt = bits / n if n else 0.0
-    msg = f"{head} · {n} tokens · {rate:.1f} tokens/s · **{bits:.0f} bits** in total ({bpt:.2f} bits/token, what the model would compress this output to)"
+    sharing = f" · sharing the model with {ev.sharing - 1} other request(s)" if ev.sharing > 1 else ""
+    msg = (f"{head} · {n} tokens · {rate:.1f} tokens/s for you{sharing} · **{bits:.0f} bits** in total "
+           f"({bpt:.2f} bits/token, what the model would compress this output to)")
     if not running and n and not ev.text.strip():
         msg += " · the model chose to end the text at once; try another seed or a higher temperature"
     if ev.notice:
@@ -95,13 +102,15 @@ def stop(request: gr.Request) -> None:
 
 
 @guard
-def next_token(prompt, output, model_key, temperature, top_p, top_k):
+def next_token(prompt, output, model_key, temperature, top_p, top_k, repetition_penalty=1.0):
     """The distribution of the next token after prompt + output, before and after the sliders."""
     loaded = registry.load_causal_lm(model_key)
-    cands, notice = generator.next_token(loaded, (prompt or "") + (output or ""), temperature, top_p, int(top_k))
-    rows = [[i + 1, repr(c.token), round(c.prob, 4), round(c.prob_tempered, 4), "kept" if c.kept else "cut",
+    cands, notice = generator.next_token(loaded, (prompt or "") + (output or ""), temperature, top_p, int(top_k),
+                                         repetition_penalty=float(repetition_penalty))
+    kept = "greedy choice" if temperature == 0 else "kept"
+    rows = [[i + 1, repr(c.token), round(c.prob, 4), round(c.prob_tempered, 4), kept if c.kept else "cut",
              round(c.prob_final, 4)] for i, c in enumerate(cands)]
-    return next_token_figure(cands, temperature, top_p, int(top_k)), rows
+    return next_token_figure(cands, temperature, top_p, int(top_k), float(repetition_penalty)), rows
 
 
 def build() -> dict:
@@ -133,23 +142,31 @@ def build() -> dict:
     with gr.Accordion("Next-token view: what the sliders do to the distribution", open=True):
         peek = gr.Button("Show the next-token distribution for prompt + generated text", elem_id="gen-peek")
         plot = gr.Plot(label="Next-token candidates", elem_id="gen-next-plot")
-        table = gr.Dataframe(headers=["#", "token", "p (model)", "p (after temperature)", "top-k/top-p", "p (sampled)"],
+        table = gr.Dataframe(headers=["#", "token", "p (model)", "p (after penalty and temperature)", "top-k/top-p",
+                                      "p (sampled)"],
                              label="Top candidates", interactive=False, wrap=True)
     gr.Examples(EXAMPLES, inputs=[prompt, temperature, top_p, top_k, seed], label="Examples")
     explain("How does sampling work?", EXPLANATION)
 
     sampling = [temperature, top_p, top_k, max_new, rep, seed, chat]
-    go.click(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_name="generate",
-                         concurrency_id="model", concurrency_limit=2)
+    if scheduler.enabled():
+        # The scheduler decides who shares a forward pass; Gradio's queue only bounds how many streams
+        # are open at once (the rest wait in its queue).
+        streams = dict(concurrency_id="generate", concurrency_limit=scheduler.MAX_OPEN_STREAMS)
+        views = dict(concurrency_id="next_token", concurrency_limit=scheduler.MAX_OPEN_STREAMS)
+    else:  # one request at a time, as without batching: the comparison and debugging path
+        streams = dict(concurrency_id="model", concurrency_limit=2)
+        views = dict(concurrency_id="model")
+    go.click(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_name="generate", **streams)
     prompt.submit(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_visibility="private",
-                  concurrency_id="model")
-    # Stop sets the session's event; the model checks it every step (a StoppingCriteria), so
-    # generation ends within one token and the stream closes with its final "stopped" status.
+                  concurrency_id=streams["concurrency_id"])
+    # Stop sets the session's event; the model checks it every step, so generation ends within one
+    # token and the stream closes with its final "stopped" status.
     stop_btn.click(stop, None, None, queue=False, api_name="stop")
-    peek_inputs = [prompt, output, model, temperature, top_p, top_k]
-    peek.click(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_name="next_token", concurrency_id="model")
-    for slider in (temperature, top_p, top_k):
-        slider.release(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_visibility="private", concurrency_id="model",
-                       trigger_mode="always_last")
+    peek_inputs = [prompt, output, model, temperature, top_p, top_k, rep]
+    peek.click(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_name="next_token", **views)
+    for slider in (temperature, top_p, top_k, rep):
+        slider.release(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_visibility="private",
+                       concurrency_id=views["concurrency_id"], trigger_mode="always_last")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
     return {"prompt": prompt, "output": output, "model": model}

@@ -8,7 +8,7 @@ import gradio as gr
 
 from components.common import explain, guard
 from components.plots import bar_figure
-from models import ner_eval, registry, tagger, zerogpu
+from models import ner_eval, registry, scheduler, tagger, zerogpu
 
 COLOURS = {"PER": "#f9a8d4", "ORG": "#93c5fd", "LOC": "#86efac", "MISC": "#fcd34d"}
 EXTRA = ["#c4b5fd", "#fdba74", "#5eead4", "#fca5a5", "#a5b4fc", "#bef264"]
@@ -214,8 +214,13 @@ def build() -> None:
 
     tag_inputs = [text, model, aggregation, threshold]
     tag_outputs = [highlighted, table, pieces, status]
-    go.click(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_name="ner", concurrency_id="model", concurrency_limit=2)
-    text.submit(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_visibility="private", concurrency_id="model")
+    # With batching on, texts tagged at the same moment share one tag_many call (models.tagger), so
+    # Gradio lets them through together; without it, one at a time as before.
+    tagging = (dict(concurrency_id="ner", concurrency_limit=scheduler.MAX_OPEN_STREAMS) if scheduler.enabled()
+               else dict(concurrency_id="model", concurrency_limit=2))
+    go.click(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_name="ner", **tagging)
+    text.submit(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_visibility="private",
+                concurrency_id=tagging["concurrency_id"])
     batch_go.click(zerogpu.gpu(tag_batch), [batch_file, model, aggregation, threshold], [csv_out, conll_out, batch_table,
                    batch_status], api_name="ner_batch", concurrency_id="model")
     eval_go.click(zerogpu.gpu(evaluate, duration=300), [dataset, eval_file, model, limit],

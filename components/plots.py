@@ -7,14 +7,18 @@ import plotly.graph_objects as go
 FONT = dict(size=16)
 
 
-def next_token_figure(cands, temperature: float, top_p: float, top_k: int) -> go.Figure:
-    """Grouped bars per candidate token: model, after temperature, after top-k/top-p (cut = grey)."""
+def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penalty: float = 1.0) -> go.Figure:
+    """Grouped bars per candidate token: model, after penalty and temperature, after top-k/top-p (cut = grey)."""
     labels = [repr(c.token)[1:-1] or "∅" for c in cands]
     labels = [f"{i + 1}. {t}" for i, t in enumerate(labels)]
     fig = go.Figure()
     fig.add_bar(name="model (T = 1)", x=labels, y=[c.prob for c in cands], marker_color="#94a3b8")
-    fig.add_bar(name=f"after temperature {temperature:g}", x=labels, y=[c.prob_tempered for c in cands], marker_color="#818cf8")
-    fig.add_bar(name=f"sampled from (top-k {top_k or 'off'}, top-p {top_p:g})", x=labels, y=[c.prob_final for c in cands],
+    stage = f"temperature {temperature:g}" if temperature else "greedy (temperature 0)"
+    if penalty != 1.0:
+        stage = f"penalty {penalty:g}, {stage}"
+    fig.add_bar(name=f"after {stage}", x=labels, y=[c.prob_tempered for c in cands], marker_color="#818cf8")
+    cut = "greedy: the most likely token only" if not temperature else f"top-k {top_k or 'off'}, top-p {top_p:g}"
+    fig.add_bar(name=f"sampled from ({cut})", x=labels, y=[c.prob_final for c in cands],
                 marker_color=["#f59e0b" if c.kept else "#e5e7eb" for c in cands])
     kept = sum(c.kept for c in cands)
     fig.update_layout(barmode="group", font=FONT, height=430, margin=dict(l=40, r=10, t=50, b=90),

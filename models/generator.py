@@ -1,6 +1,12 @@
 """Causal-LM handler: streamed sampling with per-token log-probs, and the next-token view.
 
-Streaming runs ``model.generate`` in a worker thread. Two small hooks give the UI
+By default a request is handed to the model's scheduler (``models.scheduler``), which batches every
+user's decode steps into shared forward passes; the next-token views that arrive together share one
+forward pass too. With batching off (``--no-batching``, ``LMLAB_BATCHING=0``) each request runs
+``model.generate`` alone, one after another, as the reference path. Both paths give the same tokens
+for the same seed (tests compare them).
+
+The unbatched path runs ``model.generate`` in a worker thread. Two small hooks give the UI
 what it teaches with, at the cost of one log-softmax per step:
 - ``_Recorder`` (a LogitsProcessor placed first) keeps the model's raw distribution,
   so every token can be shown with its probability and surprisal under the model;
@@ -20,6 +26,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from models import sampling, scheduler
+from models.batching import Gatherer
+from models.compression import kv_cache
 from models.errors import InputError
 from models.registry import Loaded
 
@@ -70,11 +79,13 @@ class StreamEvent:
     text: str  # all generated text so far
     tokens: list[TokenInfo]
     done: bool = False
-    finish_reason: str = ""  # length | eos | stopped
+    finish_reason: str = ""  # length | eos | stopped | context
     notice: str = ""  # e.g. prompt truncation
     prompt_tokens: int = 0
     seconds: float = 0.0
     first_token_seconds: float | None = None
+    sharing: int = 1  # sequences in this request's latest forward pass (1 when running alone)
+    queue_position: int = 0  # 1-based place in the queue while waiting for room in the batch
 
     @property
     def total_bits(self) -> float:
@@ -130,7 +141,11 @@ def context_limit(loaded: Loaded) -> int:
 
 
 def encode_prompt(loaded: Loaded, prompt: str, chat_template: bool = False, reserve: int = 0) -> tuple[torch.Tensor, str]:
-    """Token ids (1, n) of the prompt, cut to fit the context (the end is kept). Returns (ids, notice)."""
+    """Token ids (1, n) of the prompt, cut to fit the context (the end is kept). Returns (ids, notice).
+
+    ``reserve`` positions are kept free for the tokens to generate; at most ``context - 1`` are
+    reserved, so the prompt always keeps at least one token. Raises InputError for an empty prompt.
+    """
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("the prompt is empty: type a few words for the model to continue")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -141,12 +156,33 @@ def encode_prompt(loaded: Loaded, prompt: str, chat_template: bool = False, rese
         ids = list(ids["input_ids"]) if isinstance(ids, dict) else list(ids)
     else:
         ids = tok(prompt)["input_ids"]
-    room = max(1, context_limit(loaded) - reserve)
+    room = context_limit(loaded) - min(reserve, context_limit(loaded) - 1)
     notice = ""
     if len(ids) > room:
         notice = f"The prompt has {len(ids):,} tokens; the model sees {room:,} at most, so only the last {room:,} were kept."
         ids = ids[-room:]
     return torch.tensor([ids], dtype=torch.long, device=loaded.device.device), notice
+
+
+def fit_request(loaded: Loaded, prompt: str, s: SamplingSettings) -> tuple[torch.Tensor, int, str]:
+    """Prompt ids (1, n) and the number of new tokens that fit the model's context, with a notice.
+
+    A model with fewer positions than prompt + max new tokens keeps the end of the prompt (at least
+    half the context) and caps max new tokens at what is left, saying so: generating past the last
+    position would index outside the position table.
+    """
+    limit = context_limit(loaded)
+    max_new = s.max_new_tokens
+    capped = ""
+    if max_new > limit // 2:
+        ids_full, _ = encode_prompt(loaded, prompt, s.chat_template)
+        allowed = limit - min(ids_full.shape[1], limit - limit // 2)
+        if max_new > allowed:
+            capped = (f"This model sees {limit:,} tokens at most, so max new tokens was capped from {max_new:,} "
+                      f"to {allowed:,}.")
+            max_new = allowed
+    ids, notice = encode_prompt(loaded, prompt, s.chat_template, reserve=max_new)
+    return ids, max_new, " ".join(x for x in (notice, capped) if x)
 
 
 def generate_kwargs(s: SamplingSettings, loaded: Loaded) -> dict:
@@ -172,15 +208,26 @@ def _model_lock(loaded: Loaded) -> threading.Lock:
         return _model_locks.setdefault(id(loaded.model), threading.Lock())
 
 
-def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
-    """Yield a StreamEvent after every generated token, then a final one with done=True.
+def batchable(loaded: Loaded) -> bool:
+    """True when the scheduler can batch this model: a decoder whose base model takes a ``cache`` and no
+    sliding-window layers (those need transformers' own caches)."""
+    import inspect
 
-    Closing the iterator early (a closed browser tab) sets the cancel event, so the
-    worker thread stops at its next step instead of running to max_new_tokens.
-    """
-    s.validate()
-    cancel = cancel or threading.Event()
-    input_ids, notice = encode_prompt(loaded, prompt, s.chat_template, reserve=s.max_new_tokens)
+    base = getattr(loaded.model, "base_model", None)
+    try:
+        takes_cache = base is not None and "cache" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        takes_cache = False
+    return takes_cache and kv_cache.preallocated(loaded.model.config, 1) is not None
+
+
+def processors(s: SamplingSettings) -> sampling.Processors:
+    return sampling.Processors(s.temperature, s.top_p, s.top_k, s.repetition_penalty)
+
+
+def _unbatched(loaded: Loaded, input_ids: torch.Tensor, s: SamplingSettings, max_new: int,
+               cancel: threading.Event) -> tuple[queue.Queue, list[BaseException], threading.Thread]:
+    """The reference path: ``model.generate`` alone in a worker thread, one request per model at a time."""
     recorder, out = _Recorder(), queue.Queue()
     streamer = _Streamer(recorder, out)
     errors: list[BaseException] = []
@@ -196,48 +243,88 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
                     logits_processor=LogitsProcessorList([recorder]),
                     stopping_criteria=StoppingCriteriaList([_Cancel(cancel)]),
                     streamer=streamer,
-                    **generate_kwargs(s, loaded),
+                    **dict(generate_kwargs(s, loaded), max_new_tokens=max_new),
                 )
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
             out.put(None)
 
-    started = time.perf_counter()
     thread = threading.Thread(target=work, daemon=True, name="lmlab-generate")
     thread.start()
+    return out, errors, thread
+
+
+HEARTBEAT_S = 0.5  # while waiting for a place, the stream reports its queue position this often
+
+
+def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.Event | None = None,
+           batched: bool | None = None) -> Iterator[StreamEvent]:
+    """Yield a StreamEvent after every generated token, then a final one with done=True.
+
+    While the request waits for room in the batch, events with no new tokens carry its
+    ``queue_position`` every ``HEARTBEAT_S`` seconds. ``batched`` (default: ``scheduler.enabled()``)
+    picks the shared scheduler or the unbatched reference path. Closing the iterator early (a closed
+    browser tab) sets the cancel event, so the model drops the request at its next step.
+    Raises InputError for an empty prompt or out-of-range settings.
+    """
+    s.validate()
+    cancel = cancel or threading.Event()
+    input_ids, max_new, notice = fit_request(loaded, prompt, s)
     tok = loaded.tokenizer
+    eos = tok.eos_token_id
+    use_scheduler = (scheduler.enabled() if batched is None else batched) and batchable(loaded)
+    started = time.perf_counter()
+    request = thread = None
+    if use_scheduler:
+        request = scheduler.Request(input_ids[0].tolist(), processors(s), max_new, s.seed, eos, cancel=cancel)
+        scheduler.for_model(loaded.model, loaded.device.device).submit(request)
+        out = request.out
+    else:
+        out, errors, thread = _unbatched(loaded, input_ids, s, max_new, cancel)
     tokens: list[TokenInfo] = []
     ids: list[int] = []
     first = None
-    eos = tok.eos_token_id
+    n_prompt = input_ids.shape[1]
+
+    def event(**kw) -> StreamEvent:
+        return StreamEvent(tok.decode(ids, skip_special_tokens=True), tokens, notice=notice, prompt_tokens=n_prompt,
+                           seconds=time.perf_counter() - started, first_token_seconds=first,
+                           sharing=request.sharing if request else 1,
+                           queue_position=request.queue_position if request else 0, **kw)
+
     try:
         while True:
-            item = out.get()
+            try:
+                item = out.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                if request is not None and not ids:
+                    yield event()  # still waiting: the position in the queue, and a chance to notice a closed tab
+                continue
             if item is None:
                 break
             token_id, logprob, top_p, top_i = item
             first = first if first is not None else time.perf_counter() - started
             ids.append(token_id)
-            text_piece = tok.decode([token_id])
             alts = [(tok.decode([i]), p) for i, p in zip(top_i, top_p, strict=True)]
-            tokens.append(TokenInfo(token_id, text_piece, logprob, alts))
-            yield StreamEvent(tok.decode(ids, skip_special_tokens=True), tokens, notice=notice,
-                              prompt_tokens=input_ids.shape[1], seconds=time.perf_counter() - started,
-                              first_token_seconds=first)
-        thread.join()
-        if errors:
-            raise errors[0]
-        if cancel.is_set():
-            reason = "stopped"
-        elif ids and ids[-1] == eos:
-            reason = "eos"
+            tokens.append(TokenInfo(token_id, tok.decode([token_id]), logprob, alts))
+            yield event()
+        if request is not None:
+            if request.error is not None:
+                raise request.error
+            reason = request.finish_reason
         else:
-            reason = "length"
-        yield StreamEvent(tok.decode(ids, skip_special_tokens=True), tokens, done=True, finish_reason=reason,
-                          notice=notice, prompt_tokens=input_ids.shape[1], seconds=time.perf_counter() - started,
-                          first_token_seconds=first)
+            thread.join()
+            if errors:
+                raise errors[0]
+            if cancel.is_set():
+                reason = "stopped"
+            elif ids and ids[-1] == eos:
+                reason = "eos"
+            else:
+                reason = "length"
+        yield event(done=True, finish_reason=reason)
     finally:
-        cancel.set()  # a closed consumer stops the worker at its next step
+        cancel.set()  # a closed consumer stops the worker (or frees its row) at the next step
 
 
 def generate_text(loaded: Loaded, prompt: str, s: SamplingSettings) -> StreamEvent:
@@ -253,48 +340,69 @@ def generate_text(loaded: Loaded, prompt: str, s: SamplingSettings) -> StreamEve
 class Candidate:
     token: str
     token_id: int
-    prob: float  # under the model (temperature 1)
-    prob_tempered: float  # after temperature
-    kept: bool  # survives top-k and top-p
-    prob_final: float  # what sampling uses: renormalised over the kept tokens (0 if cut)
+    prob: float  # under the model (temperature 1, no penalty)
+    prob_tempered: float  # after the repetition penalty and temperature (temperature 0: penalty only)
+    kept: bool  # survives top-k and top-p (greedy: the one token generation picks)
+    prob_final: float  # the distribution the next token is drawn from (0 if cut)
+
+
+def _last_logits(loaded: Loaded, rows: list[list[int]]) -> torch.Tensor:
+    """Raw next-token logits (n, vocab) for each token list, in one right-padded forward pass."""
+    n, longest = len(rows), max(len(r) for r in rows)
+    ids = torch.zeros((n, longest), dtype=torch.long)
+    mask = torch.zeros((n, longest), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    device = loaded.device.device
+    with torch.inference_mode():
+        hidden = loaded.model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        last = hidden[torch.arange(n), torch.tensor([len(r) - 1 for r in rows])]
+        return loaded.model.get_output_embeddings()(last).float().cpu()
+
+
+_gatherers: dict[int, Gatherer] = {}
+
+
+def _next_logits(loaded: Loaded, ids: list[int]) -> torch.Tensor:
+    """Raw logits (vocab,) after ``ids``. Views asked for together share one forward pass on the scheduler's
+    thread (between decode steps); with batching off, one forward alone under the model's lock."""
+    if not (scheduler.enabled() and batchable(loaded)):
+        with _model_lock(loaded):
+            return _last_logits(loaded, [ids])[0]
+    with _locks_guard:
+        gather = _gatherers.get(id(loaded.model))
+        if gather is None:
+            sched = scheduler.for_model(loaded.model, loaded.device.device)
+            gather = _gatherers[id(loaded.model)] = Gatherer(
+                lambda many: list(sched.call(lambda: _last_logits(loaded, list(many)))), window_s=GATHER_WINDOW_S)
+    return gather(ids)
+
+
+GATHER_WINDOW_S = 0.005  # next-token views arriving within 5 ms of each other share a forward pass
 
 
 def next_token(loaded: Loaded, prefix: str, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-               show: int = 20) -> tuple[list[Candidate], str]:
+               show: int = 20, repetition_penalty: float = 1.0) -> tuple[list[Candidate], str]:
     """The model's distribution for the next token and what the sliders do to it.
 
-    Follows transformers' order (temperature -> top-k -> top-p) and its top-p rule:
-    sort ascending, drop tokens whose cumulative probability is <= 1 - top_p, keep >= 1.
-    Temperature 0 means greedy: only the most likely token is kept.
+    Applies exactly what generation applies, in its order (``models.sampling``: repetition penalty
+    over the prefix's tokens, temperature, top-k, top-p), so ``prob_final`` is the distribution the
+    next token is drawn from. Rows are the ``show`` most likely tokens after penalty and temperature;
+    with temperature 0 they follow the model's probabilities and only the greedy choice is kept.
+    Raises InputError for an empty prefix or out-of-range settings.
     """
-    SamplingSettings(temperature=temperature, top_p=top_p, top_k=top_k).validate()
+    SamplingSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty).validate()
     ids, notice = encode_prompt(loaded, prefix, reserve=1)
-    with _model_lock(loaded), torch.inference_mode():
-        logits = loaded.model(ids).logits[0, -1].float()  # (vocab,)
+    history = ids[0].cpu()
+    logits = _next_logits(loaded, history.tolist())
+    p = sampling.Processors(temperature, top_p, int(top_k), repetition_penalty)
     probs = torch.softmax(logits, -1)
-    if temperature == 0:
-        tempered = torch.zeros_like(probs)
-        tempered[probs.argmax()] = 1.0
-        keep = tempered > 0
-    else:
-        tempered = torch.softmax(logits / temperature, -1)
-        keep = torch.ones_like(tempered, dtype=torch.bool)
-        if top_k and top_k < keep.numel():
-            kth = torch.topk(tempered, int(top_k)).values[-1]
-            keep &= tempered >= kth
-        if top_p < 1.0:
-            masked = torch.where(keep, tempered, torch.zeros_like(tempered))
-            masked = masked / masked.sum()
-            sorted_p, order = torch.sort(masked)  # ascending
-            drop_sorted = torch.cumsum(sorted_p, 0) <= 1 - top_p
-            drop_sorted[-1] = False  # always keep the most likely token
-            drop = torch.zeros_like(keep)
-            drop[order] = drop_sorted
-            keep &= ~drop
-    final = torch.where(keep, tempered, torch.zeros_like(tempered))
-    final = final / final.sum()
+    penalised = sampling.penalised(logits, history, repetition_penalty)
+    tempered = torch.softmax(penalised / (temperature or 1.0), -1)
+    final = sampling.distribution(logits, history, p)
     order = torch.argsort(tempered, descending=True)[:show]
     tok = loaded.tokenizer
-    cands = [Candidate(tok.decode([int(i)]), int(i), float(probs[i]), float(tempered[i]), bool(keep[i]), float(final[i]))
-             for i in order]
+    cands = [Candidate(tok.decode([int(i)]), int(i), float(probs[i]), float(tempered[i]), bool(final[i] > 0),
+                       float(final[i])) for i in order]
     return cands, notice

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models import conll, registry, settings
+from models.batching import Gatherer
 from models.device import pick
 from models.errors import InputError, ModelUnavailable
 
@@ -334,9 +335,34 @@ def tag(key: str, text: str, aggregation: str = "simple", threshold: float = 0.0
                          f"Split it into lines and use Batch instead")
     _check(aggregation, threshold)
     model = load(key)
-    out = model.tag_many([text], aggregation, threshold, progress)[0]
+    if len(text) <= GATHER_MAX_CHARS and _gathering():
+        out = _gatherer(key, model, aggregation, threshold)(text)
+    else:  # long documents keep their own progress bar
+        out = model.tag_many([text], aggregation, threshold, progress)[0]
     out.backend, out.labels = model.backend, tuple(model.labels)
     return out
+
+
+# Texts tagged at the same moment (a class pressing "Tag entities") go through ``tag_many`` together:
+# one padded forward pass (or one spaCy ``pipe``) instead of one each.
+GATHER_WINDOW_S = 0.005
+GATHER_MAX_CHARS = 20_000
+_gatherers: dict[tuple, Gatherer] = {}
+
+
+def _gathering() -> bool:
+    from models import scheduler
+
+    return scheduler.enabled()
+
+
+def _gatherer(key: str, model: Tagger, aggregation: str, threshold: float) -> Gatherer:
+    cache_key = (key, id(model.loaded if hasattr(model, "loaded") else model.nlp), aggregation, threshold)
+    gather = _gatherers.get(cache_key)
+    if gather is None:
+        gather = _gatherers.setdefault(cache_key, Gatherer(
+            lambda texts: model.tag_many(list(texts), aggregation, threshold), window_s=GATHER_WINDOW_S))
+    return gather
 
 
 # --- batch files -------------------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""Iteration-level batching: a request's text does not depend on who shares its forward passes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from models import generator, sampling, scheduler
+from models.batching import Gatherer
+from models.generator import SamplingSettings
+
+# Different lengths, settings and seeds, as a class would send them.
+MIXED = [
+    ("Once upon a time, in a small village by the sea,", dict(temperature=0.0, max_new_tokens=12)),
+    ("The three most important ideas in physics are", dict(temperature=0.8, top_p=0.95, top_k=50, seed=7, max_new_tokens=9)),
+    ("Hi", dict(temperature=1.0, top_p=0.9, top_k=0, seed=3, repetition_penalty=1.3, max_new_tokens=14)),
+    ("def fibonacci(n):\n    " * 6, dict(temperature=0.0, repetition_penalty=1.5, max_new_tokens=10)),
+    ("A", dict(temperature=1.3, top_k=5, seed=11, max_new_tokens=1)),
+]
+
+
+def _request(loaded, prompt, **kw) -> scheduler.Request:
+    s = SamplingSettings(**kw).validate()
+    ids, max_new, _ = generator.fit_request(loaded, prompt, s)
+    return scheduler.Request(ids[0].tolist(), generator.processors(s), max_new, s.seed, loaded.tokenizer.eos_token_id)
+
+
+def _drain(r: scheduler.Request, timeout: float = 120) -> list[int]:
+    tokens = []
+    while (item := r.out.get(timeout=timeout)) is not None:
+        tokens.append(item[0])
+    return tokens
+
+
+def _run_together(sched, reqs):
+    for r in reqs:
+        sched.submit(r)
+    return [_drain(r) for r in reqs]
+
+
+@pytest.fixture(scope="module")
+def tiny_sched(tiny_gpt2):
+    s = scheduler.Scheduler(tiny_gpt2.model, torch.device("cpu"))
+    yield s
+    s.close()
+
+
+def test_alone_equals_inside_a_mixed_batch_tiny(tiny_gpt2, tiny_sched):
+    alone = [_run_together(tiny_sched, [_request(tiny_gpt2, p, **kw)])[0] for p, kw in MIXED]
+    together = _run_together(tiny_sched, [_request(tiny_gpt2, p, **kw) for p, kw in MIXED])
+    assert together == alone
+    assert [len(t) for t in alone] == [kw["max_new_tokens"] for _, kw in MIXED]
+
+
+def test_batched_equals_generate_tiny(tiny_gpt2):
+    """The scheduler draws what transformers' generate() draws after torch.manual_seed(seed)."""
+    for prompt, kw in MIXED:
+        batched = [t.token_id for t in generator.generate_text(tiny_gpt2, prompt, SamplingSettings(**kw)).tokens]
+        reference = [t.token_id for t in list(generator.stream(tiny_gpt2, prompt, SamplingSettings(**kw),
+                                                               batched=False))[-1].tokens]
+        assert batched == reference, (prompt, kw)
+
+
+@pytest.mark.slow
+def test_alone_equals_inside_a_batch_smollm(smollm):
+    """The embedded model, fp32 on the CPU: greedy and seeded texts are the same alone and among others."""
+    sched = scheduler.for_model(smollm.model, smollm.device.device)
+    cases = MIXED[:4]
+    alone = [_run_together(sched, [_request(smollm, p, **kw)])[0] for p, kw in cases]
+    together = _run_together(sched, [_request(smollm, p, **kw) for p, kw in cases])
+    assert together == alone
+    reference = [t.token_id for t in list(generator.stream(smollm, cases[1][0], SamplingSettings(**cases[1][1]),
+                                                           batched=False))[-1].tokens]
+    assert reference == alone[1]
+
+
+def test_stop_of_one_row_leaves_the_others_unchanged(tiny_gpt2, tiny_sched):
+    kw = dict(temperature=0.9, top_k=40, max_new_tokens=30)
+    expected = [_run_together(tiny_sched, [_request(tiny_gpt2, p, seed=i, **kw)])[0]
+                for i, p in enumerate(["The cat", "A long time ago", "Numbers: 1, 2,"])]
+    reqs = [_request(tiny_gpt2, p, seed=i, **kw) for i, p in enumerate(["The cat", "A long time ago", "Numbers: 1, 2,"])]
+    for r in reqs:
+        tiny_sched.submit(r)
+    first = reqs[1].out.get(timeout=60)
+    assert first is not None
+    reqs[1].cancel.set()
+    got = [_drain(r) for r in reqs]
+    assert reqs[1].finish_reason == "stopped" and len(got[1]) < 29
+    assert got[0] == expected[0] and got[2] == expected[2]
+
+
+def test_a_closed_stream_frees_its_row(tiny_gpt2):
+    """A consumer that goes away (closed tab: Gradio closes the generator) leaves the batch within a step."""
+    sched = scheduler.for_model(tiny_gpt2.model, tiny_gpt2.device.device)
+    events = generator.stream(tiny_gpt2, "Hello there", SamplingSettings(temperature=0, max_new_tokens=120))
+    next(events)
+    assert sched.load()["decoding"] + sched.load()["prefilling"] == 1
+    events.close()
+    deadline = time.monotonic() + 5
+    while sched.load() != {"decoding": 0, "prefilling": 0, "waiting": 0} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sched.load() == {"decoding": 0, "prefilling": 0, "waiting": 0}
+
+
+def test_the_batch_limit_queues_and_serves_everyone(tiny_gpt2):
+    limits = scheduler.Limits(max_batch=2, max_tokens=10_000, bytes_per_token=1)
+    sched = scheduler.Scheduler(tiny_gpt2.model, torch.device("cpu"), limits)
+    try:
+        gate = threading.Event()
+        reqs = [_request(tiny_gpt2, f"Request number {i}", temperature=0, max_new_tokens=100 if i < 2 else 20)
+                for i in range(5)]
+        peak = []
+
+        def watch():
+            while not gate.is_set():
+                peak.append(sched.load()["decoding"] + sched.load()["prefilling"])
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        for r in reqs:
+            sched.submit(r)
+        deadline = time.monotonic() + 10
+        while [r.queue_position for r in reqs[2:]] != [1, 2, 3] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert [r.queue_position for r in reqs[2:]] == [1, 2, 3]  # visible places behind the full batch
+        results = [_drain(r) for r in reqs]
+        gate.set()
+        watcher.join()
+        assert [len(t) for t in results] == [100, 100, 20, 20, 20]
+        assert max(peak) <= 2
+        assert all(r.queue_position == 0 and r.finish_reason == "length" for r in reqs)
+    finally:
+        sched.close()
+
+
+def test_one_failing_request_fails_alone(tiny_gpt2, tiny_sched):
+    good = _request(tiny_gpt2, "The weather", temperature=0, max_new_tokens=8)
+    bad = _request(tiny_gpt2, "The weather", temperature=0.7, max_new_tokens=8)
+    bad.processors = sampling.Processors(temperature=0.7, top_k=-3)  # torch.topk refuses a negative k
+    got = _run_together(tiny_sched, [good, bad])
+    assert bad.finish_reason == "error" and bad.error is not None
+    assert good.finish_reason == "length" and len(got[0]) == 8
+
+
+def test_generation_respects_the_context_length(gpt2_tokenizer):
+    """A GPT-2 with 64 positions asked for 100 tokens: capped with a note, in both paths."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from models.device import pick
+    from models.registry import Loaded, ModelSpec, model_nbytes
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64,
+                                       vocab_size=len(gpt2_tokenizer))).eval()
+    loaded = Loaded(ModelSpec("gpt2-64", "GPT-2 with 64 positions", "causal-lm", "local", ""), model,
+                    gpt2_tokenizer, pick("cpu"), model_nbytes(model))
+    for batched in (True, False):
+        last = list(generator.stream(loaded, "Hello", SamplingSettings(temperature=0, max_new_tokens=100),
+                                     batched=batched))[-1]
+        assert last.done and len(last.tokens) == 63, batched
+        assert "capped from 100 to 63" in last.notice
+        long_prompt = "word " * 300
+        last = list(generator.stream(loaded, long_prompt, SamplingSettings(temperature=0, max_new_tokens=100),
+                                     batched=batched))[-1]
+        assert last.prompt_tokens + len(last.tokens) <= 64 and "only the last" in last.notice
+
+
+def test_limits_come_from_the_key_value_size(tiny_gpt2, monkeypatch):
+    per_token = scheduler.kv_bytes_per_token(tiny_gpt2.model.config, torch.float32)
+    assert per_token == 2 * 2 * 64 * 4  # 2 (k, v) x 2 layers x 64 (heads x head size) x 4 bytes
+    monkeypatch.setenv("LMLAB_KV_CACHE_MB", "1")
+    monkeypatch.setenv("LMLAB_MAX_BATCH", "3")
+    limits = scheduler.limits_for(tiny_gpt2.model, torch.device("cpu"))
+    assert limits.max_tokens == 2**20 // per_token and limits.max_batch == 3
+    monkeypatch.delenv("LMLAB_KV_CACHE_MB")
+    monkeypatch.delenv("LMLAB_MAX_BATCH")
+    limits = scheduler.limits_for(tiny_gpt2.model, torch.device("cpu"))
+    assert limits.max_tokens * per_token <= scheduler.free_memory(torch.device("cpu"))
+
+
+def test_next_token_view_is_the_distribution_generation_samples(tiny_gpt2):
+    """At every step of a greedy and a seeded sampled generation with a penalty, the view contains the token."""
+    prompt = "The dog"
+    for kw in (dict(temperature=0.0, repetition_penalty=1.5), dict(temperature=0.9, top_k=30, top_p=0.9,
+                                                                   repetition_penalty=1.3, seed=5)):
+        ev = generator.generate_text(tiny_gpt2, prompt, SamplingSettings(max_new_tokens=12, **kw))
+        ids = tiny_gpt2.tokenizer(prompt)["input_ids"]
+        for token in ev.tokens:
+            prefix = tiny_gpt2.tokenizer.decode(ids)
+            cands, _ = generator.next_token(tiny_gpt2, prefix, kw["temperature"], kw.get("top_p", 1.0),
+                                            kw.get("top_k", 0), show=60, repetition_penalty=kw["repetition_penalty"])
+            final = {c.token_id: c.prob_final for c in cands}
+            assert final.get(token.token_id, 0) > 0, (kw, token)
+            if kw["temperature"] == 0:
+                assert cands[0].token_id == token.token_id and cands[0].kept and cands[0].prob_final == 1.0
+            ids.append(token.token_id)
+
+
+def test_greedy_view_rows_follow_the_model(tiny_gpt2):
+    cands, _ = generator.next_token(tiny_gpt2, "The river", 0.0, 1.0, 0)
+    probs = [c.prob for c in cands]
+    assert probs == sorted(probs, reverse=True) and probs[1] > 0
+    assert [c.kept for c in cands] == [True] + [False] * (len(cands) - 1)
+
+
+@pytest.mark.parametrize("p", [sampling.Processors(0.7, 0.9, 50, 1.2), sampling.Processors(1.3, 0.5, 0, 1.0),
+                               sampling.Processors(1.0, 1.0, 3, 1.0), sampling.Processors(0.0, 1.0, 0, 1.5)])
+def test_processors_match_transformers(p):
+    from transformers import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(1, 500, generator=g) * 3
+    history = torch.tensor([[3, 17, 17, 250, 499]])
+    ref = scores.clone()
+    if p.repetition_penalty != 1.0:
+        ref = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(history, ref)
+    if p.greedy:
+        ours = sampling.distribution(scores[0], history[0], p)
+        assert int(ours.argmax()) == int(ref.argmax()) and float(ours.max()) == 1.0
+        return
+    ref = TemperatureLogitsWarper(p.temperature)(history, ref)
+    if p.top_k:
+        ref = TopKLogitsWarper(p.top_k)(history, ref)
+    if p.top_p < 1.0:
+        ref = TopPLogitsWarper(p.top_p)(history, ref)
+    expected = torch.softmax(ref, -1)[0]
+    ours = sampling.distribution(scores[0], history[0], p)
+    assert torch.equal(ours > 0, expected > 0)
+    assert torch.allclose(ours, expected, atol=1e-6)
+
+
+def test_gatherer_batches_concurrent_calls_and_isolates_failures():
+    calls = []
+
+    def run_many(items):
+        calls.append(list(items))
+        if any(i < 0 for i in items):
+            raise ValueError("negative")
+        return [i * 10 for i in items]
+
+    gather = Gatherer(run_many, window_s=0.05)
+    results: dict[int, object] = {}
+
+    def call(i):
+        try:
+            results[i] = gather(i)
+        except ValueError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in (1, 2, -3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results[1] == 10 and results[2] == 20 and results[4] == 40
+    assert isinstance(results[-3], ValueError)
+    assert sorted(calls[0]) == [-3, 1, 2, 4]  # all four arrived within the window: one call
