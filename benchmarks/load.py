@@ -2,12 +2,12 @@
 
 Launches ``python app.py --offline`` on a free port (the embedded models), warms each endpoint once,
 then runs the clients in threads, each with its own gradio_client.Client, and samples the app
-process's resident memory (children included) every 0.2 s. Latency counts the wait in the queue:
-all model work shares one queue, so under load it is mostly waiting; the "alone" column is the same
-request on the idle app, measured in the same run. Prints a markdown table and writes
-benchmarks/results/load.json.
+process's resident memory (children included) every 0.2 s. Latency counts the wait in the queue;
+the "alone" column is the same request on the idle app, measured in the same run. By default the
+app batches model work across users; ``--no-batching`` measures the one-request-at-a-time app.
+Prints a markdown table and writes benchmarks/results/load.json.
 
-    python -m benchmarks.load [--clients 20] [--seconds 60]
+    python -m benchmarks.load [--clients 20] [--seconds 60] [--no-batching]
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(log_path: Path) -> tuple[subprocess.Popen, str]:
+def _launch(log_path: Path, extra_args: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", LMLAB_OFFLINE="1")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--offline", "--port", str(port)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "app.py", "--offline", "--port", str(port), *(extra_args or [])],
+                                cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -64,6 +65,14 @@ def _launch(log_path: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("the app did not start in 300 s")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 class MemorySampler(threading.Thread):
@@ -95,11 +104,11 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def run(clients: int, seconds: float) -> dict:
+def run(clients: int, seconds: float, batching: bool = True) -> dict:
     from gradio_client import Client
 
     log_path = Path(tempfile.mkdtemp(prefix="lmlab-load-")) / "app.log"
-    proc, url = _launch(log_path)
+    proc, url = _launch(log_path, [] if batching else ["--no-batching"])
     try:
         warm = Client(url, verbose=False)
         for api, kwargs in MIX:  # models load once here, not inside the measured minute
@@ -145,11 +154,7 @@ def run(clients: int, seconds: float) -> dict:
         sampler.join()
         alive = proc.poll() is None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
 
     per = {}
     for api, _ in MIX:
@@ -160,7 +165,7 @@ def run(clients: int, seconds: float) -> dict:
                     "p95_s": round(_percentile(lat, 0.95), 3), "mean_s": round(statistics.fmean(lat), 3) if lat else None,
                     "error_samples": sorted(set(errs))[:3]}
     return {
-        "clients": clients, "seconds": seconds, "wall_s": round(wall, 1),
+        "clients": clients, "seconds": seconds, "wall_s": round(wall, 1), "batching": batching,
         "completed": sum(p["completed"] for p in per.values()), "errors": sum(p["errors"] for p in per.values()),
         "requests_per_s": round(sum(p["completed"] for p in per.values()) / wall, 2),
         "peak_rss_mib": round(sampler.peak / 2**20), "idle_rss_mib": round(idle_rss / 2**20),
@@ -173,7 +178,8 @@ def run(clients: int, seconds: float) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [f"{result['clients']} clients for {result['seconds']:.0f} s: **{result['completed']} requests** "
+    lines = [f"{result['clients']} clients for {result['seconds']:.0f} s, batching "
+             f"{'on' if result.get('batching', False) else 'off'}: **{result['completed']} requests** "
              f"({result['requests_per_s']}/s), **{result['errors']} errors**, peak resident memory "
              f"**{result['peak_rss_mib']:,} MiB** (idle after warm-up {result['idle_rss_mib']:,} MiB)", "",
              "| endpoint | alone (1 client) | completed | errors | p50 latency | p95 latency |",
@@ -188,9 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--no-batching", action="store_true", help="launch the app with --no-batching")
     parser.add_argument("--no-save", action="store_true", help="print only (do not overwrite the results JSON)")
     args = parser.parse_args(argv)
-    result = run(args.clients, args.seconds)
+    result = run(args.clients, args.seconds, batching=not args.no_batching)
     print(table(result))
     if not args.no_save:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -91,3 +91,38 @@ def test_closing_the_tab_stops_the_model(browser, app_url, app_pid):
     time.sleep(3)
     busy = _cpu_seconds(app_pid) - before
     assert busy < 0.6, f"the server kept computing after the tab closed ({busy:.1f} CPU s in 3 s)"
+
+
+@pytest.mark.slow
+def test_api_concurrent_generations_share_the_model_and_keep_their_text(app_url, client):
+    """Four students at once: each gets the text it gets alone, and the status says the model was shared."""
+    import threading
+
+    from gradio_client import Client
+
+    args = [dict(GEN_ARGS, temperature=0.8, top_p=0.95, top_k=50, seed=seed, max_new_tokens=12) for seed in (1, 2, 3, 4)]
+    alone = [client.predict("Once upon a time", *a.values(), api_name="/generate")[0] for a in args]
+    pool = [Client(app_url, verbose=False) for _ in args]
+    results: list = [None] * len(args)
+    barrier = threading.Barrier(len(args))
+
+    def student(k):
+        barrier.wait()
+        results[k] = pool[k].predict("Once upon a time", *args[k].values(), api_name="/generate")
+
+    threads = [threading.Thread(target=student, args=(k,)) for k in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r[0] for r in results] == alone
+    assert len(set(alone)) > 1  # different seeds, different texts
+
+
+@pytest.mark.slow
+def test_api_next_token_with_a_penalty(client):
+    plot, table = client.predict("The capital of France is Paris. The capital of France is", "",
+                                 "smollm2-135m-instruct", 0.0, 1.0, 0, 1.5, api_name="/next_token")
+    rows = table["data"]
+    assert rows[0][4] == "greedy choice" and rows[0][5] == 1.0
+    assert all(r[4] == "cut" and r[5] == 0 for r in rows[1:]) and rows[1][2] > 0

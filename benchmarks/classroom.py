@@ -1,0 +1,133 @@
+"""A class presses Generate at the same moment: the unbatched and the batched app, in the same run.
+
+Launches ``python app.py --offline`` twice on free ports, once with ``--no-batching`` (each request
+alone, one after another) and once with the default iteration-level batching. Against each, N
+``gradio_client`` clients (default 30) wait at a barrier, then all submit ``/generate`` with the
+tab's default settings (embedded SmolLM2, 80 new tokens, temperature 0.8, top-p 0.95, top-k 50),
+each with its own seed, and stream the result. Per path: latency from the press to the last token
+(first / p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors,
+and the app's peak resident memory above its idle figure after warm-up. Prints a markdown table and
+writes benchmarks/results/classroom.json.
+
+    python -m benchmarks.classroom [--clients 30] [--paths unbatched,batched] [--no-save]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.load import MemorySampler, _launch, _percentile, stop_app
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "classroom.json"
+PROMPT = "Once upon a time, in a small village by the sea,"  # the tab's default prompt
+SETTINGS = dict(model_key="smollm2-135m-instruct", temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=80,
+                repetition_penalty=1.0, chat=False)
+PATHS = {"unbatched": ["--no-batching"], "batched": []}
+
+
+def _tokens(status: str) -> int:
+    m = re.search(r"· (\d+) tokens ·", status)
+    return int(m.group(1)) if m else 0
+
+
+def run_path(name: str, clients: int) -> dict:
+    from gradio_client import Client
+
+    log_path = Path(tempfile.mkdtemp(prefix=f"lmlab-classroom-{name}-")) / "app.log"
+    proc, url = _launch(log_path, PATHS[name])
+    try:
+        warm = Client(url, verbose=False)
+        warm.predict(PROMPT, seed=0, api_name="/generate", **SETTINGS)  # loads the model
+        t0 = time.monotonic()
+        _, _, status = warm.predict(PROMPT, seed=0, api_name="/generate", **SETTINGS)
+        alone = time.monotonic() - t0
+        pool = [Client(url, verbose=False) for _ in range(clients)]
+        sampler = MemorySampler(proc.pid)
+        idle = sampler.rss()
+        sampler.start()
+        barrier = threading.Barrier(clients + 1)
+        records: list[dict] = [{} for _ in range(clients)]
+
+        def student(k: int) -> None:
+            rec = records[k]
+            barrier.wait()
+            start = time.monotonic()
+            try:
+                job = pool[k].submit(PROMPT, seed=k + 1, api_name="/generate", **SETTINGS)
+                for text, _html, _status in job:
+                    if text and "first_token_s" not in rec:
+                        rec["first_token_s"] = time.monotonic() - start
+                text, _html, status = job.outputs()[-1]
+                rec["latency_s"] = time.monotonic() - start
+                rec["tokens"] = _tokens(status)
+                if "Done" not in status:
+                    rec["error"] = f"unfinished: {status[:120]}"
+            except Exception as exc:  # counted, never fatal: the goal is zero
+                rec["error"] = f"{type(exc).__name__}: {exc}"[:200]
+
+        threads = [threading.Thread(target=student, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        began = time.monotonic()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - began
+        sampler.stop.set()
+        sampler.join()
+    finally:
+        stop_app(proc)
+    ok = [r for r in records if "error" not in r]
+    lat = [r["latency_s"] for r in ok]
+    ttft = [r["first_token_s"] for r in ok if "first_token_s" in r]
+    return {
+        "path": name, "clients": clients, "alone_s": round(alone, 2), "alone_tokens": _tokens(status),
+        "first_s": round(min(lat), 2) if lat else None, "p50_s": round(_percentile(lat, 0.5), 2),
+        "p95_s": round(_percentile(lat, 0.95), 2), "last_s": round(max(lat), 2) if lat else None,
+        "ttft_p50_s": round(_percentile(ttft, 0.5), 2), "ttft_p95_s": round(_percentile(ttft, 0.95), 2),
+        "tokens": sum(r["tokens"] for r in ok), "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
+        "errors": clients - len(ok), "error_samples": sorted({r["error"] for r in records if "error" in r})[:3],
+        "idle_rss_mib": round(idle / 2**20), "peak_rss_mib": round(sampler.peak / 2**20),
+        "peak_above_idle_mib": round((sampler.peak - idle) / 2**20),
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| path | clients | first done | p50 | p95 | last | TTFT p50 | TTFT p95 | tokens/s (all) | errors | "
+             "peak memory above idle | one request alone |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['path']} | {r['clients']} | {r['first_s']} s | {r['p50_s']} s | {r['p95_s']} s | "
+                     f"{r['last_s']} s | {r['ttft_p50_s']} s | {r['ttft_p95_s']} s | {r['tokens_per_s']} | "
+                     f"{r['errors']} | {r['peak_above_idle_mib']} MiB (idle {r['idle_rss_mib']} MiB) | "
+                     f"{r['alone_s']} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=30)
+    parser.add_argument("--paths", default="unbatched,batched", help="comma-separated: unbatched, batched")
+    parser.add_argument("--no-save", action="store_true", help="print only (do not overwrite the results JSON)")
+    args = parser.parse_args(argv)
+    results = [run_path(name, args.clients) for name in args.paths.split(",")]
+    print(table(results))
+    if not args.no_save:
+        out = {"runs": results, "settings": SETTINGS, "prompt": PROMPT,
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "python": platform.python_version(), "device": os.environ.get("LMLAB_DEVICE", "auto")}}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
