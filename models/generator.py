@@ -277,7 +277,7 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
     request = thread = None
     if use_scheduler:
         request = scheduler.Request(input_ids[0].tolist(), processors(s), max_new, s.seed, eos, cancel=cancel)
-        scheduler.for_model(loaded.model, loaded.device.device).submit(request)
+        scheduler.submit(loaded.model, loaded.device.device, request)
         out = request.out
     else:
         out, errors, thread = _unbatched(loaded, input_ids, s, max_new, cancel)
@@ -361,7 +361,24 @@ def _last_logits(loaded: Loaded, rows: list[list[int]]) -> torch.Tensor:
         return loaded.model.get_output_embeddings()(last).float().cpu()
 
 
-_gatherers: dict[int, Gatherer] = {}
+def _last_logits_many(items: list[tuple[Loaded, list[int]]]) -> list[torch.Tensor]:
+    """One forward pass per model for the gathered (model, token ids) items, on its scheduler's thread."""
+    results: list[torch.Tensor | None] = [None] * len(items)
+    by_model: dict[int, list[int]] = {}
+    for i, (loaded, _) in enumerate(items):
+        by_model.setdefault(id(loaded.model), []).append(i)
+    for indices in by_model.values():
+        loaded = items[indices[0]][0]
+        rows = [items[i][1] for i in indices]
+        logits = scheduler.call(loaded.model, loaded.device.device, lambda loaded=loaded, rows=rows: _last_logits(loaded, rows))
+        for i, row in zip(indices, logits, strict=True):
+            results[i] = row
+    return results
+
+
+# Items carry their model, so the gatherer holds no model after the batch (an evicted model can be freed).
+# Next-token views arriving within 5 ms of each other share a forward pass.
+_view_gatherer = Gatherer(_last_logits_many, window_s=0.005)
 
 
 def _next_logits(loaded: Loaded, ids: list[int]) -> torch.Tensor:
@@ -370,16 +387,7 @@ def _next_logits(loaded: Loaded, ids: list[int]) -> torch.Tensor:
     if not (scheduler.enabled() and batchable(loaded)):
         with _model_lock(loaded):
             return _last_logits(loaded, [ids])[0]
-    with _locks_guard:
-        gather = _gatherers.get(id(loaded.model))
-        if gather is None:
-            sched = scheduler.for_model(loaded.model, loaded.device.device)
-            gather = _gatherers[id(loaded.model)] = Gatherer(
-                lambda many: list(sched.call(lambda: _last_logits(loaded, list(many)))), window_s=GATHER_WINDOW_S)
-    return gather(ids)
-
-
-GATHER_WINDOW_S = 0.005  # next-token views arriving within 5 ms of each other share a forward pass
+    return _view_gatherer((loaded, ids))
 
 
 def next_token(loaded: Loaded, prefix: str, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,

@@ -6,8 +6,8 @@ Iteration-level ("continuous") batching as text-generation servers do it (Orca, 
     1. run queued jobs (e.g. a gathered batch of next-token views), drop stopped requests;
     2. admit waiting requests while the batch and the key/value memory have room (first come,
        first served; the others see their queue position);
-    3. run one prefill chunk (at most ``PREFILL_CHUNK`` positions per prompt) for the admitted group
-       with the fewest positions left, so a long prompt never freezes the other streams;
+    3. prefill admitted prompts, at most ``PREFILL_CHUNK`` positions per step, groups with the fewest
+       positions left first, so a long prompt never freezes the other streams;
     4. run one decode step: one forward pass for every decoding sequence, each at its own length
        (``models.slot_cache``), then each request's own processors and random generator pick its token.
 
@@ -42,6 +42,10 @@ from models.slot_cache import SlotCache
 log = logging.getLogger("lmlab.scheduler")
 
 PREFILL_CHUNK = 256  # prompt positions per prefill forward: a long prompt is spread over several steps
+# A scheduler idle this long ends its thread and lets go of its model, so a model the registry evicted
+# can be freed; the next request starts a new one.
+IDLE_EXIT_S = 60.0
+SHRINK_ABOVE = 1024  # cache positions per row above which a shorter batch reallocates to fit
 TOP_ALTERNATIVES = 5
 # Without a measured reason to go higher, a CPU batch stops at 32 (one decode step of SmolLM2 on
 # 2 cores: 56 ms alone, 129 ms at 32) and a GPU batch at 256; memory may lower both.
@@ -58,6 +62,10 @@ def enabled() -> bool:
     from models import zerogpu
 
     return os.environ.get("LMLAB_BATCHING", "1") != "0" and not zerogpu.available()
+
+
+class Closed(RuntimeError):
+    """The scheduler has ended (idle too long, or closed); ask ``for_model`` for a fresh one."""
 
 
 @dataclass
@@ -176,12 +184,18 @@ class Scheduler:
     # -- what other threads call -------------------------------------------------------------
 
     def submit(self, request: Request) -> Request:
-        """Queue a request; its tokens arrive on ``request.out``. Never blocks, never drops."""
+        """Queue a request; its tokens arrive on ``request.out``. Never blocks, never drops.
+
+        Raises ValueError if prompt + max new tokens exceed the context, ``Closed`` if this scheduler
+        has ended (``submit`` at module level retries on a fresh one).
+        """
         if request.need > self.context:
             raise ValueError(f"{request.need} positions do not fit the model's context of {self.context}")
         request.rng = torch.Generator(device="cpu").manual_seed(request.seed)
         request.history = torch.tensor(request.prompt_ids, dtype=torch.long)
         with self.cond:
+            if self._closed:
+                raise Closed()
             self.waiting.append(request)
             request.queue_position = len(self.waiting)
             self.cond.notify()
@@ -191,6 +205,8 @@ class Scheduler:
         """Run ``fn()`` on the scheduler's thread between two steps and return its result (or raise)."""
         future: Future = Future()
         with self.cond:
+            if self._closed:
+                raise Closed()
             self.jobs.append((fn, future))
             self.cond.notify()
         return future.result()
@@ -203,19 +219,30 @@ class Scheduler:
             return {"decoding": len(active), "prefilling": reading, "waiting": len(self.waiting)}
 
     def close(self) -> None:
+        """Stop the thread; requests still queued or running finish as "stopped"."""
         with self.cond:
             self._closed = True
             self.cond.notify()
         self._thread.join(timeout=10)
+        with _guard:
+            if _schedulers.get(id(self.model)) is self:
+                del _schedulers[id(self.model)]
 
     # -- the loop -----------------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return not (self.jobs or self.waiting or self.prefilling or self.active)
 
     def _loop(self) -> None:
         while True:
             with self.cond:
-                while not (self._closed or self.jobs or self.waiting or self.prefilling or self.active):
+                if self._idle() and not self._closed:
                     self.slots.release()  # an idle model gives its key/value memory back
-                    self.cond.wait()
+                    self.cond.wait(timeout=IDLE_EXIT_S)
+                    if self._idle() and not self._closed:
+                        self._retire()
+                        return
+                    continue
                 if self._closed:
                     for r in [*self.waiting, *self.active, *(r for g in self.prefilling for r in g.requests)]:
                         self._finish(r, "stopped")
@@ -232,11 +259,19 @@ class Scheduler:
                 with torch.inference_mode():
                     self._drop_stopped()
                     self._admit()
-                    self._prefill_one_chunk()
+                    self._prefill()
                     self._decode_step()
             except Exception as exc:  # a failed forward fails the requests in it, never the thread
                 log.exception("scheduler step failed")
                 self._fail_all(exc)
+
+    def _retire(self) -> None:
+        """Called with ``cond`` held: stop accepting work and forget the model (see IDLE_EXIT_S)."""
+        self._closed = True
+        with _guard:
+            if _schedulers.get(id(self.model)) is self:
+                del _schedulers[id(self.model)]
+        self.model = None
 
     def _admit(self) -> None:
         with self.cond:
@@ -289,15 +324,25 @@ class Scheduler:
                 self.active.pop()
             else:
                 i += 1
+        if self.active and self.slots.capacity > SHRINK_ABOVE:
+            # A long request has left: give its positions back instead of holding them until idle.
+            longest = -(-max(r.need for r in self.active) // 128) * 128
+            if 2 * longest <= self.slots.capacity:
+                self.slots.shrink(longest)
 
     # -- forward passes -----------------------------------------------------------------------
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(hidden).float()
 
-    def _prefill_one_chunk(self) -> None:
-        if not self.prefilling:
-            return
+    def _prefill(self) -> None:
+        """Up to ``PREFILL_CHUNK`` prompt positions this step, shortest group first: many short prompts
+        that arrived a few milliseconds apart all start now; a long one takes a chunk per step."""
+        spent = 0
+        while self.prefilling and spent < PREFILL_CHUNK:
+            spent += self._prefill_one_chunk()
+
+    def _prefill_one_chunk(self) -> int:
         group = min(self.prefilling, key=lambda g: g.remaining)
         start = group.done_positions
         stop = min(group.length, start + PREFILL_CHUNK)
@@ -324,6 +369,7 @@ class Scheduler:
             self._emit([reqs[i] for i in finishing], logits, group=group, lanes=finishing)
         if group.remaining <= 0:
             self.prefilling.remove(group)
+        return q
 
     def _decode_step(self) -> None:
         rows = [r for r in self.active if not r.done]
@@ -385,11 +431,14 @@ class Scheduler:
         layer0 = group.cache.layers[0]
         rows, capacity = len(self.active) + 1, max([x.need for x in self.active] + [r.need])
         if rows > self.slots.slots or capacity > self.slots.capacity:
-            # Grow geometrically (rows) and in 128-position steps, within the memory limit, so that
+            # Grow by doubling (rows) and in 128-position steps, within the memory limit, so that
             # thirty requests arriving one by one cost a few reallocations, not thirty.
             capacity = min(self.context, -(-capacity // 128) * 128)
             room = max(rows, self.limits.max_tokens // capacity)
-            rows = min(max(rows, 2 * self.slots.slots, 8), self.limits.max_batch, room) if rows > self.slots.slots else self.slots.slots
+            if rows > self.slots.slots:
+                rows = max(rows, min(2 * self.slots.slots, self.limits.max_batch, room))
+            else:
+                rows = self.slots.slots
             self.slots.ensure(max(rows, len(self.active) + 1), capacity, [layer0.keys, layer0.values])
         self.slots.load(len(self.active), group.cache, lane, len(r.prompt_ids))
         self.active.append(r)
@@ -411,11 +460,29 @@ _schedulers: dict[int, Scheduler] = {}
 _guard = threading.Lock()
 
 
+def submit(model, device: torch.device, request: Request) -> Request:
+    """Queue ``request`` on the scheduler of ``model`` (see ``Scheduler.submit``)."""
+    while True:
+        try:
+            return for_model(model, device).submit(request)
+        except Closed:  # it retired between the lookup and the submit
+            continue
+
+
+def call(model, device: torch.device, fn: Callable[[], object]) -> object:
+    """Run ``fn`` on the thread that owns ``model``, between two decode steps."""
+    while True:
+        try:
+            return for_model(model, device).call(fn)
+        except Closed:
+            continue
+
+
 def for_model(model, device: torch.device) -> Scheduler:
     """The scheduler that owns ``model`` (one per loaded model object; created on first use)."""
     with _guard:
         s = _schedulers.get(id(model))
-        if s is None or s.model is not model:
+        if s is None or s.model is not model or s._closed:
             s = _schedulers[id(model)] = Scheduler(model, device)
             log.info("batching %s on %s: %s", type(model).__name__, device, s.limits.describe())
         return s

@@ -85,6 +85,14 @@ class SlotCache:
         self.slots, self.capacity = slots, capacity
         self.row_index = torch.arange(slots, device=self.device)
 
+    def shrink(self, capacity: int) -> None:
+        """Reallocate to ``capacity`` positions per row (after a long sequence left), keeping the rows."""
+        if capacity >= self.capacity or not self.keys:
+            return
+        self.keys = [k[:, :, :capacity].clone() for k in self.keys]
+        self.values = [v[:, :, :capacity].clone() for v in self.values]
+        self.capacity = capacity
+
     def release(self) -> None:
         """Free the buffers (no live rows): memory goes back when the class goes quiet."""
         self.keys, self.values = [], []

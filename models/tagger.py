@@ -336,7 +336,7 @@ def tag(key: str, text: str, aggregation: str = "simple", threshold: float = 0.0
     _check(aggregation, threshold)
     model = load(key)
     if len(text) <= GATHER_MAX_CHARS and _gathering():
-        out = _gatherer(key, model, aggregation, threshold)(text)
+        out = _gatherer((aggregation, threshold))((model, text))
     else:  # long documents keep their own progress bar
         out = model.tag_many([text], aggregation, threshold, progress)[0]
     out.backend, out.labels = model.backend, tuple(model.labels)
@@ -356,12 +356,28 @@ def _gathering() -> bool:
     return scheduler.enabled()
 
 
-def _gatherer(key: str, model: Tagger, aggregation: str, threshold: float) -> Gatherer:
-    cache_key = (key, id(model.loaded if hasattr(model, "loaded") else model.nlp), aggregation, threshold)
-    gather = _gatherers.get(cache_key)
+def _tag_gathered(items: list[tuple[Tagger, str]], aggregation: str, threshold: float) -> list[Tagged]:
+    """``tag_many`` once per model over the gathered (tagger, text) items, results in the items' order."""
+    results: list[Tagged | None] = [None] * len(items)
+    by_model: dict[int, list[int]] = {}
+    for i, (model, _) in enumerate(items):
+        # ``load`` wraps the cached model in a new Tagger on every call: group by what it wraps.
+        by_model.setdefault(id(getattr(model, "loaded", None) or model.nlp), []).append(i)
+    for indices in by_model.values():
+        model = items[indices[0]][0]
+        for i, tagged in zip(indices, model.tag_many([items[i][1] for i in indices], aggregation, threshold),
+                             strict=True):
+            results[i] = tagged
+    return results
+
+
+def _gatherer(settings_key: tuple[str, float]) -> Gatherer:
+    """One gatherer per (aggregation, threshold); items carry their tagger, so none is kept alive here."""
+    gather = _gatherers.get(settings_key)
     if gather is None:
-        gather = _gatherers.setdefault(cache_key, Gatherer(
-            lambda texts: model.tag_many(list(texts), aggregation, threshold), window_s=GATHER_WINDOW_S))
+        aggregation, threshold = settings_key
+        gather = _gatherers.setdefault(settings_key, Gatherer(
+            lambda items: _tag_gathered(list(items), aggregation, threshold), window_s=GATHER_WINDOW_S))
     return gather
 
 

@@ -264,3 +264,89 @@ def test_gatherer_batches_concurrent_calls_and_isolates_failures():
     assert results[1] == 10 and results[2] == 20 and results[4] == 40
     assert isinstance(results[-3], ValueError)
     assert sorted(calls[0]) == [-3, 1, 2, 4]  # all four arrived within the window: one call
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(tiny_gpt2, monkeypatch):
+    """While a long prompt is read chunk by chunk, a running stream keeps getting tokens."""
+    monkeypatch.setattr(scheduler, "PREFILL_CHUNK", 8)
+    sched = scheduler.Scheduler(tiny_gpt2.model, torch.device("cpu"))
+    try:
+        short = _request(tiny_gpt2, "Go", temperature=0, max_new_tokens=60)
+        sched.submit(short)
+        assert short.out.get(timeout=30) is not None  # decoding has started
+        long = _request(tiny_gpt2, "many words " * 40, temperature=0, max_new_tokens=2)  # ~80 tokens: 10 chunks
+        steps_before = sched.steps
+        sched.submit(long)
+        first_long = long.out.get(timeout=60)
+        steps_during = sched.steps - steps_before
+        assert first_long is not None and steps_during >= 8, steps_during
+        alone = _run_together(sched, [_request(tiny_gpt2, "many words " * 40, temperature=0, max_new_tokens=2)])[0]
+        assert [first_long[0], *_drain(long)] == alone
+        _drain(short)
+    finally:
+        sched.close()
+
+
+def test_an_idle_scheduler_retires_and_a_new_one_serves(tiny_gpt2, monkeypatch):
+    monkeypatch.setattr(scheduler, "IDLE_EXIT_S", 0.05)
+    first = scheduler.for_model(tiny_gpt2.model, tiny_gpt2.device.device)
+    ev = generator.generate_text(tiny_gpt2, "Hello", SamplingSettings(temperature=0, max_new_tokens=3))
+    deadline = time.monotonic() + 5
+    while not first._closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first._closed and first.model is None  # it let go of the model
+    again = generator.generate_text(tiny_gpt2, "Hello", SamplingSettings(temperature=0, max_new_tokens=3))
+    assert [t.token_id for t in again.tokens] == [t.token_id for t in ev.tokens]
+    assert scheduler.for_model(tiny_gpt2.model, tiny_gpt2.device.device) is not first
+
+
+def test_the_cache_shrinks_after_a_long_request_leaves(tiny_gpt2, monkeypatch):
+    monkeypatch.setattr(scheduler, "SHRINK_ABOVE", 64)
+    sched = scheduler.Scheduler(tiny_gpt2.model, torch.device("cpu"))
+    try:
+        short = _request(tiny_gpt2, "Go", temperature=0, max_new_tokens=100)
+        long = _request(tiny_gpt2, "many words " * 40, temperature=0, max_new_tokens=1)
+        sched.submit(short)
+        sched.submit(long)
+        _drain(long)
+        assert short.out.get(timeout=30) is not None
+        deadline = time.monotonic() + 10
+        while sched.slots.capacity > 128 and not short.done and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert sched.slots.capacity <= 128 or short.done
+        _drain(short)
+        assert short.finish_reason == "length"
+    finally:
+        sched.close()
+
+
+def test_ner_requests_that_arrive_together_share_one_call(monkeypatch):
+    from models import tagger
+
+    calls = []
+    real = tagger.SpacyTagger.tag_many
+
+    def counting(self, texts, *a, **kw):
+        calls.append(len(texts))
+        return real(self, texts, *a, **kw)
+
+    monkeypatch.setattr(tagger.SpacyTagger, "tag_many", counting)
+    monkeypatch.setattr(tagger, "GATHER_WINDOW_S", 0.2)
+    tagger._gatherers.clear()
+    texts = ["Ada Lovelace lived in London.", "Angela Merkel visited Paris.", "IBM hired Grace Hopper.",
+             "Tokyo is in Japan."]
+    alone = [tagger.tag(tagger.SPACY_KEY, t, "first", 0.0).entities for t in texts]
+    calls.clear()
+    results: list = [None] * len(texts)
+
+    def call(i):
+        results[i] = tagger.tag(tagger.SPACY_KEY, texts[i], "first", 0.0).entities
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == alone
+    assert calls == [4]
+    tagger._gatherers.clear()
