@@ -147,7 +147,8 @@ def test_one_failing_request_fails_alone(tiny_gpt2, tiny_sched):
 
 
 def test_generation_respects_the_context_length(gpt2_tokenizer):
-    """A GPT-2 with 64 positions asked for 100 tokens: capped with a note, in both paths."""
+    """A GPT-2 with 64 positions asked for 100 tokens: capped with a note, in both paths; a prompt of
+    200,000 characters keeps its end, and both paths continue it the same way."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from models.device import pick
@@ -158,6 +159,7 @@ def test_generation_respects_the_context_length(gpt2_tokenizer):
                                        vocab_size=len(gpt2_tokenizer))).eval()
     loaded = Loaded(ModelSpec("gpt2-64", "GPT-2 with 64 positions", "causal-lm", "local", ""), model,
                     gpt2_tokenizer, pick("cpu"), model_nbytes(model))
+    results = {}
     for batched in (True, False):
         last = list(generator.stream(loaded, "Hello", SamplingSettings(temperature=0, max_new_tokens=100),
                                      batched=batched))[-1]
@@ -167,6 +169,11 @@ def test_generation_respects_the_context_length(gpt2_tokenizer):
         last = list(generator.stream(loaded, long_prompt, SamplingSettings(temperature=0, max_new_tokens=100),
                                      batched=batched))[-1]
         assert last.prompt_tokens + len(last.tokens) <= 64 and "only the last" in last.notice
+        huge = "".join(chr(0x41 + i % 26) + ("" if i % 7 else " ") for i in range(200_000))  # 200,000 characters
+        events = list(generator.stream(loaded, huge, SamplingSettings(temperature=0, max_new_tokens=8), batched=batched))
+        assert events[-1].done and len(events[-1].tokens) == 8 and events[-1].prompt_tokens == 56
+        results[batched] = [t.token_id for t in events[-1].tokens]
+    assert results[True] == results[False]
 
 
 def test_limits_come_from_the_key_value_size(tiny_gpt2, monkeypatch):
