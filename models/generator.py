@@ -108,6 +108,23 @@ class _Recorder(LogitsProcessor):
         return scores
 
 
+class _Sampler(LogitsProcessor):
+    """Picks the next token with ``models.sampling`` (the scheduler's code) and its own seeded generator.
+
+    Placed after ``_Recorder`` in a greedy ``generate()``: the chosen token keeps its score and every
+    other token gets -inf, so greedy search takes exactly the token this request's sampler drew.
+    """
+
+    def __init__(self, p: sampling.Processors, seed: int) -> None:
+        self.p, self.rng = p, torch.Generator(device="cpu").manual_seed(seed)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        token = sampling.choose(scores[0].float().cpu(), input_ids[0].cpu(), self.p, self.rng)
+        out = torch.full_like(scores, -float("inf"))
+        out[0, token] = 0.0
+        return out
+
+
 class _Cancel(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
@@ -227,23 +244,27 @@ def processors(s: SamplingSettings) -> sampling.Processors:
 
 def _unbatched(loaded: Loaded, input_ids: torch.Tensor, s: SamplingSettings, max_new: int,
                cancel: threading.Event) -> tuple[queue.Queue, list[BaseException], threading.Thread]:
-    """The reference path: ``model.generate`` alone in a worker thread, one request per model at a time."""
+    """The reference path: ``model.generate`` alone in a worker thread, one request per model at a time.
+
+    Tokens are drawn by the same sampler as the scheduler's, so both paths give the same text for a seed."""
     recorder, out = _Recorder(), queue.Queue()
     streamer = _Streamer(recorder, out)
     errors: list[BaseException] = []
     lock = _model_lock(loaded)
 
+    tok = loaded.tokenizer
+
     def work() -> None:
         try:
             with lock, torch.inference_mode():
-                torch.manual_seed(s.seed)
                 loaded.model.generate(
                     input_ids,
                     attention_mask=torch.ones_like(input_ids),
-                    logits_processor=LogitsProcessorList([recorder]),
+                    logits_processor=LogitsProcessorList([recorder, _Sampler(processors(s), s.seed)]),
                     stopping_criteria=StoppingCriteriaList([_Cancel(cancel)]),
                     streamer=streamer,
-                    **dict(generate_kwargs(s, loaded), max_new_tokens=max_new),
+                    max_new_tokens=max_new, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                    do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
                 )
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)

@@ -404,6 +404,7 @@ class Scheduler:
     def _emit(self, reqs: list[Request], logits: torch.Tensor, group: _Group | None = None,
               lanes: list[int] | None = None) -> None:
         """Pick each request's next token from its own row of ``logits`` (n, vocab) and stream it."""
+        logits = logits.float().cpu()  # sampling runs on the CPU with each request's own generator
         logprobs = torch.log_softmax(logits, -1)
         top = torch.topk(logprobs, TOP_ALTERNATIVES, dim=-1)
         top_p, top_i = top.values.exp().tolist(), top.indices.tolist()
