@@ -56,11 +56,11 @@ def candidates(scores: torch.Tensor, p: Processors) -> tuple[torch.Tensor, torch
     if p.greedy:
         best = torch.argmax(scores).reshape(1)
         return best, torch.ones(1)
-    scores = scores / p.temperature
     if p.top_k and p.top_k < scores.numel():
-        values, ids = torch.topk(scores, p.top_k)
+        values, ids = torch.topk(scores, p.top_k)  # dividing by a positive temperature keeps the order
+        values = values / p.temperature
     else:
-        values, ids = scores, torch.arange(scores.numel())
+        values, ids = scores / p.temperature, torch.arange(scores.numel())
     if p.top_p < 1.0:
         values, order = torch.sort(values)  # ascending, as transformers' TopPLogitsWarper
         ids = ids[order]

@@ -405,9 +405,12 @@ class Scheduler:
               lanes: list[int] | None = None) -> None:
         """Pick each request's next token from its own row of ``logits`` (n, vocab) and stream it."""
         logits = logits.float().cpu()  # sampling runs on the CPU with each request's own generator
-        logprobs = torch.log_softmax(logits, -1)
-        top = torch.topk(logprobs, TOP_ALTERNATIVES, dim=-1)
-        top_p, top_i = top.values.exp().tolist(), top.indices.tolist()
+        # log p = logit - logsumexp: the top alternatives and the chosen token's log-prob without
+        # materialising a (rows, vocab) log-softmax.
+        lse = torch.logsumexp(logits, -1, keepdim=True)
+        top = torch.topk(logits, TOP_ALTERNATIVES, dim=-1)
+        top_p, top_i = (top.values - lse).exp().tolist(), top.indices.tolist()
+        lse = lse[:, 0].tolist()
         for i, r in enumerate(reqs):
             try:
                 token = sampling.choose(logits[i], r.history, r.processors, r.rng)
@@ -417,7 +420,7 @@ class Scheduler:
                 continue
             r.generated.append(token)
             r.history = torch.cat([r.history, torch.tensor([token])])
-            r.out.put((token, float(logprobs[i, token]), top_p[i], top_i[i]))
+            r.out.put((token, float(logits[i, token]) - lse[i], top_p[i], top_i[i]))
             if r.eos_token_id is not None and token == r.eos_token_id:
                 self._finish(r, "eos")
             elif len(r.generated) >= r.max_new_tokens:

@@ -56,12 +56,14 @@ def test_alone_equals_inside_a_mixed_batch_tiny(tiny_gpt2, tiny_sched):
 
 
 def test_batched_equals_generate_tiny(tiny_gpt2):
-    """The scheduler draws what transformers' generate() draws after torch.manual_seed(seed)."""
+    """The scheduler gives the tokens, log-probs and alternatives of the unbatched generate() path."""
     for prompt, kw in MIXED:
-        batched = [t.token_id for t in generator.generate_text(tiny_gpt2, prompt, SamplingSettings(**kw)).tokens]
-        reference = [t.token_id for t in list(generator.stream(tiny_gpt2, prompt, SamplingSettings(**kw),
-                                                               batched=False))[-1].tokens]
-        assert batched == reference, (prompt, kw)
+        batched = generator.generate_text(tiny_gpt2, prompt, SamplingSettings(**kw)).tokens
+        reference = list(generator.stream(tiny_gpt2, prompt, SamplingSettings(**kw), batched=False))[-1].tokens
+        assert [t.token_id for t in batched] == [t.token_id for t in reference], (prompt, kw)
+        for a, b in zip(batched, reference, strict=True):  # log-probs and top-5 under the raw model agree too
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+            assert [x for x, _ in a.alternatives] == [x for x, _ in b.alternatives]
 
 
 @pytest.mark.slow
