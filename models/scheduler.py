@@ -16,10 +16,11 @@ its generator is seeded from its own seed, and the forward pass computes each ro
 (tests compare outputs alone and inside mixed batches).
 
 Why not transformers' own continuous batching (``generate_batch`` / ``init_continuous_batching``,
-5.24): it has no per-request random generator (a seed gives different text depending on the
-neighbours), no per-token log-probs with top alternatives, and on this 2-core CPU it reached 3.3x one
-request's throughput at 16 requests where a plain batched forward reaches 9.4x. The loop below is the
-plain batched forward with a preallocated cache.
+5.24): one seed for the whole manager (``torch.manual_seed`` once), so a request's sampled text depends
+on its neighbours; per-request processors cover temperature, top-k and top-p but not the repetition
+penalty; it returns the chosen token's log-prob but not the top alternatives the token view shows; and
+on this 2-core CPU it reached 3.3x one request's throughput at 16 requests where a plain batched
+forward reaches 9.4x. The loop below is that plain batched forward with a preallocated cache.
 """
 
 from __future__ import annotations
