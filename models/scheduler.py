@@ -293,7 +293,8 @@ class Scheduler:
             for i, r in enumerate(self.waiting):
                 r.queue_position = i + 1
         if admitted:
-            capacity = -(-max(len(r.prompt_ids) for r in admitted) // PREFILL_CHUNK) * PREFILL_CHUNK
+            # Chunks never write past the longest prompt, so that is all the staging cache holds.
+            capacity = max(len(r.prompt_ids) for r in admitted)
             self.prefilling.append(_Group(admitted, kv_cache.preallocated(self.model.config, capacity)))
 
     def _drop_stopped(self) -> None:
