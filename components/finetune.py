@@ -44,7 +44,7 @@ def base_choices(task: str) -> list[tuple[str, str]]:
 
 
 def dataset_choices(task: str) -> list[tuple[str, str]]:
-    return [(label, key) for key, label in datalib.datasets_for(task).items()]
+    return datalib.choices(task)
 
 
 def _values(task, base, dataset, upload, scratch_size, *numbers) -> dict:
@@ -55,7 +55,7 @@ def _values(task, base, dataset, upload, scratch_size, *numbers) -> dict:
 
 def on_task(task):
     """Switching task loads that task's recipe into the form."""
-    cfg = runconfig.recipe(task)
+    cfg = view.recipe(task)
     bases, sets = base_choices(task), dataset_choices(task)
     return [gr.Dropdown(choices=bases, value=cfg.base), gr.Dropdown(choices=sets, value=cfg.dataset),
             gr.Dropdown(visible=task == runconfig.CAUSAL_LM)] + [getattr(cfg, name) for name in FORM_FIELDS + FLAGS]
@@ -140,7 +140,7 @@ def compare(run_ids):
 def api_train_start(config: dict) -> str:
     """Start a run from a dict of RunConfig fields (task, base, dataset, learning_rate, ...); returns its id."""
     try:
-        return view.start(runconfig.recipe(config.get("task", runconfig.CAUSAL_LM)).__dict__ | dict(config))
+        return view.start(view.recipe(config.get("task", runconfig.CAUSAL_LM)).__dict__ | dict(config))
     except Exception as exc:
         raise gr.Error(str(exc)) from exc
 
@@ -170,7 +170,7 @@ def api_runs() -> list[dict]:
 
 
 def build() -> None:
-    cfg = runconfig.recipe(runconfig.CAUSAL_LM)
+    cfg = view.recipe(runconfig.CAUSAL_LM)
     meta = runconfig.RunConfig.__dataclass_fields__
     watched = gr.State("")
     seen = gr.State("")

@@ -197,10 +197,11 @@ def build() -> None:
                                    label="Entities found", interactive=False, wrap=True)
 
     with gr.Accordion("Evaluate on CoNLL-2003", open=False):
+        splits, missing = ner_eval.available_splits(), ner_eval.missing_note()
         with gr.Row():
-            dataset = gr.Radio([("CoNLL-2003 test", "test"), ("CoNLL-2003 valid", "valid"),
-                                ("uploaded CoNLL file", "upload")], value="test", label="Data",
-                               info="the hub's eriktks/conll2003 when reachable, else the local data folder")
+            dataset = gr.Radio([(f"CoNLL-2003 {split}", split) for split in splits] + [("uploaded CoNLL file", "upload")],
+                               value=splits[0] if splits else "upload", label="Data", elem_id="ner-eval-data",
+                               info=missing or "the hub's eriktks/conll2003 when reachable, else the local data folder")
             eval_file = gr.File(label="CoNLL file (token … tag per line)", type="filepath",
                                 file_types=[".txt", ".conll", ".iob", ".bio", ".tsv"])
             limit = gr.Number(value=0, precision=0, minimum=0, label="Sentences (0 = all)")

@@ -37,6 +37,26 @@ class Report:
         return self.sentences / self.seconds if self.seconds else 0.0
 
 
+def available_splits() -> list[str]:
+    """The CoNLL-2003 splits that load here: all of them with the hub, else those in the data folder."""
+    if registry.hub_reachable():
+        return list(SPLITS)
+    folder = settings.data_dir()
+    return [s for s, (_, name) in SPLITS.items() if folder is not None and (folder / "conll2003" / name).is_file()]
+
+
+def missing_note() -> str:
+    """What the Evaluate form says when CoNLL-2003 (or a split of it) is not here; "" when all is."""
+    missing = [s for s in SPLITS if s not in available_splits()]
+    if not missing:
+        return ""
+    folder = settings.data_dir()
+    where = (f"the data folder {folder} has no conll2003/{SPLITS[missing[0]][1]}" if folder else
+             "no data folder is set (start the app with --data-dir or set LMLAB_DATA_DIR)")
+    return (f"CoNLL-2003 {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not available here: the hub "
+            f"is not reachable and {where}. Upload a CoNLL file instead")
+
+
 def load_conll2003(split: str) -> tuple[list[conll.Sentence], str]:
     """The CoNLL-2003 split from the hub when reachable, else from the local data folder."""
     if split not in SPLITS:
@@ -72,6 +92,7 @@ def predict(tagger_: tagger.Tagger, sentences: list[conll.Sentence],
 def evaluate(key: str, dataset: str = "test", upload: str | Path | None = None, limit: int = 0,
              progress: tagger.Progress | None = None, max_mistakes: int = 6) -> Report:
     """seqeval precision/recall/F1 per type, micro and macro, of model ``key`` on a CoNLL set."""
+    spec = registry.get(key, registry.TOKEN_CLASSIFICATION)  # an unknown or refused model fails before any data
     if dataset == "upload":
         if not upload:
             raise InputError("choose a CoNLL file to upload, or pick CoNLL-2003 test or valid")
@@ -96,6 +117,5 @@ def evaluate(key: str, dataset: str = "test", upload: str | Path | None = None, 
     gold = [s.tags for s in sentences]
     mistakes = [Mistake(i, s.tokens, g, p) for i, (s, g, p) in enumerate(zip(sentences, gold, predicted, strict=True))
                 if g != p][:max_mistakes]
-    spec = registry.get(key, registry.TOKEN_CLASSIFICATION)
     return Report(spec.label, source, len(sentences), sum(len(s.tokens) for s in sentences),
                   conll.score(gold, predicted), seconds, mistakes, sorted(gold_types - known))

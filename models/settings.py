@@ -20,13 +20,12 @@ def home() -> Path:
 
 
 def data_dir() -> Path | None:
-    """A local datasets folder laid out like ``conll2003/``, ``wikitext-2/``, or None."""
+    """The local datasets folder (``conll2003/``, ``wikitext-2/``) named by ``--data-dir`` / ``LMLAB_DATA_DIR``.
+
+    None when neither names one: the app never guesses a folder from where its code happens to lie.
+    """
     value = os.environ.get("LMLAB_DATA_DIR")
-    if value:
-        return Path(value).expanduser()
-    # A checkout with the reference data beside it (as in development) finds it alone.
-    sibling = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return sibling if sibling.is_dir() else None
+    return Path(value).expanduser() if value else None
 
 
 def offline() -> bool:

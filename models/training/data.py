@@ -13,7 +13,7 @@ from pathlib import Path
 
 from models import assets, conll, policy, registry, settings
 from models.errors import InputError
-from models.training.config import CAUSAL_LM
+from models.training.config import CAUSAL_LM, TOKEN_CLASSIFICATION
 
 TEXT_DATASETS = {
     "wikitext-2": "WikiText-2 (Wikipedia articles)",
@@ -25,6 +25,10 @@ NER_DATASETS = {
     "twitter-ner": "Twitter NER sample (10 types; embedded, offline)",
     "upload": "your own CoNLL file (token ... tag per line)",
 }
+# The data sets that come from the hub or a local copy (never from the embedded assets): the files a copy needs.
+LOCAL_FILES = {"wikitext-2": ("valid.txt", "test.txt"), "conll2003": ("train.txt", "valid.txt", "test.txt")}
+# Per task: the preferred data set, and the embedded one that always loads (offline, no data folder).
+DEFAULTS = {CAUSAL_LM: ("wikitext-2", "canterbury"), TOKEN_CLASSIFICATION: ("conll2003", "twitter-ner")}
 MAX_UPLOAD_BYTES = 200 * 2**20
 Sentence = tuple[list[str], list[str]]  # (words, IOB tags)
 
@@ -58,6 +62,28 @@ def datasets_for(task: str) -> dict[str, str]:
     return TEXT_DATASETS if task == CAUSAL_LM else NER_DATASETS
 
 
+def unavailable(dataset: str) -> str:
+    """Why ``dataset`` cannot load here, in words, or "" when it can (embedded, upload, hub or local copy)."""
+    files = LOCAL_FILES.get(dataset)
+    if files is None or registry.hub_reachable() or _local_copy(dataset):
+        return ""
+    return _missing(dataset)
+
+
+def default_dataset(task: str) -> str:
+    """The task's preferred data set when it can load here, else the embedded one (which always can)."""
+    preferred, embedded = DEFAULTS[TOKEN_CLASSIFICATION if task == TOKEN_CLASSIFICATION else CAUSAL_LM]
+    return embedded if unavailable(preferred) else preferred
+
+
+def choices(task: str) -> list[tuple[str, str]]:
+    """(label, key) pairs for the form; a data set that cannot load here says so in its label."""
+    out = []
+    for key, label in datasets_for(task).items():
+        out.append((f"{label} — not available here: needs the hub or --data-dir" if unavailable(key) else label, key))
+    return out
+
+
 def load(task: str, dataset: str, upload: str = "") -> TextData | NerData:
     if dataset not in datasets_for(task):
         raise InputError(f"dataset {dataset!r} does not fit the task {task}: use one of "
@@ -78,7 +104,7 @@ def _load_text(dataset: str, upload: str) -> TextData:
             ds = load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1")
             return TextData(_lines(ds["train"]["text"]), _lines(ds["validation"]["text"]), _lines(ds["test"]["text"]),
                             "hub Salesforce/wikitext (wikitext-2-raw-v1): train / validation / test")
-        folder = _local("wikitext-2", ("valid.txt", "test.txt"))
+        folder = _local("wikitext-2")
         valid = _lines((folder / "valid.txt").read_text(encoding="utf-8").splitlines())
         test = _lines((folder / "test.txt").read_text(encoding="utf-8").splitlines())
         return TextData(valid, test, test, "the local WikiText-2 copy has no train split: training on the validation "
@@ -136,7 +162,7 @@ def _load_ner(dataset: str, upload: str) -> NerData:
                 return [(row["tokens"], [names[t] for t in row["ner_tags"]]) for row in ds[name] if row["tokens"]]
 
             return _ner(split("train"), split("validation"), split("test"), "hub eriktks/conll2003")
-        folder = _local("conll2003", ("train.txt", "valid.txt", "test.txt"))
+        folder = _local("conll2003")
         parts = [read_conll(folder / f"{name}.txt") for name in ("train", "valid", "test")]
         return _ner(*parts, "local CoNLL-2003 copy: train / valid / test")
     if dataset == "twitter-ner":
@@ -157,12 +183,22 @@ def _ner(train, eval_, test, note) -> NerData:
     return NerData(train, eval_, test, labels, note)
 
 
-def _local(name: str, files: tuple[str, ...]) -> Path:
+def _local_copy(name: str) -> Path | None:
+    """The data folder's copy of ``name`` when it has every file the loader reads."""
     root = settings.data_dir()
     folder = root / name if root else None
-    if folder is None or not all((folder / f).is_file() for f in files):
-        raise InputError(f"{name} needs the Hugging Face hub (not reachable) or a local copy: start the app with "
-                         f"--data-dir pointing at a folder with {name}/{files[0]}")
+    return folder if folder is not None and all((folder / f).is_file() for f in LOCAL_FILES[name]) else None
+
+
+def _missing(name: str) -> str:
+    return (f"{name} needs the Hugging Face hub (not reachable) or a local copy: start the app with --data-dir "
+            f"(or set LMLAB_DATA_DIR) pointing at a folder with {name}/{LOCAL_FILES[name][0]}")
+
+
+def _local(name: str) -> Path:
+    folder = _local_copy(name)
+    if folder is None:
+        raise InputError(_missing(name))
     return folder
 
 

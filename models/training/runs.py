@@ -229,13 +229,21 @@ def new_run_dir(config: RunConfig, run_id: str | None = None) -> Path:
     return folder
 
 
-def start(config: RunConfig) -> str:
-    """Validate, create the run folder and launch ``python -m models.training --run-dir ...`` in the background."""
+def check(config: RunConfig) -> RunConfig:
+    """Ranges, then the public-hosting limits (bounded runs, one at a time; no-op on your own machine).
+
+    Reads no data and loads no model, so it runs first. Raises InputError naming the setting.
+    """
     from models import policy
 
     config.validate()
-    # Public hosting: bounded runs, one at a time (no-op on your own machine).
     policy.check_training(config, active_runs=sum(st.get("state") in ACTIVE for st in list_runs()))
+    return config
+
+
+def start(config: RunConfig) -> str:
+    """Check, create the run folder and launch ``python -m models.training --run-dir ...`` in the background."""
+    check(config)
     folder = new_run_dir(config)
     log = open(folder / "log.txt", "ab")
     try:

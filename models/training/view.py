@@ -16,6 +16,7 @@ from models.errors import InputError
 from models.training import data as datalib
 from models.training import runs
 from models.training.config import CAUSAL_LM, RunConfig
+from models.training.config import recipe as config_recipe
 
 
 def form_config(values: dict) -> RunConfig:
@@ -48,6 +49,13 @@ def form_config(values: dict) -> RunConfig:
     return RunConfig.from_dict(cfg).validate()
 
 
+def recipe(task: str) -> RunConfig:
+    """The form's starting values for ``task``, on a data set that loads here (the embedded one offline)."""
+    cfg = config_recipe(task)
+    cfg.dataset = datalib.default_dataset(cfg.task)
+    return cfg
+
+
 @lru_cache(maxsize=8)
 def _loaded(task: str, dataset: str, upload: str, mtime: float):
     return datalib.load(task, dataset, upload)
@@ -60,7 +68,9 @@ def dataset_info(task: str, dataset: str, upload: str = "") -> tuple[str, list[l
 
 
 def start(values: dict) -> str:
+    """Check the settings, then the data, then launch: each error is about the first thing that is wrong."""
     cfg = form_config(values)
+    runs.check(cfg)  # ranges and public-mode limits (file names included) before any data is read
     dataset_info(cfg.task, cfg.dataset, cfg.upload)  # a bad upload fails here, before a process starts
     return runs.start(cfg)
 
