@@ -1,4 +1,10 @@
-"""Shared fixtures: offline hub, an isolated data folder, tiny and real models, the app, a browser."""
+"""Shared fixtures: offline hub, an isolated data folder, tiny and real models, the app, a browser.
+
+Tests use the small data sets under tests/data. Those whose point is the real data sets (CoNLL-2003,
+WikiText-2) read the folder named by LMLAB_DATA_DIR and skip, saying what is missing, when it is not
+there; LMLAB_REQUIRE_DATA=1 (set by CI) turns that skip into a failure. Browser tests skip when no
+Chromium is installed, and fail instead under LMLAB_REQUIRE_BROWSER=1.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +20,44 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["LMLAB_OFFLINE"] = "1"
 _real_home = Path(os.environ.get("LMLAB_HOME") or Path.home() / ".cache" / "lmlab").expanduser()
 os.environ.setdefault("LMLAB_ASSETS_DIR", str(_real_home / "assets"))
-SHARED_DATA = ROOT.parent / "shared" / "data"
-if SHARED_DATA.is_dir():
-    os.environ.setdefault("LMLAB_DATA_DIR", str(SHARED_DATA))
+SAMPLE_DATA = ROOT / "tests" / "data"
+
+
+def missing(reason: str, require: str) -> None:
+    """Skip the test because something outside the repository is missing; fail instead when ``require``=1."""
+    if os.environ.get(require) == "1":
+        pytest.fail(f"{reason} ({require}=1: this must run here)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def sample_data(monkeypatch) -> Path:
+    """tests/data as the data folder: the local-copy loaders on a few hand-written sentences."""
+    monkeypatch.setenv("LMLAB_DATA_DIR", str(SAMPLE_DATA))
+    return SAMPLE_DATA
+
+
+def real_data(title: str, name: str, filename: str) -> Path:
+    """``<LMLAB_DATA_DIR>/<name>/``, for tests whose point is the real data set; skips when it is not there."""
+    from models import settings
+
+    folder = settings.data_dir()
+    if folder is None:
+        missing(f"needs the real {title} ({name}/{filename}): LMLAB_DATA_DIR is not set (tests never use the hub); "
+                "run `make test LMLAB_DATA_DIR=/path/to/data`", "LMLAB_REQUIRE_DATA")
+    if not (folder / name / filename).is_file():
+        missing(f"needs the real {title}: LMLAB_DATA_DIR={folder} has no {name}/{filename}", "LMLAB_REQUIRE_DATA")
+    return folder / name
+
+
+@pytest.fixture
+def conll2003_dir() -> Path:
+    return real_data("CoNLL-2003", "conll2003", "test.txt")
+
+
+@pytest.fixture
+def wikitext2_dir() -> Path:
+    return real_data("WikiText-2", "wikitext-2", "test.txt")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -92,16 +133,23 @@ def client(app_url):
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_HINT = ("no Chromium here, so the browser tests skip; `make browser` installs it (Debian's chromium as "
+                "root or with sudo, else Playwright's own download)")
 
 
 @pytest.fixture(scope="session")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        # Debian's chromium first (what CI runs); else the build `playwright install chromium` downloaded.
+        if Path(CHROMIUM).exists():
+            executable = CHROMIUM
+        elif Path(pw.chromium.executable_path).exists():
+            executable = None
+        else:
+            missing(BROWSER_HINT, "LMLAB_REQUIRE_BROWSER")
+        b = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from models import assets, conll, ner_eval, registry, settings, tagger
+from models import assets, conll, ner_eval, registry, tagger
 from models.errors import InputError, ModelUnavailable
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
@@ -237,15 +236,18 @@ def test_spacy_long_text_chunks_keep_offsets():
 # --- CoNLL files and seqeval ---------------------------------------------------------------------
 
 
-def _conll_test_file() -> Path:
-    folder = settings.data_dir()
-    if folder is None or not (folder / "conll2003" / "test.txt").exists():
-        pytest.fail("the CoNLL-2003 data folder is missing (set LMLAB_DATA_DIR)")
-    return folder / "conll2003" / "test.txt"
+def test_conll_2003_layout_round_trip(sample_data):
+    """The CoNLL-2003 layout: -DOCSTART- lines, four columns (token, POS, chunk, NER tag), blank lines."""
+    sentences = conll.read_file(sample_data / "conll2003" / "test.txt")
+    assert len(sentences) == 5 and sentences[0].tokens[:2] == ["Angela", "Merkel"]
+    assert sentences[0].tags == ["B-PER", "I-PER", "O", "B-LOC", "O", "O", "O"]
+    assert conll.entity_types(s.tags for s in sentences) == {"PER", "ORG", "LOC", "MISC"}
+    again = conll.parse(conll.write(sentences))
+    assert [(s.tokens, s.tags) for s in again] == [(s.tokens, s.tags) for s in sentences]
 
 
-def test_conll_round_trip_on_real_data():
-    sentences = conll.read_file(_conll_test_file())
+def test_conll_round_trip_on_real_data(conll2003_dir):
+    sentences = conll.read_file(conll2003_dir / "test.txt")
     assert len(sentences) == 3453 and sentences[0].tokens[:3] == ["SOCCER", "-", "JAPAN"]
     again = conll.parse(conll.write(sentences[:300]))
     assert [(s.tokens, s.tags) for s in again] == [(s.tokens, s.tags) for s in sentences[:300]]
@@ -278,7 +280,34 @@ def test_bad_uploads_are_refused(tmp_path):
         tagger.tag_file(tagger.SPACY_KEY, empty)
 
 
-def test_seqeval_on_a_slice_of_conll2003():
+def test_seqeval_on_the_data_folder_copy(sample_data):
+    """The local-copy path of Evaluate on hand-written sentences: spaCy misses exactly one entity type."""
+    assert ner_eval.available_splits() == ["test", "valid"] and ner_eval.missing_note() == ""
+    report = ner_eval.evaluate(tagger.SPACY_KEY, "test")
+    assert report.source == "CoNLL-2003 test (local data folder)" and report.sentences == 5
+    assert set(report.scores.per_type) == {"PER", "ORG", "LOC", "MISC"}
+    # Bayern Munich (ORG) comes out as a place: one false LOC and one missed ORG out of 14 entities.
+    assert [m.index for m in report.mistakes] == [2]
+    assert report.scores.micro["f1-score"] == pytest.approx(13 / 14)
+    assert report.scores.per_type["ORG"]["recall"] == pytest.approx(4 / 5)
+    assert report.scores.per_type["LOC"]["precision"] == pytest.approx(4 / 5)
+
+
+def test_evaluate_says_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.delenv("LMLAB_DATA_DIR", raising=False)
+    assert ner_eval.available_splits() == []
+    assert "no data folder is set" in ner_eval.missing_note()
+    with pytest.raises(InputError, match="CoNLL-2003 is not reachable.*Upload a CoNLL file"):
+        ner_eval.evaluate(tagger.SPACY_KEY, "test")
+    (tmp_path / "conll2003").mkdir()
+    (tmp_path / "conll2003" / "test.txt").write_text("Paris B-LOC\n")
+    monkeypatch.setenv("LMLAB_DATA_DIR", str(tmp_path))
+    assert ner_eval.available_splits() == ["test"]
+    assert ner_eval.missing_note().startswith("CoNLL-2003 valid is not available here")
+    assert "has no conll2003/valid.txt" in ner_eval.missing_note()
+
+
+def test_seqeval_on_a_slice_of_conll2003(conll2003_dir):
     report = ner_eval.evaluate(tagger.SPACY_KEY, "test", limit=200)
     assert report.sentences == 200 and "local data folder" in report.source
     assert set(report.scores.per_type) == {"PER", "ORG", "LOC", "MISC"}
@@ -286,7 +315,7 @@ def test_seqeval_on_a_slice_of_conll2003():
     macro = sum(r["f1-score"] for r in report.scores.per_type.values()) / 4
     assert report.scores.macro["f1-score"] == pytest.approx(macro)
     assert report.mistakes and all(m.gold != m.predicted for m in report.mistakes)
-    gold = [s.tags for s in conll.read_file(_conll_test_file())[:50]]
+    gold = [s.tags for s in conll.read_file(conll2003_dir / "test.txt")[:50]]
     assert conll.score(gold, gold).micro["f1-score"] == 1.0
 
 

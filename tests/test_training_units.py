@@ -55,18 +55,49 @@ def test_accelerate_command_matches_the_form(tmp_path):
 # --- data ----------------------------------------------------------------------------------------
 
 
-def test_local_wikitext_trains_on_valid_and_says_so():
+def test_a_local_wikitext_copy_trains_on_valid_and_says_so(sample_data):
     data = datalib.load("causal-lm", "wikitext-2")
     assert "no train split" in data.note
-    assert data.test and data.train[0] != data.test[0]
+    valid = (sample_data / "wikitext-2" / "valid.txt").read_text().splitlines()
+    assert data.train == [line.strip() for line in valid if line.strip()]
+    assert data.test[0] == "= Mill Brook =" and data.eval == data.test
 
 
-def test_conll2003_local_copy_and_its_labels():
+def test_a_local_conll2003_copy_and_its_labels(sample_data):
+    data = datalib.load("token-classification", "conll2003")
+    assert (len(data.train), len(data.eval), len(data.test)) == (11, 2, 5)
+    assert data.labels == ["O", "B-LOC", "I-LOC", "B-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    summary, rows = datalib.describe(data)
+    assert "8 tags" in summary and rows[0][0].startswith("EU/B-ORG ministers met in Luxembourg/B-LOC")
+
+
+def test_real_wikitext2_loads(wikitext2_dir):
+    data = datalib.load("causal-lm", "wikitext-2")
+    assert "no train split" in data.note
+    assert len(data.train) > 2000 and len(data.test) > 2000 and data.train[0] != data.test[0]
+
+
+def test_real_conll2003_loads_with_its_labels(conll2003_dir):
     data = datalib.load("token-classification", "conll2003")
     assert len(data.train) > 14000 and len(data.test) > 3000
     assert data.labels[0] == "O" and {"B-PER", "I-ORG", "B-LOC", "B-MISC"} <= set(data.labels)
     summary, rows = datalib.describe(data)
     assert "9 tags" in summary and "/B-" in rows[0][0]
+
+
+def test_defaults_are_data_sets_that_load_here(monkeypatch, sample_data):
+    """Offline with no data folder the form starts on the embedded data; with a local copy, on the real sets."""
+    assert view.recipe("causal-lm").dataset == "wikitext-2"
+    assert view.recipe("token-classification").dataset == "conll2003"
+    assert datalib.choices("causal-lm")[0] == ("WikiText-2 (Wikipedia articles)", "wikitext-2")
+    monkeypatch.delenv("LMLAB_DATA_DIR")
+    assert view.recipe("causal-lm").dataset == "canterbury"
+    assert view.recipe("token-classification").dataset == "twitter-ner"
+    for task, real in (("causal-lm", "wikitext-2"), ("token-classification", "conll2003")):
+        assert [key for label, key in datalib.choices(task) if "not available here" in label] == [real]
+        datalib.load(task, view.recipe(task).dataset)  # the default loads
+    with pytest.raises(InputError, match="wikitext-2 needs the Hugging Face hub .* --data-dir"):
+        datalib.load("causal-lm", "wikitext-2")
 
 
 @pytest.mark.parametrize("content, message", [
