@@ -5,8 +5,13 @@ PY      = $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 7860
 STAMP   = $(VENV)/.installed
+# Where local copies of the real data sets are (conll2003/, wikitext-2/): `make test LMLAB_DATA_DIR=...`
+# also runs the tests about them, which otherwise skip (and `make bench` needs it for CoNLL-2003).
+# Nothing is looked for beside the checkout.
+LMLAB_DATA_DIR ?=
+export LMLAB_DATA_DIR
 
-.PHONY: run test setup assets bench lint clean
+.PHONY: run test setup assets browser bench lint clean
 
 # Re-install only when a requirements file changed: the second `make run` is quick.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -23,7 +28,11 @@ assets: $(STAMP)
 run: setup
 	$(PY) app.py --host $(HOST) --port $(PORT)
 
-test: setup
+# Chromium for the browser tests where it can be had (see tests/chromium.sh); they skip where not.
+browser: $(STAMP)
+	bash tests/chromium.sh $(PY)
+
+test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 SPACY = "spacy-en_core_web_sm"
+SAMPLE_DATA = Path(__file__).resolve().parent / "data"
 SENTENCE = "Angela Merkel met Emmanuel Macron in Paris to discuss the European Union budget."
 
 
@@ -37,14 +40,24 @@ def test_api_batch_and_evaluate(client, tmp_path):
     with pytest.raises(Exception, match="binary"):
         client.predict(handle_file(str(binary)), SPACY, "first", 0.0, api_name="/ner_batch")
 
-    metrics, chart, mistakes, status = client.predict("test", None, SPACY, 100, api_name="/ner_evaluate")
-    names = [row[0] for row in metrics["data"]]
-    assert {"PER", "LOC", "ORG", "MISC", "micro avg", "macro avg"} <= set(names)
-    assert "micro F1" in status and "100 sentences" in status and "gold" in mistakes
+    gold = SAMPLE_DATA / "conll2003" / "test.txt"
+    metrics, chart, mistakes, status = client.predict("upload", handle_file(str(gold)), SPACY, 0,
+                                                      api_name="/ner_evaluate")
+    rows = {row[0]: row[1:] for row in metrics["data"]}
+    assert {"PER", "LOC", "ORG", "MISC", "micro avg", "macro avg"} <= set(rows)
+    assert rows["micro avg"][2] == round(13 / 14, 4) and rows["micro avg"][3] == 14
+    assert "uploaded file test.txt" in status and "5 sentences" in status and "Bayern" in mistakes
     bad = tmp_path / "bad.conll"
     bad.write_text("Paris B-LOC\nBerlin\n")
     with pytest.raises(Exception, match="line 2"):
         client.predict("upload", handle_file(str(bad)), SPACY, 0, api_name="/ner_evaluate")
+
+
+def test_api_evaluate_on_conll2003(client, conll2003_dir):
+    metrics, chart, mistakes, status = client.predict("test", None, SPACY, 100, api_name="/ner_evaluate")
+    names = [row[0] for row in metrics["data"]]
+    assert {"PER", "LOC", "ORG", "MISC", "micro avg", "macro avg"} <= set(names)
+    assert "micro F1" in status and "100 sentences" in status and "gold" in mistakes
 
 
 @pytest.mark.browser

@@ -124,6 +124,20 @@ def test_training_limits(public, change, message):
         policy.check_training(cfg, active_runs=0)
 
 
+def test_settings_are_checked_before_the_data_is_read(public, monkeypatch):
+    """The error is about what was typed, not about a data set that is not here (none is, offline)."""
+    from models.training import view
+
+    monkeypatch.delenv("LMLAB_DATA_DIR", raising=False)
+    values = _small().__dict__ | {"dataset": "wikitext-2"}
+    with pytest.raises(InputError, match="max steps must be between 1"):
+        view.start(values | {"max_steps": 100_000})
+    with pytest.raises(InputError, match="not paths on the server"):
+        view.start(values | {"dataset": "upload", "upload": "/etc/passwd"})
+    with pytest.raises(InputError, match="wikitext-2 needs the Hugging Face hub"):
+        view.start(values)  # settings within the limits: now the data is read, and it is not here
+
+
 def test_one_training_run_at_a_time(public):
     with pytest.raises(InputError, match="one runs at a time"):
         policy.check_training(_small(), active_runs=1)
