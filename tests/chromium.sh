@@ -25,8 +25,9 @@ SUDO=none
 if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; fi
 if [ "$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    if $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core \
-            fonts-noto-color-emoji; then
+    # The lock timeout waits for another apt-get (unattended upgrades, a parallel job) instead of failing.
+    APT="$SUDO apt-get -o DPkg::Lock::Timeout=300"
+    if $APT update -q && $APT install -y -q --no-install-recommends chromium fonts-dejavu-core fonts-noto-color-emoji; then
         exit 0
     fi
     echo "apt-get could not install chromium; trying the other ways" >&2
