@@ -134,6 +134,8 @@ def test_settings_are_checked_before_the_data_is_read(public, monkeypatch):
         view.start(values | {"max_steps": 100_000})
     with pytest.raises(InputError, match="not paths on the server"):
         view.start(values | {"dataset": "upload", "upload": "/etc/passwd"})
+    with pytest.raises(ModelUnavailable, match="unknown model 'gpt-5'"):
+        view.start(values | {"base": "gpt-5"})
     with pytest.raises(InputError, match="wikitext-2 needs the Hugging Face hub"):
         view.start(values)  # settings within the limits: now the data is read, and it is not here
 

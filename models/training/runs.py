@@ -25,7 +25,7 @@ from pathlib import Path
 
 from models import registry, settings
 from models.errors import InputError, LMLabError
-from models.training.config import RunConfig
+from models.training.config import CAUSAL_LM, RunConfig
 
 ACTIVE = ("queued", "running")
 DONE = ("finished", "failed", "cancelled")
@@ -230,13 +230,19 @@ def new_run_dir(config: RunConfig, run_id: str | None = None) -> Path:
 
 
 def check(config: RunConfig) -> RunConfig:
-    """Ranges, then the public-hosting limits (bounded runs, one at a time; no-op on your own machine).
+    """Ranges, the base model's name, then the public-hosting limits (bounded runs, one at a time; no-op on
+    your own machine).
 
-    Reads no data and loads no model, so it runs first. Raises InputError naming the setting.
+    Reads no data and loads no model, so it runs first. Raises InputError naming the setting, or
+    ModelUnavailable for a base that is not offered.
     """
     from models import policy
+    from models.training import train  # here, not at the top: train imports this module
 
     config.validate()
+    offered = train.causal_bases() if config.task == CAUSAL_LM else train.ner_bases()
+    if config.base not in {key for key, _ in offered}:
+        registry.get(config.base, config.task)  # a local: folder (refused in public mode), else "unknown model"
     policy.check_training(config, active_runs=sum(st.get("state") in ACTIVE for st in list_runs()))
     return config
 
