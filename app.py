@@ -12,7 +12,7 @@ import os
 
 import gradio as gr
 
-from components import about, compression, finetune, generation, ner, theme
+from components import about, beam_search, compression, finetune, generation, inside_step, ner, theme
 from models import device, scheduler, settings
 
 TITLE = "LM Lab"
@@ -30,7 +30,9 @@ def build_demo() -> gr.Blocks:
         )
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
-                generation.build()
+                widgets = generation.build()  # the prompt, generated text and model the views below read
+                inside_step.build(**widgets)
+                beam_search.build(**widgets)
             with gr.Tab("NER", id="ner"):
                 ner.build()
             with gr.Tab("Fine-tune", id="finetune"):

@@ -1,0 +1,127 @@
+"""Under the Generate tab: the beam-search tree for the prompt, next to greedy decoding and sampling."""
+
+from __future__ import annotations
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from components.common import explain, guard
+from components.plots import FONT
+from models import beam_tree, registry, zerogpu
+
+EXPLANATION = """
+**Beam search** keeps the *n* most likely partial texts (the beams) instead of one. At each step every beam is
+extended by its best next tokens, all candidates are ranked by their **cumulative log-probability** (the sum of
+ln p of their tokens; closer to 0 = more likely), and only the best *n* survive: the others are **pruned** (grey).
+A beam that ends with the end-of-text token is set aside as a finished hypothesis.
+
+The **length penalty** ranks finished hypotheses by sum(ln p) / length^penalty: above 0 it favours longer texts,
+below 0 shorter ones. The highlighted path is what `generate(num_beams=…)` returns.
+
+**Greedy** decoding is beam search with one beam: it can miss a better text whose first token looked worse.
+**Sampling** draws each token at random: less likely overall (a lower sum of ln p) but less repetitive.
+"""
+
+COLOURS = {"best": "#ea580c", "returned": "#4f46e5", "pruned": "#cbd5e1", "root": "#334155"}
+TEXT_COLOURS = {"best": "#9a3412", "returned": "#3730a3", "pruned": "#94a3b8", "root": "#334155"}
+WIDTHS = {"best": 5, "returned": 3, "pruned": 2}
+
+
+def _show(token: str) -> str:
+    return repr(token)[1:-1] or "∅"
+
+
+def _layout(tree: beam_tree.BeamTree) -> dict[int, float]:
+    """y of every node: leaves one row apart (most likely on top), a parent centred on its children."""
+    children: dict[int, list[beam_tree.BeamNode]] = {}
+    for node in tree.nodes[1:]:
+        children.setdefault(node.parent, []).append(node)
+    y: dict[int, float] = {}
+    next_row = [0.0]
+
+    def place(node_id: int) -> float:  # depth ≤ 24 (max new tokens): recursion is fine
+        kids = sorted(children.get(node_id, []), key=lambda n: -n.cum_logprob)
+        if not kids:
+            y[node_id] = next_row[0]
+            next_row[0] -= 1
+        else:
+            ys = [place(k.id) for k in kids]
+            y[node_id] = sum(ys) / len(ys)
+        return y[node_id]
+
+    place(0)
+    return y
+
+
+def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
+    """Nodes at (step, row) labelled token and cumulative ln p; edges coloured best / returned / pruned."""
+    y = _layout(tree)
+    nodes = tree.nodes
+    fig = go.Figure()
+    for status, name in (("pruned", "pruned"), ("returned", "other finished beams"), ("best", "returned by generate()")):
+        xs, ys = [], []
+        for n in nodes[1:]:
+            if n.status == status:
+                xs += [nodes[n.parent].step, n.step, None]
+                ys += [y[n.parent], y[n.id], None]
+        fig.add_scatter(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
+                        line=dict(color=COLOURS[status], width=WIDTHS[status], dash="dot" if status == "pruned" else "solid"))
+    labels = ["prompt"] + [f"{_show(n.token)}<br>{n.cum_logprob:.2f}" for n in nodes[1:]]
+    hover = ["the prompt"] + [f"{_show(n.token)}: ln p = {n.logprob:.2f}, cumulative {n.cum_logprob:.2f} ({n.status})"
+                              for n in nodes[1:]]
+    fig.add_scatter(
+        x=[n.step for n in nodes], y=[y[n.id] for n in nodes], mode="markers+text", text=labels, hovertext=hover,
+        hoverinfo="text", textposition="top center", showlegend=False,
+        marker=dict(size=[14 if n.status == "best" else 10 for n in nodes], color=[COLOURS[n.status] for n in nodes]),
+        textfont=dict(size=15, color=[TEXT_COLOURS[n.status] for n in nodes]),
+    )
+    rows = -min(y.values()) + 1
+    best = tree.best
+    fig.update_layout(
+        font=FONT, height=max(420, 62 * rows + 160), margin=dict(l=20, r=20, t=90, b=50),
+        title=f"Beam search, {tree.num_beams} beams: returned {_show(best.text)} "
+              f"(sum ln p = {best.cum_logprob:.2f}, score {best.score:.3f})",
+        legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
+        xaxis=dict(title="step (new token)", dtick=1, range=[-0.5, tree.max_new_tokens + 0.6]),
+        yaxis=dict(visible=False, range=[min(y.values()) - 0.6, 0.9]),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+@guard
+def beam_search(prompt, model_key, num_beams, length_penalty, max_new_tokens, temperature, seed):
+    """Beam tree for the prompt and the comparison table: (figure, table rows, status)."""
+    loaded = registry.load_causal_lm(model_key)
+    tree = beam_tree.beam_tree(loaded, prompt, num_beams, length_penalty, max_new_tokens)
+    rows = beam_tree.side_by_side(loaded, prompt, tree, temperature, seed)
+    table = [[r.method, r.text, r.n_tokens, round(r.cum_logprob, 3), round(r.per_token, 3),
+              round(r.extra["score"], 3) if "score" in r.extra else ""] for r in rows]
+    pruned = sum(n.status == "pruned" for n in tree.nodes)
+    status = f"{len(tree.nodes) - 1} beams drawn · {pruned} pruned · {len(tree.hypotheses)} finished hypotheses"
+    return tree_figure(tree), table, (f"**Note:** {tree.notice} · " if tree.notice else "") + status
+
+
+def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
+    """Lay out and wire the view; reads the Generate tab's prompt and model (the generated text is not used)."""
+    lo, hi = beam_tree.LIMITS["num_beams"]
+    with gr.Accordion("Beam search next to greedy decoding and sampling, for the prompt", open=False,
+                      elem_id="beam-accordion"):
+        with gr.Row():
+            num_beams = gr.Slider(lo, hi, value=3, step=1, label="Number of beams", elem_id="beam-n")
+            length_penalty = gr.Slider(-2, 3, value=1.0, step=0.1, label="Length penalty",
+                                       info="> 0 favours longer texts, < 0 shorter", elem_id="beam-lp")
+            max_new = gr.Slider(1, 16, value=6, step=1, label="Max new tokens", elem_id="beam-max-new")
+            temperature = gr.Slider(0.05, 2, value=0.8, step=0.05, label="Sampling temperature",
+                                    info="for the sampled row", elem_id="beam-temperature")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Sampling seed", elem_id="beam-seed")
+        go_btn = gr.Button("Run beam search, greedy and sampling", variant="primary", elem_id="beam-go")
+        status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
+        plot = gr.Plot(label="Beam-search tree", elem_id="beam-tree")
+        table = gr.Dataframe(headers=["method", "continuation", "tokens", "sum ln p", "ln p per token",
+                                      "beam score (length-penalised)"],
+                             label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table")
+        explain("How does beam search work?", EXPLANATION)
+    inputs = [prompt, model, num_beams, length_penalty, max_new, temperature, seed]
+    go_btn.click(zerogpu.gpu(beam_search), inputs, [plot, table, status], api_name="beam_search",
+                 concurrency_id="model")

@@ -1,0 +1,138 @@
+"""Under the Generate tab: inside one step — the logit lens and one head's attention for the prefix."""
+
+from __future__ import annotations
+
+import gradio as gr
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from components.common import explain, guard
+from components.plots import FONT
+from models import inside_step, registry, zerogpu
+
+EXPLANATION = """
+A transformer turns the prefix into one vector per token and refines those vectors layer by layer; only the last
+layer's vector at the last position is turned into the next-token distribution (final norm, then the output layer).
+
+- **Logit lens**: apply that same final norm and output layer to the vector after *every* layer, as if the model
+  stopped there. Each row shows that layer's top guesses; the right panel follows the probability of the model's
+  final answer through depth. The bottom row (embeddings) often just repeats the last token; the answer usually
+  appears only in the last layers.
+- **Attention**: each layer has several heads; a head's weights say how much each token (row) reads from each
+  earlier token (column). A row sums to 1; tokens never look ahead (the upper triangle is empty). The bottom row is
+  the last token: what the next step reads from.
+"""
+
+
+def _show(token: str) -> str:
+    """A token as the other views print it: newlines and tabs visible, empty as ∅."""
+    return repr(token)[1:-1] or "∅"
+
+
+def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
+    """Layers (embeddings at the bottom) x top-k guesses, coloured by probability; beside it p(final token)."""
+    rows = lens.rows
+    labels = [r.label for r in rows]
+    k = len(rows[0].tokens)
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.78, 0.22], horizontal_spacing=0.02,
+                        subplot_titles=(f"top {k} guesses after each layer",
+                                        f"p({_show(lens.final_token)}) by layer"))
+    fig.add_trace(go.Heatmap(
+        z=[r.probs for r in rows], x=[f"#{i + 1}" for i in range(k)], y=labels,
+        text=[[f"{_show(t)}<br>{p:.0%}" for t, p in zip(r.tokens, r.probs, strict=True)] for r in rows],
+        texttemplate="%{text}", textfont=dict(size=15), colorscale="YlGnBu", zmin=0, zmax=1,
+        colorbar=dict(title="p", x=-0.12, len=0.6), hovertemplate="%{y}, guess %{x}: %{text}<extra></extra>",
+    ), row=1, col=1)
+    fig.add_trace(go.Bar(x=[r.final_token_prob for r in rows], y=labels, orientation="h", marker_color="#f59e0b",
+                         text=[f"{r.final_token_prob:.0%}" for r in rows], textposition="outside",
+                         hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=2)
+    fig.update_xaxes(range=[0, 1.3], tickformat=".0%", row=1, col=2)
+    fig.update_xaxes(side="top", row=1, col=1)
+    fig.update_layout(font=FONT, height=max(420, 30 * len(rows) + 140), margin=dict(l=150, r=20, t=90, b=20),
+                      title=f"Logit lens: how the next token forms through depth — the model says {_show(lens.final_token)}",
+                      showlegend=False)
+    return fig
+
+
+def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
+    """Query rows x key columns of one head; an 'earlier' column holds the weight on tokens left of the window."""
+    # Position numbers keep repeated tokens apart (plotly merges equal category labels).
+    names = [f"{att.offset + i}: {_show(t)}" for i, t in enumerate(att.tokens)]
+    z = [list(row) for row in att.weights]
+    x = list(names)
+    if att.offset:
+        z = [[e, *row] for e, row in zip(att.earlier, z, strict=True)]
+        x = [f"0–{att.offset - 1}: earlier", *x]
+    # The causal mask makes the upper triangle exactly 0: draw it as empty, not as "no attention".
+    z = [[None if j > i + (1 if att.offset else 0) else v for j, v in enumerate(row)] for i, row in enumerate(z)]
+    small = len(names) <= 16
+    fig = go.Figure(go.Heatmap(
+        z=z, x=x, y=names, colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="weight"),
+        texttemplate="%{z:.2f}" if small else None, textfont=dict(size=13),
+        hovertemplate="%{y} reads %{x}: %{z:.3f}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", title="query (the token reading)")
+    fig.update_xaxes(title="key (the token read)", tickangle=-45)
+    fig.update_layout(font=FONT, height=max(460, 26 * len(names) + 220), margin=dict(l=40, r=20, t=60, b=40),
+                      title=f"Attention of layer {att.layer}, head {att.head} over the last {len(names)} of "
+                            f"{att.total_tokens} tokens")
+    return fig
+
+
+def _prefix(prompt: str, output: str) -> str:
+    return (prompt or "") + (output or "")
+
+
+@guard
+def logit_lens(prompt, output, model_key, top_k):
+    """Logit lens of prompt + generated text: (figure, status)."""
+    lens = inside_step.logit_lens(registry.load_causal_lm(model_key), _prefix(prompt, output), top_k)
+    status = f"{len(lens.prefix_tokens)} tokens read · {len(lens.rows) - 1} layers · next token {_show(lens.final_token)!s}"
+    return lens_figure(lens), (f"**Note:** {lens.notice} · " if lens.notice else "") + status
+
+
+@guard
+def attention(prompt, output, model_key, layer, head, window):
+    """One layer's and head's attention weights over the end of prompt + generated text: a figure."""
+    att = inside_step.attention_map(registry.load_causal_lm(model_key), _prefix(prompt, output), layer, head, window)
+    return attention_figure(att)
+
+
+def _shape_update(model_key):
+    """Slider ranges for the chosen model (read from its config; unchanged if that cannot be read)."""
+    shape = inside_step.config_shape(model_key)
+    if shape is None:
+        return gr.update(), gr.update()
+    layers, heads = shape
+    return gr.update(maximum=layers, value=1), gr.update(maximum=heads - 1, value=0)
+
+
+def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
+    """Lay out and wire the view; reads the Generate tab's prompt, generated text and model."""
+    layers, heads = inside_step.config_shape(model.value) or (12, 12)
+    with gr.Accordion("Inside one step: logit lens and attention for prompt + generated text", open=False,
+                      elem_id="step-accordion"):
+        with gr.Row():
+            top_k = gr.Slider(1, 10, value=5, step=1, label="Guesses per layer", info="top-k of the logit lens",
+                              elem_id="step-top-k")
+            layer = gr.Slider(1, layers, value=1, step=1, label="Attention layer", info="1 = first block",
+                              elem_id="step-layer")
+            head = gr.Slider(0, heads - 1, value=0, step=1, label="Attention head", elem_id="step-head")
+            window = gr.Slider(4, 48, value=16, step=1, label="Tokens shown",
+                               info="the attention map shows the last n tokens", elem_id="step-window")
+        look = gr.Button("Look inside the next step", variant="primary", elem_id="step-go")
+        status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="step-status")
+        lens_plot = gr.Plot(label="Logit lens", elem_id="step-lens")
+        attn_plot = gr.Plot(label="Attention weights", elem_id="step-attention")
+        explain("What do these pictures show?", EXPLANATION)
+
+    lens_inputs = [prompt, output, model, top_k]
+    attn_inputs = [prompt, output, model, layer, head, window]
+    look.click(zerogpu.gpu(logit_lens), lens_inputs, [lens_plot, status], api_name="logit_lens", concurrency_id="model")
+    look.click(zerogpu.gpu(attention), attn_inputs, attn_plot, api_name="attention", concurrency_id="model")
+    top_k.release(zerogpu.gpu(logit_lens), lens_inputs, [lens_plot, status], api_visibility="private",
+                  concurrency_id="model", trigger_mode="always_last")
+    for slider in (layer, head, window):
+        slider.release(zerogpu.gpu(attention), attn_inputs, attn_plot, api_visibility="private",
+                       concurrency_id="model", trigger_mode="always_last")
+    model.change(_shape_update, model, [layer, head], api_visibility="private", queue=False)
