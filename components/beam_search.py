@@ -28,7 +28,8 @@ WIDTHS = {"best": 5, "returned": 3, "pruned": 2}
 
 
 def _show(token: str) -> str:
-    return repr(token)[1:-1] or "∅"
+    """Quoted like the next-token table, so spaces, newlines and '.' stay visible."""
+    return repr(token)
 
 
 def _layout(tree: beam_tree.BeamTree) -> dict[int, float]:
@@ -95,7 +96,7 @@ def beam_search(prompt, model_key, num_beams, length_penalty, max_new_tokens, te
     loaded = registry.load_causal_lm(model_key)
     tree = beam_tree.beam_tree(loaded, prompt, num_beams, length_penalty, max_new_tokens)
     rows = beam_tree.side_by_side(loaded, prompt, tree, temperature, seed)
-    table = [[r.method, r.text, r.n_tokens, round(r.cum_logprob, 3), round(r.per_token, 3),
+    table = [[r.method, r.text.replace("\n", "↵"), r.n_tokens, round(r.cum_logprob, 3), round(r.per_token, 3),
               round(r.extra["score"], 3) if "score" in r.extra else ""] for r in rows]
     pruned = sum(n.status == "pruned" for n in tree.nodes)
     status = f"{len(tree.nodes) - 1} beams drawn · {pruned} pruned · {len(tree.hypotheses)} finished hypotheses"
@@ -117,7 +118,7 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
             seed = gr.Number(value=0, precision=0, minimum=0, label="Sampling seed", elem_id="beam-seed")
         go_btn = gr.Button("Run beam search, greedy and sampling", variant="primary", elem_id="beam-go")
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
-        plot = gr.Plot(label="Beam-search tree", elem_id="beam-tree")
+        plot = gr.Plot(label="Beam-search tree", show_label=False, elem_id="beam-tree")
         table = gr.Dataframe(headers=["method", "continuation", "tokens", "sum ln p", "ln p per token",
                                       "beam score (length-penalised)"],
                              label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table")

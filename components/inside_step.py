@@ -25,8 +25,8 @@ layer's vector at the last position is turned into the next-token distribution (
 
 
 def _show(token: str) -> str:
-    """A token as the other views print it: newlines and tabs visible, empty as ∅."""
-    return repr(token)[1:-1] or "∅"
+    """A token as the next-token table prints it: quoted, so spaces, newlines and '.' stay visible."""
+    return repr(token)
 
 
 def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
@@ -39,16 +39,16 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
                                         f"p({_show(lens.final_token)}) by layer"))
     fig.add_trace(go.Heatmap(
         z=[r.probs for r in rows], x=[f"#{i + 1}" for i in range(k)], y=labels,
-        text=[[f"{_show(t)}<br>{p:.0%}" for t, p in zip(r.tokens, r.probs, strict=True)] for r in rows],
-        texttemplate="%{text}", textfont=dict(size=15), colorscale="YlGnBu", zmin=0, zmax=1,
-        colorbar=dict(title="p", x=-0.12, len=0.6), hovertemplate="%{y}, guess %{x}: %{text}<extra></extra>",
+        text=[[f"{_show(t)} {p:.0%}" for t, p in zip(r.tokens, r.probs, strict=True)] for r in rows],
+        texttemplate="%{text}", textfont=dict(size=16), colorscale="YlGnBu", zmin=0, zmax=1, showscale=False,
+        xgap=2, ygap=2, hovertemplate="%{y}, guess %{x}: %{text}<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Bar(x=[r.final_token_prob for r in rows], y=labels, orientation="h", marker_color="#f59e0b",
                          text=[f"{r.final_token_prob:.0%}" for r in rows], textposition="outside",
                          hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=2)
     fig.update_xaxes(range=[0, 1.3], tickformat=".0%", row=1, col=2)
-    fig.update_xaxes(side="top", row=1, col=1)
-    fig.update_layout(font=FONT, height=max(420, 30 * len(rows) + 140), margin=dict(l=150, r=20, t=90, b=20),
+    fig.update_xaxes(title="guesses, most likely first (colour = probability)", row=1, col=1)
+    fig.update_layout(font=FONT, height=max(420, 34 * len(rows) + 170), margin=dict(l=150, r=20, t=90, b=60),
                       title=f"Logit lens: how the next token forms through depth — the model says {_show(lens.final_token)}",
                       showlegend=False)
     return fig
@@ -57,7 +57,7 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
 def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     """Query rows x key columns of one head; an 'earlier' column holds the weight on tokens left of the window."""
     # Position numbers keep repeated tokens apart (plotly merges equal category labels).
-    names = [f"{att.offset + i}: {_show(t)}" for i, t in enumerate(att.tokens)]
+    names = [f"{att.offset + i}: {repr(t)[1:-1] or '∅'}" for i, t in enumerate(att.tokens)]
     z = [list(row) for row in att.weights]
     x = list(names)
     if att.offset:
@@ -68,12 +68,12 @@ def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     small = len(names) <= 16
     fig = go.Figure(go.Heatmap(
         z=z, x=x, y=names, colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="weight"),
-        texttemplate="%{z:.2f}" if small else None, textfont=dict(size=13),
+        texttemplate="%{z:.2f}" if small else None, textfont=dict(size=15),
         hovertemplate="%{y} reads %{x}: %{z:.3f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", title="query (the token reading)")
     fig.update_xaxes(title="key (the token read)", tickangle=-45)
-    fig.update_layout(font=FONT, height=max(460, 26 * len(names) + 220), margin=dict(l=40, r=20, t=60, b=40),
+    fig.update_layout(font=FONT, height=max(460, 34 * len(names) + 240), margin=dict(l=40, r=20, t=60, b=40),
                       title=f"Attention of layer {att.layer}, head {att.head} over the last {len(names)} of "
                             f"{att.total_tokens} tokens")
     return fig
@@ -87,7 +87,7 @@ def _prefix(prompt: str, output: str) -> str:
 def logit_lens(prompt, output, model_key, top_k):
     """Logit lens of prompt + generated text: (figure, status)."""
     lens = inside_step.logit_lens(registry.load_causal_lm(model_key), _prefix(prompt, output), top_k)
-    status = f"{len(lens.prefix_tokens)} tokens read · {len(lens.rows) - 1} layers · next token {_show(lens.final_token)!s}"
+    status = f"{len(lens.prefix_tokens)} tokens read · {len(lens.rows) - 1} layers · next token {_show(lens.final_token)}"
     return lens_figure(lens), (f"**Note:** {lens.notice} · " if lens.notice else "") + status
 
 
@@ -122,17 +122,19 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
                                info="the attention map shows the last n tokens", elem_id="step-window")
         look = gr.Button("Look inside the next step", variant="primary", elem_id="step-go")
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="step-status")
-        lens_plot = gr.Plot(label="Logit lens", elem_id="step-lens")
-        attn_plot = gr.Plot(label="Attention weights", elem_id="step-attention")
+        lens_plot = gr.Plot(label="Logit lens", show_label=False, elem_id="step-lens")
+        attn_plot = gr.Plot(label="Attention weights", show_label=False, elem_id="step-attention")
         explain("What do these pictures show?", EXPLANATION)
 
     lens_inputs = [prompt, output, model, top_k]
     attn_inputs = [prompt, output, model, layer, head, window]
     look.click(zerogpu.gpu(logit_lens), lens_inputs, [lens_plot, status], api_name="logit_lens", concurrency_id="model")
     look.click(zerogpu.gpu(attention), attn_inputs, attn_plot, api_name="attention", concurrency_id="model")
-    top_k.release(zerogpu.gpu(logit_lens), lens_inputs, [lens_plot, status], api_visibility="private",
-                  concurrency_id="model", trigger_mode="always_last")
+    # `input` fires for a drag and for a number typed in the box (`release` only for the mouse); always_last
+    # drops the intermediate positions of a drag.
+    top_k.input(zerogpu.gpu(logit_lens), lens_inputs, [lens_plot, status], api_visibility="private",
+                concurrency_id="model", trigger_mode="always_last")
     for slider in (layer, head, window):
-        slider.release(zerogpu.gpu(attention), attn_inputs, attn_plot, api_visibility="private",
-                       concurrency_id="model", trigger_mode="always_last")
+        slider.input(zerogpu.gpu(attention), attn_inputs, attn_plot, api_visibility="private",
+                     concurrency_id="model", trigger_mode="always_last")
     model.change(_shape_update, model, [layer, head], api_visibility="private", queue=False)

@@ -1,0 +1,100 @@
+"""Inside one step and beam search through the running app: the API (gradio_client) and a real browser.
+
+Set LMLAB_UPDATE_SCREENSHOTS=1 to write the screenshots into assets/screenshots/ (the README's images).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.mark.slow
+def test_api_logit_lens_and_attention(client):
+    plot, status = client.predict("The capital of France is", "", MODEL, 5, api_name="/logit_lens")
+    assert "30 layers" in status and "Paris" in status
+    figure = plot["plot"] if isinstance(plot, dict) and "plot" in plot else plot
+    assert "Logit lens" in str(figure)
+    attn = client.predict("The capital of France is", " Paris", MODEL, 30, 8, 16, api_name="/attention")
+    assert "layer 30, head 8" in str(attn)
+
+
+@pytest.mark.slow
+def test_api_beam_search(client):
+    plot, table, status = client.predict("The capital of France is", MODEL, 3, 1.0, 5, 0.8, 0, api_name="/beam_search")
+    methods = [row[0] for row in table["data"]]
+    assert methods[0] == "beam search #1 (returned)" and methods[-2:] == ["greedy", "sampling (temperature 0.8, seed 0)"]
+    assert table["data"][0][1].startswith(" Paris") and "pruned" in status
+
+
+@pytest.mark.slow
+def test_api_rejects_bad_input(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="prefix is empty"):
+        client.predict("", "", MODEL, 5, api_name="/logit_lens")
+    with pytest.raises(AppError, match="layer must be between 1 and 30|greater than maximum value 30"):
+        client.predict("Hello", "", MODEL, 31, 0, 16, api_name="/attention")
+    with pytest.raises(AppError, match="num beams|greater than maximum"):
+        client.predict("Hello", MODEL, 9, 1.0, 5, 0.8, 0, api_name="/beam_search")
+
+
+def _plot_ready(page, elem_id: str) -> None:
+    page.wait_for_function(f"() => {{ const p = document.querySelector('#{elem_id} .js-plotly-plot');"
+                           " return p && p.data && p.data.length > 0; }", timeout=180_000)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
+    out = ROOT / "assets" / "screenshots" if os.environ.get("LMLAB_UPDATE_SCREENSHOTS") == "1" else screenshot_dir
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    page.wait_for_selector("#gen-go")
+    page.locator("#gen-prompt textarea").fill("The capital of France is")
+
+    # Inside one step: the logit lens ends on the model's answer, the attention map has one row per token
+    page.locator("#step-accordion").get_by_text("Inside one step").first.click()
+    page.locator("#step-go").click()
+    _plot_ready(page, "step-lens")
+    _plot_ready(page, "step-attention")
+    expect(page.locator("#step-status")).to_contain_text("Paris")
+    lens_rows = page.evaluate("() => document.querySelector('#step-lens .js-plotly-plot').data[0].y.length")
+    assert lens_rows == 31  # embeddings + 30 layers of SmolLM2-135M
+    page.locator("#step-lens").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.locator("#step-lens").screenshot(path=str(out / "logit_lens.png"))
+    # A longer prefix, and a typed layer and head redraw the map (layer 2, head 2 reads the previous token)
+    page.locator("#gen-prompt textarea").fill(
+        "Once upon a time, in a small village by the sea, there lived an old fisherman who")
+    for elem_id, value in (("step-layer", "2"), ("step-head", "2")):
+        box = page.locator(f"#{elem_id} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    expect(page.locator("#step-attention")).to_contain_text("layer 2, head 2 over the last 16 of 19", timeout=120_000)
+    expect(page.locator("#step-attention")).to_contain_text("earlier")
+    page.locator("#step-attention").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.locator("#step-attention").screenshot(path=str(out / "attention.png"))
+
+    # Beam search: a tree with the returned path highlighted, and the comparison table
+    page.locator("#beam-accordion").get_by_text("Beam search").first.click()
+    page.locator("#beam-go").click()
+    _plot_ready(page, "beam-tree")
+    expect(page.locator("#beam-table")).to_contain_text("greedy", timeout=180_000)
+    expect(page.locator("#beam-table")).to_contain_text("sampling")
+    expect(page.locator("#beam-status")).to_contain_text("pruned")
+    legend = page.evaluate("() => document.querySelector('#beam-tree .js-plotly-plot').data.map(d => d.name)")
+    assert "returned by generate()" in legend and "pruned" in legend
+    page.locator("#beam-tree").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.locator("#beam-accordion").screenshot(path=str(out / "beam_search.png"))
+    context.close()
