@@ -1,7 +1,8 @@
 """One walk through the whole app in one real browser session, as a teacher would do it.
 
-Generates text and stops it, tags a sentence, starts and cancels a tiny fine-tuning run, inspects a
-checkpoint and compresses a paragraph, with a screenshot of each tab. Set LMLAB_UPDATE_SCREENSHOTS=1 to
+Generates text and stops it, looks inside one step (logit lens, attention) and at beam search, tags a
+sentence, starts and cancels a tiny fine-tuning run, inspects a checkpoint and compresses a paragraph,
+with a screenshot of each tab. Set LMLAB_UPDATE_SCREENSHOTS=1 to
 write them into assets/screenshots/ (the README's images); otherwise they go to tests/artifacts/.
 Also checks that every visible input has a name a screen reader can read.
 """
@@ -66,6 +67,17 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     page.locator("#gen-peek").click()
     page.wait_for_selector("#gen-next-plot .js-plotly-plot")
     _shot(page, "walk-generate", out)
+
+    # Generate, below: inside one step (logit lens, attention) and beam search for the same prefix
+    page.locator("#step-accordion").get_by_text("Inside one step").first.click()
+    page.locator("#beam-accordion").get_by_text("Beam search").first.click()
+    _named(page, "Generate / inside one step, beam search")
+    page.locator("#step-go").click()
+    page.wait_for_selector("#step-lens .js-plotly-plot")
+    page.wait_for_selector("#step-attention .js-plotly-plot")
+    page.locator("#beam-go").click()
+    page.wait_for_selector("#beam-tree .js-plotly-plot")
+    expect(page.locator("#beam-table")).to_contain_text("greedy")
 
     # NER: tag a sentence, entities highlighted
     page.get_by_role("tab", name="NER", exact=True).click()
