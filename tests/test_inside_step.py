@@ -114,3 +114,8 @@ def test_long_prefix_keeps_the_end(tiny_gpt2):
     att = inside_step.attention_map(tiny_gpt2, text, layer=1, head=0, window=8)
     assert att.total_tokens == min(inside_step.MAX_ATTENTION_TOKENS, tiny_gpt2.model.config.n_positions)
     assert "reads the last" in att.notice
+
+
+def test_config_shape_reads_the_config_only():
+    assert inside_step.config_shape("smollm2-135m-instruct") == (30, 9)
+    assert inside_step.config_shape("no-such-model") is None

@@ -15,6 +15,17 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
 
 
+def test_events_wait_in_the_model_queue():
+    """The three views run the model: they share the device's one queue and show their place in it."""
+    import app
+
+    demo = app.build_demo()
+    by_name = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+    for name in ("logit_lens", "attention", "beam_search"):
+        fn = by_name[name]
+        assert fn.concurrency_id == "model" and fn.show_progress == "full" and fn.queue is not False, name
+
+
 @pytest.mark.slow
 def test_api_logit_lens_and_attention(client):
     plot, status = client.predict("The capital of France is", "", MODEL, 5, api_name="/logit_lens")
