@@ -20,6 +20,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from models import generator
 from models.errors import InputError
+from models.model_jobs import run_on_model
 from models.registry import Loaded
 
 LIMITS = {"num_beams": (2, 5), "length_penalty": (-2.0, 3.0), "max_new_tokens": (1, 24)}
@@ -119,14 +120,19 @@ def beam_tree(loaded: Loaded, prompt: str, num_beams: int = 3, length_penalty: f
     n_prompt = input_ids.shape[1]
     tok = loaded.tokenizer
     recorder = _BeamRecorder()
-    with torch.inference_mode():
-        out = loaded.model.generate(
-            input_ids, attention_mask=torch.ones_like(input_ids), num_beams=num_beams,
-            num_return_sequences=num_beams, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
-            do_sample=False, temperature=None, top_p=None, top_k=None, early_stopping=False,
-            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-            logits_processor=LogitsProcessorList([recorder]), output_scores=True, return_dict_in_generate=True,
-        )
+
+    def search():
+        with torch.inference_mode():
+            return loaded.model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), num_beams=num_beams,
+                num_return_sequences=num_beams, length_penalty=length_penalty, max_new_tokens=max_new_tokens,
+                do_sample=False, temperature=None, top_p=None, top_k=None, early_stopping=False,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                logits_processor=LogitsProcessorList([recorder]), output_scores=True, return_dict_in_generate=True,
+            )
+
+    # In the model's turn: the other users' streams pause for the search (at most 5 beams x 24 tokens).
+    out = run_on_model(loaded, search)
 
     nodes = [BeamNode(0, None, 0, None, "", 0.0, 0.0, "root")]
     by_prefix: dict[tuple[int, ...], int] = {(): 0}

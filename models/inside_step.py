@@ -7,7 +7,8 @@
 - Attention weights (Vaswani et al. 2017): softmax(QK^T / sqrt(d)) of one layer and head, rows =
   query positions, columns = the positions they read from.
 
-Both run on an *inspection view* of the loaded model: a copy of its module tree that shares every
+Both run in the model's turn (``models.model_jobs``: between two decode steps of its scheduler) on an
+*inspection view* of the loaded model: a copy of its module tree that shares every
 parameter and buffer (no second copy of the weights) but has its own config, switched to eager
 attention (the fused kernels do not return weights). Generation keeps using the original model and
 its fast attention; nothing about it is mutated, and the hooks used here live on the view only.
@@ -24,6 +25,7 @@ import torch
 
 from models import registry
 from models.errors import InputError
+from models.model_jobs import run_on_model
 from models.registry import Loaded
 
 MAX_PREFIX_CHARS = 200_000
@@ -146,18 +148,21 @@ def layer_distributions(loaded: Loaded, ids: torch.Tensor) -> torch.Tensor:
     """
     view = inspection_view(loaded.model)
     norm, head = final_norm(view), view.get_output_embeddings()
-    captured: list[torch.Tensor] = []
-    with _view_locks[view], torch.inference_mode():
-        hook = norm.register_forward_pre_hook(lambda _m, args: captured.append(args[0][:, -1]))
-        try:
-            out = view(ids, output_hidden_states=True, use_cache=False)
-        finally:
-            hook.remove()
-        # hidden_states: embeddings, block 1 .. block L-1 outputs, then the normed final state.
-        states = [h[:, -1] for h in out.hidden_states[:-1]] + [captured[-1]]
-        stacked = torch.cat(states, 0)  # (L + 1, d_model)
-        logits = head(norm(stacked)).float()  # (L + 1, vocab)
-    return torch.softmax(logits, -1)
+
+    def work() -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        with _view_locks[view], torch.inference_mode():
+            hook = norm.register_forward_pre_hook(lambda _m, args: captured.append(args[0][:, -1]))
+            try:
+                out = view(ids, output_hidden_states=True, use_cache=False)
+            finally:
+                hook.remove()
+            # hidden_states: embeddings, block 1 .. block L-1 outputs, then the normed final state.
+            states = [h[:, -1] for h in out.hidden_states[:-1]] + [captured[-1]]
+            stacked = torch.cat(states, 0)  # (L + 1, d_model)
+            return head(norm(stacked)).float().cpu()  # (L + 1, vocab)
+
+    return torch.softmax(run_on_model(loaded, work), -1)
 
 
 def logit_lens(loaded: Loaded, prefix: str, top_k: int = 5) -> LogitLens:
@@ -224,9 +229,13 @@ def attention_map(loaded: Loaded, prefix: str, layer: int = 1, head: int = 0, wi
     window = _whole("window", window, 2, 64)
     ids, notice = encode(loaded, prefix, MAX_ATTENTION_TOKENS)
     view = inspection_view(loaded.model)
-    with _view_locks[view], torch.inference_mode():
-        out = view(ids, output_attentions=True, use_cache=False)
-    weights = out.attentions[layer - 1][0, head].float()  # (n, n): query x key
+
+    def work() -> torch.Tensor:
+        with _view_locks[view], torch.inference_mode():
+            out = view(ids, output_attentions=True, use_cache=False)
+            return out.attentions[layer - 1][0, head].float().cpu()  # (n, n): query x key
+
+    weights = run_on_model(loaded, work)
     n = weights.shape[0]
     start = max(0, n - window)
     shown = weights[start:, start:]
