@@ -114,7 +114,7 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
                                        info="> 0 favours longer texts, < 0 shorter", elem_id="beam-lp")
             max_new = gr.Slider(1, 16, value=6, step=1, label="Max new tokens", elem_id="beam-max-new")
             temperature = gr.Slider(0.05, 2, value=0.8, step=0.05, label="Sampling temperature",
-                                    info="for the sampled row", elem_id="beam-temperature")
+                                    info="for the sampled row (top-p 0.95, top-k 50)", elem_id="beam-temperature")
             seed = gr.Number(value=0, precision=0, minimum=0, label="Sampling seed", elem_id="beam-seed")
         go_btn = gr.Button("Run beam search, greedy and sampling", variant="primary", elem_id="beam-go")
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
