@@ -1,7 +1,7 @@
 """Run a one-off piece of model work where the model's other work runs, so it never races a decode step.
 
 With batching on, the model's scheduler thread owns it: the job runs there between two decode steps
-(``Scheduler.call``), as the next-token view does. With batching off (or a model the scheduler cannot
+(``scheduler.call``), as the next-token view does. With batching off (or a model the scheduler cannot
 batch), it runs under the same per-model lock that one-at-a-time generation holds.
 """
 
@@ -19,6 +19,6 @@ T = TypeVar("T")
 def run_on_model(loaded: Loaded, fn: Callable[[], T]) -> T:
     """Return ``fn()``, run in the model's turn (see the module docstring); its exceptions propagate."""
     if scheduler.enabled() and generator.batchable(loaded):
-        return scheduler.for_model(loaded.model, loaded.device.device).call(fn)
+        return scheduler.call(loaded.model, loaded.device.device, fn)  # retries if the scheduler just retired
     with generator._model_lock(loaded):  # the lock the unbatched generate path holds
         return fn()
