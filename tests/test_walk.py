@@ -57,6 +57,9 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     page.locator("#gen-prompt textarea").fill("Once upon a time, in a small village by the sea,")
     page.locator("#gen-temperature input[type=number]").fill("0")
     page.locator("#gen-temperature input[type=number]").press("Enter")
+    # Many tokens, so that Stop always lands mid-stream however slow the browser is to show the first words.
+    page.locator("#gen-max-new input[type=number]").fill("500")
+    page.locator("#gen-max-new input[type=number]").press("Enter")
     page.locator("#gen-go").click()
     out_box = page.locator("#gen-output textarea")
     deadline = time.monotonic() + 90

@@ -55,17 +55,24 @@ def test_model_handlers_request_a_gpu_on_a_space(monkeypatch):
     assert not zerogpu.available()
 
 
-def test_heavy_events_share_one_queue():
+def test_heavy_events_share_one_queue(monkeypatch):
     """Every event that runs a language model waits in the one 'model' queue (so they share the device), and shows
-    its place in that queue."""
+    its place in that queue; with batching on, the events the scheduler batches get their own, wide queues."""
     import app
 
-    demo = app.build_demo()
     heavy = {"generate", "next_token", "ner", "ner_batch", "ner_evaluate", "compress_text", "decompress_text"}
-    by_name = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
-    missing = heavy - set(by_name)
-    assert not missing, f"events not found: {missing}"
-    assert {by_name[name].concurrency_id for name in heavy} == {"model"}
-    # show_progress "full" is what draws "queue: 3/7" with an ETA over the outputs while a request waits
-    assert all(by_name[name].show_progress == "full" and by_name[name].queue is not False for name in heavy)
-    assert by_name["stop"].queue is False  # Stop never waits behind the work it stops
+    batched = {"generate", "next_token", "ner"}
+    for batching in ("0", "1"):
+        monkeypatch.setenv("LMLAB_BATCHING", batching)
+        demo = app.build_demo()
+        by_name = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+        missing = heavy - set(by_name)
+        assert not missing, f"events not found: {missing}"
+        queued_together = heavy - batched if batching == "1" else heavy
+        assert {by_name[name].concurrency_id for name in queued_together} == {"model"}
+        if batching == "1":
+            assert {by_name[name].concurrency_id for name in batched} == batched
+            assert all(by_name[name].concurrency_limit >= 64 for name in batched)
+        # show_progress "full" is what draws "queue: 3/7" with an ETA over the outputs while a request waits
+        assert all(by_name[name].show_progress == "full" and by_name[name].queue is not False for name in heavy)
+        assert by_name["stop"].queue is False  # Stop never waits behind the work it stops
