@@ -220,7 +220,7 @@ _model_locks: dict[int, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def _model_lock(loaded: Loaded) -> threading.Lock:
+def model_lock(loaded: Loaded) -> threading.Lock:
     with _locks_guard:
         return _model_locks.setdefault(id(loaded.model), threading.Lock())
 
@@ -250,7 +250,7 @@ def _unbatched(loaded: Loaded, input_ids: torch.Tensor, s: SamplingSettings, max
     recorder, out = _Recorder(), queue.Queue()
     streamer = _Streamer(recorder, out)
     errors: list[BaseException] = []
-    lock = _model_lock(loaded)
+    lock = model_lock(loaded)
 
     tok = loaded.tokenizer
 
@@ -406,7 +406,7 @@ def _next_logits(loaded: Loaded, ids: list[int]) -> torch.Tensor:
     """Raw logits (vocab,) after ``ids``. Views asked for together share one forward pass on the scheduler's
     thread (between decode steps); with batching off, one forward alone under the model's lock."""
     if not (scheduler.enabled() and batchable(loaded)):
-        with _model_lock(loaded):
+        with model_lock(loaded):
             return _last_logits(loaded, [ids])[0]
     return _view_gatherer((loaded, ids))
 

@@ -20,5 +20,5 @@ def run_on_model(loaded: Loaded, fn: Callable[[], T]) -> T:
     """Return ``fn()``, run in the model's turn (see the module docstring); its exceptions propagate."""
     if scheduler.enabled() and generator.batchable(loaded):
         return scheduler.call(loaded.model, loaded.device.device, fn)  # retries if the scheduler just retired
-    with generator._model_lock(loaded):  # the lock the unbatched generate path holds
+    with generator.model_lock(loaded):  # the lock the unbatched generate path holds
         return fn()

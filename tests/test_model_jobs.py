@@ -16,7 +16,7 @@ def test_batched_model_work_runs_on_the_scheduler_thread(tiny_gpt2, monkeypatch)
 
 def test_unbatched_model_work_holds_the_generation_lock(tiny_gpt2, monkeypatch):
     monkeypatch.setenv("LMLAB_BATCHING", "0")
-    lock = generator._model_lock(tiny_gpt2)
+    lock = generator.model_lock(tiny_gpt2)
     held, thread = model_jobs.run_on_model(tiny_gpt2, lambda: (lock.locked(), threading.current_thread()))
     assert held and thread is threading.current_thread()
     assert not lock.locked()
