@@ -3,11 +3,18 @@
     python -m benchmarks.finetune                      # throughput: runner vs plain Trainer (minutes)
     python -m benchmarks.finetune --ner --lm           # also the real runs (long on a CPU)
     python -m benchmarks.finetune --ner-run ID         # report a real run already made by the runner
+    python -m benchmarks.finetune --lora-vs-full --skip-throughput   # LoRA against full fine-tuning
 
 Throughput: the same scratch GPT-2, data (Canterbury blocks), seed and TrainingArguments,
 trained alternately by ``models.training.train.train`` (callback writing metrics.jsonl and
 status.json every step) and by a bare Trainer; tokens/s of ``trainer.train()`` for each,
 the best of the repeats. Prints a markdown table and writes benchmarks/results/finetune.json.
+
+LoRA against full fine-tuning: the same base model, data, seed and steps, once with each
+method, each as its own ``python -m models.training`` process (so the peak memory is that
+run's own): trainable parameters, training tokens/s, peak memory (resident memory on a CPU,
+torch's allocated memory on a GPU), and test quality before/after (perplexity for SmolLM2 on
+WikiText-2, seqeval F1 for MiniLM on CoNLL-2003).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -110,6 +119,42 @@ def lm_config(steps: int) -> RunConfig:
                      test_samples=64)  # 64 x 128 = 8,192 test tokens: the whole split takes too long on 2 shared cores
 
 
+def lora_pair_configs(lm_steps: int, ner_steps: int) -> dict[str, RunConfig]:
+    lm = dict(task="causal-lm", base="smollm2-135m-instruct", dataset="wikitext-2", seq_len=128, batch_size=4,
+              max_steps=lm_steps, logging_steps=5, bleu_samples=0, test_samples=32, eval_steps=0, save_steps=0,
+              seed=42, warmup_ratio=0.1)
+    ner = dict(task="token-classification", base="all-minilm-l6-v2", dataset="conll2003", seq_len=128, batch_size=32,
+               max_steps=ner_steps, logging_steps=20, test_samples=1000, eval_steps=0, save_steps=0, seed=42,
+               warmup_ratio=0.1)
+    # The usual learning rates: LoRA's adapters start at zero and need a larger step than full fine-tuning.
+    return {"lm full": RunConfig(**lm, learning_rate=5e-5),
+            "lm lora": RunConfig(**lm, learning_rate=5e-4, method="lora", lora_rank=8, lora_alpha=16),
+            "ner full": RunConfig(**ner, learning_rate=1e-4),
+            "ner lora": RunConfig(**ner, learning_rate=1e-3, method="lora", lora_rank=8, lora_alpha=16)}
+
+
+def lora_vs_full(lm_steps: int, ner_steps: int) -> dict:
+    """Each config as its own training process; the numbers come from the run's status.json."""
+    out = {}
+    for name, cfg in lora_pair_configs(lm_steps, ner_steps).items():
+        run_id = f"bench-{name.replace(' ', '-')}-{time.strftime('%H%M%S')}"
+        proc = subprocess.run([sys.executable, "-m", "models.training", "--run-id", run_id, *cfg.cli_args(),
+                               "--task", cfg.task], capture_output=True, text=True)
+        st = runs.status(run_id)
+        if proc.returncode or st.get("state") != "finished":
+            raise SystemExit(f"{name} failed: {st.get('error')}\n{proc.stderr[-2000:]}")
+        r = st["result"]
+        key = "perplexity" if cfg.task == "causal-lm" else "f1"
+        tokens = r["steps"] * cfg.batch_size * (cfg.seq_len if cfg.task == "causal-lm" else 0)
+        out[name] = {"run_id": run_id, "config": json.loads(cfg.to_json()), "steps": r["steps"],
+                     "trainable_params": r["trainable_params"], "total_params": r["total_params"],
+                     "train_seconds": r["train_seconds"], "peak_memory_bytes": r["peak_memory_bytes"],
+                     "tokens_per_s": tokens / r["train_seconds"] if tokens else st.get("tokens_per_s"),
+                     "metric": key, "before": r["before"].get(key), "after": r["after"].get(key)}
+        print(f"{name}: {out[name]}", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=30, help="training steps per throughput measurement")
@@ -120,6 +165,9 @@ def main() -> None:
     p.add_argument("--lm-run", default=None, help="report this finished causal-LM run instead of running one")
     p.add_argument("--lm-steps", type=int, default=40)
     p.add_argument("--skip-throughput", action="store_true", help="keep the throughput figures already saved")
+    p.add_argument("--lora-vs-full", action="store_true", help="LoRA against full fine-tuning, same model/data/steps")
+    p.add_argument("--pair-lm-steps", type=int, default=20)
+    p.add_argument("--pair-ner-steps", type=int, default=60)
     args = p.parse_args()
 
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -134,6 +182,10 @@ def main() -> None:
         out["lm_smollm2_wikitext2"] = real_run(lm_config(args.lm_steps) if args.lm else None, args.lm_run)
     elif "lm_smollm2_wikitext2" in old:
         out["lm_smollm2_wikitext2"] = old["lm_smollm2_wikitext2"]
+    if args.lora_vs_full:
+        out["lora_vs_full"] = lora_vs_full(args.pair_lm_steps, args.pair_ner_steps)
+    elif "lora_vs_full" in old:
+        out["lora_vs_full"] = old["lora_vs_full"]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print_tables(out)
@@ -171,6 +223,16 @@ def print_tables(out: dict) -> None:
             r = lm[side]
             print(f"| {side} fine-tuning | {r['perplexity']:.2f} | {r.get('bleu', 0):.2f} | {r.get('chrf', 0):.2f} |")
         print(f"\nwall time {lm['wall_seconds'] / 60:.1f} min (training {lm['train_seconds'] / 60:.1f} min)")
+    pair = out.get("lora_vs_full")
+    if pair:
+        print("\n### LoRA against full fine-tuning (same base, data, seed and steps; each its own process)\n")
+        print("| run | steps | trainable params | tokens/s (training) | peak memory | test metric before | after |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, r in pair.items():
+            share = r["trainable_params"] / r["total_params"]
+            print(f"| {name} (lr {r['config']['learning_rate']:g}) | {r['steps']} | {r['trainable_params']:,} "
+                  f"({share:.2%}) | {r['tokens_per_s']:,.0f} | {r['peak_memory_bytes'] / 2**30:.2f} GiB | "
+                  f"{r['metric']} {r['before']:.3f} | {r['after']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ without forgetting what it knows.
 
 FORM_FIELDS = ["learning_rate", "epochs", "max_steps", "batch_size", "grad_accum", "seq_len", "warmup_ratio",
                "weight_decay", "seed", "eval_steps", "eval_samples", "bleu_samples", "max_train_samples",
-               "test_samples", "logging_steps"]
-FLAGS = ["eval_before", "bf16"]
+               "test_samples", "logging_steps", "save_steps", "save_total_limit", "early_stopping_patience"]
+FLAGS = ["eval_before", "bf16", "keep_best"]
+LORA_FIELDS = ["method", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets"]
 TASK_CHOICES = [("Causal LM (next-token prediction)", runconfig.CAUSAL_LM),
                 ("Token classification (NER)", runconfig.TOKEN_CLASSIFICATION)]
 
@@ -49,7 +50,7 @@ def dataset_choices(task: str) -> list[tuple[str, str]]:
 
 def _values(task, base, dataset, upload, scratch_size, *numbers) -> dict:
     values = dict(task=task, base=base, dataset=dataset, upload=upload or "", scratch_size=scratch_size)
-    values.update(zip(FORM_FIELDS + FLAGS, numbers, strict=True))
+    values.update(zip(FORM_FIELDS + FLAGS + LORA_FIELDS, numbers, strict=True))
     return values
 
 
@@ -58,7 +59,7 @@ def on_task(task):
     cfg = view.recipe(task)
     bases, sets = base_choices(task), dataset_choices(task)
     return [gr.Dropdown(choices=bases, value=cfg.base), gr.Dropdown(choices=sets, value=cfg.dataset),
-            gr.Dropdown(visible=task == runconfig.CAUSAL_LM)] + [getattr(cfg, name) for name in FORM_FIELDS + FLAGS]
+            gr.Dropdown(visible=task == runconfig.CAUSAL_LM)] + [getattr(cfg, name) for name in FORM_FIELDS + FLAGS + LORA_FIELDS]
 
 
 def on_dataset(task, dataset, upload):
@@ -117,10 +118,35 @@ def cancel(run_id):
 
 
 @guard
+def resume(run_id):
+    """Continue the watched run from its newest checkpoint (a failed or cancelled run)."""
+    if not run_id:
+        raise gr.Error("No run is selected.")
+    runs.resume(run_id)
+    return run_id, f"⏳ run `{run_id}` is resuming from its last checkpoint"
+
+
+@guard
+def start_over(run_id):
+    """A new run with the watched run's settings (when it cannot be resumed)."""
+    if not run_id:
+        raise gr.Error("No run is selected.")
+    new_id = runs.restart(run_id)
+    return new_id, f"⏳ run `{new_id}` started with the settings of `{run_id}`"
+
+
+@guard
 def download(run_id):
     if not run_id:
         raise gr.Error("No run is selected.")
     return view.zip_model(run_id)
+
+
+@guard
+def download_merged(run_id):
+    if not run_id:
+        raise gr.Error("No run is selected.")
+    return view.zip_model(run_id, "merged")
 
 
 def history_update():
@@ -157,6 +183,15 @@ def api_train_cancel(run_id: str) -> dict:
     """Ask a run to stop; it stops within a few seconds and keeps its files."""
     try:
         return runs.cancel(run_id)
+    except Exception as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def api_train_resume(run_id: str) -> dict:
+    """Resume a failed or cancelled run from its newest checkpoint; returns its status."""
+    try:
+        runs.resume(run_id)
+        return runs.status(run_id)
     except Exception as exc:
         raise gr.Error(str(exc)) from exc
 
@@ -201,9 +236,22 @@ def build() -> None:
                     for name in FLAGS:
                         numbers.append(gr.Checkbox(value=getattr(cfg, name), label=name.replace("_", " "),
                                                    info=meta[name].metadata["help"], elem_id=f"ft-{name}"))
+            with gr.Accordion("Full fine-tuning or LoRA", open=False):
+                numbers.append(gr.Radio([("full fine-tuning", "full"), ("LoRA adapters", "lora")], value=cfg.method,
+                                        label="method", info=meta["method"].metadata["help"], elem_id="ft-method"))
+                with gr.Row():
+                    for name in LORA_FIELDS[1:4]:
+                        lo, hi = runconfig.limits(name)
+                        numbers.append(gr.Number(value=getattr(cfg, name), label=name.replace("_", " "), minimum=lo,
+                                                 maximum=hi, info=meta[name].metadata["help"], elem_id=f"ft-{name}"))
+                numbers.append(gr.Textbox(value=cfg.lora_targets, label="LoRA target modules",
+                                          info=meta["lora_targets"].metadata["help"], elem_id="ft-lora_targets"))
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="ft-start")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
+            with gr.Row():
+                resume_btn = gr.Button("Resume this run", elem_id="ft-resume")
+                restart_btn = gr.Button("Start over with its settings", elem_id="ft-restart")
             with gr.Accordion("Run this on a cluster", open=False):
                 cmd = gr.Code(label="accelerate launch (same flags, several GPUs or machines)", language="shell",
                               interactive=False, elem_id="ft-command")
@@ -218,7 +266,8 @@ def build() -> None:
                                     interactive=False, visible=False)
             sample = gr.Markdown(elem_id="ft-sample")
             with gr.Row():
-                zip_btn = gr.Button("Download the model (.zip)", size="sm", elem_id="ft-zip")
+                zip_btn = gr.Button("Download the model or LoRA adapter (.zip)", size="sm", elem_id="ft-zip")
+                merged_btn = gr.Button("Download base + LoRA merged (.zip)", size="sm", elem_id="ft-zip-merged")
                 zip_file = gr.File(label="Model zip", interactive=False)
     with gr.Accordion("Run history and comparison", open=False):
         refresh = gr.Button("↻ refresh history", size="sm", elem_id="ft-refresh")
@@ -238,6 +287,11 @@ def build() -> None:
                     concurrency_limit=1).then(history_update, None, [table, watch, pick], api_visibility="private")
     cancel_btn.click(cancel, watched, status, api_visibility="private", queue=False)
     zip_btn.click(download, watched, zip_file, api_visibility="private")
+    merged_btn.click(download_merged, watched, zip_file, api_visibility="private")
+    resume_btn.click(resume, watched, [watched, status], api_visibility="private", concurrency_id="train_start",
+                     concurrency_limit=1)
+    restart_btn.click(start_over, watched, [watched, status], api_visibility="private", concurrency_id="train_start",
+                      concurrency_limit=1)
     watch.change(lambda run_id: run_id or "", watch, watched, api_visibility="private")
     refresh.click(history_update, None, [table, watch, pick], api_visibility="private")
     pick.change(compare, pick, compare_plot, api_visibility="private")
@@ -247,4 +301,5 @@ def build() -> None:
     gr.api(api_train_start, api_name="train_start")
     gr.api(api_train_status, api_name="train_status")
     gr.api(api_train_cancel, api_name="train_cancel")
+    gr.api(api_train_resume, api_name="train_resume")
     gr.api(api_runs, api_name="runs")

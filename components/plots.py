@@ -33,6 +33,10 @@ def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str =
     """Line chart of several (x, y) series, e.g. train/eval loss by step."""
     fig = go.Figure()
     for name, (xs, ys) in series.items():
+        if len(xs) == 1:  # a single marked point (the best checkpoint, a divergence): a large symbol
+            fig.add_scatter(x=xs, y=ys, mode="markers", name=name,
+                            marker=dict(size=16, symbol="x" if "diverged" in name else "star"))
+            continue
         fig.add_scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 40 else "lines", name=name)
     fig.update_layout(font=FONT, height=380, margin=dict(l=50, r=10, t=50, b=40), title=title,
                       xaxis_title="step", yaxis_title=y_title, legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))

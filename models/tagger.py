@@ -314,9 +314,14 @@ def load(key: str, device: str | None = None) -> Tagger:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         kwargs = registry.hub_load_kwargs(spec)
+        labels = {}
+        if spec.source == "run":  # a LoRA run's folder is an adapter: transformers loads its base, with its labels
+            from models.training.lora import label_kwargs
+
+            labels = label_kwargs(kwargs["pretrained_model_name_or_path"])
         try:
             tokenizer = AutoTokenizer.from_pretrained(**kwargs)
-            model = AutoModelForTokenClassification.from_pretrained(**kwargs, dtype=info.dtype)
+            model = AutoModelForTokenClassification.from_pretrained(**kwargs, **labels, dtype=info.dtype)
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"could not load {spec.label} as a token classifier: {exc}") from exc
         model.to(info.device).eval()

@@ -88,3 +88,15 @@ def test_browser_starts_a_run_and_the_loss_chart_updates(page, screenshot_dir):
     expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=60_000)
     expect(page.locator("#ft-loss .js-plotly-plot")).to_be_visible(timeout=30_000)
     assert _points(page) >= first
+    # the cancelled run kept a checkpoint of the step it stopped at: Resume continues it
+    stopped = _points(page)
+    page.click("#ft-resume")
+    expect(page.locator("#ft-status")).to_contain_text("resumed from step", timeout=120_000)
+    page.wait_for_function(f"() => document.querySelector('#ft-loss .js-plotly-plot').data[0].x.length > {stopped}",
+                           timeout=120_000)
+    xs = page.evaluate("() => document.querySelector('#ft-loss .js-plotly-plot').data[0].x")
+    assert xs == list(range(1, len(xs) + 1))  # no step twice, none missing
+    page.get_by_text("Full fine-tuning or LoRA").click()
+    page.screenshot(path=str(screenshot_dir / "finetune-resumed.png"), full_page=True)
+    page.click("#ft-cancel")
+    expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=60_000)

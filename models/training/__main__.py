@@ -1,4 +1,4 @@
-"""``python -m models.training [--run-dir DIR | flags]``: one fine-tuning run.
+"""``python -m models.training [--run-dir DIR | --resume RUN_ID | flags]``: one fine-tuning run.
 
 The app launches ``--run-dir`` with a prepared folder; by hand (or under
 ``accelerate launch -m models.training ...`` on several GPUs or machines) pass the
@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m models.training", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run-dir", default=None, help="an existing run folder with config.json (what the app passes)")
+    p.add_argument("--resume", default=None, metavar="RUN_ID",
+                   help="continue a stopped run (its id, or its folder) from its newest checkpoint")
     p.add_argument("--run-id", default=None, help="name of the new run folder (default: time + random suffix)")
     p.add_argument("--config", default=None, help="a config.json to start from (flags override it)")
     for f in fields(RunConfig):
@@ -42,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
 
     rank = int(os.environ.get("RANK", "0"))
     try:
+        if args.resume:
+            candidate = Path(args.resume)
+            folder = candidate if (candidate / "config.json").is_file() else runs.run_dir(args.resume)
+            cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+            runs.last_checkpoint(folder)  # a missing or damaged checkpoint is refused here, with the reason
+            print(f"resuming run folder: {folder}", flush=True)
+            return train.run_in_folder(folder, cfg, resume=True)
         if args.run_dir:
             folder = Path(args.run_dir)
             cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))

@@ -54,6 +54,22 @@ class RunConfig:
     eval_before: bool = _f(True, "also evaluate the base model before training, for a before/after comparison")
     bf16: bool = _f(False, "bfloat16 mixed precision (only on GPUs that support it)")
     logging_steps: int = _f(5, "write the training loss to metrics.jsonl every N steps", min=1, max=100_000)
+    save_steps: int = _f(50, "save a resumable checkpoint (weights, optimiser, scheduler, random state) every N steps; "
+                         "0 = none, and the run cannot be resumed", min=0, max=1_000_000)
+    save_total_limit: int = _f(2, "keep only the newest N checkpoints (the best one is kept as well)", min=1, max=100)
+    keep_best: bool = _f(False, "at the end, load the checkpoint with the lowest validation loss and export that one "
+                         "(needs eval steps, and save steps a multiple of them)")
+    early_stopping_patience: int = _f(0, "stop when the validation loss has not improved for N evaluations in a row "
+                                      "(0 = off; needs eval steps)", min=0, max=1000)
+    method: str = _f("full", "full: train every weight; lora: freeze the model and train small low-rank adapters "
+                     "(LoRA, Hu et al. 2021) on the target modules", choices=("full", "lora"))
+    lora_rank: int = _f(8, "LoRA rank r: the inner width of each adapter (more = more trainable parameters)",
+                        min=1, max=1024)
+    lora_alpha: float = _f(16.0, "LoRA alpha: the adapter's output is scaled by alpha / rank", min=0.01, max=10_000)
+    lora_dropout: float = _f(0.05, "dropout on the adapter's input during training", min=0.0, max=0.9)
+    lora_targets: str = _f("", "comma-separated names of the modules that get adapters; empty = the architecture's "
+                           "usual choice (GPT-2: c_attn, c_proj; LLaMA/SmolLM2: q_proj, k_proj, v_proj, o_proj; "
+                           "BERT/MiniLM: query, value)")
 
     def validate(self) -> RunConfig:
         if self.task not in TASKS:
@@ -65,6 +81,16 @@ class RunConfig:
                                  f"{meta['max']:g} ({meta['help']})")
             if "choices" in meta and value not in meta["choices"]:
                 raise InputError(f"{f.name.replace('_', ' ')} must be one of {', '.join(meta['choices'])}")
+        if self.keep_best and not self.eval_steps:
+            raise InputError("keep best needs eval steps > 0: the best checkpoint is chosen by validation loss")
+        if self.keep_best and (not self.save_steps or self.save_steps % self.eval_steps):
+            raise InputError(f"keep best needs a checkpoint at evaluation steps: set save steps to a multiple of "
+                             f"eval steps ({self.eval_steps})")
+        if self.early_stopping_patience and not self.eval_steps:
+            raise InputError("early stopping needs eval steps > 0: it watches the validation loss")
+        if self.method == "lora" and self.base == "scratch-gpt2":
+            raise InputError("LoRA adapts a pretrained model; a GPT-2 from scratch has random weights to adapt: "
+                             "choose full fine-tuning, or a pretrained base")
         if self.dataset == "upload" and not self.upload:
             raise InputError("dataset 'upload' needs a file: upload a .txt or CoNLL file first")
         if self.bf16:

@@ -9,10 +9,15 @@ import math
 
 
 def perplexity(total_loss: float, n_tokens: int) -> float:
-    """exp(mean token cross-entropy in nats); ``total_loss`` is the sum over ``n_tokens`` tokens."""
+    """exp(mean token cross-entropy in nats); ``total_loss`` is the sum over ``n_tokens`` tokens.
+
+    A NaN loss (a diverged model) gives NaN, not infinity: the model is broken, not merely unsure.
+    """
     if n_tokens <= 0:
         raise ValueError("perplexity needs at least one token")
     mean = total_loss / n_tokens
+    if math.isnan(mean):
+        return math.nan
     return math.exp(mean) if mean < 700 else float("inf")
 
 

@@ -6,6 +6,9 @@ A run lives in ``$LMLAB_HOME/runs/<id>/``:
     metrics.jsonl  one JSON object per log/eval event (step, epoch, loss, learning rate, tokens/s, time)
     log.txt        the subprocess's stdout/stderr (for a failure's details)
     model/         the final model: safetensors + tokenizer + config, renamed into place when complete
+                   (a LoRA run: the adapter alone, adapter_model.safetensors + adapter_config.json)
+    trainer/       the Trainer's resumable checkpoints (checkpoint-<step>/), the newest few kept
+    tensorboard/   TensorBoard event files (`tensorboard --logdir $LMLAB_HOME/runs` shows every run)
     cancel         present when the user asked the run to stop
 
 Everything the UI shows comes from these files, so a reload, a closed tab or an app restart
@@ -237,13 +240,14 @@ def check(config: RunConfig) -> RunConfig:
     ModelUnavailable for a base that is not offered.
     """
     from models import policy
-    from models.training import train  # here, not at the top: train imports this module
+    from models.training import lora, train  # here, not at the top: train imports this module
 
     config.validate()
     offered = train.causal_bases() if config.task == CAUSAL_LM else train.ner_bases()
     if config.base not in {key for key, _ in offered}:
         registry.get(config.base, config.task)  # a local: folder (refused in public mode), else "unknown model"
     policy.check_training(config, active_runs=sum(st.get("state") in ACTIVE for st in list_runs()))
+    lora.check(config)  # an unknown target module is refused here, with the valid names (reads the config only)
     return config
 
 
@@ -251,9 +255,14 @@ def start(config: RunConfig) -> str:
     """Check, create the run folder and launch ``python -m models.training --run-dir ...`` in the background."""
     check(config)
     folder = new_run_dir(config)
+    _launch(folder, ["--run-dir", str(folder)])
+    return folder.name
+
+
+def _launch(folder: Path, args: list[str]) -> None:
     log = open(folder / "log.txt", "ab")
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "models.training", "--run-dir", str(folder)],
+        proc = subprocess.Popen([sys.executable, "-m", "models.training", *args],
                                 cwd=ROOT_DIR, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
                                 start_new_session=True)  # survives the app's Ctrl-C and a closed tab
@@ -261,7 +270,105 @@ def start(config: RunConfig) -> str:
         log.close()
     write_status(folder, pid=proc.pid)
     _children.append(proc)
-    return folder.name
+
+
+# --- checkpoints and resuming ------------------------------------------------------------------
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return int(path.name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def checkpoint_problem(path: Path) -> str:
+    """Why a Trainer checkpoint folder cannot be resumed from ("" when it looks complete and readable).
+
+    The Trainer writes trainer_state.json last, so its presence marks a finished save; the weights'
+    safetensors header and the optimiser file are checked too (a truncated copy is caught here, not
+    as a traceback in the resumed process).
+    """
+    state = _read_json(path / "trainer_state.json", None)
+    if not isinstance(state, dict) or "global_step" not in state:
+        return f"{path.name} has no readable trainer_state.json (the save was interrupted or the file is damaged)"
+    weights = [p for p in (path / "model.safetensors", path / "adapter_model.safetensors") if p.is_file()]
+    if not weights:
+        return f"{path.name} has no model weights"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights[0]), "pt") as fh:
+            list(fh.keys())
+    except Exception as exc:  # safetensors raises its own error types for a damaged header
+        return f"{path.name}/{weights[0].name} is damaged ({exc})"
+    if not (path / "optimizer.pt").is_file() or (path / "optimizer.pt").stat().st_size == 0:
+        return f"{path.name} has no optimiser state"
+    return ""
+
+
+def last_checkpoint(folder: Path) -> Path:
+    """The newest complete checkpoint of a run; InputError (saying what is wrong) when there is none."""
+    found = sorted((p for p in (folder / "trainer").glob("checkpoint-*") if p.is_dir()), key=_checkpoint_step)
+    problems = []
+    for path in reversed(found):
+        problem = checkpoint_problem(path)
+        if not problem:
+            return path
+        problems.append(problem)
+    why = "; ".join(problems) if problems else "it saved no checkpoint (save steps is 0, or it stopped before the " \
+        "first save)"
+    raise InputError(f"run {folder.name} cannot be resumed: {why}. Start it over with the same settings instead "
+                     "(the Start over button, or start a new run).")
+
+
+def trim_metrics(folder: Path, step: int) -> float:
+    """Drop the metrics written after ``step`` (the resumed run writes them again); returns the run's time then.
+
+    Keeps the base model's evaluation; drops the final evaluation of an earlier attempt.
+    """
+    kept, elapsed = [], 0.0
+    try:
+        lines = (folder / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if record.get("event") == "eval_before" or ("event" not in record and record.get("step", 0) <= step):
+            kept.append(line)
+            elapsed = max(elapsed, float(record.get("time", 0.0)))
+    settings.atomic_write_text(folder / "metrics.jsonl", "".join(x + "\n" for x in kept))
+    return elapsed
+
+
+def resume(run_id: str) -> str:
+    """Continue a failed or cancelled run from its newest checkpoint, as a new process; returns the run id."""
+    from models import policy
+
+    folder = run_dir(run_id)
+    st = status(run_id)
+    if st.get("state") in ACTIVE:
+        raise InputError(f"run {run_id} is still {st['state']}: there is nothing to resume")
+    if st.get("state") == "finished":
+        raise InputError(f"run {run_id} has finished: there is nothing to resume")
+    checkpoint = last_checkpoint(folder)
+    config = read_config(run_id).validate()
+    policy.check_training(config, active_runs=sum(s.get("state") in ACTIVE for s in list_runs()))
+    (folder / "cancel").unlink(missing_ok=True)
+    write_status(folder, state="queued", pid=None, listening=False, error=None, finished=None, cancelling=False,
+                 resuming_from=_checkpoint_step(checkpoint), device=device_key())
+    _launch(folder, ["--resume", str(folder)])
+    return run_id
+
+
+def restart(run_id: str) -> str:
+    """A new run with the same settings as ``run_id`` (what to do when it cannot be resumed)."""
+    return start(read_config(run_id))
 
 
 _children: list[subprocess.Popen] = []  # reaped so finished runs do not linger as zombies
@@ -308,10 +415,12 @@ def finished_models(task: str) -> list[registry.ModelSpec]:
     for st in list_runs():
         cfg = st.get("config", {})
         model = runs_root() / st["id"] / "model"
-        if st.get("state") != "finished" or cfg.get("task") != task or not (model / "config.json").is_file():
+        complete = (model / "config.json").is_file() or (model / "adapter_config.json").is_file()
+        if st.get("state") != "finished" or cfg.get("task") != task or not complete:
             continue
         best = st.get("summary", "")
-        specs.append(registry.ModelSpec(f"run:{st['id']}", f"{cfg.get('base')} fine-tuned on {cfg.get('dataset')} "
+        specs.append(registry.ModelSpec(f"run:{st['id']}", f"{cfg.get('base')} {'+ LoRA adapter ' if cfg.get('method') == 'lora' else ''}"
+                                        f"fine-tuned on {cfg.get('dataset')} "
                                         f"(run {st['id']})", task, "run", str(model), note=best))
     return specs
 

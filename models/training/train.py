@@ -263,17 +263,32 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[int]):
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[int], save_on_stop: bool = False,
+                  time_offset: float = 0.0):
+    """The run's TrainerCallback. ``time_offset``: seconds the run had trained before a resume.
+
+    A NaN or infinite loss means the run diverged: the callback records it (loss null,
+    "diverged": true), stops the run without saving that step, and sets ``diverged_at``.
+    """
     from transformers import TrainerCallback
 
     class RunCallback(TrainerCallback):
         """Writes metrics.jsonl/status.json on the main process; stops on a cancel request (all processes)."""
 
+        diverged_at: int | None = None
+        last_finite_step: int = 0
+
         def on_train_begin(self, args, state, control, **kw):
-            self.t0 = time.time()
+            self.t0 = time.time() - time_offset
+            self.last_finite_step = state.global_step
             self.last_status = 0.0
             if folder and state.is_world_process_zero:
-                runs.write_status(folder, state="running", step=0, max_steps=state.max_steps, started_training=self.t0)
+                runs.write_status(folder, state="running", step=state.global_step, max_steps=state.max_steps,
+                                  started_training=self.t0)
 
         def on_train_end(self, args, state, control, **kw):
             if folder and state.is_world_process_zero:
@@ -287,7 +302,8 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
                 stop = flag.item() > 0
             if stop:
                 control.should_training_stop = True
-                control.should_save = False
+                # A cancelled run keeps a checkpoint of the step it stopped at, so Resume loses nothing.
+                control.should_save = save_on_stop
             now = time.time()
             if folder and state.is_world_process_zero and (now - self.last_status > 1.0 or stop):
                 self.last_status = now
@@ -302,18 +318,33 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
             return seen / elapsed if elapsed > 0 else 0.0
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not (folder and state.is_world_process_zero and logs):
+            if not logs:
+                return
+            loss = logs.get("loss", logs.get("eval_loss"))
+            diverged = loss is not None and not _finite(loss)
+            if diverged and self.diverged_at is None:
+                # Every process sees the same (reduced) loss, so all of them stop here together.
+                self.diverged_at = state.global_step
+                control.should_training_stop = True
+                control.should_save = control.should_evaluate = False
+            elif "loss" in logs and not diverged:
+                self.last_finite_step = state.global_step
+            if not (folder and state.is_world_process_zero):
                 return
             elapsed = time.time() - self.t0
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(elapsed, 2),
                       "tokens_per_s": round(self._tps(state, elapsed), 1)}
+            # NaN is not JSON: a diverged value is written as null with "diverged": true.
             if "loss" in logs:
-                record |= {"loss": logs["loss"], "learning_rate": logs.get("learning_rate")}
+                record |= {"loss": None if diverged else logs["loss"], "learning_rate": logs.get("learning_rate")}
             elif "eval_loss" in logs:
-                record |= {"eval_loss": logs["eval_loss"], "eval_perplexity": math.exp(min(logs["eval_loss"], 700))}
+                record |= {"eval_loss": None if diverged else logs["eval_loss"],
+                           "eval_perplexity": None if diverged else metrics.perplexity(logs["eval_loss"], 1)}
                 record |= {k[5:]: v for k, v in logs.items() if k in ("eval_f1", "eval_precision", "eval_recall")}
             else:
                 return
+            if diverged:
+                record["diverged"] = True
             runs.append_metrics(folder, record)
 
     return RunCallback()
@@ -335,9 +366,20 @@ def _ner_compute_metrics(id2label):
     return compute
 
 
-def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None) -> dict:
-    """Run the whole recipe; returns {before, after, seconds}. Writes into ``folder`` on the main process."""
-    from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments, default_data_collator
+def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, resume: bool = False) -> dict:
+    """Run the whole recipe; returns {before, after, seconds, steps, model_step}. Writes into ``folder`` on the main
+    process. ``resume``: continue from the folder's newest checkpoint with the Trainer's own resume (weights,
+    optimiser, scheduler, RNG state and step); metrics written after that checkpoint are dropped first.
+
+    Raises LMLabError when the loss becomes NaN (the checkpoints before it are kept).
+    """
+    from transformers import (
+        DataCollatorForTokenClassification,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
 
     rank, world = _world()
     main = rank == 0
@@ -363,49 +405,106 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None) -
     if cfg.max_train_samples:
         train_items = train_items[: cfg.max_train_samples]
 
-    before = {}
-    if cfg.eval_before and main:
+    checkpoint, time_offset, before = None, 0.0, {}
+    if resume:
+        checkpoint = runs.last_checkpoint(folder)
+        if main:
+            time_offset = runs.trim_metrics(folder, runs._checkpoint_step(checkpoint))
+            recorded = next((r for r in runs.read_metrics(folder.name) if r.get("event") == "eval_before"), None)
+            before = {k: v for k, v in (recorded or {}).items() if k != "event"}
+    if cfg.method == "lora":
+        from models.training import lora
+
+        model = lora.wrap(model, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    if folder is not None and main:
+        runs.write_status(folder, trainable_params=trainable, total_params=total)
+    if cfg.eval_before and main and not resume:
         _phase(folder, "evaluating the base model on the test split")
         before = evaluate(cfg, model, tokenizer, data, "test", cfg.test_samples)
         _record(folder, {"event": "eval_before", **_flat(before)})
     if stopper():
         raise Cancelled("cancelled before training started")
 
+    if folder is not None and main:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder / "tensorboard")
+    evaluating = bool(cfg.eval_steps)
     args = TrainingArguments(
         output_dir=str((folder or Path(".")) / "trainer"), learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=max(cfg.batch_size, 16), gradient_accumulation_steps=cfg.grad_accum,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed,
         logging_steps=cfg.logging_steps, eval_strategy="steps" if cfg.eval_steps else "no",
-        eval_steps=cfg.eval_steps or None, save_strategy="no", report_to="none", bf16=cfg.bf16,
+        eval_steps=cfg.eval_steps or None, bf16=cfg.bf16,
+        save_strategy="steps" if cfg.save_steps and folder is not None else "no", save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit, metric_for_best_model="eval_loss" if evaluating else None,
+        greater_is_better=False, load_best_model_at_end=cfg.keep_best,
+        report_to=["tensorboard"] if folder is not None else "none",
+        logging_nan_inf_filter=False,  # the default replaces a NaN loss by the mean so far: hides a divergence
         disable_tqdm=True, dataloader_num_workers=0,
         # Batches of similar lengths waste little on padding (NER sentences run from 1 to 100+ pieces).
         train_sampling_strategy="group_by_length" if cfg.task != CAUSAL_LM else "random",
         use_cpu=not torch.cuda.is_available(),
     )
+    callback = make_callback(folder, stopper, [tokens_per_step], save_on_stop=bool(cfg.save_steps),
+                             time_offset=time_offset)
+    callbacks = [callback]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = Trainer(model=model, args=args, train_dataset=ListDataset(train_items),
                       eval_dataset=ListDataset(eval_items) if cfg.eval_steps else None, data_collator=collator,
-                      processing_class=tokenizer, callbacks=[make_callback(folder, stopper, [tokens_per_step])],
+                      processing_class=tokenizer, callbacks=callbacks,
                       compute_metrics=_ner_compute_metrics(model.config.id2label) if cfg.task != CAUSAL_LM else None)
-    _phase(folder, "training")
+    _phase(folder, f"training (resumed from {checkpoint.name})" if checkpoint else "training")
     t0 = time.time()
     stopper.interruptible = False
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopper.interruptible = True
     seconds = time.time() - t0
+    if callback.diverged_at is not None:
+        raise LMLabError(_diverged(folder, callback.diverged_at, callback.last_finite_step))
     if stopper():
         raise Cancelled(f"cancelled at step {trainer.state.global_step}")
+    state = trainer.state
+    best_step = state.best_global_step if evaluating else None
+    model_step = best_step if cfg.keep_best and best_step else state.global_step
 
     final_model = trainer.accelerator.unwrap_model(trainer.model)
     after = {}
     if main:
         _phase(folder, "evaluating the fine-tuned model on the test split")
         after = evaluate(cfg, final_model, tokenizer, data, "test", cfg.test_samples)
-        _record(folder, {"event": "eval_after", "step": trainer.state.global_step, **_flat(after)})
+        _record(folder, {"event": "eval_after", "step": state.global_step, "model_step": model_step, **_flat(after)})
     if folder is not None:
         stopper.interruptible = False
         _save(trainer, tokenizer, folder, main)
-    return {"before": before, "after": after, "train_seconds": seconds, "steps": trainer.state.global_step}
+    return {"before": before, "after": after, "train_seconds": seconds, "steps": state.global_step,
+            "model_step": model_step, "best_step": best_step, "trainable_params": trainable, "total_params": total,
+            "peak_memory_bytes": _peak_memory(),
+            "best_eval_loss": state.best_metric if best_step else None}
+
+
+def _peak_memory() -> int:
+    """Peak bytes so far: GPU memory allocated by torch on CUDA, else the process's peak resident memory."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _diverged(folder: Path | None, step: int, last_good: int) -> str:
+    """The failure message of a NaN loss; checkpoints saved after the last finite loss are removed."""
+    kept = None
+    if folder is not None and _world()[0] == 0:
+        for path in (folder / "trainer").glob("checkpoint-*"):
+            if runs._checkpoint_step(path) > last_good:
+                shutil.rmtree(path, ignore_errors=True)  # its weights may already hold NaNs
+            elif not runs.checkpoint_problem(path):
+                kept = max(kept or 0, runs._checkpoint_step(path))
+    note = f" (the last good checkpoint, step {kept}, is kept)" if kept else ""
+    return f"the loss became NaN at step {step}; lower the learning rate{note}"
 
 
 def _flat(result: dict) -> dict:
@@ -431,6 +530,11 @@ def _save(trainer, tokenizer, folder: Path, main: bool) -> None:
     trainer.save_model(str(tmp))  # every process calls it (sharded setups gather here); main writes
     if main:
         tokenizer.save_pretrained(str(tmp))
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(unwrapped, "peft_config") and getattr(unwrapped, "modules_to_save", None):
+            from models.training import lora
+
+            lora.save_labels(unwrapped, tmp)  # a tagging adapter: its base needs the label set to be rebuilt
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.json says the same
         if not any(tmp.glob("*.safetensors")):
             raise LMLabError("the model was not written as safetensors")
@@ -440,7 +544,17 @@ def _save(trainer, tokenizer, folder: Path, main: bool) -> None:
         os.replace(tmp, final)
 
 
-def run_in_folder(folder: Path | None, cfg: RunConfig) -> int:
+def summary(cfg: RunConfig, result: dict) -> str:
+    """The run's one-line outcome: the test metrics and the step the saved model comes from."""
+    text = headline(cfg.task, result["after"])
+    step = result.get("model_step")
+    if step is not None:
+        best = " (lowest validation loss)" if cfg.keep_best and step == result.get("best_step") else ""
+        text += f" · model from step {step}{best}"
+    return text
+
+
+def run_in_folder(folder: Path | None, cfg: RunConfig, resume: bool = False) -> int:
     """The subprocess entry: queue for the device, train, record the outcome. Exit code 0 unless failed.
 
     ``folder`` is None on the other processes of a multi-machine launch: they train but write nothing.
@@ -458,12 +572,16 @@ def run_in_folder(folder: Path | None, cfg: RunConfig) -> int:
             slot = runs.wait_for_slot(folder, runs.device_key(), stopper)
             if slot is None:
                 raise Cancelled("cancelled while queued")
-        if rank == 0:
+        if rank == 0 and resume:
+            resumes = runs._read_json(folder / "status.json", {}).get("resumes", 0) + 1
+            runs.write_status(folder, state="running", queue_position=0, resumes=resumes, error=None,
+                              resumed_from=runs._checkpoint_step(runs.last_checkpoint(folder)))
+        elif rank == 0:
             runs.write_status(folder, state="running", started=time.time(), queue_position=0)
-        result = train(cfg.validate(), folder, stopper)
+        result = train(cfg.validate(), folder, stopper, resume=resume)
         if rank == 0:
             runs.write_status(folder, state="finished", finished=time.time(), phase="done", result=result,
-                              summary=headline(cfg.task, result["after"]), cancelling=False)
+                              summary=summary(cfg, result), cancelling=False)
         return 0
     except Cancelled as exc:
         if rank == 0 and folder is not None:

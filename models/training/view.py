@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from pathlib import Path
 
 from models import settings
 from models.errors import InputError
@@ -30,7 +33,7 @@ def form_config(values: dict) -> RunConfig:
             continue
         value = values[f.name]
         if value is None or value == "":
-            if f.name == "upload":
+            if f.default == "":  # text settings whose empty value means something (no upload, default targets)
                 value = ""
             else:
                 raise InputError(f"{f.name.replace('_', ' ')} is empty: enter a value")
@@ -108,6 +111,7 @@ class Snapshot:
     sample: str = ""
     model_dir: str = ""
     status: dict = field(default_factory=dict)
+    resumable: str = ""  # the checkpoint a Resume would start from ("" = cannot resume)
     signature: str = ""  # changes when the run's files change
 
 
@@ -141,10 +145,16 @@ def snapshot(run_id: str) -> Snapshot:
         parts.append(f"waiting for {st.get('device')}: {st.get('queue_position', 0)} run(s) ahead")
     if st.get("max_steps"):
         parts.append(f"step {st.get('step', 0)}/{st['max_steps']}")
+    if st.get("resumes"):
+        parts.append(f"resumed from step {st.get('resumed_from')}" + (f" ({st['resumes']}×)" if st["resumes"] > 1
+                                                                       else ""))
     if st.get("elapsed") is not None:
         parts.append(f"elapsed {_clock(st['elapsed'])}")
     if state == "running" and st.get("eta") is not None:
         parts.append(f"ETA {_clock(st['eta'])}")
+    if cfg.get("method") == "lora" and st.get("total_params"):
+        parts.append(f"LoRA r={cfg.get('lora_rank')}: {st['trainable_params']:,} trainable parameters "
+                     f"({st['trainable_params'] / st['total_params']:.2%})")
     if st.get("tokens_per_s"):
         parts.append(f"{st['tokens_per_s']:,.0f} tokens/s")
     if state in runs.ACTIVE and st.get("phase"):
@@ -155,11 +165,18 @@ def snapshot(run_id: str) -> Snapshot:
     if st.get("summary"):
         headline += f"\n\n**Test:** {st['summary']}"
 
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r and "event" not in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None and "step" in r and "event" not in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
     series = {"training loss": ([s for s, _ in train], [v for _, v in train])}
     if evals:
         series["validation loss"] = ([s for s, _ in evals], [v for _, v in evals])
+        step, loss = min(evals, key=lambda p: p[1])
+        kept = "best checkpoint" if cfg.get("keep_best") else "best validation loss"
+        series[f"{kept} (step {step})"] = ([step], [loss])
+    diverged = next((r for r in records if r.get("diverged")), None)
+    if diverged:  # drawn where the last finite loss was, since NaN has no height
+        last = (train or evals or [(0, 0.0)])[-1][1]
+        series[f"diverged: loss NaN at step {diverged['step']}"] = ([diverged["step"]], [last])
     lr = [(r["step"], r["learning_rate"]) for r in records if r.get("learning_rate") is not None]
 
     before = next((r for r in records if r.get("event") == "eval_before"), {})
@@ -187,6 +204,11 @@ def snapshot(run_id: str) -> Snapshot:
                        if k in before or k in after]
     model = runs.runs_root() / run_id / "model"
     snap.model_dir = str(model) if state == "finished" and (model / "config.json").is_file() else ""
+    if state in ("failed", "cancelled"):
+        try:
+            snap.resumable = runs.last_checkpoint(runs.run_dir(run_id)).name
+        except InputError:
+            snap.resumable = ""
     return snap
 
 
@@ -216,24 +238,54 @@ def compare(run_ids: list[str]) -> dict[str, tuple[list[float], list[float]]]:
     """Training-loss curves of several runs, keyed by run id."""
     series = {}
     for run_id in run_ids or []:
-        pts = [(r["step"], r["loss"]) for r in runs.read_metrics(run_id) if "loss" in r and "step" in r and "event" not in r]
+        pts = [(r["step"], r["loss"]) for r in runs.read_metrics(run_id)
+               if r.get("loss") is not None and "step" in r and "event" not in r]
         series[run_id] = ([s for s, _ in pts], [v for _, v in pts])
     return series
 
 
-def zip_model(run_id: str) -> str:
-    """The finished model folder as a zip under $LMLAB_HOME/exports (written atomically)."""
+def export_kinds(run_id: str) -> list[str]:
+    """What a finished run can be downloaded as: model (full fine-tune), or adapter and merged (LoRA)."""
+    folder = runs.runs_root() / run_id / "model"
+    return ["adapter", "merged"] if (folder / "adapter_config.json").is_file() else ["model"]
+
+
+def zip_model(run_id: str, kind: str = "") -> str:
+    """The finished model as a zip under $LMLAB_HOME/exports (written atomically), with a README.md model card.
+
+    ``kind``: model (a full fine-tune), adapter (a LoRA run's adapter alone) or merged (base + adapter
+    folded into plain safetensors weights); empty = the run's natural kind (model or adapter).
+    """
+    from models.training import card, lora
+
     snap_dir = runs.runs_root() / run_id / "model"
-    if runs.status(run_id).get("state") != "finished" or not snap_dir.is_dir():
+    st = runs.status(run_id)
+    if st.get("state") != "finished" or not snap_dir.is_dir():
         raise InputError(f"run {run_id} has no finished model to download")
-    out = settings.home() / "exports" / f"lmlab-run-{run_id}.zip"
+    kinds = export_kinds(run_id)
+    kind = kind or kinds[0]
+    if kind not in kinds:
+        raise InputError(f"run {run_id} can be downloaded as {' or '.join(kinds)}, not {kind}")
+    name = run_id if kind != "merged" else f"{run_id}-merged"
+    out = settings.home() / "exports" / f"lmlab-run-{name}.zip"
     if out.exists() and out.stat().st_mtime >= snap_dir.stat().st_mtime:
         return str(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = runs.read_config(run_id)
+    readme = card.model_card(run_id, cfg, st, runs.read_metrics(run_id), kind)
+    source, scratch = snap_dir, None
+    if kind == "merged":
+        scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=".merge-"))
+        source = lora.merged(snap_dir, cfg.task, scratch)
     tmp = out.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(snap_dir.iterdir()):
-            if path.is_file():
-                zf.write(path, f"{run_id}/{path.name}")
-    os.replace(tmp, out)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(source.iterdir()):
+                if path.is_file() and path.name != "README.md":
+                    zf.write(path, f"{name}/{path.name}")
+            zf.writestr(f"{name}/README.md", readme)
+        os.replace(tmp, out)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return str(out)

@@ -1,0 +1,137 @@
+"""LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") through the ``peft`` library.
+
+The base model is frozen; each target module gets a trainable low-rank update B·A (rank r,
+scaled by alpha / r). The run folder keeps only the adapter (adapter_model.safetensors +
+adapter_config.json, whose ``base_model_name_or_path`` names the base); transformers' own
+PEFT integration loads base + adapter wherever a model folder is loaded, and ``merged``
+folds the update into the base weights for export.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from models.errors import InputError
+from models.training.config import CAUSAL_LM, RunConfig
+
+# The usual targets per architecture (config.model_type); others fall back to peft's own table.
+DEFAULT_TARGETS = {
+    "gpt2": ["c_attn", "c_proj"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "bert": ["query", "value"],
+}
+LABELS_FILE = "labels.json"  # a token-classification adapter's label set (the base config has none)
+
+
+def adaptable_modules(model) -> list[str]:
+    """Sorted short names of the modules LoRA can wrap (Linear, GPT-2's Conv1D, Embedding), heads excluded."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = set()
+    for name, module in model.named_modules():
+        short = name.rsplit(".", 1)[-1]
+        if isinstance(module, (torch.nn.Linear, Conv1D, torch.nn.Embedding)) and short not in ("lm_head", "classifier"):
+            names.add(short)
+    return sorted(names)
+
+
+def targets(cfg: RunConfig, model_type: str, valid: list[str]) -> list[str]:
+    """The target module names for this run: the form's list, else the architecture's default.
+
+    Raises InputError naming the valid modules when a name does not exist in the model.
+    """
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    asked = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    chosen = asked or DEFAULT_TARGETS.get(model_type) or PEFT_DEFAULTS.get(model_type, [])
+    if not chosen:
+        raise InputError(f"there is no default LoRA target for a {model_type} model: name the modules "
+                         f"(valid: {', '.join(valid)})")
+    unknown = [t for t in chosen if t not in valid]
+    if unknown:
+        raise InputError(f"LoRA target module(s) {', '.join(unknown)} do not exist in {cfg.base} ({model_type}); "
+                         f"valid names: {', '.join(valid)}")
+    return chosen
+
+
+def check(cfg: RunConfig) -> list[str]:
+    """Refuse LoRA settings that do not fit the base model, before any training process starts.
+
+    Builds the model's skeleton on the meta device (no weights are read), so this takes a second.
+    Returns the target module names.
+    """
+    if cfg.method != "lora":
+        return []
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
+
+    from models.training.train import _pretrained_source
+
+    source = _pretrained_source(cfg.base, cfg.task)
+    config = AutoConfig.from_pretrained(**source)
+    auto = AutoModelForCausalLM if cfg.task == CAUSAL_LM else AutoModelForTokenClassification
+    with torch.device("meta"):
+        model = auto.from_config(config)
+    return targets(cfg, config.model_type, adaptable_modules(model))
+
+
+def wrap(model, cfg: RunConfig):
+    """The base model wrapped for LoRA training: only adapters (and a NER run's fresh head) are trainable."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    chosen = targets(cfg, model.config.model_type, adaptable_modules(model))
+    ner = cfg.task != CAUSAL_LM
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        target_modules=chosen, task_type=TaskType.TOKEN_CLS if ner else TaskType.CAUSAL_LM,
+                        # the tagging head starts from random weights: it must be trained, and saved with the adapter
+                        modules_to_save=["classifier"] if ner else None)
+    return get_peft_model(model, config)
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def is_adapter(folder: Path) -> bool:
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
+def save_labels(model, folder: Path) -> None:
+    """A token-classification adapter also records its labels (the base model's config has none)."""
+    id2label = model.config.id2label
+    labels = [id2label[i] for i in range(len(id2label))]
+    (Path(folder) / LABELS_FILE).write_text(json.dumps(labels), encoding="utf-8")
+
+
+def label_kwargs(folder: Path) -> dict:
+    """from_pretrained kwargs that give a token-classification adapter's base the right label set."""
+    path = Path(folder) / LABELS_FILE
+    if not path.is_file():
+        return {}
+    labels = json.loads(path.read_text(encoding="utf-8"))
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {t: i for i, t in enumerate(labels)}}
+
+
+def base_of(folder: Path) -> str:
+    """The base model an adapter folder was trained on (a local folder or a hub id)."""
+    return json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
+def merged(folder: Path, task: str, out: Path) -> Path:
+    """Base + adapter folded into plain weights (W + B·A·alpha/r), saved as safetensors with the tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+    auto = AutoModelForCausalLM if task == CAUSAL_LM else AutoModelForTokenClassification
+    base = auto.from_pretrained(base_of(folder), dtype=torch.float32, local_files_only=True, **label_kwargs(folder))
+    model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(out))
+    return out

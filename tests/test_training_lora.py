@@ -1,0 +1,129 @@
+"""LoRA runs with peft: settings refused before training, adapter-only run folders, pickers and exports."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import registry
+from models.errors import InputError
+from models.training import lora, runs, view
+from models.training.config import RunConfig
+from tests.training_helpers import small_text, tiny_config, wait_until
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with the real GPT-2 tokenizer saved as a local folder: a 'pretrained' base in seconds."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = registry.gpt2_tokenizer()
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=128, vocab_size=len(tok))).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_base, tmp_path_factory):
+    text = small_text(tmp_path_factory.mktemp("data"))
+    cfg = tiny_config(text, base=f"local:{tiny_base}", method="lora", lora_rank=4, lora_alpha=8, learning_rate=5e-3,
+                      max_steps=6, bleu_samples=0, test_samples=4)
+    run_id = runs.start(cfg)
+    return run_id, wait_until(run_id, lambda s: s["state"] in runs.DONE, timeout=300)
+
+
+def test_bad_lora_settings_are_refused_before_a_run_starts(tiny_base, tmp_path):
+    text = small_text(tmp_path)
+    before = {st["id"] for st in runs.list_runs()}
+    with pytest.raises(InputError, match=r"query do not exist.*valid names: c_attn, c_fc, c_proj"):
+        runs.start(tiny_config(text, base=f"local:{tiny_base}", method="lora", lora_targets="c_attn, query"))
+    with pytest.raises(InputError, match="lora rank = 0 is out of range"):
+        runs.start(tiny_config(text, base=f"local:{tiny_base}", method="lora", lora_rank=0))
+    with pytest.raises(InputError, match="from scratch"):
+        runs.start(tiny_config(text, method="lora"))
+    assert {st["id"] for st in runs.list_runs()} == before  # no run folder, no process
+
+
+def test_per_architecture_default_targets():
+    from transformers import BertConfig, BertForTokenClassification, LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, vocab_size=50))
+    bert = BertForTokenClassification(BertConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                 num_attention_heads=2, vocab_size=50, num_labels=3))
+    assert lora.targets(RunConfig(), "llama", lora.adaptable_modules(llama)) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert lora.targets(RunConfig(), "bert", lora.adaptable_modules(bert)) == ["query", "value"]
+    assert "classifier" not in lora.adaptable_modules(bert)
+
+
+def test_a_lora_run_keeps_only_the_adapter_and_trains_few_parameters(lora_run, tiny_base):
+    run_id, st = lora_run
+    assert st["state"] == "finished", st
+    model = runs.runs_root() / run_id / "model"
+    names = {p.name for p in model.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names
+    adapter = json.loads((model / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8 and sorted(adapter["target_modules"]) == ["c_attn", "c_proj"]
+    assert Path(adapter["base_model_name_or_path"]) == tiny_base
+    result = st["result"]
+    assert 0 < result["trainable_params"] < result["total_params"] / 10
+
+
+def test_pickers_load_base_plus_adapter_and_exports_match(lora_run, tiny_base, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_id, _ = lora_run
+    key = f"run:{run_id}"
+    assert key in [s.key for s in registry.catalogue(registry.CAUSAL_LM)]
+    loaded = registry.load_causal_lm(key, device="cpu")
+    ids = torch.tensor([[464, 3290, 318, 257, 1332]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    with torch.no_grad():
+        plain = base(ids).logits
+        picked = loaded.model(ids).logits
+        reference = PeftModel.from_pretrained(base, str(runs.runs_root() / run_id / "model")).eval()(ids).logits
+    assert torch.allclose(picked, reference, atol=1e-5)
+    assert not torch.allclose(picked, plain, atol=1e-4)  # the adapter changed the model
+    with zipfile.ZipFile(view.zip_model(run_id, "adapter")) as zf:
+        assert {f"{run_id}/adapter_model.safetensors", f"{run_id}/README.md"} <= set(zf.namelist())
+        assert f"{run_id}/model.safetensors" not in zf.namelist()
+    with zipfile.ZipFile(view.zip_model(run_id, "merged")) as zf:
+        assert f"{run_id}-merged/model.safetensors" in zf.namelist()
+        zf.extractall(tmp_path)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / f"{run_id}-merged").eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, reference, atol=1e-4)
+
+
+def test_ner_lora_trains_the_fresh_head_and_the_ner_tab_loads_it(tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from models import assets, tagger
+
+    base = tmp_path / "tiny-bert"
+    tok = AutoTokenizer.from_pretrained(str(assets.path("all-minilm-l6-v2")))
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(base)
+    tok.save_pretrained(base)
+    cfg = RunConfig(task="token-classification", base=f"local:{base}", dataset="twitter-ner", max_steps=3,
+                    batch_size=8, seq_len=64, eval_steps=0, test_samples=20, logging_steps=1, method="lora",
+                    lora_rank=4, learning_rate=1e-3)
+    run_id = runs.start(cfg)
+    st = wait_until(run_id, lambda s: s["state"] in runs.DONE, timeout=180)
+    assert st["state"] == "finished", st
+    model = runs.runs_root() / run_id / "model"
+    from safetensors import safe_open
+
+    with safe_open(str(model / "adapter_model.safetensors"), "pt") as fh:
+        assert any("classifier" in k for k in fh.keys())  # the head is saved with the adapter
+    loaded = tagger.load(f"run:{run_id}", device="cpu").loaded
+    assert "B-person" in loaded.model.config.label2id
+    assert loaded.model.config.num_labels == len(json.loads((model / lora.LABELS_FILE).read_text()))
