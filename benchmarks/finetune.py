@@ -121,10 +121,10 @@ def lm_config(steps: int) -> RunConfig:
 
 def lora_pair_configs(lm_steps: int, ner_steps: int) -> dict[str, RunConfig]:
     lm = dict(task="causal-lm", base="smollm2-135m-instruct", dataset="wikitext-2", seq_len=128, batch_size=4,
-              max_steps=lm_steps, logging_steps=5, bleu_samples=0, test_samples=32, eval_steps=0, save_steps=0,
+              max_steps=lm_steps, logging_steps=2, bleu_samples=0, test_samples=16, eval_steps=0, save_steps=0,
               seed=42, warmup_ratio=0.1)
     ner = dict(task="token-classification", base="all-minilm-l6-v2", dataset="conll2003", seq_len=128, batch_size=32,
-               max_steps=ner_steps, logging_steps=20, test_samples=1000, eval_steps=0, save_steps=0, seed=42,
+               max_steps=ner_steps, logging_steps=10, test_samples=500, eval_steps=0, save_steps=0, seed=42,
                warmup_ratio=0.1)
     # The usual learning rates: LoRA's adapters start at zero and need a larger step than full fine-tuning.
     return {"lm full": RunConfig(**lm, learning_rate=5e-5),

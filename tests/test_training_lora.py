@@ -50,6 +50,14 @@ def test_bad_lora_settings_are_refused_before_a_run_starts(tiny_base, tmp_path):
     assert {st["id"] for st in runs.list_runs()} == before  # no run folder, no process
 
 
+def test_lora_checks_catalogue_models_in_public_mode(monkeypatch):
+    monkeypatch.setenv("LMLAB_PUBLIC", "1")
+    cfg = RunConfig(method="lora", base="smollm2-135m-instruct", dataset="wikitext-2")
+    assert lora.check(cfg) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    with pytest.raises(InputError, match="valid names: .*down_proj.*q_proj"):
+        lora.check(RunConfig(method="lora", base="smollm2-135m-instruct", lora_targets="c_attn"))
+
+
 def test_per_architecture_default_targets():
     from transformers import BertConfig, BertForTokenClassification, LlamaConfig, LlamaForCausalLM
 
@@ -95,6 +103,9 @@ def test_pickers_load_base_plus_adapter_and_exports_match(lora_run, tiny_base, t
     with zipfile.ZipFile(view.zip_model(run_id, "adapter")) as zf:
         assert {f"{run_id}/adapter_model.safetensors", f"{run_id}/README.md"} <= set(zf.namelist())
         assert f"{run_id}/model.safetensors" not in zf.namelist()
+        card = zf.read(f"{run_id}/README.md").decode()
+    assert "LoRA (peft), rank 4, alpha 8" in card and "| perplexity |" in card and "licence" in card
+    assert "trainable parameters:" in card and "weights from step 6 of 6" in card
     with zipfile.ZipFile(view.zip_model(run_id, "merged")) as zf:
         assert f"{run_id}-merged/model.safetensors" in zf.namelist()
         zf.extractall(tmp_path)

@@ -71,9 +71,8 @@ def test_a_killed_run_resumes_to_the_same_steps_and_metrics_as_an_uninterrupted_
     assert events == ["eval_before", "eval_after"]
     after = lambda run: next(r for r in runs.read_metrics(run) if r.get("event") == "eval_after")  # noqa: E731
     assert after(broken)["perplexity"] == pytest.approx(after(whole)["perplexity"], rel=1e-4)
-    # only the newest checkpoints are kept
-    kept = sorted(p.name for p in (runs.runs_root() / broken / "trainer").glob("checkpoint-*"))
-    assert len(kept) <= 2 and "checkpoint-16" in kept
+    # a finished run's checkpoints are removed (it is not resumed; optimiser state is large)
+    assert not list((runs.runs_root() / broken / "trainer").glob("checkpoint-*"))
     # TensorBoard event files from the Trainer's own reporting
     assert list((runs.runs_root() / whole / "tensorboard").rglob("events.out.tfevents.*"))
     with pytest.raises(InputError, match="finished"):
@@ -180,7 +179,7 @@ def test_a_nan_loss_fails_the_run_with_advice_and_keeps_the_last_good_checkpoint
         return model, tok
 
     monkeypatch.setattr(train, "load_base", load_base_that_diverges)
-    cfg = tiny_config(text, max_steps=12, save_steps=2, save_total_limit=5, eval_steps=0, logging_steps=1,
+    cfg = tiny_config(text, max_steps=12, save_steps=2, save_total_limit=1, eval_steps=0, logging_steps=1,
                       eval_before=False, bleu_samples=0, test_samples=4)
     folder = runs.new_run_dir(cfg)
     assert train.run_in_folder(folder, cfg) == 1
@@ -192,7 +191,7 @@ def test_a_nan_loss_fails_the_run_with_advice_and_keeps_the_last_good_checkpoint
     assert [r["step"] for r in records if r.get("loss") is not None] == [1, 2, 3, 4, 5]
     assert [(r["step"], r["loss"], r["diverged"]) for r in records if r.get("diverged")] == [(6, None, True)]
     kept = sorted(runs._checkpoint_step(p) for p in (folder / "trainer").glob("checkpoint-*"))
-    assert kept == [2, 4]
+    assert kept == [4]  # save total limit 1: the older one was rotated out
     from safetensors.torch import load_file
 
     weights = load_file(str(folder / "trainer" / "checkpoint-4" / "model.safetensors"))

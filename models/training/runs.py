@@ -72,10 +72,14 @@ def append_metrics(folder: Path, record: dict) -> None:
 
 
 def read_metrics(run_id: str) -> list[dict]:
+    return read_metrics_file(run_dir(run_id))
+
+
+def read_metrics_file(folder: Path) -> list[dict]:
     records = []
     try:
         # errors="replace": a damaged byte spoils its own line (skipped below), not the whole chart
-        text = (run_dir(run_id) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
+        text = (folder / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return records
     for line in text.splitlines():
@@ -259,7 +263,8 @@ def start(config: RunConfig) -> str:
     return folder.name
 
 
-def _launch(folder: Path, args: list[str]) -> None:
+def _launch(folder: Path, args: list[str], **status_changes) -> None:
+    """Start the training process; its pid goes into status.json in the same write as ``status_changes``."""
     log = open(folder / "log.txt", "ab")
     try:
         proc = subprocess.Popen([sys.executable, "-m", "models.training", *args],
@@ -268,7 +273,7 @@ def _launch(folder: Path, args: list[str]) -> None:
                                 start_new_session=True)  # survives the app's Ctrl-C and a closed tab
     finally:
         log.close()
-    write_status(folder, pid=proc.pid)
+    write_status(folder, pid=proc.pid, **status_changes)
     _children.append(proc)
 
 
@@ -360,9 +365,9 @@ def resume(run_id: str) -> str:
     config = read_config(run_id).validate()
     policy.check_training(config, active_runs=sum(s.get("state") in ACTIVE for s in list_runs()))
     (folder / "cancel").unlink(missing_ok=True)
-    write_status(folder, state="queued", pid=None, listening=False, error=None, finished=None, cancelling=False,
-                 resuming_from=_checkpoint_step(checkpoint), device=device_key())
-    _launch(folder, ["--resume", str(folder)])
+    # One write with the new pid: a reader never sees "queued" with the old, dead process.
+    _launch(folder, ["--resume", str(folder)], state="queued", listening=False, error=None, finished=None,
+            cancelling=False, resuming_from=_checkpoint_step(checkpoint), device=device_key())
     return run_id
 
 

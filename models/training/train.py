@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -410,7 +411,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
         checkpoint = runs.last_checkpoint(folder)
         if main:
             time_offset = runs.trim_metrics(folder, runs._checkpoint_step(checkpoint))
-            recorded = next((r for r in runs.read_metrics(folder.name) if r.get("event") == "eval_before"), None)
+            recorded = next((r for r in runs.read_metrics_file(folder) if r.get("event") == "eval_before"), None)
             before = {k: v for k, v in (recorded or {}).items() if k != "event"}
     if cfg.method == "lora":
         from models.training import lora
@@ -431,13 +432,16 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder / "tensorboard")
     evaluating = bool(cfg.eval_steps)
     args = TrainingArguments(
-        output_dir=str((folder or Path(".")) / "trainer"), learning_rate=cfg.learning_rate,
+        # The other processes of a launch have no run folder; their per-process RNG files go to a temporary one.
+        output_dir=str(folder / "trainer" if folder is not None else Path(tempfile.mkdtemp(prefix="lmlab-rank-"))),
+        learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=max(cfg.batch_size, 16), gradient_accumulation_steps=cfg.grad_accum,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type="linear", seed=cfg.seed,
         logging_steps=cfg.logging_steps, eval_strategy="steps" if cfg.eval_steps else "no",
         eval_steps=cfg.eval_steps or None, bf16=cfg.bf16,
-        save_strategy="steps" if cfg.save_steps and folder is not None else "no", save_steps=cfg.save_steps or 500,
+        # The same on every process of a launch: saving involves collective calls (only the main one writes).
+        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit, metric_for_best_model="eval_loss" if evaluating else None,
         greater_is_better=False, load_best_model_at_end=cfg.keep_best,
         report_to=["tensorboard"] if folder is not None else "none",
@@ -479,6 +483,9 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
     if folder is not None:
         stopper.interruptible = False
         _save(trainer, tokenizer, folder, main)
+        if main:  # a finished run is not resumed: its checkpoints (optimiser state is 2x the weights) go
+            for path in (folder / "trainer").glob("checkpoint-*"):
+                shutil.rmtree(path, ignore_errors=True)
     return {"before": before, "after": after, "train_seconds": seconds, "steps": state.global_step,
             "model_step": model_step, "best_step": best_step, "trainable_params": trainable, "total_params": total,
             "peak_memory_bytes": _peak_memory(),
