@@ -100,6 +100,10 @@ def test_pickers_load_base_plus_adapter_and_exports_match(lora_run, tiny_base, t
         reference = PeftModel.from_pretrained(base, str(runs.runs_root() / run_id / "model")).eval()(ids).logits
     assert torch.allclose(picked, reference, atol=1e-5)
     assert not torch.allclose(picked, plain, atol=1e-4)  # the adapter changed the model
+    from models.compression import checkpoint_analysis
+
+    adapter_file = str(runs.runs_root() / run_id / "model" / "adapter_model.safetensors")
+    assert any(path == adapter_file and "LoRA adapter" in label for label, path in checkpoint_analysis.sources())
     with zipfile.ZipFile(view.zip_model(run_id, "adapter")) as zf:
         assert {f"{run_id}/adapter_model.safetensors", f"{run_id}/README.md"} <= set(zf.namelist())
         assert f"{run_id}/model.safetensors" not in zf.namelist()

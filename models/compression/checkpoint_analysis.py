@@ -55,10 +55,12 @@ def sources() -> list[tuple[str, str]]:
             continue
         if folder is None:
             continue
-        file = Path(folder) / "model.safetensors"
-        if file.is_file() and str(file) not in seen:
-            seen.add(str(file))
-            out.append((label, str(file)))
+        for name in ("model.safetensors", "adapter_model.safetensors"):  # a LoRA run's folder holds its adapter
+            file = Path(folder) / name
+            if file.is_file() and str(file) not in seen:
+                seen.add(str(file))
+                out.append((label + (" (LoRA adapter weights)" if name.startswith("adapter") else ""), str(file)))
+                break
     return out
 
 

@@ -203,7 +203,8 @@ def snapshot(run_id: str) -> Snapshot:
     snap.evaluation = [[label, _r(before.get(k)), _r(after.get(k))] for k, label in keys
                        if k in before or k in after]
     model = runs.runs_root() / run_id / "model"
-    snap.model_dir = str(model) if state == "finished" and (model / "config.json").is_file() else ""
+    saved = any((model / name).is_file() for name in ("config.json", "adapter_config.json"))  # full or LoRA
+    snap.model_dir = str(model) if state == "finished" and saved else ""
     if state in ("failed", "cancelled"):
         try:
             snap.resumable = runs.last_checkpoint(runs.run_dir(run_id)).name
