@@ -25,6 +25,7 @@ forward reaches 9.4x. The loop below is that plain batched forward with a preall
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -493,3 +494,11 @@ def for_model(model, device: torch.device) -> Scheduler:
             log.info("batching %s on %s: %s", type(model).__name__, device, s.limits.describe())
         return s
 
+
+@atexit.register
+def _close_all() -> None:
+    """Stop every scheduler thread before the interpreter tears torch down under it."""
+    with _guard:
+        live = list(_schedulers.values())
+    for s in live:
+        s.close()
