@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import conll, registry, settings
+from models import conll, handout, registry, settings
 from models.batching import Gatherer
 from models.device import pick
 from models.errors import InputError, ModelUnavailable
@@ -434,8 +434,8 @@ def tag_file(key: str, path: str | Path, aggregation: str = "simple", threshold:
     writer = csv.writer(buf)
     writer.writerow(["document", "text", "label", "score", "start", "end"])
     writer.writerows(rows)
-    out_dir = out_dir or settings.home() / "outputs" / "ner"
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_safe_stem(path.stem)}"
+    out_dir = out_dir or handout.new_folder()  # one visitor's results: a folder named by 128 random bits
+    stem = _safe_stem(path.stem)
     csv_path, conll_path = out_dir / f"{stem}.entities.csv", out_dir / f"{stem}.conll"
     settings.atomic_write_text(csv_path, buf.getvalue())
     settings.atomic_write_text(conll_path, conll_text)

@@ -7,12 +7,11 @@ file (atomically) under the data folder so the user can download it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models import registry, settings
+from models import handout, registry, settings
 from models.compression import lm_codec, text_baselines, text_container
 from models.device import pick
 from models.errors import InputError
@@ -68,8 +67,7 @@ def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
     # The same verified file without its fixed-size header (fingerprint, hashes): what the text itself cost.
     rows.append(text_baselines.CoderRow("language model, payload only (no header)", "LM + range coder", len(data),
                                         lm.header["payload_bytes"], lm.seconds, decode_s, True))
-    digest = hashlib.sha256(data).hexdigest()[:12]
-    path = settings.home() / "compress-text" / f"text-{digest}{text_container.SUFFIX}"
+    path = handout.new_folder() / f"text{text_container.SUFFIX}"  # the visitor's download: an unguessable folder
     settings.atomic_write_bytes(path, lm.blob)
     lz = text_baselines.lz77_parse(data) if len(data) <= text_baselines.LZ77_MAX_INPUT else None
     return Comparison(rows, lm, decode_s, path, huff, lz, data)
@@ -85,7 +83,7 @@ def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple
                          f"on this device. Use the command line: python -m models.compression text decompress FILE")
     data = lm_codec.decompress(blob, None, _stage(progress, "decoding"))
     stem = safe_name(Path(str(name)).name.removesuffix(text_container.SUFFIX), "restored")
-    path = settings.home() / "restored-text" / f"{stem}.txt"
+    path = handout.new_folder() / f"{stem}.txt"
     settings.atomic_write_bytes(path, data)
     return data, path, header
 
