@@ -182,21 +182,39 @@ def entity_types(tag_lists) -> set[str]:
     return {t.split("-", 1)[1] for tags in tag_lists for t in tags if t != "O"}
 
 
+DEFAULT_MODE = "conlleval-compatible (seqeval default)"
+
+
 @dataclass
 class Scores:
     per_type: dict[str, dict[str, float]]  # type -> precision, recall, f1, support
     micro: dict[str, float]
     macro: dict[str, float]
+    mode: str = DEFAULT_MODE  # how entities were read from the tags, in words
 
 
-def score(gold: list[list[str]], pred: list[list[str]]) -> Scores:
-    """seqeval's entity-level precision/recall/F1 (CoNLL-2003 convention: exact span and type)."""
+def score(gold: list[list[str]], pred: list[list[str]], strict: bool = False) -> Scores:
+    """seqeval's entity-level precision/recall/F1 (CoNLL-2003 convention: exact span and type).
+
+    Default mode, as the CoNLL shared task's conlleval script: an ``I-X`` after ``O`` or after another
+    type starts an entity. ``strict``: seqeval's strict mode with the IOB2 scheme (IOBES when the tags
+    use E-/S-), where an entity must start with ``B-`` (``S-``) and such an ``I-X`` starts none; tools
+    that score strictly give lower numbers for the same predictions (Nakayama, seqeval, 2018).
+    """
     from seqeval.metrics import classification_report
 
-    report = classification_report(gold, pred, output_dict=True, zero_division=0)
+    if strict:
+        from seqeval.scheme import IOB2, IOBES
+
+        iobes = any(t[:2] in ("E-", "S-") for tags in (*gold, *pred) for t in tags)
+        report = classification_report(gold, pred, output_dict=True, zero_division=0, mode="strict",
+                                       scheme=IOBES if iobes else IOB2)
+        mode = f"strict {'IOBES' if iobes else 'IOB2'} (seqeval mode='strict')"
+    else:
+        report, mode = classification_report(gold, pred, output_dict=True, zero_division=0), DEFAULT_MODE
 
     def clean(row: dict) -> dict[str, float]:
         return {k: float(row[k]) for k in ("precision", "recall", "f1-score", "support")}
 
     per_type = {k: clean(v) for k, v in report.items() if not k.endswith(" avg")}
-    return Scores(per_type, clean(report["micro avg"]), clean(report["macro avg"]))
+    return Scores(per_type, clean(report["micro avg"]), clean(report["macro avg"]), mode)
