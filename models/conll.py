@@ -182,7 +182,7 @@ def entity_types(tag_lists) -> set[str]:
     return {t.split("-", 1)[1] for tags in tag_lists for t in tags if t != "O"}
 
 
-DEFAULT_MODE = "conlleval-compatible (seqeval default)"
+DEFAULT_MODE = "conlleval-compatible, seqeval's default mode"
 
 
 @dataclass
@@ -209,7 +209,7 @@ def score(gold: list[list[str]], pred: list[list[str]], strict: bool = False) ->
         iobes = any(t[:2] in ("E-", "S-") for tags in (*gold, *pred) for t in tags)
         report = classification_report(gold, pred, output_dict=True, zero_division=0, mode="strict",
                                        scheme=IOBES if iobes else IOB2)
-        mode = f"strict {'IOBES' if iobes else 'IOB2'} (seqeval mode='strict')"
+        mode = f"strict {'IOBES' if iobes else 'IOB2'}, seqeval mode='strict'"
     else:
         report, mode = classification_report(gold, pred, output_dict=True, zero_division=0), DEFAULT_MODE
 
