@@ -13,7 +13,7 @@ import os
 import gradio as gr
 
 from components import about, beam_search, compression, finetune, generation, inside_step, ner, theme
-from models import device, scheduler, settings
+from models import device, handout, scheduler, settings
 
 TITLE = "LM Lab"
 
@@ -46,12 +46,13 @@ def build_demo() -> gr.Blocks:
 
 def launch_kwargs() -> dict:
     """What launch() needs besides host and port (theme and css moved there in Gradio 6)."""
-    # allowed_paths: the tabs offer files they wrote under the data folder (default ~/.cache/lmlab), which
-    # gradio refuses to serve unless it lies under the working directory or /tmp.
+    # allowed_paths: the tabs offer files they wrote for a visitor, each in its own unguessable folder under
+    # the data folder's downloads/ (models/handout.py); gradio refuses to hand out files outside the
+    # working directory, /tmp and these paths. Nothing else of the data folder (runs, assets) is served.
     # max_threads: every open generation stream holds a worker thread while it waits for its next token,
     # so a class of thirty (or a burst of a hundred) needs more than Gradio's default 40.
     return dict(theme=theme.theme(), css=theme.css(), max_file_size="200mb", show_error=True,
-                allowed_paths=[str(settings.home())], max_threads=scheduler.MAX_OPEN_STREAMS + 64)
+                allowed_paths=[str(handout.root())], max_threads=scheduler.MAX_OPEN_STREAMS + 64)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

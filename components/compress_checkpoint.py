@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 
 from components.common import explain, guard
 from components.plots import FONT, bar_figure
+from models import handout
 from models.compression import checkpoint_analysis as ca
 
 EXPLANATION = """
@@ -185,7 +186,7 @@ def decompress_checkpoint(upload, progress=gr.Progress()):
     if not upload:
         raise gr.Error("Upload a .lmhz file made by this tab or by `python -m models.compression compress`.")
     out = ca.decompress_file(upload if isinstance(upload, str) else upload.name,
-                             progress=lambda f, m: progress(f, desc=m))
+                             progress=lambda f, m: progress(f, desc=m), folder=handout.new_folder())
     return str(out), f"✅ restored **{out.name}** ({out.stat().st_size:,} bytes); every CRC32 and sha256 matched."
 
 

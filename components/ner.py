@@ -139,21 +139,30 @@ def mistakes_html(report: ner_eval.Report) -> str:
 
 @guard
 def evaluate(dataset, upload, model_key, limit, progress=gr.Progress()):
-    """seqeval scores on CoNLL-2003 or an uploaded file: (metrics table, per-type chart, mistakes, status)."""
+    """seqeval scores on CoNLL-2003 or an uploaded file: (metrics table, per-type chart, mistakes, status).
+
+    The table is conlleval-compatible (seqeval's default mode), with the strict IOB2 F1 in its last column."""
     report = ner_eval.evaluate(model_key, dataset, upload, int(limit or 0), _reporter(progress))
-    s = report.scores
-    rows = [[t, round(v["precision"], 4), round(v["recall"], 4), round(v["f1-score"], 4), int(v["support"])]
-            for t, v in sorted(s.per_type.items())]
-    for name, avg in (("micro avg", s.micro), ("macro avg", s.macro)):
+    s, strict = report.scores, report.strict
+
+    def strict_f1(row: dict | None) -> float | None:
+        return None if row is None else round(row["f1-score"], 4)
+
+    rows = [[t, round(v["precision"], 4), round(v["recall"], 4), round(v["f1-score"], 4), int(v["support"]),
+             strict_f1(strict.per_type.get(t) if strict else None)] for t, v in sorted(s.per_type.items())]
+    for name, avg, strict_avg in (("micro avg", s.micro, strict.micro if strict else None),
+                                  ("macro avg", s.macro, strict.macro if strict else None)):
         rows.append([name, round(avg["precision"], 4), round(avg["recall"], 4), round(avg["f1-score"], 4),
-                     int(avg["support"])])
+                     int(avg["support"]), strict_f1(strict_avg)])
     types = sorted(s.per_type)
     figure = bar_figure(types, [s.per_type[t]["f1-score"] for t in types],
-                        f"F1 per entity type · micro F1 {s.micro['f1-score']:.3f}", "F1",
+                        f"F1 per entity type (conlleval-compatible) · micro F1 {s.micro['f1-score']:.3f}", "F1",
                         colors=[colour_map(types)[t] for t in types],
                         text=[f"{s.per_type[t]['f1-score']:.3f}" for t in types])
-    status = (f"{report.model} on {report.source}: **micro F1 {s.micro['f1-score']:.4f}**, macro F1 "
-              f"{s.macro['f1-score']:.4f} · {report.sentences:,} sentences, {report.tokens:,} tokens in "
+    status = (f"{report.model} on {report.source}: **micro F1 {s.micro['f1-score']:.4f}** ({s.mode}), macro F1 "
+              f"{s.macro['f1-score']:.4f}"
+              + (f" · {strict.mode}: micro F1 {strict.micro['f1-score']:.4f}" if strict else "")
+              + f" · {report.sentences:,} sentences, {report.tokens:,} tokens in "
               f"{report.seconds:.1f} s ({report.sentences_per_second:.0f} sentences/s)")
     if report.unknown_types:
         status += f" · note: the model cannot predict {', '.join(report.unknown_types)}, so those count as missed"
@@ -208,7 +217,9 @@ def build() -> None:
         eval_go = gr.Button("Evaluate", elem_id="ner-eval-go")
         eval_status = gr.Markdown(elem_id="ner-eval-status")
         with gr.Row():
-            metrics = gr.Dataframe(headers=["type", "precision", "recall", "F1", "support"], label="seqeval report",
+            metrics = gr.Dataframe(headers=["type", "precision", "recall", "F1", "support", "F1 strict IOB2"],
+                                   label="seqeval report, conlleval-compatible mode (an I- tag may start an entity); "
+                                         "last column: seqeval's strict IOB2 mode",
                                    interactive=False)
             chart = gr.Plot(label="F1 per type")
         mistakes = gr.HTML(label="Some of the model's mistakes")

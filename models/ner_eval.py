@@ -27,10 +27,11 @@ class Report:
     source: str  # where the sentences came from, in words
     sentences: int
     tokens: int
-    scores: conll.Scores
+    scores: conll.Scores  # conlleval-compatible (seqeval's default mode)
     seconds: float
     mistakes: list[Mistake] = field(default_factory=list)
     unknown_types: list[str] = field(default_factory=list)  # gold types the model cannot predict
+    strict: conll.Scores | None = None  # the same predictions scored in seqeval's strict IOB2 mode
 
     @property
     def sentences_per_second(self) -> float:
@@ -91,7 +92,8 @@ def predict(tagger_: tagger.Tagger, sentences: list[conll.Sentence],
 
 def evaluate(key: str, dataset: str = "test", upload: str | Path | None = None, limit: int = 0,
              progress: tagger.Progress | None = None, max_mistakes: int = 6) -> Report:
-    """seqeval precision/recall/F1 per type, micro and macro, of model ``key`` on a CoNLL set."""
+    """seqeval precision/recall/F1 per type, micro and macro, of model ``key`` on a CoNLL set: in the
+    conlleval-compatible default mode (``scores``) and in strict IOB2 mode (``strict``)."""
     spec = registry.get(key, registry.TOKEN_CLASSIFICATION)  # an unknown or refused model fails before any data
     if dataset == "upload":
         if not upload:
@@ -118,4 +120,5 @@ def evaluate(key: str, dataset: str = "test", upload: str | Path | None = None, 
     mistakes = [Mistake(i, s.tokens, g, p) for i, (s, g, p) in enumerate(zip(sentences, gold, predicted, strict=True))
                 if g != p][:max_mistakes]
     return Report(spec.label, source, len(sentences), sum(len(s.tokens) for s in sentences),
-                  conll.score(gold, predicted), seconds, mistakes, sorted(gold_types - known))
+                  conll.score(gold, predicted), seconds, mistakes, sorted(gold_types - known),
+                  conll.score(gold, predicted, strict=True))

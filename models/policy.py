@@ -4,7 +4,7 @@ On a Space anyone can call every API endpoint with any value, so the rules live 
 functions that load things, not in the widgets:
 
 - models: only catalogue keys (``registry.get`` refuses ``local:`` folders and typed-in hub ids);
-- files: only uploads (gradio's upload folder) or the app's own data folder, never a server path;
+- files: only uploads (gradio's upload folder) or files the app handed out, never a server path;
 - checkpoints: safetensors only, pickled PyTorch ``.bin`` files are refused;
 - ``trust_remote_code`` is never set anywhere (a test greps the code base);
 - training: small (``PUBLIC_TRAINING``), bounded in steps, one run at a time.
@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from models import settings
+from models import handout, settings
 from models.errors import InputError
 
 # The largest run a visitor may start: a few minutes on a CPU Space, seconds on a GPU.
@@ -41,9 +41,10 @@ def enabled() -> bool:
 
 
 def upload_roots() -> list[Path]:
-    """Where files a visitor may name can live: gradio's upload folder and the app's data folder."""
+    """Where files a visitor may name can live: gradio's upload folder and the folder of files the app
+    handed out (each under an unguessable name); not the rest of the data folder (runs, assets)."""
     gradio_dir = os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio"
-    return [Path(gradio_dir).resolve(), settings.home().resolve()]
+    return [Path(gradio_dir).resolve(), handout.root().resolve()]
 
 
 def check_upload_path(path: str | Path) -> Path:

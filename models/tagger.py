@@ -12,6 +12,7 @@ word-piece view (each sub-word with its B-/I-/O tag). The UI and the evaluator n
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import time
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import regex
 
-from models import conll, registry, settings
+from models import conll, handout, registry, settings
 from models.batching import Gatherer
 from models.device import pick
 from models.errors import InputError, ModelUnavailable
@@ -104,6 +106,52 @@ def _group(units: list[tuple[str, float | None, int, int]], text: str) -> list[E
             end = e
     close()
     return entities
+
+
+_GRAPHEME = regex.compile(r"\X")
+
+
+class _Characters:
+    """Where the user-perceived characters (grapheme clusters, Unicode UAX #29) of a text begin and end.
+
+    A span cut inside one (between a letter and its combining accent, inside an emoji sequence or a
+    CRLF) would leave part of the character outside the highlight; ``snap`` widens it to whole ones.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        # every boundary, unless every character is one on its own (ASCII without CR: the common case)
+        simple = text.isascii() and "\r" not in text
+        self.bounds = None if simple else [m.start() for m in _GRAPHEME.finditer(text)] + [len(text)]
+
+    def snap(self, start: int, end: int) -> tuple[int, int]:
+        if self.bounds is None:
+            return start, end
+        i = bisect.bisect_right(self.bounds, start) - 1
+        j = bisect.bisect_left(self.bounds, end)
+        return self.bounds[max(i, 0)], self.bounds[min(j, len(self.bounds) - 1)]
+
+
+def whole_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Piece spans (sorted by start) widened so that they cover whole characters of ``text``.
+
+    A tokenizer may normalise or strip characters (an uncased BERT drops the combining accent of a
+    decomposed "é"; control characters and variation selectors vanish), so no piece's offsets cover
+    them. Such a character, with no whitespace between it and a piece, belongs to that piece's word:
+    to the piece before it, else to the piece after it. Then every span is widened to grapheme-cluster
+    boundaries (``_Characters``). Text under an ``[UNK]`` piece is already inside its offsets.
+    """
+    out = [list(s) for s in spans]
+    for k, span in enumerate(out):  # uncovered characters right after a piece join it
+        limit = out[k + 1][0] if k + 1 < len(out) else len(text)
+        while span[1] < limit and not text[span[1]].isspace():
+            span[1] += 1
+    for k, span in enumerate(out):  # uncovered characters right before a piece (after a space) join it
+        limit = out[k - 1][1] if k else 0
+        while span[0] > limit and not text[span[0] - 1].isspace():
+            span[0] -= 1
+    chars = _Characters(text)
+    return [chars.snap(s, e) for s, e in out]
 
 
 def _check(aggregation: str, threshold: float) -> None:
@@ -194,10 +242,11 @@ class TransformersTagger:
         keys = sorted(tokens, key=lambda k: (k[0], k[1], k[2]))
         pieces, prob_rows, word_of = [], [], []
         names = self.tokenizer.convert_ids_to_tokens([tokens[k][1] for k in keys])
-        for key, name in zip(keys, names, strict=True):
+        spans = whole_spans(text, [(k[1], k[2]) for k in keys])  # offsets may leave out stripped characters
+        for key, name, (start, end) in zip(keys, names, spans, strict=True):
             p = tokens[key][2]
             best = int(p.argmax())
-            pieces.append(Piece(name, self.id2label[best], float(p[best]), key[1], key[2]))
+            pieces.append(Piece(name, self.id2label[best], float(p[best]), start, end))
             prob_rows.append(p)
             word_of.append(key[0])
         if aggregation == "none":
@@ -249,7 +298,9 @@ class SpacyTagger:
             out.windows += 1
             ents = self._entities(doc, offset, out.text)
             out.entities += ents
-            spans = [(t.idx + offset, t.idx + offset + len(t.text)) for t in doc if not t.is_space]
+            # spaCy's tokens are exact substrings, but it may cut one character (a letter and its accent)
+            spans = [(s + offset, e + offset)
+                     for s, e in whole_spans(doc.text, [(t.idx, t.idx + len(t.text)) for t in doc if not t.is_space])]
             tags = conll.spans_to_bio(spans, ents)
             out.pieces += [Piece(out.text[s:e], tag, None, s, e) for (s, e), tag in zip(spans, tags, strict=True)]
             if progress and (n % 64 == 0 or n == len(chunks)):
@@ -257,7 +308,7 @@ class SpacyTagger:
         return results
 
     def _entities(self, doc, offset: int, text: str) -> list[Entity]:
-        entities = []
+        entities, chars = [], _Characters(doc.text)
         for ent in doc.ents:
             label = ONTONOTES_TO_CONLL.get(ent.label_)
             if label is None:
@@ -266,7 +317,8 @@ class SpacyTagger:
             # OntoNotes spans include a leading article ("the European Union"); CoNLL's do not.
             while len(tokens) > 1 and tokens[0].lower_ == "the":
                 tokens = tokens[1:]
-            start, end = tokens[0].idx + offset, tokens[-1].idx + len(tokens[-1].text) + offset
+            start, end = chars.snap(tokens[0].idx, tokens[-1].idx + len(tokens[-1].text))  # whole characters
+            start, end = start + offset, end + offset
             entities.append(Entity(label, text[start:end], start, end, None))
         return entities
 
@@ -434,8 +486,8 @@ def tag_file(key: str, path: str | Path, aggregation: str = "simple", threshold:
     writer = csv.writer(buf)
     writer.writerow(["document", "text", "label", "score", "start", "end"])
     writer.writerows(rows)
-    out_dir = out_dir or settings.home() / "outputs" / "ner"
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_safe_stem(path.stem)}"
+    out_dir = out_dir or handout.new_folder()  # one visitor's results: a folder named by 128 random bits
+    stem = _safe_stem(path.stem)
     csv_path, conll_path = out_dir / f"{stem}.entities.csv", out_dir / f"{stem}.conll"
     settings.atomic_write_text(csv_path, buf.getvalue())
     settings.atomic_write_text(conll_path, conll_text)

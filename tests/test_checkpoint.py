@@ -239,7 +239,7 @@ def test_wrong_magic_version_and_truncation(small_blob):
     with pytest.raises(CorruptFile, match="wrong magic"):
         checkpoint.decompress(b"PK\x03\x04" + blob[4:])
     with pytest.raises(CorruptFile, match="version 7"):
-        checkpoint.decompress(blob[:8] + struct.pack("<H", 7) + blob[10:])
+        checkpoint.decompress(bytes(blob[:8]) + struct.pack("<H", 7) + blob[10:])
     with pytest.raises(CorruptFile, match="truncated|CRC32"):
         checkpoint.decompress(blob[: len(blob) - 50])
     with pytest.raises(CorruptFile):

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from models import conll
+from models import conll, handout
 from models.compression import checkpoint, container, huffman, lm_codec, text_compare, text_container
 from models.compression import checkpoint_analysis as ca
 from models.compression import safetensors_io as sio
@@ -419,4 +419,4 @@ def test_text_container_arbitrary_bytes(tail):
 def test_restored_text_name_is_plain(tiny_gpt2, text_blob, monkeypatch):
     monkeypatch.setattr(lm_codec.registry, "load_causal_lm", lambda key, device=None: tiny_gpt2)
     data, path, _ = text_compare.decompress_file(text_blob, "../../../etc/cron.d/evil.lmlt")
-    assert path.parent.name == "restored-text" and path.name == "evil.txt" and path.read_bytes() == data
+    assert path.parent.parent == handout.root() and path.name == "evil.txt" and path.read_bytes() == data

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import app
-from models import policy, registry, settings, tagger
+from models import handout, policy, registry, settings, tagger
 from models.compression import checkpoint
 from models.compression import safetensors_io as sio
 from models.errors import InputError, ModelUnavailable
@@ -86,9 +86,12 @@ def test_server_paths_are_refused(public, tmp_path, monkeypatch):
     inside.parent.mkdir(parents=True)
     inside.write_text("hello")
     assert policy.check_upload_path(inside) == inside.resolve()
-    (settings.home() / "x.txt").write_text("mine")
-    policy.check_upload_path(settings.home() / "x.txt")  # the app's own data folder
-    for path in ("/etc/passwd", str(tmp_path / "uploads" / ".." / "secret.txt"), str(ROOT / "app.py")):
+    handed = handout.path_for("x.txt")
+    handed.write_text("mine")
+    policy.check_upload_path(handed)  # a file the app handed out
+    (settings.home() / "runs").mkdir(exist_ok=True)
+    (settings.home() / "runs" / "config.json").write_text("{}")
+    for path in (str(settings.home() / "runs" / "config.json"), "/etc/passwd", str(tmp_path / "uploads" / ".." / "secret.txt"), str(ROOT / "app.py")):
         with pytest.raises(InputError, match="not paths on the server"):
             policy.check_upload_path(path)
     link = tmp_path / "uploads" / "link.txt"
@@ -213,3 +216,62 @@ def test_api_refuses_server_paths_as_files(public_client):
 def test_api_refuses_big_or_server_path_training(public_client, config, match):
     message = _refused(public_client, config, api_name="/train_start", match=match)
     assert "root:" not in message  # nothing of the server file leaks into the message
+
+
+# --- files written for a visitor: reachable only through the link handed to that visitor ------------------
+
+
+def test_handout_names_carry_128_random_bits():
+    a, b = handout.path_for("doc.txt"), handout.path_for("doc.txt")
+    assert a.name == b.name == "doc.txt" and a.parent != b.parent
+    for folder in (a.parent, b.parent):
+        assert folder.parent == handout.root() and re.fullmatch(r"[0-9a-f]{32}", folder.name)
+
+
+def test_launch_serves_only_the_handout_folder():
+    assert app.launch_kwargs()["allowed_paths"] == [str(handout.root())]
+
+
+def _file_status(url: str, path: Path) -> int:
+    import httpx
+
+    return httpx.get(f"{url}gradio_api/file={path}", timeout=30).status_code
+
+
+def test_api_never_serves_files_it_did_not_hand_out(public_client):
+    """Files in the data folder (a run's config, an old output, an asset) are refused with 403."""
+    home = settings.home()
+    planted = [home / "runs" / "20261130-142430-abc123" / "config.json", home / "outputs" / "ner" / "x.entities.csv",
+               home / "secret.txt"]
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("a visitor's data")
+        assert _file_status(public_client.src, path) == 403, path
+
+
+def test_two_visitors_same_upload_same_second_get_different_unguessable_names(public_client, tmp_path):
+    """Batch NER on the same file name and content by two visitors at once: two folders of 128 random bits,
+    and each handed-out link works."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    doc = tmp_path / "report.txt"
+    doc.write_text("Ana Li met Jose Ortega in Zurich.\n")
+    before = set(handout.root().iterdir())
+
+    def visit(_):
+        client = Client(public_client.src, verbose=False, download_files=False)
+        return client.predict(handle_file(str(doc)), tagger.SPACY_KEY, "simple", 0.0, api_name="/ner_batch")
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(visit, range(2)))
+    made = sorted(set(handout.root().iterdir()) - before)
+    assert len(made) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", f.name) for f in made)
+    assert all(sorted(p.name for p in f.iterdir()) == ["report.conll", "report.entities.csv"] for f in made)
+    for csv_file, conll_file, _, _ in results:
+        for handed in (csv_file, conll_file):
+            path = Path(handed["path"] if isinstance(handed, dict) else handed.path)
+            # what the visitor gets is gradio's cached copy, in a folder named by a keyed sha256
+            assert re.fullmatch(r"[0-9a-f]{64}", path.parent.name), path
+            assert _file_status(public_client.src, path) == 200

@@ -69,8 +69,10 @@ def test_download_names_are_plain(tmp_path):
 
 
 def test_files_written_under_the_data_folder_can_be_downloaded():
-    """Every download (compressed files, restored files, NER outputs, model zips) lives under the data folder,
-    which is not /tmp on a real install: gradio serves it only when launch() allows it."""
-    from models import settings
+    """Every download (compressed files, restored files, NER outputs, model zips) lives under the data folder's
+    downloads/ (not /tmp on a real install): gradio hands it out only when launch() allows it, and nothing
+    else of the data folder is allowed (tests/test_public_mode.py)."""
+    from models import handout, settings
 
-    assert str(settings.home()) in app.launch_kwargs()["allowed_paths"]
+    assert app.launch_kwargs()["allowed_paths"] == [str(handout.root())]
+    assert handout.root().is_relative_to(settings.home())

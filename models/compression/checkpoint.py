@@ -371,21 +371,24 @@ class _Output:
         self.pos += size
         return self.segment({} if entry is None else entry, self.pos - size, self.pos)
 
-    def finish(self, head: bytes) -> bytearray:
-        """The whole file: payload, header after it, and the fixed part that points to the header."""
+    def finish(self, head: bytes) -> memoryview:
+        """The whole file: payload, header after it, and the fixed part that points to the header.
+
+        The buffer is never resized: views of it (the pool threads' arguments, and whatever a JIT
+        compile or a traceback still holds until the garbage collector runs) may outlive the writing,
+        and a bytearray with live views cannot shrink (``BufferError``). A read-only view of the
+        bytes written is returned instead (the unused tail is at most ``HEADER_ROOM`` plus 200 bytes
+        per tensor).
+        """
         self.arr[:container.FIXED_SIZE] = np.frombuffer(container.fixed(head), np.uint8)
         end = self.pos + len(head)
-        fits = end <= len(self.buf)
-        if fits:
+        if end <= len(self.buf):
             self.arr[self.pos:end] = np.frombuffer(head, np.uint8)
-        self.arr = self.view = self.crcs = None  # release the buffer's exports so it can shrink in place
-        buf, self.buf = self.buf, None
-        if fits:
-            del buf[end:]
-        else:  # a header larger than the room left for it (only when almost nothing compressed)
-            del buf[self.pos:]
-            buf += head
-        return buf
+            out = self.view[:end]
+        else:  # a header larger than the room left for it (only when almost nothing compressed): copy once
+            out = memoryview(bytearray(self.view[:self.pos]) + head)
+        self.arr = self.view = self.buf = self.crcs = None
+        return out.toreadonly()
 
 
 WRITERS = 2  # pool threads that write the payload, each a contiguous run of tensors
@@ -470,8 +473,8 @@ def _runs(weights: list[int], parts: int) -> list[range]:
 
 
 def compress(data: bytes | memoryview, name: str = "checkpoint.safetensors", progress: Progress = _quiet,
-             chunk: int = CHUNK, block: int = BLOCK) -> tuple[bytearray, Report]:
-    """Compress a whole safetensors file held in memory: (container bytes, report).
+             chunk: int = CHUNK, block: int = BLOCK) -> tuple[memoryview, Report]:
+    """Compress a whole safetensors file held in memory: (container bytes as a read-only memoryview, report).
 
     Pool threads (three, or two on two cores) share the work: the sha256 of the file and of each
     tensor, each tensor's plan (histograms, code lengths, every size), then the payload written in

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from models import assets, registry, settings
+from models import assets, handout, registry, settings
 from models.compression import checkpoint, container, huffman
 from models.errors import CorruptFile, InputError
 from models.filenames import safe_name
@@ -163,7 +163,7 @@ def analyse(path: str | Path, dtype_view: str = "as stored", with_baselines: boo
     if back != data or sha != report.sha256:
         raise CorruptFile("the round-trip did not give back the same bytes; no saving is reported")
     stem = safe_name(Path(name).stem, "checkpoint") + ("" if dtype_view == "as stored" else f"-{dtype_view.lower()}")
-    out = settings.home() / "compress" / f"{stem}-{sha[:12]}{container.SUFFIX}"
+    out = handout.new_folder() / f"{stem}{container.SUFFIX}"  # the visitor's download: an unguessable folder
     settings.atomic_write_bytes(out, blob)
     if report.exponent_hist:
         stats_dtype = max(report.exponent_hist, key=lambda d: report.exponent_hist[d].sum())
@@ -194,8 +194,12 @@ def compress_file(src: str | Path, dst: str | Path | None = None, dtype_view: st
     return dst, report
 
 
-def decompress_file(src: str | Path, dst: str | Path | None = None, progress: Progress = _quiet) -> Path:
-    """Restore the safetensors file (every sha256 checked before anything is written)."""
+def decompress_file(src: str | Path, dst: str | Path | None = None, progress: Progress = _quiet,
+                    folder: str | Path | None = None) -> Path:
+    """Restore the safetensors file (every sha256 checked before anything is written).
+
+    ``dst`` default: the name recorded in the file, in ``folder`` (default: ``restored/`` in the data folder).
+    """
     src = Path(src)
     if not src.is_file():
         raise InputError(f"{src.name}: no such file")
@@ -204,7 +208,7 @@ def decompress_file(src: str | Path, dst: str | Path | None = None, progress: Pr
     if dst is None:
         header, _ = container.unpack(blob, src.name)
         # the recorded name is a stranger's: one safe component, never a path
-        dst = settings.home() / "restored" / safe_name(header["source"]["name"], "restored.safetensors")
+        dst = Path(folder or settings.home() / "restored") / safe_name(header["source"]["name"], "restored.safetensors")
     dst = Path(dst)
     settings.atomic_write_bytes(dst, data)
     return dst

@@ -529,6 +529,34 @@ def read_header(blob: bytes) -> dict:
     return header
 
 
+def read_records(blob: bytes) -> list[tuple[dict, bytes]]:
+    """(header, record bytes) of each record of a .lmlt file, in order. A file is one record, or several
+    back to back (the command line codes a long input in chunks); the CLI and the app both read files
+    through this and ``decompress_records``. CorruptFile when a record is damaged or the file is empty."""
+    records = text_container.split_records(bytes(blob))
+    if not records:
+        raise CorruptFile("the file is empty: not a compressed file")
+    return [(read_header(r), r) for r in records]
+
+
+def decompress_records(records: list[tuple[dict, bytes]], loaded: registry.Loaded | None = None,
+                       progress: Progress | None = None, device: str | None = None) -> bytes:
+    """The original bytes of a whole file (``read_records``): each record decoded and checked against its
+    sha256, in order. The model named in the first record is loaded once (when ``loaded`` is None); each
+    record's fingerprint is still checked. ``progress(done, total)`` counts tokens over all records."""
+    if loaded is None and records:
+        recorded = records[0][0].get("fingerprint")
+        loaded = registry.load_causal_lm(recorded.get("model", "") if isinstance(recorded, dict) else "", device=device)
+    total = sum(h.get("n_tokens", 0) for h, _ in records if isinstance(h.get("n_tokens", 0), int))
+    parts, done = [], 0
+    for header, record in records:
+        offset = done
+        step = None if progress is None else (lambda d, _t, offset=offset: progress(offset + d, max(total, 1)))
+        parts.append(decompress(record, loaded, step, device))
+        done += header.get("n_tokens", 0) if isinstance(header.get("n_tokens", 0), int) else 0
+    return b"".join(parts)
+
+
 def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Progress | None = None,
                device: str | None = None) -> bytes:
     """The original bytes, checked against their sha256. Loads the file's model if none is given."""

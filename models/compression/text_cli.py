@@ -72,18 +72,11 @@ def _decompress(args: argparse.Namespace) -> int:
     if not src.is_file():
         raise InputError(f"input file {src} does not exist")
     out = Path(args.output or (src.with_suffix("") if src.suffix == text_container.SUFFIX else f"{src}.out"))
-    records = text_container.split_records(src.read_bytes())
-    if not records:
-        raise InputError(f"{src} is empty: not a compressed file")
-    started, parts = time.perf_counter(), []
-    loaded = None
-    for index, record in enumerate(records, 1):
-        header = lm_codec.read_header(record)
-        if loaded is None:
-            loaded = registry.load_causal_lm(header["fingerprint"].get("model", ""), device=args.device)
-        parts.append(lm_codec.decompress(record, loaded, _progress(f"chunk {index}/{len(records)}",
-                                                                    int(header["n_bytes"]), time.perf_counter())))
-    data = b"".join(parts)
+    records = lm_codec.read_records(src.read_bytes())
+    started = time.perf_counter()
+    label = f"{len(records)} record{'s' if len(records) > 1 else ''}"
+    data = lm_codec.decompress_records(records, None, _progress(label, sum(int(h["n_bytes"]) for h, _ in records),
+                                                                started), args.device)
     settings.atomic_write_bytes(out, data)  # only reached when every chunk matched its checksum
     seconds = time.perf_counter() - started
     print(f"\n{src} -> {out}: {len(data):,} bytes, verified; {seconds:.1f} s, {len(data) / max(seconds, 1e-9):,.0f} B/s")

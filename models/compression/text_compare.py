@@ -7,12 +7,11 @@ file (atomically) under the data folder so the user can download it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models import registry, settings
+from models import handout, registry, settings
 from models.compression import lm_codec, text_baselines, text_container
 from models.device import pick
 from models.errors import InputError
@@ -68,24 +67,27 @@ def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
     # The same verified file without its fixed-size header (fingerprint, hashes): what the text itself cost.
     rows.append(text_baselines.CoderRow("language model, payload only (no header)", "LM + range coder", len(data),
                                         lm.header["payload_bytes"], lm.seconds, decode_s, True))
-    digest = hashlib.sha256(data).hexdigest()[:12]
-    path = settings.home() / "compress-text" / f"text-{digest}{text_container.SUFFIX}"
+    path = handout.new_folder() / f"text{text_container.SUFFIX}"  # the visitor's download: an unguessable folder
     settings.atomic_write_bytes(path, lm.blob)
     lz = text_baselines.lz77_parse(data) if len(data) <= text_baselines.LZ77_MAX_INPUT else None
     return Comparison(rows, lm, decode_s, path, huff, lz, data)
 
 
 def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple[bytes, Path, dict]:
-    """Decode an uploaded .lmlt file with the model named in its header (fingerprint checked);
-    the restored bytes are written only after their checksum matched."""
-    header = lm_codec.read_header(blob)
+    """Decode an uploaded .lmlt file (one record, or several as the command line writes for a long input)
+    with the model named in its header (fingerprint checked); the restored bytes are written only after
+    every record's checksum matched. Returns (bytes, path, the first record's header)."""
+    records = lm_codec.read_records(blob)
+    sizes = [h.get("n_bytes") for h, _ in records]
     limit = UI_LIMIT_GPU if pick().device.type == "cuda" else UI_LIMIT_CPU
-    if not isinstance(header.get("n_bytes"), int) or header["n_bytes"] > limit:  # the decoder runs per token
-        raise InputError(f"this file restores {header.get('n_bytes')!r} bytes; the app decodes at most {limit:,} "
+    if not all(isinstance(n, int) and n >= 0 for n in sizes) or sum(sizes) > limit:  # the decoder runs per token
+        shown = f"{sum(sizes):,}" if all(isinstance(n, int) for n in sizes) else repr(sizes)[:40]
+        raise InputError(f"this file restores {shown} bytes; the app decodes at most {limit:,} "
                          f"on this device. Use the command line: python -m models.compression text decompress FILE")
-    data = lm_codec.decompress(blob, None, _stage(progress, "decoding"))
+    data = lm_codec.decompress_records(records, None, _stage(progress, "decoding"))
+    header = records[0][0]
     stem = safe_name(Path(str(name)).name.removesuffix(text_container.SUFFIX), "restored")
-    path = settings.home() / "restored-text" / f"{stem}.txt"
+    path = handout.new_folder() / f"{stem}.txt"
     settings.atomic_write_bytes(path, data)
     return data, path, header
 

@@ -106,6 +106,8 @@ def split_records(blob: bytes) -> list[bytes]:
         magic, _, n = _PREFIX.unpack_from(blob, pos)
         if magic != MAGIC or n > MAX_HEADER:
             raise CorruptFile(f"not an LM Lab text record at byte {pos}: magic {magic!r}")
+        if pos + _PREFIX.size + n > len(blob):
+            raise CorruptFile(f"header length {n} exceeds the file size {len(blob)} (truncated or corrupt file)")
         try:
             size = int(json.loads(_inflate(blob[pos + _PREFIX.size:pos + _PREFIX.size + n]))["payload_bytes"])
         except (ValueError, KeyError, TypeError, RecursionError, zlib.error) as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
-from models import settings
+from models import handout
 from models.errors import InputError
 from models.training import data as datalib
 from models.training import runs
@@ -252,7 +252,8 @@ def export_kinds(run_id: str) -> list[str]:
 
 
 def zip_model(run_id: str, kind: str = "") -> str:
-    """The finished model as a zip under $LMLAB_HOME/exports (written atomically), with a README.md model card.
+    """The finished model as a zip (built once beside the run, written atomically; handed out in an unguessable
+    folder), with a README.md model card.
 
     ``kind``: model (a full fine-tune), adapter (a LoRA run's adapter alone) or merged (base + adapter
     folded into plain safetensors weights); empty = the run's natural kind (model or adapter).
@@ -268,10 +269,10 @@ def zip_model(run_id: str, kind: str = "") -> str:
     if kind not in kinds:
         raise InputError(f"run {run_id} can be downloaded as {' or '.join(kinds)}, not {kind}")
     name = run_id if kind != "merged" else f"{run_id}-merged"
-    out = settings.home() / "exports" / f"lmlab-run-{name}.zip"
+    # built once beside the run (not served), handed out as a link in a fresh unguessable folder (handout)
+    out = runs.runs_root() / run_id / f"lmlab-run-{name}.zip"
     if out.exists() and out.stat().st_mtime >= snap_dir.stat().st_mtime:
-        return str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+        return _hand_out(out)
     cfg = runs.read_config(run_id)
     readme = card.model_card(run_id, cfg, st, runs.read_metrics(run_id), kind)
     source, scratch = snap_dir, None
@@ -289,4 +290,13 @@ def zip_model(run_id: str, kind: str = "") -> str:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+    return _hand_out(out)
+
+
+def _hand_out(built: Path) -> str:
+    out = handout.new_folder() / built.name
+    try:
+        os.link(built, out)  # no copy where the file system allows it
+    except OSError:
+        shutil.copyfile(built, out)
     return str(out)
