@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from models import registry
-from models.compression import kv_cache, text_container
+from models.compression import compact_header, kv_cache, text_container
 from models.errors import Cancelled, CorruptFile, InputError
 
 CODEC = "lm-range-1"
@@ -518,10 +518,38 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
 
     _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
     payload = encoder.get_compressed().astype("<u4").tobytes()
-    blob = text_container.pack(header, payload)
+    blob = _pack(header, payload, loaded, s)
+    payload_bytes = read_header(blob)["payload_bytes"]  # as stored (version 3 cuts trailing zero bytes)
     pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
     tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits, strict=True)]
-    return LMResult(blob, {**header, "payload_bytes": len(payload)}, tokens, time.perf_counter() - started, note)
+    return LMResult(blob, {**header, "payload_bytes": payload_bytes}, tokens, time.perf_counter() - started, note)
+
+
+def _preset_of(s: CodecSettings, loaded: registry.Loaded) -> str | None:
+    """The preset whose rules ``s`` follows (precision and threads aside), or None for custom settings."""
+    for name in compact_header.PRESET_IDS:
+        if replace(PRESETS[name], precision=s.precision, threads=s.threads).for_model(loaded) == s:
+            return name
+    return None
+
+
+def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, threads: int) -> dict:
+    """The fingerprint with the settings a version 3 file leaves out (they follow from the preset)."""
+    rules = {"preset": preset, "window": s.window, "keep": s.keep, "lanes": s.lanes, "lane_tokens": s.lane_tokens,
+             "max_lanes": s.max_lanes, "start_id": start_id, "threads": threads}
+    return {**fp, "settings": rules}
+
+
+def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSettings) -> bytes:
+    """The compact version 3 record when a catalogue model ran a preset, else the version 2 JSON header."""
+    fp, preset = header["fingerprint"], _preset_of(s, loaded)
+    if not compact_header.eligible(fp["model"], header["mode"], preset, fp["precision"], header["threads"]):
+        return text_container.pack(header, payload)
+    full = _full_fingerprint(fp, s, preset, header["start_id"], header["threads"])
+    return compact_header.pack(model=fp["model"], mode=header["mode"], preset=preset, precision=fp["precision"],
+                               threads=header["threads"], fingerprint_digest=compact_header.digest(full),
+                               data_sha256=bytes.fromhex(header["sha256"]), n_bytes=header["n_bytes"],
+                               n_tokens=header["n_tokens"], payload=payload)
 
 
 def read_header(blob: bytes) -> dict:
@@ -563,6 +591,8 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
     import constriction
 
     header, payload = text_container.unpack(blob)
+    if header.get("version") == compact_header.VERSION:
+        header, loaded = _expand_compact(header, loaded, device)
     try:
         recorded = header["fingerprint"]
         n_tokens, mode = int(header["n_tokens"]), header["mode"]
@@ -584,7 +614,8 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
         raise CorruptFile("the header's fingerprint is malformed: the file is corrupt")
     if loaded is None:
         loaded = registry.load_causal_lm(recorded.get("model", ""), device=device)
-    text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
+    if header.get("version") != compact_header.VERSION:  # version 3 was checked by _expand_compact
+        text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
     if mode == "lzma":
         try:  # bounded: an LZMA stream can claim far more than the header's size
             inflater = lzma.LZMADecompressor()
@@ -620,13 +651,30 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
     return _verified(data, header)
 
 
+def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | None) -> tuple[dict, registry.Loaded]:
+    """A version 3 header: rebuild the settings from the preset and the model, check the fingerprint
+    digest against this setup's (naming what differs), and fill in what version 2 files record."""
+    recorded = header["fingerprint"]
+    if loaded is None:
+        loaded = registry.load_causal_lm(recorded["model"], device=device)
+    s = replace(PRESETS[header["preset"]], precision=recorded["precision"], threads=header["threads"]).for_model(loaded)
+    start_id = _start_id(loaded.tokenizer)
+    fp = fingerprint(loaded, recorded["precision"])
+    compact_header.check_fingerprint(bytes.fromhex(recorded["digest"]),
+                                     _full_fingerprint(fp, s, header["preset"], start_id, header["threads"]))
+    header = {**header, "fingerprint": {**fp, "digest": recorded["digest"]}, "window": s.window, "keep": s.keep,
+              "start_id": start_id, "lanes": s.lane_count(int(header["n_tokens"]))}
+    return header, loaded
+
+
 def _data_hash(data: bytes) -> str:
     """The first 128 bits of the sha256: a wrong decode or a damaged file never matches by chance."""
     return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _verified(data: bytes, header: dict) -> bytes:
-    if len(data) != header.get("n_bytes") or _data_hash(data) != header.get("sha256"):
+    recorded = str(header.get("sha256"))  # 128 bits in version 2 files, 32 in version 3
+    if len(data) != header.get("n_bytes") or len(recorded) < 8 or _data_hash(data)[:len(recorded)] != recorded:
         raise CorruptFile("the decoded text does not match the original's checksum: the decoder computed other "
                           "probabilities than the encoder (another machine type?) or the file is corrupt. "
                           "Nothing was written.")

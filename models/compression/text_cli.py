@@ -57,7 +57,7 @@ def _compress(args: argparse.Namespace) -> int:
                 print(f"\nnote: {result.note}", file=sys.stderr)
             if not chunk:
                 break
-    blob = b"".join(blobs)
+    blob = text_container.join_records(blobs)
     settings.atomic_write_bytes(out, blob)
     seconds = time.perf_counter() - started
     bpb = 8 * len(blob) / total_in if total_in else 0.0

@@ -3,7 +3,7 @@
 Layout (all integers little-endian)::
 
     magic  b"LMLT"      4 bytes
-    format version     1 byte (2)
+    format version     1 byte (2; version 3, the compact header, is read by compact_header.py)
     header length      4 bytes (uint32)
     header             UTF-8 JSON, raw-deflated: sizes, hashes, lane/window rule, fingerprint
     payload            the arithmetic coder's 32-bit words (or the fallback coder's bytes)
@@ -27,6 +27,7 @@ import json
 import struct
 import zlib
 
+from models.compression import compact_header
 from models.errors import CorruptFile, FingerprintMismatch
 
 MAGIC = b"LMLT"
@@ -79,8 +80,14 @@ def unpack(blob: bytes) -> tuple[dict, bytes]:
     magic, version, n = _PREFIX.unpack_from(blob)
     if magic != MAGIC:
         raise CorruptFile(f"not an LM Lab text file: magic {magic!r}, expected {MAGIC!r} (files end in {SUFFIX})")
+    if version == compact_header.VERSION:
+        header, payload, end = compact_header.unpack(blob)
+        if end != len(blob):
+            raise CorruptFile(f"{len(blob) - end:,} bytes follow the record: the file has extra bytes")
+        return header, payload
     if version != VERSION:
-        raise CorruptFile(f"format version {version} is not supported here (this build reads version {VERSION})")
+        raise CorruptFile(f"format version {version} is not supported here (this build reads versions "
+                          f"{VERSION} and {compact_header.VERSION})")
     if n > MAX_HEADER or _PREFIX.size + n > len(blob):
         raise CorruptFile(f"header length {n} exceeds the file size {len(blob)} (truncated or corrupt file)")
     try:
@@ -97,13 +104,25 @@ def unpack(blob: bytes) -> tuple[dict, bytes]:
     return header, payload
 
 
+def join_records(records: list[bytes]) -> bytes:
+    """One file of several records back to back (a compact record then states its payload length)."""
+    if len(records) < 2:
+        return b"".join(records)
+    return b"".join(compact_header.sized(r) if r[4:5] == bytes([compact_header.VERSION]) else r for r in records)
+
+
 def split_records(blob: bytes) -> list[bytes]:
     """A long file compressed in chunks is several records back to back: each one's bytes."""
     records, pos = [], 0
     while pos < len(blob):
         if len(blob) - pos < _PREFIX.size:
             raise CorruptFile(f"{len(blob) - pos} stray bytes at the end of the file (truncated?)")
-        magic, _, n = _PREFIX.unpack_from(blob, pos)
+        magic, version, n = _PREFIX.unpack_from(blob, pos)
+        if magic == MAGIC and version == compact_header.VERSION:
+            end = pos + compact_header.record_length(blob, pos)
+            records.append(blob[pos:end])
+            pos = end
+            continue
         if magic != MAGIC or n > MAX_HEADER:
             raise CorruptFile(f"not an LM Lab text record at byte {pos}: magic {magic!r}")
         if pos + _PREFIX.size + n > len(blob):

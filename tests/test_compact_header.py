@@ -1,0 +1,136 @@
+"""Format version 3 of .lmlt: a ~20-byte header that still refuses a mismatched decoder by name."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from models.compression import compact_header, lm_codec, text_container
+from models.errors import CorruptFile, FingerprintMismatch
+
+TEXT = b"A language model is a lossless compressor: likely words cost almost nothing."
+
+
+@pytest.fixture
+def catalogued(tiny_gpt2, monkeypatch):
+    """The tiny test model under a catalogue id, so that it gets the compact header."""
+    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
+    return tiny_gpt2
+
+
+def compact_settings(**kw) -> lm_codec.CodecSettings:
+    # the compact preset takes the tiny model's whole context (128 tokens); fp32 runs on every CPU
+    return dataclasses.replace(lm_codec.PRESETS["compact"], precision="fp32", **kw)
+
+
+def test_compact_header_roundtrip(catalogued):
+    result = lm_codec.compress(TEXT, catalogued, compact_settings())
+    header = lm_codec.read_header(result.blob)
+    assert result.blob[:5] == b"LMLT\x03"
+    assert header["header_bytes"] <= 24 and len(result.blob) - result.header["payload_bytes"] <= 24
+    assert header["preset"] == "compact" and header["fingerprint"]["model"] == "tiny-gpt2"
+    assert header["n_bytes"] == len(TEXT) and header["n_tokens"] == result.header["n_tokens"]
+    assert lm_codec.decompress(result.blob, catalogued) == TEXT
+
+
+@pytest.mark.parametrize("data", [b"", b"a", bytes(range(256)) + b"\xff\xfe"])
+def test_compact_header_edge_inputs(catalogued, data):
+    result = lm_codec.compress(data, catalogued, compact_settings())
+    assert result.blob[4] == 3
+    assert lm_codec.decompress(result.blob, catalogued) == data
+
+
+def test_custom_settings_and_other_models_keep_the_version_2_header(catalogued, tiny_gpt2):
+    custom = lm_codec.compress(TEXT, catalogued, compact_settings(window=64, keep=16))
+    assert custom.blob[4] == 2 and lm_codec.decompress(custom.blob, catalogued) == TEXT
+    many_threads = lm_codec.compress(TEXT, catalogued, compact_settings(threads=17))
+    assert many_threads.blob[4] == 2
+
+
+def test_version_2_file_of_the_same_text_still_decodes(catalogued):
+    """A version 2 record (the old format) with the same payload decodes to the same text."""
+    result = lm_codec.compress(TEXT, catalogued, compact_settings())
+    _, payload = text_container.unpack(result.blob)
+    fp = {k: v for k, v in result.header["fingerprint"].items()}
+    old = {k: v for k, v in result.header.items() if not k.startswith("payload_")} | {"fingerprint": fp}
+    blob = text_container.pack(old, payload)
+    assert blob[4] == 2 and len(blob) > len(result.blob) + 50
+    assert lm_codec.decompress(blob, catalogued) == TEXT
+
+
+def test_other_weights_are_refused_by_name(catalogued, gpt2_tokenizer):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from models.registry import Loaded, model_nbytes
+
+    result = lm_codec.compress(TEXT, catalogued, compact_settings())
+    torch.manual_seed(1)
+    other = GPT2LMHeadModel(catalogued.model.config).eval()
+    changed = Loaded(catalogued.spec, other, gpt2_tokenizer, catalogued.device, model_nbytes(other))
+    with pytest.raises(FingerprintMismatch, match="weights or tokenizer") as info:
+        lm_codec.decompress(result.blob, changed)
+    named = str(info.value).split(" differ.")[0]
+    assert "machine" not in named and "library" not in named
+
+
+def test_other_library_version_is_refused_by_name(catalogued, monkeypatch):
+    result = lm_codec.compress(TEXT, catalogued, compact_settings())
+    real = lm_codec._version
+    monkeypatch.setattr(lm_codec, "_version", lambda p: "99.0" if p == "transformers" else real(p))
+    with pytest.raises(FingerprintMismatch, match=r"library versions.*transformers '99.0'") as info:
+        lm_codec.decompress(result.blob, catalogued)
+    assert "weights" not in str(info.value).split(" differ.")[0]
+
+
+def test_digest_names_each_group():
+    fp = {"model": "m", "weights_sha256": "a", "tokenizer_sha256": "b", "device_type": "cpu", "kernel": "AVX2",
+          "torch": "2", "transformers": "5", "constriction": "0.5", "codec": "c", "precision": "bf16",
+          "settings": {"window": 1024}}
+    d = compact_header.digest(fp)
+    assert len(d) == 8 and compact_header.differences(d, fp) == []
+    assert [x.split(" (")[0] for x in compact_header.differences(d, fp | {"kernel": "AVX512"})] == \
+        ["the machine type"]
+    assert [x.split(" (")[0] for x in compact_header.differences(d, fp | {"settings": {"window": 512}})] == \
+        ["the codec and its settings"]
+
+
+def test_damaged_compact_files(catalogued):
+    result = lm_codec.compress(TEXT * 3, catalogued, compact_settings())
+    blob = result.blob
+    for bad in (blob[:10], blob[:5] + b"\x03" + blob[6:7]):
+        with pytest.raises(CorruptFile):
+            lm_codec.decompress(bad, catalogued)
+    with pytest.raises(CorruptFile, match="unknown here"):
+        lm_codec.decompress(blob[:6] + bytes([blob[6] & 0xC0 | 40]) + blob[7:], catalogued)
+    flipped = bytearray(blob)
+    flipped[-2] ^= 0x10  # the payload: decodes to other text, caught by the check of the original
+    with pytest.raises(CorruptFile):
+        lm_codec.decompress(bytes(flipped), catalogued)
+    with pytest.raises(CorruptFile, match="bytes follow the record"):
+        lm_codec.decompress(compact_header.sized(blob) + b"x", catalogued)
+
+
+def test_compact_records_join_and_split(catalogued):
+    parts = [TEXT, b"second record", b""]
+    blobs = [lm_codec.compress(p, catalogued, compact_settings()).blob for p in parts]
+    joined = text_container.join_records(blobs)
+    records = text_container.split_records(joined)
+    assert len(records) == 3
+    assert [lm_codec.decompress(r, catalogued) for r in records] == parts
+    assert text_container.join_records(blobs[:1]) == blobs[0]  # a single record stays unsized
+
+
+@pytest.mark.slow
+def test_teacher_paragraph_file_beats_the_goal(smollm):
+    """A real 302-byte paragraph with the default settings: at most 1.85 bits/byte as a whole file."""
+    paragraph = (b"Photosynthesis is the process plants use to turn light into chemical energy. Inside the "
+                 b"chloroplasts, chlorophyll absorbs sunlight, and the plant uses that energy to combine carbon "
+                 b"dioxide from the air with water from the soil. The products are glucose, food for the plant, "
+                 b"and the oxygen it gives off.")
+    assert len(paragraph) == 302
+    result = lm_codec.compress(paragraph, smollm)
+    assert len(result.blob) - result.header["payload_bytes"] <= 24
+    assert 8 * len(result.blob) / len(paragraph) <= 1.85
+    assert lm_codec.decompress(result.blob, smollm) == paragraph
