@@ -109,6 +109,64 @@ def _lz77_html(c: text_compare.Comparison) -> str:
             f"</p><div class='tokview' id='ct-lz77'>{''.join(parts)}</div>")
 
 
+def _lz77_view(v: text_compare.DictionaryView) -> str:
+    parts, refs = [], 0
+    for op in v.lz77:
+        piece = html.escape(v.data[op.start:op.start + op.length].decode("utf-8", "replace")).replace("\n", "↵<br>")
+        if op.distance:
+            refs += 1
+            parts.append(f"<span class='lz-ref' title='copy {op.length} bytes from {op.distance} back'>{piece}"
+                         f"<sub>({op.distance},{op.length})</sub></span>")
+        else:
+            parts.append(f"<span class='lz-lit'>{piece}</span>")
+    return (f"<h3>LZ77: pointers back into the text</h3><p><b>{len(v.lz77) - refs:,} literals</b> and "
+            f"<b>{refs:,} copies</b> <span class='lz-ref'>(distance, length)</span>.</p>"
+            f"<div class='tokview lz-view' id='ct-lz77-parse'>{''.join(parts)}</div>")
+
+
+def _lz78_view(v: text_compare.DictionaryView) -> str:
+    parts = []
+    for p in v.lz78:
+        whole = v.data[p.start:p.start + p.length]
+        cut = p.length - (p.byte is not None)
+        old = html.escape(whole[:cut].decode("utf-8", "replace")).replace("\n", "↵")
+        new = html.escape(whole[cut:].decode("utf-8", "replace")).replace("\n", "↵")
+        parts.append(f"<span class='lz78-phrase' title='phrase {p.index} = phrase {p.parent} + one byte'>"
+                     f"<span class='lz78-old'>{old}</span><span class='lz78-new'>{new}</span>"
+                     f"<sub>{p.index}</sub></span>")
+    return (f"<h3>LZ78: pointers into a growing dictionary</h3><p><b>{len(v.lz78):,} phrases</b>, each "
+            "<span class='lz78-old'>a phrase seen before</span> + <span class='lz78-new'>one new character</span>; "
+            "the small number is the new phrase's index.</p>"
+            f"<div class='tokview lz-view' id='ct-lz78-parse'>{''.join(parts)}</div>")
+
+
+def _show(text: str) -> str:
+    """Spaces and line ends made visible: a phrase is often just " t"."""
+    return html.escape(text.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍"))
+
+
+def _dictionary_table(v: text_compare.DictionaryView) -> str:
+    body = "".join(
+        f"<tr><td>{r.index}</td><td class='lz78-cell'><span class='lz78-old'>{_show(r.old)}</span>"
+        f"<span class='lz78-new'>{_show(r.new)}</span></td><td>= #{r.parent} "
+        f"<span class='lz78-old'>{_show(r.old) or '∅'}</span> + <span class='lz78-new'>{_show(r.new) or 'end'}</span>"
+        f"</td></tr>" for r in v.rows)
+    more = f" (the first {len(v.data):,} of {v.total_bytes:,} bytes)" if v.total_bytes > len(v.data) else ""
+    return (f"<h3>The LZ78 dictionary growing: its first {len(v.rows)} phrases{more}</h3>"
+            "<p>Each new phrase is an old phrase (blue, by its number) plus one character (orange). The file stores "
+            "only the pair (old number, character); the decoder rebuilds the same dictionary as it reads. LZW starts "
+            "with all 256 single bytes in the dictionary, so it stores only numbers.</p>"
+            f"<table class='lz78-table' id='ct-lz78-dict'><thead><tr><th>#</th><th>phrase</th><th>made of</th></tr>"
+            f"</thead><tbody>{body}</tbody></table>")
+
+
+@guard
+def dictionary_coders(text, upload):
+    """LZ77 and LZ78 on the same text: both parses and the LZ78 dictionary's first hundred phrases."""
+    v = text_compare.dictionary_view(_input_bytes(text, upload))
+    return _lz77_view(v), _lz78_view(v), _dictionary_table(v)
+
+
 def _huffman_md(c: text_compare.Comparison) -> str:
     st = c.huffman.stats
     rows = "\n".join(f"| {html.escape(repr(chr(t['symbol'])))} | {t['p']:.3f} | {t['bits']:.2f} | {t['length']} | `{t['code']}` |"
@@ -214,8 +272,13 @@ def build() -> None:
         curve = gr.Plot(label="Cumulative bits", elem_id="ct-curve")
     heat = gr.HTML(label="Bits per token", elem_id="ct-heatmap")
     download = gr.File(label="The model's compressed file (.lmlt)", interactive=False, elem_id="ct-download")
-    with gr.Accordion("Inside the classic coders: LZ77 parse and byte Huffman code", open=False):
-        lz = gr.HTML()
+    with gr.Accordion("Inside the classic coders: LZ77 and LZ78 side by side, byte Huffman code", open=True):
+        dict_btn = gr.Button("Show LZ77 and LZ78 on this text", elem_id="ct-dict-go")
+        with gr.Row(equal_height=False):
+            lz77_view = gr.HTML(elem_id="ct-lz77-view")
+            lz78_view = gr.HTML(elem_id="ct-lz78-view")
+        lz78_table = gr.HTML(elem_id="ct-lz78-table")
+        lz = gr.HTML(visible=False)  # compress_text's LZ77 output, kept for API callers
         huff = gr.Markdown()
     with gr.Accordion("Decompress a .lmlt file", open=False):
         with gr.Row():
@@ -236,8 +299,11 @@ def build() -> None:
     explain("Entropy, Huffman vs arithmetic coding, and why a better model compresses better", EXPLANATION)
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
-    go_btn.click(compress_text, [text, upload, model], [status, table, bars, heat, curve, lz, huff, download],
-                 api_name="compress_text", concurrency_id="model")
+    go = go_btn.click(compress_text, [text, upload, model], [status, table, bars, heat, curve, lz, huff, download],
+                      api_name="compress_text", concurrency_id="model")
+    dict_outputs = [lz77_view, lz78_view, lz78_table]
+    dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
+    go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     restore_btn.click(decompress_text, [restore_in], [restored, restore_out, restore_status], api_name="decompress_text",
                       concurrency_id="model")
     sample_btn.click(sample_bits, [model, seed, n_tokens, prompt], [sample_text, sample_heat, sample_note],

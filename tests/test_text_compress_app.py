@@ -15,7 +15,7 @@ def test_api_compress_then_decompress(client):
     status, table, *_figs_and_html, download = client.predict(SHORT, None, MODEL, api_name="/compress_text")
     assert "every row decoded and compared" in status and "cross-entropy" in status
     rows = table["data"]
-    assert len(rows) == 7 and all(row[-1] == "✅ verified" for row in rows)
+    assert len(rows) == 9 and all(row[-1] == "✅ verified" for row in rows)
     assert rows[-2][0].startswith("language model") and int(rows[-1][3]) < int(rows[-2][3])
     assert download.endswith(".lmlt")
     text, restored_path, message = client.predict(handle_file(download), api_name="/decompress_text")
@@ -62,3 +62,30 @@ def test_browser_text_tab(page, screenshot_dir):
     page.evaluate("document.querySelector('#ct-status').scrollIntoView()")
     page.screenshot(path=str(screenshot_dir / "compress_text.png"), full_page=False)
     assert page.locator("#ct-table").get_by_text("✅ verified").count() >= 7  # one per coder
+
+
+def test_api_dictionary_coders(client):
+    lz77, lz78_parse, table = client.predict("abracadabra abracadabra, the cat sat on the mat", None,
+                                             api_name="/dictionary_coders")
+    assert "LZ77" in lz77 and "copies" in lz77
+    assert "lz78-phrase" in lz78_parse and "LZ78" in lz78_parse
+    assert table.count("<tr>") == 1 + 26  # the header row and one row per phrase of this short text
+    with pytest.raises(Exception, match="nothing to compress"):
+        client.predict("", None, api_name="/dictionary_coders")
+
+
+@pytest.mark.browser
+def test_browser_lz77_next_to_lz78(page, screenshot_dir):
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    page.get_by_role("tab", name="Text", exact=True).click()
+    page.locator("#ct-text textarea").fill(
+        "the cat sat on the mat; the cat sat on the hat; the rat sat on the cat; that is that. "
+        "the cat sat on the mat; the cat sat on the hat.")
+    page.locator("#ct-dict-go").click()
+    page.locator("#ct-lz78-dict tbody tr").nth(40).wait_for()
+    assert page.locator("#ct-lz78-parse .lz78-phrase").count() > 20
+    assert page.locator("#ct-lz77-parse .lz-ref").count() > 3
+    page.locator("#ct-dict-go").scroll_into_view_if_needed()
+    page.evaluate("window.scrollBy(0, -20)")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screenshot_dir / "compress_lz78.png"), full_page=False)

@@ -2,6 +2,7 @@
 
 - order-0 Huffman on bytes (part 1's ``huffman.py``): every byte gets a prefix code from its
   frequency alone, no context; the size counts the code-length table (4 bits per byte value);
+- LZ78 and LZW (``lz78.py``): the dictionary coders, indices in just enough bits, no entropy coder;
 - deflate (LZ77 + Huffman, zlib level 9), bz2 (BWT, level 9), LZMA/xz (preset 9e), zstd (level 19).
 
 ``lz77_parse`` is a small greedy LZ77 parser for a short input: the literals and
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.compression import huffman
+from models.compression import huffman, lz78
 from models.errors import CorruptFile
 
 HUFFMAN_MAX_LEN = 15  # like deflate's literal codes
@@ -90,6 +91,8 @@ def _zstd_decompress(blob: bytes) -> bytes:
 # name -> (family, compress, decompress, size of the compressed object)
 CODERS: dict[str, tuple[str, Callable, Callable, Callable]] = {
     "Huffman (order-0, bytes)": ("byte frequencies", _huffman_compress, _huffman_decompress, lambda c: c.size),
+    "LZ78": ("phrase dictionary (old phrase + 1 byte)", lz78.lz78_encode, lz78.lz78_decode, len),
+    "LZW (compress, GIF)": ("phrase dictionary, indices only", lz78.lzw_encode, lz78.lzw_decode, len),
     "deflate (zlib -9)": ("LZ77 + Huffman", lambda d: zlib.compress(d, 9), zlib.decompress, len),
     "bzip2 -9": ("Burrows-Wheeler + Huffman", lambda d: bz2.compress(d, 9), bz2.decompress, len),
     "LZMA (xz -9e)": ("LZ77 + context-modelled range coder",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import handout, registry, settings
-from models.compression import lm_codec, text_baselines, text_container
+from models.compression import lm_codec, lz78, text_baselines, text_container
 from models.device import pick
 from models.errors import InputError
 from models.filenames import safe_name
@@ -71,6 +71,25 @@ def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
     settings.atomic_write_bytes(path, lm.blob)
     lz = text_baselines.lz77_parse(data) if len(data) <= text_baselines.LZ77_MAX_INPUT else None
     return Comparison(rows, lm, decode_s, path, huff, lz, data)
+
+
+@dataclass
+class DictionaryView:
+    """LZ77 and LZ78 on the same text: the two ways of pointing at earlier text."""
+    data: bytes  # the bytes drawn (the first LZ77_MAX_INPUT of the input)
+    total_bytes: int  # the whole input
+    lz77: list[text_baselines.LZ77Op]
+    lz78: list[lz78.Phrase]
+    rows: list[lz78.DictionaryRow]  # the first phrases, each an old phrase + one character
+
+
+def dictionary_view(data: bytes, rows: int = 100) -> DictionaryView:
+    """The LZ77 parse, the LZ78 parse and the LZ78 dictionary's first ``rows`` phrases of ``data``
+    (at most its first LZ77_MAX_INPUT bytes are drawn)."""
+    _check_input(data, None)
+    head = bytes(data[:text_baselines.LZ77_MAX_INPUT])
+    return DictionaryView(head, len(data), text_baselines.lz77_parse(head), lz78.lz78_parse(head),
+                          lz78.dictionary_rows(head, rows))
 
 
 def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple[bytes, Path, dict]:
