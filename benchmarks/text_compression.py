@@ -4,7 +4,7 @@ For each text (alice29, plrabn12, WikiText-2 test) every classic coder is run an
 On the LM texts (alice29 by default) the model compresses the whole file with each codec
 preset (fast, compact), the file is decoded and compared, and the table reports bits per
 byte, the model's cross-entropy on the same tokens, the coder's overhead, and
-compress/decompress speed. The lane cost compares the cross-entropy of the lane split
+compress/decompress speed. The lane cost (on the coded text) compares the cross-entropy of the lane split
 against one lane with the same window rule, and against one lane with the model's whole
 context (all teacher-forced with one forward per context segment: a measurement, not the
 codec).
@@ -98,7 +98,7 @@ def main() -> None:
     runner = lm_codec._runner(loaded, "auto")
     for name in filter(None, args.lm_texts.split(",")):
         data = corpus[name][:args.limit] if args.limit else corpus[name]
-        whole = corpus[name]
+        whole = data  # the lane cost is measured on the coded text (a prefix with --limit)
         ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(whole)
         one_lane: dict[tuple[int, int], float] = {}  # (window, keep) -> bits of the whole text as one lane
         for preset in filter(None, args.presets.split(",")):
@@ -122,7 +122,7 @@ def main() -> None:
             results["lm"][f"{name}/{preset}"] = row
             _write(results)  # the coding result is kept even if the slower lane-cost pass is interrupted
             print(f"  coded {name} ({preset}): {json.dumps(row)}", file=sys.stderr, flush=True)
-            if not args.skip_lane_cost:  # on the whole text, even when only a prefix was coded
+            if not args.skip_lane_cost:
                 lengths = lm_codec.lane_lengths(len(ids), codec.lane_count(len(ids)))
                 t0 = time.perf_counter()
                 many = teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
@@ -150,7 +150,7 @@ def _lm_line(name: str, preset: str, row: dict) -> str:
             f"compress {row['compress_Bps']:,.0f} B/s, decompress {row['decompress_Bps']:,.0f} B/s; "
             f"verified {row['verified']}")
     if "lane_cost" in row:
-        line += (f". Whole text, teacher-forced: {row['whole_bpb_lanes_tf']:.4f} bpb in {row['whole_lanes']} lanes, "
+        line += (f". Teacher-forced: {row['whole_bpb_lanes_tf']:.4f} bpb in {row['whole_lanes']} lanes, "
                  f"{row['whole_bpb_one_lane_tf']:.4f} as one lane with the same window (lane cost "
                  f"{row['lane_cost']:+.2%}), {row['whole_bpb_one_lane_full_context_tf']:.4f} as one lane with the "
                  f"model's whole context ({row['cost_vs_full_context']:+.2%})")

@@ -10,14 +10,14 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from components.common import explain, guard
-from components.plots import FONT, bar_figure
+from components.plots import FONT, bar_figure, interval_figure
 from models import registry
-from models.compression import lm_codec, text_compare
+from models.compression import coding_steps, lm_codec, text_compare
 from models.errors import InputError
 
-# The app codes short texts: small lanes keep several lanes busy (faster on a CPU) for a small
-# cost in bits; the command line uses the larger defaults of CodecSettings.
-UI_CODEC = lm_codec.CodecSettings(window=512, keep=256, lane_tokens=256, max_lanes=16)
+# The app codes with the default settings (the "fast" preset): a text up to 16 kB gets few long lanes,
+# and a catalogue model's file gets the compact header.
+UI_CODEC = lm_codec.PRESETS["fast"]
 
 EXPLANATION = """
 **Entropy.** If a source emits symbols with probabilities p, no lossless code can average fewer than
@@ -167,6 +167,48 @@ def dictionary_coders(text, upload):
     return _lz77_view(v), _lz78_view(v), _dictionary_table(v)
 
 
+def _steps_table(steps, sampling: bool = False) -> str:
+    head = "<th>u falls at</th>" if sampling else ""
+    body = "".join(
+        f"<tr><td>{i + 1}</td><td><b>{_show(s.token)}</b></td><td>{s.p:.4g}</td>"
+        + (f"<td>{s.u_position:.4f}</td>" if sampling else "")
+        + f"<td>[{s.start:.4f}, {s.start + s.p:.4f})</td><td>{s.bits:.2f}</td><td>{s.total_bits:.1f}</td>"
+        f"<td class='ac-bits'>{len(s.settled)}: {s.settled[-48:] if len(s.settled) <= 48 else '…' + s.settled[-47:]}</td></tr>"
+        for i, s in enumerate(steps))
+    return ("<table class='lz78-table ac-table'><thead><tr><th>step</th><th>token</th><th>p</th>" + head
+            + "<th>its slice of the interval</th><th>−log₂ p</th><th>bits so far</th><th>bits settled</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+@guard
+def arithmetic_steps(text, upload, model_key, n_steps):
+    """The first tokens of the text coded step by step: interval, slices, probabilities, settled bits."""
+    loaded = registry.load_causal_lm(model_key)
+    steps = coding_steps.encode_steps(_input_bytes(text, upload), loaded, int(n_steps or 20))
+    last = steps[-1]
+    note = (f"After {len(steps)} tokens the interval is 2^−{last.total_bits:.1f} wide: the product of the "
+            f"{len(steps)} probabilities. Any number inside it identifies these tokens, and writing one takes about "
+            f"{last.total_bits:.0f} bits; **{len(last.settled)} bits** are already settled (low and high agree on them). "
+            "The probabilities are the ones the compressor feeds its range coder.")
+    fig = interval_figure(steps, "Arithmetic coding: each token narrows the interval to its slice")
+    return fig, _steps_table(steps), note
+
+
+@guard
+def sampling_steps(model_key, seed, n_steps):
+    """Sampling is decompression: a random number falls into one slice per step; that token is the sample."""
+    if seed is None:
+        raise InputError("choose a seed")
+    loaded = registry.load_causal_lm(model_key)
+    bits, steps = coding_steps.sampling_steps(loaded, int(seed), int(n_steps or 20))
+    text = "".join(s.token for s in steps)
+    note = (f"Random bits (seed {int(seed)}) read as a binary number **u = 0.{bits[:40]}…**. At each step u falls into "
+            f"one token's slice of the interval; that token is the sample, and its slice becomes the new interval. "
+            f"Decoded text: **{html.escape(text)}** ({steps[-1].total_bits:.0f} bits of u used).")
+    fig = interval_figure(steps, "Sampling = decoding random bits: u picks one slice per step")
+    return fig, _steps_table(steps, sampling=True), note
+
+
 def _huffman_md(c: text_compare.Comparison) -> str:
     st = c.huffman.stats
     rows = "\n".join(f"| {html.escape(repr(chr(t['symbol'])))} | {t['p']:.3f} | {t['bits']:.2f} | {t['length']} | `{t['code']}` |"
@@ -280,6 +322,13 @@ def build() -> None:
         lz78_table = gr.HTML(elem_id="ct-lz78-table")
         lz = gr.HTML(visible=False)  # compress_text's LZ77 output, kept for API callers
         huff = gr.Markdown()
+    with gr.Accordion("Arithmetic coding step by step", open=True):
+        with gr.Row():
+            ac_steps = gr.Slider(5, coding_steps.MAX_STEPS, value=20, step=1, label="Tokens to show", elem_id="ct-ac-n")
+            ac_btn = gr.Button("Code the first tokens step by step", elem_id="ct-ac-go")
+        ac_note = gr.Markdown(elem_id="ct-ac-note")
+        ac_plot = gr.Plot(label="The coding interval, step by step", elem_id="ct-ac-plot")
+        ac_table = gr.HTML(elem_id="ct-ac-table")
     with gr.Accordion("Decompress a .lmlt file", open=False):
         with gr.Row():
             restore_in = gr.File(label="Upload a .lmlt file", file_types=[".lmlt"], elem_id="ct-restore-in")
@@ -296,6 +345,10 @@ def build() -> None:
         sample_note = gr.Markdown()
         sample_text = gr.Textbox(label="Decoded text", lines=4, interactive=False, elem_id="ct-sample-text")
         sample_heat = gr.HTML()
+        sp_btn = gr.Button("Show the random number falling into one slice per step", elem_id="ct-sp-go")
+        sp_note = gr.Markdown(elem_id="ct-sp-note")
+        sp_plot = gr.Plot(label="Sampling as decoding, step by step", elem_id="ct-sp-plot")
+        sp_table = gr.HTML(elem_id="ct-sp-table")
     explain("Entropy, Huffman vs arithmetic coding, and why a better model compresses better", EXPLANATION)
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
@@ -304,6 +357,10 @@ def build() -> None:
     dict_outputs = [lz77_view, lz78_view, lz78_table]
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
+    ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
+                 api_name="arithmetic_steps", concurrency_id="model")
+    sp_btn.click(sampling_steps, [model, seed, ac_steps], [sp_plot, sp_table, sp_note], api_name="sampling_steps",
+                 concurrency_id="model")
     restore_btn.click(decompress_text, [restore_in], [restored, restore_out, restore_status], api_name="decompress_text",
                       concurrency_id="model")
     sample_btn.click(sample_bits, [model, seed, n_tokens, prompt], [sample_text, sample_heat, sample_note],

@@ -48,3 +48,33 @@ def bar_figure(names: list[str], values: list[float], title: str, y_title: str, 
     fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=text, textposition="outside"))
     fig.update_layout(font=FONT, height=400, margin=dict(l=50, r=10, t=50, b=80), title=title, yaxis_title=y_title)
     return fig
+
+
+def interval_figure(steps, title: str) -> go.Figure:
+    """Arithmetic coding, one row per step: the current interval stretched to [0, 1], the likeliest
+    tokens' slices in grey, the coded (or sampled) token's slice in orange, and the random number u
+    (sampling) as a black diamond. The orange slice is the next row's whole interval."""
+    fig = go.Figure()
+    labels = [f"{i + 1}. {repr(s.token)[1:-1] or '∅'}" for i, s in enumerate(steps)]
+    grey_x, grey_base, grey_y, grey_text = [], [], [], []
+    for label, s in zip(labels, steps, strict=True):
+        for o in s.others:
+            if o.token != s.token or abs(o.start - s.start) > 1e-12:
+                grey_x.append(o.p)
+                grey_base.append(o.start)
+                grey_y.append(label)
+                grey_text.append(repr(o.token)[1:-1])
+    fig.add_bar(x=grey_x, base=grey_base, y=grey_y, orientation="h", name="other likely tokens",
+                marker=dict(color="#cbd5e1", line=dict(color="#475569", width=1)), text=grey_text,
+                textposition="inside", insidetextanchor="middle", textfont=dict(size=14, color="#0f172a"))
+    fig.add_bar(x=[max(s.p, 0.004) for s in steps], base=[s.start for s in steps], y=labels, orientation="h",
+                name="the token's slice (becomes the next interval)", marker=dict(color="#f97316"),
+                text=[f"p={s.p:.3g}" for s in steps], textposition="outside", textfont=dict(size=15, color="#9a3412"))
+    if steps and steps[0].u_position is not None:
+        fig.add_scatter(x=[s.u_position for s in steps], y=labels, mode="markers", name="the random number u",
+                        marker=dict(symbol="diamond", size=14, color="#0f172a"))
+    fig.update_layout(font=FONT, height=150 + 34 * len(steps), barmode="overlay", title=title,
+                      margin=dict(l=170, r=20, t=70, b=50), xaxis=dict(range=[0, 1], title="position in the current "
+                      "interval (each row zoomed to full width)"), yaxis=dict(autorange="reversed", tickfont=dict(size=16)),
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0))
+    return fig

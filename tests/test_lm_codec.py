@@ -255,3 +255,11 @@ def test_sliding_window_models_keep_the_default_cache(gpt2_tokenizer):
     loaded = Loaded(ModelSpec("tiny-mistral", "tiny Mistral (test)", "causal-lm", "local", ""), model,
                     gpt2_tokenizer, pick("cpu"), model_nbytes(model))
     roundtrip(("Sliding windows forget the distant past. " * 8).encode(), loaded)
+
+
+def test_short_texts_get_few_long_lanes():
+    fast = lm_codec.PRESETS["fast"]
+    assert [fast.lane_count(n) for n in (1, 1999, 2000, 4000, 4500)] == [1, 1, 2, 3, 3]  # up to ~16 kB of prose
+    assert fast.lane_count(4501) == 11 and fast.lane_count(41_933) == 94  # longer texts keep 450-token lanes
+    assert lm_codec.PRESETS["compact"].lane_count(4000) == 1
+    assert dataclasses.replace(fast, lanes=4).lane_count(1000) == 4  # an explicit count wins

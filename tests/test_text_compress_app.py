@@ -89,3 +89,35 @@ def test_browser_lz77_next_to_lz78(page, screenshot_dir):
     page.evaluate("window.scrollBy(0, -20)")
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshot_dir / "compress_lz78.png"), full_page=False)
+
+
+@pytest.mark.slow
+def test_api_arithmetic_and_sampling_steps(client):
+    fig, table, note = client.predict(SHORT, None, MODEL, 12, api_name="/arithmetic_steps")
+    assert table.count("<tr>") == 1 + 12 and "bits are already settled" in note
+    fig, table, note = client.predict(MODEL, 5, 12, api_name="/sampling_steps")
+    assert table.count("<tr>") == 1 + 12 and "u = 0." in note
+    again = client.predict(MODEL, 5, 12, api_name="/sampling_steps")
+    assert again[2] == note  # the same seed gives the same bits and the same tokens
+    with pytest.raises(Exception, match="nothing to code"):
+        client.predict("", None, MODEL, 12, api_name="/arithmetic_steps")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_arithmetic_coding_steps(page, screenshot_dir):
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    page.get_by_role("tab", name="Text", exact=True).click()
+    page.locator("#ct-text textarea").fill(SHORT)
+    page.locator("#ct-ac-go").click()
+    page.locator("#ct-ac-table tbody tr").nth(19).wait_for(timeout=300_000)
+    page.locator("#ct-ac-plot .plot-container").first.wait_for()
+    page.locator("#ct-ac-note").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshot_dir / "compress_arithmetic_steps.png"), full_page=False)
+    page.locator("#ct-sp-go").click()
+    page.locator("#ct-sp-table tbody tr").nth(19).wait_for(timeout=300_000)
+    page.locator("#ct-sp-plot .plot-container").first.wait_for()
+    page.locator("#ct-sp-note").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshot_dir / "compress_sampling_steps.png"), full_page=False)
