@@ -102,13 +102,116 @@ def catalogue(task: str) -> list[ModelSpec]:
             specs += [s for s in provider(task) if s.task == task]
         except Exception:  # a broken runs folder must not break the pickers
             continue
-    return specs
+    return specs + compressed_specs(task, specs)
 
 
 def choices(task: str) -> list[tuple[str, str]]:
     """(label, key) for a picker: models that cannot load now say they need a download."""
     return [(spec.label if availability(spec)[0] else f"{spec.label} — needs download", spec.key)
             for spec in catalogue(task)]
+
+
+# --- models run straight from a compressed checkpoint (.lmhz) --------------------------------
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+_sha_lock = threading.Lock()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a local checkpoint, cached by (path, size, mtime): the pickers ask often."""
+    import hashlib
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _sha_lock:
+        if key not in _sha_cache:
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+            _sha_cache[key] = digest.hexdigest()
+        return _sha_cache[key]
+
+
+def _lmhz_source(path: Path) -> dict:
+    """The original file's name, size and sha256 from a .lmhz header (read from the file's end only)."""
+    import mmap
+
+    from models.compression import container
+
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        header, payload = container.unpack(memoryview(mm), path.name)
+        source = dict(header.get("source") or {})
+        del payload, header
+    return source
+
+
+def compressed_dir() -> Path:
+    """Where the Compress tab writes .lmhz files."""
+    return settings.home() / "compress"
+
+
+def compressed_specs(task: str, bases: list[ModelSpec]) -> list[ModelSpec]:
+    """.lmhz files (from the Compress tab) whose original is the weights file of a local model of this
+    task: they load with that model's config and tokenizer, decompressed in memory."""
+    folder = compressed_dir()
+    if not folder.is_dir():
+        return []
+    by_size: dict[int, list[tuple[ModelSpec, Path]]] = {}
+    for base in bases:
+        if base.source == "hub" or (base.source == "embedded" and not assets.is_ready(base.location)):
+            continue
+        local = base.local_dir()
+        weights = local / "model.safetensors" if local else None
+        if weights is not None and weights.is_file():
+            by_size.setdefault(weights.stat().st_size, []).append((base, weights))
+    specs = []
+    for path in sorted(folder.glob("*.lmhz")):
+        try:
+            source = _lmhz_source(path)
+            for base, weights in by_size.get(int(source.get("size", -1)), []):
+                if _file_sha256(weights) == source.get("sha256"):
+                    mb = path.stat().st_size / 1e6
+                    specs.append(ModelSpec(f"lmhz:{path.name}", f"{base.label.split(' (')[0]} from {path.name} "
+                                           f"(compressed, {mb:,.0f} MB of {int(source['size']) / 1e6:,.0f} MB)",
+                                           task, "lmhz", str(path), base.licence, base.key))
+                    break
+        except Exception:  # a damaged or foreign file is simply not offered
+            continue
+    return specs
+
+
+def _base_of(spec: ModelSpec) -> ModelSpec:
+    """The model whose config and tokenizer a compressed checkpoint loads with (its ``note``)."""
+    return get(spec.note, spec.task)
+
+
+def from_pretrained(auto_class, spec: ModelSpec, kwargs: dict[str, Any], **extra) -> Any:
+    """``auto_class.from_pretrained`` for ``spec`` given its ``hub_load_kwargs``. A compressed checkpoint
+    loads with the original model's config and the weights decompressed in memory (the codec checks the
+    sha256 of every tensor and of the whole file, raising CorruptFile on any difference)."""
+    if spec.source != "lmhz":
+        return auto_class.from_pretrained(**kwargs, **extra)
+    from safetensors.torch import load as load_safetensors
+    from transformers import AutoConfig
+
+    from models.compression import checkpoint
+
+    path = Path(spec.location)
+    state = load_safetensors(bytes(checkpoint.decompress(path.read_bytes(), path.name)))
+    config = AutoConfig.from_pretrained(**kwargs)
+    model_class = auto_class._model_mapping[type(config)]  # the concrete class: weights come as a state dict
+    return model_class.from_pretrained(None, config=config, state_dict=state, **extra)
+
+
+def compressed_status(spec: ModelSpec) -> str:
+    """'compressed file X MB, original Y MB (ratio)' for a model loaded from a .lmhz file, else ''."""
+    if spec.source != "lmhz":
+        return ""
+    path = Path(spec.location)
+    size, original = path.stat().st_size, int(_lmhz_source(path).get("size", 0))
+    return (f"loaded from {path.name}: {size / 1e6:,.1f} MB compressed, {original / 1e6:,.1f} MB original "
+            f"({size / max(original, 1):.1%}), decompressed in memory, sha256 verified")
 
 
 def get(key: str, task: str | None = None) -> ModelSpec:
@@ -163,6 +266,8 @@ def availability(spec: ModelSpec) -> tuple[bool, str]:
         return False, f"{spec.location} needs a download from the Hugging Face hub, which is not reachable (offline)"
     if spec.source == "embedded":
         return True, "embedded"
+    if spec.source == "lmhz":
+        return (True, "compressed checkpoint") if Path(spec.location).is_file() else (False, f"{spec.location} is gone")
     folder = spec.local_dir()
     if folder is None or not folder.exists():
         return False, f"folder {folder} does not exist"
@@ -176,6 +281,8 @@ def hub_load_kwargs(spec: ModelSpec) -> dict[str, Any]:
         raise ModelUnavailable(why)
     if spec.source == "hub":
         return {"pretrained_model_name_or_path": spec.location, "local_files_only": not hub_reachable()}
+    if spec.source == "lmhz":  # the original model's folder gives config and tokenizer; from_pretrained the weights
+        return hub_load_kwargs(_base_of(spec))
     return {"pretrained_model_name_or_path": str(spec.local_dir()), "local_files_only": True}
 
 
@@ -255,7 +362,7 @@ def load_causal_lm(key: str, device: str | None = None) -> Loaded:
         kwargs = hub_load_kwargs(spec)
         try:
             tokenizer = AutoTokenizer.from_pretrained(**kwargs)
-            model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=info.dtype)
+            model = from_pretrained(AutoModelForCausalLM, spec, kwargs, dtype=info.dtype)
         except OSError as exc:
             raise ModelUnavailable(f"could not load {spec.label}: {exc}") from exc
         model.to(info.device).eval()

@@ -373,7 +373,7 @@ def load(key: str, device: str | None = None) -> Tagger:
             labels = label_kwargs(kwargs["pretrained_model_name_or_path"])
         try:
             tokenizer = AutoTokenizer.from_pretrained(**kwargs)
-            model = AutoModelForTokenClassification.from_pretrained(**kwargs, **labels, dtype=info.dtype)
+            model = registry.from_pretrained(AutoModelForTokenClassification, spec, kwargs, **labels, dtype=info.dtype)
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"could not load {spec.label} as a token classifier: {exc}") from exc
         model.to(info.device).eval()
