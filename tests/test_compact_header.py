@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from models.compression import compact_header, lm_codec, text_container
-from models.errors import CorruptFile, FingerprintMismatch
+from models.errors import CorruptFile, FingerprintMismatch, LMLabError
 
 TEXT = b"A language model is a lossless compressor: likely words cost almost nothing."
 
@@ -134,3 +136,20 @@ def test_teacher_paragraph_file_beats_the_goal(smollm):
     assert len(result.blob) - result.header["payload_bytes"] <= 24
     assert 8 * len(result.blob) / len(paragraph) <= 1.85
     assert lm_codec.decompress(result.blob, smollm) == paragraph
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 10**4), st.integers(0, 255)), min_size=1, max_size=4),
+       st.one_of(st.none(), st.integers(0, 10**4)))
+def test_mutated_compact_files_give_typed_errors(catalogued, flips, cut):
+    blob = bytearray(lm_codec.compress(TEXT, catalogued, compact_settings()).blob)
+    for pos, byte in flips:
+        blob[pos % len(blob)] = byte
+    if cut is not None:
+        del blob[cut % len(blob):]
+    for read in (text_container.unpack, text_container.split_records,
+                 lambda b: lm_codec.decompress(b, catalogued)):
+        try:
+            read(bytes(blob))
+        except LMLabError:
+            pass
