@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from models.compression import lm_codec, text_container
 from models.errors import CorruptFile, FingerprintMismatch, InputError
 
-SMALL = lm_codec.CodecSettings(window=32, keep=12, lane_tokens=40, max_lanes=4, precision="fp32")
+SMALL = lm_codec.CodecSettings(window=32, keep=12, lane_tokens=40, max_lanes=4, short_tokens=0, precision="fp32")
 
 
 def roundtrip(data: bytes, loaded, s=SMALL) -> lm_codec.LMResult:
