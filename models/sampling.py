@@ -58,9 +58,18 @@ def candidates(scores: torch.Tensor, p: Processors) -> tuple[torch.Tensor, torch
         return best, torch.ones(1)
     if p.top_k and p.top_k < scores.numel():
         values, ids = torch.topk(scores, p.top_k)  # dividing by a positive temperature keeps the order
-        values = values / p.temperature
-    else:
-        values, ids = scores / p.temperature, torch.arange(scores.numel())
+        return from_top(values, ids, p)
+    values, ids = scores / p.temperature, torch.arange(scores.numel())
+    return _nucleus(values, ids, p)
+
+
+def from_top(values: torch.Tensor, ids: torch.Tensor, p: Processors) -> tuple[torch.Tensor, torch.Tensor]:
+    """``candidates`` from the row's top-k already taken: ``values`` (k,) raw scores in descending order
+    and their token ``ids``. The scheduler takes one top-k for all rows of a step and calls this per row."""
+    return _nucleus(values / p.temperature, ids, p)
+
+
+def _nucleus(values: torch.Tensor, ids: torch.Tensor, p: Processors) -> tuple[torch.Tensor, torch.Tensor]:
     if p.top_p < 1.0:
         values, order = torch.sort(values)  # ascending, as transformers' TopPLogitsWarper
         ids = ids[order]
@@ -87,5 +96,9 @@ def choose(scores: torch.Tensor, history: torch.Tensor, p: Processors, rng: torc
     scores = penalised(scores.float(), history, p.repetition_penalty)
     if p.greedy:
         return int(torch.argmax(scores))
-    ids, probs = candidates(scores, p)
+    return draw(*candidates(scores, p), rng)
+
+
+def draw(ids: torch.Tensor, probs: torch.Tensor, rng: torch.Generator | None) -> int:
+    """One token from ``candidates``' output with the request's own generator."""
     return int(ids[torch.multinomial(probs.cpu(), 1, generator=rng)])
