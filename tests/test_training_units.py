@@ -185,6 +185,23 @@ def test_bleu_compares_greedy_continuations_with_the_real_next_32_tokens(tiny_gp
     assert out["bleu"] == 1.0
 
 
+def test_lm_bleu_respects_the_model_context(gpt2_tokenizer):
+    """A model with 40 positions continues 8 tokens (and says so); one with 32 cannot be scored."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    line = " ".join(f"word{i}" for i in range(80))
+    pairs = train.continuation_pairs(gpt2_tokenizer, [line], 2)
+    for positions, expect in ((40, 8), (32, 0)):
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=positions,
+                                           vocab_size=len(gpt2_tokenizer))).eval()
+        out = train.lm_bleu(model, gpt2_tokenizer, pairs[:1])
+        if expect:
+            assert "8 tokens" in out["capped"] and "bleu" in out
+        else:
+            assert "skipped" in out and "bleu" not in out
+
+
 @pytest.fixture(scope="module")
 def tiny_tagger():
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification

@@ -174,13 +174,21 @@ def lm_bleu(model, tokenizer, pairs, batch_size: int = 8) -> dict:
         return {}
     model.eval()
     device = next(model.parameters()).device
+    config = model.config.get_text_config(decoder=True)
+    positions = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+    # A model with fewer positions than prompt + reference continues only as far as it can see.
+    max_new = min(REFERENCE_TOKENS, positions - PROMPT_TOKENS)
+    if max_new < 1:
+        return {"skipped": f"the model sees {positions} positions; BLEU needs at least {PROMPT_TOKENS + 1}"}
     hyps = []
     for start in range(0, len(pairs), batch_size):
         prompts = torch.tensor([p for p, _ in pairs[start:start + batch_size]], device=device)  # all 32 long: no pad
         out = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
-                             max_new_tokens=REFERENCE_TOKENS, pad_token_id=tokenizer.pad_token_id)
+                             max_new_tokens=max_new, pad_token_id=tokenizer.pad_token_id)
         hyps += [tokenizer.decode(row[PROMPT_TOKENS:], skip_special_tokens=True) for row in out]
     scores = metrics.bleu_chrf(hyps, [ref for _, ref in pairs])
+    if max_new < REFERENCE_TOKENS:
+        scores["capped"] = f"continuations cut to {max_new} tokens: the model sees {positions} positions"
     return scores | {"example_prompt": tokenizer.decode(pairs[0][0]), "example_output": hyps[0],
                      "example_reference": pairs[0][1]}
 
