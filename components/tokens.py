@@ -25,4 +25,7 @@ def token_strip(tokens, caption: str = "") -> str:
               f"<span style='background:{prob_colour(0.3)}'>30 %</span>"
               f"<span style='background:{prob_colour(0.95)}'>95 %</span> · hover a token for its bits and the top-5"
               + (f" · {html.escape(caption)}" if caption else "") + "</div>")
-    return f"<div class='tokview'>{''.join(parts)}</div>{legend}"
+    # Legend first and the chips last, with no closing tag after them: each streamed update then only
+    # appends to the previous one, and Gradio sends the new chips instead of the whole strip again
+    # (thirty students x every token otherwise re-send kilobytes per token). The browser closes the div.
+    return f"{legend}<div class='tokview'>{''.join(parts)}"
