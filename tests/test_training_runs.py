@@ -109,10 +109,21 @@ def test_queue_cancel_and_a_process_killed_from_outside(tmp_path):
     assert not (runs.runs_root() / second / "model").exists()
 
 
-def test_failure_is_reported_with_its_message(tmp_path):
-    run_id = runs.start(tiny_config(small_text(tmp_path), task="causal-lm", base="local:/nonexistent-model"))
+def test_failure_is_reported_with_its_message(tmp_path, monkeypatch):
+    """A failure inside the run (a local model folder whose weights are missing) ends it as failed, with the
+    message; an unknown model is refused before any run starts."""
+    from models.errors import ModelUnavailable
+
+    with pytest.raises(ModelUnavailable, match="nonexistent-model"):
+        runs.start(tiny_config(small_text(tmp_path), task="causal-lm", base="local:/nonexistent-model"))
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2}')
+    monkeypatch.setenv("LMLAB_MODEL_DIRS", str(broken))
+    key = next(key for _, key in registry.choices(registry.CAUSAL_LM) if "broken-model" in key)
+    run_id = runs.start(tiny_config(small_text(tmp_path), task="causal-lm", base=key))
     st = wait_until(run_id, lambda s: s["state"] in runs.DONE, timeout=120)
-    assert st["state"] == "failed" and "nonexistent-model" in st["error"]
+    assert st["state"] == "failed" and st["error"]
 
 
 def test_unwritable_runs_folder_is_a_clear_error(tmp_path, monkeypatch):
