@@ -375,9 +375,7 @@ class Scheduler:
         return q
 
     def _decode_step(self) -> None:
-        rows = [r for r in self.active if not r.done]
-        if len(rows) != len(self.active):
-            self._compact()
+        self._compact()  # rows stopped since the last step leave before the forward pass
         if not self.active:
             return
         n = len(self.active)
