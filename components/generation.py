@@ -8,7 +8,7 @@ import gradio as gr
 
 from components.common import explain, guard
 from components.plots import next_token_figure
-from components.tokens import token_strip
+from components.tokens import GrowingStrip
 from models import generator, registry, scheduler, zerogpu
 
 EXAMPLES = [
@@ -83,8 +83,9 @@ def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repet
             previous.set()
         _running[session] = cancel
     try:
+        strip = GrowingStrip()
         for ev in generator.stream(loaded, prompt, s, cancel):
-            yield ev.text, token_strip(ev.tokens), _status(ev, not ev.done)
+            yield ev.text, strip(ev.tokens), _status(ev, not ev.done)
     finally:
         # Reached on normal end, on Stop, and when Gradio closes the generator (tab closed).
         cancel.set()

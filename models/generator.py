@@ -276,6 +276,13 @@ def _unbatched(loaded: Loaded, input_ids: torch.Tensor, s: SamplingSettings, max
 
 
 HEARTBEAT_S = 0.5  # while waiting for a place, the stream reports its queue position this often
+# While N requests share the model, a stream reports at most every min(MAX_UPDATE_S, (N-1) x
+# UPDATE_S_PER_SHARER) seconds, with every token that arrived meanwhile. Alone it reports every token.
+# Why: each report costs the web server a few milliseconds of Python that holds the GIL against the
+# shared forward pass; with 30 streams reporting every token that took ~80 ms of each ~250 ms step on
+# two CPU cores (benchmarks/classroom.py). A class sees its text grow a few tokens at a time instead.
+UPDATE_S_PER_SHARER = 0.02
+MAX_UPDATE_S = 0.5
 
 
 def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.Event | None = None,
@@ -313,8 +320,15 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
                            sharing=request.sharing if request else 1,
                            queue_position=request.queue_position if request else 0, **kw)
 
+    def take(item) -> None:
+        token_id, logprob, top_p, top_i = item
+        ids.append(token_id)
+        alts = [(tok.decode([i]), p) for i, p in zip(top_i, top_p, strict=True)]
+        tokens.append(TokenInfo(token_id, tok.decode([token_id]), logprob, alts))
+
+    ended = False
     try:
-        while True:
+        while not ended:
             try:
                 item = out.get(timeout=HEARTBEAT_S)
             except queue.Empty:
@@ -323,12 +337,24 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
                 continue
             if item is None:
                 break
-            token_id, logprob, top_p, top_i = item
             first = first if first is not None else time.perf_counter() - started
-            ids.append(token_id)
-            alts = [(tok.decode([i]), p) for i, p in zip(top_i, top_p, strict=True)]
-            tokens.append(TokenInfo(token_id, tok.decode([token_id]), logprob, alts))
-            yield event()
+            take(item)
+            # Every token that is already there joins this report (a slow reader catches up at once).
+            while True:
+                try:
+                    item = out.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    ended = True
+                    break
+                take(item)
+            if not ended:
+                yield event()
+                sharing = request.sharing if request else 1
+                if len(ids) > 1 and sharing > 1:
+                    # The wait happens after the report, so the first token is shown at once.
+                    cancel.wait(min(MAX_UPDATE_S, (sharing - 1) * UPDATE_S_PER_SHARER))
         if request is not None:
             if request.error is not None:
                 raise request.error

@@ -421,6 +421,7 @@ class Scheduler:
         else:
             top_values = top_ids = None
         greedy = logits.argmax(-1).tolist()
+        sent: list[tuple[int, Request, tuple]] = []
         for i, r in enumerate(reqs):
             p = r.processors
             try:
@@ -439,7 +440,12 @@ class Scheduler:
             r.generated.append(token)
             if p.repetition_penalty != 1.0:
                 r.history = torch.cat([r.history, torch.tensor([token])])
-            r.out.put((token, float(logits[i, token]) - lse[i], top_p[i], top_i[i]))
+            sent.append((i, r, (token, float(logits[i, token]) - lse[i], top_p[i], top_i[i])))
+        # Tokens go out after every row is sampled: each put wakes a reader thread that then competes
+        # for the GIL, and thirty of them woken one by one slowed this loop several times over.
+        for i, r, item in sent:
+            r.out.put(item)
+            token = item[0]
             if r.eos_token_id is not None and token == r.eos_token_id:
                 self._finish(r, "eos")
             elif len(r.generated) >= r.max_new_tokens:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -134,3 +135,23 @@ def test_smollm_greedy_is_reproducible_english(smollm):
     assert a.text == b.text and len(a.tokens) > 0
     letters = sum(ch.isascii() and (ch.isalpha() or ch.isspace()) for ch in a.text)
     assert letters / len(a.text) > 0.7
+
+
+def test_the_streamed_token_view_only_appends():
+    """Each streamed token view extends the previous one (so Gradio sends only the new chips), renders
+    only the new tokens, and escapes the text and the hover details."""
+    from types import SimpleNamespace
+
+    from components.tokens import GrowingStrip
+
+    def tok(text, prob):
+        return SimpleNamespace(text=text, prob=prob, bits=-math.log2(prob), alternatives=[(text, prob), ("<b>", 0.01)])
+
+    tokens, strip, views = [], GrowingStrip(), []
+    for text, prob in [("Hello", 0.5), (" <world>", 0.02), ("\n", 0.9)]:
+        tokens.append(tok(text, prob))
+        views.append(strip(tokens))
+    assert all(b.startswith(a) for a, b in zip(views, views[1:]))
+    assert views[-1] == GrowingStrip()(tokens)  # the same as rendering the whole list at once
+    assert views[-1].count("class='tok'") == 3 and "&lt;world&gt;" in views[-1] and "<world>" not in views[-1]
+    assert "&#x27;&lt;b&gt;&#x27; 1.0%" in views[-1] and "↵" in views[-1]

@@ -107,6 +107,45 @@ def test_a_closed_stream_frees_its_row(tiny_gpt2):
     assert sched.load() == {"decoding": 0, "prefilling": 0, "waiting": 0}
 
 
+def test_a_shared_stream_reports_less_often_with_every_token(tiny_gpt2, monkeypatch):
+    """While the model is shared, a stream reports every UPDATE interval with all tokens that arrived;
+    the tokens and the text are those of the same request read one token at a time, and Stop still ends
+    it at once (the wait between reports is the cancel event's)."""
+    s = SamplingSettings(temperature=0.9, top_k=40, seed=5, max_new_tokens=40)
+    solo = list(generator.stream(tiny_gpt2, "The cat", s, batched=True))
+    assert len(solo[-1].tokens) == 40
+    monkeypatch.setattr(generator, "UPDATE_S_PER_SHARER", 0.2)
+    monkeypatch.setattr(generator, "MAX_UPDATE_S", 0.2)
+    neighbour = threading.Thread(target=lambda: list(generator.stream(
+        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), batched=True)))
+    neighbour.start()
+    time.sleep(0.05)
+    shared, grown = [], []
+    for ev in generator.stream(tiny_gpt2, "The cat", s, batched=True):
+        shared.append(ev)
+        grown.append(len(ev.tokens))  # events share the growing token list: count it as it arrives
+    neighbour.join()
+    assert [t.token_id for t in shared[-1].tokens] == [t.token_id for t in solo[-1].tokens]
+    assert shared[-1].text == solo[-1].text
+    assert 1 < len(shared) < 15 and any(ev.sharing > 1 for ev in shared)
+    assert grown == sorted(grown) and grown[0] == 1  # the first token is reported at once
+
+    cancel = threading.Event()
+    neighbour = threading.Thread(target=lambda: list(generator.stream(
+        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), batched=True)))
+    neighbour.start()
+    monkeypatch.setattr(generator, "UPDATE_S_PER_SHARER", 30.0)
+    monkeypatch.setattr(generator, "MAX_UPDATE_S", 30.0)
+    events = generator.stream(tiny_gpt2, "The cat", SamplingSettings(temperature=0, max_new_tokens=150), cancel,
+                              batched=True)
+    next(events)
+    cancel.set()
+    started = time.monotonic()
+    last = list(events)[-1]
+    neighbour.join()
+    assert last.finish_reason == "stopped" and time.monotonic() - started < 5
+
+
 def test_the_batch_limit_queues_and_serves_everyone(tiny_gpt2):
     limits = scheduler.Limits(max_batch=2, max_tokens=10_000, bytes_per_token=1)
     sched = scheduler.Scheduler(tiny_gpt2.model, torch.device("cpu"), limits)
