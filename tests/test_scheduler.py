@@ -130,9 +130,9 @@ def test_a_shared_stream_reports_less_often_with_every_token(tiny_gpt2, monkeypa
     assert 1 < len(shared) < 15 and any(ev.sharing > 1 for ev in shared)
     assert grown == sorted(grown) and grown[0] == 1  # the first token is reported at once
 
-    cancel = threading.Event()
+    cancel, other = threading.Event(), threading.Event()
     neighbour = threading.Thread(target=lambda: list(generator.stream(
-        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), batched=True)))
+        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), other, batched=True)))
     neighbour.start()
     monkeypatch.setattr(generator, "UPDATE_S_PER_SHARER", 30.0)
     monkeypatch.setattr(generator, "MAX_UPDATE_S", 30.0)
@@ -142,8 +142,10 @@ def test_a_shared_stream_reports_less_often_with_every_token(tiny_gpt2, monkeypa
     cancel.set()
     started = time.monotonic()
     last = list(events)[-1]
+    elapsed = time.monotonic() - started
+    other.set()
     neighbour.join()
-    assert last.finish_reason == "stopped" and time.monotonic() - started < 5
+    assert last.finish_reason == "stopped" and elapsed < 5, elapsed
 
 
 def test_the_batch_limit_queues_and_serves_everyone(tiny_gpt2):
