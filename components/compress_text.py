@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
+from components import model_note
 from components.common import explain, guard
 from components.plots import FONT, bar_figure, interval_figure
 from models import registry
@@ -352,6 +353,7 @@ def build() -> None:
     explain("Entropy, Huffman vs arithmetic coding, and why a better model compresses better", EXPLANATION)
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
+    model_note.attach(model, registry.CAUSAL_LM)
     go = go_btn.click(compress_text, [text, upload, model], [status, table, bars, heat, curve, lz, huff, download],
                       api_name="compress_text", concurrency_id="model")
     dict_outputs = [lz77_view, lz78_view, lz78_table]

@@ -6,6 +6,7 @@ import html
 
 import gradio as gr
 
+from components import model_note
 from components.common import explain, guard
 from components.plots import bar_figure
 from models import ner_eval, registry, scheduler, tagger, zerogpu
@@ -65,6 +66,12 @@ def _reporter(progress: gr.Progress):
     return lambda fraction, message: progress(fraction, desc=message)
 
 
+def _compressed(model_key: str) -> str:
+    """' · loaded from FILE.lmhz: sizes…' for a model run from a compressed checkpoint, else ''."""
+    note = registry.compressed_note(model_key, registry.TOKEN_CLASSIFICATION, loaded=True)
+    return f" · {note}" if note else ""
+
+
 def _score(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -105,6 +112,7 @@ def tag_text(text, model_key, aggregation, threshold, progress=gr.Progress()):
         status += " · spaCy gives no confidence scores, so aggregation and the threshold do not apply"
     if len(out.entities) > MAX_ROWS:
         status += f" · the table shows the first {MAX_ROWS:,} entities; use Batch for a full CSV"
+    status += _compressed(model_key)
     # The value alone (not a component update) keeps the API output plain; types beyond CoNLL's four get
     # Gradio's automatic colours in the highlight and ours in the word-piece view.
     return highlighted, rows, pieces_html(out.pieces, colours), status
@@ -118,7 +126,7 @@ def tag_batch(file, model_key, aggregation, threshold, progress=gr.Progress()):
     result = tagger.tag_file(model_key, file, aggregation, float(threshold), _reporter(progress))
     what = "documents (one per line)" if result.kind == "text" else "CoNLL sentences"
     status = (f"Done: {result.documents:,} {what} · {result.entities:,} entities · {result.seconds:.1f} s · "
-              f"downloads below: entities as CSV, and the tokens with their tags as CoNLL")
+              f"downloads below: entities as CSV, and the tokens with their tags as CoNLL" + _compressed(model_key))
     preview = [[r[0], r[1], r[2], r[3], r[4], r[5]] for r in result.rows[:MAX_ROWS]]
     return str(result.csv_path), str(result.conll_path), preview, status
 
@@ -166,6 +174,7 @@ def evaluate(dataset, upload, model_key, limit, progress=gr.Progress()):
               f"{report.seconds:.1f} s ({report.sentences_per_second:.0f} sentences/s)")
     if report.unknown_types:
         status += f" · note: the model cannot predict {', '.join(report.unknown_types)}, so those count as missed"
+    status += _compressed(model_key)
     return rows, figure, mistakes_html(report), status
 
 
@@ -238,3 +247,4 @@ def build() -> None:
     eval_go.click(zerogpu.gpu(evaluate, duration=300), [dataset, eval_file, model, limit],
                   [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="model")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
+    model_note.attach(model, registry.TOKEN_CLASSIFICATION)

@@ -22,7 +22,7 @@ from typing import Any
 
 from models import assets, settings
 from models.device import DeviceInfo, pick
-from models.errors import ModelUnavailable
+from models.errors import LMLabError, ModelUnavailable
 
 CAUSAL_LM = "causal-lm"
 TOKEN_CLASSIFICATION = "token-classification"
@@ -204,14 +204,32 @@ def from_pretrained(auto_class, spec: ModelSpec, kwargs: dict[str, Any], **extra
     return model_class.from_pretrained(None, config=config, state_dict=state, **extra)
 
 
+def _compressed_sizes(path: Path) -> str:
+    size, original = path.stat().st_size, int(_lmhz_source(path).get("size", 0))
+    return (f"{path.name}: {size / 1e6:,.1f} MB compressed, {original / 1e6:,.1f} MB original "
+            f"({size / max(original, 1):.1%})")
+
+
 def compressed_status(spec: ModelSpec) -> str:
     """'compressed file X MB, original Y MB (ratio)' for a model loaded from a .lmhz file, else ''."""
     if spec.source != "lmhz":
         return ""
-    path = Path(spec.location)
-    size, original = path.stat().st_size, int(_lmhz_source(path).get("size", 0))
-    return (f"loaded from {path.name}: {size / 1e6:,.1f} MB compressed, {original / 1e6:,.1f} MB original "
-            f"({size / max(original, 1):.1%}), decompressed in memory, sha256 verified")
+    return f"loaded from {_compressed_sizes(Path(spec.location))}, decompressed in memory, sha256 verified"
+
+
+def compressed_note(key: str | None, task: str, *, loaded: bool) -> str:
+    """The sizes of the .lmhz file a picker key names, for the UI: ``compressed_status`` once the model has
+    loaded, else what loading it will do. '' for any other key, and for a .lmhz file that is gone or no
+    longer matches a local model (loading it then says why)."""
+    if not (key or "").startswith("lmhz:"):
+        return ""
+    try:
+        spec = get(key, task)
+        if loaded:
+            return compressed_status(spec)
+        return f"Runs from {_compressed_sizes(Path(spec.location))}; decompressed in memory and sha256-checked when it loads"
+    except (LMLabError, OSError, ValueError):
+        return ""
 
 
 def get(key: str, task: str | None = None) -> ModelSpec:

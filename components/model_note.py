@@ -1,0 +1,27 @@
+"""Under a model picker: the sizes of the compressed checkpoint (.lmhz) the chosen model runs from.
+
+The note is the picker's own info line, so any tab can attach it to a picker it was handed, without
+laying out anything in the module that built the picker.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from models import registry
+
+
+def picker_note(model_key: str | None, task: str) -> dict:
+    """The picker's info line for ``model_key``: the .lmhz file's sizes, or empty (hidden) for any other model."""
+    # "" rather than None: an update drops None values, which would leave the previous model's line.
+    return gr.update(info=registry.compressed_note(model_key, task, loaded=False))
+
+
+def attach(model: gr.Dropdown, task: str) -> None:
+    """Keep ``model``'s info line in step with the model it shows."""
+
+    def update(model_key):
+        return picker_note(model_key, task)
+
+    # Only the info changes, never the value, so this does not fire the picker's change again.
+    model.change(update, model, model, api_visibility="private", queue=False, show_progress="hidden")
