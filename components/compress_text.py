@@ -187,7 +187,7 @@ def arithmetic_steps(text, upload, model_key, n_steps):
     loaded = registry.load_causal_lm(model_key)
     steps = coding_steps.encode_steps(_input_bytes(text, upload), loaded, int(n_steps or 20))
     last = steps[-1]
-    note = (f"After {len(steps)} tokens the interval is 2^−{last.total_bits:.1f} wide: the product of the "
+    note = (f"After {len(steps)} tokens the interval is 2<sup>−{last.total_bits:.1f}</sup> wide: the product of the "
             f"{len(steps)} probabilities. Any number inside it identifies these tokens, and writing one takes about "
             f"{last.total_bits:.0f} bits; **{len(last.settled)} bits** are already settled (low and high agree on them). "
             "The probabilities are the ones the compressor feeds its range coder.")
@@ -328,7 +328,7 @@ def build() -> None:
             ac_steps = gr.Slider(5, coding_steps.MAX_STEPS, value=20, step=1, label="Tokens to show", elem_id="ct-ac-n")
             ac_btn = gr.Button("Code the first tokens step by step", elem_id="ct-ac-go")
         ac_note = gr.Markdown(elem_id="ct-ac-note")
-        ac_plot = gr.Plot(label="The coding interval, step by step", elem_id="ct-ac-plot")
+        ac_plot = gr.Plot(label="The coding interval, step by step", show_label=False, elem_id="ct-ac-plot")
         ac_table = gr.HTML(elem_id="ct-ac-table")
     with gr.Accordion("Decompress a .lmlt file", open=False):
         with gr.Row():
@@ -348,7 +348,7 @@ def build() -> None:
         sample_heat = gr.HTML()
         sp_btn = gr.Button("Show the random number falling into one slice per step", elem_id="ct-sp-go")
         sp_note = gr.Markdown(elem_id="ct-sp-note")
-        sp_plot = gr.Plot(label="Sampling as decoding, step by step", elem_id="ct-sp-plot")
+        sp_plot = gr.Plot(label="Sampling as decoding, step by step", show_label=False, elem_id="ct-sp-plot")
         sp_table = gr.HTML(elem_id="ct-sp-table")
     explain("Entropy, Huffman vs arithmetic coding, and why a better model compresses better", EXPLANATION)
 

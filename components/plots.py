@@ -50,12 +50,18 @@ def bar_figure(names: list[str], values: list[float], title: str, y_title: str, 
     return fig
 
 
+def _visible(token: str) -> str:
+    """Spaces and line ends drawn as ␣ ↵ →, as the step table writes them: many tokens are just " " or "\\n"."""
+    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍") or "∅"
+
+
 def interval_figure(steps, title: str) -> go.Figure:
     """Arithmetic coding, one row per step: the current interval stretched to [0, 1], the likeliest
     tokens' slices in grey, the coded (or sampled) token's slice in orange, and the random number u
-    (sampling) as a black diamond. The orange slice is the next row's whole interval."""
+    (sampling) as a black diamond. The orange slice is the next row's whole interval. Each row's p and
+    bits stand in the right margin, where no slice can cover them."""
     fig = go.Figure()
-    labels = [f"{i + 1}. {repr(s.token)[1:-1] or '∅'}" for i, s in enumerate(steps)]
+    labels = [f"{i + 1}. {_visible(s.token)}" for i, s in enumerate(steps)]
     grey_x, grey_base, grey_y, grey_text = [], [], [], []
     for label, s in zip(labels, steps, strict=True):
         for o in s.others:
@@ -63,18 +69,28 @@ def interval_figure(steps, title: str) -> go.Figure:
                 grey_x.append(o.p)
                 grey_base.append(o.start)
                 grey_y.append(label)
-                grey_text.append(repr(o.token)[1:-1])
+                grey_text.append(_visible(o.token))
     fig.add_bar(x=grey_x, base=grey_base, y=grey_y, orientation="h", name="other likely tokens",
                 marker=dict(color="#cbd5e1", line=dict(color="#475569", width=1)), text=grey_text,
-                textposition="inside", insidetextanchor="middle", textfont=dict(size=14, color="#0f172a"))
-    fig.add_bar(x=[max(s.p, 0.004) for s in steps], base=[s.start for s in steps], y=labels, orientation="h",
-                name="the token's slice (becomes the next interval)", marker=dict(color="#f97316"),
-                text=[f"p={s.p:.3g}" for s in steps], textposition="outside", textfont=dict(size=15, color="#9a3412"))
+                textposition="inside", insidetextanchor="middle", textangle=0, textfont=dict(size=14, color="#0f172a"),
+                hovertemplate="%{y}: %{text} had p = %{x:.4g}<extra></extra>")
+    # A slice of p = 0.001 would be a hairline: drawn at least 0.6 % wide, with a dark edge.
+    fig.add_bar(x=[max(s.p, 0.006) for s in steps], base=[s.start for s in steps], y=labels, orientation="h",
+                name="the token's slice (becomes the next interval)",
+                marker=dict(color="#f97316", line=dict(color="#9a3412", width=1.5)),
+                customdata=[s.p for s in steps], hovertemplate="%{y}: p = %{customdata:.4g}<extra></extra>")
     if steps and steps[0].u_position is not None:
         fig.add_scatter(x=[s.u_position for s in steps], y=labels, mode="markers", name="the random number u",
                         marker=dict(symbol="diamond", size=14, color="#0f172a"))
+    for row, s in enumerate(steps):  # y by row number: a category name such as "18. ␣" may not match as text
+        fig.add_annotation(x=1.01, xref="paper", xanchor="left", y=row, yref="y", showarrow=False,
+                           text=f"p={s.p:.3g} · {s.bits:.1f} bits", font=dict(size=15, color="#9a3412"))
+    fig.add_annotation(x=1.01, xref="paper", xanchor="left", y=1.0, yref="paper", yanchor="bottom", showarrow=False,
+                       text="<b>the token's p, −log₂ p</b>", font=dict(size=14, color="#9a3412"))
+    # Labels that would have to shrink below 12 px in a narrow slice are left out rather than drawn tiny.
     fig.update_layout(font=FONT, height=150 + 34 * len(steps), barmode="overlay", title=title,
-                      margin=dict(l=170, r=20, t=70, b=50), xaxis=dict(range=[0, 1], title="position in the current "
+                      uniformtext=dict(minsize=12, mode="hide"),
+                      margin=dict(l=170, r=210, t=80, b=50), xaxis=dict(range=[0, 1], title="position in the current "
                       "interval (each row zoomed to full width)"), yaxis=dict(autorange="reversed", tickfont=dict(size=16)),
                       legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0))
     return fig

@@ -1,8 +1,18 @@
-"""The Text half of the Compress tab through the API and in a browser (embedded SmolLM2)."""
+"""The Text half of the Compress tab through the API and in a browser (embedded SmolLM2).
+
+Set LMLAB_UPDATE_SCREENSHOTS=1 to write the arithmetic-coding screenshots into assets/screenshots/ (the README's
+images).
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from playwright.sync_api import expect
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "smollm2-135m-instruct"
 SHORT = "Alice was beginning to get very tired of sitting by her sister on the bank."
@@ -103,21 +113,49 @@ def test_api_arithmetic_and_sampling_steps(client):
         client.predict("", None, MODEL, 12, api_name="/arithmetic_steps")
 
 
+def _shot_of(page, top: str, bottom: str, path: Path) -> None:
+    """A screenshot from the top of ``top`` to the bottom of ``bottom`` (both fit in the viewport)."""
+    page.locator(top).evaluate("el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 24)")
+    page.mouse.move(0, 0)  # off the chart, so plotly's toolbar is hidden
+    page.wait_for_timeout(500)
+    first, last = page.locator(top).bounding_box(), page.locator(bottom).bounding_box()
+    left = min(first["x"], last["x"]) - 8
+    right = max(first["x"] + first["width"], last["x"] + last["width"]) + 8
+    page.screenshot(path=str(path), clip=dict(x=left, y=first["y"] - 12, width=right - left,
+                                              height=last["y"] + last["height"] - first["y"] + 20))
+
+
+def _chart(page, elem_id: str) -> dict:
+    """What plotly drew in an interval chart: its traces' names and the orange slices' row labels."""
+    return page.evaluate(f"""() => {{ const p = document.querySelector('#{elem_id} .js-plotly-plot');
+        return {{names: p.data.map(d => d.name), rows: p.data[1].y}}; }}""")
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_arithmetic_coding_steps(page, screenshot_dir):
+    """Both pictures at projector size; LMLAB_UPDATE_SCREENSHOTS=1 writes the README's copies."""
+    out = ROOT / "assets" / "screenshots" if os.environ.get("LMLAB_UPDATE_SCREENSHOTS") == "1" else screenshot_dir
+    page.set_viewport_size({"width": 1400, "height": 1100})
     page.get_by_role("tab", name="Compress", exact=True).click()
     page.get_by_role("tab", name="Text", exact=True).click()
     page.locator("#ct-text textarea").fill(SHORT)
     page.locator("#ct-ac-go").click()
-    page.locator("#ct-ac-table tbody tr").nth(11).wait_for(timeout=300_000)  # SHORT is 16 tokens: 16 steps
+    page.locator("#ct-ac-table tbody tr").nth(15).wait_for(timeout=300_000)  # SHORT is 16 tokens: 16 steps
     page.locator("#ct-ac-plot .plot-container").first.wait_for()
-    page.locator("#ct-ac-note").scroll_into_view_if_needed()
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(screenshot_dir / "compress_arithmetic_steps.png"), full_page=False)
+    assert page.locator("#ct-ac-table tbody tr").count() == 16
+    chart = _chart(page, "ct-ac-plot")
+    assert chart["rows"][:3] == ["1. Alice", "2. ␣was", "3. ␣beginning"] and len(chart["rows"]) == 16
+    assert "the random number u" not in chart["names"]
+    expect(page.locator("#ct-ac-plot")).to_contain_text("bits")  # each row's p and cost, in the margin
+    expect(page.locator("#ct-ac-note")).to_contain_text("are already settled")
+    _shot_of(page, "#ct-ac-note", "#ct-ac-plot", out / "compress_arithmetic_steps.png")
+
+    page.locator("#ct-seed input").fill("0")
     page.locator("#ct-sp-go").click()
-    page.locator("#ct-sp-table tbody tr").nth(19).wait_for(timeout=300_000)
+    page.locator("#ct-sp-table tbody tr").nth(19).wait_for(timeout=300_000)  # the slider above: 20 steps
     page.locator("#ct-sp-plot .plot-container").first.wait_for()
-    page.locator("#ct-sp-note").scroll_into_view_if_needed()
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(screenshot_dir / "compress_sampling_steps.png"), full_page=False)
+    chart = _chart(page, "ct-sp-plot")
+    assert "the random number u" in chart["names"] and len(chart["rows"]) == 20
+    expect(page.locator("#ct-sp-note")).to_contain_text("u = 0.")
+    _shot_of(page, "#ct-sp-note", "#ct-sp-plot", out / "compress_sampling_steps.png")
