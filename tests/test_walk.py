@@ -1,8 +1,9 @@
 """One walk through the whole app in one real browser session, as a teacher would do it.
 
 Generates text and stops it, looks inside one step (logit lens, attention) and at beam search, tags a
-sentence, starts and cancels a tiny fine-tuning run, inspects a checkpoint and compresses a paragraph,
-with a screenshot of each tab. Set LMLAB_UPDATE_SCREENSHOTS=1 to
+sentence, starts and cancels a tiny fine-tuning run, inspects a checkpoint, compresses a paragraph and
+looks at the pictures of its coding (LZ77 next to LZ78, arithmetic coding step by step, sampling as
+decompression), with a screenshot of each tab. Set LMLAB_UPDATE_SCREENSHOTS=1 to
 write them into assets/screenshots/ (the README's images); otherwise they go to tests/artifacts/.
 Also checks that every visible input has a name a screen reader can read.
 """
@@ -35,6 +36,13 @@ def _shot(page, name: str, out: Path) -> None:
 def _named(page, where: str) -> None:
     unnamed = page.evaluate(UNNAMED_INPUTS_JS)
     assert not unnamed, f"inputs without an accessible name on {where}: {unnamed}"
+
+
+def _plot_rows(page, elem_id: str, rows: int) -> list[str]:
+    """Wait until the interval chart in ``elem_id`` has ``rows`` rows; return its traces' names."""
+    page.wait_for_function(f"() => {{ const p = document.querySelector('#{elem_id} .js-plotly-plot');"
+                           f" return p && p.data && p.data.length > 1 && p.data[1].y.length === {rows}; }}")
+    return page.evaluate(f"() => document.querySelector('#{elem_id} .js-plotly-plot').data.map(d => d.name)")
 
 
 def _choose(page, elem_id: str, text: str) -> None:
@@ -132,4 +140,26 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     page.get_by_text("every row decoded and compared").wait_for(timeout=300_000)
     page.locator("#ct-bars .plot-container").first.wait_for()
     _shot(page, "walk-compress-text", out)
+
+    # The same paragraph under the classic coders: LZ77's copies and LZ78's phrases, and its dictionary
+    # (filled after Compress, without another click)
+    page.locator("#ct-lz78-dict tbody tr").nth(30).wait_for()
+    assert page.locator("#ct-lz78-parse .lz78-phrase").count() > 30
+    assert page.locator("#ct-lz77-parse .lz-ref").count() > 0
+    expect(page.locator("#ct-lz78-table")).to_contain_text("The LZ78 dictionary growing")
+    expect(page.locator("#ct-lz78-dict tbody tr").first).to_contain_text("= #0")  # the first phrase: empty + a char
+
+    # Arithmetic coding step by step: one row per token of the paragraph, each its slice of the interval
+    page.locator("#ct-ac-go").click()
+    _plot_rows(page, "ct-ac-plot", 20)  # the slider's default
+    assert page.locator("#ct-ac-table tbody tr").count() == 20
+    expect(page.locator("#ct-ac-plot")).to_contain_text("1. The")
+    expect(page.locator("#ct-ac-note")).to_contain_text("are already settled")
+
+    # Sampling is decompression: the random number u falls into one slice per step
+    page.locator("#ct-sp-go").click()
+    names = _plot_rows(page, "ct-sp-plot", 20)
+    assert "the random number u" in names
+    expect(page.locator("#ct-sp-note")).to_contain_text("u = 0.")
+    expect(page.locator("#ct-sp-plot")).to_contain_text("Sampling = decoding random bits")
     context.close()
