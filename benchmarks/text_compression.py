@@ -10,6 +10,11 @@ context (all teacher-forced with one forward per context segment: a measurement,
 codec).
 
     python -m benchmarks.text_compression [--lm-texts alice29] [--presets fast,compact] [--limit BYTES]
+
+``--prefixes 2000,4000,...`` instead measures short texts, where each lane's cold start shows: the first
+bytes of alice29 coded with the default (fast) preset, timed and verified, and the teacher-forced
+cross-entropy of its lane split, of the old rule's split (a lane per 450 tokens) and of one lane, all
+with the same window; results in results/text_compression_prefixes.json.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from models import assets, registry, settings
 from models.compression import lm_codec, text_baselines
 
 OUT = Path(__file__).resolve().parent / "results" / "text_compression.json"
+PREFIXES_OUT = OUT.with_name("text_compression_prefixes.json")
 
 
 def texts() -> dict[str, bytes]:
@@ -80,7 +86,12 @@ def main() -> None:
     parser.add_argument("--skip-lane-cost", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads while coding (0 = torch's default)")
     parser.add_argument("--presets", default="fast,compact", help="comma-separated codec presets to run")
+    parser.add_argument("--prefixes", default="", help="comma-separated byte counts: measure these prefixes of "
+                                                       "alice29 with the default preset instead (see above)")
     args = parser.parse_args()
+    if args.prefixes:
+        prefixes(args.model, [int(x) for x in args.prefixes.split(",")], args.threads)
+        return
 
     corpus = texts()
     results = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
@@ -140,6 +151,51 @@ def main() -> None:
             print(_lm_line(name, preset, row), flush=True)
     _write(results)
     print(f"\nwrote {OUT.name}")
+
+
+def prefixes(model: str, sizes: list[int], threads: int) -> None:
+    """The lane rule on short texts: size, speed, and what the lanes cost against one lane."""
+    loaded = registry.load_causal_lm(model)
+    runner = lm_codec._runner(loaded, "auto")
+    codec = replace(lm_codec.PRESETS["fast"], threads=threads).for_model(loaded)
+    old_rule = replace(codec, short_tokens=0)  # before short texts got long lanes: one lane per 450 tokens
+    alice = texts()["alice29"]
+    lm_codec.compress(b"warm-up: the weights' fingerprint and the bf16 copy are made once", loaded, codec)
+    rows = []
+    print("| first bytes of alice29 | tokens | one lane (bits/byte) | old rule: lanes, cost | new rule: lanes, cost | "
+          "file (bits/byte) | compress | decompress | verified |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for size in sizes:
+        data = alice[:size]
+        t0 = time.perf_counter()
+        res = lm_codec.compress(data, loaded, codec, _progress(f"{size} B compress"))
+        enc_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ok = lm_codec.decompress(res.blob, loaded, _progress(f"{size} B decompress")) == data
+        dec_s = time.perf_counter() - t0
+        h = res.header
+        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
+
+        def bits(settings) -> tuple[int, float]:
+            lengths = lm_codec.lane_lengths(len(ids), settings.lane_count(len(ids)))
+            return len(lengths), teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
+
+        one = teacher_forced_bits(runner, ids, [len(ids)], h["start_id"], codec.window, codec.keep)
+        (new_lanes, new_bits), (old_lanes, old_bits) = bits(codec), bits(old_rule)
+        assert new_lanes == h["lanes"]
+        row = {"bytes": size, "tokens": len(ids), "lanes": new_lanes, "old_rule_lanes": old_lanes,
+               "bpb_one_lane_tf": one / size, "lane_cost": new_bits / one - 1, "old_rule_lane_cost": old_bits / one - 1,
+               "bpb_file": 8 * len(res.blob) / size, "file_bytes": len(res.blob), "compress_s": enc_s,
+               "decompress_s": dec_s, "verified": ok, "precision": h["fingerprint"]["precision"],
+               "threads": h["threads"], "load_average_after": os.getloadavg()}
+        rows.append(row)
+        print(f"| {size:,} | {len(ids):,} | {row['bpb_one_lane_tf']:.3f} | {old_lanes}, {row['old_rule_lane_cost']:+.1%} | "
+              f"{new_lanes}, {row['lane_cost']:+.1%} | {row['bpb_file']:.3f} | {enc_s:.1f} s | {dec_s:.1f} s | {ok} |",
+              flush=True)
+        PREFIXES_OUT.parent.mkdir(parents=True, exist_ok=True)
+        settings.atomic_write_text(PREFIXES_OUT, json.dumps({"machine": {"cpu_threads": torch.get_num_threads(),
+                                                                         "platform": platform.platform()},
+                                                             "model": model, "preset": "fast", "rows": rows}, indent=1))
 
 
 def _lm_line(name: str, preset: str, row: dict) -> str:
