@@ -6,6 +6,7 @@ import threading
 
 import gradio as gr
 
+from components import model_note
 from components.common import explain, guard
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
@@ -84,8 +85,10 @@ def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repet
         _running[session] = cancel
     try:
         strip = GrowingStrip()
+        compressed = registry.compressed_note(model_key, registry.CAUSAL_LM, loaded=True)
         for ev in generator.stream(loaded, prompt, s, cancel):
-            yield ev.text, strip(ev.tokens), _status(ev, not ev.done)
+            status = _status(ev, not ev.done)
+            yield ev.text, strip(ev.tokens), f"{status} · model {compressed}" if compressed else status
     finally:
         # Reached on normal end, on Stop, and when Gradio closes the generator (tab closed).
         cancel.set()
@@ -170,4 +173,5 @@ def build() -> dict:
         slider.release(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_visibility="private",
                        concurrency_id=views["concurrency_id"], trigger_mode="always_last")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
+    model_note.attach(model, registry.CAUSAL_LM)  # the sizes when the model runs from a compressed checkpoint
     return {"prompt": prompt, "output": output, "model": model}

@@ -6,7 +6,6 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from components import model_note
 from components.common import explain, guard
 from components.plots import FONT
 from models import inside_step, registry, zerogpu
@@ -139,5 +138,4 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
         slider.input(zerogpu.gpu(attention), attn_inputs, attn_plot, api_visibility="private",
                      concurrency_id="model", trigger_mode="always_last")
     model.change(_shape_update, model, [layer, head], api_visibility="private", queue=False)
-    # The Generate tab's picker says when its model runs from a compressed checkpoint (.lmhz).
-    model_note.attach(model, registry.CAUSAL_LM)
+

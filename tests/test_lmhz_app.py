@@ -102,3 +102,18 @@ def test_generate_picker_says_which_file_the_model_runs_from(compressed_gpt2):
         assert notes[0]("smollm2-135m-instruct")["info"] == ""
     lmhz.unlink()  # a file that is gone: no note (loading it would say why)
     assert _picker_notes(demo, "gen-model")[0]("lmhz:tiny-gen.lmhz")["info"] == ""
+
+
+def test_generate_status_names_the_compressed_checkpoint(compressed_gpt2):
+    from types import SimpleNamespace
+
+    from components import generation
+
+    folder, lmhz = compressed_gpt2
+    args = ("Hello", "lmhz:tiny-gen.lmhz", 0.0, 1.0, 0, 5, 1.0, 0, False)
+    *_, (text, _view, status) = generation.generate(*args, request=SimpleNamespace(session_hash="lmhz-test"))
+    assert "**Done**" in status and "5 tokens" in status
+    assert f"model loaded from tiny-gen.lmhz: {_mb(lmhz.stat().st_size)} compressed" in status
+    *_, (plain_text, _view, plain) = generation.generate("Hello", f"local:{folder}", *args[2:],
+                                                          request=SimpleNamespace(session_hash="lmhz-test"))
+    assert plain_text == text and "lmhz" not in plain  # the same weights, the same tokens
