@@ -7,7 +7,8 @@ tab's default settings (embedded SmolLM2, 80 new tokens, temperature 0.8, top-p 
 each with its own seed, and stream the result. Per path: latency from the press to the last token
 (first / p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors,
 and the app's peak resident memory above its idle figure after warm-up. Prints a markdown table and
-writes benchmarks/results/classroom.json.
+writes benchmarks/results/classroom.json (classroom_N.json for
+another N).
 
     python -m benchmarks.classroom [--clients 30] [--paths unbatched,batched] [--no-save]
 """
@@ -79,6 +80,7 @@ def run_path(name: str, clients: int) -> dict:
                 if "first_token_s" not in rec and any(text for text, _h, _s in outputs):
                     rec["first_token_s"] = time.monotonic() - start
                 text, _html, status = outputs[-1]
+                rec["queued"] = any("Waiting for a place in the batch" in st for _t, _h, st in outputs)
                 rec["latency_s"] = time.monotonic() - start
                 rec["tokens"] = _tokens(status)
                 if "Done" not in status:
@@ -106,6 +108,7 @@ def run_path(name: str, clients: int) -> dict:
         "first_s": round(min(lat), 2) if lat else None, "p50_s": round(_percentile(lat, 0.5), 2),
         "p95_s": round(_percentile(lat, 0.95), 2), "last_s": round(max(lat), 2) if lat else None,
         "ttft_p50_s": round(_percentile(ttft, 0.5), 2), "ttft_p95_s": round(_percentile(ttft, 0.95), 2),
+        "saw_queue_position": sum(bool(r.get("queued")) for r in ok),
         "tokens": sum(r["tokens"] for r in ok), "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
         "errors": clients - len(ok), "error_samples": sorted({r["error"] for r in records if "error" in r})[:3],
         "idle_rss_mib": round(idle / 2**20), "peak_rss_mib": round(sampler.peak / 2**20),
@@ -115,13 +118,13 @@ def run_path(name: str, clients: int) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = ["| path | clients | first done | p50 | p95 | last | TTFT p50 | TTFT p95 | tokens/s (all) | errors | "
-             "peak memory above idle | one request alone |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "peak memory above idle | one request alone | saw a queue position |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['path']} | {r['clients']} | {r['first_s']} s | {r['p50_s']} s | {r['p95_s']} s | "
                      f"{r['last_s']} s | {r['ttft_p50_s']} s | {r['ttft_p95_s']} s | {r['tokens_per_s']} | "
                      f"{r['errors']} | {r['peak_above_idle_mib']} MiB (idle {r['idle_rss_mib']} MiB) | "
-                     f"{r['alone_s']} s |")
+                     f"{r['alone_s']} s | {r.get('saw_queue_position', 0)} |")
     return "\n".join(lines)
 
 
@@ -137,8 +140,10 @@ def main(argv: list[str] | None = None) -> None:
         out = {"runs": results, "settings": SETTINGS, "prompt": PROMPT,
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version(), "device": os.environ.get("LMLAB_DEVICE", "auto")}}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+        # The class of 30 is the reference run; other sizes (e.g. a 100-student burst) keep their own file.
+        path = RESULTS if args.clients == 30 else RESULTS.with_name(f"classroom_{args.clients}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

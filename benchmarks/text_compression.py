@@ -176,12 +176,10 @@ def prefixes(model: str, sizes: list[int], threads: int) -> None:
         h = res.header
         ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
 
-        def bits(settings) -> tuple[int, float]:
-            lengths = lm_codec.lane_lengths(len(ids), settings.lane_count(len(ids)))
-            return len(lengths), teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
-
-        one = teacher_forced_bits(runner, ids, [len(ids)], h["start_id"], codec.window, codec.keep)
-        (new_lanes, new_bits), (old_lanes, old_bits) = bits(codec), bits(old_rule)
+        split = {rule: lm_codec.lane_lengths(len(ids), rule.lane_count(len(ids))) for rule in (codec, old_rule)}
+        new_bits, old_bits, one = (teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
+                                   for lengths in (split[codec], split[old_rule], [len(ids)]))
+        new_lanes, old_lanes = len(split[codec]), len(split[old_rule])
         assert new_lanes == h["lanes"]
         row = {"bytes": size, "tokens": len(ids), "lanes": new_lanes, "old_rule_lanes": old_lanes,
                "bpb_one_lane_tf": one / size, "lane_cost": new_bits / one - 1, "old_rule_lane_cost": old_bits / one - 1,
