@@ -275,7 +275,11 @@ def _unbatched(loaded: Loaded, input_ids: torch.Tensor, s: SamplingSettings, max
     return out, errors, thread
 
 
-HEARTBEAT_S = 0.5  # while waiting for a place, the stream reports its queue position this often
+HEARTBEAT_S = 0.5  # while waiting for a place, the stream looks at its queue position this often
+# ... and reports it when it changes, or after this long without a report (a closed tab is noticed at a
+# report). Reporting every look made 70 waiting students cost the web server ~140 updates a second and
+# its answers to new students took over 5 s (benchmarks/classroom.py --clients 100).
+QUIET_WAIT_S = 5.0
 # While N requests share the model, a stream reports at most every min(MAX_UPDATE_S, (N-1) x
 # UPDATE_S_PER_SHARER) seconds, with every token that arrived meanwhile. Alone it reports every token.
 # Why: each report costs the web server a few milliseconds of Python that holds the GIL against the
@@ -287,11 +291,13 @@ MAX_UPDATE_S = 0.5
 
 def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.Event | None = None,
            batched: bool | None = None) -> Iterator[StreamEvent]:
-    """Yield a StreamEvent after every generated token, then a final one with done=True.
+    """Yield a StreamEvent as tokens arrive, then a final one with done=True.
 
-    While the request waits for room in the batch, events with no new tokens carry its
-    ``queue_position`` every ``HEARTBEAT_S`` seconds. ``batched`` (default: ``scheduler.enabled()``)
-    picks the shared scheduler or the unbatched reference path. Closing the iterator early (a closed
+    Alone, every token is reported; while the model is shared, at most every ``UPDATE_S_PER_SHARER``
+    seconds per sharer (``MAX_UPDATE_S`` at most), with every token that arrived meanwhile. While the
+    request waits for room in the batch, events with no new tokens carry its ``queue_position`` when
+    it changes (looked at every ``HEARTBEAT_S``), and at least every ``QUIET_WAIT_S``. ``batched``
+    (default: ``scheduler.enabled()``) picks the shared scheduler or the unbatched reference path. Closing the iterator early (a closed
     browser tab) sets the cancel event, so the model drops the request at its next step.
     Raises InputError for an empty prompt or out-of-range settings.
     """
@@ -327,13 +333,17 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
         tokens.append(TokenInfo(token_id, tok.decode([token_id]), logprob, alts))
 
     ended = False
+    reported = [0, started]  # the queue position last reported, and when
     try:
         while not ended:
             try:
                 item = out.get(timeout=HEARTBEAT_S)
             except queue.Empty:
                 if request is not None and not ids:
-                    yield event()  # still waiting: the position in the queue, and a chance to notice a closed tab
+                    now = time.perf_counter()
+                    if request.queue_position != reported[0] or now - reported[1] >= QUIET_WAIT_S:
+                        reported[:] = [request.queue_position, now]
+                        yield event()  # still waiting: the position in the queue, and a chance to notice a closed tab
                 continue
             if item is None:
                 break

@@ -180,6 +180,38 @@ def test_the_batch_limit_queues_and_serves_everyone(tiny_gpt2):
         sched.close()
 
 
+def test_a_waiting_stream_reports_its_place_when_it_changes(tiny_gpt2, monkeypatch):
+    """A request behind a full batch reports its queue position once per change (not at every look:
+    seventy waiting students would otherwise flood the web server), then streams its tokens."""
+    scheduler.for_model(tiny_gpt2.model, tiny_gpt2.device.device).close()  # a fresh one, with a batch of one
+    monkeypatch.setattr(scheduler, "limits_for", lambda model, device: scheduler.Limits(1, 10_000, 1))
+    monkeypatch.setattr(generator, "HEARTBEAT_S", 0.01)
+    monkeypatch.setattr(generator, "QUIET_WAIT_S", 60.0)
+    first = generator.stream(tiny_gpt2, "The first student", SamplingSettings(temperature=0, max_new_tokens=400),
+                             batched=True)
+    try:
+        next(first)  # decoding: the batch of one is full
+        events = []
+
+        def second_student():  # reads its stream all the time, as the page does
+            for ev in generator.stream(tiny_gpt2, "The second", SamplingSettings(temperature=0, max_new_tokens=5),
+                                       batched=True):
+                events.append((ev.queue_position, len(ev.tokens), ev.finish_reason))
+
+        reader = threading.Thread(target=second_student)
+        reader.start()
+        time.sleep(0.3)  # thirty looks at the position while the first student's request runs on
+        first.close()  # that student leaves; the place frees
+        reader.join(timeout=60)
+        waiting = [place for place, n, _ in events if not n]
+        tokens, reason = events[-1][1:]
+        # Once per change: place 1, then perhaps 0 (admitted, its prompt being read) before the first token.
+        assert waiting in ([1], [1, 0]) and tokens == 5 and reason == "length", waiting
+    finally:
+        first.close()
+        scheduler.for_model(tiny_gpt2.model, tiny_gpt2.device.device).close()
+
+
 def test_one_failing_request_fails_alone(tiny_gpt2, tiny_sched):
     good = _request(tiny_gpt2, "The weather", temperature=0, max_new_tokens=8)
     bad = _request(tiny_gpt2, "The weather", temperature=0.7, max_new_tokens=8)
