@@ -66,6 +66,16 @@ def teacher_forced_bits(runner, ids: list[int], lengths: list[int], start: int, 
     return total
 
 
+def round_trip(data: bytes, loaded, codec, label: str) -> tuple:
+    """Compress, decompress and compare: (result, compress seconds, decompress seconds, verified)."""
+    t0 = time.perf_counter()
+    res = lm_codec.compress(data, loaded, codec, _progress(f"{label} compress"))
+    enc_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ok = lm_codec.decompress(res.blob, loaded, _progress(f"{label} decompress")) == data
+    return res, enc_s, time.perf_counter() - t0, ok
+
+
 def _progress(label: str):
     started, last = time.perf_counter(), [0.0]
 
@@ -115,12 +125,7 @@ def main() -> None:
         for preset in filter(None, args.presets.split(",")):
             codec = replace(lm_codec.PRESETS[preset], threads=args.threads).for_model(loaded)
             lm_codec.compress(b"warm-up: the weights' fingerprint and the bf16 copy are made once", loaded, codec)
-            t0 = time.perf_counter()
-            res = lm_codec.compress(data, loaded, codec, _progress(f"{preset} compress"))
-            enc_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ok = lm_codec.decompress(res.blob, loaded, _progress(f"{preset} decompress")) == data
-            dec_s = time.perf_counter() - t0
+            res, enc_s, dec_s, ok = round_trip(data, loaded, codec, preset)
             h = res.header
             row = {"preset": preset, "bytes": len(data), "tokens": h["n_tokens"], "lanes": h["lanes"],
                    "window": h["window"], "keep": h["keep"], "threads": h["threads"],
@@ -167,12 +172,7 @@ def prefixes(model: str, sizes: list[int], threads: int) -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for size in sizes:
         data = alice[:size]
-        t0 = time.perf_counter()
-        res = lm_codec.compress(data, loaded, codec, _progress(f"{size} B compress"))
-        enc_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ok = lm_codec.decompress(res.blob, loaded, _progress(f"{size} B decompress")) == data
-        dec_s = time.perf_counter() - t0
+        res, enc_s, dec_s, ok = round_trip(data, loaded, codec, f"{size} B")
         h = res.header
         ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
 

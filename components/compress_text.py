@@ -91,38 +91,34 @@ def _cumulative_figure(c: text_compare.Comparison) -> go.Figure:
     return fig
 
 
-def _lz77_html(c: text_compare.Comparison) -> str:
-    if c.lz77 is None:
-        return f"<p>The LZ77 view draws inputs up to {text_compare.text_baselines.LZ77_MAX_INPUT:,} bytes.</p>"
+def _lz77_parse(data: bytes, ops) -> tuple[str, int, int]:
+    """The parse as HTML spans (copies marked with their (distance, length)), literal count, copy count."""
     parts, refs = [], 0
-    for op in c.lz77:
-        piece = html.escape(c.data[op.start:op.start + op.length].decode("utf-8", "replace")).replace("\n", "↵<br>")
-        if op.distance:
-            refs += 1
-            parts.append(f"<span class='lz-ref' style='background:#bfdbfe;border-radius:3px' "
-                         f"title='copy {op.length} bytes from {op.distance} back'>{piece}"
-                         f"<sub>({op.distance},{op.length})</sub></span>")
-        else:
-            parts.append(f"<span class='lz-lit'>{piece}</span>")
-    lits = len(c.lz77) - refs
-    return (f"<p><b>{lits:,} literals</b> and <b>{refs:,} back-references</b> "
-            "<span style='background:#bfdbfe'>(distance, length)</span>: repeats become pointers to earlier text."
-            f"</p><div class='tokview' id='ct-lz77'>{''.join(parts)}</div>")
-
-
-def _lz77_view(v: text_compare.DictionaryView) -> str:
-    parts, refs = [], 0
-    for op in v.lz77:
-        piece = html.escape(v.data[op.start:op.start + op.length].decode("utf-8", "replace")).replace("\n", "↵<br>")
+    for op in ops:
+        piece = html.escape(data[op.start:op.start + op.length].decode("utf-8", "replace")).replace("\n", "↵<br>")
         if op.distance:
             refs += 1
             parts.append(f"<span class='lz-ref' title='copy {op.length} bytes from {op.distance} back'>{piece}"
                          f"<sub>({op.distance},{op.length})</sub></span>")
         else:
             parts.append(f"<span class='lz-lit'>{piece}</span>")
-    return (f"<h3>LZ77: pointers back into the text</h3><p><b>{len(v.lz77) - refs:,} literals</b> and "
+    return "".join(parts), len(ops) - refs, refs
+
+
+def _lz77_html(c: text_compare.Comparison) -> str:
+    if c.lz77 is None:
+        return f"<p>The LZ77 view draws inputs up to {text_compare.text_baselines.LZ77_MAX_INPUT:,} bytes.</p>"
+    parse, lits, refs = _lz77_parse(c.data, c.lz77)
+    return (f"<p><b>{lits:,} literals</b> and <b>{refs:,} back-references</b> "
+            "<span class='lz-ref'>(distance, length)</span>: repeats become pointers to earlier text."
+            f"</p><div class='tokview' id='ct-lz77'>{parse}</div>")
+
+
+def _lz77_view(v: text_compare.DictionaryView) -> str:
+    parse, lits, refs = _lz77_parse(v.data, v.lz77)
+    return (f"<h3>LZ77: pointers back into the text</h3><p><b>{lits:,} literals</b> and "
             f"<b>{refs:,} copies</b> <span class='lz-ref'>(distance, length)</span>.</p>"
-            f"<div class='tokview lz-view' id='ct-lz77-parse'>{''.join(parts)}</div>")
+            f"<div class='tokview lz-view' id='ct-lz77-parse'>{parse}</div>")
 
 
 def _lz78_view(v: text_compare.DictionaryView) -> str:

@@ -6,18 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import assets, registry, settings
-from models.compression import checkpoint
+from models import assets, registry
+from tests.lmhz_helpers import compressed_copy, saved_tiny_gpt2
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-
-
-def _compress_folder(folder, name: str):
-    """The folder's model.safetensors as a .lmhz file where the Compress tab writes them."""
-    blob, _ = checkpoint.compress((folder / "model.safetensors").read_bytes(), "model.safetensors")
-    out = registry.compressed_dir() / name
-    settings.atomic_write_bytes(out, blob)
-    return out
 
 
 @pytest.fixture
@@ -34,7 +26,7 @@ def compressed_ner(tmp_path, monkeypatch):
     BertForTokenClassification(config).save_pretrained(folder)
     wordpiece.save_pretrained(folder)
     monkeypatch.setenv("LMLAB_MODEL_DIRS", str(folder))
-    out = _compress_folder(folder, "tiny-ner.lmhz")
+    out = compressed_copy(folder, "tiny-ner.lmhz")
     yield folder, out
     out.unlink(missing_ok=True)
     registry.CACHE.clear()
@@ -42,11 +34,8 @@ def compressed_ner(tmp_path, monkeypatch):
 
 @pytest.fixture
 def compressed_gpt2(tiny_gpt2, tmp_path, monkeypatch):
-    folder = tmp_path / "tiny-gpt2"
-    tiny_gpt2.model.save_pretrained(folder)
-    tiny_gpt2.tokenizer.save_pretrained(folder)
-    monkeypatch.setenv("LMLAB_MODEL_DIRS", str(folder))
-    out = _compress_folder(folder, "tiny-gen.lmhz")
+    folder = saved_tiny_gpt2(tiny_gpt2, tmp_path, monkeypatch)
+    out = compressed_copy(folder, "tiny-gen.lmhz")
     yield folder, out
     out.unlink(missing_ok=True)
     registry.CACHE.clear()

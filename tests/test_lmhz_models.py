@@ -5,20 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import registry, settings
-from models.compression import checkpoint
+from models import registry
 from models.errors import CorruptFile
+from tests.lmhz_helpers import compressed_copy, saved_tiny_gpt2
 
 
 @pytest.fixture
 def compressed_tiny(tiny_gpt2, tmp_path, monkeypatch):
-    folder = tmp_path / "tiny-gpt2"
-    tiny_gpt2.model.save_pretrained(folder)
-    tiny_gpt2.tokenizer.save_pretrained(folder)
-    monkeypatch.setenv("LMLAB_MODEL_DIRS", str(folder))
-    blob, _ = checkpoint.compress((folder / "model.safetensors").read_bytes(), "model.safetensors")
-    out = registry.compressed_dir() / "tiny-test.lmhz"
-    settings.atomic_write_bytes(out, blob)
+    folder = saved_tiny_gpt2(tiny_gpt2, tmp_path, monkeypatch)
+    out = compressed_copy(folder, "tiny-test.lmhz")
     yield folder, out
     out.unlink(missing_ok=True)
     registry.CACHE.clear()

@@ -1,0 +1,23 @@
+"""A tiny model saved as a local folder, and its checkpoint compressed as the Compress tab does."""
+
+from __future__ import annotations
+
+from models import registry, settings
+from models.compression import checkpoint
+
+
+def compressed_copy(folder, name: str):
+    """``folder``'s model.safetensors compressed to a .lmhz file where the Compress tab writes them."""
+    blob, _ = checkpoint.compress((folder / "model.safetensors").read_bytes(), "model.safetensors")
+    out = registry.compressed_dir() / name
+    settings.atomic_write_bytes(out, blob)
+    return out
+
+
+def saved_tiny_gpt2(tiny_gpt2, tmp_path, monkeypatch):
+    """The tiny GPT-2 saved as a local model folder the pickers offer."""
+    folder = tmp_path / "tiny-gpt2"
+    tiny_gpt2.model.save_pretrained(folder)
+    tiny_gpt2.tokenizer.save_pretrained(folder)
+    monkeypatch.setenv("LMLAB_MODEL_DIRS", str(folder))
+    return folder
