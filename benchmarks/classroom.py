@@ -1,16 +1,17 @@
 """A class presses Generate at the same moment: the unbatched and the batched app, in the same run.
 
-Launches ``python app.py --offline`` twice on free ports, once with ``--no-batching`` (each request
-alone, one after another) and once with the default iteration-level batching. Against each, N
+Launches ``python app.py --offline`` three times on free ports: with ``--no-batching`` (each request
+alone, one after another), with iteration-level batching on a thread of the web process
+(``LMLAB_ENGINE=thread``), and with the default, batching in the engine process (``models.engine_process``). Against each, N
 ``gradio_client`` clients (default 30) wait at a barrier, then all submit ``/generate`` with the
 tab's default settings (embedded SmolLM2, 80 new tokens, temperature 0.8, top-p 0.95, top-k 50),
 each with its own seed, and stream the result. Per path: latency from the press to the last token
 (first / p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors,
-and the app's peak resident memory above its idle figure after warm-up. Prints a markdown table and
+and the app's peak memory (PSS, engine process included) above its idle figure after warm-up. Prints a markdown table and
 writes benchmarks/results/classroom.json (classroom_N.json for
 another N).
 
-    python -m benchmarks.classroom [--clients 30] [--paths unbatched,batched] [--no-save]
+    python -m benchmarks.classroom [--clients 30] [--paths unbatched,batched-thread,batched] [--no-save]
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ PROMPT = "Once upon a time, in a small village by the sea,"  # the tab's default
 SETTINGS = dict(model_key="smollm2-135m-instruct", temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=80,
                 repetition_penalty=1.0, chat=False)
 POLL_S = 0.02  # how often each of 30 clients looks for new output (the time to first token is measured to this)
-PATHS = {"unbatched": ["--no-batching"], "batched": []}
+# unbatched: each request alone (--no-batching); batched-thread: the scheduler on a thread of the web
+# process (LMLAB_ENGINE=thread); batched: the default, the scheduler in the engine process.
+PATHS = {"unbatched": (["--no-batching"], {}), "batched-thread": ([], {"LMLAB_ENGINE": "thread"}), "batched": ([], {})}
 
 
 def _tokens(status: str) -> int:
@@ -45,7 +48,7 @@ def run_path(name: str, clients: int) -> dict:
     from gradio_client import Client
 
     log_path = Path(tempfile.mkdtemp(prefix=f"lmlab-classroom-{name}-")) / "app.log"
-    proc, url = _launch(log_path, PATHS[name])
+    proc, url = _launch(log_path, *PATHS[name])
     try:
         warm = Client(url, verbose=False)
         warm.predict(PROMPT, seed=0, api_name="/generate", **SETTINGS)  # loads the model
@@ -62,7 +65,7 @@ def run_path(name: str, clients: int) -> dict:
                 for _ in range(clients)]
         poll = POLL_S * max(1.0, clients / 30)  # all clients together look ~1,500 times a second
         sampler = MemorySampler(proc.pid)
-        idle = sampler.rss()
+        idle = sampler.memory()
         sampler.start()
         barrier = threading.Barrier(clients + 1)
         records: list[dict] = [{} for _ in range(clients)]
@@ -117,7 +120,7 @@ def run_path(name: str, clients: int) -> dict:
         "saw_queue_position": sum(bool(r.get("queued")) for r in ok),
         "tokens": sum(r["tokens"] for r in ok), "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
         "errors": clients - len(ok), "error_samples": sorted({r["error"] for r in records if "error" in r})[:3],
-        "idle_rss_mib": round(idle / 2**20), "peak_rss_mib": round(sampler.peak / 2**20),
+        "idle_pss_mib": round(idle / 2**20), "peak_pss_mib": round(sampler.peak / 2**20),
         "peak_above_idle_mib": round((sampler.peak - idle) / 2**20),
     }
 
@@ -129,7 +132,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         lines.append(f"| {r['path']} | {r['clients']} | {r['first_s']} s | {r['p50_s']} s | {r['p95_s']} s | "
                      f"{r['last_s']} s | {r['ttft_p50_s']} s | {r['ttft_p95_s']} s | {r['tokens_per_s']} | "
-                     f"{r['errors']} | {r['peak_above_idle_mib']} MiB (idle {r['idle_rss_mib']} MiB) | "
+                     f"{r['errors']} | {r['peak_above_idle_mib']} MiB (idle {r['idle_pss_mib']} MiB) | "
                      f"{r['alone_s']} s | {r.get('saw_queue_position', 0)} |")
     return "\n".join(lines)
 
@@ -137,7 +140,7 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=30)
-    parser.add_argument("--paths", default="unbatched,batched", help="comma-separated: unbatched, batched")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of: {', '.join(PATHS)}")
     parser.add_argument("--no-save", action="store_true", help="print only (do not overwrite the results JSON)")
     args = parser.parse_args(argv)
     results = [run_path(name, args.clients) for name in args.paths.split(",")]

@@ -2,7 +2,7 @@
 
 Launches ``python app.py --offline`` on a free port (the embedded models), warms each endpoint once,
 then runs the clients in threads, each with its own gradio_client.Client, and samples the app
-process's resident memory (children included) every 0.2 s. Latency counts the wait in the queue;
+process tree's proportional set size (PSS: shared pages counted once) every 0.2 s. Latency counts the wait in the queue;
 the "alone" column is the same request on the idle app, measured in the same run. By default the
 app batches model work across users; ``--no-batching`` measures the one-request-at-a-time app.
 Prints a markdown table and writes benchmarks/results/load.json.
@@ -47,9 +47,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(log_path: Path, extra_args: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+def _launch(log_path: Path, extra_args: list[str] | None = None,
+            extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", LMLAB_OFFLINE="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", LMLAB_OFFLINE="1", **(extra_env or {}))
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py", "--offline", "--port", str(port), *(extra_args or [])],
                                 cwd=ROOT, env=env,
@@ -76,24 +77,29 @@ def stop_app(proc: subprocess.Popen) -> None:
 
 
 class MemorySampler(threading.Thread):
-    """Peak resident memory of the app and its children (training runs, tokenizer workers)."""
+    """Peak memory of the app and its children (engine process, training runs), as proportional set size.
+
+    PSS counts a page shared by k processes as 1/k in each, so the sum over the process tree counts the
+    model's weights (mapped by the web process and the engine process) once, where a sum of resident
+    sizes would count them twice. For a single process PSS equals its resident size less shared libraries'
+    pages other processes also map."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.proc, self.peak, self.stop = psutil.Process(pid), 0, threading.Event()
 
-    def rss(self) -> int:
+    def memory(self) -> int:
         total = 0
         for p in [self.proc, *self.proc.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
+                total += p.memory_full_info().pss
             except psutil.Error:
                 pass
         return total
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.peak = max(self.peak, self.rss())
+            self.peak = max(self.peak, self.memory())
             time.sleep(0.2)
 
 
@@ -122,7 +128,7 @@ def run(clients: int, seconds: float, batching: bool = True) -> dict:
                 times.append(time.monotonic() - t0)
             alone[api] = statistics.median(times)
         sampler = MemorySampler(proc.pid)
-        idle_rss = sampler.rss()
+        idle_pss = sampler.memory()
         sampler.start()
         # ssl_verify=False: plain http on this machine; with it on, gradio_client loads the CA bundle for every
         # request (~57 ms of CPU) on the cores the app runs on (see benchmarks/classroom.py).
@@ -170,7 +176,7 @@ def run(clients: int, seconds: float, batching: bool = True) -> dict:
         "clients": clients, "seconds": seconds, "wall_s": round(wall, 1), "batching": batching,
         "completed": sum(p["completed"] for p in per.values()), "errors": sum(p["errors"] for p in per.values()),
         "requests_per_s": round(sum(p["completed"] for p in per.values()) / wall, 2),
-        "peak_rss_mib": round(sampler.peak / 2**20), "idle_rss_mib": round(idle_rss / 2**20),
+        "peak_pss_mib": round(sampler.peak / 2**20), "idle_pss_mib": round(idle_pss / 2**20),
         "app_still_serving": alive, "endpoints": per,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "device": "cpu" if "cuda" not in os.environ.get("LMLAB_DEVICE", "") else "cuda"},
@@ -182,8 +188,8 @@ def run(clients: int, seconds: float, batching: bool = True) -> dict:
 def table(result: dict) -> str:
     lines = [f"{result['clients']} clients for {result['seconds']:.0f} s, batching "
              f"{'on' if result.get('batching', False) else 'off'}: **{result['completed']} requests** "
-             f"({result['requests_per_s']}/s), **{result['errors']} errors**, peak resident memory "
-             f"**{result['peak_rss_mib']:,} MiB** (idle after warm-up {result['idle_rss_mib']:,} MiB)", "",
+             f"({result['requests_per_s']}/s), **{result['errors']} errors**, peak memory (PSS) "
+             f"**{result['peak_pss_mib']:,} MiB** (idle after warm-up {result['idle_pss_mib']:,} MiB)", "",
              "| endpoint | alone (1 client) | completed | errors | p50 latency | p95 latency |",
              "|---|---:|---:|---:|---:|---:|"]
     for api, p in result["endpoints"].items():

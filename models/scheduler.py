@@ -114,6 +114,12 @@ def limits_for(model, device: torch.device) -> Limits:
     return Limits(max(1, max_batch), max_tokens, per_token)
 
 
+def context_of(model) -> int:
+    """Positions the model can attend over (``max_position_embeddings``, or GPT-2's ``n_positions``)."""
+    config = model.config.get_text_config(decoder=True)
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+
+
 @dataclass
 class Request:
     """One generation: its prompt, its settings, and the queue its tokens stream into.
@@ -167,11 +173,16 @@ class _Group:
 class Scheduler:
     """Owns a causal LM's forward passes on one device; see the module docstring."""
 
-    def __init__(self, model, device: torch.device, limits: Limits | None = None, context: int | None = None) -> None:
+    def __init__(self, model, device: torch.device, limits: Limits | None = None, context: int | None = None,
+                 on_step: Callable[[bool], None] | None = None) -> None:
+        """``on_step(admitted)`` runs on the scheduler's thread after each prefill (``admitted`` True: the
+        queue positions are fresh) and each decode step (False); the engine process sends that step's
+        tokens to the web process there."""
         self.model, self.device = model, device
         self.limits = limits or limits_for(model, device)
         config = model.config.get_text_config(decoder=True)
-        self.context = context or int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+        self.context = context or context_of(model)
+        self.on_step = on_step or (lambda admitted: None)
         self.slots = SlotCache(int(config.num_hidden_layers), device)
         self.waiting: deque[Request] = deque()
         self.prefilling: list[_Group] = []
@@ -262,7 +273,9 @@ class Scheduler:
                     self._drop_stopped()
                     self._admit()
                     self._prefill()
+                    self.on_step(True)  # the first tokens of the prompts just read go out before the decode step
                     self._decode_step()
+                    self.on_step(False)
             except Exception as exc:  # a failed forward fails the requests in it, never the thread
                 log.exception("scheduler step failed")
                 self._fail_all(exc)
@@ -490,10 +503,14 @@ _guard = threading.Lock()
 
 
 def submit(model, device: torch.device, request: Request) -> Request:
-    """Queue ``request`` on the scheduler of ``model`` (see ``Scheduler.submit``)."""
+    """Queue ``request`` on the scheduler of ``model`` (see ``Scheduler.submit``): in the engine process
+    where one runs (``models.engine_process``), else on this process's scheduler thread."""
+    from models import engine_process
+
     while True:
+        owner = engine_process.for_model(model, device) if engine_process.wanted(device) else None
         try:
-            return for_model(model, device).submit(request)
+            return (owner or for_model(model, device)).submit(request)
         except Closed:  # it retired between the lookup and the submit
             continue
 
