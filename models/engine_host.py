@@ -74,14 +74,12 @@ class _Link:
         with self.send_lock:
             self.conn.send(message)
 
-    def flush(self, admitted: bool = False) -> None:
-        """Send this step's tokens and ends as one message, with the queue positions that changed if
-        ``admitted`` (just after admission: a request that arrived during a step is not "waiting for a
-        place" only because the step has not ended)."""
+    def flush(self) -> None:
+        """Send this step's tokens and ends, and the queue positions that changed, as one message."""
         with self.lock:
             events, self.pending = self.pending, []
             for rid, r in self.requests.items():
-                if admitted and r.queue_position != self.positions.get(rid, 0):
+                if r.queue_position != self.positions.get(rid, 0):
                     self.positions[rid] = r.queue_position
                     events.append((rid, "position", r.queue_position))
             for rid in [rid for rid in self.positions if rid not in self.requests]:

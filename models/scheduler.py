@@ -174,15 +174,14 @@ class Scheduler:
     """Owns a causal LM's forward passes on one device; see the module docstring."""
 
     def __init__(self, model, device: torch.device, limits: Limits | None = None, context: int | None = None,
-                 on_step: Callable[[bool], None] | None = None) -> None:
-        """``on_step(admitted)`` runs on the scheduler's thread after each prefill (``admitted`` True: the
-        queue positions are fresh) and each decode step (False); the engine process sends that step's
-        tokens to the web process there."""
+                 on_step: Callable[[], None] | None = None) -> None:
+        """``on_step`` runs on the scheduler's thread after each prefill and each decode step (the engine
+        process sends that step's tokens and queue positions to the web process there)."""
         self.model, self.device = model, device
         self.limits = limits or limits_for(model, device)
         config = model.config.get_text_config(decoder=True)
         self.context = context or context_of(model)
-        self.on_step = on_step or (lambda admitted: None)
+        self.on_step = on_step or (lambda: None)
         self.slots = SlotCache(int(config.num_hidden_layers), device)
         self.waiting: deque[Request] = deque()
         self.prefilling: list[_Group] = []
@@ -209,8 +208,9 @@ class Scheduler:
         with self.cond:
             if self._closed:
                 raise Closed()
+            # No queue position yet: a request waits only if the next admission finds no room for it
+            # (``_admit`` numbers those), not merely because it arrived during a step.
             self.waiting.append(request)
-            request.queue_position = len(self.waiting)
             self.cond.notify()
         return request
 
@@ -273,9 +273,9 @@ class Scheduler:
                     self._drop_stopped()
                     self._admit()
                     self._prefill()
-                    self.on_step(True)  # the first tokens of the prompts just read go out before the decode step
+                    self.on_step()  # the first tokens of the prompts just read go out before the decode step
                     self._decode_step()
-                    self.on_step(False)
+                    self.on_step()
             except Exception as exc:  # a failed forward fails the requests in it, never the thread
                 log.exception("scheduler step failed")
                 self._fail_all(exc)
@@ -317,7 +317,8 @@ class Scheduler:
                 self.waiting.remove(r)
                 self._finish(r, "stopped")
             for i, r in enumerate(self.waiting):
-                r.queue_position = i + 1
+                if r.queue_position:  # those behind a stopped one move up; new arrivals wait for _admit
+                    r.queue_position = i + 1
         for g in list(self.prefilling):
             for r in [r for r in g.requests if r.cancel.is_set()]:
                 self._finish(r, "stopped")
