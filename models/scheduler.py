@@ -155,15 +155,30 @@ class Request:
 
 @dataclass
 class _Group:
-    """Requests admitted together, prefilled together through one staging cache, chunk by chunk."""
+    """Requests admitted together, prefilled together through one staging cache, chunk by chunk.
+
+    Identical prompts are read once (a class pressing Generate on the tab's default prompt is thirty
+    copies of one prompt): ``prompts`` holds each distinct prompt, one row of the staging cache each, and
+    ``lanes[i]`` is the row of ``requests[i]``. The rows are the same numbers whoever else shares the
+    forward pass (tests compare texts alone and in mixed batches), so sharing a row changes no text.
+    This is prefix caching (vLLM's automatic prefix caching) limited to whole prompts arriving together.
+    """
 
     requests: list[Request]
     cache: object
+    prompts: list[list[int]]
+    lanes: list[int]
     done_positions: int = 0
+
+    @classmethod
+    def of(cls, requests: list[Request], cache: object) -> _Group:
+        rows: dict[tuple[int, ...], int] = {}
+        lanes = [rows.setdefault(tuple(r.prompt_ids), len(rows)) for r in requests]
+        return cls(requests, cache, [list(p) for p in rows], lanes)
 
     @property
     def length(self) -> int:
-        return max(len(r.prompt_ids) for r in self.requests)
+        return max(len(p) for p in self.prompts)
 
     @property
     def remaining(self) -> int:
@@ -309,7 +324,7 @@ class Scheduler:
         if admitted:
             # Chunks never write past the longest prompt, so that is all the staging cache holds.
             capacity = max(len(r.prompt_ids) for r in admitted)
-            self.prefilling.append(_Group(admitted, kv_cache.preallocated(self.model.config, capacity)))
+            self.prefilling.append(_Group.of(admitted, kv_cache.preallocated(self.model.config, capacity)))
 
     def _drop_stopped(self) -> None:
         with self.cond:
@@ -363,27 +378,30 @@ class Scheduler:
         group = min(self.prefilling, key=lambda g: g.remaining)
         start = group.done_positions
         stop = min(group.length, start + PREFILL_CHUNK)
-        reqs = group.requests
+        prompts = group.prompts
         q = stop - start
-        ids = torch.zeros((len(reqs), q), dtype=torch.long)
-        positions = torch.empty((len(reqs), q), dtype=torch.long)
-        for i, r in enumerate(reqs):
-            chunk = r.prompt_ids[start:stop]
+        ids = torch.zeros((len(prompts), q), dtype=torch.long)
+        positions = torch.empty((len(prompts), q), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            chunk = prompt[start:stop]
             ids[i, :len(chunk)] = torch.tensor(chunk, dtype=torch.long)
-            last = len(r.prompt_ids) - 1
             # Padding (rows whose prompt ended) repeats the last real position: always a valid position.
-            positions[i] = torch.clamp(torch.arange(start, stop), max=last)
+            positions[i] = torch.clamp(torch.arange(start, stop), max=len(prompt) - 1)
         # Query j of a row sees keys up to its own position; padded keys beyond a prompt are never seen.
         mask = self._mask(positions, stop)
         out = self.model.base_model(input_ids=ids.to(self.device), position_ids=positions.to(self.device),
                                     attention_mask=mask, cache=group.cache, use_cache=True)
         group.done_positions = stop
-        finishing = [i for i, r in enumerate(reqs) if start < len(r.prompt_ids) <= stop]
-        if finishing:
-            rows = torch.tensor(finishing)
-            last = torch.tensor([len(reqs[i].prompt_ids) - 1 - start for i in finishing])
-            logits = self._logits(out.last_hidden_state[rows, last])  # (n, vocab)
-            self._emit([reqs[i] for i in finishing], logits, group=group, lanes=finishing)
+        ending = [i for i, p in enumerate(prompts) if start < len(p) <= stop]  # rows whose prompt ends here
+        if ending:
+            rows = torch.tensor(ending)
+            last = torch.tensor([len(prompts[i]) - 1 - start for i in ending])
+            logits = self._logits(out.last_hidden_state[rows, last])  # (distinct prompts ending, vocab)
+            where = {row: k for k, row in enumerate(ending)}
+            finishing = [i for i, r in enumerate(group.requests) if group.lanes[i] in where and not r.done]
+            lanes = [group.lanes[i] for i in finishing]
+            self._emit([group.requests[i] for i in finishing], logits[[where[lane] for lane in lanes]],
+                       group=group, lanes=lanes)
         if group.remaining <= 0:
             self.prefilling.remove(group)
         return q

@@ -62,6 +62,29 @@ def test_alone_equals_inside_a_mixed_batch_tiny(tiny_gpt2, tiny_sched):
     assert [len(t) for t in alone] == [kw["max_new_tokens"] for _, kw in MIXED]
 
 
+def test_identical_prompts_are_read_once_and_keep_their_own_texts(tiny_gpt2, tiny_sched):
+    """A class on the default prompt: one prefill row for the shared prompt, and each seed's text is the
+    one it gets alone."""
+    cases = [("Once upon a time", dict(temperature=0.9, top_k=40, seed=s, max_new_tokens=12)) for s in range(4)]
+    cases.append(("Something else entirely", dict(temperature=0.0, max_new_tokens=6)))
+    alone = [_run_together(tiny_sched, [_request(tiny_gpt2, p, **kw)])[0] for p, kw in cases]
+    rows = []
+    hook = tiny_gpt2.model.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        reqs = [_request(tiny_gpt2, p, **kw) for p, kw in cases]
+        with tiny_sched.cond:  # all five queued before the scheduler looks: they are admitted together
+            for r in reqs:
+                tiny_sched.submit(r)
+        together = [_drain(r) for r in reqs]
+    finally:
+        hook.remove()
+    assert together == alone
+    assert len({tuple(t) for t in alone[:4]}) > 1  # the seeds do differ
+    prefill = [shape for shape in rows if shape[1] > 1]
+    assert prefill and max(n for n, _ in prefill) == 2, rows  # two distinct prompts, two rows
+
+
 def test_batched_equals_generate_tiny(tiny_gpt2):
     """The scheduler gives the tokens, log-probs and alternatives of the unbatched generate() path."""
     for prompt, kw in MIXED:
