@@ -21,6 +21,9 @@ import json
 import os
 import platform
 import re
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,8 +38,15 @@ SETTINGS = dict(model_key="smollm2-135m-instruct", temperature=0.8, top_p=0.95, 
                 repetition_penalty=1.0, chat=False)
 POLL_S = 0.02  # how often each of 30 clients looks for new output (the time to first token is measured to this)
 # unbatched: each request alone (--no-batching); batched-thread: the scheduler on a thread of the web
-# process (LMLAB_ENGINE=thread); batched: the default, the scheduler in the engine process.
+# process (LMLAB_ENGINE=thread); batched: the default, the scheduler in the engine process. The path
+# no-web-server (``benchmarks.classroom_floor``) sends the same requests to the scheduler with no app around it.
 PATHS = {"unbatched": (["--no-batching"], {}), "batched-thread": ([], {"LMLAB_ENGINE": "thread"}), "batched": ([], {})}
+
+
+def prompt_for(k: int, distinct: bool) -> str:
+    """Student k's prompt: the tab's default for everyone, or (``--distinct-prompts``) one of their own,
+    so that no two prompts can share a prefill (``models.scheduler`` reads identical prompts once)."""
+    return f"Story {k + 1}. {PROMPT}" if distinct else PROMPT
 
 
 def _tokens(status: str) -> int:
@@ -44,7 +54,9 @@ def _tokens(status: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def run_path(name: str, clients: int) -> dict:
+def run_path(name: str, clients: int, distinct: bool = False) -> dict:
+    if name == "no-web-server":
+        return _run_no_web_server(clients, distinct)
     from gradio_client import Client
 
     log_path = Path(tempfile.mkdtemp(prefix=f"lmlab-classroom-{name}-")) / "app.log"
@@ -75,7 +87,7 @@ def run_path(name: str, clients: int) -> dict:
             barrier.wait()
             start = time.monotonic()
             try:
-                job = pool[k].submit(PROMPT, seed=k + 1, api_name="/generate", **SETTINGS)
+                job = pool[k].submit(prompt_for(k, distinct), seed=k + 1, api_name="/generate", **SETTINGS)
                 # Not ``for update in job``: gradio_client's iterator polls every millisecond, and thirty
                 # such loops on the server's two cores cost it ~40 % of a core that a classroom's
                 # browsers (on their own machines) never take. Checking every 20 ms costs ~nothing.
@@ -125,35 +137,89 @@ def run_path(name: str, clients: int) -> dict:
     }
 
 
-def table(results: list[dict]) -> str:
-    lines = ["| path | clients | first done | p50 | p95 | last | TTFT p50 | TTFT p95 | tokens/s (all) | errors | "
-             "peak memory above idle | one request alone | saw a queue position |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r['path']} | {r['clients']} | {r['first_s']} s | {r['p50_s']} s | {r['p95_s']} s | "
-                     f"{r['last_s']} s | {r['ttft_p50_s']} s | {r['ttft_p95_s']} s | {r['tokens_per_s']} | "
-                     f"{r['errors']} | {r['peak_above_idle_mib']} MiB (idle {r['idle_pss_mib']} MiB) | "
-                     f"{r['alone_s']} s | {r.get('saw_queue_position', 0)} |")
+def _run_no_web_server(clients: int, distinct: bool) -> dict:
+    """The same class straight into the scheduler, in a fresh process with no web server: the model's own
+    time for this work on this machine at this moment, the floor under the app's figures."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.classroom_floor", str(clients), str(int(distinct))],
+                         cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1",
+                                                                            LMLAB_OFFLINE="1"))
+    if out.returncode:
+        raise SystemExit(f"the no-web-server run failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+NUMBERS = ["first_s", "p50_s", "p95_s", "last_s", "ttft_p50_s", "ttft_p95_s", "tokens_per_s", "peak_above_idle_mib",
+           "idle_pss_mib", "alone_s"]
+
+
+def summary(runs: list[dict]) -> dict:
+    """One path's runs in one row: the median of each figure, the p95's range, errors and queue counts summed
+    (the worst case counts)."""
+    row = dict(runs[0], runs=len(runs))
+    for key in NUMBERS:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        row[key] = statistics.median(values) if values else None
+    row["p95_range"] = (min(r["p95_s"] for r in runs), max(r["p95_s"] for r in runs))
+    row["errors"] = sum(r["errors"] for r in runs)
+    row["saw_queue_position"] = max(r.get("saw_queue_position", 0) for r in runs)
+    return row
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| path | clients | runs | first done | p50 | p95 (range) | last | TTFT p50 | TTFT p95 | tokens/s (all) | "
+             "errors | peak memory above idle | one request alone | saw a queue position |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        low, high = r["p95_range"]
+        memory = ("–" if r["peak_above_idle_mib"] is None
+                  else f"{_fmt(r['peak_above_idle_mib'])} MiB (idle {_fmt(r['idle_pss_mib'])} MiB)")
+        lines.append(f"| {r['path']} | {r['clients']} | {r['runs']} | {_fmt(r['first_s'], ' s')} | "
+                     f"{_fmt(r['p50_s'], ' s')} | **{_fmt(r['p95_s'], ' s')}** ({low:.1f}–{high:.1f}) | "
+                     f"{_fmt(r['last_s'], ' s')} | {_fmt(r['ttft_p50_s'], ' s')} | {_fmt(r['ttft_p95_s'], ' s')} | "
+                     f"{_fmt(r['tokens_per_s'])} | {r['errors']} | {memory} | {_fmt(r['alone_s'], ' s')} | "
+                     f"{r['saw_queue_position']} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=30)
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of: {', '.join(PATHS)}")
+    parser.add_argument("--paths", default=",".join(["no-web-server", *PATHS]),
+                        help=f"comma-separated, of: no-web-server, {', '.join(PATHS)}")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the paths in turn this many times (A B C A B C ...) and report medians: this "
+                             "machine's speed drifts by tens of percent from minute to minute")
+    parser.add_argument("--distinct-prompts", action="store_true",
+                        help="give every student a prompt of their own (default: the tab's default prompt for all)")
     parser.add_argument("--no-save", action="store_true", help="print only (do not overwrite the results JSON)")
     args = parser.parse_args(argv)
-    results = [run_path(name, args.clients) for name in args.paths.split(",")]
-    print(table(results))
-    for r in results:
-        if r["errors"]:
-            print(f"{r['path']}: {r['errors']} errors, e.g. {r['error_samples']}")
+    names = args.paths.split(",")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.repeat):
+        for name in names:
+            runs[name].append(run_path(name, args.clients, args.distinct_prompts))
+    rows = [summary(runs[name]) for name in names]
+    print(table(rows))
+    for name in names:
+        for r in runs[name]:
+            if r["errors"]:
+                print(f"{name}: {r['errors']} errors, e.g. {r['error_samples']}")
     if not args.no_save:
-        out = {"runs": results, "settings": SETTINGS, "prompt": PROMPT,
+        out = {"summary": rows, "runs": runs, "settings": SETTINGS, "prompt": PROMPT,
+               "distinct_prompts": args.distinct_prompts, "repeat": args.repeat,
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version(), "device": os.environ.get("LMLAB_DEVICE", "auto")}}
-        # The class of 30 is the reference run; other sizes (e.g. a 100-student burst) keep their own file.
+        # The class of 30 on the default prompt is the reference run; other sizes (e.g. a 100-student burst)
+        # and distinct prompts keep their own files.
         path = RESULTS if args.clients == 30 else RESULTS.with_name(f"classroom_{args.clients}.json")
+        if args.distinct_prompts:
+            path = path.with_name(path.stem + "_distinct.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2) + "\n")
 

@@ -1,0 +1,66 @@
+"""The classroom benchmark's floor: N students' requests straight into the scheduler, no web server.
+
+Run by ``benchmarks.classroom`` (path ``no-web-server``) in a fresh process; prints one JSON line with the
+fields of the app paths (memory is not sampled here). Each student's request runs on its own thread
+through ``models.generator.stream`` with the tab's default settings and its own seed, all released at once.
+
+    python -m benchmarks.classroom_floor CLIENTS DISTINCT(0|1)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from benchmarks.classroom import SETTINGS, prompt_for
+from benchmarks.load import _percentile
+
+
+def main() -> None:
+    clients, distinct = int(sys.argv[1]), sys.argv[2] == "1"
+    from models import generator, registry
+
+    loaded = registry.load_causal_lm(SETTINGS["model_key"])
+    s = generator.SamplingSettings(temperature=SETTINGS["temperature"], top_p=SETTINGS["top_p"],
+                                   top_k=SETTINGS["top_k"], max_new_tokens=SETTINGS["max_new_tokens"])
+    generator.generate_text(loaded, prompt_for(0, distinct), s)  # warm-up
+    t0 = time.monotonic()
+    alone = generator.generate_text(loaded, prompt_for(0, distinct), s)
+    alone_s = time.monotonic() - t0
+    barrier = threading.Barrier(clients + 1)
+    records: list[dict] = [{} for _ in range(clients)]
+
+    def student(k: int) -> None:
+        barrier.wait()
+        start = time.monotonic()
+        settings = generator.SamplingSettings(**{**s.__dict__, "seed": k + 1})
+        for ev in generator.stream(loaded, prompt_for(k, distinct), settings, batched=True):
+            if ev.tokens and "first_token_s" not in records[k]:
+                records[k]["first_token_s"] = time.monotonic() - start
+            last = ev
+        records[k].update(latency_s=time.monotonic() - start, tokens=len(last.tokens))
+
+    threads = [threading.Thread(target=student, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    began = time.monotonic()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - began
+    lat = [r["latency_s"] for r in records]
+    ttft = [r["first_token_s"] for r in records]
+    print(json.dumps({
+        "path": "no-web-server", "clients": clients, "alone_s": round(alone_s, 2), "alone_tokens": len(alone.tokens),
+        "first_s": round(min(lat), 2), "p50_s": round(_percentile(lat, 0.5), 2), "p95_s": round(_percentile(lat, 0.95), 2),
+        "last_s": round(max(lat), 2), "ttft_p50_s": round(_percentile(ttft, 0.5), 2),
+        "ttft_p95_s": round(_percentile(ttft, 0.95), 2), "saw_queue_position": 0,
+        "tokens": sum(r["tokens"] for r in records), "tokens_per_s": round(sum(r["tokens"] for r in records) / wall, 1),
+        "errors": 0, "error_samples": [], "idle_pss_mib": None, "peak_pss_mib": None, "peak_above_idle_mib": None,
+    }))
+
+
+if __name__ == "__main__":
+    main()
