@@ -1,17 +1,21 @@
-"""A class presses Generate at the same moment: the unbatched and the batched app, in the same run.
+"""A class presses Generate at the same moment: every way of serving it, in the same run.
 
-Launches ``python app.py --offline`` three times on free ports: with ``--no-batching`` (each request
+Launches ``python app.py --offline`` on free ports three ways: with ``--no-batching`` (each request
 alone, one after another), with iteration-level batching on a thread of the web process
-(``LMLAB_ENGINE=thread``), and with the default, batching in the engine process (``models.engine_process``). Against each, N
-``gradio_client`` clients (default 30) wait at a barrier, then all submit ``/generate`` with the
-tab's default settings (embedded SmolLM2, 80 new tokens, temperature 0.8, top-p 0.95, top-k 50),
-each with its own seed, and stream the result. Per path: latency from the press to the last token
-(first / p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors,
-and the app's peak memory (PSS, engine process included) above its idle figure after warm-up. Prints a markdown table and
-writes benchmarks/results/classroom.json (classroom_N.json for
-another N).
+(``LMLAB_ENGINE=thread``), and with the default, batching in the engine process
+(``models.engine_process``). Against each, N ``gradio_client`` clients (default 30) wait at a barrier,
+then all submit ``/generate`` with the tab's default settings (embedded SmolLM2, 80 new tokens,
+temperature 0.8, top-p 0.95, top-k 50), each with its own seed, and stream the result. A fourth path,
+``no-web-server``, sends the same requests straight to the scheduler in a process with no app: the
+model's own time, the floor under the others. Per path: latency from the press to the last token (first /
+p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors, and the app's
+peak memory (PSS, engine process included) above its idle figure after warm-up. ``--repeat K`` runs the
+paths in turn K times and reports each figure's median and the p95's range. Prints a markdown table and
+writes benchmarks/results/classroom.json (classroom_N.json for another N, ..._distinct.json with
+``--distinct-prompts``).
 
-    python -m benchmarks.classroom [--clients 30] [--paths unbatched,batched-thread,batched] [--no-save]
+    python -m benchmarks.classroom [--clients 30] [--paths no-web-server,unbatched,batched-thread,batched]
+                                   [--repeat 1] [--distinct-prompts] [--no-save]
 """
 
 from __future__ import annotations
