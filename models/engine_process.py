@@ -70,6 +70,7 @@ def start() -> bool:
     if threading.active_count() > 1:
         log.warning("engine process not started: other threads already run (a fork now could deadlock)")
         return False
+    _preload()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # Objects that exist now are never touched by the child's garbage collector, so their memory pages
     # stay shared with this process instead of being copied on the first collection.
@@ -88,6 +89,19 @@ def start() -> bool:
     _control, _host_pid = ours, pid
     log.info("engine process %d started", pid)
     return True
+
+
+def _preload() -> None:
+    """Import what both processes will need before the fork, so its memory is shared, not imported twice:
+    the scheduler, and the model code of the embedded SmolLM2 (Llama) and of the GPT-2 family."""
+    import importlib
+
+    for name in ("models.engine_host", "transformers.models.llama.modeling_llama",
+                 "transformers.models.gpt2.modeling_gpt2"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an older or newer transformers without one of them: imported when needed
+            log.debug("could not preload %s", name)
 
 
 def _gone() -> None:
