@@ -13,7 +13,7 @@ import os
 import gradio as gr
 
 from components import about, beam_search, compression, finetune, generation, inside_step, ner, theme
-from models import device, engine_process, handout, scheduler, settings
+from models import device, handout, scheduler, settings
 
 TITLE = "LM Lab"
 
@@ -99,8 +99,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Before anything starts a thread: the engine process that runs generation is forked now.
-    engine_process.start()
     from models import assets
 
     assets.fetch_all(log=logging.getLogger("lmlab.assets").info)

@@ -1,20 +1,18 @@
 """A class presses Generate at the same moment: every way of serving it, in the same run.
 
-Launches ``python app.py --offline`` on free ports three ways: with ``--no-batching`` (each request
-alone, one after another), with iteration-level batching on a thread of the web process
-(``LMLAB_ENGINE=thread``), and with the default, batching in the engine process
-(``models.engine_process``). Against each, N ``gradio_client`` clients (default 30) wait at a barrier,
+Launches ``python app.py --offline`` on free ports two ways: with ``--no-batching`` (each request
+alone, one after another) and with the default iteration-level batching. Against each, N ``gradio_client`` clients (default 30) wait at a barrier,
 then all submit ``/generate`` with the tab's default settings (embedded SmolLM2, 80 new tokens,
-temperature 0.8, top-p 0.95, top-k 50), each with its own seed, and stream the result. A fourth path,
+temperature 0.8, top-p 0.95, top-k 50), each with its own seed, and stream the result. A third path,
 ``no-web-server``, sends the same requests straight to the scheduler in a process with no app: the
 model's own time, the floor under the others. Per path: latency from the press to the last token (first /
 p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors, and the app's
-peak memory (PSS, engine process included) above its idle figure after warm-up. ``--repeat K`` runs the
+peak memory (PSS of the app and its children) above its idle figure after warm-up. ``--repeat K`` runs the
 paths in turn K times and reports each figure's median and the p95's range. Prints a markdown table and
 writes benchmarks/results/classroom.json (classroom_N.json for another N, ..._distinct.json with
 ``--distinct-prompts``).
 
-    python -m benchmarks.classroom [--clients 30] [--paths no-web-server,unbatched,batched-thread,batched]
+    python -m benchmarks.classroom [--clients 30] [--paths no-web-server,unbatched,batched]
                                    [--repeat 1] [--distinct-prompts] [--no-save]
 """
 
@@ -41,10 +39,9 @@ PROMPT = "Once upon a time, in a small village by the sea,"  # the tab's default
 SETTINGS = dict(model_key="smollm2-135m-instruct", temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=80,
                 repetition_penalty=1.0, chat=False)
 POLL_S = 0.02  # how often each of 30 clients looks for new output (the time to first token is measured to this)
-# unbatched: each request alone (--no-batching); batched-thread: the scheduler on a thread of the web
-# process (LMLAB_ENGINE=thread); batched: the default, the scheduler in the engine process. The path
-# no-web-server (``benchmarks.classroom_floor``) sends the same requests to the scheduler with no app around it.
-PATHS = {"unbatched": (["--no-batching"], {}), "batched-thread": ([], {"LMLAB_ENGINE": "thread"}), "batched": ([], {})}
+# unbatched: each request alone (--no-batching); batched: the default. The path no-web-server
+# (``benchmarks.classroom_floor``) sends the same requests to the scheduler with no app around it.
+PATHS = {"unbatched": (["--no-batching"], {}), "batched": ([], {})}
 
 
 def prompt_for(k: int, distinct: bool) -> str:

@@ -77,12 +77,11 @@ def stop_app(proc: subprocess.Popen) -> None:
 
 
 class MemorySampler(threading.Thread):
-    """Peak memory of the app and its children (engine process, training runs), as proportional set size.
+    """Peak memory of the app and its children (training runs), as proportional set size.
 
-    PSS counts a page shared by k processes as 1/k in each, so the sum over the process tree counts the
-    model's weights (mapped by the web process and the engine process) once, where a sum of resident
-    sizes would count them twice. For a single process PSS equals its resident size less shared libraries'
-    pages other processes also map."""
+    PSS counts a page shared by k processes as 1/k in each, so the sum over the process tree counts
+    shared pages (libraries, memory a forked child still shares) once, where a sum of resident sizes
+    would count them in every process."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)

@@ -21,6 +21,15 @@ on its neighbours; per-request processors cover temperature, top-k and top-p but
 penalty; it returns the chosen token's log-prob but not the top alternatives the token view shows; and
 on this 2-core CPU it reached 3.3x one request's throughput at 16 requests where a plain batched
 forward reaches 9.4x. The loop below is that plain batched forward with a preallocated cache.
+
+Why a thread of the web process and not a process of its own (as vLLM's engine core): both were built
+and measured on a 2-core CPU. For a class of 30 (``benchmarks/classroom.py``, medians of three
+alternating runs) the p95 was 13.2-13.3 s on a thread and 12.4-13.4 s in a forked engine process
+sharing the weights through a mapped file: no difference beyond the machine's drift, for ~200 MiB more
+at idle. Under the mixed load (``benchmarks/load.py``) the process was far worse (``/generate`` p50
+10.4 s against 1.6 s): the other model work (text compression, next-token views) then ran beside the
+decode steps instead of between them, and two processes' torch threads on two cores slow each other
+several times over. On a thread, every piece of model work takes its turn (``call``).
 """
 
 from __future__ import annotations
@@ -188,15 +197,11 @@ class _Group:
 class Scheduler:
     """Owns a causal LM's forward passes on one device; see the module docstring."""
 
-    def __init__(self, model, device: torch.device, limits: Limits | None = None, context: int | None = None,
-                 on_step: Callable[[], None] | None = None) -> None:
-        """``on_step`` runs on the scheduler's thread after each prefill and each decode step (the engine
-        process sends that step's tokens and queue positions to the web process there)."""
+    def __init__(self, model, device: torch.device, limits: Limits | None = None, context: int | None = None) -> None:
         self.model, self.device = model, device
         self.limits = limits or limits_for(model, device)
         config = model.config.get_text_config(decoder=True)
         self.context = context or context_of(model)
-        self.on_step = on_step or (lambda: None)
         self.slots = SlotCache(int(config.num_hidden_layers), device)
         self.waiting: deque[Request] = deque()
         self.prefilling: list[_Group] = []
@@ -289,9 +294,7 @@ class Scheduler:
                     self._drop_stopped()
                     self._admit()
                     self._prefill()
-                    self.on_step()  # the first tokens of the prompts just read go out before the decode step
                     self._decode_step()
-                    self.on_step()
             except Exception as exc:  # a failed forward fails the requests in it, never the thread
                 log.exception("scheduler step failed")
                 self._fail_all(exc)
@@ -521,8 +524,8 @@ class Scheduler:
 def _return_freed_memory() -> None:
     """Hand memory freed by the last class back to the system (glibc keeps freed blocks in its heaps).
 
-    Measured: the engine process held ~275 MB more after 30 students than before them, with no request
-    left; ``malloc_trim`` returns what is free. A no-op where the C library is not glibc.
+    Measured: a process held ~275 MB more after 30 students than before them, with no request left;
+    ``malloc_trim`` returns what is free. A no-op where the C library is not glibc.
     """
     try:
         import ctypes
@@ -537,14 +540,10 @@ _guard = threading.Lock()
 
 
 def submit(model, device: torch.device, request: Request) -> Request:
-    """Queue ``request`` on the scheduler of ``model`` (see ``Scheduler.submit``): in the engine process
-    where one runs (``models.engine_process``), else on this process's scheduler thread."""
-    from models import engine_process
-
+    """Queue ``request`` on the scheduler of ``model`` (see ``Scheduler.submit``)."""
     while True:
-        owner = engine_process.for_model(model, device) if engine_process.wanted(device) else None
         try:
-            return (owner or for_model(model, device)).submit(request)
+            return for_model(model, device).submit(request)
         except Closed:  # it retired between the lookup and the submit
             continue
 

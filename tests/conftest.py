@@ -22,13 +22,6 @@ _real_home = Path(os.environ.get("LMLAB_HOME") or Path.home() / ".cache" / "lmla
 os.environ.setdefault("LMLAB_ASSETS_DIR", str(_real_home / "assets"))
 SAMPLE_DATA = ROOT / "tests" / "data"
 
-# Generation batches in an engine process by default (models.engine_process). It is forked before
-# anything starts a thread, so here, as app.main does; tests of the scheduler's own logic set
-# LMLAB_ENGINE=thread to run it on a thread of this process.
-from models import engine_process  # noqa: E402
-
-engine_process.start()
-
 
 def missing(reason: str, require: str) -> None:
     """Skip the test because something outside the repository is missing; fail instead when ``require``=1."""

@@ -22,13 +22,6 @@ MIXED = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _on_a_thread(monkeypatch):
-    """These tests look inside the scheduler, so it runs on a thread here (tests/test_engine_process.py
-    runs the same requests through the engine process)."""
-    monkeypatch.setenv("LMLAB_ENGINE", "thread")
-
-
 def _request(loaded, prompt, **kw) -> scheduler.Request:
     s = SamplingSettings(**kw).validate()
     ids, max_new, _ = generator.fit_request(loaded, prompt, s)
