@@ -646,7 +646,10 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
     ids = [0] * n_tokens
 
     def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
-        symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
+        try:
+            symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
+        except (AssertionError, ValueError) as exc:  # constriction's range decoder on words no encoder wrote
+            raise CorruptFile("the payload cannot be decoded with this model: the file is corrupt") from exc
         for lane, sym in zip(active, symbols, strict=True):
             ids[offsets[lane] + step] = int(sym)
         return symbols
