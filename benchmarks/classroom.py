@@ -55,6 +55,41 @@ def _tokens(status: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def press_together(clients: int, student) -> float:
+    """Run ``student(k)`` for every k on its own thread, all released at one moment; seconds until the last ends."""
+    barrier = threading.Barrier(clients + 1)
+
+    def released(k: int) -> None:
+        barrier.wait()
+        student(k)
+
+    threads = [threading.Thread(target=released, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    began = time.monotonic()
+    for t in threads:
+        t.join()
+    return time.monotonic() - began
+
+
+def figures(name: str, clients: int, records: list[dict], wall: float, alone_s: float, alone_tokens: int) -> dict:
+    """Latency, time to first token and throughput of one class from its per-student records
+    (``latency_s``, ``first_token_s``, ``tokens``; ``error`` for a failed one)."""
+    ok = [r for r in records if "error" not in r]
+    lat = [r["latency_s"] for r in ok]
+    ttft = [r["first_token_s"] for r in ok if "first_token_s" in r]
+    return {
+        "path": name, "clients": clients, "alone_s": round(alone_s, 2), "alone_tokens": alone_tokens,
+        "first_s": round(min(lat), 2) if lat else None, "p50_s": round(_percentile(lat, 0.5), 2),
+        "p95_s": round(_percentile(lat, 0.95), 2), "last_s": round(max(lat), 2) if lat else None,
+        "ttft_p50_s": round(_percentile(ttft, 0.5), 2), "ttft_p95_s": round(_percentile(ttft, 0.95), 2),
+        "saw_queue_position": sum(bool(r.get("queued")) for r in ok),
+        "tokens": sum(r["tokens"] for r in ok), "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
+        "errors": clients - len(ok), "error_samples": sorted({r["error"] for r in records if "error" in r})[:3],
+    }
+
+
 def run_path(name: str, clients: int, distinct: bool = False) -> dict:
     if name == "no-web-server":
         return _run_no_web_server(clients, distinct)
@@ -80,12 +115,10 @@ def run_path(name: str, clients: int, distinct: bool = False) -> dict:
         sampler = MemorySampler(proc.pid)
         idle = sampler.memory()
         sampler.start()
-        barrier = threading.Barrier(clients + 1)
         records: list[dict] = [{} for _ in range(clients)]
 
         def student(k: int) -> None:
             rec = records[k]
-            barrier.wait()
             start = time.monotonic()
             try:
                 job = pool[k].submit(prompt_for(k, distinct), seed=k + 1, api_name="/generate", **SETTINGS)
@@ -110,32 +143,14 @@ def run_path(name: str, clients: int, distinct: bool = False) -> dict:
             except Exception as exc:  # counted, never fatal: the goal is zero
                 rec["error"] = f"{type(exc).__name__}: {exc}"[:200]
 
-        threads = [threading.Thread(target=student, args=(k,)) for k in range(clients)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        began = time.monotonic()
-        for t in threads:
-            t.join()
-        wall = time.monotonic() - began
+        wall = press_together(clients, student)
         sampler.stop.set()
         sampler.join()
     finally:
         stop_app(proc)
-    ok = [r for r in records if "error" not in r]
-    lat = [r["latency_s"] for r in ok]
-    ttft = [r["first_token_s"] for r in ok if "first_token_s" in r]
-    return {
-        "path": name, "clients": clients, "alone_s": round(alone, 2), "alone_tokens": _tokens(status),
-        "first_s": round(min(lat), 2) if lat else None, "p50_s": round(_percentile(lat, 0.5), 2),
-        "p95_s": round(_percentile(lat, 0.95), 2), "last_s": round(max(lat), 2) if lat else None,
-        "ttft_p50_s": round(_percentile(ttft, 0.5), 2), "ttft_p95_s": round(_percentile(ttft, 0.95), 2),
-        "saw_queue_position": sum(bool(r.get("queued")) for r in ok),
-        "tokens": sum(r["tokens"] for r in ok), "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
-        "errors": clients - len(ok), "error_samples": sorted({r["error"] for r in records if "error" in r})[:3],
-        "idle_pss_mib": round(idle / 2**20), "peak_pss_mib": round(sampler.peak / 2**20),
-        "peak_above_idle_mib": round((sampler.peak - idle) / 2**20),
-    }
+    return {**figures(name, clients, records, wall, alone, _tokens(status)),
+            "idle_pss_mib": round(idle / 2**20), "peak_pss_mib": round(sampler.peak / 2**20),
+            "peak_above_idle_mib": round((sampler.peak - idle) / 2**20)}
 
 
 def _run_no_web_server(clients: int, distinct: bool) -> dict:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 
-from benchmarks.classroom import SETTINGS, prompt_for
-from benchmarks.load import _percentile
+from benchmarks.classroom import SETTINGS, figures, press_together, prompt_for
 
 
 def main() -> None:
@@ -29,11 +27,9 @@ def main() -> None:
     t0 = time.monotonic()
     alone = generator.generate_text(loaded, prompt_for(0, distinct), s)
     alone_s = time.monotonic() - t0
-    barrier = threading.Barrier(clients + 1)
     records: list[dict] = [{} for _ in range(clients)]
 
     def student(k: int) -> None:
-        barrier.wait()
         start = time.monotonic()
         settings = generator.SamplingSettings(**{**s.__dict__, "seed": k + 1})
         for ev in generator.stream(loaded, prompt_for(k, distinct), settings, batched=True):
@@ -42,24 +38,9 @@ def main() -> None:
             last = ev
         records[k].update(latency_s=time.monotonic() - start, tokens=len(last.tokens))
 
-    threads = [threading.Thread(target=student, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    began = time.monotonic()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - began
-    lat = [r["latency_s"] for r in records]
-    ttft = [r["first_token_s"] for r in records]
-    print(json.dumps({
-        "path": "no-web-server", "clients": clients, "alone_s": round(alone_s, 2), "alone_tokens": len(alone.tokens),
-        "first_s": round(min(lat), 2), "p50_s": round(_percentile(lat, 0.5), 2), "p95_s": round(_percentile(lat, 0.95), 2),
-        "last_s": round(max(lat), 2), "ttft_p50_s": round(_percentile(ttft, 0.5), 2),
-        "ttft_p95_s": round(_percentile(ttft, 0.95), 2), "saw_queue_position": 0,
-        "tokens": sum(r["tokens"] for r in records), "tokens_per_s": round(sum(r["tokens"] for r in records) / wall, 1),
-        "errors": 0, "error_samples": [], "idle_pss_mib": None, "peak_pss_mib": None, "peak_above_idle_mib": None,
-    }))
+    wall = press_together(clients, student)
+    print(json.dumps({**figures("no-web-server", clients, records, wall, alone_s, len(alone.tokens)),
+                      "idle_pss_mib": None, "peak_pss_mib": None, "peak_above_idle_mib": None}))
 
 
 if __name__ == "__main__":
