@@ -7,7 +7,7 @@ temperature 0.8, top-p 0.95, top-k 50), each with its own seed, and stream the r
 ``no-web-server``, sends the same requests straight to the scheduler in a process with no app: the
 model's own time, the floor under the others. Per path: latency from the press to the last token (first /
 p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors, and the app's
-peak memory (PSS of the app and its children) above its idle figure after warm-up. ``--repeat K`` runs the
+peak resident memory (RSS of the app and its children) above its idle figure after warm-up. ``--repeat K`` runs the
 paths in turn K times and reports each figure's median and the p95's range. Prints a markdown table and
 writes benchmarks/results/classroom.json (classroom_N.json for another N, ..._distinct.json with
 ``--distinct-prompts``).
@@ -149,7 +149,7 @@ def run_path(name: str, clients: int, distinct: bool = False) -> dict:
     finally:
         stop_app(proc)
     return {**figures(name, clients, records, wall, alone, _tokens(status)),
-            "idle_pss_mib": round(idle / 2**20), "peak_pss_mib": round(sampler.peak / 2**20),
+            "idle_rss_mib": round(idle / 2**20), "peak_rss_mib": round(sampler.peak / 2**20),
             "peak_above_idle_mib": round((sampler.peak - idle) / 2**20)}
 
 
@@ -165,7 +165,7 @@ def _run_no_web_server(clients: int, distinct: bool) -> dict:
 
 
 NUMBERS = ["first_s", "p50_s", "p95_s", "last_s", "ttft_p50_s", "ttft_p95_s", "tokens_per_s", "peak_above_idle_mib",
-           "idle_pss_mib", "alone_s"]
+           "idle_rss_mib", "alone_s"]
 
 
 def summary(runs: list[dict]) -> dict:
@@ -194,7 +194,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         low, high = r["p95_range"]
         memory = ("–" if r["peak_above_idle_mib"] is None
-                  else f"{_fmt(r['peak_above_idle_mib'])} MiB (idle {_fmt(r['idle_pss_mib'])} MiB)")
+                  else f"{_fmt(r['peak_above_idle_mib'])} MiB (idle {_fmt(r['idle_rss_mib'])} MiB)")
         lines.append(f"| {r['path']} | {r['clients']} | {r['runs']} | {_fmt(r['first_s'], ' s')} | "
                      f"{_fmt(r['p50_s'], ' s')} | **{_fmt(r['p95_s'], ' s')}** ({low:.1f}–{high:.1f}) | "
                      f"{_fmt(r['last_s'], ' s')} | {_fmt(r['ttft_p50_s'], ' s')} | {_fmt(r['ttft_p95_s'], ' s')} | "

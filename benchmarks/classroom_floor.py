@@ -40,7 +40,7 @@ def main() -> None:
 
     wall = press_together(clients, student)
     print(json.dumps({**figures("no-web-server", clients, records, wall, alone_s, len(alone.tokens)),
-                      "idle_pss_mib": None, "peak_pss_mib": None, "peak_above_idle_mib": None}))
+                      "idle_rss_mib": None, "peak_rss_mib": None, "peak_above_idle_mib": None}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Launches ``python app.py --offline`` on a free port (the embedded models), warms each endpoint once,
 then runs the clients in threads, each with its own gradio_client.Client, and samples the app
-process tree's proportional set size (PSS: shared pages counted once) every 0.2 s. Latency counts the wait in the queue;
+process tree's peak resident memory (``MemorySampler``). Latency counts the wait in the queue;
 the "alone" column is the same request on the idle app, measured in the same run. By default the
 app batches model work across users; ``--no-batching`` measures the one-request-at-a-time app.
 Prints a markdown table and writes benchmarks/results/load.json.
@@ -77,29 +77,63 @@ def stop_app(proc: subprocess.Popen) -> None:
 
 
 class MemorySampler(threading.Thread):
-    """Peak memory of the app and its children (training runs), as proportional set size.
+    """Peak resident memory (RSS) of the app and its children (training runs, started with exec, so
+    they share no pages with the app).
 
-    PSS counts a page shared by k processes as 1/k in each, so the sum over the process tree counts
-    shared pages (libraries, memory a forked child still shares) once, where a sum of resident sizes
-    would count them in every process."""
+    The app's own peak is the kernel's high-water mark (``VmHWM``), reset when sampling starts
+    (``/proc/PID/clear_refs``): exact, and free while the app works. Children are sampled every
+    ``CHILDREN_S`` seconds. Why not proportional set size: reading it (``smaps_rollup``) walks the
+    app's page tables, ~19 ms of kernel time under the app's memory-map lock per read; sampled every
+    0.2 s that took ~9 % of a core from a two-core machine during the runs it measured, and stalled
+    the app's own allocations meanwhile."""
+
+    CHILDREN_S = 0.5
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.proc, self.peak, self.stop = psutil.Process(pid), 0, threading.Event()
 
     def memory(self) -> int:
+        """Resident bytes of the app and its children now."""
         total = 0
         for p in [self.proc, *self.proc.children(recursive=True)]:
             try:
-                total += p.memory_full_info().pss
+                total += p.memory_info().rss
             except psutil.Error:
                 pass
         return total
 
+    def _reset_high_water_mark(self) -> bool:
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")  # 5: reset the peak RSS (Linux >= 4.0)
+            return True
+        except OSError:
+            return False
+
+    def _high_water_mark(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
     def run(self) -> None:
-        while not self.stop.is_set():
-            self.peak = max(self.peak, self.memory())
-            time.sleep(0.2)
+        exact = self._reset_high_water_mark()
+        while True:
+            try:
+                own = self._high_water_mark() if exact else self.proc.memory_info().rss
+                children = 0
+                for p in self.proc.children(recursive=True):
+                    try:
+                        children += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except (OSError, psutil.Error):  # the app has ended
+                return
+            self.peak = max(self.peak, own + children)
+            if self.stop.wait(self.CHILDREN_S if exact else 0.1):
+                if exact:
+                    self.peak = max(self.peak, self._high_water_mark() + children)
+                return
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -127,7 +161,7 @@ def run(clients: int, seconds: float, batching: bool = True) -> dict:
                 times.append(time.monotonic() - t0)
             alone[api] = statistics.median(times)
         sampler = MemorySampler(proc.pid)
-        idle_pss = sampler.memory()
+        idle_rss = sampler.memory()
         sampler.start()
         # ssl_verify=False: plain http on this machine; with it on, gradio_client loads the CA bundle for every
         # request (~57 ms of CPU) on the cores the app runs on (see benchmarks/classroom.py).
@@ -175,7 +209,7 @@ def run(clients: int, seconds: float, batching: bool = True) -> dict:
         "clients": clients, "seconds": seconds, "wall_s": round(wall, 1), "batching": batching,
         "completed": sum(p["completed"] for p in per.values()), "errors": sum(p["errors"] for p in per.values()),
         "requests_per_s": round(sum(p["completed"] for p in per.values()) / wall, 2),
-        "peak_pss_mib": round(sampler.peak / 2**20), "idle_pss_mib": round(idle_pss / 2**20),
+        "peak_rss_mib": round(sampler.peak / 2**20), "idle_rss_mib": round(idle_rss / 2**20),
         "app_still_serving": alive, "endpoints": per,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "device": "cpu" if "cuda" not in os.environ.get("LMLAB_DEVICE", "") else "cuda"},
@@ -187,8 +221,8 @@ def run(clients: int, seconds: float, batching: bool = True) -> dict:
 def table(result: dict) -> str:
     lines = [f"{result['clients']} clients for {result['seconds']:.0f} s, batching "
              f"{'on' if result.get('batching', False) else 'off'}: **{result['completed']} requests** "
-             f"({result['requests_per_s']}/s), **{result['errors']} errors**, peak memory (PSS) "
-             f"**{result['peak_pss_mib']:,} MiB** (idle after warm-up {result['idle_pss_mib']:,} MiB)", "",
+             f"({result['requests_per_s']}/s), **{result['errors']} errors**, peak resident memory "
+             f"**{result['peak_rss_mib']:,} MiB** (idle after warm-up {result['idle_rss_mib']:,} MiB)", "",
              "| endpoint | alone (1 client) | completed | errors | p50 latency | p95 latency |",
              "|---|---:|---:|---:|---:|---:|"]
     for api, p in result["endpoints"].items():
