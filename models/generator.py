@@ -282,11 +282,14 @@ HEARTBEAT_S = 0.5  # while waiting for a place, the stream looks at its queue po
 QUIET_WAIT_S = 5.0
 # While N requests share the model, a stream reports at most every min(MAX_UPDATE_S, (N-1) x
 # UPDATE_S_PER_SHARER) seconds, with every token that arrived meanwhile. Alone it reports every token.
-# Why: each report costs the web server a few milliseconds of Python that holds the GIL against the
-# shared forward pass; with 30 streams reporting every token that took ~80 ms of each ~250 ms step on
-# two CPU cores (benchmarks/classroom.py). A class sees its text grow a few tokens at a time instead.
-UPDATE_S_PER_SHARER = 0.02
-MAX_UPDATE_S = 0.5
+# Why: each report costs the web server ~1-3 ms of Python (the handler's step, Gradio's processing and
+# sending of the update) that holds the GIL against the shared forward pass, which needs it between
+# its operations. A class of 30 on two CPU cores (benchmarks/classroom.py, p95 medians of three
+# alternating runs): reports every 0.25 s 16.5 s against 13.8 s every 0.5 s (the scheduler alone 10.6 s);
+# in another set every 1.0 s 11.8 s against 14.7 s every 0.5 s (alone 9.1 s). A class sees its text grow about once
+# a second, several tokens at a time; a few students at once still see it grow several times a second.
+UPDATE_S_PER_SHARER = 0.04
+MAX_UPDATE_S = 1.0
 
 
 def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.Event | None = None,
