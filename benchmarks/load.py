@@ -95,11 +95,14 @@ class MemorySampler(threading.Thread):
 
     def memory(self) -> int:
         """Resident bytes of the app and its children now."""
+        return self.proc.memory_info().rss + self._children()
+
+    def _children(self) -> int:
         total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
+        for p in self.proc.children(recursive=True):
             try:
                 total += p.memory_info().rss
-            except psutil.Error:
+            except psutil.Error:  # a child that has just ended
                 pass
         return total
 
@@ -118,21 +121,13 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         exact = self._reset_high_water_mark()
-        while True:
+        own = self._high_water_mark if exact else (lambda: self.proc.memory_info().rss)
+        done = False
+        while not done:  # the last look comes after stop, so the peak covers the whole run
+            done = self.stop.wait(self.CHILDREN_S if exact else 0.1)
             try:
-                own = self._high_water_mark() if exact else self.proc.memory_info().rss
-                children = 0
-                for p in self.proc.children(recursive=True):
-                    try:
-                        children += p.memory_info().rss
-                    except psutil.Error:
-                        pass
+                self.peak = max(self.peak, own() + self._children())
             except (OSError, psutil.Error):  # the app has ended
-                return
-            self.peak = max(self.peak, own + children)
-            if self.stop.wait(self.CHILDREN_S if exact else 0.1):
-                if exact:
-                    self.peak = max(self.peak, self._high_water_mark() + children)
                 return
 
 
