@@ -12,13 +12,15 @@ import os
 
 import gradio as gr
 
-from components import about, beam_search, compression, finetune, generation, inside_step, ner, theme
+from components import about, beam_search, compression, finetune, generation, inside_step, ner, session_state, theme
 from models import device, handout, scheduler, settings
 
 TITLE = "LM Lab"
 
 
 def build_demo() -> gr.Blocks:
+    # A new session's first event builds only the config it reads (a class pressing at once waited on it).
+    session_state.install()
     # No usage analytics: the app must work offline and a classroom owes no one telemetry.
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
