@@ -6,8 +6,8 @@ per component) and keeps it for one purpose, rebuilding the page for a deep link
 components, so that is ~22 ms of Python per new session (~38 ms while the model runs beside it), on the
 web server's event loop and under the interpreter lock. When a class of 30 presses Generate together,
 the presses reach the model one after another behind it: measured with ``benchmarks.classroom``,
-the last press reached the scheduler 1.3 s after the first, and a profile of the web server over those
-seconds spent 282 of its 321 samples in this function.
+thirty presses reached the scheduler 1.4-1.5 s after they were made (0.3-0.5 s with this module), and a
+profile of the web server over those seconds found it in this function in 282 of 321 samples.
 
 ``install()`` makes that config lazy: each component's entry is built the first time it is read, from
 the component as it was when the session began, which is what the eager version stored. Reading all
