@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterator
 
 log = logging.getLogger("lmlab.session_state")
+_ABSENT = object()
 
 
 class LazyConfigValues(dict):
@@ -46,9 +47,8 @@ class LazyConfigValues(dict):
         super().__setitem__(key, value)
 
     def __delitem__(self, key) -> None:
-        pending = key in self._pending
-        self._pending.pop(key, None)
-        if super().__contains__(key) or not pending:
+        # An id is either pending or built, never both (building and storing take it off ``_pending``).
+        if self._pending.pop(key, _ABSENT) is _ABSENT:
             super().__delitem__(key)  # KeyError for an id in neither
 
     def __contains__(self, key) -> bool:

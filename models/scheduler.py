@@ -496,9 +496,7 @@ class Scheduler:
 
     def _join(self, joining: list[tuple[Request, int]], group: _Group) -> None:
         """Prefilled requests (with their lanes in ``group``'s staging cache) take the next rows of the
-        slot cache: one reallocation at most and one copy per layer for all of them. One copy per request
-        and layer took 0.6 s for a class of 29 while the web server was busy with their pages: each of the
-        ~1,700 small copies waits for the interpreter lock."""
+        slot cache, all with one reallocation at most and one copy (why: ``models.slot_cache``)."""
         layer0 = group.cache.layers[0]
         rows = len(self.active) + len(joining)
         capacity = max([x.need for x in self.active] + [r.need for r, _ in joining])
