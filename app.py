@@ -12,7 +12,18 @@ import os
 
 import gradio as gr
 
-from components import about, beam_search, compression, finetune, generation, inside_step, ner, session_state, theme
+from components import (
+    about,
+    absent_modules,
+    beam_search,
+    compression,
+    finetune,
+    generation,
+    inside_step,
+    ner,
+    session_state,
+    theme,
+)
 from models import device, handout, scheduler, settings
 
 TITLE = "LM Lab"
@@ -21,6 +32,8 @@ TITLE = "LM Lab"
 def build_demo() -> gr.Blocks:
     # A new session's first event builds only the config it reads (a class pressing at once waited on it).
     session_state.install()
+    # Gradio imports matplotlib (not installed) twice per streamed update; a failed import searches the disk.
+    absent_modules.install()
     # No usage analytics: the app must work offline and a classroom owes no one telemetry.
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
