@@ -437,8 +437,8 @@ def _last_logits_many(items: list[tuple[Loaded, list[int]]]) -> list[torch.Tenso
 
 
 # Items carry their model, so the gatherer holds no model after the batch (an evicted model can be freed).
-# Next-token views arriving within 5 ms of each other share a forward pass.
-_view_gatherer = Gatherer(_last_logits_many, window_s=0.005)
+# Next-token views arriving within the gathering window (LMLAB_GATHER_MS, 50 ms) share a forward pass.
+_view_gatherer = Gatherer(_last_logits_many, name="next-token views")
 
 
 def _next_logits(loaded: Loaded, ids: list[int]) -> torch.Tensor:

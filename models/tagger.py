@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from models import conll, handout, registry, settings
+from models import batching, conll, handout, registry, settings
 from models.batching import Gatherer
 from models.device import pick
 from models.errors import InputError, ModelUnavailable
@@ -402,7 +402,7 @@ def tag(key: str, text: str, aggregation: str = "simple", threshold: float = 0.0
 
 # Texts tagged at the same moment (a class pressing "Tag entities") go through ``tag_many`` together:
 # one padded forward pass (or one spaCy ``pipe``) instead of one each.
-GATHER_WINDOW_S = 0.005
+GATHER_WINDOW_S = batching.DEFAULT_WINDOW_S  # LMLAB_GATHER_MS
 GATHER_MAX_CHARS = 20_000
 _gatherers: dict[tuple, Gatherer] = {}
 
@@ -434,7 +434,7 @@ def _gatherer(settings_key: tuple[str, float]) -> Gatherer:
     if gather is None:
         aggregation, threshold = settings_key
         gather = _gatherers.setdefault(settings_key, Gatherer(
-            lambda items: _tag_gathered(list(items), aggregation, threshold), window_s=GATHER_WINDOW_S))
+            lambda items: _tag_gathered(list(items), aggregation, threshold), window_s=GATHER_WINDOW_S, name="ner"))
     return gather
 
 

@@ -371,6 +371,24 @@ def test_gatherer_batches_concurrent_calls_and_isolates_failures():
     assert sorted(calls[0]) == [-3, 1, 2, 4]  # all four arrived within the window: one call
 
 
+def test_gathered_calls_are_logged_in_the_form_the_gathering_benchmark_counts(caplog):
+    """A host sees the sharing in the log, and ``benchmarks.gathering`` counts model calls from those lines."""
+    from benchmarks.gathering import calls_from_log
+
+    gather = Gatherer(lambda items: list(items), window_s=0.05, name="next-token views")
+    with caplog.at_level("INFO", logger="lmlab.batching"):
+        threads = [threading.Thread(target=gather, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        gather(99)  # alone: not logged, still one call
+    lines = "\n".join(f"{r.name}: {r.getMessage()}" for r in caplog.records)
+    assert "next-token views: 5 requests in one call" in lines
+    assert calls_from_log(lines, 6) == (2, 5)
+    assert gather.batches == [5, 1]
+
+
 def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(tiny_gpt2, monkeypatch):
     """While a long prompt is read chunk by chunk, a running stream keeps getting tokens."""
     monkeypatch.setattr(scheduler, "PREFILL_CHUNK", 8)
