@@ -108,6 +108,9 @@ def tag_text(text, model_key, aggregation, threshold, progress=gr.Progress()):
         counts[e.label] = counts.get(e.label, 0) + 1
     found = ", ".join(f"{n} {label}" for label, n in sorted(counts.items())) or "no entities"
     status = f"**Found {found}** · {len(out.pieces):,} word pieces · {out.windows} window(s)"
+    if out.shared_with:
+        others = "1 other user's text" if out.shared_with == 1 else f"{out.shared_with} other users' texts"
+        status += f" · tagged in one model call with {others}"
     if out.backend == "spacy":
         status += " · spaCy gives no confidence scores, so aggregation and the threshold do not apply"
     if len(out.entities) > MAX_ROWS:

@@ -75,6 +75,7 @@ class Tagged:
     windows: int = 1  # how many model windows the text needed
     backend: str = ""  # transformers | spacy
     labels: tuple[str, ...] = ()  # the entity types the model can predict
+    shared_with: int = 0  # other users' texts tagged in the same model call (gathered, see models.batching)
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -424,6 +425,7 @@ def _tag_gathered(items: list[tuple[Tagger, str]], aggregation: str, threshold: 
         model = items[indices[0]][0]
         for i, tagged in zip(indices, model.tag_many([items[i][1] for i in indices], aggregation, threshold),
                              strict=True):
+            tagged.shared_with = len(indices) - 1
             results[i] = tagged
     return results
 

@@ -462,8 +462,11 @@ def test_ner_requests_that_arrive_together_share_one_call(monkeypatch):
     calls.clear()
     results: list = [None] * len(texts)
 
+    shared: list = [None] * len(texts)
+
     def call(i):
-        results[i] = tagger.tag(tagger.SPACY_KEY, texts[i], "first", 0.0).entities
+        out = tagger.tag(tagger.SPACY_KEY, texts[i], "first", 0.0)
+        results[i], shared[i] = out.entities, out.shared_with
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
     for t in threads:
@@ -472,4 +475,5 @@ def test_ner_requests_that_arrive_together_share_one_call(monkeypatch):
         t.join()
     assert results == alone
     assert calls == [4]
+    assert shared == [3, 3, 3, 3]  # each status can say how many others shared the call
     tagger._gatherers.clear()
