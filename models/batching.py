@@ -31,8 +31,25 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 log = logging.getLogger("lmlab.batching")
-# How long the first of a batch waits for others (seconds); why 50 ms: the module docstring.
-DEFAULT_WINDOW_S = float(os.environ.get("LMLAB_GATHER_MS", "50")) / 1000
+
+
+def window_from_env(value: str | None) -> float:
+    """Seconds the first of a batch waits for others, from ``LMLAB_GATHER_MS`` (unset: 50 ms, why: above).
+
+    Raises ValueError naming the variable for anything but a number of milliseconds from 0 to 10,000.
+    """
+    if value is None or not value.strip():
+        return 0.05
+    try:
+        ms = float(value)
+    except ValueError:
+        ms = float("nan")
+    if not 0 <= ms <= 10_000:  # also rejects NaN
+        raise ValueError(f"LMLAB_GATHER_MS must be a number of milliseconds from 0 to 10000 (got {value!r})")
+    return ms / 1000
+
+
+DEFAULT_WINDOW_S = window_from_env(os.environ.get("LMLAB_GATHER_MS"))
 
 In = TypeVar("In")
 Out = TypeVar("Out")

@@ -371,6 +371,16 @@ def test_gatherer_batches_concurrent_calls_and_isolates_failures():
     assert sorted(calls[0]) == [-3, 1, 2, 4]  # all four arrived within the window: one call
 
 
+def test_gathering_window_setting():
+    from models.batching import window_from_env
+
+    assert window_from_env(None) == window_from_env("") == 0.05
+    assert window_from_env("0") == 0.0 and window_from_env("20") == 0.02
+    for bad in ("abc", "-5", "nan", "1e9"):
+        with pytest.raises(ValueError, match="LMLAB_GATHER_MS"):
+            window_from_env(bad)
+
+
 def test_gathered_calls_are_logged_in_the_form_the_gathering_benchmark_counts(caplog):
     """A host sees the sharing in the log, and ``benchmarks.gathering`` counts model calls from those lines."""
     from benchmarks.gathering import calls_from_log
