@@ -4,7 +4,7 @@
 the first of them waits ``LMLAB_GATHER_MS`` for others, then one ``tag_many`` call or one forward pass
 serves them all. This benchmark measures that window. It launches ``python app.py --offline`` once per
 path: ``--no-batching`` (one request at a time, the reference), then batching with windows of 0, 5
-(the default), 20 and 50 ms. Against each, N ``gradio_client`` clients (default 30) wait at a barrier
+(the old default), 20 and 50 ms (the default). Against each, N ``gradio_client`` clients (default 30) wait at a barrier
 and send ``/ner`` with the tab's first example and default settings; then the same for ``/next_token``
 with the Generate tab's default prompt. Per burst: latency from the press to the answer (p50 / p95 /
 last), errors, and how many model calls served the N requests (from the app's log: every call that

@@ -39,7 +39,7 @@ def window_from_env(value: str | None) -> float:
     Raises ValueError naming the variable for anything but a number of milliseconds from 0 to 10,000.
     """
     if value is None or not value.strip():
-        return 0.05
+        value = "50"
     try:
         ms = float(value)
     except ValueError:

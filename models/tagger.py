@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from models import batching, conll, handout, registry, settings
-from models.batching import Gatherer
+from models import conll, handout, registry, settings
+from models.batching import DEFAULT_WINDOW_S, Gatherer
 from models.device import pick
 from models.errors import InputError, ModelUnavailable
 
@@ -403,7 +403,7 @@ def tag(key: str, text: str, aggregation: str = "simple", threshold: float = 0.0
 
 # Texts tagged at the same moment (a class pressing "Tag entities") go through ``tag_many`` together:
 # one padded forward pass (or one spaCy ``pipe``) instead of one each.
-GATHER_WINDOW_S = batching.DEFAULT_WINDOW_S  # LMLAB_GATHER_MS
+GATHER_WINDOW_S = DEFAULT_WINDOW_S  # LMLAB_GATHER_MS
 GATHER_MAX_CHARS = 20_000
 _gatherers: dict[tuple, Gatherer] = {}
 
