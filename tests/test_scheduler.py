@@ -62,7 +62,7 @@ def test_identical_prompts_are_read_once_and_keep_their_own_texts(tiny_gpt2, tin
     cases.append(("Something else entirely", dict(temperature=0.0, max_new_tokens=6)))
     alone = [_run_together(tiny_sched, [_request(tiny_gpt2, p, **kw)])[0] for p, kw in cases]
     rows = []
-    hook = tiny_gpt2.model.base_model.register_forward_pre_hook(
+    hook = tiny_sched._parts()[0].register_forward_pre_hook(
         lambda module, args, kwargs: rows.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     try:
         reqs = [_request(tiny_gpt2, p, **kw) for p, kw in cases]
