@@ -22,6 +22,7 @@ may differ in the last float32 bits, as the attention kernel's do.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import weakref
 
@@ -30,6 +31,10 @@ import torch
 # oneDNN picks its blocked layout for this many rows: a decode step's batch on a CPU (up to 32).
 # Layouts chosen for 1 row computed a row differently at different row counts; for 16, 32 and 64 they did not.
 ROWS_HINT = 32
+
+# LMLAB_PACKED=0: the scheduler steps on the model's own matrices (MKL on a CPU), for comparison or to
+# save the copy's memory.
+ENABLED = os.environ.get("LMLAB_PACKED", "1") != "0"
 
 _twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
@@ -105,6 +110,16 @@ def for_model(model, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Mo
                 return None
             _twins[model] = (twin, head)
         return _twins[model]
+
+
+def planned_nbytes(model, device: torch.device) -> int:
+    """Bytes ``for_model`` will add for ``model`` (0 where it will not pack): what a model cache counts
+    with the weights, so that its memory budget holds once the scheduler has started."""
+    if not (ENABLED and supported(model, device)):
+        return 0
+    parts = [*model.base_model.modules(), model.get_output_embeddings()]
+    return sum(m.weight.numel() * m.weight.element_size() for m in parts
+               if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
 
 
 def nbytes(parts: tuple[torch.nn.Module, torch.nn.Module]) -> int:

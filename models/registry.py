@@ -377,6 +377,8 @@ def load_causal_lm(key: str, device: str | None = None) -> Loaded:
     def loader() -> Loaded:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from models import packed_linear, scheduler
+
         kwargs = hub_load_kwargs(spec)
         try:
             tokenizer = AutoTokenizer.from_pretrained(**kwargs)
@@ -386,6 +388,8 @@ def load_causal_lm(key: str, device: str | None = None) -> Loaded:
         model.to(info.device).eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return Loaded(spec, model, tokenizer, info, model_nbytes(model))
+        # The batching scheduler keeps a packed copy of the matrices on a CPU: counted with the weights.
+        extra = packed_linear.planned_nbytes(model, info.device) if scheduler.enabled() else 0
+        return Loaded(spec, model, tokenizer, info, model_nbytes(model) + extra)
 
     return CACHE.get((spec.key, str(info.device), str(info.dtype)), loader)

@@ -64,8 +64,6 @@ DEFAULT_MAX_BATCH = {"cpu": 32, "mps": 64, "cuda": 256}
 # Streams the web app keeps open at once (Gradio's concurrency limit for the batched events); more
 # wait in Gradio's queue. Open streams cost a thread each, not model work: the scheduler bounds that.
 MAX_OPEN_STREAMS = int(os.environ.get("LMLAB_MAX_STREAMS", 256))
-# LMLAB_PACKED=0 runs the scheduler's steps on the model's own matrices (MKL on a CPU), for comparison.
-PACKED = os.environ.get("LMLAB_PACKED", "1") != "0"
 # Share of the free memory the key/value cache may take (the rest stays for activations and other tabs).
 MEMORY_SHARE = 0.25
 
@@ -375,7 +373,7 @@ class Scheduler:
         """(body, output layer): on a CPU, copies with packed matrices (``models.packed_linear``: a decode
         step of 30 rows 145 -> 118 ms); elsewhere the model's own."""
         if self._forward is None:
-            packed = packed_linear.for_model(self.model, self.device) if PACKED else None
+            packed = packed_linear.for_model(self.model, self.device) if packed_linear.ENABLED else None
             self._forward = packed or (self.model.base_model, self.model.get_output_embeddings())
         return self._forward
 

@@ -53,19 +53,20 @@ def test_the_copy_shares_parameters_and_leaves_the_model_unchanged(tiny_gpt2):
         logits = head(body(input_ids=ids).last_hidden_state)
         torch.testing.assert_close(logits, model(ids).logits, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(model(ids).logits, before)
-    assert packed_linear.nbytes((body, head)) > 0
+    assert packed_linear.nbytes((body, head)) == packed_linear.planned_nbytes(model, CPU) > 0
 
 
 def test_no_copy_where_it_does_not_apply(tiny_gpt2):
     half = copy.deepcopy(tiny_gpt2.model).to(torch.bfloat16)
     assert packed_linear.for_model(half, CPU) is None
     assert packed_linear.for_model(tiny_gpt2.model, torch.device("meta")) is None  # any device but the CPU
+    assert packed_linear.planned_nbytes(half, CPU) == 0
 
 
 @needs_onednn
 def test_the_scheduler_steps_on_the_copy_unless_turned_off(tiny_gpt2, monkeypatch):
     for packed, expect in ((True, True), (False, False)):
-        monkeypatch.setattr(scheduler, "PACKED", packed)
+        monkeypatch.setattr(packed_linear, "ENABLED", packed)
         s = scheduler.Scheduler(tiny_gpt2.model, CPU)
         try:
             body, head = s._parts()
