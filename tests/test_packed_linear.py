@@ -74,3 +74,18 @@ def test_the_scheduler_steps_on_the_copy_unless_turned_off(tiny_gpt2, monkeypatc
             assert (body is tiny_gpt2.model.base_model) is not expect
         finally:
             s.close()
+
+
+@needs_onednn
+def test_the_copy_goes_when_the_model_goes():
+    """An evicted model takes its packed copy with it (the copy holds no reference to the model)."""
+    import gc
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=32, vocab_size=64)).eval()
+    assert packed_linear.for_model(model, CPU) is not None
+    count = len(packed_linear._twins)
+    del model
+    gc.collect()
+    assert len(packed_linear._twins) == count - 1
