@@ -9,7 +9,8 @@ Iteration-level ("continuous") batching as text-generation servers do it (Orca, 
     3. prefill admitted prompts, at most ``PREFILL_CHUNK`` positions per step, groups with the fewest
        positions left first, so a long prompt never freezes the other streams;
     4. run one decode step: one forward pass for every decoding sequence, each at its own length
-       (``models.slot_cache``), then each request's own processors and random generator pick its token.
+       (``models.slot_cache``; on a CPU with a packed copy of the matrices, ``models.packed_linear``),
+       then each request's own processors and random generator pick its token.
 
 A request's text does not depend on who else shares the step: its processors see only its own row,
 its generator is seeded from its own seed, and the forward pass computes each row independently
