@@ -62,7 +62,8 @@ def measure(rows: int, repeat: int) -> dict:
                 times[name].append(time.perf_counter() - t0)
     mkl, fast = (statistics.median(times[k]) * 1000 for k in ("mkl", "packed"))
     return {"rows": rows, "repeat": repeat, "mkl_ms": round(mkl, 1), "packed_ms": round(fast, 1),
-            "speedup": round(mkl / fast, 2), "max_logit_diff": float((logits["packed"] - logits["mkl"]).abs().max()), "packed_mib": round(packed_linear.nbytes(packed) / 2**20)}
+            "speedup": round(mkl / fast, 2), "max_logit_diff": float((logits["packed"] - logits["mkl"]).abs().max()),
+            "packed_mib": round(packed_linear.nbytes(packed) / 2**20)}
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ Measured on a 2-core AMD EPYC with SmolLM2-135M, one decode step interleaved in 
 Why a second copy and not the model itself: the packed weights replace no parameter, so every other
 user of the model (``generate()``, the logit lens, the compression codec with its recorded kernel
 fingerprint, training) keeps its exact numbers; only the scheduler's forward passes use the copy.
-The cost is memory: one more copy of the matrices (538 MiB for SmolLM2-135M), built on the
+The cost is memory: one more copy of the matrices (513 MiB for SmolLM2-135M), built on the
 scheduler's first step (~0.4 s) and kept while the model is loaded.
 
 Logits differ from MKL's by ~1e-4 at most (float32 rounding in another order; measured by the
@@ -52,6 +52,12 @@ def supported(model, device: torch.device) -> bool:
         return False
 
 
+def _is_matrix(module: torch.nn.Module) -> bool:
+    """An ``nn.Linear`` or transformers' ``Conv1D`` (GPT-2's, weight stored (in, out))."""
+    return isinstance(module, torch.nn.Linear) or (type(module).__name__ == "Conv1D"
+                                                   and getattr(module, "weight", None) is not None)
+
+
 class PackedLinear(torch.nn.Module):
     """``y = x W^T + b`` from ``weight`` (out_features, in_features) reordered for oneDNN.
 
@@ -67,13 +73,11 @@ class PackedLinear(torch.nn.Module):
 
     @classmethod
     def of(cls, module: torch.nn.Module) -> PackedLinear | None:
-        """A packed copy of an ``nn.Linear`` or of transformers' ``Conv1D`` (GPT-2's, weight stored
-        (in, out)); None for anything else."""
-        if isinstance(module, torch.nn.Linear):
-            return cls(module.weight, module.bias)
-        if type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
-            return cls(module.weight.t(), module.bias)
-        return None
+        """A packed copy of a matrix module (``_is_matrix``); None for anything else."""
+        if not _is_matrix(module):
+            return None
+        weight = module.weight if isinstance(module, torch.nn.Linear) else module.weight.t()
+        return cls(weight, module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).contiguous()
@@ -81,7 +85,10 @@ class PackedLinear(torch.nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-def _twin_of(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _twin_of(model) -> tuple[torch.nn.Module, PackedLinear] | None:
+    head = PackedLinear.of(model.get_output_embeddings())
+    if head is None:  # not a plain linear output layer: nothing to gain from copying the body
+        return None
     body = model.base_model
     # A copy of the module tree that shares every parameter and buffer (the memo maps each tensor to
     # itself); only the matrices are then swapped for packed copies.
@@ -92,7 +99,6 @@ def _twin_of(model) -> tuple[torch.nn.Module, torch.nn.Module]:
             packed = PackedLinear.of(child)
             if packed is not None:
                 setattr(module, child_name, packed)
-    head = PackedLinear.of(model.get_output_embeddings())
     return twin.eval(), head
 
 
@@ -105,10 +111,7 @@ def for_model(model, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Mo
         return None
     with _guard:
         if model not in _twins:
-            twin, head = _twin_of(model)
-            if head is None:
-                return None
-            _twins[model] = (twin, head)
+            _twins[model] = _twin_of(model)  # None is remembered too: the model is looked at once
         return _twins[model]
 
 
@@ -118,8 +121,7 @@ def planned_nbytes(model, device: torch.device) -> int:
     if not (ENABLED and supported(model, device)):
         return 0
     parts = [*model.base_model.modules(), model.get_output_embeddings()]
-    return sum(m.weight.numel() * m.weight.element_size() for m in parts
-               if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+    return sum(m.weight.numel() * m.weight.element_size() for m in parts if _is_matrix(m))
 
 
 def nbytes(parts: tuple[torch.nn.Module, torch.nn.Module]) -> int:
