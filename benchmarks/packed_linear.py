@@ -1,9 +1,16 @@
-"""One decode step on the model's own matrices (MKL) and on the scheduler's packed copy (oneDNN).
+"""One decode step three ways: the model's own (MKL), its modules on packed matrices, and the written-out Llama forward.
 
-Both run in one process, interleaved step by step, so the machine's drift hits both alike: a class's
+- ``mkl``: ``model.base_model`` and its output layer as loaded (PyTorch's CPU wheel runs ``nn.Linear``
+  on MKL);
+- ``packed``: a copy of transformers' module tree with packed oneDNN matrices
+  (``models.packed_linear.module_copy``);
+- ``written-out``: the Llama-family forward over packed, fused matrices (``models.packed_llama``), what
+  the scheduler steps on for SmolLM2.
+
+All run in one process, interleaved step by step, so the machine's drift hits them alike: a class's
 prompt (60 positions) is read once, then the same step of one new token per row is timed ``--repeat``
 times each way for 1 and 30 rows (the cache is cut back after every step). Prints the median step
-time of each and the largest logit difference between them; JSON in
+time of each and the largest logit difference from ``mkl``; JSON in
 benchmarks/results/packed_linear.json.
 
     python -m benchmarks.packed_linear [--rows 1,30] [--repeat 15] [--no-save]
@@ -27,23 +34,27 @@ PROMPT_POSITIONS = 60
 
 
 def _step(body, head, ids, cache) -> torch.Tensor:
-    out = body(input_ids=ids, cache=cache, use_cache=True)
+    positions = torch.full_like(ids, cache.get_seq_length())
+    out = body(input_ids=ids, position_ids=positions, cache=cache, use_cache=True)
     logits = head(out.last_hidden_state[:, -1]).float()
     cache.crop(-1)  # the next timed step starts from the same cache
     return logits
 
 
 def measure(rows: int, repeat: int) -> dict:
-    from transformers import DynamicCache
-
-    from models import packed_linear, registry
+    from models import packed_linear, packed_llama, registry
+    from models.compression import kv_cache
 
     loaded = registry.load_causal_lm(MODEL)
     model = loaded.model
-    packed = packed_linear.for_model(model, loaded.device.device)
-    if packed is None:
+    scheduler_parts = packed_linear.for_model(model, loaded.device.device)
+    if scheduler_parts is None:
         raise SystemExit("packed matrices are not supported here (needs a float32 model on a CPU with oneDNN)")
-    paths = {"mkl": (model.base_model, model.get_output_embeddings()), "packed": packed}
+    if not isinstance(scheduler_parts[0], packed_llama.PackedLlama):
+        raise SystemExit(f"{MODEL} is not stepped on the written-out Llama forward")
+    head = scheduler_parts[1]
+    paths = {"mkl": (model.base_model, model.get_output_embeddings()),
+             "packed": (packed_linear.module_copy(model), head), "written-out": scheduler_parts}
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab, (rows, PROMPT_POSITIONS), generator=g)
@@ -51,7 +62,8 @@ def measure(rows: int, repeat: int) -> dict:
     times: dict[str, list[float]] = {name: [] for name in paths}
     logits: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
+        # Written in place as the scheduler's slot cache is (no concatenation per step).
+        cache = kv_cache.preallocated(model.config, PROMPT_POSITIONS + 1)
         model.base_model(input_ids=prompt, cache=cache, use_cache=True)
         for body, head in paths.values():  # warm-up: oneDNN builds its kernels on first use
             _step(body, head, token, cache)
@@ -60,10 +72,12 @@ def measure(rows: int, repeat: int) -> dict:
                 t0 = time.perf_counter()
                 logits[name] = _step(body, head, token, cache)
                 times[name].append(time.perf_counter() - t0)
-    mkl, fast = (statistics.median(times[k]) * 1000 for k in ("mkl", "packed"))
+    mkl, fast, out = (statistics.median(times[k]) * 1000 for k in paths)
     return {"rows": rows, "repeat": repeat, "mkl_ms": round(mkl, 1), "packed_ms": round(fast, 1),
-            "speedup": round(mkl / fast, 2), "max_logit_diff": float((logits["packed"] - logits["mkl"]).abs().max()),
-            "packed_mib": round(packed_linear.nbytes(packed) / 2**20)}
+            "written_out_ms": round(out, 1), "speedup": round(mkl / out, 2),
+            "max_logit_diff": float((logits["packed"] - logits["mkl"]).abs().max()),
+            "written_out_vs_packed_diff": float((logits["written-out"] - logits["packed"]).abs().max()),
+            "packed_mib": round(packed_linear.nbytes(scheduler_parts) / 2**20)}
 
 
 def main() -> None:
@@ -73,10 +87,12 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
     results = [measure(int(n), args.repeat) for n in args.rows.split(",")]
-    print("| rows | MKL (model's own) | packed (oneDNN) | speed-up | largest logit difference |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| rows | MKL (model's own) | packed matrices, transformers' modules | written-out Llama forward "
+          "(packed, fused) | speed-up | largest logit difference from MKL | written-out against packed |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['rows']} | {r['mkl_ms']} ms | {r['packed_ms']} ms | {r['speedup']}x | {r['max_logit_diff']:.1e} |")
+        print(f"| {r['rows']} | {r['mkl_ms']} ms | {r['packed_ms']} ms | {r['written_out_ms']} ms | {r['speedup']}x "
+              f"| {r['max_logit_diff']:.1e} | {r['written_out_vs_packed_diff']:.1e} |")
     print(f"packed copy: {results[0]['packed_mib']} MiB")
     if not args.no_save:
         RESULTS.write_text(json.dumps({"model": MODEL, "machine": platform.processor() or platform.machine(),

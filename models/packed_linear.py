@@ -89,6 +89,15 @@ def _twin_of(model) -> tuple[torch.nn.Module, PackedLinear] | None:
     head = PackedLinear.of(model.get_output_embeddings())
     if head is None:  # not a plain linear output layer: nothing to gain from copying the body
         return None
+    from models import packed_llama  # imports this module's PackedLinear
+
+    if packed_llama.supported(model):
+        return packed_llama.PackedLlama(model.base_model), head
+    return module_copy(model), head
+
+
+def module_copy(model) -> torch.nn.Module:
+    """A copy of ``model.base_model`` whose matrices are packed and every other tensor is shared."""
     body = model.base_model
     # A copy of the module tree that shares every parameter and buffer (the memo maps each tensor to
     # itself); only the matrices are then swapped for packed copies.
@@ -99,7 +108,7 @@ def _twin_of(model) -> tuple[torch.nn.Module, PackedLinear] | None:
             packed = PackedLinear.of(child)
             if packed is not None:
                 setattr(module, child_name, packed)
-    return twin.eval(), head
+    return twin.eval()
 
 
 def for_model(model, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module] | None:
