@@ -21,6 +21,7 @@ from components import (
     generation,
     inside_step,
     ner,
+    queue_polling,
     session_state,
     theme,
 )
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     assets.fetch_all(log=logging.getLogger("lmlab.assets").info)
     demo = build_demo()
     demo.queue(default_concurrency_limit=1)
+    queue_polling.install(demo)  # Gradio's queue wakes every millisecond otherwise, slowing the model
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 
 

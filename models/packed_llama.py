@@ -11,9 +11,14 @@ copy of transformers' module tree with the decoder layer written out in a dozen 
   Python around the tensor operations was ~20 % of a decode step of a class of 30 on a 2-core CPU.
 
 Why write it out when a library forward exists: a class of 30 is served in ~80 decode steps, and each
-step's time is what every student waits for. Measured on a 2-core AMD EPYC, SmolLM2-135M, one decode
-step (``benchmarks/packed_linear.py``, all paths interleaved in one run): 30 rows 135.5 ms on the
-module copy against 124.5 ms written out, one row 55.3 against 47.1 ms, with identical logits.
+step's time is what every student waits for. Measured on a 2-core AMD EPYC with SmolLM2-135M:
+- one decode step, all paths interleaved in one run (``benchmarks/packed_linear.py``, median of 21):
+  30 rows 150.0 ms on the module copy against 141.4 ms written out, one row 64.9 against 56.5 ms, with
+  identical logits;
+- a class of 30 through the app (``benchmarks/classroom.py``, three alternating pairs): p95 15.5-15.8 s
+  written out against 16.6-19.0 s on the module copy, faster in each pair. The app gains more than
+  the step: every operation hands the interpreter lock to the web server's threads and waits to get it
+  back, and the module copy makes ~1,350 operator calls per step against ~600 here.
 The parts that are not arithmetic stay transformers' own: the rotary
 embedding module, ``apply_rotary_pos_emb``, the attention function the model is configured with
 (SDPA by default), and the cache's ``update``. RMSNorm is ``torch.nn.functional.rms_norm`` (the same
