@@ -8,6 +8,10 @@ Measured on a 2-core AMD EPYC with SmolLM2-135M, one decode step interleaved in 
 (``benchmarks/packed_linear.py``): 145 ms with MKL against 118 ms packed for 30 rows, 57 against
 50 ms for one; the output layer (49,152 x 576) alone 29 against 15 ms for 30 rows.
 
+For Llama-family decoders (the embedded SmolLM2) the copy is not transformers' module tree but the
+decoder layer written out over packed and fused matrices (``models.packed_llama``); other decoders
+(GPT-2) get the module tree with its matrices swapped (``module_copy``).
+
 Why a second copy and not the model itself: the packed weights replace no parameter, so every other
 user of the model (``generate()``, the logit lens, the compression codec with its recorded kernel
 fingerprint, training) keeps its exact numbers; only the scheduler's forward passes use the copy.
