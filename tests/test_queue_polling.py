@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import gradio as gr
 
@@ -27,7 +28,10 @@ def _looks_in(queue, seconds: float, monkeypatch) -> int:
         queue.stopped = True
         await task
 
-    asyncio.run(run())
+    # A thread of its own: other tests (Playwright's sync API) may leave an event loop running on this one.
+    runner = threading.Thread(target=asyncio.run, args=(run(),))
+    runner.start()
+    runner.join()
     return looks
 
 
