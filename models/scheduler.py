@@ -146,6 +146,8 @@ class Request:
     eos_token_id: int | None
     cancel: threading.Event = field(default_factory=threading.Event)
     out: queue.Queue = field(default_factory=queue.Queue)
+    # Set with ``finish_reason``: a stream waiting between two reports wakes for the last tokens at once.
+    finished: threading.Event = field(default_factory=threading.Event)
     queue_position: int = 0  # 1-based while waiting for a place in the batch, 0 once admitted
     sharing: int = 0  # sequences in this request's latest decode step
     finish_reason: str = ""  # eos | length | context | stopped | error
@@ -538,6 +540,7 @@ class Scheduler:
             r.finish_reason = reason
             r.queue_position = 0
             r.out.put(None)
+            r.finished.set()
 
     def _fail_all(self, exc: BaseException) -> None:
         for r in [*self.active, *(r for g in self.prefilling for r in g.requests)]:

@@ -133,7 +133,7 @@ def test_a_closed_stream_frees_its_row(tiny_gpt2):
 def test_a_shared_stream_reports_less_often_with_every_token(tiny_gpt2, monkeypatch):
     """While the model is shared, a stream reports every UPDATE interval with all tokens that arrived;
     the tokens and the text are those of the same request read one token at a time, and Stop still ends
-    it at once (the wait between reports is the cancel event's)."""
+    it at once (the wait between reports ends when the request finishes)."""
     s = SamplingSettings(temperature=0.9, top_k=40, seed=5, max_new_tokens=40)
     solo = list(generator.stream(tiny_gpt2, "The cat", s, batched=True))
     assert len(solo[-1].tokens) == 40
@@ -169,6 +169,29 @@ def test_a_shared_stream_reports_less_often_with_every_token(tiny_gpt2, monkeypa
     other.set()
     neighbour.join()
     assert last.finish_reason == "stopped" and elapsed < 5, elapsed
+
+
+def test_a_shared_stream_ends_as_soon_as_its_request_does(tiny_gpt2, monkeypatch):
+    """The last tokens and the final event go out when the request finishes, not at the end of the wait
+    between two reports (a class's texts arrived up to MAX_UPDATE_S late)."""
+    monkeypatch.setattr(generator, "UPDATE_S_PER_SHARER", 30.0)
+    monkeypatch.setattr(generator, "MAX_UPDATE_S", 30.0)
+    other = threading.Event()
+    neighbour = threading.Thread(target=lambda: list(generator.stream(
+        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=400), other, batched=True)))
+    neighbour.start()
+    try:
+        time.sleep(0.05)
+        started = time.monotonic()
+        events = list(generator.stream(tiny_gpt2, "The cat", SamplingSettings(temperature=0, max_new_tokens=6),
+                                       batched=True))
+        elapsed = time.monotonic() - started
+    finally:
+        other.set()
+        neighbour.join()
+    assert any(ev.sharing > 1 for ev in events)  # it did share the model, so it did wait between reports
+    assert events[-1].done and events[-1].finish_reason == "length" and len(events[-1].tokens) == 6
+    assert elapsed < 10, elapsed
 
 
 def test_the_batch_limit_queues_and_serves_everyone(tiny_gpt2):
