@@ -289,9 +289,9 @@ QUIET_WAIT_S = 5.0
 # in another set every 1.0 s 11.8 s against 14.7 s every 0.5 s (alone 9.1 s). A class sees its text grow about once
 # a second, several tokens at a time; a few students at once still see it grow several times a second.
 # Those comparisons predate the wake at a request's end (below): a longer interval then also held back
-# the last tokens longer. Since, every 2 s against every 1 s gave p95 14.8 s against 16.5 s (medians of
-# three alternating pairs, 2 s faster in two): within the machine's drift, and not worth a class seeing
-# its text half as often.
+# the last tokens longer. Measured again since: every 2 s against every 1 s gave p95 14.8 s against
+# 16.5 s (medians of three alternating pairs, 2 s faster in two): within the machine's drift, and not
+# worth a class seeing its text half as often.
 UPDATE_S_PER_SHARER = 0.04
 MAX_UPDATE_S = 1.0
 
