@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 setup: $(STAMP) assets
 
 assets: $(STAMP)
-	$(PY) -m models.assets fetch
+	$(PY) -m models.core.assets fetch
 
 run: setup
 	$(PY) app.py --host $(HOST) --port $(PORT)

@@ -25,7 +25,8 @@ from components import (
     session_state,
     theme,
 )
-from models import device, handout, scheduler, settings
+from models.core import device, handout, settings
+from models.engines import scheduler
 
 TITLE = "LM Lab"
 
@@ -63,7 +64,7 @@ def build_demo() -> gr.Blocks:
 def launch_kwargs() -> dict:
     """What launch() needs besides host and port (theme and css moved there in Gradio 6)."""
     # allowed_paths: the tabs offer files they wrote for a visitor, each in its own unguessable folder under
-    # the data folder's downloads/ (models/handout.py); gradio refuses to hand out files outside the
+    # the data folder's downloads/ (models/core/handout.py); gradio refuses to hand out files outside the
     # working directory, /tmp and these paths. Nothing else of the data folder (runs, assets) is served.
     # max_threads: every open generation stream holds a worker thread while it waits for its next token,
     # so a class of thirty (or a burst of a hundred) needs more than Gradio's default 40.
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from models import assets
+    from models.core import assets
 
     assets.fetch_all(log=logging.getLogger("lmlab.assets").info)
     demo = build_demo()

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import zstandard
 
-from models import assets
-from models.compression import checkpoint, huffman
-from models.compression import safetensors_io as sio
+from models.compression import huffman
+from models.compression.checkpoint import codec as checkpoint
+from models.compression.checkpoint import safetensors_io as sio
+from models.core import assets
 
 OUT = Path(__file__).resolve().parent / "results" / "checkpoint_codec.json"
 CHECKPOINTS = {"minilm": ("all-minilm-l6-v2", "model.safetensors"),

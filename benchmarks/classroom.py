@@ -46,7 +46,7 @@ PATHS = {"unbatched": (["--no-batching"], {}), "batched": ([], {})}
 
 def prompt_for(k: int, distinct: bool) -> str:
     """Student k's prompt: the tab's default for everyone, or (``--distinct-prompts``) one of their own,
-    so that no two prompts can share a prefill (``models.scheduler`` reads identical prompts once)."""
+    so that no two prompts can share a prefill (``models.engines.scheduler`` reads identical prompts once)."""
     return f"Story {k + 1}. {PROMPT}" if distinct else PROMPT
 
 

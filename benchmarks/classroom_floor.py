@@ -2,7 +2,7 @@
 
 Run by ``benchmarks.classroom`` (path ``no-web-server``) in a fresh process; prints one JSON line with the
 fields of the app paths (memory is not sampled here). Each student's request runs on its own thread
-through ``models.generator.stream`` with the tab's default settings and its own seed, all released at once.
+through ``models.generation.generator.stream`` with the tab's default settings and its own seed, all released at once.
 
     python -m benchmarks.classroom_floor CLIENTS DISTINCT(0|1)
 """
@@ -18,7 +18,8 @@ from benchmarks.classroom import SETTINGS, figures, press_together, prompt_for
 
 def main() -> None:
     clients, distinct = int(sys.argv[1]), sys.argv[2] == "1"
-    from models import generator, registry
+    from models.core import registry
+    from models.generation import generator
 
     loaded = registry.load_causal_lm(SETTINGS["model_key"])
     s = generator.SamplingSettings(temperature=SETTINGS["temperature"], top_p=SETTINGS["top_p"],

@@ -1,6 +1,6 @@
 """A class presses "Tag entities", then "Show the next-token distribution", at the same moment.
 
-``/ner`` and ``/next_token`` requests that arrive together share one model call (``models.batching``):
+``/ner`` and ``/next_token`` requests that arrive together share one model call (``models.engines.batching``):
 the first of them waits ``LMLAB_GATHER_MS`` for others, then one ``tag_many`` call or one forward pass
 serves them all. This benchmark measures that window. It launches ``python app.py --offline`` once per
 path: ``--no-batching`` (one request at a time, the reference), then batching with windows of 0, 5

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from models import generator, registry
-from models.generator import SamplingSettings
+from models.core import registry
+from models.generation import generator
+from models.generation.generator import SamplingSettings
 
 OUT = Path(__file__).resolve().parent / "results" / "generation.json"
 PROMPT = "Once upon a time, in a small village by the sea, there lived an old fisherman who"

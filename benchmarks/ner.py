@@ -24,8 +24,10 @@ from pathlib import Path
 
 import torch
 
-from models import assets, ner_eval, registry, settings, tagger
-from models.device import pick
+from models.core import assets, registry, settings
+from models.core.device import pick
+from models.ner import evaluation as ner_eval
+from models.ner import tagger
 
 CONLL_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 RESULTS = Path(__file__).resolve().parent / "results" / "ner.json"

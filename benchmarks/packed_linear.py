@@ -3,8 +3,8 @@
 - ``mkl``: ``model.base_model`` and its output layer as loaded (PyTorch's CPU wheel runs ``nn.Linear``
   on MKL);
 - ``packed``: a copy of transformers' module tree with packed oneDNN matrices
-  (``models.packed_linear.module_copy``);
-- ``written-out``: the Llama-family forward over packed, fused matrices (``models.packed_llama``), what
+  (``models.engines.packed_linear.module_copy``);
+- ``written-out``: the Llama-family forward over packed, fused matrices (``models.engines.packed_llama``), what
   the scheduler steps on for SmolLM2.
 
 All run in one process, interleaved step by step, so the machine's drift hits them alike: a class's
@@ -42,8 +42,8 @@ def _step(body, head, ids, cache) -> torch.Tensor:
 
 
 def measure(rows: int, repeat: int) -> dict:
-    from models import packed_linear, packed_llama, registry
-    from models.compression import kv_cache
+    from models.core import registry
+    from models.engines import kv_cache, packed_linear, packed_llama
 
     loaded = registry.load_causal_lm(MODEL)
     model = loaded.model

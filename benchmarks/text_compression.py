@@ -31,8 +31,9 @@ from pathlib import Path
 
 import torch
 
-from models import assets, registry, settings
-from models.compression import lm_codec, text_baselines
+from models.compression.text import baselines as text_baselines
+from models.compression.text import lm_codec
+from models.core import assets, registry, settings
 
 OUT = Path(__file__).resolve().parent / "results" / "text_compression.json"
 PREFIXES_OUT = OUT.with_name("text_compression_prefixes.json")

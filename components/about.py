@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models import assets
+from models.core import assets
 
 
 def build() -> None:

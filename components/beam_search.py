@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 
 from components.common import explain, guard
 from components.plots import FONT
-from models import beam_tree, registry, zerogpu
+from models.core import registry, zerogpu
+from models.generation import beam_tree
 
 EXPLANATION = """
 **Beam search** keeps the *n* most likely partial texts (the beams) instead of one. At each step every beam is

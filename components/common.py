@@ -8,7 +8,7 @@ import logging
 
 import gradio as gr
 
-from models.errors import LMLabError
+from models.core.errors import LMLabError
 
 log = logging.getLogger("lmlab")
 

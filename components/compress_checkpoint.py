@@ -7,8 +7,8 @@ import plotly.graph_objects as go
 
 from components.common import explain, guard
 from components.plots import FONT, bar_figure
-from models import handout
-from models.compression import checkpoint_analysis as ca
+from models.compression.checkpoint import analysis as ca
+from models.core import handout
 
 EXPLANATION = """
 **Entropy** H = −Σ p·log₂ p is the fewest bits per symbol any code can average for symbols drawn

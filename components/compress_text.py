@@ -12,9 +12,10 @@ import plotly.graph_objects as go
 from components import model_note
 from components.common import explain, guard
 from components.plots import FONT, bar_figure, interval_figure
-from models import registry
-from models.compression import coding_steps, lm_codec, text_compare
-from models.errors import InputError
+from models.compression.text import coding_steps, lm_codec
+from models.compression.text import compare as text_compare
+from models.core import registry
+from models.core.errors import InputError
 
 # The app codes with the default settings (the "fast" preset): a text up to 16 kB gets few long lanes,
 # and a catalogue model's file gets the compact header.

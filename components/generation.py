@@ -10,7 +10,9 @@ from components import model_note
 from components.common import explain, guard
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
-from models import generator, registry, scheduler, zerogpu
+from models.core import registry, zerogpu
+from models.engines import scheduler
+from models.generation import generator
 
 EXAMPLES = [
     ["Once upon a time, in a small village by the sea,", 0.8, 0.95, 50, 7],

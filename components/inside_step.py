@@ -8,7 +8,8 @@ from plotly.subplots import make_subplots
 
 from components.common import explain, guard
 from components.plots import FONT
-from models import inside_step, registry, zerogpu
+from models.core import registry, zerogpu
+from models.generation import inside_step
 
 EXPLANATION = """
 A transformer turns the prefix into one vector per token and refines those vectors layer by layer; only the last

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models import registry
+from models.core import registry
 
 
 def picker_note(model_key: str | None, task: str) -> dict:

@@ -9,7 +9,10 @@ import gradio as gr
 from components import model_note
 from components.common import explain, guard
 from components.plots import bar_figure
-from models import ner_eval, registry, scheduler, tagger, zerogpu
+from models.core import registry, zerogpu
+from models.engines import scheduler
+from models.ner import evaluation as ner_eval
+from models.ner import tagger
 
 COLOURS = {"PER": "#f9a8d4", "ORG": "#93c5fd", "LOC": "#86efac", "MISC": "#fcd34d"}
 EXTRA = ["#c4b5fd", "#fdba74", "#5eead4", "#fca5a5", "#a5b4fc", "#bef264"]
@@ -238,7 +241,7 @@ def build() -> None:
 
     tag_inputs = [text, model, aggregation, threshold]
     tag_outputs = [highlighted, table, pieces, status]
-    # With batching on, texts tagged at the same moment share one tag_many call (models.tagger), so
+    # With batching on, texts tagged at the same moment share one tag_many call (models.ner.tagger), so
     # Gradio lets them through together; without it, one at a time as before.
     tagging = (dict(concurrency_id="ner", concurrency_limit=scheduler.MAX_OPEN_STREAMS) if scheduler.enabled()
                else dict(concurrency_id="model", concurrency_limit=2))

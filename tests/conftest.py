@@ -39,7 +39,7 @@ def sample_data(monkeypatch) -> Path:
 
 def real_data(title: str, name: str, filename: str) -> Path:
     """``<LMLAB_DATA_DIR>/<name>/``, for tests whose point is the real data set; skips when it is not there."""
-    from models import settings
+    from models.core import settings
 
     folder = settings.data_dir()
     if folder is None:
@@ -69,7 +69,7 @@ def lmlab_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    from models import registry
+    from models.core import registry
 
     return registry.gpt2_tokenizer()
 
@@ -80,8 +80,8 @@ def tiny_gpt2(gpt2_tokenizer):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from models.device import pick
-    from models.registry import Loaded, ModelSpec, model_nbytes
+    from models.core.device import pick
+    from models.core.registry import Loaded, ModelSpec, model_nbytes
 
     torch.manual_seed(0)
     config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=128, vocab_size=len(gpt2_tokenizer))
@@ -95,7 +95,7 @@ def tiny_gpt2(gpt2_tokenizer):
 
 @pytest.fixture(scope="session")
 def smollm():
-    from models import registry
+    from models.core import registry
 
     return registry.load_causal_lm("smollm2-135m-instruct", device="cpu")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models import registry, settings
-from models.compression import checkpoint
+from models.compression.checkpoint import codec as checkpoint
+from models.core import registry, settings
 
 
 def compressed_copy(folder, name: str):

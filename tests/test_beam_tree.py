@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from models import beam_tree
-from models.errors import InputError
+from models.core.errors import InputError
+from models.generation import beam_tree
 
 PROMPT = "The weather today is"
 

@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from models import assets
-from models.compression import checkpoint, container
-from models.compression import checkpoint_analysis as ca
-from models.errors import CorruptFile
+from models.compression.checkpoint import analysis as ca
+from models.compression.checkpoint import codec as checkpoint
+from models.compression.checkpoint import container
+from models.core import assets
+from models.core.errors import CorruptFile
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1e-40, -1e-45, 6e-8, 1e-310, 3.0e38]

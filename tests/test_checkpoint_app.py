@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from models.compression import checkpoint_analysis as ca
+from models.compression.checkpoint import analysis as ca
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_browser_compress_tab_shows_statistics(page, screenshot_dir):
 
 
 def test_fine_tuned_runs_are_offered(tmp_path, small_file):
-    from models import registry
+    from models.core import registry
 
     run = tmp_path / "runs" / "ner-1" / "model"
     run.mkdir(parents=True)

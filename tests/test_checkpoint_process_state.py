@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.compression import checkpoint
+from models.compression.checkpoint import codec as checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,8 @@ from fractions import Fraction
 
 import pytest
 
-from models.compression import coding_steps, lm_codec
-from models.errors import InputError
+from models.compression.text import coding_steps, lm_codec
+from models.core.errors import InputError
 
 TEXT = b"The cat sat on the mat, and the dog sat on the log. Then both of them went to sleep."
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from models.compression import compact_header, lm_codec, text_container
-from models.errors import CorruptFile, FingerprintMismatch, LMLabError
+from models.compression.text import compact_header, lm_codec
+from models.compression.text import container as text_container
+from models.core.errors import CorruptFile, FingerprintMismatch, LMLabError
 
 TEXT = b"A language model is a lossless compressor: likely words cost almost nothing."
 
@@ -65,7 +66,7 @@ def test_other_weights_are_refused_by_name(catalogued, gpt2_tokenizer):
     import torch
     from transformers import GPT2LMHeadModel
 
-    from models.registry import Loaded, model_nbytes
+    from models.core.registry import Loaded, model_nbytes
 
     result = lm_codec.compress(TEXT, catalogued, compact_settings())
     torch.manual_seed(1)

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from models import conll
-from models.errors import InputError
+from models.core.errors import InputError
+from models.ner import conll
 
 
 def _read(text: str, **kw) -> list[tuple[list[str], list[str], int]]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from models import assets, device, registry
-from models.errors import AssetError, ModelUnavailable
+from models.core import assets, device, registry
+from models.core.errors import AssetError, ModelUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,7 +143,7 @@ def test_app_help_documents_the_flags():
 
 
 def test_assets_cli_lists_the_manifest():
-    out = subprocess.run([sys.executable, "-m", "models.assets", "list"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "models.core.assets", "list"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert out.stdout.count("ready") == len(assets.MANIFEST)
 

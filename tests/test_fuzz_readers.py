@@ -24,12 +24,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from models import conll, handout
-from models.compression import checkpoint, container, huffman, lm_codec, text_compare, text_container
-from models.compression import checkpoint_analysis as ca
-from models.compression import safetensors_io as sio
-from models.errors import CorruptFile, InputError, LMLabError
-from models.filenames import safe_name
+from models.compression import huffman
+from models.compression.checkpoint import analysis as ca
+from models.compression.checkpoint import codec as checkpoint
+from models.compression.checkpoint import container
+from models.compression.checkpoint import safetensors_io as sio
+from models.compression.text import compare as text_compare
+from models.compression.text import container as text_container
+from models.compression.text import lm_codec
+from models.core import handout
+from models.core.errors import CorruptFile, InputError, LMLabError
+from models.core.filenames import safe_name
+from models.ner import conll
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12),

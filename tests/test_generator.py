@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from models import generator
-from models.errors import InputError
-from models.generator import SamplingSettings
+from models.core.errors import InputError
+from models.generation import generator
+from models.generation.generator import SamplingSettings
 
 
 def _run(loaded, prompt, **kw):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import inside_step
-from models.errors import InputError
+from models.core.errors import InputError
+from models.generation import inside_step
 
 PREFIX = "The quick brown fox jumps over the lazy dog because the dog was asleep"
 

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.compression import lm_codec, text_container
-from models.errors import CorruptFile, FingerprintMismatch, InputError
+from models.compression.text import container as text_container
+from models.compression.text import lm_codec
+from models.core.errors import CorruptFile, FingerprintMismatch, InputError
 
 SMALL = lm_codec.CodecSettings(window=32, keep=12, lane_tokens=40, max_lanes=4, short_tokens=0, precision="fp32")
 
@@ -155,7 +156,7 @@ def test_sampling_is_decompression(tiny_gpt2):
 def test_cancel(tiny_gpt2):
     import threading
 
-    from models.errors import Cancelled
+    from models.core.errors import Cancelled
 
     event = threading.Event()
     event.set()
@@ -216,7 +217,7 @@ def test_preallocated_cache_matches_the_dynamic_cache(tiny_gpt2):
     """Writing keys and values into preallocated buffers changes no probability (beyond float rounding)."""
     import torch
 
-    from models.compression import kv_cache
+    from models.engines import kv_cache
 
     runner = lm_codec._runner(tiny_gpt2, "fp32")
     ids = torch.tensor([[5, 17, 300, 42, 9], [7, 7, 1000, 3, 2]])
@@ -242,9 +243,9 @@ def test_sliding_window_models_keep_the_default_cache(gpt2_tokenizer):
     import torch
     from transformers import MistralConfig, MistralForCausalLM
 
-    from models.compression import kv_cache
-    from models.device import pick
-    from models.registry import Loaded, ModelSpec, model_nbytes
+    from models.core.device import pick
+    from models.core.registry import Loaded, ModelSpec, model_nbytes
+    from models.engines import kv_cache
 
     torch.manual_seed(0)
     config = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

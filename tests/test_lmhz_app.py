@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import assets, registry
+from models.core import assets, registry
 from tests.lmhz_helpers import compressed_copy, saved_tiny_gpt2
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import registry
-from models.errors import CorruptFile
+from models.core import registry
+from models.core.errors import CorruptFile
 from tests.lmhz_helpers import compressed_copy, saved_tiny_gpt2
 
 

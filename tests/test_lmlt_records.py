@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from models.compression import lm_codec, text_compare, text_container
-from models.errors import CorruptFile
+from models.compression.text import compare as text_compare
+from models.compression.text import container as text_container
+from models.compression.text import lm_codec
+from models.core.errors import CorruptFile
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = lm_codec.CodecSettings(window=48, keep=24, lane_tokens=32, max_lanes=4, precision="fp32")

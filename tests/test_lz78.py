@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.compression import lz78, text_baselines
-from models.errors import CorruptFile
+from models.compression.text import baselines as text_baselines
+from models.compression.text import lz78
+from models.core.errors import CorruptFile
 
 CASES = [b"", b"a", b"\x00", b"aaaaaaaaaaaaaaaaaaaaaaaaa", b"abababababababa", bytes(range(256)) * 3,
          "the rain in Spain stays mainly in the plain — ünïcödé".encode()]

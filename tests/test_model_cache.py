@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from models.registry import Loaded, ModelCache, ModelSpec
+from models.core.registry import Loaded, ModelCache, ModelSpec
 
 
 def _loaded(key: str, nbytes: int) -> Loaded:

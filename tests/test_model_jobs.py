@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from models import generator, model_jobs
+from models.engines import model_jobs
+from models.generation import generator
 
 
 def test_batched_model_work_runs_on_the_scheduler_thread(tiny_gpt2, monkeypatch):

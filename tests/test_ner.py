@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from models import assets, conll, ner_eval, registry, tagger
-from models.errors import InputError, ModelUnavailable
+from models.core import assets, registry
+from models.core.errors import InputError, ModelUnavailable
+from models.ner import conll, tagger
+from models.ner import evaluation as ner_eval
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 ID2LABEL = dict(enumerate(LABELS))

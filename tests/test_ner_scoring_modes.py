@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models import conll, ner_eval, tagger
+from models.ner import conll, tagger
+from models.ner import evaluation as ner_eval
 
 # "I-PER" after "O" starts an entity for conlleval, none in strict IOB2; "B-PER I-LOC" is two entities for
 # conlleval (PER, then LOC), one (PER) in strict mode.

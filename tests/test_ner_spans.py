@@ -9,7 +9,8 @@ import pytest
 import regex
 import torch
 
-from models import assets, registry, tagger
+from models.core import assets, registry
+from models.ner import tagger
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 # logits each word piece produces in a context-free BERT (every other piece says O)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from models import packed_linear, scheduler
+from models.engines import packed_linear, scheduler
 
 CPU = torch.device("cpu")
 needs_onednn = pytest.mark.skipif(not packed_linear.supported(torch.nn.Linear(2, 2), CPU),

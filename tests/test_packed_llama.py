@@ -20,8 +20,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from models import packed_linear, packed_llama, scheduler
-from models.compression import kv_cache
+from models.engines import kv_cache, packed_linear, packed_llama, scheduler
 from tests.test_scheduler import MIXED, _request, _run_together
 
 CPU = torch.device("cpu")
@@ -97,7 +96,7 @@ def test_the_copy_shares_the_models_tensors_and_goes_with_it():
 
 def test_scheduler_texts_alone_equal_texts_in_a_mixed_batch_tiny_llama(tiny_gpt2):
     """Seeded and greedy texts through the written-out forward: the same alone and among others."""
-    from models.registry import Loaded, ModelSpec, model_nbytes
+    from models.core.registry import Loaded, ModelSpec, model_nbytes
 
     config = LlamaConfig(**{**SIZES, "vocab_size": len(tiny_gpt2.tokenizer)})
     model = _model(LlamaForCausalLM, config)

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import app
-from models import handout, policy, registry, settings, tagger
-from models.compression import checkpoint
-from models.compression import safetensors_io as sio
-from models.errors import InputError, ModelUnavailable
+from models.compression.checkpoint import codec as checkpoint
+from models.compression.checkpoint import safetensors_io as sio
+from models.core import handout, policy, registry, settings
+from models.core.errors import InputError, ModelUnavailable
+from models.ner import tagger
 from models.training.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent

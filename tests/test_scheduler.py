@@ -8,9 +8,10 @@ import time
 import pytest
 import torch
 
-from models import generator, sampling, scheduler
-from models.batching import Gatherer
-from models.generator import SamplingSettings
+from models.engines import scheduler
+from models.engines.batching import Gatherer
+from models.generation import generator, sampling
+from models.generation.generator import SamplingSettings
 
 # Different lengths, settings and seeds, as a class would send them.
 MIXED = [
@@ -272,8 +273,8 @@ def test_generation_respects_the_context_length(gpt2_tokenizer):
     200,000 characters keeps its end, and both paths continue it the same way."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from models.device import pick
-    from models.registry import Loaded, ModelSpec, model_nbytes
+    from models.core.device import pick
+    from models.core.registry import Loaded, ModelSpec, model_nbytes
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64,
@@ -395,7 +396,7 @@ def test_gatherer_batches_concurrent_calls_and_isolates_failures():
 
 
 def test_gathering_window_setting():
-    from models.batching import window_from_env
+    from models.engines.batching import window_from_env
 
     assert window_from_env(None) == window_from_env("") == 0.05
     assert window_from_env("0") == 0.0 and window_from_env("20") == 0.02
@@ -477,7 +478,7 @@ def test_the_cache_shrinks_after_a_long_request_leaves(tiny_gpt2, monkeypatch):
 
 
 def test_ner_requests_that_arrive_together_share_one_call(monkeypatch):
-    from models import tagger
+    from models.ner import tagger
 
     calls = []
     real = tagger.SpacyTagger.tag_many

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.compression import scratch
+from models.compression.checkpoint import scratch
 
 
 def test_arena_is_kept_for_the_next_call_and_never_shared():

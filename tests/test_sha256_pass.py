@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from models.compression import checkpoint, sha256_pass
+from models.compression.checkpoint import codec as checkpoint
+from models.compression.checkpoint import sha256_pass
 
 
 def test_file_and_ranges_match_hashlib():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from models.slot_cache import SlotCache
+from models.engines.slot_cache import SlotCache
 
 LAYERS, HEADS, DIM = 3, 2, 4
 

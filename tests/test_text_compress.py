@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import settings
-from models.compression import lm_codec, text_baselines, text_compare, text_container
-from models.errors import CorruptFile, InputError
+from models.compression.text import baselines as text_baselines
+from models.compression.text import compare as text_compare
+from models.compression.text import container as text_container
+from models.compression.text import lm_codec
+from models.core import settings
+from models.core.errors import CorruptFile, InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = lm_codec.CodecSettings(window=48, keep=24, lane_tokens=32, max_lanes=4, precision="fp32")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from models import registry
+from models.core import registry
 from models.training import runs, view
 from tests.training_helpers import small_text, tiny_config, wait_until
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import registry
-from models.errors import InputError
+from models.core import registry
+from models.core.errors import InputError
 from models.training import lora, runs, view
 from models.training.config import RunConfig
 from tests.training_helpers import small_text, tiny_config, wait_until
@@ -100,7 +100,7 @@ def test_pickers_load_base_plus_adapter_and_exports_match(lora_run, tiny_base, t
         reference = PeftModel.from_pretrained(base, str(runs.runs_root() / run_id / "model")).eval()(ids).logits
     assert torch.allclose(picked, reference, atol=1e-5)
     assert not torch.allclose(picked, plain, atol=1e-4)  # the adapter changed the model
-    from models.compression import checkpoint_analysis
+    from models.compression.checkpoint import analysis as checkpoint_analysis
 
     adapter_file = str(runs.runs_root() / run_id / "model" / "adapter_model.safetensors")
     assert any(path == adapter_file and "LoRA adapter" in label for label, path in checkpoint_analysis.sources())
@@ -121,7 +121,8 @@ def test_pickers_load_base_plus_adapter_and_exports_match(lora_run, tiny_base, t
 def test_ner_lora_trains_the_fresh_head_and_the_ner_tab_loads_it(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from models import assets, tagger
+    from models.core import assets
+    from models.ner import tagger
 
     base = tmp_path / "tiny-bert"
     tok = AutoTokenizer.from_pretrained(str(assets.path("all-minilm-l6-v2")))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import InputError
+from models.core.errors import InputError
 from models.training import runs, view
 from models.training.config import RunConfig
 from tests.training_helpers import small_text, tiny_config, wait_until

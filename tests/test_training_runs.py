@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from models import registry
+from models.core import registry
 from models.training import runs, view
 from models.training.config import RunConfig
 from tests.training_helpers import small_text, tiny_config, wait_until
@@ -112,7 +112,7 @@ def test_queue_cancel_and_a_process_killed_from_outside(tmp_path):
 def test_failure_is_reported_with_its_message(tmp_path, monkeypatch):
     """A failure inside the run (a local model folder whose weights are missing) ends it as failed, with the
     message; an unknown model is refused before any run starts."""
-    from models.errors import ModelUnavailable
+    from models.core.errors import ModelUnavailable
 
     with pytest.raises(ModelUnavailable, match="nonexistent-model"):
         runs.start(tiny_config(small_text(tmp_path), task="causal-lm", base="local:/nonexistent-model"))
@@ -134,7 +134,7 @@ def test_unwritable_runs_folder_is_a_clear_error(tmp_path, monkeypatch):
         blocker = tmp_path / "home"
         blocker.mkdir(mode=0o500)
     monkeypatch.setenv("LMLAB_HOME", str(blocker / "sub" if os.geteuid() == 0 else blocker))
-    from models.errors import LMLabError
+    from models.core.errors import LMLabError
 
     with pytest.raises((LMLabError, OSError)):
         runs.start(tiny_config(small_text(tmp_path)))
@@ -162,7 +162,8 @@ def test_the_same_command_runs_under_accelerate_launch_with_two_processes(tmp_pa
 def test_ner_run_on_a_tiny_bert_reaches_the_ner_tab(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from models import assets, tagger
+    from models.core import assets
+    from models.ner import tagger
 
     # A 1-layer BERT encoder with MiniLM's tokenizer stands in for the base model (seconds, not minutes).
     base = tmp_path / "tiny-bert"

@@ -8,7 +8,7 @@ import pytest
 import sacrebleu
 import torch
 
-from models.errors import InputError
+from models.core.errors import InputError
 from models.training import data as datalib
 from models.training import metrics, train, view
 from models.training.__main__ import parser
@@ -206,7 +206,7 @@ def test_lm_bleu_respects_the_model_context(gpt2_tokenizer):
 def tiny_tagger():
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
-    from models import assets
+    from models.core import assets
 
     tok = AutoTokenizer.from_pretrained(str(assets.path("all-minilm-l6-v2")))
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]

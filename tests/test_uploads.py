@@ -58,7 +58,7 @@ def test_download_names_are_plain(tmp_path):
     import torch
     from safetensors.torch import save
 
-    from models.compression import checkpoint_analysis as ca
+    from models.compression.checkpoint import analysis as ca
 
     src = tmp_path / "my model (copy) ü;rm -rf.safetensors"
     src.write_bytes(save({"w": torch.zeros(64)}))
@@ -72,7 +72,7 @@ def test_files_written_under_the_data_folder_can_be_downloaded():
     """Every download (compressed files, restored files, NER outputs, model zips) lives under the data folder's
     downloads/ (not /tmp on a real install): gradio hands it out only when launch() allows it, and nothing
     else of the data folder is allowed (tests/test_public_mode.py)."""
-    from models import handout, settings
+    from models.core import handout, settings
 
     assert app.launch_kwargs()["allowed_paths"] == [str(handout.root())]
     assert handout.root().is_relative_to(settings.home())

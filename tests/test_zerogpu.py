@@ -8,7 +8,7 @@ import types
 
 import gradio as gr
 
-from models import zerogpu
+from models.core import zerogpu
 
 
 def test_no_op_without_spaces():

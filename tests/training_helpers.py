@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from models import assets
+from models.core import assets
 from models.training import runs
 from models.training.config import RunConfig
 

@@ -11,11 +11,11 @@ import importlib
 import importlib.util
 import sys
 
-from models.errors import LMLabError
+from models.core.errors import LMLabError
 
 # checkpoint commands: compress, decompress, verify, inspect. Text tools register a `text` group
 # here too: a module listed here but not present yet is skipped.
-COMMAND_MODULES = ("models.compression.checkpoint_cli", "models.compression.text_cli")
+COMMAND_MODULES = ("models.compression.checkpoint.cli", "models.compression.text.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

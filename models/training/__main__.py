@@ -14,7 +14,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from models.errors import LMLabError
+from models.core.errors import LMLabError
 from models.training.config import RunConfig
 
 

@@ -6,7 +6,7 @@ Reporting"): base model, training data, hyper-parameters, evaluation, licences.
 
 from __future__ import annotations
 
-from models import registry
+from models.core import registry
 from models.training.config import CAUSAL_LM, RunConfig
 
 DATA_LICENCES = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from models.errors import InputError
+from models.core.errors import InputError
 
 CAUSAL_LM = "causal-lm"
 TOKEN_CLASSIFICATION = "token-classification"

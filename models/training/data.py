@@ -2,7 +2,7 @@
 an uploaded CoNLL file for token classification.
 
 Hub datasets are used when the hub is reachable; otherwise the local data folder
-(``models.settings.data_dir()``) or the embedded assets. Every loader returns plain
+(``models.core.settings.data_dir()``) or the embedded assets. Every loader returns plain
 Python lists, so the trainer and the tests need nothing but this module.
 """
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models import assets, conll, policy, registry, settings
-from models.errors import InputError
+from models.core import assets, policy, registry, settings
+from models.core.errors import InputError
+from models.ner import conll
 from models.training.config import CAUSAL_LM, TOKEN_CLASSIFICATION
 
 TEXT_DATASETS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from models.errors import InputError
+from models.core.errors import InputError
 from models.training.config import CAUSAL_LM, RunConfig
 
 # The usual targets per architecture (config.model_type); others fall back to peft's own table.

@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from models import registry, settings
-from models.errors import InputError, LMLabError
+from models.core import registry, settings
+from models.core.errors import InputError, LMLabError
 from models.training.config import CAUSAL_LM, RunConfig
 
 ACTIVE = ("queued", "running")
@@ -159,7 +159,7 @@ def list_runs() -> list[dict]:
 
 
 def device_key() -> str:
-    from models.device import pick
+    from models.core.device import pick
 
     return str(pick().device).replace(":", "-")
 
@@ -243,7 +243,7 @@ def check(config: RunConfig) -> RunConfig:
     Reads no data and loads no model, so it runs first. Raises InputError naming the setting, or
     ModelUnavailable for a base that is not offered.
     """
-    from models import policy
+    from models.core import policy
     from models.training import lora, train  # here, not at the top: train imports this module
 
     config.validate()
@@ -353,7 +353,7 @@ def trim_metrics(folder: Path, step: int) -> float:
 
 def resume(run_id: str) -> str:
     """Continue a failed or cancelled run from its newest checkpoint, as a new process; returns the run id."""
-    from models import policy
+    from models.core import policy
 
     folder = run_dir(run_id)
     st = status(run_id)

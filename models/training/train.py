@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from models import assets, registry
-from models.errors import Cancelled, InputError, LMLabError, ModelUnavailable
+from models.core import assets, registry
+from models.core.errors import Cancelled, InputError, LMLabError, ModelUnavailable
 from models.training import data as datalib
 from models.training import metrics, runs
 from models.training.config import CAUSAL_LM, RunConfig

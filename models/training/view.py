@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
-from models import handout
-from models.errors import InputError
+from models.core import handout
+from models.core.errors import InputError
 from models.training import data as datalib
 from models.training import runs
 from models.training.config import CAUSAL_LM, RunConfig

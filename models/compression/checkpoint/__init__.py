@@ -1,0 +1,1 @@
+"""Checkpoint compression: byte planes of the weights, Huffman-coded, in a verified container (.lmhz)."""

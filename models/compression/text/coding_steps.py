@@ -1,0 +1,157 @@
+"""Arithmetic coding step by step, and its inverse "sampling is decompression", for the picture.
+
+Arithmetic coding (Witten, Neal and Cleary, "Arithmetic coding for data compression", CACM 30(6),
+1987) keeps an interval [low, low + width) of [0, 1). Each token's slice is the part of the
+current interval that its probability covers, after the slices of all smaller token ids; coding
+the token narrows the interval to that slice, so the width after n tokens is the product of their
+probabilities and writing any number inside it takes about -log2(width) bits: the sum of the
+surprisals. The leading binary digits that low and high already share can never change again:
+those are the bits "settled" so far.
+
+Decoding (and sampling) runs it backwards: a number u in [0, 1) falls into one slice per step,
+and that slice's token is the output. Random bits as u give a sample from the model.
+
+The probabilities are exactly the float32 next-token probabilities the codec feeds its range
+coder (``lm_codec``: the same runner, start token and forward calls), one lane. The arithmetic
+here is exact (fractions of those floats); the codec's range coder does the same with 32-bit
+integers (and a 24-bit quantisation of each probability), so its file is a few bits longer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from models.compression.text import lm_codec
+from models.core import registry
+from models.core.errors import InputError
+
+MAX_STEPS = 40
+TOP = 5  # neighbouring slices drawn beside the chosen one
+
+
+@dataclass(frozen=True)
+class Slice:
+    token: str
+    start: float  # where the slice starts in the current interval, 0..1
+    p: float  # its width there: the token's probability
+
+
+@dataclass(frozen=True)
+class Step:
+    token: str  # the coded (or sampled) token, as text
+    token_id: int
+    p: float  # its probability under the model
+    start: float  # its slice of the current interval: [start, start + p), relative
+    bits: float  # -log2 p
+    total_bits: float  # sum of -log2 p so far = -log2(width)
+    low: Fraction  # the interval after this step, absolute
+    width: Fraction
+    settled: str  # the binary digits low and high share after this step
+    others: list[Slice]  # the most likely tokens' slices at this step (the chosen one may be among them)
+    u_position: float | None = None  # sampling: where the random number falls in the interval, 0..1
+
+
+def settled_bits(low: Fraction, width: Fraction, limit: int = 256) -> str:
+    """The leading binary digits every number in [low, low + width) shares (up to ``limit``)."""
+    high = low + width
+    out = []
+    a, b = low, high
+    for _ in range(limit):
+        a, b = a * 2, b * 2
+        da, db = int(a), int(b) if b != int(b) else int(b) - 1  # high itself is excluded
+        if da != db:
+            break
+        out.append(str(da))
+        a, b = a - da, b - da
+    return "".join(out)
+
+
+def _probabilities(loaded: registry.Loaded, ids: list[int], precision: str) -> list[np.ndarray]:
+    """The codec's next-token distributions before each of ``ids`` (one lane, the default window)."""
+    s = lm_codec.CodecSettings(precision=precision).for_model(loaded)
+    runner = lm_codec._runner(loaded, precision)
+    out: list[np.ndarray] = []
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        out.append(probs[0].astype(np.float64))
+        return np.array([ids[step]], dtype=np.int64)
+
+    lm_codec._lockstep(runner, [len(ids)], lm_codec._start_id(loaded.tokenizer), s.window, s.keep, choose)
+    return out
+
+
+def _slices(probs: np.ndarray, cdf: np.ndarray, tmap: lm_codec.TokenMap) -> list[Slice]:
+    top = np.argsort(-probs)[:TOP]
+    return [Slice(tmap.piece(int(i)).decode("utf-8", "replace"), float(cdf[i] - probs[i]), float(probs[i]))
+            for i in sorted(top)]
+
+
+def _narrow(low: Fraction, width: Fraction, start: float, p: float) -> tuple[Fraction, Fraction]:
+    return low + width * Fraction(start), width * Fraction(p)
+
+
+def encode_steps(data: bytes, loaded: registry.Loaded, n_tokens: int = 20, precision: str = "auto") -> list[Step]:
+    """The interval after each of the first ``n_tokens`` tokens of ``data`` (InputError if empty)."""
+    if not 1 <= n_tokens <= MAX_STEPS:
+        raise InputError(f"number of steps must be between 1 and {MAX_STEPS} (got {n_tokens})")
+    tmap = lm_codec.TokenMap(loaded.tokenizer)
+    ids, mode, _ = tmap.to_tokens(bytes(data))
+    if not ids:
+        raise InputError("there is nothing to code: type some text first" if not data else
+                         "this model's tokenizer cannot code these bytes token by token")
+    return token_steps(ids[:n_tokens], loaded, precision)
+
+
+def token_steps(ids: list[int], loaded: registry.Loaded, precision: str = "auto") -> list[Step]:
+    tmap = lm_codec.TokenMap(loaded.tokenizer)
+    low, width, total, steps = Fraction(0), Fraction(1), 0.0, []
+    for tid, probs in zip(ids, _probabilities(loaded, ids, precision), strict=True):
+        cdf = np.cumsum(probs)
+        p, start = float(probs[tid]), float(cdf[tid] - probs[tid])
+        low, width = _narrow(low, width, start, p)
+        total += -math.log2(p)
+        steps.append(Step(tmap.piece(tid).decode("utf-8", "replace"), tid, p, start, -math.log2(p), total,
+                          low, width, settled_bits(low, width), _slices(probs, cdf, tmap)))
+    return steps
+
+
+def sampling_steps(loaded: registry.Loaded, seed: int, n_tokens: int = 20, precision: str = "auto") -> \
+        tuple[str, list[Step]]:
+    """Sampling is decompression: u, a number in [0, 1) made of 512 random bits from ``seed``, falls
+    into one slice at each step; that slice's token is the sample. Returns (u's first bits, steps)."""
+    if not 1 <= n_tokens <= MAX_STEPS:
+        raise InputError(f"number of steps must be between 1 and {MAX_STEPS} (got {n_tokens})")
+    if not 0 <= int(seed) < 2**63:
+        raise InputError("seed must be a non-negative integer")
+    rng = np.random.default_rng(int(seed))
+    raw = int.from_bytes(rng.bytes(64), "big")
+    u = Fraction(raw, 2**512)
+    tmap = lm_codec.TokenMap(loaded.tokenizer)
+    s = lm_codec.CodecSettings(precision=precision).for_model(loaded)
+    runner = lm_codec._runner(loaded, precision)
+    state = {"low": Fraction(0), "width": Fraction(1), "total": 0.0}
+    steps: list[Step] = []
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        probs = probs[0].astype(np.float64)
+        cdf = np.cumsum(probs)
+        position = (u - state["low"]) / state["width"]  # where u lies in the current interval, 0..1
+        starts = cdf - probs
+        # the last slice starting at or before u (exact comparison; skip tokens of probability 0)
+        tid = min(max(int(np.searchsorted(starts, float(position), side="right")) - 1, 0), len(probs) - 1)
+        while tid > 0 and (probs[tid] == 0 or Fraction(float(starts[tid])) > position):
+            tid -= 1
+        p, start = float(probs[tid]), float(cdf[tid] - probs[tid])
+        state["low"], state["width"] = _narrow(state["low"], state["width"], start, p)
+        state["total"] += -math.log2(p)
+        steps.append(Step(tmap.piece(tid).decode("utf-8", "replace"), tid, p, start, -math.log2(p), state["total"],
+                          state["low"], state["width"], settled_bits(state["low"], state["width"]),
+                          _slices(probs, cdf, tmap), float(position)))
+        return np.array([tid], dtype=np.int64)
+
+    lm_codec._lockstep(runner, [n_tokens], lm_codec._start_id(loaded.tokenizer), s.window, s.keep, choose)
+    return format(raw, "0512b")[:96], steps

@@ -1,0 +1,154 @@
+"""What the Text half of the Compress tab and the benchmark show: every coder on the same bytes.
+
+``compare`` runs the classic coders and the language model, decodes each result and
+compares it with the input before reporting any size, and writes the model's compressed
+file (atomically) under the data folder so the user can download it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.compression.text import baselines as text_baselines
+from models.compression.text import container as text_container
+from models.compression.text import lm_codec, lz78
+from models.core import handout, registry, settings
+from models.core.device import pick
+from models.core.errors import InputError
+from models.core.filenames import safe_name
+
+# The app (not the CLI) refuses longer inputs: on a CPU the model codes roughly 1-4 kB/s and
+# the result is decoded again to verify it, so 16 kB already means tens of seconds.
+UI_LIMIT_CPU = 16_000
+UI_LIMIT_GPU = 200_000
+
+
+def ui_limit(loaded: registry.Loaded) -> int:
+    return UI_LIMIT_GPU if loaded.device.device.type == "cuda" else UI_LIMIT_CPU
+
+
+@dataclass
+class Comparison:
+    rows: list[text_baselines.CoderRow]
+    lm: lm_codec.LMResult
+    lm_decode_s: float
+    path: Path  # the model's compressed file
+    huffman: text_baselines.HuffmanBytes | None
+    lz77: list[text_baselines.LZ77Op] | None  # only for short inputs
+    data: bytes = field(repr=False)
+
+    @property
+    def lm_row(self) -> text_baselines.CoderRow:
+        return next(r for r in self.rows if r.coder.startswith("language model"))
+
+
+def _check_input(data: bytes, limit: int | None) -> None:
+    if not data:
+        raise InputError("there is nothing to compress: paste some text, pick an example or upload a file")
+    if limit is not None and len(data) > limit:
+        raise InputError(
+            f"the input has {len(data):,} bytes; the app compresses at most {limit:,} bytes with the model on this "
+            f"device, because the model codes only a few kB per second on a CPU and every result is decoded again "
+            f"to verify it. Use the command line for long files: python -m models.compression text compress FILE")
+
+
+def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings | None = None,
+            limit: int | None = None, progress=None) -> Comparison:
+    """Classic coders + the LM codec on ``data``; every row verified by decode-and-compare."""
+    _check_input(data, limit)
+    rows = text_baselines.run_all(data)
+    huff = text_baselines.huffman_bytes(data)
+    lm = lm_codec.compress(data, loaded, codec, progress=_stage(progress, "compressing with the model"))
+    started = time.perf_counter()
+    lm_codec.decompress(lm.blob, loaded, _stage(progress, "decoding to verify"))  # raises unless identical
+    decode_s = time.perf_counter() - started
+    rows.append(text_baselines.CoderRow(f"language model ({loaded.spec.label})", "LM + range coder", len(data),
+                                        len(lm.blob), lm.seconds, decode_s, True))
+    # The same verified file without its fixed-size header (fingerprint, hashes): what the text itself cost.
+    rows.append(text_baselines.CoderRow("language model, payload only (no header)", "LM + range coder", len(data),
+                                        lm.header["payload_bytes"], lm.seconds, decode_s, True))
+    path = handout.new_folder() / f"text{text_container.SUFFIX}"  # the visitor's download: an unguessable folder
+    settings.atomic_write_bytes(path, lm.blob)
+    lz = text_baselines.lz77_parse(data) if len(data) <= text_baselines.LZ77_MAX_INPUT else None
+    return Comparison(rows, lm, decode_s, path, huff, lz, data)
+
+
+@dataclass
+class DictionaryView:
+    """LZ77 and LZ78 on the same text: the two ways of pointing at earlier text."""
+    data: bytes  # the bytes drawn (the first LZ77_MAX_INPUT of the input)
+    total_bytes: int  # the whole input
+    lz77: list[text_baselines.LZ77Op]
+    lz78: list[lz78.Phrase]
+    rows: list[lz78.DictionaryRow]  # the first phrases, each an old phrase + one character
+
+
+def dictionary_view(data: bytes, rows: int = 100) -> DictionaryView:
+    """The LZ77 parse, the LZ78 parse and the LZ78 dictionary's first ``rows`` phrases of ``data``
+    (at most its first LZ77_MAX_INPUT bytes are drawn)."""
+    _check_input(data, None)
+    head = bytes(data[:text_baselines.LZ77_MAX_INPUT])
+    return DictionaryView(head, len(data), text_baselines.lz77_parse(head), lz78.lz78_parse(head),
+                          lz78.dictionary_rows(head, rows))
+
+
+def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple[bytes, Path, dict]:
+    """Decode an uploaded .lmlt file (one record, or several as the command line writes for a long input)
+    with the model named in its header (fingerprint checked); the restored bytes are written only after
+    every record's checksum matched. Returns (bytes, path, the first record's header)."""
+    records = lm_codec.read_records(blob)
+    sizes = [h.get("n_bytes") for h, _ in records]
+    limit = UI_LIMIT_GPU if pick().device.type == "cuda" else UI_LIMIT_CPU
+    if not all(isinstance(n, int) and n >= 0 for n in sizes) or sum(sizes) > limit:  # the decoder runs per token
+        shown = f"{sum(sizes):,}" if all(isinstance(n, int) for n in sizes) else repr(sizes)[:40]
+        raise InputError(f"this file restores {shown} bytes; the app decodes at most {limit:,} "
+                         f"on this device. Use the command line: python -m models.compression text decompress FILE")
+    data = lm_codec.decompress_records(records, None, _stage(progress, "decoding"))
+    header = records[0][0]
+    stem = safe_name(Path(str(name)).name.removesuffix(text_container.SUFFIX), "restored")
+    path = handout.new_folder() / f"{stem}.txt"
+    settings.atomic_write_bytes(path, data)
+    return data, path, header
+
+
+def _stage(progress, label: str):
+    if progress is None:
+        return None
+
+    def callback(done: int, total: int) -> None:
+        progress(done / max(total, 1), f"{label}: {done:,}/{total:,} tokens")
+
+    return callback
+
+
+# --- examples the UI offers ---------------------------------------------------------------------
+
+PARAGRAPH = (
+    "On 14 March 1879, Albert Einstein was born in Ulm, in the Kingdom of Württemberg. The boy who would later "
+    "explain the photoelectric effect was, by his own account, slow to speak. In 1905, while working at the patent "
+    "office in Bern, he published four papers that changed physics: on the photoelectric effect, on Brownian motion, "
+    "on special relativity, and on the equivalence of mass and energy, E = mc². The common words in this paragraph "
+    "cost the model almost nothing; the names, places and numbers are where the bits go."
+)
+
+EXAMPLES = {
+    "alice29.txt (Canterbury corpus, first 3 kB)": ("canterbury", "alice29.txt", 3000),
+    "plrabn12.txt (Paradise Lost, first 3 kB)": ("canterbury", "plrabn12.txt", 3000),
+    "lcet10.txt (technical lecture, first 3 kB)": ("canterbury", "lcet10.txt", 3000),
+    "A paragraph with names and numbers": (None, None, 0),
+}
+
+
+def example_text(name: str) -> str:
+    """The text of one of ``EXAMPLES`` (Canterbury files come from the embedded assets)."""
+    if name not in EXAMPLES:
+        raise InputError(f"unknown example {name!r}")
+    key, filename, nbytes = EXAMPLES[name]
+    if key is None:
+        return PARAGRAPH
+    from models.core import assets
+
+    raw = (assets.path(key) / filename).read_bytes()[:nbytes]
+    return raw.decode("utf-8", "ignore")

@@ -1,0 +1,756 @@
+"""A language model as a lossless compressor: next-token probabilities + arithmetic coding.
+
+An arithmetic (range) coder spends -log2 p bits on a symbol of probability p, so a model
+that predicts text well codes it in few bits (Delétang et al., "Language Modeling Is
+Compression", 2024; Bellard's ts_zip). The coder is constriction's RangeEncoder; this
+module only makes sure the decoder sees *exactly* the probabilities the encoder saw:
+
+- one code path, ``_lockstep``, drives both directions: the same forward calls (a prefill,
+  then one incremental KV-cache step per token), the same batch shapes, the same dtype;
+  the only difference is whether a symbol comes from the input or from the decoder;
+- probabilities are float32 softmax outputs of float32 logits, quantised by constriction
+  (``Categorical(perfect=False)``) identically on both sides;
+- the header records a fingerprint (weights and tokenizer hashes, precision, device type,
+  CPU/GPU kernel family, library versions) and decoding refuses a mismatch up front.
+
+Long texts: the token stream is cut into ``lanes`` contiguous pieces coded side by side,
+one forward pass per step for all lanes (a batch), interleaved into one range-coder
+stream lane by lane. Each lane's context grows to ``window`` tokens; then it is rebuilt
+(one prefill) from the start token and the lane's last ``keep`` tokens. Both rules are
+recorded in the header.
+
+Any bytes: byte-level BPE vocabularies hold a token for each of the 256 bytes, so input
+the tokenizer cannot reproduce (invalid UTF-8, odd normalisation) is coded with those
+byte tokens where needed ("mixed" or "bytes" mode); other tokenizers fall back to LZMA.
+Every round trip is checked against the sha256 of the input.
+
+Speed on CPU: the model runs in bfloat16 where the CPU has bf16 matrix units (10x faster
+than float32 here); the softmax runs in float32 on the output layer's logits (precision
+"bf16"). On alice29 bfloat16 costs 0.07 % in bits against float32 (0.01 % of it for the
+output layer), and the lock-step decoder, which reads all weights once per step, gets
+4x faster on its output layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import lzma
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from models.compression.text import compact_header
+from models.compression.text import container as text_container
+from models.core import registry
+from models.core.errors import Cancelled, CorruptFile, InputError
+from models.engines import kv_cache
+
+CODEC = "lm-range-1"
+_FAMILY = None  # constriction's Categorical family, created on first use
+
+
+def _family():
+    global _FAMILY
+    if _FAMILY is None:
+        import constriction
+
+        _FAMILY = constriction.stream.model.Categorical(perfect=False)
+    return _FAMILY
+
+
+# One record codes at most this much (the decoder refuses headers claiming more before allocating anything);
+# the command line splits longer files into records of --chunk-bytes (1 MiB by default).
+MAX_RECORD_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    window: int = field(default=1024, metadata={"help": "tokens of context a lane may see before it is rebuilt "
+                                                        "(0 = the model's context length, keep = half of it)"})
+    keep: int = field(default=512, metadata={"help": "tokens kept when a full context is rebuilt (the rest is forgotten)"})
+    lanes: int = field(default=0, metadata={"help": "pieces coded side by side as one batch (0 = automatic)"})
+    lane_tokens: int = field(default=450, metadata={"help": "automatic lane count: about this many tokens per lane"})
+    max_lanes: int = field(default=96, metadata={"help": "upper bound on the automatic lane count"})
+    short_tokens: int = field(default=4500, metadata={"help": "automatic lane count: texts up to this many tokens "
+                                                               "(about 16 kB of English) get longer lanes"})
+    short_lane_tokens: int = field(default=2000, metadata={"help": "automatic lane count of a short text: one lane, "
+                                                                    "plus one per this many tokens"})
+    precision: str = field(default="auto", metadata={"help": "auto, bf16 (bfloat16 weights, float32 softmax) or fp32"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for the model while coding (0 = torch's current "
+                                                      "setting); recorded, and the decoder uses the same number"})
+
+    def lane_count(self, n_tokens: int) -> int:
+        if n_tokens <= 0:
+            return 1
+        lanes = self.lanes or min(self.max_lanes, max(1, math.ceil(n_tokens / self.lane_tokens)))
+        if not self.lanes and n_tokens <= self.short_tokens:
+            # Each lane starts without context (~200 extra bits on prose): a short text, where that shows,
+            # gets few long lanes (<= 5 % against one lane up to 16 kB); longer texts keep many for speed.
+            lanes = min(lanes, 1 + n_tokens // self.short_lane_tokens)
+        lanes = min(lanes, n_tokens)
+        chunk = math.ceil(n_tokens / lanes)
+        return math.ceil(n_tokens / chunk)  # no empty lane
+
+    def for_model(self, loaded: registry.Loaded) -> CodecSettings:
+        """Window 0 becomes the model's context length (keeping half of it on a rebuild)."""
+        if self.window:
+            return self
+        limit = context_limit(loaded)
+        return replace(self, window=limit, keep=limit // 2)
+
+
+# Lanes trade ratio for speed. A step of the lock-step decoder reads every weight once whatever the batch, so
+# on a CPU only many lanes keep it busy; but each lane starts without context, and on alice29 that costs
+# +1.7 % with 8 lanes of the full 8k context and +6.7 % with 32 (teacher-forced cross-entropy).
+PRESETS = {
+    "fast": CodecSettings(),  # up to 96 short lanes with a 1,024-token window: ~2.5 kB/s on two CPU cores
+    "compact": CodecSettings(window=0, lane_tokens=7000),  # few long lanes seeing the model's whole context
+}
+
+
+def lane_lengths(n_tokens: int, lanes: int) -> list[int]:
+    """Contiguous pieces of ceil(n / lanes) tokens; the last one takes the rest."""
+    if n_tokens == 0:
+        return [0]
+    chunk = math.ceil(n_tokens / lanes)
+    return [min(chunk, n_tokens - i * chunk) for i in range(lanes)]
+
+
+# --- bytes <-> tokens -----------------------------------------------------------------------
+
+
+class TokenMap:
+    """Turns any bytes into token ids and back, exactly."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        self.byte_table = _byte_table(tokenizer)  # bytes of every token id, or None
+        if self.byte_table is not None:
+            index = {b: i for i, b in enumerate(self.byte_table) if len(b) == 1 and i not in _special_ids(tokenizer)}
+            self.byte_ids = [index.get(bytes([b])) for b in range(256)]
+            if None in self.byte_ids:
+                self.byte_table = None
+
+    def _encode_text(self, text: str) -> list[int]:
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is not None:  # no "sequence longer than the model" warning for long texts
+            return list(backend.encode(text, add_special_tokens=False).ids)
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def to_tokens(self, data: bytes) -> tuple[list[int], str, str]:
+        """(ids, mode, note). mode: text | mixed | bytes (byte-level vocabularies) | lzma."""
+        if not data:
+            return [], "text", ""
+        if self.byte_table is None:
+            try:
+                text = data.decode("utf-8")
+                ids = self._encode_text(text)
+                if self.tok.decode(ids, clean_up_tokenization_spaces=False) == text:
+                    return ids, "text", ""
+            except UnicodeDecodeError:
+                pass
+            return [], "lzma", ("the tokenizer cannot reproduce this input exactly and has no byte tokens, "
+                                "so it was coded with LZMA instead of the model")
+        try:
+            ids = self._encode_text(data.decode("utf-8"))
+            if self.to_bytes(ids, "text") == data:
+                return ids, "text", ""
+        except UnicodeDecodeError:
+            pass
+        # Invalid UTF-8 bytes become single-byte tokens; valid runs are tokenized normally.
+        ids, raw = [], 0
+        for run, is_raw in _utf8_runs(data):
+            if is_raw:
+                ids += [self.byte_ids[b] for b in run]
+                raw += len(run)
+            else:
+                ids += self._encode_text(run.decode("utf-8"))
+        if self.to_bytes(ids, "mixed") == data:
+            return ids, "mixed", f"{raw:,} bytes are not valid UTF-8; they were coded as single-byte tokens"
+        ids = [self.byte_ids[b] for b in data]
+        return ids, "bytes", "the tokenizer does not reproduce this input exactly, so every byte was coded as one token"
+
+    def to_bytes(self, ids: list[int], mode: str) -> bytes:
+        if self.byte_table is not None:
+            table = self.byte_table
+            return b"".join(table[i] for i in ids)
+        return self.tok.decode(ids, clean_up_tokenization_spaces=False).encode("utf-8")
+
+    def piece(self, token_id: int) -> bytes:
+        if self.byte_table is not None:
+            return self.byte_table[token_id]
+        return self.tok.decode([token_id], clean_up_tokenization_spaces=False).encode("utf-8")
+
+
+def _special_ids(tokenizer) -> set[int]:
+    return set(getattr(tokenizer, "all_special_ids", []) or [])
+
+
+def _byte_table(tokenizer) -> list[bytes] | None:
+    """For byte-level BPE (GPT-2, SmolLM2, Llama 3): the exact bytes of every token id."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    decode_char = {c: b for b, c in bytes_to_unicode().items()}
+    try:
+        n = len(tokenizer)
+        pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
+    except Exception:
+        return None
+    special = _special_ids(tokenizer)
+    added = {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    table = []
+    for i, piece in enumerate(pieces):
+        if piece is None:
+            table.append(b"")
+        elif i in special or i in added:
+            table.append(piece.encode("utf-8"))  # added tokens are stored as plain text
+        elif all(c in decode_char for c in piece):
+            table.append(bytes(decode_char[c] for c in piece))
+        else:
+            return None  # not a byte-level vocabulary
+    return table
+
+
+def _utf8_runs(data: bytes):
+    """Split bytes into (valid UTF-8 run, False) and (invalid bytes, True) pieces, in order."""
+    text = data.decode("utf-8", "surrogateescape")
+    start, pos, raw = 0, 0, None
+    out = []
+    for ch in text:
+        is_raw = 0xDC80 <= ord(ch) <= 0xDCFF
+        if raw is None:
+            raw = is_raw
+        elif is_raw != raw:
+            out.append((text[start:pos], raw))
+            start, raw = pos, is_raw
+        pos += 1
+    if raw is not None:
+        out.append((text[start:pos], raw))
+    return [(piece.encode("utf-8", "surrogateescape"), is_raw) for piece, is_raw in out]
+
+
+# --- the model side: one runner per (model, precision) ---------------------------------------
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in {"auto", "bf16", "fp32"}:
+        raise InputError(f"precision must be auto, bf16 or fp32 (got {precision!r})")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)():
+        return "bf16"
+    return "fp32"
+
+
+class _Runner:
+    """Hidden states from the transformer body, then logits, softmaxed in float32."""
+
+    def __init__(self, loaded: registry.Loaded, precision: str) -> None:
+        model = loaded.model
+        self.loaded, self.precision = loaded, precision
+        self.device = next(model.parameters()).device
+        body = model.base_model
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        if next(body.parameters()).dtype != dtype:
+            body = copy.deepcopy(body).to(dtype)
+        self.body = body.eval()
+        self.config = model.config
+        head = model.get_output_embeddings()
+        self.head_w = head.weight.detach().to(self.device, dtype)
+        bias = getattr(head, "bias", None)
+        self.head_b = None if bias is None else bias.detach().to(self.device, dtype)
+        self.vocab = self.head_w.shape[0]
+        self.lock = threading.Lock()
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, cache) -> tuple[object, np.ndarray]:
+        """ids (lanes, t) -> (cache, probabilities (lanes, vocab) float32 for the next token)."""
+        out = self.body(input_ids=ids.to(self.device), cache=cache, use_cache=True)
+        probs = torch.softmax(self.logits(out.last_hidden_state[:, -1]), dim=-1)
+        return out.cache, probs.cpu().numpy()
+
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) -> float32 logits (..., vocab)."""
+        return torch.nn.functional.linear(hidden.to(self.head_w.dtype), self.head_w, self.head_b).float()
+
+
+_runners: dict[tuple, _Runner] = {}
+_runners_lock = threading.Lock()
+
+
+def _runner(loaded: registry.Loaded, precision: str) -> _Runner:
+    precision = _resolve_precision(precision, loaded.device.device)
+    key = (id(loaded.model), precision)
+    with _runners_lock:
+        if key not in _runners:
+            while len(_runners) >= 2:  # a bf16 copy of a body costs memory: keep few
+                _runners.pop(next(iter(_runners)))
+            _runners[key] = _Runner(loaded, precision)
+        return _runners[key]
+
+
+def _weights_sha256(loaded: registry.Loaded) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), computed once per model."""
+    if loaded.fingerprint:
+        return loaded.fingerprint
+    digest, seen = hashlib.sha256(), set()
+    for name, tensor in sorted(loaded.model.state_dict().items()):
+        if tensor.data_ptr() in seen:  # tied weights are hashed once
+            continue
+        seen.add(tensor.data_ptr())
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+    loaded.fingerprint = digest.hexdigest()
+    return loaded.fingerprint
+
+
+def _tokenizer_sha256(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
+    """Everything the probabilities depend on, as recorded in (and checked against) a file header."""
+    runner = _runner(loaded, precision)
+    device = runner.device
+    if device.type == "cuda":
+        kernel = f"{torch.cuda.get_device_name(device)} sm{''.join(map(str, torch.cuda.get_device_capability(device)))}"
+    else:
+        kernel = torch.backends.cpu.get_cpu_capability()
+    return {
+        "model": loaded.spec.key,
+        "weights_sha256": _weights_sha256(loaded)[:16],  # 64 bits tell checkpoints apart; the header stays short
+        "tokenizer_sha256": _tokenizer_sha256(loaded.tokenizer)[:16],
+        "precision": runner.precision,
+        "device_type": device.type,
+        "kernel": kernel,
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "constriction": _version("constriction"),
+        "codec": CODEC,
+    }
+
+
+def _start_id(tokenizer) -> int:
+    """The context every lane starts from: the document separator raw text follows in pretraining
+    (<|endoftext|>) where the vocabulary has one, else the BOS or EOS token."""
+    separator = tokenizer.get_vocab().get("<|endoftext|>")
+    for candidate in (separator, tokenizer.bos_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def context_limit(loaded: registry.Loaded) -> int:
+    config = loaded.model.config
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+
+
+def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
+    limit = context_limit(loaded)
+    if not 2 <= s.window <= limit:
+        raise InputError(f"window must be between 2 and the model's context length {limit} (got {s.window})")
+    if not 0 <= s.keep < s.window - 1:
+        raise InputError(f"keep must be at least 0 and less than window - 1 = {s.window - 1} (got {s.keep})")
+    if s.lanes < 0 or s.max_lanes < 1 or s.lane_tokens < 1 or s.short_lane_tokens < 1 or s.short_tokens < 0 \
+            or not 0 <= s.threads <= 1024:
+        raise InputError("lanes, threads and short_tokens must be >= 0, max_lanes and the lane lengths >= 1")
+
+
+_threads_lock = threading.Lock()
+
+
+class _fixed_threads:
+    """Run with exactly ``n`` intra-op CPU threads (process-wide, so one coder at a time), then restore.
+
+    The thread count can change how a CPU kernel splits a sum, hence the last bit of a probability,
+    so it is part of the recipe: recorded by the encoder, adopted by the decoder."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        _threads_lock.acquire()
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.before)
+        _threads_lock.release()
+
+
+# --- the one loop both directions run ---------------------------------------------------------
+
+Progress = Callable[[int, int], None]
+
+
+def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, keep: int,
+              choose: Callable[[int, list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
+              prefix: list[int] | None = None, threads: int = 0) -> None:
+    """Run the model over all lanes step by step; ``choose`` gets (step, active lanes, their
+    probabilities) and returns their symbols (from the input when encoding, from the decoder
+    when decoding). Encoder and decoder call exactly this with the same arguments."""
+    lanes, steps = len(lengths), max(lengths)
+    if steps == 0:
+        return
+    prefix = list(prefix or [])
+    history = [list(prefix) for _ in range(lanes)]  # tokens after the start token, per lane
+    with runner.lock, _fixed_threads(threads or torch.get_num_threads()):
+        first = torch.tensor([[start_id] + prefix] * lanes, dtype=torch.long)
+        if first.shape[1] > window:  # a long prompt (sampling): keep its end
+            first = torch.tensor([[start_id] + prefix[-keep:]] * lanes, dtype=torch.long) if keep else first[:, :1]
+        # sized from the recorded settings alone, so encoder and decoder allocate the same buffers
+        cache = kv_cache.preallocated(runner.config, min(window, first.shape[1] + steps))
+        fixed = cache is not None  # else a dynamic cache, made anew on every rebuild
+        cache, probs = runner.forward(first, cache)
+        context = first.shape[1]
+        total = sum(lengths)
+        done = 0
+        for step in range(steps):
+            active = [i for i in range(lanes) if lengths[i] > step]
+            symbols = choose(step, active, probs[active])
+            chosen = dict(zip(active, (int(x) for x in symbols), strict=True))
+            for lane in range(lanes):  # finished lanes carry the start token: a fixed, shared filler
+                history[lane].append(chosen.get(lane, start_id))
+            done += len(active)
+            if progress is not None:
+                progress(done, total)
+            if step == steps - 1:
+                break
+            if context + 1 > window:  # rebuild: start token + the last `keep` tokens, one prefill
+                rows = [[start_id] + (h[-keep:] if keep else []) for h in history]
+                if fixed:
+                    kv_cache.reset(cache)
+                cache, probs = runner.forward(torch.tensor(rows, dtype=torch.long), cache if fixed else None)
+                context = len(rows[0])
+            else:
+                feed = torch.tensor([[h[-1]] for h in history], dtype=torch.long)
+                cache, probs = runner.forward(feed, cache)
+                context += 1
+
+
+# --- compress / decompress ---------------------------------------------------------------------
+
+
+@dataclass
+class TokenCost:
+    text: str  # the token's bytes, decoded for display (invalid bytes shown as U+FFFD)
+    bits: float  # -log2 p under the model (the ideal code length)
+
+
+@dataclass
+class LMResult:
+    blob: bytes  # the whole compressed file
+    header: dict
+    tokens: list[TokenCost]
+    seconds: float
+    note: str = ""
+
+    @property
+    def n_bytes(self) -> int:
+        return int(self.header["n_bytes"])
+
+    @property
+    def payload_bits(self) -> int:
+        return 8 * int(self.header["payload_bytes"])
+
+    @property
+    def cross_entropy_bits(self) -> float:
+        return float(sum(t.bits for t in self.tokens))
+
+    @property
+    def overhead(self) -> float:
+        """Payload size over the model's cross-entropy, minus 1 (the coder's own cost)."""
+        ce = self.cross_entropy_bits
+        return self.payload_bits / ce - 1 if ce else 0.0
+
+
+def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
+             progress: Progress | None = None) -> LMResult:
+    """Compress ``data`` with the model. Call ``verify`` (decode and compare) before reporting a saving."""
+    import constriction
+
+    if not isinstance(data, (bytes, bytearray)):
+        raise InputError("compress() takes bytes; encode text as UTF-8 first")
+    if len(data) > MAX_RECORD_BYTES:
+        raise InputError(f"{len(data):,} bytes is more than one record holds ({MAX_RECORD_BYTES:,}); code the file in "
+                         "chunks (the command line's --chunk-bytes)")
+    data = bytes(data)
+    s = (settings or CodecSettings()).for_model(loaded)
+    _check_settings(s, loaded)
+    fp = fingerprint(loaded, s.precision)  # hashes the weights once per model: not counted as coding time
+    runner = _runner(loaded, s.precision)
+    started = time.perf_counter()
+    tmap = TokenMap(loaded.tokenizer)
+    ids, mode, note = tmap.to_tokens(data)
+    if any(i >= runner.vocab for i in ids):
+        raise InputError("the tokenizer produced ids outside the model's vocabulary; this model cannot code this text")
+    lanes = s.lane_count(len(ids))
+    lengths = lane_lengths(len(ids), lanes)
+    start_id = _start_id(loaded.tokenizer)
+    threads = s.threads or torch.get_num_threads()
+    header = {"format": "lmlab-text", "mode": mode, "n_bytes": len(data), "n_tokens": len(ids),
+              "sha256": _data_hash(data), "lanes": lanes,
+              "window": s.window, "keep": s.keep, "start_id": start_id, "threads": threads, "fingerprint": fp}
+    if mode == "lzma":
+        payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+        return LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
+                        time.perf_counter() - started, note)
+
+    offsets = [sum(lengths[:i]) for i in range(lanes)]
+    encoder = constriction.stream.queue.RangeEncoder()
+    bits = np.zeros(len(ids), dtype=np.float64)
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        positions = [offsets[lane] + step for lane in active]
+        symbols = np.array([ids[p] for p in positions], dtype=np.int32)
+        encoder.encode(symbols, _family(), probs)
+        bits[positions] = -np.log2(np.maximum(probs[np.arange(len(active)), symbols].astype(np.float64), 1e-300))
+        return symbols
+
+    _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
+    payload = encoder.get_compressed().astype("<u4").tobytes()
+    blob = _pack(header, payload, loaded, s)
+    payload_bytes = read_header(blob)["payload_bytes"]  # as stored (version 3 cuts trailing zero bytes)
+    pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
+    tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits, strict=True)]
+    return LMResult(blob, {**header, "payload_bytes": payload_bytes}, tokens, time.perf_counter() - started, note)
+
+
+def _preset_of(s: CodecSettings, loaded: registry.Loaded) -> str | None:
+    """The preset whose rules ``s`` follows (precision and threads aside), or None for custom settings."""
+    for name in compact_header.PRESET_IDS:
+        if replace(PRESETS[name], precision=s.precision, threads=s.threads).for_model(loaded) == s:
+            return name
+    return None
+
+
+def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, threads: int) -> dict:
+    """The fingerprint with the settings a version 3 file leaves out (they follow from the preset)."""
+    rules = {"preset": preset, "window": s.window, "keep": s.keep, "lanes": s.lanes, "lane_tokens": s.lane_tokens,
+             "max_lanes": s.max_lanes, "start_id": start_id, "threads": threads}
+    return {**fp, "settings": rules}
+
+
+def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSettings) -> bytes:
+    """The compact version 3 record when a catalogue model ran a preset, else the version 2 JSON header."""
+    fp, preset = header["fingerprint"], _preset_of(s, loaded)
+    if not compact_header.eligible(fp["model"], header["mode"], preset, fp["precision"], header["threads"]):
+        return text_container.pack(header, payload)
+    full = _full_fingerprint(fp, s, preset, header["start_id"], header["threads"])
+    return compact_header.pack(model=fp["model"], mode=header["mode"], preset=preset, precision=fp["precision"],
+                               threads=header["threads"], fingerprint_digest=compact_header.digest(full),
+                               data_sha256=bytes.fromhex(header["sha256"]), n_bytes=header["n_bytes"],
+                               n_tokens=header["n_tokens"], payload=payload)
+
+
+def read_header(blob: bytes) -> dict:
+    header, _ = text_container.unpack(blob)
+    return header
+
+
+def read_records(blob: bytes) -> list[tuple[dict, bytes]]:
+    """(header, record bytes) of each record of a .lmlt file, in order. A file is one record, or several
+    back to back (the command line codes a long input in chunks); the CLI and the app both read files
+    through this and ``decompress_records``. CorruptFile when a record is damaged or the file is empty."""
+    records = text_container.split_records(bytes(blob))
+    if not records:
+        raise CorruptFile("the file is empty: not a compressed file")
+    return [(read_header(r), r) for r in records]
+
+
+def decompress_records(records: list[tuple[dict, bytes]], loaded: registry.Loaded | None = None,
+                       progress: Progress | None = None, device: str | None = None) -> bytes:
+    """The original bytes of a whole file (``read_records``): each record decoded and checked against its
+    sha256, in order. The model named in the first record is loaded once (when ``loaded`` is None); each
+    record's fingerprint is still checked. ``progress(done, total)`` counts tokens over all records."""
+    if loaded is None and records:
+        recorded = records[0][0].get("fingerprint")
+        loaded = registry.load_causal_lm(recorded.get("model", "") if isinstance(recorded, dict) else "", device=device)
+    total = sum(h.get("n_tokens", 0) for h, _ in records if isinstance(h.get("n_tokens", 0), int))
+    parts, done = [], 0
+    for header, record in records:
+        offset = done
+        step = None if progress is None else (lambda d, _t, offset=offset: progress(offset + d, max(total, 1)))
+        parts.append(decompress(record, loaded, step, device))
+        done += header.get("n_tokens", 0) if isinstance(header.get("n_tokens", 0), int) else 0
+    return b"".join(parts)
+
+
+def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Progress | None = None,
+               device: str | None = None) -> bytes:
+    """The original bytes, checked against their sha256. Loads the file's model if none is given."""
+    import constriction
+
+    header, payload = text_container.unpack(blob)
+    if header.get("version") == compact_header.VERSION:
+        header, loaded = _expand_compact(header, loaded, device)
+    try:
+        recorded = header["fingerprint"]
+        n_tokens, mode = int(header["n_tokens"]), header["mode"]
+        window, keep, start_id = int(header["window"]), int(header["keep"]), int(header["start_id"])
+        threads, lanes = int(header["threads"]), int(header["lanes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptFile(f"the header lacks a field or has a bad value ({exc})") from exc
+    # A hostile header must not make the decoder allocate or run without bound: every token is at least one
+    # byte, and the lanes are exactly the split the encoder derives from the token count (no empty lane).
+    n_bytes = header.get("n_bytes")
+    if type(n_bytes) is not int or not 0 <= n_tokens <= n_bytes or not 1 <= threads <= 1024 \
+            or lanes < 1 or CodecSettings(lanes=lanes).lane_count(n_tokens) != lanes:
+        raise CorruptFile("the header's sizes do not fit together: the file is corrupt")
+    lengths = lane_lengths(n_tokens, lanes)
+    if n_bytes > MAX_RECORD_BYTES:
+        raise CorruptFile(f"the header declares {n_bytes:,} bytes in one record; files made here hold at most "
+                          f"{MAX_RECORD_BYTES:,} per record (the command line codes longer files in chunks)")
+    if not isinstance(recorded, dict):
+        raise CorruptFile("the header's fingerprint is malformed: the file is corrupt")
+    if loaded is None:
+        loaded = registry.load_causal_lm(recorded.get("model", ""), device=device)
+    if header.get("version") != compact_header.VERSION:  # version 3 was checked by _expand_compact
+        text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
+    if mode == "lzma":
+        try:  # bounded: an LZMA stream can claim far more than the header's size
+            inflater = lzma.LZMADecompressor()
+            data = inflater.decompress(payload, max_length=n_bytes + 1)
+        except lzma.LZMAError as exc:
+            raise CorruptFile(f"the LZMA payload does not decode ({exc})") from exc
+        return _verified(data, header)
+    try:
+        _check_settings(CodecSettings(window=window, keep=keep, threads=threads), loaded)
+    except InputError as exc:
+        raise CorruptFile(f"the header's coding settings are invalid ({exc}): the file is corrupt") from None
+    runner = _runner(loaded, recorded["precision"])
+    if not 0 <= start_id < runner.vocab:
+        raise CorruptFile("the header's start token is outside the model's vocabulary: the file is corrupt")
+    if len(payload) % 4:
+        raise CorruptFile("the payload is not a whole number of 32-bit words: the file is corrupt")
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    offsets = [sum(lengths[:i]) for i in range(len(lengths))]
+    ids = [0] * n_tokens
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        try:
+            symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
+        except (AssertionError, ValueError) as exc:  # constriction's range decoder on words no encoder wrote
+            raise CorruptFile("the payload cannot be decoded with this model: the file is corrupt") from exc
+        for lane, sym in zip(active, symbols, strict=True):
+            ids[offsets[lane] + step] = int(sym)
+        return symbols
+
+    _lockstep(runner, lengths, start_id, window, keep, choose, progress, threads=threads)
+    tmap = TokenMap(loaded.tokenizer)
+    try:
+        data = tmap.to_bytes(ids, mode)
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise CorruptFile("the decoded tokens are not valid: the file is corrupt or was made elsewhere") from exc
+    return _verified(data, header)
+
+
+def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | None) -> tuple[dict, registry.Loaded]:
+    """A version 3 header: rebuild the settings from the preset and the model, check the fingerprint
+    digest against this setup's (naming what differs), and fill in what version 2 files record."""
+    recorded = header["fingerprint"]
+    if loaded is None:
+        loaded = registry.load_causal_lm(recorded["model"], device=device)
+    s = replace(PRESETS[header["preset"]], precision=recorded["precision"], threads=header["threads"]).for_model(loaded)
+    start_id = _start_id(loaded.tokenizer)
+    fp = fingerprint(loaded, recorded["precision"])
+    compact_header.check_fingerprint(bytes.fromhex(recorded["digest"]),
+                                     _full_fingerprint(fp, s, header["preset"], start_id, header["threads"]))
+    header = {**header, "fingerprint": {**fp, "digest": recorded["digest"]}, "window": s.window, "keep": s.keep,
+              "start_id": start_id, "lanes": s.lane_count(int(header["n_tokens"]))}
+    return header, loaded
+
+
+def _data_hash(data: bytes) -> str:
+    """The first 128 bits of the sha256: a wrong decode or a damaged file never matches by chance."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _verified(data: bytes, header: dict) -> bytes:
+    recorded = str(header.get("sha256"))  # 128 bits in version 2 files, 32 in version 3
+    if len(data) != header.get("n_bytes") or len(recorded) < 8 or _data_hash(data)[:len(recorded)] != recorded:
+        raise CorruptFile("the decoded text does not match the original's checksum: the decoder computed other "
+                          "probabilities than the encoder (another machine type?) or the file is corrupt. "
+                          "Nothing was written.")
+    return data
+
+
+def verify(result: LMResult, loaded: registry.Loaded, progress: Progress | None = None) -> float:
+    """Decode ``result`` and compare; returns the decode time in seconds (raises if it differs)."""
+    started = time.perf_counter()
+    decompress(result.blob, loaded, progress)
+    return time.perf_counter() - started
+
+
+# --- sampling is decompression -----------------------------------------------------------------
+
+
+@dataclass
+class Sampled:
+    text: str
+    tokens: list[TokenCost]
+    words: list[int]  # the random 32-bit words fed to the decoder
+    bits_used: float  # sum of -log2 p: how many random bits the text "cost"
+
+
+def sample_from_bits(loaded: registry.Loaded, seed: int, n_tokens: int = 60, prompt: str = "",
+                     precision: str = "auto", progress: Progress | None = None) -> Sampled:
+    """Feed random bits to the arithmetic decoder: it "decompresses" them into text the model finds
+    likely, a sample from the model at temperature 1. The same seed gives the same text."""
+    import constriction
+
+    if not 1 <= n_tokens <= 2048:
+        raise InputError(f"number of tokens must be between 1 and 2048 (got {n_tokens})")
+    if not 0 <= int(seed) < 2**63:
+        raise InputError("seed must be a non-negative integer")
+    runner = _runner(loaded, precision)
+    words = np.random.default_rng(int(seed)).integers(0, 2**32, size=n_tokens + 8, dtype=np.uint64).astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    tmap = TokenMap(loaded.tokenizer)
+    prefix = tmap._encode_text(prompt) if prompt else []
+    limit = context_limit(loaded)
+    window = min(1024, limit)
+    ids, bits = [], []
+
+    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
+        ids.append(int(symbols[0]))
+        bits.append(-math.log2(max(float(probs[0, symbols[0]]), 1e-300)))
+        return symbols
+
+    _lockstep(runner, [n_tokens], _start_id(loaded.tokenizer), window, window // 2, choose, progress, prefix=prefix)
+    pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
+    text = tmap.to_bytes(ids, "text").decode("utf-8", "replace")
+    return Sampled(text, [TokenCost(p, b) for p, b in zip(pieces, bits, strict=True)], words.tolist(), float(sum(bits)))
+
+
+def cancel_check(event: threading.Event | None, inner: Progress | None = None) -> Progress:
+    """A progress callback that also stops the loop when ``event`` is set."""
+
+    def callback(done: int, total: int) -> None:
+        if event is not None and event.is_set():
+            raise Cancelled("stopped by the user")
+        if inner is not None:
+            inner(done, total)
+
+    return callback

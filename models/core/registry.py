@@ -1,0 +1,395 @@
+"""The catalogue of models by task, and a thread-safe LRU cache of loaded models.
+
+Sources, in the order the pickers show them:
+- embedded: real weights from the assets manifest, always available offline;
+- hub: Hugging Face ids, loaded only when the hub is reachable or the model is
+  already in the local HF cache (offline they say so instead of hanging);
+- local: folders given on the command line (``--model-dir``, env ``LMLAB_MODEL_DIRS``);
+- runs: fine-tuned models, contributed by providers registered with ``add_provider``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.core import assets, settings
+from models.core.device import DeviceInfo, pick
+from models.core.errors import LMLabError, ModelUnavailable
+
+CAUSAL_LM = "causal-lm"
+TOKEN_CLASSIFICATION = "token-classification"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # stable id used by the UI and the API
+    label: str  # what the picker shows
+    task: str
+    source: str  # embedded | hub | local | run | spacy
+    location: str  # asset key, hub id or folder path
+    licence: str = ""
+    note: str = ""
+
+    def local_dir(self) -> Path | None:
+        if self.source == "embedded":
+            folder = assets.path(self.location)
+            return folder / "model" if (folder / "model").is_dir() else folder
+        if self.source in {"local", "run", "spacy"}:
+            return Path(self.location)
+        return None
+
+
+_EMBEDDED = [
+    ModelSpec("smollm2-135m-instruct", "SmolLM2-135M-Instruct (embedded)", CAUSAL_LM, "embedded",
+              "smollm2-135m-instruct", "Apache-2.0", "real pretrained weights from the Q4_1 GGUF"),
+]
+_HUB = [
+    ModelSpec("openai-community/gpt2", "GPT-2 124M (hub)", CAUSAL_LM, "hub", "openai-community/gpt2", "MIT"),
+    ModelSpec("distilbert/distilgpt2", "DistilGPT-2 82M (hub)", CAUSAL_LM, "hub", "distilbert/distilgpt2", "Apache-2.0"),
+    ModelSpec("HuggingFaceTB/SmolLM2-135M", "SmolLM2-135M base (hub)", CAUSAL_LM, "hub", "HuggingFaceTB/SmolLM2-135M", "Apache-2.0"),
+]
+
+_providers: list[Callable[[str], list[ModelSpec]]] = []
+
+
+def add_provider(provider: Callable[[str], list[ModelSpec]]) -> None:
+    """Register a function task -> extra specs (the training package adds fine-tuned runs)."""
+    if provider not in _providers:
+        _providers.append(provider)
+
+
+def add_static(specs: list[ModelSpec]) -> None:
+    """Other modules (NER) add their embedded or hub entries here."""
+    for spec in specs:
+        if spec.source == "embedded":
+            _EMBEDDED.append(spec)
+        else:
+            _HUB.append(spec)
+
+
+def _local_specs(task: str) -> list[ModelSpec]:
+    specs = []
+    for entry in filter(None, os.environ.get("LMLAB_MODEL_DIRS", "").split(os.pathsep)):
+        folder = Path(entry).expanduser()
+        if (folder / "config.json").exists() and _folder_task(folder) == task:
+            specs.append(ModelSpec(f"local:{folder}", f"{folder.name} (local folder)", task, "local", str(folder)))
+    return specs
+
+
+def _folder_task(folder: Path) -> str:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    archs = " ".join(config.get("architectures") or [])
+    return TOKEN_CLASSIFICATION if "TokenClassification" in archs else CAUSAL_LM
+
+
+def catalogue(task: str) -> list[ModelSpec]:
+    specs = [s for s in _EMBEDDED + _HUB if s.task == task] + _local_specs(task)
+    for provider in _providers:
+        try:
+            specs += [s for s in provider(task) if s.task == task]
+        except Exception:  # a broken runs folder must not break the pickers
+            continue
+    return specs + compressed_specs(task, specs)
+
+
+def choices(task: str) -> list[tuple[str, str]]:
+    """(label, key) for a picker: models that cannot load now say they need a download."""
+    return [(spec.label if availability(spec)[0] else f"{spec.label} — needs download", spec.key)
+            for spec in catalogue(task)]
+
+
+# --- models run straight from a compressed checkpoint (.lmhz) --------------------------------
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+_sha_lock = threading.Lock()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a local checkpoint, cached by (path, size, mtime): the pickers ask often."""
+    import hashlib
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _sha_lock:
+        if key not in _sha_cache:
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+            _sha_cache[key] = digest.hexdigest()
+        return _sha_cache[key]
+
+
+def _lmhz_source(path: Path) -> dict:
+    """The original file's name, size and sha256 from a .lmhz header (read from the file's end only)."""
+    import mmap
+
+    from models.compression.checkpoint import container
+
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        header, payload = container.unpack(memoryview(mm), path.name)
+        source = dict(header.get("source") or {})
+        del payload, header
+    return source
+
+
+def compressed_dir() -> Path:
+    """Where the Compress tab writes .lmhz files."""
+    return settings.home() / "compress"
+
+
+def compressed_specs(task: str, bases: list[ModelSpec]) -> list[ModelSpec]:
+    """.lmhz files (from the Compress tab) whose original is the weights file of a local model of this
+    task: they load with that model's config and tokenizer, decompressed in memory."""
+    folder = compressed_dir()
+    if not folder.is_dir():
+        return []
+    by_size: dict[int, list[tuple[ModelSpec, Path]]] = {}
+    for base in bases:
+        if base.source == "hub" or (base.source == "embedded" and not assets.is_ready(base.location)):
+            continue
+        local = base.local_dir()
+        weights = local / "model.safetensors" if local else None
+        if weights is not None and weights.is_file():
+            by_size.setdefault(weights.stat().st_size, []).append((base, weights))
+    specs = []
+    for path in sorted(folder.glob("*.lmhz")):
+        try:
+            source = _lmhz_source(path)
+            for base, weights in by_size.get(int(source.get("size", -1)), []):
+                if _file_sha256(weights) == source.get("sha256"):
+                    mb = path.stat().st_size / 1e6
+                    specs.append(ModelSpec(f"lmhz:{path.name}", f"{base.label.split(' (')[0]} from {path.name} "
+                                           f"(compressed, {mb:,.0f} MB of {int(source['size']) / 1e6:,.0f} MB)",
+                                           task, "lmhz", str(path), base.licence, base.key))
+                    break
+        except Exception:  # a damaged or foreign file is simply not offered
+            continue
+    return specs
+
+
+def _base_of(spec: ModelSpec) -> ModelSpec:
+    """The model whose config and tokenizer a compressed checkpoint loads with (its ``note``)."""
+    return get(spec.note, spec.task)
+
+
+def from_pretrained(auto_class, spec: ModelSpec, kwargs: dict[str, Any], **extra) -> Any:
+    """``auto_class.from_pretrained`` for ``spec`` given its ``hub_load_kwargs``. A compressed checkpoint
+    loads with the original model's config and the weights decompressed in memory (the codec checks the
+    sha256 of every tensor and of the whole file, raising CorruptFile on any difference)."""
+    if spec.source != "lmhz":
+        return auto_class.from_pretrained(**kwargs, **extra)
+    from safetensors.torch import load as load_safetensors
+    from transformers import AutoConfig
+
+    from models.compression.checkpoint import codec as checkpoint
+
+    path = Path(spec.location)
+    state = load_safetensors(bytes(checkpoint.decompress(path.read_bytes(), path.name)))
+    config = AutoConfig.from_pretrained(**kwargs)
+    model_class = auto_class._model_mapping[type(config)]  # the concrete class: weights come as a state dict
+    return model_class.from_pretrained(None, config=config, state_dict=state, **extra)
+
+
+def _compressed_sizes(path: Path) -> str:
+    size, original = path.stat().st_size, int(_lmhz_source(path).get("size", 0))
+    return (f"{path.name}: {size / 1e6:,.1f} MB compressed, {original / 1e6:,.1f} MB original "
+            f"({size / max(original, 1):.1%})")
+
+
+def compressed_status(spec: ModelSpec) -> str:
+    """'compressed file X MB, original Y MB (ratio)' for a model loaded from a .lmhz file, else ''."""
+    if spec.source != "lmhz":
+        return ""
+    return f"loaded from {_compressed_sizes(Path(spec.location))}, decompressed in memory, sha256 verified"
+
+
+def compressed_note(key: str | None, task: str, *, loaded: bool) -> str:
+    """The sizes of the .lmhz file a picker key names, for the UI: ``compressed_status`` once the model has
+    loaded, else what loading it will do. '' for any other key, and for a .lmhz file that is gone or no
+    longer matches a local model (loading it then says why)."""
+    if not (key or "").startswith("lmhz:"):
+        return ""
+    try:
+        spec = get(key, task)
+        if loaded:
+            return compressed_status(spec)
+        return f"Runs from {_compressed_sizes(Path(spec.location))}; decompressed in memory and sha256-checked when it loads"
+    except (LMLabError, OSError, ValueError):
+        return ""
+
+
+def get(key: str, task: str | None = None) -> ModelSpec:
+    for spec in catalogue(task) if task else catalogue(CAUSAL_LM) + catalogue(TOKEN_CLASSIFICATION):
+        if spec.key == key:
+            return spec
+    if key.startswith("local:") and not settings.public_mode():
+        folder = Path(key[len("local:"):])
+        if (folder / "config.json").exists():
+            return ModelSpec(key, folder.name, task or _folder_task(folder), "local", str(folder))
+    raise ModelUnavailable(f"unknown model {key!r}; choose one from the list")
+
+
+# --- hub reachability ------------------------------------------------------------------
+
+_hub_probe: tuple[float, bool] = (0.0, False)
+
+
+def hub_reachable() -> bool:
+    """A fast TCP probe of huggingface.co (cached for a minute) so offline never hangs."""
+    global _hub_probe
+    if settings.offline():
+        return False
+    checked, ok = _hub_probe
+    if time.monotonic() - checked < 60:
+        return ok
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=2):
+            ok = True
+    except OSError:
+        ok = False
+    _hub_probe = (time.monotonic(), ok)
+    return ok
+
+
+def in_hf_cache(hub_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def availability(spec: ModelSpec) -> tuple[bool, str]:
+    """(usable now, why not). Embedded assets count as usable: they are fetched on demand."""
+    if spec.source == "hub":
+        if in_hf_cache(spec.location):
+            return True, "in the local Hugging Face cache"
+        if hub_reachable():
+            return True, "will be downloaded from the hub"
+        return False, f"{spec.location} needs a download from the Hugging Face hub, which is not reachable (offline)"
+    if spec.source == "embedded":
+        return True, "embedded"
+    if spec.source == "lmhz":
+        return (True, "compressed checkpoint") if Path(spec.location).is_file() else (False, f"{spec.location} is gone")
+    folder = spec.local_dir()
+    if folder is None or not folder.exists():
+        return False, f"folder {folder} does not exist"
+    return True, "local"
+
+
+def hub_load_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """Where from_pretrained should read: a local folder, or the hub id (cache first when offline)."""
+    ok, why = availability(spec)
+    if not ok:
+        raise ModelUnavailable(why)
+    if spec.source == "hub":
+        return {"pretrained_model_name_or_path": spec.location, "local_files_only": not hub_reachable()}
+    if spec.source == "lmhz":  # the original model's folder gives config and tokenizer; from_pretrained the weights
+        return hub_load_kwargs(_base_of(spec))
+    return {"pretrained_model_name_or_path": str(spec.local_dir()), "local_files_only": True}
+
+
+# --- loaded-model cache -----------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    spec: ModelSpec
+    model: Any
+    tokenizer: Any
+    device: DeviceInfo
+    nbytes: int
+    fingerprint: str = ""  # sha256 of the weights file(s), filled lazily by users who need it
+
+
+class ModelCache:
+    """LRU of loaded models within a memory budget; concurrent loads of one key happen once."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self._items: OrderedDict[tuple, Loaded] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    def get(self, cache_key: tuple, loader: Callable[[], Loaded]) -> Loaded:
+        with self._lock:
+            if cache_key in self._items:
+                self._items.move_to_end(cache_key)
+                return self._items[cache_key]
+            key_lock = self._key_locks.setdefault(cache_key, threading.Lock())
+        with key_lock:  # one loader per key; others wait here and then hit the cache
+            with self._lock:
+                if cache_key in self._items:
+                    self._items.move_to_end(cache_key)
+                    return self._items[cache_key]
+            item = loader()
+            with self._lock:
+                self._items[cache_key] = item
+                self._evict()
+            return item
+
+    def _evict(self) -> None:
+        while len(self._items) > 1 and sum(i.nbytes for i in self._items.values()) > self.budget:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+CACHE = ModelCache(int(float(os.environ.get("LMLAB_MODEL_CACHE_GB", "4")) * 2**30))
+
+
+def model_nbytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def gpt2_tokenizer():
+    """The real GPT-2 BPE tokenizer from the embedded assets ('Hello world' -> [15496, 995])."""
+    from transformers import GPT2TokenizerFast
+
+    return GPT2TokenizerFast.from_pretrained(str(assets.path("gpt2-tokenizer")))
+
+
+def load_causal_lm(key: str, device: str | None = None) -> Loaded:
+    """Load (or reuse) a causal LM and its tokenizer on the chosen device, in eval mode."""
+    spec = get(key, CAUSAL_LM)
+    info = pick(device)
+
+    def loader() -> Loaded:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from models.engines import packed_linear, scheduler
+
+        kwargs = hub_load_kwargs(spec)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(**kwargs)
+            model = from_pretrained(AutoModelForCausalLM, spec, kwargs, dtype=info.dtype)
+        except OSError as exc:
+            raise ModelUnavailable(f"could not load {spec.label}: {exc}") from exc
+        model.to(info.device).eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # The batching scheduler keeps a packed copy of the matrices on a CPU: counted with the weights.
+        extra = packed_linear.planned_nbytes(model, info.device) if scheduler.enabled() else 0
+        return Loaded(spec, model, tokenizer, info, model_nbytes(model) + extra)
+
+    return CACHE.get((spec.key, str(info.device), str(info.dtype)), loader)

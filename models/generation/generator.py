@@ -1,0 +1,483 @@
+"""Causal-LM handler: streamed sampling with per-token log-probs, and the next-token view.
+
+By default a request is handed to the model's scheduler (``models.engines.scheduler``), which batches every
+user's decode steps into shared forward passes; the next-token views that arrive together share one
+forward pass too. With batching off (``--no-batching``, ``LMLAB_BATCHING=0``) each request runs
+``model.generate`` alone, one after another, as the reference path. Both paths give the same tokens
+for the same seed (tests compare them).
+
+The unbatched path runs ``model.generate`` in a worker thread. Two small hooks give the UI
+what it teaches with, at the cost of one log-softmax per step:
+- ``_Recorder`` (a LogitsProcessor placed first) keeps the model's raw distribution,
+  so every token can be shown with its probability and surprisal under the model;
+- ``_Cancel`` (a StoppingCriteria) checks a ``threading.Event``: Stop (or a closed tab)
+  stops the model itself between two steps, not only the UI.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from models.core.errors import InputError
+from models.core.registry import Loaded
+from models.engines import kv_cache, scheduler
+from models.engines.batching import Gatherer
+from models.generation import sampling
+
+MAX_PROMPT_CHARS = 200_000
+
+
+@dataclass
+class SamplingSettings:
+    temperature: float = field(default=0.8, metadata={"help": "0 = greedy (always the most likely token); higher = more random", "min": 0.0, "max": 2.0})
+    top_p: float = field(default=0.95, metadata={"help": "keep the smallest set of tokens whose probabilities add up to p", "min": 0.01, "max": 1.0})
+    top_k: int = field(default=50, metadata={"help": "keep only the k most likely tokens (0 = no limit)", "min": 0, "max": 1000})
+    max_new_tokens: int = field(default=80, metadata={"help": "how many tokens to generate at most", "min": 1, "max": 1024})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "> 1 discourages repeating tokens already in the text", "min": 1.0, "max": 2.0})
+    seed: int = field(default=0, metadata={"help": "same seed, same settings -> same text", "min": 0, "max": 2**31 - 1})
+    chat_template: bool = field(default=False, metadata={"help": "wrap the prompt in the model's chat template (instruct models)"})
+
+    def validate(self) -> SamplingSettings:
+        """Clamp nothing silently: out-of-range values (from the API) are an InputError."""
+        for name, f in self.__dataclass_fields__.items():
+            value = getattr(self, name)
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if isinstance(value, bool) or lo is None:
+                continue
+            if value is None or not isinstance(value, (int, float)) or math.isnan(value) or not lo <= value <= hi:
+                raise InputError(f"{name} must be between {lo} and {hi} (got {value!r})")
+        self.top_k, self.max_new_tokens, self.seed = int(self.top_k), int(self.max_new_tokens), int(self.seed)
+        return self
+
+
+@dataclass
+class TokenInfo:
+    token_id: int
+    text: str
+    logprob: float  # natural log of p(token | prefix) under the model (temperature 1)
+    alternatives: list[tuple[str, float]]  # top-5 (text, probability) under the model
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+    @property
+    def bits(self) -> float:
+        return -self.logprob / math.log(2)
+
+
+@dataclass
+class StreamEvent:
+    text: str  # all generated text so far
+    tokens: list[TokenInfo]
+    done: bool = False
+    finish_reason: str = ""  # length | eos | stopped | context
+    notice: str = ""  # e.g. prompt truncation
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+    sharing: int = 1  # sequences in this request's latest forward pass (1 when running alone)
+    queue_position: int = 0  # 1-based place in the queue while waiting for room in the batch
+
+    @property
+    def total_bits(self) -> float:
+        return sum(t.bits for t in self.tokens)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["total_bits"] = self.total_bits
+        return data
+
+
+class _Recorder(LogitsProcessor):
+    """Keeps log p(. | prefix) of the raw model for the step being sampled."""
+
+    def __init__(self) -> None:
+        self.logprobs: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.logprobs = torch.log_softmax(scores[0].float(), dim=-1)  # (vocab,)
+        return scores
+
+
+class _Sampler(LogitsProcessor):
+    """Picks the next token with ``models.generation.sampling`` (the scheduler's code) and its own seeded generator.
+
+    Placed after ``_Recorder`` in a greedy ``generate()``: the chosen token keeps its score and every
+    other token gets -inf, so greedy search takes exactly the token this request's sampler drew.
+    """
+
+    def __init__(self, p: sampling.Processors, seed: int) -> None:
+        self.p, self.rng = p, torch.Generator(device="cpu").manual_seed(seed)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        token = sampling.choose(scores[0].float().cpu(), input_ids[0].cpu(), self.p, self.rng)
+        out = torch.full_like(scores, -float("inf"))
+        out[0, token] = 0.0
+        return out
+
+
+class _Cancel(StoppingCriteria):
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _Streamer:
+    """The ``streamer`` protocol of generate(): put() gets each new token id, end() once."""
+
+    def __init__(self, recorder: _Recorder, out: queue.Queue) -> None:
+        self.recorder, self.out, self.prompt_seen = recorder, out, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() first sends the prompt itself
+            self.prompt_seen = True
+            return
+        token_id = int(value.reshape(-1)[0])
+        logprobs = self.recorder.logprobs
+        top = torch.topk(logprobs, 5)
+        self.out.put((token_id, float(logprobs[token_id]), top.values.exp().tolist(), top.indices.tolist()))
+
+    def end(self) -> None:
+        self.out.put(None)
+
+
+def context_limit(loaded: Loaded) -> int:
+    config = loaded.model.config
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
+
+
+def encode_prompt(loaded: Loaded, prompt: str, chat_template: bool = False, reserve: int = 0) -> tuple[torch.Tensor, str]:
+    """Token ids (1, n) of the prompt, cut to fit the context (the end is kept). Returns (ids, notice).
+
+    ``reserve`` positions are kept free for the tokens to generate; at most ``context - 1`` are
+    reserved, so the prompt always keeps at least one token. Raises InputError for an empty prompt.
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt is empty: type a few words for the model to continue")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        prompt = prompt[-MAX_PROMPT_CHARS:]
+    tok = loaded.tokenizer
+    if chat_template and getattr(tok, "chat_template", None):
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=False)
+        ids = list(ids["input_ids"]) if isinstance(ids, dict) else list(ids)
+    else:
+        ids = tok(prompt)["input_ids"]
+    room = context_limit(loaded) - min(reserve, context_limit(loaded) - 1)
+    notice = ""
+    if len(ids) > room:
+        notice = f"The prompt has {len(ids):,} tokens; the model sees {room:,} at most, so only the last {room:,} were kept."
+        ids = ids[-room:]
+    return torch.tensor([ids], dtype=torch.long, device=loaded.device.device), notice
+
+
+def fit_request(loaded: Loaded, prompt: str, s: SamplingSettings) -> tuple[torch.Tensor, int, str]:
+    """Prompt ids (1, n) and the number of new tokens that fit the model's context, with a notice.
+
+    A model with fewer positions than prompt + max new tokens keeps the end of the prompt (at least
+    half the context) and caps max new tokens at what is left, saying so: generating past the last
+    position would index outside the position table.
+    """
+    limit = context_limit(loaded)
+    max_new = s.max_new_tokens
+    capped = ""
+    if max_new > limit // 2:
+        ids_full, _ = encode_prompt(loaded, prompt, s.chat_template)
+        allowed = limit - min(ids_full.shape[1], limit - limit // 2)
+        if max_new > allowed:
+            capped = (f"This model sees {limit:,} tokens at most, so max new tokens was capped from {max_new:,} "
+                      f"to {allowed:,}.")
+            max_new = allowed
+    ids, notice = encode_prompt(loaded, prompt, s.chat_template, reserve=max_new)
+    return ids, max_new, " ".join(x for x in (notice, capped) if x)
+
+
+def generate_kwargs(s: SamplingSettings, loaded: Loaded) -> dict:
+    tok = loaded.tokenizer
+    kwargs = dict(max_new_tokens=s.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    if s.temperature == 0:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k or None)
+    if s.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = s.repetition_penalty
+    return kwargs
+
+
+# One generation at a time per model: the global torch RNG makes "same seed, same text"
+# true only if no other sampling interleaves. Other users queue (the UI shows the queue).
+_model_locks: dict[int, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def model_lock(loaded: Loaded) -> threading.Lock:
+    with _locks_guard:
+        return _model_locks.setdefault(id(loaded.model), threading.Lock())
+
+
+def batchable(loaded: Loaded) -> bool:
+    """True when the scheduler can batch this model: a decoder whose base model takes a ``cache`` and no
+    sliding-window layers (those need transformers' own caches)."""
+    import inspect
+
+    base = getattr(loaded.model, "base_model", None)
+    try:
+        takes_cache = base is not None and "cache" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        takes_cache = False
+    return takes_cache and kv_cache.preallocated(loaded.model.config, 1) is not None
+
+
+def processors(s: SamplingSettings) -> sampling.Processors:
+    return sampling.Processors(s.temperature, s.top_p, s.top_k, s.repetition_penalty)
+
+
+def _unbatched(loaded: Loaded, input_ids: torch.Tensor, s: SamplingSettings, max_new: int,
+               cancel: threading.Event) -> tuple[queue.Queue, list[BaseException], threading.Thread]:
+    """The reference path: ``model.generate`` alone in a worker thread, one request per model at a time.
+
+    Tokens are drawn by the same sampler as the scheduler's, so both paths give the same text for a seed."""
+    recorder, out = _Recorder(), queue.Queue()
+    streamer = _Streamer(recorder, out)
+    errors: list[BaseException] = []
+    lock = model_lock(loaded)
+
+    tok = loaded.tokenizer
+
+    def work() -> None:
+        try:
+            with lock, torch.inference_mode():
+                loaded.model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    logits_processor=LogitsProcessorList([recorder, _Sampler(processors(s), s.seed)]),
+                    stopping_criteria=StoppingCriteriaList([_Cancel(cancel)]),
+                    streamer=streamer,
+                    max_new_tokens=max_new, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                    do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
+                )
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+            out.put(None)
+
+    thread = threading.Thread(target=work, daemon=True, name="lmlab-generate")
+    thread.start()
+    return out, errors, thread
+
+
+HEARTBEAT_S = 0.5  # while waiting for a place, the stream looks at its queue position this often
+# ... and reports it when it changes, or after this long without a report (a closed tab is noticed at a
+# report). Reporting every look made 70 waiting students cost the web server ~140 updates a second and
+# its answers to new students took over 5 s (benchmarks/classroom.py --clients 100).
+QUIET_WAIT_S = 5.0
+# While N requests share the model, a stream reports at most every min(MAX_UPDATE_S, (N-1) x
+# UPDATE_S_PER_SHARER) seconds, with every token that arrived meanwhile. Alone it reports every token.
+# Why: each report costs the web server ~1-3 ms of Python (the handler's step, Gradio's processing and
+# sending of the update) that holds the GIL against the shared forward pass, which needs it between
+# its operations. A class of 30 on two CPU cores (benchmarks/classroom.py, p95 medians of three
+# alternating runs): reports every 0.25 s 16.5 s against 13.8 s every 0.5 s (the scheduler alone 10.6 s);
+# in another set every 1.0 s 11.8 s against 14.7 s every 0.5 s (alone 9.1 s). A class sees its text grow about once
+# a second, several tokens at a time; a few students at once still see it grow several times a second.
+# Those comparisons predate the wake at a request's end (below): a longer interval then also held back
+# the last tokens longer. Measured again since: every 2 s against every 1 s gave p95 14.8 s against
+# 16.5 s (medians of three alternating pairs, 2 s faster in two): within the machine's drift, and not
+# worth a class seeing its text half as often.
+UPDATE_S_PER_SHARER = 0.04
+MAX_UPDATE_S = 1.0
+
+
+def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.Event | None = None,
+           batched: bool | None = None) -> Iterator[StreamEvent]:
+    """Yield a StreamEvent as tokens arrive, then a final one with done=True.
+
+    Alone, every token is reported; while the model is shared, at most every ``UPDATE_S_PER_SHARER``
+    seconds per sharer (``MAX_UPDATE_S`` at most), with every token that arrived meanwhile. While the
+    request waits for room in the batch, events with no new tokens carry its ``queue_position`` when
+    it changes (looked at every ``HEARTBEAT_S``), and at least every ``QUIET_WAIT_S``. ``batched``
+    (default: ``scheduler.enabled()``) picks the shared scheduler or the unbatched reference path. Closing the iterator early (a closed
+    browser tab) sets the cancel event, so the model drops the request at its next step.
+    Raises InputError for an empty prompt or out-of-range settings.
+    """
+    s.validate()
+    cancel = cancel or threading.Event()
+    input_ids, max_new, notice = fit_request(loaded, prompt, s)
+    tok = loaded.tokenizer
+    eos = tok.eos_token_id
+    use_scheduler = (scheduler.enabled() if batched is None else batched) and batchable(loaded)
+    started = time.perf_counter()
+    request = thread = None
+    if use_scheduler:
+        request = scheduler.Request(input_ids[0].tolist(), processors(s), max_new, s.seed, eos, cancel=cancel)
+        scheduler.submit(loaded.model, loaded.device.device, request)
+        out = request.out
+    else:
+        out, errors, thread = _unbatched(loaded, input_ids, s, max_new, cancel)
+    tokens: list[TokenInfo] = []
+    ids: list[int] = []
+    first = None
+    n_prompt = input_ids.shape[1]
+
+    def event(**kw) -> StreamEvent:
+        return StreamEvent(tok.decode(ids, skip_special_tokens=True), tokens, notice=notice, prompt_tokens=n_prompt,
+                           seconds=time.perf_counter() - started, first_token_seconds=first,
+                           sharing=request.sharing if request else 1,
+                           queue_position=request.queue_position if request else 0, **kw)
+
+    def take(item) -> None:
+        token_id, logprob, top_p, top_i = item
+        ids.append(token_id)
+        alts = [(tok.decode([i]), p) for i, p in zip(top_i, top_p, strict=True)]
+        tokens.append(TokenInfo(token_id, tok.decode([token_id]), logprob, alts))
+
+    ended = False
+    reported = [0, started]  # the queue position last reported, and when
+    try:
+        while not ended:
+            try:
+                item = out.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                if request is not None and not ids:
+                    now = time.perf_counter()
+                    if request.queue_position != reported[0] or now - reported[1] >= QUIET_WAIT_S:
+                        reported[:] = [request.queue_position, now]
+                        yield event()  # still waiting: the position in the queue, and a chance to notice a closed tab
+                continue
+            if item is None:
+                break
+            first = first if first is not None else time.perf_counter() - started
+            take(item)
+            # Every token that is already there joins this report (a slow reader catches up at once).
+            while True:
+                try:
+                    item = out.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    ended = True
+                    break
+                take(item)
+            if not ended:
+                yield event()
+                sharing = request.sharing if request else 1
+                if len(ids) > 1 and sharing > 1:
+                    # The wait happens after the report, so the first token is shown at once. It ends
+                    # when the request finishes (its last tokens, Stop included, go out at once):
+                    # waiting out the interval instead delivered a class's texts ~0.5 s late on
+                    # average, up to MAX_UPDATE_S.
+                    request.finished.wait(min(MAX_UPDATE_S, (sharing - 1) * UPDATE_S_PER_SHARER))
+        if request is not None:
+            if request.error is not None:
+                raise request.error
+            reason = request.finish_reason
+        else:
+            thread.join()
+            if errors:
+                raise errors[0]
+            if cancel.is_set():
+                reason = "stopped"
+            elif ids and ids[-1] == eos:
+                reason = "eos"
+            else:
+                reason = "length"
+        yield event(done=True, finish_reason=reason)
+    finally:
+        cancel.set()  # a closed consumer stops the worker (or frees its row) at the next step
+
+
+def generate_text(loaded: Loaded, prompt: str, s: SamplingSettings) -> StreamEvent:
+    """The whole generation at once (the last event of ``stream``)."""
+    events = stream(loaded, prompt, s)
+    last = next(events)
+    for last in events:  # noqa: B007 - only the final event is wanted
+        continue
+    return last
+
+
+@dataclass
+class Candidate:
+    token: str
+    token_id: int
+    prob: float  # under the model (temperature 1, no penalty)
+    prob_tempered: float  # after the repetition penalty and temperature (temperature 0: penalty only)
+    kept: bool  # survives top-k and top-p (greedy: the one token generation picks)
+    prob_final: float  # the distribution the next token is drawn from (0 if cut)
+
+
+def _last_logits(loaded: Loaded, rows: list[list[int]]) -> torch.Tensor:
+    """Raw next-token logits (n, vocab) for each token list, in one right-padded forward pass."""
+    n, longest = len(rows), max(len(r) for r in rows)
+    ids = torch.zeros((n, longest), dtype=torch.long)
+    mask = torch.zeros((n, longest), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    device = loaded.device.device
+    with torch.inference_mode():
+        hidden = loaded.model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        last = hidden[torch.arange(n), torch.tensor([len(r) - 1 for r in rows])]
+        return loaded.model.get_output_embeddings()(last).float().cpu()
+
+
+def _last_logits_many(items: list[tuple[Loaded, list[int]]]) -> list[torch.Tensor]:
+    """One forward pass per model for the gathered (model, token ids) items, on its scheduler's thread."""
+    results: list[torch.Tensor | None] = [None] * len(items)
+    by_model: dict[int, list[int]] = {}
+    for i, (loaded, _) in enumerate(items):
+        by_model.setdefault(id(loaded.model), []).append(i)
+    for indices in by_model.values():
+        loaded = items[indices[0]][0]
+        rows = [items[i][1] for i in indices]
+        logits = scheduler.call(loaded.model, loaded.device.device, lambda loaded=loaded, rows=rows: _last_logits(loaded, rows))
+        for i, row in zip(indices, logits, strict=True):
+            results[i] = row
+    return results
+
+
+# Items carry their model, so the gatherer holds no model after the batch (an evicted model can be freed).
+# Next-token views arriving within the gathering window (LMLAB_GATHER_MS, 50 ms) share a forward pass.
+_view_gatherer = Gatherer(_last_logits_many, name="next-token views")
+
+
+def _next_logits(loaded: Loaded, ids: list[int]) -> torch.Tensor:
+    """Raw logits (vocab,) after ``ids``. Views asked for together share one forward pass on the scheduler's
+    thread (between decode steps); with batching off, one forward alone under the model's lock."""
+    if not (scheduler.enabled() and batchable(loaded)):
+        with model_lock(loaded):
+            return _last_logits(loaded, [ids])[0]
+    return _view_gatherer((loaded, ids))
+
+
+def next_token(loaded: Loaded, prefix: str, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+               show: int = 20, repetition_penalty: float = 1.0) -> tuple[list[Candidate], str]:
+    """The model's distribution for the next token and what the sliders do to it.
+
+    Applies exactly what generation applies, in its order (``models.generation.sampling``: repetition penalty
+    over the prefix's tokens, temperature, top-k, top-p), so ``prob_final`` is the distribution the
+    next token is drawn from. Rows are the ``show`` most likely tokens after penalty and temperature;
+    with temperature 0 they follow the model's probabilities and only the greedy choice is kept.
+    Raises InputError for an empty prefix or out-of-range settings.
+    """
+    SamplingSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty).validate()
+    ids, notice = encode_prompt(loaded, prefix, reserve=1)
+    history = ids[0].cpu()
+    logits = _next_logits(loaded, history.tolist())
+    p = sampling.Processors(temperature, top_p, int(top_k), repetition_penalty)
+    probs = torch.softmax(logits, -1)
+    penalised = sampling.penalised(logits, history, repetition_penalty)
+    tempered = torch.softmax(penalised / (temperature or 1.0), -1)
+    final = sampling.distribution(logits, history, p)
+    order = torch.argsort(tempered, descending=True)[:show]
+    tok = loaded.tokenizer
+    cands = [Candidate(tok.decode([int(i)]), int(i), float(probs[i]), float(tempered[i]), bool(final[i] > 0),
+                       float(final[i])) for i in order]
+    return cands, notice

@@ -1,0 +1,1 @@
+"""Named-entity recognition: the tagger, the CoNLL-2003 reader and seqeval evaluation."""
