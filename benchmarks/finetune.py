@@ -1,4 +1,4 @@
-"""Fine-tuning benchmark: the app's runner vs a plain ``Trainer.train()``, plus the README's real runs.
+"""Fine-tuning benchmark: the app's runner vs a plain ``Trainer.train()``, plus the real runs in docs/BENCHMARKS.md.
 
     python -m benchmarks.finetune                      # throughput: runner vs plain Trainer (minutes)
     python -m benchmarks.finetune --ner --lm           # also the real runs (long on a CPU)
