@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.load import MemorySampler, _launch, _percentile, stop_app
+from benchmarks.common import MemorySampler, launch_app, medians, percentile, stop_app
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "classroom.json"
@@ -81,9 +80,9 @@ def figures(name: str, clients: int, records: list[dict], wall: float, alone_s: 
     ttft = [r["first_token_s"] for r in ok if "first_token_s" in r]
     return {
         "path": name, "clients": clients, "alone_s": round(alone_s, 2), "alone_tokens": alone_tokens,
-        "first_s": round(min(lat), 2) if lat else None, "p50_s": round(_percentile(lat, 0.5), 2),
-        "p95_s": round(_percentile(lat, 0.95), 2), "last_s": round(max(lat), 2) if lat else None,
-        "ttft_p50_s": round(_percentile(ttft, 0.5), 2), "ttft_p95_s": round(_percentile(ttft, 0.95), 2),
+        "first_s": round(min(lat), 2) if lat else None, "p50_s": round(percentile(lat, 0.5), 2),
+        "p95_s": round(percentile(lat, 0.95), 2), "last_s": round(max(lat), 2) if lat else None,
+        "ttft_p50_s": round(percentile(ttft, 0.5), 2), "ttft_p95_s": round(percentile(ttft, 0.95), 2),
         "saw_queue_position": sum(bool(r.get("queued")) for r in ok),
         "tokens": sum(r["tokens"] for r in ok), "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
         "errors": clients - len(ok), "error_samples": sorted({r["error"] for r in records if "error" in r})[:3],
@@ -96,7 +95,7 @@ def run_path(name: str, clients: int, distinct: bool = False) -> dict:
     from gradio_client import Client
 
     log_path = Path(tempfile.mkdtemp(prefix=f"lmlab-classroom-{name}-")) / "app.log"
-    proc, url = _launch(log_path, *PATHS[name])
+    proc, url = launch_app(log_path, *PATHS[name])
     try:
         warm = Client(url, verbose=False)
         warm.predict(PROMPT, seed=0, api_name="/generate", **SETTINGS)  # loads the model
@@ -177,10 +176,7 @@ NUMBERS = ["first_s", "p50_s", "p95_s", "last_s", "ttft_p50_s", "ttft_p95_s", "t
 def summary(runs: list[dict]) -> dict:
     """One path's runs in one row: the median of each figure, the p95's range, errors and queue counts summed
     (the worst case counts)."""
-    row = dict(runs[0], runs=len(runs))
-    for key in NUMBERS:
-        values = [r[key] for r in runs if r.get(key) is not None]
-        row[key] = statistics.median(values) if values else None
+    row = medians(runs, NUMBERS)
     row["p95_range"] = (min(r["p95_s"] for r in runs), max(r["p95_s"] for r in runs))
     row["errors"] = sum(r["errors"] for r in runs)
     row["saw_queue_position"] = max(r.get("saw_queue_position", 0) for r in runs)

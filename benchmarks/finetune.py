@@ -191,6 +191,13 @@ def main() -> None:
     print_tables(out)
 
 
+def _before_after(result: dict, columns: list[str], cells) -> None:
+    """A markdown table of a run's metrics before and after fine-tuning; ``cells`` formats one side's row."""
+    print("| | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
+    for side in ("before", "after"):
+        print(f"| {side} fine-tuning | {cells(result[side])} |")
+
+
 def print_tables(out: dict) -> None:
     t = out.get("throughput")
     if t:
@@ -207,10 +214,8 @@ def print_tables(out: dict) -> None:
         c = ner["config"]
         print(f"\n### MiniLM-L6 on CoNLL-2003 (full train split; {c['epochs']:g} epochs, batch {c['batch_size']}, "
               f"lr {c['learning_rate']:g}, linear decay, warm-up {c['warmup_ratio']:g})\n")
-        print("| | precision | recall | F1 (test) |\n|---|---:|---:|---:|")
-        for side in ("before", "after"):
-            r = ner[side]
-            print(f"| {side} fine-tuning | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} |")
+        _before_after(ner, ["precision", "recall", "F1 (test)"],
+                      lambda r: f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f}")
         print(f"\nwall time {ner['wall_seconds'] / 60:.1f} min (training {ner['train_seconds'] / 60:.1f} min, "
               f"{ner['steps']} steps) on {out['machine']}")
     lm = out.get("lm_smollm2_wikitext2")
@@ -218,10 +223,8 @@ def print_tables(out: dict) -> None:
         n_test = lm["before"]["tokens"]
         print(f"\n### SmolLM2-135M on WikiText-2 ({lm['steps']} steps of {lm['config']['batch_size']} x "
               f"{lm['config']['seq_len']} tokens; test perplexity on {n_test:,} predicted test tokens)\n")
-        print("| | test perplexity | BLEU | chrF |\n|---|---:|---:|---:|")
-        for side in ("before", "after"):
-            r = lm[side]
-            print(f"| {side} fine-tuning | {r['perplexity']:.2f} | {r.get('bleu', 0):.2f} | {r.get('chrf', 0):.2f} |")
+        _before_after(lm, ["test perplexity", "BLEU", "chrF"],
+                      lambda r: f"{r['perplexity']:.2f} | {r.get('bleu', 0):.2f} | {r.get('chrf', 0):.2f}")
         print(f"\nwall time {lm['wall_seconds'] / 60:.1f} min (training {lm['train_seconds'] / 60:.1f} min)")
     pair = out.get("lora_vs_full")
     if pair:

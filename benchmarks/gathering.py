@@ -21,13 +21,12 @@ import json
 import os
 import platform
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.classroom import press_together
-from benchmarks.load import _launch, _percentile, stop_app
+from benchmarks.common import launch_app, medians, percentile, stop_app
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gathering.json"
@@ -54,7 +53,7 @@ def run_path(name: str, extra_args: list[str], env: dict[str, str], clients: int
     from gradio_client import Client
 
     log_path = Path(tempfile.mkdtemp(prefix=f"lmlab-gathering-{name}-")) / "app.log"
-    proc, url = _launch(log_path, extra_args, env)
+    proc, url = launch_app(log_path, extra_args, env)
     try:
         warm = Client(url, verbose=False)
         alone = {}
@@ -86,8 +85,8 @@ def run_path(name: str, extra_args: list[str], env: dict[str, str], clients: int
                 fh.seek(before)
                 calls, largest = calls_from_log(fh.read(), clients)
             key = api.strip("/")
-            row.update({f"{key}_alone_s": round(alone[api], 3), f"{key}_p50_s": round(_percentile(latencies, 0.5), 2),
-                        f"{key}_p95_s": round(_percentile(latencies, 0.95), 2),
+            row.update({f"{key}_alone_s": round(alone[api], 3), f"{key}_p50_s": round(percentile(latencies, 0.5), 2),
+                        f"{key}_p95_s": round(percentile(latencies, 0.95), 2),
                         f"{key}_last_s": round(max(latencies), 2) if latencies else None,
                         f"{key}_errors": len(errors), f"{key}_error_samples": sorted(set(errors))[:3],
                         f"{key}_calls": calls, f"{key}_largest_call": largest})
@@ -98,11 +97,7 @@ def run_path(name: str, extra_args: list[str], env: dict[str, str], clients: int
 
 def summary(runs: list[dict]) -> dict:
     """One path's runs as one row: medians of the numbers, errors summed."""
-    row = dict(runs[0], runs=len(runs))
-    for key, value in runs[0].items():
-        if isinstance(value, (int, float)) and key != "clients":
-            values = [r[key] for r in runs if r.get(key) is not None]
-            row[key] = statistics.median(values) if values else None
+    row = medians(runs, [k for k, v in runs[0].items() if isinstance(v, (int, float)) and k != "clients"])
     for key in [k for k in runs[0] if k.endswith("_errors")]:
         row[key] = sum(r[key] for r in runs)
     return row
