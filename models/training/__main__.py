@@ -45,16 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     try:
         if args.resume:
-            candidate = Path(args.resume)
-            folder = candidate if (candidate / "config.json").is_file() else runs.run_dir(args.resume)
+            folder = runs.run_folder(args.resume)
             cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
             runs.last_checkpoint(folder)  # a missing or damaged checkpoint is refused here, with the reason
             print(f"resuming run folder: {folder}", flush=True)
             return train.run_in_folder(folder, cfg, resume=True)
         if args.run_dir:
-            folder = Path(args.run_dir)
+            folder = runs.run_folder(args.run_dir)
             cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
         else:
+            if args.run_id is not None:
+                runs.check_run_id(args.run_id)  # before any work: the same check as the app's
             base = json.loads(Path(args.config).read_text()) if args.config else {}
             base |= {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
             cfg = RunConfig.from_dict(base).validate()

@@ -41,11 +41,35 @@ def runs_root() -> Path:
     return root
 
 
+def check_run_id(run_id: object) -> str:
+    """The one check of a run id, for every entry point (UI, API, CLI); returns it or raises InputError.
+
+    Ids name a folder under ``runs_root()``: letters, digits, '-' and '_' only (at most 80), so
+    '../escaped', an absolute path or a hidden name can never be joined into a path.
+    """
+    if (not isinstance(run_id, str) or not run_id or len(run_id) > 80 or run_id[0] in "-_"
+            or not all(c.isascii() and (c.isalnum() or c in "-_") for c in run_id)):
+        raise InputError(f"{run_id!r} is not a run id: use letters, digits, '-' and '_' (at most 80), "
+                         f"no folders or paths")
+    return run_id
+
+
+def run_folder(id_or_folder: str) -> Path:
+    """The run folder named by an id, or by a path that is a run folder directly under ``runs_root()``.
+
+    What the CLI's ``--resume`` and ``--run-dir`` take; anything else (another folder, '..') is refused.
+    """
+    candidate = Path(id_or_folder)
+    if len(candidate.parts) > 1 or candidate.is_absolute():
+        if candidate.resolve().parent != runs_root().resolve():
+            raise InputError(f"{id_or_folder!r} is not a run folder of this app (runs live in {runs_root()})")
+        id_or_folder = candidate.name
+    return run_dir(id_or_folder)
+
+
 def run_dir(run_id: str) -> Path:
-    # Ids come from the UI and the API: never join an arbitrary string into a path.
-    if not run_id or not all(c.isalnum() or c in "-_" for c in run_id) or len(run_id) > 80:
-        raise InputError(f"{run_id!r} is not a run id")
-    folder = runs_root() / run_id
+    # Ids come from the UI, the API and the CLI: never join an arbitrary string into a path.
+    folder = runs_root() / check_run_id(run_id)
     if not (folder / "config.json").is_file():
         raise InputError(f"there is no run {run_id!r}")
     return folder
@@ -222,7 +246,7 @@ def wait_for_slot(folder: Path, device: str, should_stop) -> DeviceSlot | None:
 
 
 def new_run_dir(config: RunConfig, run_id: str | None = None) -> Path:
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    run_id = check_run_id(run_id) if run_id is not None else time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     folder = runs_root() / run_id
     try:
         folder.mkdir(parents=True, exist_ok=False)

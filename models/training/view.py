@@ -247,7 +247,7 @@ def compare(run_ids: list[str]) -> dict[str, tuple[list[float], list[float]]]:
 
 def export_kinds(run_id: str) -> list[str]:
     """What a finished run can be downloaded as: model (full fine-tune), or adapter and merged (LoRA)."""
-    folder = runs.runs_root() / run_id / "model"
+    folder = runs.run_dir(run_id) / "model"
     return ["adapter", "merged"] if (folder / "adapter_config.json").is_file() else ["model"]
 
 
@@ -260,7 +260,7 @@ def zip_model(run_id: str, kind: str = "") -> str:
     """
     from models.training import card, lora
 
-    snap_dir = runs.runs_root() / run_id / "model"
+    snap_dir = runs.run_dir(run_id) / "model"
     st = runs.status(run_id)
     if st.get("state") != "finished" or not snap_dir.is_dir():
         raise InputError(f"run {run_id} has no finished model to download")
