@@ -84,3 +84,28 @@ def test_browser_tags_a_sentence(page, screenshot_dir):
     shot = screenshot_dir / "ner.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000
+
+
+def test_api_batch_csv_neutralises_formulas_and_conll_keeps_tokens(client, tmp_path):
+    """OWASP CSV injection: entity texts like '-London', '@Paris', '+Macron' open as text in a spreadsheet."""
+    import csv
+
+    from gradio_client import handle_file
+
+    docs = tmp_path / "formulas.txt"
+    docs.write_text('=HYPERLINK("http://x") met Angela Merkel in -London.\n@Paris is big, said +Macron.\n')
+    conll_in = tmp_path / "formulas.conll"
+    conll_in.write_text("-London O\nis O\nbig O\n. O\n\nAngela O\nMerkel O\nmet O\n@Berlin O\n+Rome O\n. O\n")
+    for upload in (docs, conll_in):
+        csv_path, conll_path, preview, status = client.predict(handle_file(str(upload)), SPACY, "first", 0.0,
+                                                               api_name="/ner_batch")
+        cells = [cell for row in csv.reader(open(csv_path, newline="")) for cell in row]
+        assert any(c.lstrip("'").startswith(("-London", "@", "+")) for c in cells), cells  # the risky texts are there
+        risky = [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+        assert risky == [], f"formula-leading cells written raw: {risky}"
+        assert "'-London" in cells
+        tokens = [line.split(" ")[0] for line in open(conll_path).read().splitlines() if line]
+        if upload is conll_in:
+            assert tokens[0] == "-London" and "@Berlin" in tokens and "+Rome" in tokens  # CoNLL keeps tokens as they are
+        else:
+            assert "=" in tokens and "@" in tokens

@@ -13,8 +13,6 @@ word-piece view (each sub-word with its B-/I-/O tag). The UI and the evaluator n
 from __future__ import annotations
 
 import bisect
-import csv
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from models.core import handout, registry, settings
+from models.core import handout, registry, settings, spreadsheet
 from models.core.device import pick
 from models.core.errors import InputError, ModelUnavailable
 from models.engines.batching import DEFAULT_WINDOW_S, Gatherer
@@ -485,14 +483,11 @@ def tag_file(key: str, path: str | Path, aggregation: str = "simple", threshold:
         conll_text = conll.write([s for s in out if s.tokens])
     rows = [[i + 1, e.text, e.label, None if e.score is None else round(e.score, 4), e.start, e.end]
             for i, t in enumerate(tagged) for e in t.entities]
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["document", "text", "label", "score", "start", "end"])
-    writer.writerows(rows)
     out_dir = out_dir or handout.new_folder()  # one visitor's results: a folder named by 128 random bits
     stem = _safe_stem(path.stem)
     csv_path, conll_path = out_dir / f"{stem}.entities.csv", out_dir / f"{stem}.conll"
-    settings.atomic_write_text(csv_path, buf.getvalue())
+    # The CSV is for spreadsheets (formula-leading cells neutralised); CoNLL keeps every token as it is.
+    spreadsheet.write_csv(csv_path, ["document", "text", "label", "score", "start", "end"], rows)
     settings.atomic_write_text(conll_path, conll_text)
     return BatchResult(kind, len(tagged), len(rows), rows, csv_path, conll_path, time.monotonic() - started)
 
