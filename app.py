@@ -1,7 +1,8 @@
 """LM Lab: a Gradio app for learning how language models generate text and compress it.
 
-`build_demo()` composes the tabs (safe to import); running this file parses the flags,
-fetches any missing embedded asset (with progress in the log) and serves the app.
+`build_demo()` composes the tabs (safe to import: it changes nothing outside the app); running this file
+parses the flags, fetches any missing embedded asset (with progress in the log), installs the patches of
+Gradio's internals (components/gradio_patches.py) and serves the app.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ import gradio as gr
 
 from components import (
     about,
-    absent_modules,
     beam_search,
     compression,
     finetune,
     generation,
+    gradio_patches,
     inside_step,
     ner,
-    queue_polling,
-    session_state,
     theme,
 )
 from models.core import device, handout, settings
@@ -32,10 +31,6 @@ TITLE = "LM Lab"
 
 
 def build_demo() -> gr.Blocks:
-    # A new session's first event builds only the config it reads (a class pressing at once waited on it).
-    session_state.install()
-    # Gradio imports matplotlib (not installed) twice per streamed update; a failed import searches the disk.
-    absent_modules.install()
     # No usage analytics: the app must work offline and a classroom owes no one telemetry.
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
@@ -121,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     assets.fetch_all(log=logging.getLogger("lmlab.assets").info)
     demo = build_demo()
     demo.queue(default_concurrency_limit=1)
-    queue_polling.install(demo)  # Gradio's queue wakes every millisecond otherwise, slowing the model
+    gradio_patches.install(demo)  # here, not in build_demo(): importing or building the app changes no library
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
 
 
