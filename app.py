@@ -25,7 +25,7 @@ from components import (
     theme,
 )
 from models.core import device, handout, settings
-from models.engines import scheduler
+from models.engines import engine
 
 TITLE = "LM Lab"
 
@@ -37,7 +37,7 @@ def build_demo() -> gr.Blocks:
             f"# {TITLE}\nHow a language model writes text one token at a time — and why the same model is a "
             f"lossless compressor. Running on **{device.pick().name}**"
             + (" · public mode" if settings.public_mode() else "")
-            + ("" if scheduler.enabled() else " · batching off"),
+            + ("" if engine.local().capabilities.shares_steps else " · batching off"),
             elem_id="lmlab-title",
         )
         with gr.Tabs():
@@ -64,7 +64,7 @@ def launch_kwargs() -> dict:
     # max_threads: every open generation stream holds a worker thread while it waits for its next token,
     # so a class of thirty (or a burst of a hundred) needs more than Gradio's default 40.
     return dict(theme=theme.theme(), css=theme.css(), max_file_size="200mb", show_error=True,
-                allowed_paths=[str(handout.root())], max_threads=scheduler.MAX_OPEN_STREAMS + 64)
+                allowed_paths=[str(handout.root())], max_threads=engine.MAX_OPEN_STREAMS + 64)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

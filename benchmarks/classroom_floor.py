@@ -14,6 +14,7 @@ import sys
 import time
 
 from benchmarks.classroom import SETTINGS, figures, press_together, prompt_for
+from models.engines import engine as engines
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     def student(k: int) -> None:
         start = time.monotonic()
         settings = generator.SamplingSettings(**{**s.__dict__, "seed": k + 1})
-        for ev in generator.stream(loaded, prompt_for(k, distinct), settings, batched=True):
+        for ev in generator.stream(loaded, prompt_for(k, distinct), settings, engine=engines.named("classroom")):
             if ev.tokens and "first_token_s" not in records[k]:
                 records[k]["first_token_s"] = time.monotonic() - start
             last = ev

@@ -11,7 +11,7 @@ from components.common import explain, guard
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
 from models.core import registry, zerogpu
-from models.engines import scheduler
+from models.engines import engine
 from models.generation import generator
 
 EXAMPLES = [
@@ -155,11 +155,12 @@ def build() -> dict:
     explain("How does sampling work?", EXPLANATION)
 
     sampling = [temperature, top_p, top_k, max_new, rep, seed, chat]
-    if scheduler.enabled():
-        # The scheduler decides who shares a forward pass; Gradio's queue only bounds how many streams
+    local = engine.local().capabilities
+    if local.shares_steps:
+        # The engine decides who shares a forward pass; Gradio's queue only bounds how many streams
         # are open at once (the rest wait in its queue).
-        streams = dict(concurrency_id="generate", concurrency_limit=scheduler.MAX_OPEN_STREAMS)
-        views = dict(concurrency_id="next_token", concurrency_limit=scheduler.MAX_OPEN_STREAMS)
+        streams = dict(concurrency_id="generate", concurrency_limit=local.open_streams)
+        views = dict(concurrency_id="next_token", concurrency_limit=local.open_streams)
     else:  # one request at a time, as without batching: the comparison and debugging path
         streams = dict(concurrency_id="model", concurrency_limit=2)
         views = dict(concurrency_id="model")

@@ -10,7 +10,7 @@ from components import model_note
 from components.common import explain, guard
 from components.plots import bar_figure
 from models.core import registry, zerogpu
-from models.engines import scheduler
+from models.engines import engine
 from models.ner import evaluation as ner_eval
 from models.ner import tagger
 
@@ -241,9 +241,10 @@ def build() -> None:
 
     tag_inputs = [text, model, aggregation, threshold]
     tag_outputs = [highlighted, table, pieces, status]
-    # With batching on, texts tagged at the same moment share one tag_many call (models.ner.tagger), so
-    # Gradio lets them through together; without it, one at a time as before.
-    tagging = (dict(concurrency_id="ner", concurrency_limit=scheduler.MAX_OPEN_STREAMS) if scheduler.enabled()
+    # Where the engine shares work, texts tagged at the same moment share one tag_many call
+    # (models.ner.tagger), so Gradio lets them through together; otherwise one at a time.
+    local = engine.local().capabilities
+    tagging = (dict(concurrency_id="ner", concurrency_limit=local.open_streams) if local.shares_steps
                else dict(concurrency_id="model", concurrency_limit=2))
     go.click(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_name="ner", **tagging)
     text.submit(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_visibility="private",

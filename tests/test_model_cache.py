@@ -60,3 +60,31 @@ def test_a_failed_load_is_not_cached_and_can_be_retried():
     except OSError:
         pass
     assert cache.get(("b",), flaky).spec.key == "b" and len(attempts) == 2
+
+
+def test_memory_an_engine_keeps_beside_the_weights_counts_against_the_budget(tiny_gpt2):
+    """The classroom engine charges its packed copy of the matrices to the cache the model came from,
+    once per model, and the least recently used models make room for it."""
+    from models.engines import packed_linear
+    from models.engines.classroom import ClassroomEngine
+    from models.engines.scheduler import Request
+    from models.generation import generator
+
+    extra = packed_linear.planned_nbytes(tiny_gpt2.model, tiny_gpt2.device.device)
+    weights = tiny_gpt2.nbytes
+    assert extra > 0
+    cache = ModelCache(budget_bytes=weights + extra + 50)
+    cache.get(("old",), lambda: _loaded("old", 100))
+    cache.get(("tiny",), lambda: tiny_gpt2)
+    engine = ClassroomEngine(memory=cache)
+    s = generator.SamplingSettings(temperature=0, max_new_tokens=2)
+    try:
+        for _ in range(2):
+            request = Request([15496, 995], generator.processors(s), 2, 0, None)
+            engine.submit(tiny_gpt2, request)
+            while request.out.get(timeout=60) is not None:
+                pass
+        assert cache._items[("tiny",)].nbytes == weights + extra  # charged once, not per request
+        assert ("old",) not in cache._items and len(cache) == 1
+    finally:
+        tiny_gpt2.nbytes = weights  # the fixture is shared with other tests

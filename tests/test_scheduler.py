@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from models.engines import engine as engines
 from models.engines import scheduler
 from models.engines.batching import Gatherer
 from models.generation import generator, sampling
@@ -83,7 +84,7 @@ def test_batched_equals_generate_tiny(tiny_gpt2):
     """The scheduler gives the tokens, log-probs and alternatives of the unbatched generate() path."""
     for prompt, kw in MIXED:
         batched = generator.generate_text(tiny_gpt2, prompt, SamplingSettings(**kw)).tokens
-        reference = list(generator.stream(tiny_gpt2, prompt, SamplingSettings(**kw), batched=False))[-1].tokens
+        reference = list(generator.stream(tiny_gpt2, prompt, SamplingSettings(**kw), engine=engines.named("reference")))[-1].tokens
         assert [t.token_id for t in batched] == [t.token_id for t in reference], (prompt, kw)
         for a, b in zip(batched, reference, strict=True):  # log-probs and top-5 under the raw model agree too
             assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
@@ -99,7 +100,7 @@ def test_alone_equals_inside_a_batch_smollm(smollm):
     together = _run_together(sched, [_request(smollm, p, **kw) for p, kw in cases])
     assert together == alone
     reference = [t.token_id for t in list(generator.stream(smollm, cases[1][0], SamplingSettings(**cases[1][1]),
-                                                           batched=False))[-1].tokens]
+                                                           engine=engines.named("reference")))[-1].tokens]
     assert reference == alone[1]
 
 
@@ -136,16 +137,16 @@ def test_a_shared_stream_reports_less_often_with_every_token(tiny_gpt2, monkeypa
     the tokens and the text are those of the same request read one token at a time, and Stop still ends
     it at once (the wait between reports ends when the request finishes)."""
     s = SamplingSettings(temperature=0.9, top_k=40, seed=5, max_new_tokens=40)
-    solo = list(generator.stream(tiny_gpt2, "The cat", s, batched=True))
+    solo = list(generator.stream(tiny_gpt2, "The cat", s, engine=engines.named("classroom")))
     assert len(solo[-1].tokens) == 40
     monkeypatch.setattr(generator, "UPDATE_S_PER_SHARER", 0.2)
     monkeypatch.setattr(generator, "MAX_UPDATE_S", 0.2)
     neighbour = threading.Thread(target=lambda: list(generator.stream(
-        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), batched=True)))
+        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), engine=engines.named("classroom"))))
     neighbour.start()
     time.sleep(0.05)
     shared, grown = [], []
-    for ev in generator.stream(tiny_gpt2, "The cat", s, batched=True):
+    for ev in generator.stream(tiny_gpt2, "The cat", s, engine=engines.named("classroom")):
         shared.append(ev)
         grown.append(len(ev.tokens))  # events share the growing token list: count it as it arrives
     neighbour.join()
@@ -156,12 +157,12 @@ def test_a_shared_stream_reports_less_often_with_every_token(tiny_gpt2, monkeypa
 
     cancel, other = threading.Event(), threading.Event()
     neighbour = threading.Thread(target=lambda: list(generator.stream(
-        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), other, batched=True)))
+        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=200), other, engine=engines.named("classroom"))))
     neighbour.start()
     monkeypatch.setattr(generator, "UPDATE_S_PER_SHARER", 30.0)
     monkeypatch.setattr(generator, "MAX_UPDATE_S", 30.0)
     events = generator.stream(tiny_gpt2, "The cat", SamplingSettings(temperature=0, max_new_tokens=150), cancel,
-                              batched=True)
+                              engine=engines.named("classroom"))
     next(events)
     cancel.set()
     started = time.monotonic()
@@ -179,13 +180,13 @@ def test_a_shared_stream_ends_as_soon_as_its_request_does(tiny_gpt2, monkeypatch
     monkeypatch.setattr(generator, "MAX_UPDATE_S", 30.0)
     other = threading.Event()
     neighbour = threading.Thread(target=lambda: list(generator.stream(
-        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=400), other, batched=True)))
+        tiny_gpt2, "A long time ago", SamplingSettings(temperature=0, max_new_tokens=400), other, engine=engines.named("classroom"))))
     neighbour.start()
     try:
         time.sleep(0.05)
         started = time.monotonic()
         events = list(generator.stream(tiny_gpt2, "The cat", SamplingSettings(temperature=0, max_new_tokens=6),
-                                       batched=True))
+                                       engine=engines.named("classroom")))
         elapsed = time.monotonic() - started
     finally:
         other.set()
@@ -235,14 +236,14 @@ def test_a_waiting_stream_reports_its_place_when_it_changes(tiny_gpt2, monkeypat
     monkeypatch.setattr(generator, "HEARTBEAT_S", 0.01)
     monkeypatch.setattr(generator, "QUIET_WAIT_S", 60.0)
     first = generator.stream(tiny_gpt2, "The first student", SamplingSettings(temperature=0, max_new_tokens=400),
-                             batched=True)
+                             engine=engines.named("classroom"))
     try:
         next(first)  # decoding: the batch of one is full
         events = []
 
         def second_student():  # reads its stream all the time, as the page does
             for ev in generator.stream(tiny_gpt2, "The second", SamplingSettings(temperature=0, max_new_tokens=5),
-                                       batched=True):
+                                       engine=engines.named("classroom")):
                 events.append((ev.queue_position, len(ev.tokens), ev.finish_reason))
 
         reader = threading.Thread(target=second_student)
@@ -284,15 +285,15 @@ def test_generation_respects_the_context_length(gpt2_tokenizer):
     results = {}
     for batched in (True, False):
         last = list(generator.stream(loaded, "Hello", SamplingSettings(temperature=0, max_new_tokens=100),
-                                     batched=batched))[-1]
+                                     engine=engines.named("classroom" if batched else "reference")))[-1]
         assert last.done and len(last.tokens) == 63, batched
         assert "capped from 100 to 63" in last.notice
         long_prompt = "word " * 300
         last = list(generator.stream(loaded, long_prompt, SamplingSettings(temperature=0, max_new_tokens=100),
-                                     batched=batched))[-1]
+                                     engine=engines.named("classroom" if batched else "reference")))[-1]
         assert last.prompt_tokens + len(last.tokens) <= 64 and "only the last" in last.notice
         huge = "".join(chr(0x41 + i % 26) + ("" if i % 7 else " ") for i in range(200_000))  # 200,000 characters
-        events = list(generator.stream(loaded, huge, SamplingSettings(temperature=0, max_new_tokens=8), batched=batched))
+        events = list(generator.stream(loaded, huge, SamplingSettings(temperature=0, max_new_tokens=8), engine=engines.named("classroom" if batched else "reference")))
         assert events[-1].done and len(events[-1].tokens) == 8 and events[-1].prompt_tokens == 56
         results[batched] = [t.token_id for t in events[-1].tokens]
     assert results[True] == results[False]

@@ -347,6 +347,18 @@ class ModelCache:
         while len(self._items) > 1 and sum(i.nbytes for i in self._items.values()) > self.budget:
             self._items.popitem(last=False)
 
+    def charge(self, loaded: Loaded, nbytes: int) -> None:
+        """Count ``nbytes`` more for ``loaded`` (memory an engine keeps beside its weights), then evict
+        least recently used models until the budget holds again (the one just charged is the newest)."""
+        if nbytes <= 0:
+            return
+        with self._lock:
+            for item in self._items.values():
+                if item is loaded:
+                    item.nbytes += nbytes
+                    self._evict()
+                    return
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -377,7 +389,6 @@ def load_causal_lm(key: str, device: str | None = None) -> Loaded:
     def loader() -> Loaded:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from models.engines import packed_linear, scheduler
 
         kwargs = hub_load_kwargs(spec)
         try:
@@ -388,8 +399,7 @@ def load_causal_lm(key: str, device: str | None = None) -> Loaded:
         model.to(info.device).eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        # The batching scheduler keeps a packed copy of the matrices on a CPU: counted with the weights.
-        extra = packed_linear.planned_nbytes(model, info.device) if scheduler.enabled() else 0
-        return Loaded(spec, model, tokenizer, info, model_nbytes(model) + extra)
+        # An engine that keeps more per model (a packed copy of the matrices) adds it with CACHE.charge.
+        return Loaded(spec, model, tokenizer, info, model_nbytes(model))
 
     return CACHE.get((spec.key, str(info.device), str(info.dtype)), loader)

@@ -1,8 +1,9 @@
 """Run a one-off piece of model work where the model's other work runs, so it never races a decode step.
 
-With batching on, the model's scheduler thread owns it: the job runs there between two decode steps
-(``scheduler.call``), as the next-token view does. With batching off (or a model the scheduler cannot
-batch), it runs under the same per-model lock that one-at-a-time generation holds.
+The local engine decides where (``models.engines.engine.local()``): the classroom engine runs the job
+on the model's scheduler thread between two decode steps, as the next-token view does; the reference
+engine (and a model the scheduler cannot batch) runs it under the per-model lock that one-at-a-time
+generation holds.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from models.core.registry import Loaded
-from models.engines import scheduler
-from models.generation import generator
+from models.engines import engine
 
 T = TypeVar("T")
 
 
 def run_on_model(loaded: Loaded, fn: Callable[[], T]) -> T:
     """Return ``fn()``, run in the model's turn (see the module docstring); its exceptions propagate."""
-    if scheduler.enabled() and generator.batchable(loaded):
-        return scheduler.call(loaded.model, loaded.device.device, fn)  # retries if the scheduler just retired
-    with generator.model_lock(loaded):  # the lock the unbatched generate path holds
-        return fn()
+    return engine.local().call(loaded, fn)

@@ -63,18 +63,8 @@ TOP_ALTERNATIVES = 5
 # Without a measured reason to go higher, a CPU batch stops at 32 (one decode step of SmolLM2 on
 # 2 cores: 56 ms alone, 129 ms at 32) and a GPU batch at 256; memory may lower both.
 DEFAULT_MAX_BATCH = {"cpu": 32, "mps": 64, "cuda": 256}
-# Streams the web app keeps open at once (Gradio's concurrency limit for the batched events); more
-# wait in Gradio's queue. Open streams cost a thread each, not model work: the scheduler bounds that.
-MAX_OPEN_STREAMS = int(os.environ.get("LMLAB_MAX_STREAMS", 256))
 # Share of the free memory the key/value cache may take (the rest stays for activations and other tabs).
 MEMORY_SHARE = 0.25
-
-
-def enabled() -> bool:
-    """Batching is on unless ``LMLAB_BATCHING=0`` (``--no-batching``) or on ZeroGPU (GPU only inside handlers)."""
-    from models.core import zerogpu
-
-    return os.environ.get("LMLAB_BATCHING", "1") != "0" and not zerogpu.available()
 
 
 class Closed(RuntimeError):

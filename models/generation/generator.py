@@ -1,17 +1,9 @@
 """Causal-LM handler: streamed sampling with per-token log-probs, and the next-token view.
 
-By default a request is handed to the model's scheduler (``models.engines.scheduler``), which batches every
-user's decode steps into shared forward passes; the next-token views that arrive together share one
-forward pass too. With batching off (``--no-batching``, ``LMLAB_BATCHING=0``) each request runs
-``model.generate`` alone, one after another, as the reference path. Both paths give the same tokens
-for the same seed (tests compare them).
-
-The unbatched path runs ``model.generate`` in a worker thread. Two small hooks give the UI
-what it teaches with, at the cost of one log-softmax per step:
-- ``_Recorder`` (a LogitsProcessor placed first) keeps the model's raw distribution,
-  so every token can be shown with its probability and surprisal under the model;
-- ``_Cancel`` (a StoppingCriteria) checks a ``threading.Event``: Stop (or a closed tab)
-  stops the model itself between two steps, not only the UI.
+A request is handed to the local engine (``models.engines.engine.local()``: the classroom engine, which
+batches every user's decode steps into shared forward passes, or with ``--no-batching`` the reference
+engine, ``model.generate`` alone). Both give the same tokens for the same seed (tests compare them); this
+module reads the tokens they stream and turns them into the events the UI shows.
 """
 
 from __future__ import annotations
@@ -24,12 +16,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from models.core.errors import InputError
 from models.core.registry import Loaded
-from models.engines import kv_cache, scheduler
-from models.engines.batching import Gatherer
+from models.engines import engine as engines
+from models.engines.scheduler import Request
 from models.generation import sampling
 
 MAX_PROMPT_CHARS = 200_000
@@ -97,61 +88,6 @@ class StreamEvent:
         return data
 
 
-class _Recorder(LogitsProcessor):
-    """Keeps log p(. | prefix) of the raw model for the step being sampled."""
-
-    def __init__(self) -> None:
-        self.logprobs: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.logprobs = torch.log_softmax(scores[0].float(), dim=-1)  # (vocab,)
-        return scores
-
-
-class _Sampler(LogitsProcessor):
-    """Picks the next token with ``models.generation.sampling`` (the scheduler's code) and its own seeded generator.
-
-    Placed after ``_Recorder`` in a greedy ``generate()``: the chosen token keeps its score and every
-    other token gets -inf, so greedy search takes exactly the token this request's sampler drew.
-    """
-
-    def __init__(self, p: sampling.Processors, seed: int) -> None:
-        self.p, self.rng = p, torch.Generator(device="cpu").manual_seed(seed)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        token = sampling.choose(scores[0].float().cpu(), input_ids[0].cpu(), self.p, self.rng)
-        out = torch.full_like(scores, -float("inf"))
-        out[0, token] = 0.0
-        return out
-
-
-class _Cancel(StoppingCriteria):
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-class _Streamer:
-    """The ``streamer`` protocol of generate(): put() gets each new token id, end() once."""
-
-    def __init__(self, recorder: _Recorder, out: queue.Queue) -> None:
-        self.recorder, self.out, self.prompt_seen = recorder, out, False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:  # generate() first sends the prompt itself
-            self.prompt_seen = True
-            return
-        token_id = int(value.reshape(-1)[0])
-        logprobs = self.recorder.logprobs
-        top = torch.topk(logprobs, 5)
-        self.out.put((token_id, float(logprobs[token_id]), top.values.exp().tolist(), top.indices.tolist()))
-
-    def end(self) -> None:
-        self.out.put(None)
-
-
 def context_limit(loaded: Loaded) -> int:
     config = loaded.model.config
     return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024))
@@ -214,65 +150,8 @@ def generate_kwargs(s: SamplingSettings, loaded: Loaded) -> dict:
     return kwargs
 
 
-# One generation at a time per model: the global torch RNG makes "same seed, same text"
-# true only if no other sampling interleaves. Other users queue (the UI shows the queue).
-_model_locks: dict[int, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def model_lock(loaded: Loaded) -> threading.Lock:
-    with _locks_guard:
-        return _model_locks.setdefault(id(loaded.model), threading.Lock())
-
-
-def batchable(loaded: Loaded) -> bool:
-    """True when the scheduler can batch this model: a decoder whose base model takes a ``cache`` and no
-    sliding-window layers (those need transformers' own caches)."""
-    import inspect
-
-    base = getattr(loaded.model, "base_model", None)
-    try:
-        takes_cache = base is not None and "cache" in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        takes_cache = False
-    return takes_cache and kv_cache.preallocated(loaded.model.config, 1) is not None
-
-
 def processors(s: SamplingSettings) -> sampling.Processors:
     return sampling.Processors(s.temperature, s.top_p, s.top_k, s.repetition_penalty)
-
-
-def _unbatched(loaded: Loaded, input_ids: torch.Tensor, s: SamplingSettings, max_new: int,
-               cancel: threading.Event) -> tuple[queue.Queue, list[BaseException], threading.Thread]:
-    """The reference path: ``model.generate`` alone in a worker thread, one request per model at a time.
-
-    Tokens are drawn by the same sampler as the scheduler's, so both paths give the same text for a seed."""
-    recorder, out = _Recorder(), queue.Queue()
-    streamer = _Streamer(recorder, out)
-    errors: list[BaseException] = []
-    lock = model_lock(loaded)
-
-    tok = loaded.tokenizer
-
-    def work() -> None:
-        try:
-            with lock, torch.inference_mode():
-                loaded.model.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    logits_processor=LogitsProcessorList([recorder, _Sampler(processors(s), s.seed)]),
-                    stopping_criteria=StoppingCriteriaList([_Cancel(cancel)]),
-                    streamer=streamer,
-                    max_new_tokens=max_new, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                    do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-                )
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-            out.put(None)
-
-    thread = threading.Thread(target=work, daemon=True, name="lmlab-generate")
-    thread.start()
-    return out, errors, thread
 
 
 HEARTBEAT_S = 0.5  # while waiting for a place, the stream looks at its queue position this often
@@ -297,15 +176,15 @@ MAX_UPDATE_S = 1.0
 
 
 def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.Event | None = None,
-           batched: bool | None = None) -> Iterator[StreamEvent]:
+           engine=None) -> Iterator[StreamEvent]:
     """Yield a StreamEvent as tokens arrive, then a final one with done=True.
 
     Alone, every token is reported; while the model is shared, at most every ``UPDATE_S_PER_SHARER``
     seconds per sharer (``MAX_UPDATE_S`` at most), with every token that arrived meanwhile. While the
     request waits for room in the batch, events with no new tokens carry its ``queue_position`` when
-    it changes (looked at every ``HEARTBEAT_S``), and at least every ``QUIET_WAIT_S``. ``batched``
-    (default: ``scheduler.enabled()``) picks the shared scheduler or the unbatched reference path. Closing the iterator early (a closed
-    browser tab) sets the cancel event, so the model drops the request at its next step.
+    it changes (looked at every ``HEARTBEAT_S``), and at least every ``QUIET_WAIT_S``. ``engine`` (default:
+    the local engine chosen at start, ``models.engines.engine.local()``) runs the model. Closing the iterator
+    early (a closed browser tab) sets the cancel event, so the model drops the request at its next step.
     Raises InputError for an empty prompt or out-of-range settings.
     """
     s.validate()
@@ -313,15 +192,10 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
     input_ids, max_new, notice = fit_request(loaded, prompt, s)
     tok = loaded.tokenizer
     eos = tok.eos_token_id
-    use_scheduler = (scheduler.enabled() if batched is None else batched) and batchable(loaded)
     started = time.perf_counter()
-    request = thread = None
-    if use_scheduler:
-        request = scheduler.Request(input_ids[0].tolist(), processors(s), max_new, s.seed, eos, cancel=cancel)
-        scheduler.submit(loaded.model, loaded.device.device, request)
-        out = request.out
-    else:
-        out, errors, thread = _unbatched(loaded, input_ids, s, max_new, cancel)
+    request = Request(input_ids[0].tolist(), processors(s), max_new, s.seed, eos, cancel=cancel)
+    (engine or engines.local()).submit(loaded, request)
+    out = request.out
     tokens: list[TokenInfo] = []
     ids: list[int] = []
     first = None
@@ -330,8 +204,7 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
     def event(**kw) -> StreamEvent:
         return StreamEvent(tok.decode(ids, skip_special_tokens=True), tokens, notice=notice, prompt_tokens=n_prompt,
                            seconds=time.perf_counter() - started, first_token_seconds=first,
-                           sharing=request.sharing if request else 1,
-                           queue_position=request.queue_position if request else 0, **kw)
+                           sharing=request.sharing, queue_position=request.queue_position, **kw)
 
     def take(item) -> None:
         token_id, logprob, top_p, top_i = item
@@ -346,7 +219,7 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
             try:
                 item = out.get(timeout=HEARTBEAT_S)
             except queue.Empty:
-                if request is not None and not ids:
+                if not ids:
                     now = time.perf_counter()
                     if request.queue_position != reported[0] or now - reported[1] >= QUIET_WAIT_S:
                         reported[:] = [request.queue_position, now]
@@ -368,28 +241,16 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
                 take(item)
             if not ended:
                 yield event()
-                sharing = request.sharing if request else 1
+                sharing = request.sharing
                 if len(ids) > 1 and sharing > 1:
                     # The wait happens after the report, so the first token is shown at once. It ends
                     # when the request finishes (its last tokens, Stop included, go out at once):
                     # waiting out the interval instead delivered a class's texts ~0.5 s late on
                     # average, up to MAX_UPDATE_S.
                     request.finished.wait(min(MAX_UPDATE_S, (sharing - 1) * UPDATE_S_PER_SHARER))
-        if request is not None:
-            if request.error is not None:
-                raise request.error
-            reason = request.finish_reason
-        else:
-            thread.join()
-            if errors:
-                raise errors[0]
-            if cancel.is_set():
-                reason = "stopped"
-            elif ids and ids[-1] == eos:
-                reason = "eos"
-            else:
-                reason = "length"
-        yield event(done=True, finish_reason=reason)
+        if request.error is not None:
+            raise request.error
+        yield event(done=True, finish_reason=request.finish_reason)
     finally:
         cancel.set()  # a closed consumer stops the worker (or frees its row) at the next step
 
@@ -413,50 +274,6 @@ class Candidate:
     prob_final: float  # the distribution the next token is drawn from (0 if cut)
 
 
-def _last_logits(loaded: Loaded, rows: list[list[int]]) -> torch.Tensor:
-    """Raw next-token logits (n, vocab) for each token list, in one right-padded forward pass."""
-    n, longest = len(rows), max(len(r) for r in rows)
-    ids = torch.zeros((n, longest), dtype=torch.long)
-    mask = torch.zeros((n, longest), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-    device = loaded.device.device
-    with torch.inference_mode():
-        hidden = loaded.model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        last = hidden[torch.arange(n), torch.tensor([len(r) - 1 for r in rows])]
-        return loaded.model.get_output_embeddings()(last).float().cpu()
-
-
-def _last_logits_many(items: list[tuple[Loaded, list[int]]]) -> list[torch.Tensor]:
-    """One forward pass per model for the gathered (model, token ids) items, on its scheduler's thread."""
-    results: list[torch.Tensor | None] = [None] * len(items)
-    by_model: dict[int, list[int]] = {}
-    for i, (loaded, _) in enumerate(items):
-        by_model.setdefault(id(loaded.model), []).append(i)
-    for indices in by_model.values():
-        loaded = items[indices[0]][0]
-        rows = [items[i][1] for i in indices]
-        logits = scheduler.call(loaded.model, loaded.device.device, lambda loaded=loaded, rows=rows: _last_logits(loaded, rows))
-        for i, row in zip(indices, logits, strict=True):
-            results[i] = row
-    return results
-
-
-# Items carry their model, so the gatherer holds no model after the batch (an evicted model can be freed).
-# Next-token views arriving within the gathering window (LMLAB_GATHER_MS, 50 ms) share a forward pass.
-_view_gatherer = Gatherer(_last_logits_many, name="next-token views")
-
-
-def _next_logits(loaded: Loaded, ids: list[int]) -> torch.Tensor:
-    """Raw logits (vocab,) after ``ids``. Views asked for together share one forward pass on the scheduler's
-    thread (between decode steps); with batching off, one forward alone under the model's lock."""
-    if not (scheduler.enabled() and batchable(loaded)):
-        with model_lock(loaded):
-            return _last_logits(loaded, [ids])[0]
-    return _view_gatherer((loaded, ids))
-
-
 def next_token(loaded: Loaded, prefix: str, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                show: int = 20, repetition_penalty: float = 1.0) -> tuple[list[Candidate], str]:
     """The model's distribution for the next token and what the sliders do to it.
@@ -470,7 +287,7 @@ def next_token(loaded: Loaded, prefix: str, temperature: float = 1.0, top_p: flo
     SamplingSettings(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty).validate()
     ids, notice = encode_prompt(loaded, prefix, reserve=1)
     history = ids[0].cpu()
-    logits = _next_logits(loaded, history.tolist())
+    logits = engines.local().next_logits(loaded, history.tolist())
     p = sampling.Processors(temperature, top_p, int(top_k), repetition_penalty)
     probs = torch.softmax(logits, -1)
     penalised = sampling.penalised(logits, history, repetition_penalty)

@@ -408,9 +408,10 @@ _gatherers: dict[tuple, Gatherer] = {}
 
 
 def _gathering() -> bool:
-    from models.engines import scheduler
+    """Gather only where the local engine shares work between requests (not one-at-a-time reference)."""
+    from models.engines import engine
 
-    return scheduler.enabled()
+    return engine.local().capabilities.shares_steps
 
 
 def _tag_gathered(items: list[tuple[Tagger, str]], aggregation: str, threshold: float) -> list[Tagged]:
