@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import plotly.graph_objects as go
 
-from components.common import explain, guard
+from components.common import WholeNumber, WholeSlider, explain, guard
 from components.plots import FONT
 from models.core import registry, zerogpu
 from models.generation import beam_tree
@@ -110,13 +110,13 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
     with gr.Accordion("Beam search next to greedy decoding and sampling, for the prompt", open=False,
                       elem_id="beam-accordion"):
         with gr.Row():
-            num_beams = gr.Slider(lo, hi, value=3, step=1, label="Number of beams", elem_id="beam-n")
+            num_beams = WholeSlider(lo, hi, value=3, label="Number of beams", elem_id="beam-n")
             length_penalty = gr.Slider(-2, 3, value=1.0, step=0.1, label="Length penalty",
                                        info="> 0 favours longer texts, < 0 shorter", elem_id="beam-lp")
-            max_new = gr.Slider(1, 16, value=6, step=1, label="Max new tokens", elem_id="beam-max-new")
+            max_new = WholeSlider(1, 16, value=6, label="Max new tokens", elem_id="beam-max-new")
             temperature = gr.Slider(0.05, 2, value=0.8, step=0.05, label="Sampling temperature",
                                     info="for the sampled row (top-p 0.95, top-k 50)", elem_id="beam-temperature")
-            seed = gr.Number(value=0, precision=0, minimum=0, label="Sampling seed", elem_id="beam-seed")
+            seed = WholeNumber(value=0, minimum=0, label="Sampling seed", elem_id="beam-seed")
         go_btn = gr.Button("Run beam search, greedy and sampling", variant="primary", elem_id="beam-go")
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
         plot = gr.Plot(label="Beam-search tree", show_label=False, elem_id="beam-tree")

@@ -10,7 +10,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from components import model_note
-from components.common import explain, guard
+from components.common import WholeNumber, WholeSlider, explain, guard
 from components.plots import FONT, bar_figure, interval_figure
 from models.compression.text import coding_steps, lm_codec
 from models.compression.text import compare as text_compare
@@ -322,7 +322,7 @@ def build() -> None:
         huff = gr.Markdown()
     with gr.Accordion("Arithmetic coding step by step", open=True):
         with gr.Row():
-            ac_steps = gr.Slider(5, coding_steps.MAX_STEPS, value=20, step=1, label="Tokens to show", elem_id="ct-ac-n")
+            ac_steps = WholeSlider(5, coding_steps.MAX_STEPS, value=20, label="Tokens to show", elem_id="ct-ac-n")
             ac_btn = gr.Button("Code the first tokens step by step", elem_id="ct-ac-go")
         ac_note = gr.Markdown(elem_id="ct-ac-note")
         ac_plot = gr.Plot(label="The coding interval, step by step", show_label=False, elem_id="ct-ac-plot")
@@ -336,8 +336,8 @@ def build() -> None:
         restored = gr.Textbox(label="Restored text", lines=6, interactive=False)
     with gr.Accordion("Sampling is decompression: decode random bits into text", open=True):
         with gr.Row():
-            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (the random bits)", elem_id="ct-seed")
-            n_tokens = gr.Slider(5, 200, value=40, step=1, label="Tokens to decode")
+            seed = WholeNumber(value=0, minimum=0, label="Seed (the random bits)", elem_id="ct-seed")
+            n_tokens = WholeSlider(5, 200, value=40, label="Tokens to decode")
             prompt = gr.Textbox(label="Optional start of the text", value="Once upon a time")
         sample_btn = gr.Button("Decode random bits", elem_id="ct-sample")
         sample_note = gr.Markdown()

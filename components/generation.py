@@ -7,7 +7,7 @@ import threading
 import gradio as gr
 
 from components import model_note
-from components.common import explain, guard
+from components.common import WholeNumber, WholeSlider, explain, guard
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
 from models.core import registry, zerogpu
@@ -140,10 +140,10 @@ def build() -> dict:
             meta = generator.SamplingSettings.__dataclass_fields__
             temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", elem_id="gen-temperature", info=meta["temperature"].metadata["help"])
             top_p = gr.Slider(0.05, 1, value=defaults.top_p, step=0.01, label="Top-p", info=meta["top_p"].metadata["help"])
-            top_k = gr.Slider(0, 200, value=defaults.top_k, step=1, label="Top-k", info=meta["top_k"].metadata["help"])
-            max_new = gr.Slider(1, 512, value=defaults.max_new_tokens, step=1, label="Max new tokens", elem_id="gen-max-new", info=meta["max_new_tokens"].metadata["help"])
+            top_k = WholeSlider(0, 200, value=defaults.top_k, label="Top-k", info=meta["top_k"].metadata["help"])
+            max_new = WholeSlider(1, 512, value=defaults.max_new_tokens, label="Max new tokens", elem_id="gen-max-new", info=meta["max_new_tokens"].metadata["help"])
             rep = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", info=meta["repetition_penalty"].metadata["help"])
-            seed = gr.Number(value=defaults.seed, precision=0, minimum=0, label="Seed", info=meta["seed"].metadata["help"])
+            seed = WholeNumber(value=defaults.seed, minimum=0, label="Seed", info=meta["seed"].metadata["help"])
             chat = gr.Checkbox(value=defaults.chat_template, label="Use chat template", info=meta["chat_template"].metadata["help"])
     with gr.Accordion("Next-token view: what the sliders do to the distribution", open=True):
         peek = gr.Button("Show the next-token distribution for prompt + generated text", elem_id="gen-peek")

@@ -6,7 +6,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from components.common import explain, guard
+from components.common import WholeSlider, explain, guard
 from components.plots import FONT
 from models.core import registry, zerogpu
 from models.generation import inside_step
@@ -114,12 +114,12 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
     with gr.Accordion("Inside one step: logit lens and attention for prompt + generated text", open=False,
                       elem_id="step-accordion"):
         with gr.Row():
-            top_k = gr.Slider(1, 10, value=5, step=1, label="Guesses per layer", info="top-k of the logit lens",
+            top_k = WholeSlider(1, 10, value=5, label="Guesses per layer", info="top-k of the logit lens",
                               elem_id="step-top-k")
-            layer = gr.Slider(1, layers, value=1, step=1, label="Attention layer", info="1 = first block",
+            layer = WholeSlider(1, layers, value=1, label="Attention layer", info="1 = first block",
                               elem_id="step-layer")
-            head = gr.Slider(0, heads - 1, value=0, step=1, label="Attention head", elem_id="step-head")
-            window = gr.Slider(4, 48, value=16, step=1, label="Tokens shown",
+            head = WholeSlider(0, heads - 1, value=0, label="Attention head", elem_id="step-head")
+            window = WholeSlider(4, 48, value=16, label="Tokens shown",
                                info="the attention map shows the last n tokens", elem_id="step-window")
         look = gr.Button("Look inside the next step", variant="primary", elem_id="step-go")
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="step-status")

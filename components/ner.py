@@ -7,7 +7,7 @@ import html
 import gradio as gr
 
 from components import model_note
-from components.common import explain, guard
+from components.common import WholeNumber, explain, guard
 from components.plots import bar_figure
 from models.core import registry, zerogpu
 from models.engines import engine
@@ -228,7 +228,7 @@ def build() -> None:
                                info=missing or "the hub's eriktks/conll2003 when reachable, else the local data folder")
             eval_file = gr.File(label="CoNLL file (token … tag per line)", type="filepath",
                                 file_types=[".txt", ".conll", ".iob", ".bio", ".tsv"])
-            limit = gr.Number(value=0, precision=0, minimum=0, label="Sentences (0 = all)")
+            limit = WholeNumber(value=0, minimum=0, label="Sentences (0 = all)")
         eval_go = gr.Button("Evaluate", elem_id="ner-eval-go")
         eval_status = gr.Markdown(elem_id="ner-eval-status")
         with gr.Row():

@@ -45,6 +45,8 @@ class SamplingSettings:
                 continue
             if value is None or not isinstance(value, (int, float)) or math.isnan(value) or not lo <= value <= hi:
                 raise InputError(f"{name} must be between {lo} and {hi} (got {value!r})")
+            if f.type in ("int", int) and value != int(value):
+                raise InputError(f"{name} must be a whole number (got {value!r})")
         self.top_k, self.max_new_tokens, self.seed = int(self.top_k), int(self.max_new_tokens), int(self.seed)
         return self
 
@@ -104,17 +106,20 @@ def encode_prompt(loaded: Loaded, prompt: str, chat_template: bool = False, rese
     if len(prompt) > MAX_PROMPT_CHARS:
         prompt = prompt[-MAX_PROMPT_CHARS:]
     tok = loaded.tokenizer
+    notices = []
     if chat_template and getattr(tok, "chat_template", None):
         ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=False)
         ids = list(ids["input_ids"]) if isinstance(ids, dict) else list(ids)
     else:
+        if chat_template:  # the switch cannot apply: say so rather than ignore it
+            notices.append(f"{loaded.spec.label} has no chat template (it is not an instruct model), so the prompt "
+                           f"was given as plain text; untick \"Use chat template\" for this model.")
         ids = tok(prompt)["input_ids"]
     room = context_limit(loaded) - min(reserve, context_limit(loaded) - 1)
-    notice = ""
     if len(ids) > room:
-        notice = f"The prompt has {len(ids):,} tokens; the model sees {room:,} at most, so only the last {room:,} were kept."
+        notices.append(f"The prompt has {len(ids):,} tokens; the model sees {room:,} at most, so only the last {room:,} were kept.")
         ids = ids[-room:]
-    return torch.tensor([ids], dtype=torch.long, device=loaded.device.device), notice
+    return torch.tensor([ids], dtype=torch.long, device=loaded.device.device), " ".join(notices)
 
 
 def fit_request(loaded: Loaded, prompt: str, s: SamplingSettings) -> tuple[torch.Tensor, int, str]:
