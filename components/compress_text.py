@@ -189,7 +189,12 @@ def arithmetic_steps(text, upload, model_key, n_steps):
             f"{last.total_bits:.0f} bits; **{len(last.settled)} bits** are already settled (low and high agree on them). "
             "The probabilities are the ones the compressor feeds its range coder.")
     fig = interval_figure(steps, "Arithmetic coding: each token narrows the interval to its slice")
-    return fig, _steps_table(steps), note
+    return fig, _steps_table(steps), _with_model_note(note, loaded)
+
+
+def _with_model_note(note: str, loaded: registry.Loaded) -> str:
+    """``note``, then what loading the model changed (ids its tokenizer cannot spell left out), if anything."""
+    return f"{note}\n\n**Note:** {loaded.note}" if loaded.note else note
 
 
 @guard
@@ -204,7 +209,7 @@ def sampling_steps(model_key, seed, n_steps):
             f"one token's slice of the interval; that token is the sample, and its slice becomes the new interval. "
             f"Decoded text: **{html.escape(text)}** ({steps[-1].total_bits:.0f} bits of u used).")
     fig = interval_figure(steps, "Sampling = decoding random bits: u picks one slice per step")
-    return fig, _steps_table(steps, sampling=True), note
+    return fig, _steps_table(steps, sampling=True), _with_model_note(note, loaded)
 
 
 def _huffman_md(c: text_compare.Comparison) -> str:
@@ -282,7 +287,7 @@ def sample_bits(model_key, seed, n_tokens, prompt, progress=gr.Progress()):
     note = (f"Decoded {len(s.tokens)} tokens from random 32-bit words (seed {int(seed)}), starting `{words} …`. "
             f"They cost **{s.bits_used:.0f} bits** under the model ({s.bits_used / max(len(s.tokens), 1):.2f} bits/token): "
             f"that is how many of the random bits the decoder consumed. Same seed, same text.")
-    return (prompt or "") + s.text, heat_map(s.tokens), note
+    return (prompt or "") + s.text, heat_map(s.tokens), _with_model_note(note, loaded)
 
 
 def _example(name: str) -> tuple[str, None]:

@@ -65,8 +65,9 @@ def _status(ev: generator.StreamEvent, running: bool) -> str:
     sharing = f" · sharing the model with {ev.sharing - 1} other request(s)" if ev.sharing > 1 else ""
     msg = (f"{head} · {n} tokens · {rate:.1f} tokens/s for you{sharing} · **{bits:.0f} bits** in total "
            f"({bpt:.2f} bits/token, what the model would compress this output to)")
-    if not running and n and not ev.text.strip():
-        msg += " · the model chose to end the text at once; try another seed or a higher temperature"
+    if not running and n and not ev.text.strip():  # say why, from the real finish reason
+        msg += (" · the model chose to end the text at once; try another seed or a higher temperature"
+                if ev.finish_reason == "eos" and n == 1 else " · the text is only blanks (spaces or line breaks)")
     if ev.notice:
         msg = f"**Note:** {ev.notice}\n\n{msg}"
     return msg
@@ -90,7 +91,8 @@ def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repet
         compressed = registry.compressed_note(model_key, registry.CAUSAL_LM, loaded=True)
         for ev in generator.stream(loaded, prompt, s, cancel):
             status = _status(ev, not ev.done)
-            yield ev.text, strip(ev.tokens), f"{status} · model {compressed}" if compressed else status
+            status = f"{status} · model {compressed}" if compressed else status
+            yield ev.text, strip(ev.tokens), f"{status}\n\n**Note:** {loaded.note}" if loaded.note else status
     finally:
         # Reached on normal end, on Stop, and when Gradio closes the generator (tab closed).
         cancel.set()

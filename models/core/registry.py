@@ -315,6 +315,25 @@ class Loaded:
     device: DeviceInfo
     nbytes: int
     fingerprint: str = ""  # sha256 of the weights file(s), filled lazily by users who need it
+    note: str = ""  # what loading changed that a user should know (ids the tokenizer cannot spell left out)
+
+
+def fit_output_to_tokenizer(model: Any, tokenizer: Any) -> str:
+    """Leave out the output ids no token of ``tokenizer`` spells; returns a note saying so, or ''.
+
+    Many checkpoints pad the output layer (GPT-2 trained with 50,304 ids for speed, its tokenizer has
+    50,257). An id past the tokenizer has no text and no bytes: sampling it prints nothing, coding it
+    cannot be decoded to bytes. Dropping those rows of the output layer (and of the tied input table,
+    whose padding rows no token id reaches) is the same as masking them before the softmax: every path
+    (generation, beam search, the logit lens, the coder) then sees one distribution over real tokens.
+    """
+    head = model.get_output_embeddings()
+    rows, spelled = (head.weight.shape[0] if head is not None else 0), len(tokenizer)
+    if head is None or rows <= spelled:
+        return ""
+    model.resize_token_embeddings(spelled)
+    return (f"the model's output layer has {rows:,} ids and its tokenizer spells {spelled:,}; the "
+            f"{rows - spelled:,} ids without text are left out of sampling and coding")
 
 
 class ModelCache:
@@ -399,7 +418,8 @@ def load_causal_lm(key: str, device: str | None = None) -> Loaded:
         model.to(info.device).eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        note = fit_output_to_tokenizer(model, tokenizer)
         # An engine that keeps more per model (a packed copy of the matrices) adds it with CACHE.charge.
-        return Loaded(spec, model, tokenizer, info, model_nbytes(model))
+        return Loaded(spec, model, tokenizer, info, model_nbytes(model), note=note)
 
     return CACHE.get((spec.key, str(info.device), str(info.dtype)), loader)

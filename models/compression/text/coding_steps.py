@@ -11,8 +11,9 @@ those are the bits "settled" so far.
 Decoding (and sampling) runs it backwards: a number u in [0, 1) falls into one slice per step,
 and that slice's token is the output. Random bits as u give a sample from the model.
 
-The probabilities are exactly the float32 next-token probabilities the codec feeds its range
-coder (``lm_codec``: the same runner, start token and forward calls), one lane. The arithmetic
+The probabilities are the float32 next-token probabilities the codec feeds its range coder
+(``lm_codec``: the same runner, start token and forward calls), one lane, floored as the coder's
+quantisation floors them (``lm_codec.floored``: a probability that underflowed to 0 still gets a slice). The arithmetic
 here is exact (fractions of those floats); the codec's range coder does the same with 32-bit
 integers (and a 24-bit quantisation of each probability), so its file is a few bits longer.
 """
@@ -77,7 +78,7 @@ def _probabilities(loaded: registry.Loaded, ids: list[int], precision: str) -> l
     out: list[np.ndarray] = []
 
     def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
-        out.append(probs[0].astype(np.float64))
+        out.append(lm_codec.floored(probs[0]))  # an underflowed 0.0 would be an empty slice and infinite bits
         return np.array([ids[step]], dtype=np.int64)
 
     lm_codec._lockstep(runner, [len(ids)], lm_codec._start_id(loaded.tokenizer), s.window, s.keep, choose)
@@ -137,7 +138,7 @@ def sampling_steps(loaded: registry.Loaded, seed: int, n_tokens: int = 20, preci
     steps: list[Step] = []
 
     def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
-        probs = probs[0].astype(np.float64)
+        probs = lm_codec.floored(probs[0])
         cdf = np.cumsum(probs)
         position = (u - state["low"]) / state["width"]  # where u lies in the current interval, 0..1
         starts = cdf - probs

@@ -65,6 +65,18 @@ def _family():
     return _FAMILY
 
 
+# constriction's leaky quantisation gives every symbol at least one unit of its 2^24 grid, so a token whose
+# float32 probability underflowed to 0.0 still codes, at about 24 bits: the floor every bit count here uses.
+MIN_P = 2.0**-24
+
+
+def floored(probs: np.ndarray) -> np.ndarray:
+    """Probabilities (..., vocab) as float64, floored at ``MIN_P`` and renormalised: never 0, so -log2 p is
+    finite and the slices still tile [0, 1) (the arithmetic-coding pictures)."""
+    p = np.maximum(np.asarray(probs, dtype=np.float64), MIN_P)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
 # One record codes at most this much (the decoder refuses headers claiming more before allocating anything);
 # the command line splits longer files into records of --chunk-bytes (1 MiB by default).
 MAX_RECORD_BYTES = 16 * 2**20
@@ -524,7 +536,7 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
         positions = [offsets[lane] + step for lane in active]
         symbols = np.array([ids[p] for p in positions], dtype=np.int32)
         encoder.encode(symbols, _family(), probs)
-        bits[positions] = -np.log2(np.maximum(probs[np.arange(len(active)), symbols].astype(np.float64), 1e-300))
+        bits[positions] = -np.log2(np.maximum(probs[np.arange(len(active)), symbols].astype(np.float64), MIN_P))
         return symbols
 
     _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
@@ -735,7 +747,7 @@ def sample_from_bits(loaded: registry.Loaded, seed: int, n_tokens: int = 60, pro
     def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
         symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
         ids.append(int(symbols[0]))
-        bits.append(-math.log2(max(float(probs[0, symbols[0]]), 1e-300)))
+        bits.append(-math.log2(max(float(probs[0, symbols[0]]), MIN_P)))
         return symbols
 
     _lockstep(runner, [n_tokens], _start_id(loaded.tokenizer), window, window // 2, choose, progress, prefix=prefix)
