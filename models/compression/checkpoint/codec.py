@@ -36,7 +36,7 @@ import numpy as np
 import zstandard
 
 from models.compression import huffman
-from models.compression.checkpoint import container, scratch, sha256_pass
+from models.compression.checkpoint import container, scratch
 from models.compression.checkpoint import plane_kernels as pk
 from models.compression.checkpoint import safetensors_io as sio
 from models.core import policy
@@ -312,7 +312,7 @@ def _generic_zstd(raw: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(raw)
 
 
-HASH_PIECE = sha256_pass.PIECE
+HASH_PIECE = 1 << 18  # 256 KiB: a piece stays in the cache between the copy and the hash
 
 
 def _sha256(buf) -> str:
@@ -334,19 +334,8 @@ def _sha256(buf) -> str:
 
 
 def _hash_all(data, st: sio.Safetensors) -> tuple[str, list[str]]:
-    """(sha256 of the file, [sha256 of each tensor]): one pass that never takes the GIL where
-    sha256_pass can run (each piece copied once and fed to both hashes), else ``_sha256`` per buffer."""
-    tensors = st.tensors
-    order = sorted(range(len(tensors)), key=lambda i: tensors[i].start)
-    nogil = sha256_pass.hash_ranges(data, len(st.prefix), [tensors[i].start for i in order],
-                                    [tensors[i].end for i in order])  # offsets count from the data section
-    if nogil is None:
-        return _sha256(data), [_sha256(st.raw(t)) for t in tensors]
-    whole, ordered = nogil
-    digests = [""] * len(tensors)
-    for i, h in zip(order, ordered, strict=True):
-        digests[i] = h
-    return whole, digests
+    """(sha256 of the file, [sha256 of each tensor]), both recorded by the format."""
+    return _sha256(data), [_sha256(st.raw(t)) for t in st.tensors]
 
 
 class _Output:
