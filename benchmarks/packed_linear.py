@@ -1,11 +1,9 @@
-"""One decode step three ways: the model's own (MKL), its modules on packed matrices, and the written-out Llama forward.
+"""One decode step two ways: the model's own matrices (MKL) and the scheduler's copy on packed matrices (oneDNN).
 
 - ``mkl``: ``model.base_model`` and its output layer as loaded (PyTorch's CPU wheel runs ``nn.Linear``
   on MKL);
 - ``packed``: a copy of transformers' module tree with packed oneDNN matrices
-  (``models.engines.packed_linear.module_copy``);
-- ``written-out``: the Llama-family forward over packed, fused matrices (``models.engines.packed_llama``), what
-  the scheduler steps on for SmolLM2.
+  (``models.engines.packed_linear``), what the scheduler steps on.
 
 All run in one process, interleaved step by step, so the machine's drift hits them alike: a class's
 prompt (60 positions) is read once, then the same step of one new token per row is timed ``--repeat``
@@ -43,18 +41,14 @@ def _step(body, head, ids, cache) -> torch.Tensor:
 
 def measure(rows: int, repeat: int) -> dict:
     from models.core import registry
-    from models.engines import kv_cache, packed_linear, packed_llama
+    from models.engines import kv_cache, packed_linear
 
     loaded = registry.load_causal_lm(MODEL)
     model = loaded.model
     scheduler_parts = packed_linear.for_model(model, loaded.device.device)
     if scheduler_parts is None:
         raise SystemExit("packed matrices are not supported here (needs a float32 model on a CPU with oneDNN)")
-    if not isinstance(scheduler_parts[0], packed_llama.PackedLlama):
-        raise SystemExit(f"{MODEL} is not stepped on the written-out Llama forward")
-    head = scheduler_parts[1]
-    paths = {"mkl": (model.base_model, model.get_output_embeddings()),
-             "packed": (packed_linear.module_copy(model), head), "written-out": scheduler_parts}
+    paths = {"mkl": (model.base_model, model.get_output_embeddings()), "packed": scheduler_parts}
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab, (rows, PROMPT_POSITIONS), generator=g)
@@ -72,11 +66,9 @@ def measure(rows: int, repeat: int) -> dict:
                 t0 = time.perf_counter()
                 logits[name] = _step(body, head, token, cache)
                 times[name].append(time.perf_counter() - t0)
-    mkl, fast, out = (statistics.median(times[k]) * 1000 for k in paths)
+    mkl, fast = (statistics.median(times[k]) * 1000 for k in paths)
     return {"rows": rows, "repeat": repeat, "mkl_ms": round(mkl, 1), "packed_ms": round(fast, 1),
-            "written_out_ms": round(out, 1), "speedup": round(mkl / out, 2),
-            "max_logit_diff": float((logits["packed"] - logits["mkl"]).abs().max()),
-            "written_out_vs_packed_diff": float((logits["written-out"] - logits["packed"]).abs().max()),
+            "speedup": round(mkl / fast, 2), "max_logit_diff": float((logits["packed"] - logits["mkl"]).abs().max()),
             "packed_mib": round(packed_linear.nbytes(scheduler_parts) / 2**20)}
 
 
@@ -87,12 +79,10 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
     results = [measure(int(n), args.repeat) for n in args.rows.split(",")]
-    print("| rows | MKL (model's own) | packed matrices, transformers' modules | written-out Llama forward "
-          "(packed, fused) | speed-up | largest logit difference from MKL | written-out against packed |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| rows | MKL (model's own) | packed (oneDNN) | speed-up | largest logit difference |")
+    print("|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['rows']} | {r['mkl_ms']} ms | {r['packed_ms']} ms | {r['written_out_ms']} ms | {r['speedup']}x "
-              f"| {r['max_logit_diff']:.1e} | {r['written_out_vs_packed_diff']:.1e} |")
+        print(f"| {r['rows']} | {r['mkl_ms']} ms | {r['packed_ms']} ms | {r['speedup']}x | {r['max_logit_diff']:.1e} |")
     print(f"packed copy: {results[0]['packed_mib']} MiB")
     if not args.no_save:
         RESULTS.write_text(json.dumps({"model": MODEL, "machine": platform.processor() or platform.machine(),

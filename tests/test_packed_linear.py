@@ -89,3 +89,15 @@ def test_the_copy_goes_when_the_model_goes():
     del model
     gc.collect()
     assert len(packed_linear._twins) == count - 1
+
+
+def test_the_installed_torch_is_the_one_the_private_operators_were_checked_against():
+    assert torch.__version__.split("+")[0] == packed_linear.TORCH_CHECKED, (
+        f"torch is {torch.__version__}; models/engines/packed_linear.py uses torch.ops.mkldnn's private linear "
+        f"operators as of {packed_linear.TORCH_CHECKED}: re-check them (these tests, benchmarks.packed_linear), "
+        "then update TORCH_CHECKED")
+
+
+def test_another_torch_steps_on_the_models_own_matrices(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert not packed_linear.supported(torch.nn.Linear(2, 2), CPU)

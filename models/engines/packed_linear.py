@@ -8,9 +8,12 @@ Measured on a 2-core AMD EPYC with SmolLM2-135M, one decode step interleaved in 
 (``benchmarks/packed_linear.py``): 145 ms with MKL against 118 ms packed for 30 rows, 57 against
 50 ms for one; the output layer (49,152 x 576) alone 29 against 15 ms for 30 rows.
 
-For Llama-family decoders (the embedded SmolLM2) the copy is not transformers' module tree but the
-decoder layer written out over packed and fused matrices (``models.engines.packed_llama``); other decoders
-(GPT-2) get the module tree with its matrices swapped (``module_copy``).
+The copy is transformers' module tree with its matrices swapped (``module_copy``).
+
+The packed matrices come from PyTorch's private oneDNN operators (``torch.ops.mkldnn._reorder_linear_weight``,
+``_linear_pointwise``): used only with the PyTorch they were checked against (``TORCH_CHECKED``, the version
+requirements.txt pins), and only while ``LMLAB_PACKED`` is not 0; anywhere else the scheduler steps on the
+model's own matrices.
 
 Why a second copy and not the model itself: the packed weights replace no parameter, so every other
 user of the model (``generate()``, the logit lens, the compression codec with its recorded kernel
@@ -26,6 +29,7 @@ may differ in the last float32 bits, as the attention kernel's do.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 import weakref
@@ -40,13 +44,21 @@ ROWS_HINT = 32
 # save the copy's memory.
 ENABLED = os.environ.get("LMLAB_PACKED", "1") != "0"
 
+TORCH_CHECKED = "2.13.0"  # the PyTorch whose private oneDNN linear operators this module was checked against
+
+log = logging.getLogger("lmlab.packed_linear")
 _twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
 
 
 def supported(model, device: torch.device) -> bool:
-    """True for a float32 model on the CPU with PyTorch's oneDNN linear operators available."""
+    """True for a float32 model on the CPU with PyTorch's oneDNN linear operators available, on the PyTorch
+    release this module was checked against."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if torch.__version__.split("+")[0] != TORCH_CHECKED:
+        log.warning("torch %s: the packed matrices were checked against %s only; using the model's own",
+                    torch.__version__, TORCH_CHECKED)
         return False
     ops = torch.ops.mkldnn
     try:
@@ -93,10 +105,6 @@ def _twin_of(model) -> tuple[torch.nn.Module, PackedLinear] | None:
     head = PackedLinear.of(model.get_output_embeddings())
     if head is None:  # not a plain linear output layer: nothing to gain from copying the body
         return None
-    from models.engines import packed_llama  # imports this module's PackedLinear
-
-    if packed_llama.supported(model):
-        return packed_llama.PackedLlama(model.base_model), head
     return module_copy(model), head
 
 

@@ -9,8 +9,7 @@ Iteration-level ("continuous") batching as text-generation servers do it (Orca, 
     3. prefill admitted prompts, at most ``PREFILL_CHUNK`` positions per step, groups with the fewest
        positions left first, so a long prompt never freezes the other streams;
     4. run one decode step: one forward pass for every decoding sequence, each at its own length
-       (``models.engines.slot_cache``; on a CPU with a packed copy of the matrices, ``models.engines.packed_linear``,
-       and for Llama-family models a written-out forward over them, ``models.engines.packed_llama``),
+       (``models.engines.slot_cache``; on a CPU with a packed copy of the matrices, ``models.engines.packed_linear``),
        then each request's own processors and random generator pick its token.
 
 A request's text does not depend on who else shares the step: its processors see only its own row,
@@ -364,8 +363,8 @@ class Scheduler:
     # -- forward passes -----------------------------------------------------------------------
 
     def _parts(self) -> tuple:
-        """(body, output layer): on a CPU, copies with packed matrices (``models.engines.packed_linear``; for the
-        Llama family written out over fused ones, ``models.engines.packed_llama``); elsewhere the model's own."""
+        """(body, output layer): on a CPU, copies with packed matrices (``models.engines.packed_linear``); elsewhere the
+        model's own."""
         if self._forward is None:
             packed = packed_linear.for_model(self.model, self.device) if packed_linear.ENABLED else None
             self._forward = packed or (self.model.base_model, self.model.get_output_embeddings())
