@@ -12,15 +12,17 @@ from models.generation import beam_tree
 
 EXPLANATION = """
 **Beam search** keeps the *n* most likely partial texts (the beams) instead of one. At each step every beam is
-extended by its best next tokens, all candidates are ranked by their **cumulative log-probability** (the sum of
-ln p of their tokens; closer to 0 = more likely), and only the best *n* survive: the others are **pruned** (grey).
-A beam that ends with the end-of-text token is set aside as a finished hypothesis.
+extended by its best next tokens, all candidates are ranked by their **surprisal in bits** (the sum of −log₂ p of
+their tokens: fewer bits = more likely, and the bits an arithmetic coder would spend on that text), and only the
+best *n* survive: the others are **pruned** (grey). A beam that ends with the end-of-text token is set aside as a
+finished hypothesis.
 
-The **length penalty** ranks finished hypotheses by sum(ln p) / length^penalty: above 0 it favours longer texts,
-below 0 shorter ones. The highlighted path is what `generate(num_beams=…)` returns.
+The **length penalty** ranks finished hypotheses by their log-probability divided by length^penalty (the beam
+score, in ln p as `generate()` reports it): above 0 it favours longer texts, below 0 shorter ones. The highlighted
+path is what `generate(num_beams=…)` returns.
 
 **Greedy** decoding is beam search with one beam: it can miss a better text whose first token looked worse.
-**Sampling** draws each token at random: less likely overall (a lower sum of ln p) but less repetitive.
+**Sampling** draws each token at random: less likely overall (more bits) but less repetitive.
 """
 
 COLOURS = {"best": "#ea580c", "returned": "#4f46e5", "pruned": "#cbd5e1", "root": "#334155"}
@@ -56,7 +58,7 @@ def _layout(tree: beam_tree.BeamTree) -> dict[int, float]:
 
 
 def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
-    """Nodes at (step, row) labelled token and cumulative ln p; edges coloured best / returned / pruned."""
+    """Nodes at (step, row) labelled token and cumulative bits; edges coloured best / returned / pruned."""
     y = _layout(tree)
     nodes = tree.nodes
     fig = go.Figure()
@@ -68,9 +70,9 @@ def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
                 ys += [y[n.parent], y[n.id], None]
         fig.add_scatter(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
                         line=dict(color=COLOURS[status], width=WIDTHS[status], dash="dot" if status == "pruned" else "solid"))
-    labels = ["prompt"] + [f"{_show(n.token)}<br>{n.cum_logprob:.2f}" for n in nodes[1:]]
-    hover = ["the prompt"] + [f"{_show(n.token)}: ln p = {n.logprob:.2f}, cumulative {n.cum_logprob:.2f} ({n.status})"
-                              for n in nodes[1:]]
+    labels = ["prompt"] + [f"{_show(n.token)}<br>{n.cum_bits:.1f} bits" for n in nodes[1:]]
+    hover = ["the prompt"] + [f"{_show(n.token)}: {n.bits:.2f} bits (ln p = {n.logprob:.2f}); {n.cum_bits:.2f} bits "
+                              f"from the prompt ({n.status})" for n in nodes[1:]]
     fig.add_scatter(
         x=[n.step for n in nodes], y=[y[n.id] for n in nodes], mode="markers+text", text=labels, hovertext=hover,
         hoverinfo="text", textposition="top center", showlegend=False,
@@ -82,7 +84,7 @@ def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
     fig.update_layout(
         font=FONT, height=max(420, 62 * rows + 160), margin=dict(l=20, r=20, t=90, b=50),
         title=f"Beam search, {tree.num_beams} beams: returned {_show(best.text)} "
-              f"(sum ln p = {best.cum_logprob:.2f}, score {best.score:.3f})",
+              f"({best.bits:.1f} bits; ln p = {best.cum_logprob:.2f}, beam score {best.score:.3f})",
         legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
         xaxis=dict(title="step (new token)", dtick=1, range=[-0.5, tree.max_new_tokens + 0.6]),
         yaxis=dict(visible=False, range=[min(y.values()) - 0.6, 0.9]),
@@ -97,10 +99,13 @@ def beam_search(prompt, model_key, num_beams, length_penalty, max_new_tokens, te
     loaded = registry.load_causal_lm(model_key)
     tree = beam_tree.beam_tree(loaded, prompt, num_beams, length_penalty, max_new_tokens)
     rows = beam_tree.side_by_side(loaded, prompt, tree, temperature, seed)
-    table = [[r.method, r.text.replace("\n", "↵"), r.n_tokens, round(r.cum_logprob, 3), round(r.per_token, 3),
-              round(r.extra["score"], 3) if "score" in r.extra else ""] for r in rows]
+    table = [[r.method, r.text.replace("\n", "↵"), r.n_tokens, round(r.bits, 2), round(r.bits_per_token, 2),
+              round(r.cum_logprob, 3), round(r.extra["score"], 3) if "score" in r.extra else ""] for r in rows]
     pruned = sum(n.status == "pruned" for n in tree.nodes)
-    status = f"{len(tree.nodes) - 1} beams drawn · {pruned} pruned · {len(tree.hypotheses)} finished hypotheses"
+    drawn = len(tree.nodes) - 1
+    status = (f"{drawn} {'candidate' if drawn == 1 else 'candidates'} drawn · {pruned} pruned · "
+              f"{len(tree.hypotheses)} finished {'hypothesis' if len(tree.hypotheses) == 1 else 'hypotheses'} · "
+              f"numbers on the tree: bits from the prompt to that token (−log₂ p, fewer = more likely)")
     return tree_figure(tree), table, (f"**Note:** {tree.notice} · " if tree.notice else "") + status
 
 
@@ -120,8 +125,9 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
         go_btn = gr.Button("Run beam search, greedy and sampling", variant="primary", elem_id="beam-go")
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
         plot = gr.Plot(label="Beam-search tree", show_label=False, elem_id="beam-tree")
-        table = gr.Dataframe(headers=["method", "continuation", "tokens", "sum ln p", "ln p per token",
-                                      "beam score (length-penalised)"],
+        table = gr.Dataframe(headers=["method", "continuation", "tokens", "bits (−log₂ p, fewer = likelier)",
+                                      "bits per token", "ln p (natural log, = −bits × ln 2)",
+                                      "beam score (ln p / length^penalty)"],
                              label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table")
         explain("How does beam search work?", EXPLANATION)
     inputs = [prompt, model, num_beams, length_penalty, max_new, temperature, seed]

@@ -84,6 +84,20 @@ def test_side_by_side_rows(tiny_gpt2):
     assert rows[0].cum_logprob == pytest.approx(tree.best.cum_logprob)
 
 
+def test_the_tree_speaks_bits_with_ln_p_beside(tiny_gpt2, monkeypatch):
+    """What a learner reads is bits (-log2 p, the coder's unit); ln p stays in its own, labelled column."""
+    from components import beam_search as view
+    from models.core import registry
+
+    monkeypatch.setattr(registry, "load_causal_lm", lambda key: tiny_gpt2)
+    figure, table, status = view.beam_search(PROMPT, "tiny", 3, 1.0, 4, 0.9, 3)
+    for row in table:
+        assert row[3] == pytest.approx(-row[5] / math.log(2), abs=0.01) and row[3] > 0
+    labels = [t for t in figure.data[-1].text[1:]]
+    assert labels and all(label.endswith(" bits") for label in labels)
+    assert "bits" in figure.layout.title.text and "bits" in status
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(prompt=""), "prompt is empty"),
     (dict(num_beams=1), "num beams must be between 2 and 5"),

@@ -27,6 +27,8 @@ LIMITS = {"num_beams": (2, 5), "length_penalty": (-2.0, 3.0), "max_new_tokens": 
 MAX_PROMPT_TOKENS = 512
 
 
+LN2 = math.log(2)
+
 @dataclass
 class BeamNode:
     id: int
@@ -38,6 +40,16 @@ class BeamNode:
     cum_logprob: float  # sum of logprob from the root: the beam's score before the length penalty
     status: str = "pruned"  # best | returned | pruned | root
 
+    @property
+    def bits(self) -> float:
+        """The token's surprisal, -log2 p: the bits an arithmetic coder would spend on it."""
+        return -self.logprob / LN2
+
+    @property
+    def cum_bits(self) -> float:
+        """The beam's surprisal so far in bits (fewer bits = more likely)."""
+        return -self.cum_logprob / LN2
+
 
 @dataclass
 class Hypothesis:
@@ -47,6 +59,10 @@ class Hypothesis:
     cum_logprob: float
     score: float  # cum_logprob / len**length_penalty, as generate() reports it
     leaf: int  # node id of the last token
+
+    @property
+    def bits(self) -> float:
+        return -self.cum_logprob / LN2
 
 
 @dataclass
@@ -75,6 +91,15 @@ class Continuation:
     @property
     def per_token(self) -> float:
         return self.cum_logprob / self.n_tokens if self.n_tokens else 0.0
+
+    @property
+    def bits(self) -> float:
+        """The text's surprisal in bits, -sum log2 p: what the model would compress it to."""
+        return -self.cum_logprob / LN2
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.bits / self.n_tokens if self.n_tokens else 0.0
 
 
 class _BeamRecorder(LogitsProcessor):
