@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import gradio as gr
 
+from components import glossary
 from components.common import explain, guard
 from components.plots import loss_figure
+from models.core import registry
 from models.training import config as runconfig
 from models.training import data as datalib
-from models.training import runs, train, view
+from models.training import runs, view
 
-EXPLANATION = """
+EXPLANATION = f"""
 **Fine-tuning** continues training a pretrained model on new data, with a small learning rate, so it adapts
-without forgetting what it knows.
+without forgetting what it knows. **LoRA** freezes the model and trains small added matrices instead: far fewer
+numbers to learn, so the demo recipe uses it.
 
-- **Causal LM** (GPT-2 / SmolLM2 on WikiText-2): the model learns to predict each next token. **Perplexity**
-  = exp(mean loss per token): the number of equally likely tokens the model is "choosing between"; lower is
-  better. **BLEU** and **chrF** compare the model's greedy continuation of 32 held-out tokens with the real next
-  32 tokens.
+- **Causal LM** (GPT-2 / SmolLM2 on WikiText-2): the model learns to predict each next token. The **loss** is
+  drawn in {glossary.hover("bits per token")}: the bits an arithmetic coder driven by the model would spend per
+  token of the text, as in the Compress tab (the trainer computes it in nats; bits = nats / ln 2).
+  {glossary.hover("perplexity", "Perplexity")} = 2^(bits per token): the number of equally likely tokens the
+  model is "choosing between"; lower is better. **BLEU** and **chrF** compare the model's greedy continuation of
+  32 held-out tokens with the real next 32 tokens.
 - **Token classification** (BERT / MiniLM on CoNLL-2003): a fresh head on top of the encoder tags each word
   (B-PER, I-ORG, O, …). **seqeval** scores whole entities: precision, recall and F1 per type.
 - The **learning rate** warms up, then decays linearly to zero. Validation loss rising while training loss falls
@@ -40,8 +45,7 @@ TASK_CHOICES = [("Causal LM (next-token prediction)", runconfig.CAUSAL_LM),
 
 
 def base_choices(task: str) -> list[tuple[str, str]]:
-    bases = train.causal_bases() if task == runconfig.CAUSAL_LM else train.ner_bases()
-    return [(label, key) for key, label in bases]
+    return view.base_choices(task)
 
 
 def dataset_choices(task: str) -> list[tuple[str, str]]:
@@ -54,9 +58,9 @@ def _values(task, base, dataset, upload, scratch_size, *numbers) -> dict:
     return values
 
 
-def on_task(task):
-    """Switching task loads that task's recipe into the form."""
-    cfg = view.recipe(task)
+def on_task(task, preset):
+    """Switching task or preset loads that recipe into the form."""
+    cfg = view.recipe(task, preset)
     bases, sets = base_choices(task), dataset_choices(task)
     return [gr.Dropdown(choices=bases, value=cfg.base), gr.Dropdown(choices=sets, value=cfg.dataset),
             gr.Dropdown(visible=task == runconfig.CAUSAL_LM)] + [getattr(cfg, name) for name in FORM_FIELDS + FLAGS + LORA_FIELDS]
@@ -76,7 +80,7 @@ def on_dataset(task, dataset, upload):
 def start(task, base, dataset, upload, scratch_size, *numbers):
     """Start a run: returns (run id, status line)."""
     run_id = view.start(_values(task, base, dataset, upload, scratch_size, *numbers))
-    return run_id, f"⏳ run `{run_id}` started"
+    return run_id, f"⏳ started: {view.name_of(run_id)}"
 
 
 def command(task, base, dataset, upload, scratch_size, *numbers) -> str:
@@ -105,7 +109,8 @@ def poll(run_id, seen):
     if snap.signature == seen:
         return run_id, seen, snap.headline, *[gr.skip()] * 5
     lr_fig = loss_figure({"learning rate": snap.lr}, title="Learning rate", y_title="learning rate")
-    return (run_id, snap.signature, snap.headline, loss_figure(snap.series, title=f"Loss — run {run_id}"), lr_fig,
+    loss_fig = loss_figure(snap.series, title="Loss (lower is better)", y_title=f"loss ({snap.loss_unit})")
+    return (run_id, snap.signature, snap.headline, loss_fig, lr_fig,
             *_eval_outputs(snap))
 
 
@@ -114,7 +119,7 @@ def cancel(run_id):
     if not run_id:
         raise gr.Error("No run is selected.")
     st = runs.cancel(run_id)
-    return f"⏹️ cancel requested for run `{run_id}` (state: {st.get('state')})"
+    return f"⏹️ asked to stop: {view.name_of(run_id)} (now {st.get('state')})"
 
 
 @guard
@@ -123,7 +128,7 @@ def resume(run_id):
     if not run_id:
         raise gr.Error("No run is selected.")
     runs.resume(run_id)
-    return run_id, f"⏳ run `{run_id}` is resuming from its last checkpoint"
+    return run_id, f"⏳ resuming from its last checkpoint: {view.name_of(run_id)}"
 
 
 @guard
@@ -132,7 +137,7 @@ def start_over(run_id):
     if not run_id:
         raise gr.Error("No run is selected.")
     new_id = runs.restart(run_id)
-    return new_id, f"⏳ run `{new_id}` started with the settings of `{run_id}`"
+    return new_id, f"⏳ started again with the same settings: {view.name_of(new_id)}"
 
 
 @guard
@@ -150,23 +155,25 @@ def download_merged(run_id):
 
 
 def history_update():
-    rows = view.history()
-    ids = [r[0] for r in rows]
-    return gr.Dataframe(value=rows, headers=view.HISTORY_HEADERS), gr.Dropdown(choices=ids), \
-        gr.Dropdown(choices=ids)
+    named = view.run_choices()
+    return gr.Dataframe(value=view.history(), headers=view.HISTORY_HEADERS), gr.Dropdown(choices=named), \
+        gr.Dropdown(choices=named)
 
 
 def compare(run_ids):
-    return loss_figure(view.compare(run_ids or []), title="Training loss of the selected runs")
+    return loss_figure(view.compare(run_ids or []), title="Training loss of the selected runs",
+                       y_title="loss (bits per token or tagged word)")
 
 
 # --- the scripting API (typed, so the API page documents it) -------------------------------------
 
 
 def api_train_start(config: dict) -> str:
-    """Start a run from a dict of RunConfig fields (task, base, dataset, learning_rate, ...); returns its id."""
+    """Start a run from a dict of RunConfig fields (task, base, dataset, learning_rate, ...) and optionally
+    "preset": "demo" (the default: about two minutes on a CPU) or "full"; fields not given come from the
+    preset's recipe. Returns the run's id."""
     try:
-        return view.start(view.recipe(config.get("task", runconfig.CAUSAL_LM)).__dict__ | dict(config))
+        return view.start(view.with_preset(config))
     except Exception as exc:
         raise gr.Error(str(exc)) from exc
 
@@ -213,8 +220,11 @@ def build() -> None:
         with gr.Column(scale=2):
             task = gr.Radio(TASK_CHOICES, value=cfg.task, label="Task", info=meta["task"].metadata["help"],
                             elem_id="ft-task")
+            preset = gr.Radio([(text, key) for key, text in runconfig.PRESETS.items()], value=runconfig.DEMO,
+                              label="Recipe", elem_id="ft-preset",
+                              info="the demo fits a lesson; the full recipe is the one of the benchmark tables")
             base = gr.Dropdown(base_choices(cfg.task), value=cfg.base, label="Base model", elem_id="ft-base",
-                               info=meta["base"].metadata["help"])
+                               info=f"{meta['base'].metadata['help']}. {registry.MORE_MODELS}")
             scratch = gr.Dropdown(["tiny", "small", "medium"], value=cfg.scratch_size, label="Size from scratch",
                                   info=meta["scratch_size"].metadata["help"], elem_id="ft-scratch")
             dataset = gr.Dropdown(dataset_choices(cfg.task), value=cfg.dataset, label="Dataset", elem_id="ft-dataset")
@@ -270,7 +280,7 @@ def build() -> None:
                 merged_btn = gr.Button("Download base + LoRA merged (.zip)", size="sm", elem_id="ft-zip-merged")
                 zip_file = gr.File(label="Model zip", interactive=False)
     with gr.Accordion("Run history and comparison", open=False):
-        refresh = gr.Button("↻ refresh history", size="sm", elem_id="ft-refresh")
+        refresh = gr.Button("Refresh the list of runs", size="sm", elem_id="ft-refresh")
         table = gr.Dataframe(headers=view.HISTORY_HEADERS, label="Runs", interactive=False, elem_id="ft-history")
         with gr.Row():
             watch = gr.Dropdown([], label="Watch run", elem_id="ft-watch")
@@ -279,7 +289,10 @@ def build() -> None:
     explain("What happens in a fine-tuning run?", EXPLANATION)
 
     form = [task, base, dataset, upload, scratch, *numbers]
-    task.change(on_task, task, [base, dataset, scratch, *numbers], api_visibility="private")
+    gr.on([task.change, preset.change], on_task, [task, preset], [base, dataset, scratch, *numbers],
+          api_visibility="private")
+    method = numbers[len(FORM_FIELDS) + len(FLAGS)]
+    base.input(view.method_for, [base, method], method, api_visibility="private", queue=False)
     # triggers=None: on page load and whenever one of the inputs changes.
     gr.on(None, on_dataset, [task, dataset, upload], [data_info, preview], api_visibility="private")
     gr.on(None, command, form, cmd, api_visibility="private", queue=False)

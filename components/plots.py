@@ -38,8 +38,10 @@ def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str =
                             marker=dict(size=16, symbol="x" if "diverged" in name else "star"))
             continue
         fig.add_scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 40 else "lines", name=name)
+    # The y-axis starts at 0: an auto-zoomed axis draws 4.185 -> 4.201 as a cliff.
     fig.update_layout(font=FONT, height=380, margin=dict(l=50, r=10, t=50, b=40), title=title,
-                      xaxis_title="step", yaxis_title=y_title, legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+                      xaxis_title="step", yaxis=dict(title=y_title, rangemode="tozero"),
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
     return fig
 
 

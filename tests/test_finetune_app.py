@@ -32,6 +32,32 @@ def test_api_start_status_cancel_and_runs(client):
     assert any(r["id"] == run_id and r["state"] == "finished" and r["config"]["base"] == "scratch-gpt2" for r in listed)
 
 
+def test_api_start_with_no_settings_plans_the_two_minute_demo(client):
+    """`/train_start` with {} is the demo: a few LoRA steps on a data sample, evaluated on a small sample whose
+    progress the status shows (the full recipe planned 257 steps and an ETA of 34 minutes on this CPU)."""
+    from models.training.config import FULL, recipe
+
+    run_id = client.predict({}, api_name="/train_start")
+    try:
+        cfg = next(r["config"] for r in client.predict(api_name="/runs") if r["id"] == run_id)
+        assert cfg["method"] == "lora" and cfg["base"] == "smollm2-135m-instruct"
+        assert cfg["max_steps"] * cfg["batch_size"] * cfg["seq_len"] <= 4096  # 10 steps of 4 x 64 tokens
+        assert 0 < cfg["test_samples"] <= 8 and cfg["bleu_samples"] <= 2
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # the evaluation of the base model counts its blocks
+            st = client.predict(run_id, api_name="/train_status")
+            if "/8 blocks" in (st.get("phase") or "") or st["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+        assert "evaluating the base model on the test split" in st["phase"] and "/8 blocks" in st["phase"], st
+    finally:
+        client.predict(run_id, api_name="/train_cancel")
+    full = client.predict({"preset": "full", "max_steps": 1, "eval_before": False}, api_name="/train_start")
+    client.predict(full, api_name="/train_cancel")
+    cfg = next(r["config"] for r in client.predict(api_name="/runs") if r["id"] == full)
+    assert cfg["method"] == "full" and cfg["batch_size"] == recipe("causal-lm", FULL).batch_size
+
+
 def test_api_errors_are_messages_not_tracebacks(client):
     from gradio_client.exceptions import AppError
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import shutil
@@ -72,10 +74,19 @@ def test_snapshot_history_and_zip_come_from_the_files(finished_run):
     assert snap.state == "finished" and "step 6/6" in snap.headline
     assert snap.series["training loss"][0] == [1, 2, 3, 4, 5, 6]
     assert snap.series["validation loss"][0] == [3, 6]
-    assert [row[0] for row in snap.evaluation][:2] == ["test perplexity (lower is better)", "test loss (nats/token)"]
-    assert snap.sample.startswith("**Prompt:**")
-    assert any(row[0] == run_id and row[4] == "finished" for row in view.history())
-    assert view.compare([run_id])[run_id][0] == [1, 2, 3, 4, 5, 6]
+    assert [row[0] for row in snap.evaluation][:3] == ["test perplexity (lower is better)",
+                                                       "test loss (bits per token)",
+                                                       "test loss (nats per token, = bits × ln 2)"]
+    perplexity, bits, nats = (row[2] for row in snap.evaluation[:3])
+    assert bits == pytest.approx(nats / math.log(2), abs=1e-3) and perplexity == pytest.approx(2 ** bits, rel=1e-3)
+    records = [r for r in runs.read_metrics(run_id) if r.get("loss") is not None and "event" not in r]
+    assert snap.series["training loss"][1] == pytest.approx([r["loss"] / math.log(2) for r in records])  # in bits
+    assert snap.loss_unit == "bits per token"
+    name = view.name_of(run_id)  # a teacher reads the model, the data and the time, not the folder's id
+    assert run_id not in name and name.startswith("GPT-2 from scratch on your own .txt file, started")
+    assert any(row[0] == name and row[2] == "finished" for row in view.history())
+    assert (name, run_id) in view.run_choices()
+    assert view.compare([run_id])[name][0] == [1, 2, 3, 4, 5, 6]
     with zipfile.ZipFile(view.zip_model(run_id)) as zf:
         assert f"{run_id}/model.safetensors" in zf.namelist()
 

@@ -96,7 +96,7 @@ def test_defaults_are_data_sets_that_load_here(monkeypatch, sample_data):
     for task, real in (("causal-lm", "wikitext-2"), ("token-classification", "conll2003")):
         assert [key for label, key in datalib.choices(task) if "not available here" in label] == [real]
         datalib.load(task, view.recipe(task).dataset)  # the default loads
-    with pytest.raises(InputError, match="wikitext-2 needs the Hugging Face hub .* --data-dir"):
+    with pytest.raises(InputError, match="wikitext-2 needs the Hugging Face hub.* data folder"):
         datalib.load("causal-lm", "wikitext-2")
 
 

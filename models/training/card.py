@@ -6,6 +6,8 @@ Reporting"): base model, training data, hyper-parameters, evaluation, licences.
 
 from __future__ import annotations
 
+import math
+
 from models.core import registry
 from models.training.config import CAUSAL_LM, RunConfig
 
@@ -69,7 +71,11 @@ def model_card(run_id: str, cfg: RunConfig, status: dict, records: list[dict], k
     lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in vars(cfg).items()
               if name not in ("upload",) and not (name.startswith("lora_") and cfg.method != "lora")]
     if cfg.task == CAUSAL_LM:
-        keys = [("perplexity", "perplexity"), ("loss", "loss (nats/token)"), ("bleu", "BLEU"), ("chrf", "chrF")]
+        for side in (before, after):  # bits per token, the unit the app's learners read; nats beside
+            if side.get("loss") is not None:
+                side["bits"] = side["loss"] / math.log(2)
+        keys = [("perplexity", "perplexity"), ("bits", "loss (bits per token)"), ("loss", "loss (nats per token)"),
+                ("bleu", "BLEU"), ("chrf", "chrF")]
     else:
         keys = [("f1", "F1 (micro, entity level, seqeval)"), ("precision", "precision"), ("recall", "recall")]
     lines += ["", "## Evaluation", ""] + _table(before, after, keys)

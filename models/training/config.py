@@ -23,8 +23,8 @@ def _f(default, help_text: str, **limits):
 @dataclass
 class RunConfig:
     task: str = _f(CAUSAL_LM, "causal-lm (predict the next token) or token-classification (NER tags per word)")
-    base: str = _f("scratch-gpt2", "the model to start from: a registry key, all-minilm-l6-v2, bert-base-cased, "
-                   "scratch-gpt2 (random weights) or local:<folder>")
+    base: str = _f("scratch-gpt2", "the model to start from: a pretrained model, or a GPT-2 with random weights "
+                   "trained from scratch")
     dataset: str = _f("canterbury", "wikitext-2, canterbury or upload for causal-lm; conll2003, twitter-ner or "
                       "upload for token-classification")
     upload: str = _f("", "path of an uploaded .txt (causal-lm) or CoNLL file (token-classification)")
@@ -136,10 +136,33 @@ def limits(name: str) -> tuple[float, float]:
     return meta["min"], meta["max"]
 
 
-def recipe(task: str) -> RunConfig:
-    """The form's starting values per task (the NER one reaches test F1 >= 0.83 with MiniLM on CoNLL-2003)."""
-    if task == TOKEN_CLASSIFICATION:
+DEMO, FULL = "demo", "full"
+PRESETS = {DEMO: "Demo: a small sample of the data, about two minutes on a laptop CPU",
+           FULL: "Full recipe: the whole data set (an hour or more on a CPU; a GPU is better)"}
+
+
+def recipe(task: str, preset: str = DEMO) -> RunConfig:
+    """The form's starting values per task and preset (``demo`` or ``full``).
+
+    demo: SmolLM2-135M with LoRA adapters (only the adapters train, so a step costs a forward and half a
+    backward) on 10 steps of 4 x 64 tokens, evaluated before and after on 8 test blocks and 2 BLEU
+    prompts; MiniLM on 24 steps of 16 sentences for NER. Both fit two minutes on a 2-core CPU
+    (benchmarks/finetune.py --demo). full: the recipes of the README's tables (the NER one reaches test
+    F1 >= 0.83 with MiniLM on CoNLL-2003).
+    """
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    if task == TOKEN_CLASSIFICATION and preset == FULL:
         return RunConfig(task=task, base="all-minilm-l6-v2", dataset="conll2003", learning_rate=1e-4, epochs=3.0,
                          batch_size=32, seq_len=128, logging_steps=20)
-    return RunConfig(task=CAUSAL_LM, base="smollm2-135m-instruct", dataset="wikitext-2", learning_rate=5e-5,
-                     epochs=1.0, batch_size=8, seq_len=128, logging_steps=5, eval_steps=50, eval_samples=40)
+    if task == TOKEN_CLASSIFICATION:
+        return RunConfig(task=task, base="all-minilm-l6-v2", dataset="conll2003", learning_rate=3e-4, max_steps=24,
+                         batch_size=16, seq_len=64, logging_steps=2, max_train_samples=384, eval_samples=64,
+                         test_samples=200, save_steps=12)
+    if preset == FULL:
+        return RunConfig(task=CAUSAL_LM, base="smollm2-135m-instruct", dataset="wikitext-2", learning_rate=5e-5,
+                         epochs=1.0, batch_size=8, seq_len=128, logging_steps=5, eval_steps=50, eval_samples=40)
+    # LoRA's adapters start at zero and need a larger step than full fine-tuning (5e-4, as in the LoRA table).
+    return RunConfig(task=CAUSAL_LM, base="smollm2-135m-instruct", dataset="wikitext-2", method="lora",
+                     learning_rate=5e-4, max_steps=10, batch_size=4, seq_len=64, logging_steps=1,
+                     max_train_samples=40, test_samples=8, bleu_samples=2, save_steps=5)

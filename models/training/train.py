@@ -14,6 +14,7 @@ import signal
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -130,12 +131,23 @@ def ner_features(tokenizer, sentences, label2id: dict[str, int], seq_len: int) -
 # --- evaluation ----------------------------------------------------------------------------------
 
 
+Progress = Callable[[str, int, int], None]  # (what is being done, items done, items in all)
+
+
+def _no_progress(what: str, done: int, total: int) -> None:
+    pass
+
+
 @torch.no_grad()
-def lm_perplexity(model, blocks: list[dict], batch_size: int = 8) -> dict:
-    """Perplexity = exp(mean token loss) over all predicted tokens of the blocks."""
+def lm_perplexity(model, blocks: list[dict], batch_size: int = 8, progress: Progress = _no_progress) -> dict:
+    """Perplexity = exp(mean token loss) over all predicted tokens of the blocks; ``loss`` in nats per token.
+
+    ``progress`` hears ("blocks", done, total) before the first batch and after each one.
+    """
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
+    progress("blocks", 0, len(blocks))
     for start in range(0, len(blocks), batch_size):
         ids = torch.tensor([b["input_ids"] for b in blocks[start:start + batch_size]], device=device)
         logits = model(input_ids=ids).logits[:, :-1].float()  # (batch, seq-1, vocab): predicts ids[:, 1:]
@@ -143,6 +155,7 @@ def lm_perplexity(model, blocks: list[dict], batch_size: int = 8) -> dict:
                                                  reduction="sum")
         total += loss.item()
         count += ids[:, 1:].numel()
+        progress("blocks", min(start + batch_size, len(blocks)), len(blocks))
     return {"loss": total / max(count, 1), "perplexity": metrics.perplexity(total, count), "tokens": count}
 
 
@@ -168,7 +181,7 @@ def continuation_pairs(tokenizer, lines: list[str], n: int) -> list[tuple[list[i
 
 
 @torch.no_grad()
-def lm_bleu(model, tokenizer, pairs, batch_size: int = 8) -> dict:
+def lm_bleu(model, tokenizer, pairs, batch_size: int = 8, progress: Progress = _no_progress) -> dict:
     """BLEU and chrF of greedy 32-token continuations against the real continuations."""
     if not pairs:
         return {}
@@ -181,11 +194,13 @@ def lm_bleu(model, tokenizer, pairs, batch_size: int = 8) -> dict:
     if max_new < 1:
         return {"skipped": f"the model sees {positions} positions; BLEU needs at least {PROMPT_TOKENS + 1}"}
     hyps = []
+    progress("continuations for BLEU", 0, len(pairs))
     for start in range(0, len(pairs), batch_size):
         prompts = torch.tensor([p for p, _ in pairs[start:start + batch_size]], device=device)  # all 32 long: no pad
         out = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
                              max_new_tokens=max_new, pad_token_id=tokenizer.pad_token_id)
         hyps += [tokenizer.decode(row[PROMPT_TOKENS:], skip_special_tokens=True) for row in out]
+        progress("continuations for BLEU", len(hyps), len(pairs))
     scores = metrics.bleu_chrf(hyps, [ref for _, ref in pairs])
     if max_new < REFERENCE_TOKENS:
         scores["capped"] = f"continuations cut to {max_new} tokens: the model sees {positions} positions"
@@ -194,12 +209,14 @@ def lm_bleu(model, tokenizer, pairs, batch_size: int = 8) -> dict:
 
 
 @torch.no_grad()
-def ner_predict(model, tokenizer, sentences, seq_len: int, batch_size: int = 32) -> list[list[str]]:
+def ner_predict(model, tokenizer, sentences, seq_len: int, batch_size: int = 32,
+                progress: Progress = _no_progress) -> list[list[str]]:
     """One predicted tag per word (the first piece's tag; words cut by truncation get O)."""
     model.eval()
     device = next(model.parameters()).device
     id2label = model.config.id2label
     preds = []
+    progress("sentences", 0, len(sentences))
     for start in range(0, len(sentences), batch_size):
         batch = sentences[start:start + batch_size]
         enc = tokenizer([w for w, _ in batch], is_split_into_words=True, truncation=True, max_length=seq_len,
@@ -213,22 +230,27 @@ def ner_predict(model, tokenizer, sentences, seq_len: int, batch_size: int = 32)
                     seen.add(word)
                     tags[word] = id2label[int(best[i, pos])]
             preds.append(tags)
+        progress("sentences", len(preds), len(sentences))
     return preds
 
 
-def ner_eval(model, tokenizer, sentences, seq_len: int) -> dict:
-    return metrics.seqeval_report([t for _, t in sentences], ner_predict(model, tokenizer, sentences, seq_len))
+def ner_eval(model, tokenizer, sentences, seq_len: int, progress: Progress = _no_progress) -> dict:
+    return metrics.seqeval_report([t for _, t in sentences],
+                                  ner_predict(model, tokenizer, sentences, seq_len, progress=progress))
 
 
-def evaluate(cfg: RunConfig, model, tokenizer, data, split: str, limit: int = 0) -> dict:
+def evaluate(cfg: RunConfig, model, tokenizer, data, split: str, limit: int = 0,
+             progress: Progress = _no_progress) -> dict:
+    """Test metrics of ``model`` on the first ``limit`` blocks or sentences of ``split`` (0 = all of them)."""
     items = getattr(data, split)
     if cfg.task == CAUSAL_LM:
         blocks = lm_blocks(tokenizer, items, cfg.seq_len) or lm_blocks(tokenizer, items, min(cfg.seq_len, 32))
-        result = lm_perplexity(model, blocks[:limit] if limit else blocks)
+        result = lm_perplexity(model, blocks[:limit] if limit else blocks, progress=progress)
         if split == "test" and cfg.bleu_samples:
-            result |= lm_bleu(model, tokenizer, continuation_pairs(tokenizer, items, cfg.bleu_samples))
+            result |= lm_bleu(model, tokenizer, continuation_pairs(tokenizer, items, cfg.bleu_samples),
+                              progress=progress)
         return result
-    return ner_eval(model, tokenizer, items[:limit] if limit else items, cfg.seq_len)
+    return ner_eval(model, tokenizer, items[:limit] if limit else items, cfg.seq_len, progress=progress)
 
 
 def headline(task: str, result: dict) -> str:
@@ -321,6 +343,21 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
                 runs.write_status(folder, step=state.global_step, max_steps=state.max_steps, epoch=state.epoch,
                                   elapsed=elapsed, eta=eta, tokens_per_s=self._tps(state, elapsed),
                                   cancelling=stop)
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kw):
+            # The validation every N steps: its batches count up in the phase, so the chart's pause is explained.
+            self.eval_batches = getattr(self, "eval_batches", 0) + 1
+            total = len(eval_dataloader) if eval_dataloader is not None else 0
+            if folder and state.is_world_process_zero and (self.eval_batches in (1, total)
+                                                           or time.time() - self.last_status > 1.0):
+                self.last_status = time.time()
+                runs.write_status(folder, phase=f"validation at step {state.global_step}: batch "
+                                                f"{self.eval_batches}/{total}")
+
+        def on_evaluate(self, args, state, control, **kw):
+            self.eval_batches = 0
+            if folder and state.is_world_process_zero:
+                runs.write_status(folder, phase="training")
 
         def _tps(self, state, elapsed: float) -> float:
             seen = state.num_input_tokens_seen or state.global_step * tokens_per_step[0]
@@ -430,8 +467,8 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
     if folder is not None and main:
         runs.write_status(folder, trainable_params=trainable, total_params=total)
     if cfg.eval_before and main and not resume:
-        _phase(folder, "evaluating the base model on the test split")
-        before = evaluate(cfg, model, tokenizer, data, "test", cfg.test_samples)
+        before = evaluate(cfg, model, tokenizer, data, "test", cfg.test_samples,
+                          progress=_eval_progress(folder, "evaluating the base model on the test split"))
         _record(folder, {"event": "eval_before", **_flat(before)})
     if stopper():
         raise Cancelled("cancelled before training started")
@@ -485,8 +522,8 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
     final_model = trainer.accelerator.unwrap_model(trainer.model)
     after = {}
     if main:
-        _phase(folder, "evaluating the fine-tuned model on the test split")
-        after = evaluate(cfg, final_model, tokenizer, data, "test", cfg.test_samples)
+        after = evaluate(cfg, final_model, tokenizer, data, "test", cfg.test_samples,
+                         progress=_eval_progress(folder, "evaluating the fine-tuned model on the test split"))
         _record(folder, {"event": "eval_after", "step": state.global_step, "model_step": model_step, **_flat(after)})
     if folder is not None:
         stopper.interruptible = False
@@ -532,6 +569,28 @@ def _phase(folder: Path | None, text: str) -> None:
         runs.write_status(folder, phase=text)
 
 
+def _eval_progress(folder: Path | None, title: str) -> Progress:
+    """A Progress that writes "<title>: 16/64 blocks, about 40 s left" as the run's phase (at most once a second,
+    and at every start and end of a stage)."""
+    started: dict[str, float] = {}
+    last = [0.0]
+
+    def report(what: str, done: int, total: int) -> None:
+        now = time.time()
+        t0 = started.setdefault(what, now)
+        if 0 < done < total and now - last[0] < 1.0:
+            return
+        last[0] = now
+        left = f", about {_seconds((now - t0) / done * (total - done))} left" if 0 < done < total else ""
+        _phase(folder, f"{title}: {done}/{total} {what}{left}")
+
+    return report
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def _record(folder: Path | None, record: dict) -> None:
     if folder is not None:
         runs.append_metrics(folder, record)
@@ -569,11 +628,20 @@ def summary(cfg: RunConfig, result: dict) -> str:
     return text
 
 
+def leave_a_core() -> None:
+    """On a CPU, train on every core but one: the app beside the run (a class pressing Generate) keeps a core,
+    and torch's threads, when more of them run than there are free cores, wait for each other at every
+    operation instead of working. OMP_NUM_THREADS, when set, decides instead."""
+    if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+
+
 def run_in_folder(folder: Path | None, cfg: RunConfig, resume: bool = False) -> int:
     """The subprocess entry: queue for the device, train, record the outcome. Exit code 0 unless failed.
 
     ``folder`` is None on the other processes of a multi-machine launch: they train but write nothing.
     """
+    leave_a_core()
     stopper = Stopper(folder)
     rank, world = _world()
     if folder is None:

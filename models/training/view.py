@@ -12,14 +12,17 @@ import time
 import zipfile
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from math import log
 from pathlib import Path
 
 from models.core import handout
 from models.core.errors import InputError
 from models.training import data as datalib
 from models.training import runs
-from models.training.config import CAUSAL_LM, RunConfig
+from models.training.config import CAUSAL_LM, DEMO, RunConfig
 from models.training.config import recipe as config_recipe
+
+LN2 = log(2)
 
 
 def form_config(values: dict) -> RunConfig:
@@ -52,9 +55,10 @@ def form_config(values: dict) -> RunConfig:
     return RunConfig.from_dict(cfg).validate()
 
 
-def recipe(task: str) -> RunConfig:
-    """The form's starting values for ``task``, on a data set that loads here (the embedded one offline)."""
-    cfg = config_recipe(task)
+def recipe(task: str, preset: str = DEMO) -> RunConfig:
+    """The form's starting values for ``task`` and ``preset``, on a data set that loads here (the embedded one
+    offline)."""
+    cfg = config_recipe(task, preset)
     cfg.dataset = datalib.default_dataset(cfg.task)
     return cfg
 
@@ -113,6 +117,12 @@ class Snapshot:
     status: dict = field(default_factory=dict)
     resumable: str = ""  # the checkpoint a Resume would start from ("" = cannot resume)
     signature: str = ""  # changes when the run's files change
+    loss_unit: str = "bits per token"  # the unit of ``series``
+
+
+def loss_unit(task: str | None) -> str:
+    """The unit of the loss curves: bits per predicted token (causal LM) or per tagged word (NER)."""
+    return "bits per tagged word" if task and task != CAUSAL_LM else "bits per token"
 
 
 def _clock(seconds) -> str:
@@ -121,6 +131,61 @@ def _clock(seconds) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
         f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def base_choices(task: str) -> list[tuple[str, str]]:
+    """(label, key) of the base models that can load here now (offline: the embedded and cached ones)."""
+    from models.core import registry
+    from models.training import train  # here: the base lists read the model catalogue
+
+    if task == CAUSAL_LM:
+        return registry.choices(CAUSAL_LM) + [(label, key) for key, label in train.causal_bases()
+                                              if key == "scratch-gpt2"]
+    hub = {"bert-base-cased": "google-bert/bert-base-cased"}
+    return [(label, key) for key, label in train.ner_bases()
+            if key not in hub or registry.availability(registry.ModelSpec(key, label, task, "hub", hub[key]))[0]]
+
+
+def with_preset(settings: dict) -> dict:
+    """A script's settings over its preset's recipe (``"preset"``: demo, the default, or full): what is not
+    given comes from the recipe, as a form would fill it. A GPT-2 from scratch given without a method trains
+    fully, as the form switches it."""
+    settings = dict(settings or {})
+    preset = settings.pop("preset", DEMO)
+    values = recipe(settings.get("task", CAUSAL_LM), preset).__dict__ | settings
+    if "method" not in settings:
+        values["method"] = method_for(values["base"], values["method"])
+    return values
+
+
+def method_for(base: str, method: str) -> str:
+    """The form's method after a base is picked: a GPT-2 from scratch has no pretrained weights for LoRA to
+    adapt, so it trains fully (the demo preset's LoRA would otherwise be refused at Start)."""
+    return "full" if base == "scratch-gpt2" else method
+
+
+def _base_name(key: str) -> str:
+    from models.training import train  # here: the base lists read the model catalogue, which only a name needs
+
+    labels = dict(train.causal_bases() + train.ner_bases())
+    return labels.get(key, key).split(" (")[0]
+
+
+def name_of(run_id: str) -> str:
+    return run_name(runs.status(run_id) | {"config": runs._read_json(runs.run_dir(run_id) / "config.json", {})})
+
+
+def run_name(st: dict) -> str:
+    """A run as a teacher names it: "SmolLM2-135M-Instruct on Canterbury, started 13:11" (its folder id stays
+    for scripts)."""
+    cfg = st.get("config") or {}
+    data = datalib.datasets_for(cfg.get("task", CAUSAL_LM)).get(cfg.get("dataset"), cfg.get("dataset") or "?")
+    started = time.strftime("%H:%M", time.localtime(st.get("created", 0)))
+    day = time.strftime("%d %b", time.localtime(st.get("created", 0)))
+    today = time.strftime("%d %b")
+    lora = " (LoRA)" if cfg.get("method") == "lora" else ""
+    return (f"{_base_name(cfg.get('base', '?'))}{lora} on {data.split(' (')[0]}, started "
+            f"{started}{'' if day == today else ' on ' + day}")
 
 
 def latest_run(active_only: bool = False) -> str:
@@ -140,7 +205,7 @@ def snapshot(run_id: str) -> Snapshot:
     records = runs.read_metrics(run_id)
     state = st.get("state", "?")
     icon = {"queued": "⏳", "running": "▶", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}.get(state, "")
-    parts = [f"{icon} **{state}**", f"run `{run_id}`: {cfg.get('base')} on {cfg.get('dataset')}"]
+    parts = [f"{icon} **{state}**", run_name(st)]
     if state == "queued":
         parts.append(f"waiting for {st.get('device')}: {st.get('queue_position', 0)} run(s) ahead")
     if st.get("max_steps"):
@@ -165,8 +230,10 @@ def snapshot(run_id: str) -> Snapshot:
     if st.get("summary"):
         headline += f"\n\n**Test:** {st['summary']}"
 
-    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None and "step" in r and "event" not in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
+    # The Trainer logs cross-entropy in nats; a learner reads bits (the unit of the Compress tab): / ln 2.
+    train = [(r["step"], r["loss"] / LN2) for r in records
+             if r.get("loss") is not None and "step" in r and "event" not in r]
+    evals = [(r["step"], r["eval_loss"] / LN2) for r in records if r.get("eval_loss") is not None]
     series = {"training loss": ([s for s, _ in train], [v for _, v in train])}
     if evals:
         series["validation loss"] = ([s for s, _ in evals], [v for _, v in evals])
@@ -182,9 +249,13 @@ def snapshot(run_id: str) -> Snapshot:
     before = next((r for r in records if r.get("event") == "eval_before"), {})
     after = next((r for r in records if r.get("event") == "eval_after"), {})
     snap = Snapshot(run_id, state, headline, series, ([s for s, _ in lr], [v for _, v in lr]), status=st,
-                    signature=f"{run_id}:{state}:{len(records)}")
+                    signature=f"{run_id}:{state}:{len(records)}", loss_unit=loss_unit(cfg.get("task")))
     if cfg.get("task") == CAUSAL_LM:
-        keys = [("perplexity", "test perplexity (lower is better)"), ("loss", "test loss (nats/token)"),
+        for side in (before, after):
+            if side.get("loss") is not None:
+                side["bits"] = side["loss"] / LN2
+        keys = [("perplexity", "test perplexity (lower is better)"), ("bits", "test loss (bits per token)"),
+                ("loss", "test loss (nats per token, = bits × ln 2)"),
                 ("bleu", "BLEU of greedy continuations"), ("chrf", "chrF of greedy continuations")]
         after_sample = after.get("example_output")
         if after_sample or before.get("example_output"):
@@ -220,7 +291,7 @@ def _r(value):
 # --- history and comparison --------------------------------------------------------------------
 
 
-HISTORY_HEADERS = ["run", "task", "base", "data", "status", "best metric", "duration", "started"]
+HISTORY_HEADERS = ["run", "task", "status", "test result", "duration"]
 
 
 def history() -> list[list]:
@@ -229,19 +300,25 @@ def history() -> list[list]:
         cfg = st.get("config", {})
         end = st.get("finished") or (time.time() if st.get("state") in runs.ACTIVE else st.get("updated"))
         duration = _clock(end - st["started"]) if st.get("started") and end else "–"
-        rows.append([st["id"], cfg.get("task"), cfg.get("base"), cfg.get("dataset"), st.get("state"),
-                     st.get("summary") or (st.get("error") or "")[:80], duration,
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(st.get("created", 0)))])
+        task = "next-token prediction" if cfg.get("task", CAUSAL_LM) == CAUSAL_LM else "named entities"
+        rows.append([run_name(st), task, st.get("state"), st.get("summary") or (st.get("error") or "")[:80],
+                     duration])
     return rows
 
 
+def run_choices() -> list[tuple[str, str]]:
+    """(name, id) pairs for the pickers, newest first."""
+    return [(run_name(st), st["id"]) for st in runs.list_runs()]
+
+
 def compare(run_ids: list[str]) -> dict[str, tuple[list[float], list[float]]]:
-    """Training-loss curves of several runs, keyed by run id."""
+    """Training-loss curves of several runs in bits, keyed by the run's name."""
     series = {}
     for run_id in run_ids or []:
-        pts = [(r["step"], r["loss"]) for r in runs.read_metrics(run_id)
+        pts = [(r["step"], r["loss"] / LN2) for r in runs.read_metrics(run_id)
                if r.get("loss") is not None and "step" in r and "event" not in r]
-        series[run_id] = ([s for s, _ in pts], [v for _, v in pts])
+        name = name_of(run_id)
+        series[name if name not in series else f"{name} ({run_id})"] = ([s for s, _ in pts], [v for _, v in pts])
     return series
 
 
