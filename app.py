@@ -19,6 +19,7 @@ from components import (
     compression,
     finetune,
     generation,
+    glossary,
     gradio_patches,
     inside_step,
     ner,
@@ -52,6 +53,7 @@ def build_demo() -> gr.Blocks:
             # -- tabs: each module's build() lays out and wires its own widgets --
             with gr.Tab("Compress", id="compress"):  # kept last: it builds on the other tabs
                 compression.build()
+        glossary.build()  # the field's words, one shared place
         about.build()
     return demo
 

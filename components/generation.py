@@ -62,9 +62,12 @@ def _status(ev: generator.StreamEvent, running: bool) -> str:
     head = "**Generating…**" if running else f"**Done** — {reason}"
     bits = ev.total_bits
     bpt = bits / n if n else 0.0
-    sharing = f" · sharing the model with {ev.sharing - 1} other request(s)" if ev.sharing > 1 else ""
-    msg = (f"{head} · {n} tokens · {rate:.1f} tokens/s for you{sharing} · **{bits:.0f} bits** in total "
-           f"({bpt:.2f} bits/token, what the model would compress this output to)")
+    others = ev.sharing - 1
+    sharing = f" · sharing the model with {others} other {'request' if others == 1 else 'requests'}" if others else ""
+    # A rate needs at least two tokens after the first one's wait; a count of one is "1 token".
+    speed = f" · {rate:.1f} tokens per second for you" if n > 2 and rate > 0 else ""
+    msg = (f"{head} · {n} {'token' if n == 1 else 'tokens'}{speed}{sharing} · **{bits:.0f} bits** in total "
+           f"({bpt:.2f} bits per token, what the model would compress this output to)")
     if not running and n and not ev.text.strip():  # say why, from the real finish reason
         msg += (" · the model chose to end the text at once; try another seed or a higher temperature"
                 if ev.finish_reason == "eos" and n == 1 else " · the text is only blanks (spaces or line breaks)")
@@ -129,8 +132,9 @@ def build() -> dict:
                                 value=EXAMPLES[0][0], elem_id="gen-prompt")
             with gr.Row():
                 choices = model_choices()
-                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=4, elem_id="gen-model")
-                refresh = gr.Button("↻ models", scale=1, size="sm")
+                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=4, elem_id="gen-model",
+                                    info=registry.more_models_note())
+                refresh = gr.Button("Refresh the list", scale=1, size="sm")
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="gen-go")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="gen-stop")
@@ -166,9 +170,12 @@ def build() -> dict:
     else:  # one request at a time, as without batching: the comparison and debugging path
         streams = dict(concurrency_id="model", concurrency_limit=2)
         views = dict(concurrency_id="model")
-    go.click(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_name="generate", **streams)
+    # The status line says what is happening; Gradio's own timer would show the previous run's estimate.
+    quiet = dict(show_progress="minimal", show_progress_on=[output])
+    go.click(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_name="generate",
+             **streams, **quiet)
     prompt.submit(zerogpu.gpu(generate), [prompt, model, *sampling], [output, tokens, status], api_visibility="private",
-                  concurrency_id=streams["concurrency_id"])
+                  concurrency_id=streams["concurrency_id"], **quiet)
     # Stop sets the session's event; the model checks it every step, so generation ends within one
     # token and the stream closes with its final "stopped" status.
     stop_btn.click(stop, None, None, queue=False, api_name="stop")

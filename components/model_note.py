@@ -1,4 +1,5 @@
-"""Under a model picker: the sizes of the compressed checkpoint (.lmhz) the chosen model runs from.
+"""Under a model picker: the sizes of the compressed checkpoint (.lmhz) the chosen model runs from, or (offline)
+how to get more models.
 
 The note is the picker's own info line, so any tab can attach it to a picker it was handed, without
 laying out anything in the module that built the picker.
@@ -12,9 +13,10 @@ from models.core import registry
 
 
 def picker_note(model_key: str | None, task: str) -> dict:
-    """The picker's info line for ``model_key``: the .lmhz file's sizes, or empty (hidden) for any other model."""
+    """The picker's info line for ``model_key``: the .lmhz file's sizes; for any other model, offline, how to get
+    more models; else empty (hidden)."""
     # "" rather than None: an update drops None values, which would leave the previous model's line.
-    return gr.update(info=registry.compressed_note(model_key, task, loaded=False))
+    return gr.update(info=registry.compressed_note(model_key, task, loaded=False) or registry.more_models_note())
 
 
 def attach(model: gr.Dropdown, task: str) -> None:

@@ -110,12 +110,10 @@ def tag_text(text, model_key, aggregation, threshold, progress=gr.Progress()):
     for e in out.entities:
         counts[e.label] = counts.get(e.label, 0) + 1
     found = ", ".join(f"{n} {label}" for label, n in sorted(counts.items())) or "no entities"
-    status = f"**Found {found}** · {len(out.pieces):,} word pieces · {out.windows} window(s)"
+    status = f"**Found {found}**"
     if out.shared_with:
         others = "1 other user's text" if out.shared_with == 1 else f"{out.shared_with} other users' texts"
         status += f" · tagged in one model call with {others}"
-    if out.backend == "spacy":
-        status += " · spaCy gives no confidence scores, so aggregation and the threshold do not apply"
     if len(out.entities) > MAX_ROWS:
         status += f" · the table shows the first {MAX_ROWS:,} entities; use Batch for a full CSV"
     status += _compressed(model_key)
@@ -192,12 +190,16 @@ def build() -> None:
                               placeholder="Paste news text to find people, organisations, places…")
             go = gr.Button("Tag entities", variant="primary", elem_id="ner-go")
         with gr.Column(scale=2):
-            model = gr.Dropdown(choices=choices, value=default_model(choices), label="Model", elem_id="ner-model")
-            refresh = gr.Button("↻ refresh the model list", size="sm")
-            aggregation = gr.Radio(list(tagger.AGGREGATIONS), value="first", label="Aggregation",
-                                   info="how word pieces become entities (see the explanation below)")
-            threshold = gr.Slider(0, 1, value=0.3, step=0.01, label="Confidence threshold",
-                                  info="hide entities whose score is below this")
+            model = gr.Dropdown(choices=choices, value=default_model(choices), label="Model", elem_id="ner-model",
+                                info=registry.more_models_note())
+            refresh = gr.Button("Refresh the model list", size="sm")
+            # A spaCy pipeline gives no probabilities: its aggregation and threshold would do nothing, so they hide.
+            scored = tagger.gives_scores(default_model(choices))
+            aggregation = gr.Radio(list(tagger.AGGREGATIONS), value="first", label="Aggregation", visible=scored,
+                                   info="how word pieces become entities (see the explanation below)",
+                                   elem_id="ner-aggregation")
+            threshold = gr.Slider(0, 1, value=0.3, step=0.01, label="Confidence threshold", visible=scored,
+                                  info="hide entities whose score is below this", elem_id="ner-threshold")
     status = gr.Markdown("Press **Tag entities**.", elem_classes=["lmlab-status"], elem_id="ner-status")
     highlighted = gr.HighlightedText(label="Entities", show_legend=True, color_map=COLOURS, elem_id="ner-highlighted")
     table = gr.Dataframe(headers=["text", "type", "score", "start", "end"], label="Entity table", interactive=False,
@@ -255,3 +257,9 @@ def build() -> None:
                   [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="model")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
     model_note.attach(model, registry.TOKEN_CLASSIFICATION)
+    model.change(_scored_controls, model, [aggregation, threshold], api_visibility="private", queue=False)
+
+
+def _scored_controls(model_key):
+    visible = tagger.gives_scores(model_key or "")
+    return gr.Radio(visible=visible), gr.Slider(visible=visible)

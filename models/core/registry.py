@@ -105,10 +105,19 @@ def catalogue(task: str) -> list[ModelSpec]:
     return specs + compressed_specs(task, specs)
 
 
+# The one line a picker shows under itself: how the list grows (offline it lists only what can load now).
+MORE_MODELS = ("More models appear here once LM Lab has reached the Hugging Face hub (a model downloaded once "
+               "stays), or when whoever runs LM Lab adds model folders; fine-tuned models appear when a run ends.")
+
+
+def more_models_note() -> str:
+    """The picker's line on how to get more models: only offline, where the list is shorter than the catalogue."""
+    return "" if hub_reachable() else MORE_MODELS
+
+
 def choices(task: str) -> list[tuple[str, str]]:
-    """(label, key) for a picker: models that cannot load now say they need a download."""
-    return [(spec.label if availability(spec)[0] else f"{spec.label} — needs download", spec.key)
-            for spec in catalogue(task)]
+    """(label, key) for a picker: only the models that can load now (offline: embedded, cached, local)."""
+    return [(spec.label, spec.key) for spec in catalogue(task) if availability(spec)[0]]
 
 
 # --- models run straight from a compressed checkpoint (.lmhz) --------------------------------

@@ -19,6 +19,11 @@ def home() -> Path:
     return path
 
 
+# How a visitor is told to get a data set the app does not have: in a teacher's words (the flag that sets the
+# folder is the host's business and is in the README).
+DATA_HINT = "whoever runs LM Lab can give it a data folder holding it (the README says how)"
+
+
 def data_dir() -> Path | None:
     """The local datasets folder (``conll2003/``, ``wikitext-2/``) named by ``--data-dir`` / ``LMLAB_DATA_DIR``.
 

@@ -209,7 +209,7 @@ def score(gold: list[list[str]], pred: list[list[str]], strict: bool = False) ->
         iobes = any(t[:2] in ("E-", "S-") for tags in (*gold, *pred) for t in tags)
         report = classification_report(gold, pred, output_dict=True, zero_division=0, mode="strict",
                                        scheme=IOBES if iobes else IOB2)
-        mode = f"strict {'IOBES' if iobes else 'IOB2'}, seqeval mode='strict'"
+        mode = f"strict {'IOBES' if iobes else 'IOB2'} (an entity must begin with {'B- or S-' if iobes else 'B-'})"
     else:
         report, mode = classification_report(gold, pred, output_dict=True, zero_division=0), DEFAULT_MODE
 

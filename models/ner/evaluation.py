@@ -54,7 +54,7 @@ def missing_note() -> str:
         return ""
     folder = settings.data_dir()
     where = (f"the data folder {folder} has no conll2003/{SPLITS[missing[0]][1]}" if folder else
-             "no data folder is set (start the app with --data-dir or set LMLAB_DATA_DIR)")
+             f"no data folder is set: {settings.DATA_HINT}")
     return (f"CoNLL-2003 {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not available here: the hub "
             f"is not reachable and {where}. Upload a CoNLL file instead")
 
@@ -79,7 +79,7 @@ def load_conll2003(split: str) -> tuple[list[conll.Sentence], str]:
     if local is not None and local.exists():
         return conll.read_file(local), f"CoNLL-2003 {split} (local data folder)"
     raise InputError(f"CoNLL-2003 is not reachable: the hub is offline and there is no conll2003/{filename} in "
-                     f"the data folder (set --data-dir or LMLAB_DATA_DIR). Upload a CoNLL file instead")
+                     f"a data folder: {settings.DATA_HINT}. Upload a CoNLL file instead")
 
 
 def predict(tagger_: tagger.Tagger, sentences: list[conll.Sentence],

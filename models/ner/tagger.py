@@ -23,7 +23,7 @@ import regex
 
 from models.core import handout, registry, settings, spreadsheet
 from models.core.device import pick
-from models.core.errors import InputError, ModelUnavailable
+from models.core.errors import InputError, LMLabError, ModelUnavailable
 from models.engines.batching import DEFAULT_WINDOW_S, Gatherer
 from models.ner import conll
 
@@ -340,6 +340,18 @@ Tagger = TransformersTagger | SpacyTagger
 
 def is_spacy_folder(folder: Path | None) -> bool:
     return folder is not None and (folder / "meta.json").exists() and (folder / "config.cfg").exists()
+
+
+def gives_scores(key: str) -> bool:
+    """False for a spaCy pipeline (the embedded fallback or a spaCy folder): it gives entities without
+    probabilities, so the word-piece aggregation and the confidence threshold do not apply to it."""
+    if key == SPACY_KEY:
+        return False
+    try:
+        spec = registry.get(key, registry.TOKEN_CLASSIFICATION)
+    except LMLabError:
+        return True  # an unknown key fails with its own message when tagged
+    return not (spec.source == "local" and is_spacy_folder(spec.local_dir()))
 
 
 def load(key: str, device: str | None = None) -> Tagger:

@@ -81,7 +81,8 @@ def choices(task: str) -> list[tuple[str, str]]:
     """(label, key) pairs for the form; a data set that cannot load here says so in its label."""
     out = []
     for key, label in datasets_for(task).items():
-        out.append((f"{label} — not available here: needs the hub or --data-dir" if unavailable(key) else label, key))
+        out.append((f"{label} — not available here (offline, and not in a data folder)" if unavailable(key) else label,
+                    key))
     return out
 
 
@@ -192,8 +193,8 @@ def _local_copy(name: str) -> Path | None:
 
 
 def _missing(name: str) -> str:
-    return (f"{name} needs the Hugging Face hub (not reachable) or a local copy: start the app with --data-dir "
-            f"(or set LMLAB_DATA_DIR) pointing at a folder with {name}/{LOCAL_FILES[name][0]}")
+    return (f"{name} needs the Hugging Face hub, which is not reachable, or a local copy: {settings.DATA_HINT} "
+            f"({name}/{LOCAL_FILES[name][0]})")
 
 
 def _local(name: str) -> Path:
