@@ -201,15 +201,18 @@ def from_pretrained(auto_class, spec: ModelSpec, kwargs: dict[str, Any], **extra
     sha256 of every tensor and of the whole file, raising CorruptFile on any difference)."""
     if spec.source != "lmhz":
         return auto_class.from_pretrained(**kwargs, **extra)
+    import transformers
     from safetensors.torch import load as load_safetensors
-    from transformers import AutoConfig
 
     from models.compression.checkpoint import codec as checkpoint
 
     path = Path(spec.location)
     state = load_safetensors(bytes(checkpoint.decompress(path.read_bytes(), path.name)))
-    config = AutoConfig.from_pretrained(**kwargs)
-    model_class = auto_class._model_mapping[type(config)]  # the concrete class: weights come as a state dict
+    config = transformers.AutoConfig.from_pretrained(**kwargs)
+    # The concrete class (weights come as a state dict), from transformers' public config -> class tables.
+    mapping = {transformers.AutoModelForCausalLM: transformers.MODEL_FOR_CAUSAL_LM_MAPPING,
+               transformers.AutoModelForTokenClassification: transformers.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING}
+    model_class = mapping[auto_class][type(config)]
     return model_class.from_pretrained(None, config=config, state_dict=state, **extra)
 
 

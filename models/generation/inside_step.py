@@ -85,8 +85,7 @@ def inspection_view(model: torch.nn.Module) -> torch.nn.Module:
         if view is None:
             memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
             view = copy.deepcopy(model, memo)
-            if view.config._attn_implementation != "eager":
-                view.set_attn_implementation("eager")
+            view.set_attn_implementation("eager")
             view.eval()
             _views[model] = view
             _view_locks[view] = threading.Lock()
