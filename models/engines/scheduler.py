@@ -16,21 +16,8 @@ A request's text does not depend on who else shares the step: its processors see
 its generator is seeded from its own seed, and the forward pass computes each row independently
 (tests compare outputs alone and inside mixed batches).
 
-Why not transformers' own continuous batching (``generate_batch`` / ``init_continuous_batching``,
-5.24): one seed for the whole manager (``torch.manual_seed`` once), so a request's sampled text depends
-on its neighbours; per-request processors cover temperature, top-k and top-p but not the repetition
-penalty; it returns the chosen token's log-prob but not the top alternatives the token view shows; and
-on this 2-core CPU it reached 3.3x one request's throughput at 16 requests where a plain batched
-forward reaches 9.4x. The loop below is that plain batched forward with a preallocated cache.
-
-Why a thread of the web process and not a process of its own (as vLLM's engine core): both were built
-and measured on a 2-core CPU. For a class of 30 (``benchmarks/classroom.py``, medians of three
-alternating runs) the p95 was 13.2-13.3 s on a thread and 12.4-13.4 s in a forked engine process
-sharing the weights through a mapped file: no difference beyond the machine's drift, for ~200 MiB more
-at idle. Under the mixed load (``benchmarks/load.py``) the process was far worse (``/generate`` p50
-10.4 s against 1.6 s): the other model work (text compression, next-token views) then ran beside the
-decode steps instead of between them, and two processes' torch threads on two cores slow each other
-several times over. On a thread, every piece of model work takes its turn (``call``).
+Why not transformers' own continuous batching, and why a thread rather than a process of its own:
+docs/CLASSROOM.md.
 """
 
 from __future__ import annotations

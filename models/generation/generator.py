@@ -165,17 +165,8 @@ HEARTBEAT_S = 0.5  # while waiting for a place, the stream looks at its queue po
 # its answers to new students took over 5 s (benchmarks/classroom.py --clients 100).
 QUIET_WAIT_S = 5.0
 # While N requests share the model, a stream reports at most every min(MAX_UPDATE_S, (N-1) x
-# UPDATE_S_PER_SHARER) seconds, with every token that arrived meanwhile. Alone it reports every token.
-# Why: each report costs the web server ~1-3 ms of Python (the handler's step, Gradio's processing and
-# sending of the update) that holds the GIL against the shared forward pass, which needs it between
-# its operations. A class of 30 on two CPU cores (benchmarks/classroom.py, p95 medians of three
-# alternating runs): reports every 0.25 s 16.5 s against 13.8 s every 0.5 s (the scheduler alone 10.6 s);
-# in another set every 1.0 s 11.8 s against 14.7 s every 0.5 s (alone 9.1 s). A class sees its text grow about once
-# a second, several tokens at a time; a few students at once still see it grow several times a second.
-# Those comparisons predate the wake at a request's end (below): a longer interval then also held back
-# the last tokens longer. Measured again since: every 2 s against every 1 s gave p95 14.8 s against
-# 16.5 s (medians of three alternating pairs, 2 s faster in two): within the machine's drift, and not
-# worth a class seeing its text half as often.
+# UPDATE_S_PER_SHARER) seconds, with every token that arrived meanwhile (alone: every token): each report
+# holds the GIL the shared forward pass needs. Why these values: docs/CLASSROOM.md.
 UPDATE_S_PER_SHARER = 0.04
 MAX_UPDATE_S = 1.0
 
