@@ -199,3 +199,48 @@ def test_a_nan_loss_fails_the_run_with_advice_and_keeps_the_last_good_checkpoint
     snap = view.snapshot(folder.name)
     assert "loss became NaN at step 6" in snap.headline and "inf" not in snap.headline
     assert any(name.startswith("diverged") for name in snap.series) and snap.resumable == "checkpoint-4"
+
+
+def _tensorboard_steps(run_id: str, tag: str = "train/loss") -> list[int]:
+    """Every step logged under ``tag`` in every event file of the run, read by TensorBoard's own loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = []
+    for path in sorted((runs.runs_root() / run_id / "tensorboard").rglob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            steps += [event.step for v in event.summary.value if v.tag == tag]
+    return steps
+
+
+def test_resume_after_kill_keeps_each_step_once_in_tensorboard_and_refuses_changed_settings(text):
+    cfg = tiny_config(text, max_steps=60, save_steps=10, eval_steps=0, logging_steps=1, eval_before=False,
+                      save_total_limit=2, bleu_samples=0, test_samples=4)
+    run_id = runs.start(cfg)
+    folder = runs.runs_root() / run_id
+    # Kill -9 once the event file on disk holds steps after the newest complete checkpoint (as in a real crash).
+    deadline = time.monotonic() + 240
+    while True:
+        done = [runs._checkpoint_step(p.parent) for p in (folder / "trainer").glob("checkpoint-*/trainer_state.json")]
+        logged = _tensorboard_steps(run_id)
+        if done and logged and max(logged) > max(done) + 1:
+            os.kill(runs.status(run_id)["pid"], signal.SIGKILL)
+            break
+        assert runs.status(run_id)["state"] in runs.ACTIVE and time.monotonic() < deadline, runs.status(run_id)
+        time.sleep(0.05)
+    assert wait_until(run_id, lambda s: s["state"] in runs.DONE)["state"] == "failed"
+    checkpoint = runs._checkpoint_step(runs.last_checkpoint(folder))
+    assert max(_tensorboard_steps(run_id)) > checkpoint
+
+    # a setting given at resume is refused with the reason, not ignored
+    proc = subprocess.run([sys.executable, "-m", "models.training", "--resume", run_id, "--batch-size", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--batch-size 2 (the run has 4)" in proc.stderr, proc.stderr
+    assert "continues with the settings it was started with" in proc.stderr
+    assert runs.status(run_id)["state"] == "failed"
+
+    runs.resume(run_id)
+    st = wait_until(run_id, lambda s: s["state"] in runs.DONE, timeout=300)
+    assert st["state"] == "finished" and st["resumed_from"] == checkpoint
+    steps = _tensorboard_steps(run_id)
+    assert sorted(steps) == list(range(1, 61)), [s for s in set(steps) if steps.count(s) > 1]  # each step once
+    assert [s for s, _ in _train_points(run_id)] == list(range(1, 61))

@@ -14,7 +14,7 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from models.core.errors import LMLabError
+from models.core.errors import InputError, LMLabError
 from models.training.config import RunConfig
 
 
@@ -38,6 +38,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_changes(args: argparse.Namespace, cfg: RunConfig, why: str) -> None:
+    """Settings given beside --resume or --run-dir are never ignored silently: one that differs from the
+    run's config.json is refused, with the reason and the command that would apply it."""
+    changed = [(f.name, getattr(args, f.name), getattr(cfg, f.name)) for f in fields(RunConfig)
+               if getattr(args, f.name) is not None and getattr(args, f.name) != getattr(cfg, f.name)]
+    extra = [flag for flag, value in (("--config", args.config), ("--run-id", args.run_id)) if value is not None]
+    if not changed and not extra:
+        return
+    said = [f"--{name.replace('_', '-')} {new} (the run has {old})" for name, new, old in changed] + extra
+    flags = " ".join(f"--{name.replace('_', '-')} {new}" for name, new, _ in changed)
+    raise InputError(f"{', '.join(said)}: {why}, so this cannot change. To train with a change, start a new run "
+                     f"from its settings: python -m models.training --config <run folder>/config.json {flags}".rstrip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from models.training import runs, train
@@ -47,12 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             folder = runs.run_folder(args.resume)
             cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+            _refuse_changes(args, cfg, "a resumed run continues with the settings it was started with, from a "
+                            "checkpoint made under them")
             runs.last_checkpoint(folder)  # a missing or damaged checkpoint is refused here, with the reason
             print(f"resuming run folder: {folder}", flush=True)
             return train.run_in_folder(folder, cfg, resume=True)
         if args.run_dir:
             folder = runs.run_folder(args.run_dir)
             cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+            _refuse_changes(args, cfg, "a prepared run folder trains with the settings in its config.json")
         else:
             if args.run_id is not None:
                 runs.check_run_id(args.run_id)  # before any work: the same check as the app's

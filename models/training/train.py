@@ -22,7 +22,7 @@ import torch
 from models.core import assets, registry
 from models.core.errors import Cancelled, InputError, LMLabError, ModelUnavailable
 from models.training import data as datalib
-from models.training import metrics, runs
+from models.training import metrics, runs, tensorboard_log
 from models.training.config import CAUSAL_LM, RunConfig
 
 SCRATCH_SIZES = {"tiny": (2, 128, 2), "small": (4, 256, 4), "medium": (6, 384, 6)}  # layers, width, heads
@@ -456,6 +456,8 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
         checkpoint = runs.last_checkpoint(folder)
         if main:
             time_offset = runs.trim_metrics(folder, runs._checkpoint_step(checkpoint))
+            # the steps after the checkpoint are trained again: their old TensorBoard events go, as their metrics
+            tensorboard_log.trim(folder / "tensorboard", runs._checkpoint_step(checkpoint))
             recorded = next((r for r in runs.read_metrics_file(folder) if r.get("event") == "eval_before"), None)
             before = {k: v for k, v in (recorded or {}).items() if k != "event"}
     if cfg.method == "lora":
