@@ -143,3 +143,56 @@ def test_ner_lora_trains_the_fresh_head_and_the_ner_tab_loads_it(tmp_path):
     loaded = tagger.load(f"run:{run_id}", device="cpu").loaded
     assert "B-person" in loaded.model.config.label2id
     assert loaded.model.config.num_labels == len(json.loads((model / lora.LABELS_FILE).read_text()))
+
+
+def _tiny_folder(folder: Path, tied: bool) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = registry.gpt2_tokenizer()
+    torch.manual_seed(1)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=128, vocab_size=len(tok),
+                               tie_word_embeddings=tied)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _extracted(run_id: str, kind: str, into: Path) -> Path:
+    with zipfile.ZipFile(view.zip_model(run_id, kind)) as zf:
+        zf.extractall(into / kind)
+        return into / kind / zf.namelist()[0].split("/")[0]
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_every_export_computes_what_the_app_serves(tied, tmp_path):
+    """Full, adapter and merged downloads give the served model's logits on the same input, with LoRA on the
+    input embeddings too (tied to the output layer in GPT-2: the merge once rewrote the output layer)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = _tiny_folder(tmp_path / "base", tied)
+    text = small_text(tmp_path)
+    ids = torch.tensor([[464, 3290, 318, 257, 1332, 13]])
+    exports = {}
+    for method, targets in (("lora", "wte, c_attn"), ("full", "")):
+        cfg = tiny_config(text, base=f"local:{base}", method=method, lora_targets=targets, lora_rank=4,
+                          learning_rate=2e-2, max_steps=4, eval_steps=0, eval_before=False, bleu_samples=0,
+                          test_samples=4)
+        run_id = runs.start(cfg)
+        assert wait_until(run_id, lambda s: s["state"] in runs.DONE, timeout=300)["state"] == "finished"
+        served = registry.load_causal_lm(f"run:{run_id}", device="cpu").model.eval()
+        with torch.no_grad():
+            want = served(ids).logits
+            for kind in view.export_kinds(run_id):
+                folder = _extracted(run_id, kind, tmp_path / run_id)
+                if kind == "adapter":
+                    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(folder))
+                else:
+                    model = AutoModelForCausalLM.from_pretrained(folder)
+                exports[(method, kind)] = (model.eval()(ids).logits - want).abs().max().item()
+    assert set(exports) == {("lora", "adapter"), ("lora", "merged"), ("full", "model")}
+    assert all(diff < 1e-4 for diff in exports.values()), exports
+
+
+def test_lora_on_the_output_layer_says_why_it_is_excluded(tiny_base, tmp_path):
+    with pytest.raises(InputError, match=r"lm_head exists but gets no LoRA adapter: it is the output layer.*tie"):
+        runs.start(tiny_config(small_text(tmp_path), base=f"local:{tiny_base}", method="lora", lora_targets="lm_head"))

@@ -4,7 +4,8 @@ The base model is frozen; each target module gets a trainable low-rank update B�
 scaled by alpha / r). The run folder keeps only the adapter (adapter_model.safetensors +
 adapter_config.json, whose ``base_model_name_or_path`` names the base); transformers' own
 PEFT integration loads base + adapter wherever a model folder is loaded, and ``merged``
-folds the update into the base weights for export.
+folds the update into the base weights for export (untying the output layer first where an adapted
+module shares its weights, so the export equals the served model).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ DEFAULT_TARGETS = {
 LABELS_FILE = "labels.json"  # a token-classification adapter's label set (the base config has none)
 
 
+# Heads that exist but get no adapter, and why (said when a run asks for one).
+EXCLUDED = {
+    "lm_head": "it is the output layer, which many models tie to the input embeddings (the same weights), so an "
+               "adapter there would also change every token's input vector; adapt the blocks (or the input "
+               "embeddings) instead",
+    "classifier": "it is a NER run's tagging head, which starts from random weights and is trained whole",
+}
+
+
 def adaptable_modules(model) -> list[str]:
     """Sorted short names of the modules LoRA can wrap (Linear, GPT-2's Conv1D, Embedding), heads excluded."""
     from transformers.pytorch_utils import Conv1D
@@ -35,7 +45,7 @@ def adaptable_modules(model) -> list[str]:
     names = set()
     for name, module in model.named_modules():
         short = name.rsplit(".", 1)[-1]
-        if isinstance(module, (torch.nn.Linear, Conv1D, torch.nn.Embedding)) and short not in ("lm_head", "classifier"):
+        if isinstance(module, (torch.nn.Linear, Conv1D, torch.nn.Embedding)) and short not in EXCLUDED:
             names.add(short)
     return sorted(names)
 
@@ -52,6 +62,10 @@ def targets(cfg: RunConfig, model_type: str, valid: list[str]) -> list[str]:
     if not chosen:
         raise InputError(f"there is no default LoRA target for a {model_type} model: name the modules "
                          f"(valid: {', '.join(valid)})")
+    excluded = [t for t in chosen if t in EXCLUDED]
+    if excluded:
+        raise InputError(" ".join(f"{t} exists but gets no LoRA adapter: {EXCLUDED[t]}." for t in excluded)
+                         + f" Valid names: {', '.join(valid)}")
     unknown = [t for t in chosen if t not in valid]
     if unknown:
         raise InputError(f"LoRA target module(s) {', '.join(unknown)} do not exist in {cfg.base} ({model_type}); "
@@ -124,6 +138,29 @@ def base_of(folder: Path) -> str:
     return json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
 
 
+def untie_adapted_output(peft_model) -> bool:
+    """Give the output layer its own copy of its weights when an adapted module shares them; returns whether it did.
+
+    A model with tied embeddings (GPT-2's wte, SmolLM2's embed_tokens) uses one matrix as input table and
+    output layer. Served as base + adapter, an adapter on the embeddings changes only the input lookup; merging
+    B·A into the shared matrix would rewrite the output layer too (a tiny GPT-2: logits 4.89 apart, other
+    tokens predicted). Untied first, the merged export computes exactly what the app serves.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    out = peft_model.get_output_embeddings()
+    if out is None:
+        return False
+    shared = any(isinstance(m, LoraLayer) and getattr(m.get_base_layer(), "weight", None) is out.weight
+                 for m in peft_model.modules())
+    if not shared:
+        return False
+    out.weight = torch.nn.Parameter(out.weight.detach().clone(), requires_grad=False)
+    for config in {id(c): c for c in (peft_model.config, peft_model.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+    return True
+
+
 def merged(folder: Path, task: str, out: Path) -> Path:
     """Base + adapter folded into plain weights (W + B·A·alpha/r), saved as safetensors with the tokenizer."""
     from peft import PeftModel
@@ -131,7 +168,9 @@ def merged(folder: Path, task: str, out: Path) -> Path:
 
     auto = AutoModelForCausalLM if task == CAUSAL_LM else AutoModelForTokenClassification
     base = auto.from_pretrained(base_of(folder), dtype=torch.float32, local_files_only=True, **label_kwargs(folder))
-    model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    peft_model = PeftModel.from_pretrained(base, str(folder))
+    untie_adapted_output(peft_model)
+    model = peft_model.merge_and_unload()
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(out))
     return out
