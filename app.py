@@ -36,9 +36,9 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {TITLE}\nHow a language model writes text one token at a time — and why the same model is a "
-            f"lossless compressor. Running on **{device.pick().name}**"
-            + (" · public mode" if settings.public_mode() else "")
-            + ("" if engine.local().capabilities.shares_steps else " · batching off"),
+            f"lossless compressor. Running on {device.pick().plain}"
+            + (" · a public copy, so some limits are lower" if settings.public_mode() else "")
+            + ("" if engine.local().capabilities.shares_steps else " · one request at a time"),
             elem_id="lmlab-title",
         )
         with gr.Tabs():

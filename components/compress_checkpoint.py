@@ -197,7 +197,7 @@ def build() -> None:
             with gr.Row():
                 source = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Checkpoint",
                                      scale=4, elem_id="ck-source", info="embedded models and fine-tuned runs")
-                refresh = gr.Button("↻", scale=0, size="sm")
+                refresh = gr.Button("Refresh the list", scale=1, size="sm", elem_id="ck-refresh")
             upload = gr.File(label="…or upload a .safetensors / PyTorch .bin file", file_types=[".safetensors", ".bin"],
                              elem_id="ck-upload")
         with gr.Column(scale=2):

@@ -109,7 +109,9 @@ def poll(run_id, seen):
     if snap.signature == seen:
         return run_id, seen, snap.headline, *[gr.skip()] * 5
     lr_fig = loss_figure({"learning rate": snap.lr}, title="Learning rate", y_title="learning rate")
-    loss_fig = loss_figure(snap.series, title="Loss (lower is better)", y_title=f"loss ({snap.loss_unit})")
+    started = any(xs for xs, _ in snap.series.values())
+    loss_fig = loss_figure(snap.series, y_title=f"loss ({snap.loss_unit})",
+                           title="Loss (lower is better)" if started else "Loss: drawn from the first training step")
     return (run_id, snap.signature, snap.headline, loss_fig, lr_fig,
             *_eval_outputs(snap))
 

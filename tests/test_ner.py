@@ -344,3 +344,10 @@ def test_batch_files_write_csv_and_conll(tmp_path):
     result = tagger.tag_file(tagger.SPACY_KEY, gold, out_dir=tmp_path / "out")
     assert result.kind == "conll"
     assert result.conll_path.read_text().splitlines()[:2] == ["Angela B-PER B-PER", "Merkel I-PER I-PER"]
+
+
+def test_only_a_spacy_pipeline_ignores_aggregation_and_threshold():
+    """The NER tab hides Aggregation and Confidence for the pipelines that give no probabilities."""
+    assert tagger.gives_scores(tagger.SPACY_KEY) is False
+    assert tagger.gives_scores("dslim/bert-base-NER") is True
+    assert tagger.gives_scores("no-such-model") is True  # an unknown key fails later, with its own message

@@ -27,6 +27,27 @@ def test_the_built_app_starts_on_data_that_is_here(nothing_here):
     assert "CoNLL-2003 test and valid are not available here" in evaluate["info"]
 
 
+def test_offline_pickers_offer_what_loads_and_say_how_to_get_more(nothing_here):
+    """Teacher's words: no hub model that cannot load offline, no flag or environment variable on the page; the
+    NER controls a spaCy pipeline ignores are hidden, not explained."""
+    from models.core import registry
+
+    demo = app.build_demo()
+    props = _props(demo)
+    for picker, task in (("gen-model", registry.CAUSAL_LM), ("ner-model", registry.TOKEN_CLASSIFICATION),
+                         ("ft-base", registry.CAUSAL_LM)):
+        keys = [key for _, key in props[picker]["choices"]]
+        assert keys and all(registry.availability(registry.get(k, task))[0] for k in keys if k != "scratch-gpt2")
+        assert not any("needs download" in label for label, _ in props[picker]["choices"])
+        assert "once LM Lab has reached the Hugging Face hub" in props[picker]["info"]
+    assert "openai-community/gpt2" not in [key for _, key in props["gen-model"]["choices"]]
+    assert props["ner-model"]["value"] == "spacy-en_core_web_sm"
+    assert props["ner-aggregation"]["visible"] is False and props["ner-threshold"]["visible"] is False
+    page_text = str(demo.config)
+    for developer_text in ("--data-dir", "LMLAB_", "registry key", "local:<folder>", "↻", "lane(s)", "window(s)"):
+        assert developer_text not in page_text, developer_text
+
+
 def test_the_built_app_offers_the_real_data_sets_when_a_data_folder_has_them(sample_data):
     props = _props(app.build_demo())
     assert props["ft-dataset"]["value"] == "wikitext-2"

@@ -12,7 +12,16 @@ import torch
 class DeviceInfo:
     device: torch.device
     dtype: torch.dtype
-    name: str  # what the UI shows, e.g. "cuda:0 (NVIDIA H200, bf16)"
+    name: str  # the technical name, e.g. "cuda:0 (NVIDIA H200, bf16)" (logs, benchmarks, the model notes)
+
+    @property
+    def plain(self) -> str:
+        """The device in a teacher's words, for the page's first line."""
+        if self.device.type == "cuda":
+            return f"a graphics card ({torch.cuda.get_device_name(self.device)})"
+        if self.device.type == "mps":
+            return "the Apple graphics chip"
+        return "this computer's processor (no graphics card)"
 
 
 def pick(override: str | None = None) -> DeviceInfo:

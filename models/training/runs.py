@@ -450,7 +450,8 @@ def finished_models(task: str) -> list[registry.ModelSpec]:
         best = st.get("summary", "")
         specs.append(registry.ModelSpec(f"run:{st['id']}", f"{cfg.get('base')} {'+ LoRA adapter ' if cfg.get('method') == 'lora' else ''}"
                                         f"fine-tuned on {cfg.get('dataset')} "
-                                        f"(run {st['id']})", task, "run", str(model), note=best))
+                                        f"(run started {time.strftime('%d %b %H:%M', time.localtime(st.get('created', 0)))})",
+                                        task, "run", str(model), note=best))
     return specs
 
 
