@@ -83,6 +83,7 @@ def test_snapshot_history_and_zip_come_from_the_files(finished_run):
     assert snap.loss_unit == "bits per token"
     name = view.name_of(run_id)  # a teacher reads the model, the data and the time, not the folder's id
     assert run_id not in name and name.startswith("GPT-2 from scratch on your own .txt file, started")
+    assert name in snap.headline and run_id not in snap.headline
     assert any(row[0] == name and row[2] == "finished" for row in view.history())
     assert (name, run_id) in view.run_choices()
     assert view.compare([run_id])[name][0] == [1, 2, 3, 4, 5, 6]

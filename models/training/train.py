@@ -536,6 +536,8 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
     return {"before": before, "after": after, "train_seconds": seconds, "steps": state.global_step,
             "model_step": model_step, "best_step": best_step, "trainable_params": trainable, "total_params": total,
             "peak_memory_bytes": _peak_memory(),
+            # CPU time of the whole run so far (all its threads): on a busy shared machine, what it cost
+            "cpu_seconds": time.process_time(),
             "best_eval_loss": state.best_metric if best_step else None}
 
 

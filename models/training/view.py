@@ -205,7 +205,7 @@ def snapshot(run_id: str) -> Snapshot:
     records = runs.read_metrics(run_id)
     state = st.get("state", "?")
     icon = {"queued": "⏳", "running": "▶", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}.get(state, "")
-    parts = [f"{icon} **{state}**", run_name(st)]
+    parts = [f"{icon} **{state}**", run_name(st | {"config": cfg})]
     if state == "queued":
         parts.append(f"waiting for {st.get('device')}: {st.get('queue_position', 0)} run(s) ahead")
     if st.get("max_steps"):
