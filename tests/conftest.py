@@ -103,6 +103,20 @@ def smollm():
 _APP: dict[str, int] = {}
 
 
+# Fixtures that start an app process with tests.app_process.running_app (here and in test modules).
+APP_FIXTURES = {"app_url", "public_client", "padded_app"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that starts the app (through one of ``APP_FIXTURES``, or marked ``app`` because it calls
+    ``tests.app_process.running_app`` itself) is marked ``app`` and ``slow``: `-m "not slow"` is the fast
+    set, with no app process."""
+    for item in items:
+        if APP_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("app"):
+            item.add_marker(pytest.mark.app)
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def app_url(lmlab_home, tmp_path_factory):
     """The real app, launched as `python app.py --offline` in a subprocess on a free port."""

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.browser_steps import open_app, start_long_generation
+
 GEN_ARGS = dict(model_key="smollm2-135m-instruct", temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=16,
                 repetition_penalty=1.0, seed=0, chat=False)
 
@@ -43,12 +45,7 @@ def test_api_rejects_bad_input(client):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_generate_and_stop(page, screenshot_dir):
-    page.locator("#gen-prompt textarea").fill("Once upon a time, in a small village by the sea,")
-    page.locator("#gen-go").click()
-    out = page.locator("#gen-output textarea")
-    deadline = time.monotonic() + 60
-    while not out.input_value().strip() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    out = start_long_generation(page)
     assert out.input_value().strip(), "no streamed text appeared"
     page.locator("#gen-stop").click()
     page.wait_for_function("document.querySelector('#gen-status').innerText.includes('Done')", timeout=30_000)
@@ -71,21 +68,10 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_closing_the_tab_stops_the_model(browser, app_url, app_pid):
-    context = browser.new_context()
-    pg = context.new_page()
-    pg.goto(app_url)
-    pg.locator("#gen-prompt textarea").fill("Once upon a time, in a small village by the sea,")
-    pg.locator("#gen-temperature input[type=number]").fill("0")
-    pg.locator("#gen-temperature input[type=number]").press("Enter")
-    pg.locator("#gen-max-new input[type=number]").fill("500")
-    pg.locator("#gen-max-new input[type=number]").press("Enter")
-    pg.locator("#gen-go").click()
-    out = pg.locator("#gen-output textarea")
-    deadline = time.monotonic() + 60
-    while not out.input_value().strip() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    pg = open_app(browser, app_url)
+    out = start_long_generation(pg)
     assert out.input_value().strip()
-    context.close()  # the student closes the tab mid-generation
+    pg.context.close()  # the student closes the tab mid-generation
     time.sleep(4)
     before = _cpu_seconds(app_pid)
     time.sleep(3)

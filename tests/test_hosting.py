@@ -51,7 +51,7 @@ def test_requirements_are_all_pinned():
             assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.+\-]+", line), f"not pinned: {line}"
 
 
-@pytest.mark.slow
+@pytest.mark.app  # also slow (conftest): a fresh virtual environment, then the app
 def test_fresh_environment_from_requirements_serves_the_app(tmp_path):
     """python -m venv + pip install -r requirements.txt, nothing else: the app imports, builds and serves its page."""
     venv = tmp_path / "venv"

@@ -5,11 +5,12 @@ Set LMLAB_UPDATE_SCREENSHOTS=1 to write the screenshots into assets/screenshots/
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.browser_steps import open_app, screenshots_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
@@ -64,12 +65,8 @@ def _plot_ready(page, elem_id: str) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
-    out = ROOT / "assets" / "screenshots" if os.environ.get("LMLAB_UPDATE_SCREENSHOTS") == "1" else screenshot_dir
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(120_000)
-    page.goto(app_url)
-    page.wait_for_selector("#gen-go")
+    out = screenshots_folder(screenshot_dir)
+    page = open_app(browser, app_url)
     page.locator("#gen-prompt textarea").fill("The capital of France is")
 
     # Inside one step: the logit lens ends on the model's answer, the attention map has one row per token
@@ -108,4 +105,4 @@ def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
     page.locator("#beam-tree").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.locator("#beam-accordion").screenshot(path=str(out / "beam_search.png"))
-    context.close()
+    page.context.close()

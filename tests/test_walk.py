@@ -10,12 +10,12 @@ Also checks that every visible input has a name a screen reader can read.
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.browser_steps import open_app, screenshots_folder, start_long_generation
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,26 +53,12 @@ def _choose(page, elem_id: str, text: str) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_walk_through_every_tab(browser, app_url, screenshot_dir):
-    out = ROOT / "assets" / "screenshots" if os.environ.get("LMLAB_UPDATE_SCREENSHOTS") == "1" else screenshot_dir
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(120_000)
-    page.goto(app_url)
-    page.wait_for_selector("#gen-go")
+    out = screenshots_folder(screenshot_dir)
+    page = open_app(browser, app_url)
 
     # Generate: stream, stop, look at the next-token chart
     _named(page, "Generate")
-    page.locator("#gen-prompt textarea").fill("Once upon a time, in a small village by the sea,")
-    page.locator("#gen-temperature input[type=number]").fill("0")
-    page.locator("#gen-temperature input[type=number]").press("Enter")
-    # Many tokens, so that Stop always lands mid-stream however slow the browser is to show the first words.
-    page.locator("#gen-max-new input[type=number]").fill("500")
-    page.locator("#gen-max-new input[type=number]").press("Enter")
-    page.locator("#gen-go").click()
-    out_box = page.locator("#gen-output textarea")
-    deadline = time.monotonic() + 90
-    while len(out_box.input_value().split()) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    start_long_generation(page, words=4, seconds=90)
     page.locator("#gen-stop").click()
     expect(page.locator("#gen-status")).to_contain_text("stopped by you", timeout=30_000)
     page.locator("#gen-peek").click()
@@ -162,4 +148,4 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     assert "the random number u" in names
     expect(page.locator("#ct-sp-note")).to_contain_text("u = 0.")
     expect(page.locator("#ct-sp-plot")).to_contain_text("Sampling = decoding random bits")
-    context.close()
+    page.context.close()
