@@ -48,7 +48,7 @@ import torch
 
 from models.compression.text import compact_header
 from models.compression.text import container as text_container
-from models.core import registry
+from models.core import registry, torch_internals
 from models.core.errors import Cancelled, CorruptFile, InputError
 from models.engines import kv_cache
 
@@ -258,7 +258,7 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16"
-    if device.type == "cpu" and getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)():
+    if device.type == "cpu" and torch_internals.cpu_runs_bf16():
         return "bf16"
     return "fp32"
 
