@@ -16,13 +16,16 @@ import gradio as gr
 from components import (
     about,
     beam_search,
+    compress_text,
     compression,
     finetune,
     generation,
     glossary,
     gradio_patches,
     inside_step,
+    lesson,
     ner,
+    sampling_decode,
     theme,
 )
 from models.core import device, handout, settings
@@ -41,19 +44,28 @@ def build_demo() -> gr.Blocks:
             + ("" if engine.local().capabilities.shares_steps else " · one request at a time"),
             elem_id="lmlab-title",
         )
-        with gr.Tabs():
+        steps = lesson.strip()
+        # The lesson's four steps first, in the story's order; then the practitioner's tools.
+        with gr.Tabs(selected="generate", elem_id="lmlab-tabs") as tabs:
             with gr.Tab("Generate", id="generate"):
-                widgets = generation.build()  # the prompt, generated text and model the views below read
-                inside_step.build(**widgets)
-                beam_search.build(**widgets)
-            with gr.Tab("NER", id="ner"):
-                ner.build()
+                widgets = generation.build()  # the prompt, generated text and model the next step reads
+            with gr.Tab("Inside one step", id="inside"):
+                with gr.Tabs():
+                    inside_step.build(widgets["prompt"], widgets["output"], widgets["model"])
+                    beam_search.build(widgets["prompt"], widgets["output"], widgets["model"])
+            with gr.Tab("Compress", id="compress"):
+                compress = compress_text.build()
+            with gr.Tab("Sampling is decompression", id="sampling"):
+                sampling_decode.build()
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune.build()
-            # -- tabs: each module's build() lays out and wires its own widgets --
-            with gr.Tab("Compress", id="compress"):  # kept last: it builds on the other tabs
+            with gr.Tab("NER", id="ner"):
+                ner.build()
+            with gr.Tab("Checkpoints", id="checkpoints"):
                 compression.build()
         glossary.build()  # the field's words, one shared place
+        lesson.wire(tabs, steps)
+        lesson.link_compress(tabs, widgets["carry"], widgets, compress)
         about.build()
     return demo
 

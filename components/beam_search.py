@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import plotly.graph_objects as go
 
-from components.common import WholeNumber, WholeSlider, explain, guard
+from components.common import WholeNumber, WholeSlider, context_html, explain, guard, stale_js
 from components.plots import FONT
 from models.core import registry, zerogpu
 from models.generation import beam_tree
@@ -95,7 +95,7 @@ def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
 
 @guard
 def beam_search(prompt, model_key, num_beams, length_penalty, max_new_tokens, temperature, seed):
-    """Beam tree for the prompt and the comparison table: (figure, table rows, status)."""
+    """Beam tree for the prompt and the comparison table: (figure, table rows, status, context HTML)."""
     loaded = registry.load_causal_lm(model_key)
     tree = beam_tree.beam_tree(loaded, prompt, num_beams, length_penalty, max_new_tokens)
     rows = beam_tree.side_by_side(loaded, prompt, tree, temperature, seed)
@@ -106,14 +106,14 @@ def beam_search(prompt, model_key, num_beams, length_penalty, max_new_tokens, te
     status = (f"{drawn} {'candidate' if drawn == 1 else 'candidates'} drawn · {pruned} pruned · "
               f"{len(tree.hypotheses)} finished {'hypothesis' if len(tree.hypotheses) == 1 else 'hypotheses'} · "
               f"numbers on the tree: bits from the prompt to that token (−log₂ p, fewer = more likely)")
-    return tree_figure(tree), table, (f"**Note:** {tree.notice} · " if tree.notice else "") + status
+    return (tree_figure(tree), table, (f"**Note:** {tree.notice} · " if tree.notice else "") + status,
+            context_html(prompt or "", "Beam search, greedy decoding and sampling continue the prompt"))
 
 
 def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
     """Lay out and wire the view; reads the Generate tab's prompt and model (the generated text is not used)."""
     lo, hi = beam_tree.LIMITS["num_beams"]
-    with gr.Accordion("Beam search next to greedy decoding and sampling, for the prompt", open=False,
-                      elem_id="beam-accordion"):
+    with gr.Tab("Beam search", id="inside-beam", elem_id="beam-accordion"):
         with gr.Row():
             num_beams = WholeSlider(lo, hi, value=3, label="Number of beams", elem_id="beam-n")
             length_penalty = gr.Slider(-2, 3, value=1.0, step=0.1, label="Length penalty",
@@ -123,6 +123,7 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
                                     info="for the sampled row (top-p 0.95, top-k 50)", elem_id="beam-temperature")
             seed = WholeNumber(value=0, minimum=0, label="Sampling seed", elem_id="beam-seed")
         go_btn = gr.Button("Run beam search, greedy and sampling", variant="primary", elem_id="beam-go")
+        context = gr.HTML(elem_id="beam-context", padding=False)
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
         plot = gr.Plot(label="Beam-search tree", show_label=False, elem_id="beam-tree")
         table = gr.Dataframe(headers=["method", "continuation", "tokens", "bits (−log₂ p, fewer = likelier)",
@@ -131,5 +132,8 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
                              label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table")
         explain("How does beam search work?", EXPLANATION)
     inputs = [prompt, model, num_beams, length_penalty, max_new, temperature, seed]
-    go_btn.click(zerogpu.gpu(beam_search), inputs, [plot, table, status], api_name="beam_search",
+    go_btn.click(zerogpu.gpu(beam_search), inputs, [plot, table, status, context], api_name="beam_search",
                  concurrency_id="model")
+    stale = stale_js("Run beam search, greedy and sampling", plots=1, texts=1)
+    for changed in (prompt.change, model.change):
+        changed(None, None, [context, plot, status], js=stale, api_visibility="private", queue=False)

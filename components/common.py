@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
+import json
 import logging
 
 import gradio as gr
@@ -82,3 +84,19 @@ def WholeSlider(*args, **kwargs) -> gr.Slider:  # noqa: N802 (used like the widg
 def WholeNumber(*args, **kwargs) -> gr.Number:  # noqa: N802
     """A number box for counts and seeds: the API says "integer" and refuses 2.5 instead of rounding it."""
     return _refuse_fractions(gr.Number(*args, precision=0, **kwargs))
+
+
+def context_html(text: str, what: str = "This picture reads") -> str:
+    """The exact text an analysis view read, printed above the view (whitespace kept, long texts scroll)."""
+    shown = html.escape(text) if text else "<i>(nothing: the text is empty)</i>"
+    return (f"<div class='lmlab-context'><b>{html.escape(what)}</b> ({len(text):,} characters):"
+            f"<div class='lmlab-context-text'>{shown}</div></div>")
+
+
+def stale_js(button: str, plots: int = 0, texts: int = 0) -> str:
+    """Browser-side handler for "the text changed": the context line says so and the pictures are cleared,
+    so no picture is ever shown under a text it did not read (no server call: it fires as you type).
+    Its outputs: the context line, then ``plots`` pictures (cleared), then ``texts`` text outputs (emptied)."""
+    note = (f"<div class='lmlab-context lmlab-stale'><b>The text changed since this picture was drawn.</b> "
+            f"Press <b>{html.escape(button)}</b> to look at the new text.</div>")
+    return "() => [" + ", ".join([json.dumps(note)] + ["null"] * plots + ['""'] * texts) + "]"

@@ -1,5 +1,5 @@
-"""The Text half of the Compress tab: classic coders vs the language model, all verified, and
-"sampling is decompression"."""
+"""Step 3 of the lesson, the Compress tab: classic coders vs the language model on one text, all verified;
+inside LZ77 and LZ78; arithmetic coding step by step; restoring a file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from components import model_note
-from components.common import WholeNumber, WholeSlider, explain, guard
+from components.common import WholeSlider, explain, guard
 from components.plots import FONT, bar_figure, interval_figure
 from models.compression.text import coding_steps, lm_codec
 from models.compression.text import compare as text_compare
@@ -44,7 +44,7 @@ them into text the model finds likely — a sample at temperature 1. The same se
 _HEADERS = ["coder", "kind", "bytes in", "bytes out", "bits/byte", "compress s", "decompress s", "verified"]
 
 
-def _model_choices() -> list[tuple[str, str]]:
+def model_choices() -> list[tuple[str, str]]:
     return [(s.label, s.key) for s in registry.catalogue(registry.CAUSAL_LM)]
 
 
@@ -60,7 +60,7 @@ def _bits_colour(bits: float) -> str:
     return f"hsl({hue}, 85%, 78%)"
 
 
-def heat_map(tokens: list[lm_codec.TokenCost], limit: int = 4000) -> str:
+def heat_map(tokens: list[lm_codec.TokenCost], limit: int = 4000, dom_id: str = "ct-heat") -> str:
     parts = []
     for t in tokens[:limit]:
         text = html.escape(t.text).replace("\n", "↵<br>")
@@ -70,7 +70,7 @@ def heat_map(tokens: list[lm_codec.TokenCost], limit: int = 4000) -> str:
     legend = ("<div class='tokview-legend'>colour = bits the model spent on the token: "
               + "".join(f"<span style='background:{_bits_colour(b)}'>{b} bits</span>" for b in (0, 2, 6, 12))
               + f" · hover a token for its cost{more}</div>")
-    return f"<div class='tokview' id='ct-heat'>{''.join(parts)}</div>{legend}"
+    return f"<div class='tokview' id='{dom_id}'>{''.join(parts)}</div>{legend}"
 
 
 def _cumulative_figure(c: text_compare.Comparison) -> go.Figure:
@@ -165,7 +165,7 @@ def dictionary_coders(text, upload):
     return _lz77_view(v), _lz78_view(v), _dictionary_table(v)
 
 
-def _steps_table(steps, sampling: bool = False) -> str:
+def steps_table(steps, sampling: bool = False) -> str:
     head = "<th>u falls at</th>" if sampling else ""
     body = "".join(
         f"<tr><td>{i + 1}</td><td><b>{_show(s.token)}</b></td><td>{s.p:.4g}</td>"
@@ -189,27 +189,12 @@ def arithmetic_steps(text, upload, model_key, n_steps):
             f"{last.total_bits:.0f} bits; **{len(last.settled)} bits** are already settled (low and high agree on them). "
             "The probabilities are the ones the compressor feeds its range coder.")
     fig = interval_figure(steps, "Arithmetic coding: each token narrows the interval to its slice")
-    return fig, _steps_table(steps), _with_model_note(note, loaded)
+    return fig, steps_table(steps), with_model_note(note, loaded)
 
 
-def _with_model_note(note: str, loaded: registry.Loaded) -> str:
+def with_model_note(note: str, loaded: registry.Loaded) -> str:
     """``note``, then what loading the model changed (ids its tokenizer cannot spell left out), if anything."""
     return f"{note}\n\n**Note:** {loaded.note}" if loaded.note else note
-
-
-@guard
-def sampling_steps(model_key, seed, n_steps):
-    """Sampling is decompression: a random number falls into one slice per step; that token is the sample."""
-    if seed is None:
-        raise InputError("choose a seed")
-    loaded = registry.load_causal_lm(model_key)
-    bits, steps = coding_steps.sampling_steps(loaded, int(seed), int(n_steps or 20))
-    text = "".join(s.token for s in steps)
-    note = (f"Random bits (seed {int(seed)}) read as a binary number **u = 0.{bits[:40]}…**. At each step u falls into "
-            f"one token's slice of the interval; that token is the sample, and its slice becomes the new interval. "
-            f"Decoded text: **{html.escape(text)}** ({steps[-1].total_bits:.0f} bits of u used).")
-    fig = interval_figure(steps, "Sampling = decoding random bits: u picks one slice per step")
-    return fig, _steps_table(steps, sampling=True), _with_model_note(note, loaded)
 
 
 def _huffman_md(c: text_compare.Comparison) -> str:
@@ -273,99 +258,80 @@ def decompress_text(upload, progress=gr.Progress()):
                              "the sha256 of the result matches the original's.")
 
 
-@guard
-def sample_bits(model_key, seed, n_tokens, prompt, progress=gr.Progress()):
-    """Sampling is decompression: decode random bits (from the seed) with the model."""
-    loaded = registry.load_causal_lm(model_key)
-    if seed is None or n_tokens is None:
-        raise InputError("choose a seed and a number of tokens")
-    s = lm_codec.sample_from_bits(loaded, int(seed), int(n_tokens), prompt or "",
-                                  progress=lambda d, t: progress(d / t, desc=f"decoding token {d}/{t}"))
-    words = " ".join(f"{w:032b}" for w in s.words[:3])
-    note = (f"Decoded {len(s.tokens)} tokens from random 32-bit words (seed {int(seed)}), starting `{words} …`. "
-            f"They cost **{s.bits_used:.0f} bits** under the model ({s.bits_used / max(len(s.tokens), 1):.2f} bits/token): "
-            f"that is how many of the random bits the decoder consumed. Same seed, same text.")
-    return (prompt or "") + s.text, heat_map(s.tokens), _with_model_note(note, loaded)
-
-
 def _example(name: str) -> tuple[str, None]:
     return text_compare.example_text(name), None
 
 
-def build() -> None:
+def build() -> dict:
+    """Lay out and wire the tab. Returns the text box, upload, model and ``compress_after(event)``, which
+    chains "compress with every coder" after another event (the lesson path's "compress this text")."""
     names = list(text_compare.EXAMPLES)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            text = gr.Textbox(label="Text to compress", lines=8, value=text_compare.example_text(names[-1]),
-                              elem_id="ct-text", max_lines=16)
-            upload = gr.File(label="…or upload a file (any bytes)", elem_id="ct-upload")
+            text = gr.Textbox(label="Text to compress", lines=5, value=text_compare.example_text(names[-1]),
+                              elem_id="ct-text", max_lines=10)
         with gr.Column(scale=2):
-            example = gr.Dropdown(names, value=names[-1], label="Example", elem_id="ct-example")
-            choices = _model_choices()
-            model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="ct-model")
-            gr.Markdown(f"The app takes up to **{text_compare.UI_LIMIT_CPU:,} bytes** on a CPU "
-                        f"({text_compare.UI_LIMIT_GPU:,} on a GPU): the model codes a few kB per second on a CPU and "
-                        "each result is decoded again to verify it. The command line has no limit.")
+            with gr.Row():
+                example = gr.Dropdown(names, value=names[-1], label="Example", elem_id="ct-example")
+                choices = model_choices()
+                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="ct-model")
             go_btn = gr.Button("Compress with every coder", variant="primary", elem_id="ct-go")
-    status = gr.Markdown("Press **Compress**.", elem_id="ct-status", elem_classes=["lmlab-status"])
-    with gr.Row():
-        table = gr.Dataframe(headers=_HEADERS, label="Every coder on the same bytes", interactive=False, elem_id="ct-table")
-    with gr.Row():
-        bars = gr.Plot(label="Bits per byte", elem_id="ct-bars")
-        curve = gr.Plot(label="Cumulative bits", elem_id="ct-curve")
-    heat = gr.HTML(label="Bits per token", elem_id="ct-heatmap")
-    download = gr.File(label="The model's compressed file (.lmlt)", interactive=False, elem_id="ct-download")
-    with gr.Accordion("Inside the classic coders: LZ77 and LZ78 side by side, byte Huffman code", open=True):
-        dict_btn = gr.Button("Show LZ77 and LZ78 on this text", elem_id="ct-dict-go")
-        with gr.Row(equal_height=False):
-            lz77_view = gr.HTML(elem_id="ct-lz77-view")
-            lz78_view = gr.HTML(elem_id="ct-lz78-view")
-        lz78_table = gr.HTML(elem_id="ct-lz78-table")
-        lz = gr.HTML(visible=False)  # compress_text's LZ77 output, kept for API callers
-        huff = gr.Markdown()
-    with gr.Accordion("Arithmetic coding step by step", open=True):
-        with gr.Row():
-            ac_steps = WholeSlider(5, coding_steps.MAX_STEPS, value=20, label="Tokens to show", elem_id="ct-ac-n")
-            ac_btn = gr.Button("Code the first tokens step by step", elem_id="ct-ac-go")
-        ac_note = gr.Markdown(elem_id="ct-ac-note")
-        ac_plot = gr.Plot(label="The coding interval, step by step", show_label=False, elem_id="ct-ac-plot")
-        ac_table = gr.HTML(elem_id="ct-ac-table")
-    with gr.Accordion("Decompress a .lmlt file", open=False):
-        with gr.Row():
-            restore_in = gr.File(label="Upload a .lmlt file", file_types=[".lmlt"], elem_id="ct-restore-in")
-            restore_out = gr.File(label="Restored file", interactive=False)
-        restore_btn = gr.Button("Decompress", elem_id="ct-restore")
-        restore_status = gr.Markdown()
-        restored = gr.Textbox(label="Restored text", lines=6, interactive=False)
-    with gr.Accordion("Sampling is decompression: decode random bits into text", open=True):
-        with gr.Row():
-            seed = WholeNumber(value=0, minimum=0, label="Seed (the random bits)", elem_id="ct-seed")
-            n_tokens = WholeSlider(5, 200, value=40, label="Tokens to decode")
-            prompt = gr.Textbox(label="Optional start of the text", value="Once upon a time")
-        sample_btn = gr.Button("Decode random bits", elem_id="ct-sample")
-        sample_note = gr.Markdown()
-        sample_text = gr.Textbox(label="Decoded text", lines=4, interactive=False, elem_id="ct-sample-text")
-        sample_heat = gr.HTML()
-        sp_btn = gr.Button("Show the random number falling into one slice per step", elem_id="ct-sp-go")
-        sp_note = gr.Markdown(elem_id="ct-sp-note")
-        sp_plot = gr.Plot(label="Sampling as decoding, step by step", show_label=False, elem_id="ct-sp-plot")
-        sp_table = gr.HTML(elem_id="ct-sp-table")
+            upload = gr.File(label="…or upload a file (any bytes)", elem_id="ct-upload")
+    with gr.Tabs(elem_id="ct-views") as views:
+        with gr.Tab("Every coder", id="ct-every"):
+            status = gr.Markdown(f"Press **Compress with every coder**. The app takes up to "
+                                 f"{text_compare.UI_LIMIT_CPU:,} bytes on a CPU ({text_compare.UI_LIMIT_GPU:,} on a "
+                                 "GPU): each result is decoded again to verify it.",
+                                 elem_id="ct-status", elem_classes=["lmlab-status"])
+            table = gr.Dataframe(headers=_HEADERS, label="Every coder on the same bytes", interactive=False,
+                                 elem_id="ct-table")
+            with gr.Row():
+                bars = gr.Plot(label="Bits per byte", show_label=False, elem_id="ct-bars")
+                curve = gr.Plot(label="Cumulative bits", show_label=False, elem_id="ct-curve")
+            heat = gr.HTML(label="Bits per token", elem_id="ct-heatmap")
+            download = gr.File(label="The model's compressed file (.lmlt)", interactive=False, elem_id="ct-download")
+        with gr.Tab("LZ77 and LZ78", id="ct-dictionary"):
+            dict_btn = gr.Button("Show LZ77 and LZ78 on this text", elem_id="ct-dict-go")
+            with gr.Row(equal_height=False):
+                lz77_view = gr.HTML(elem_id="ct-lz77-view")
+                lz78_view = gr.HTML(elem_id="ct-lz78-view")
+            lz78_table = gr.HTML(elem_id="ct-lz78-table")
+            lz = gr.HTML(visible=False)  # compress_text's LZ77 output, kept for API callers
+            huff = gr.Markdown(elem_id="ct-huffman")
+        with gr.Tab("Arithmetic coding", id="ct-arithmetic"):
+            with gr.Row():
+                ac_steps = WholeSlider(5, coding_steps.MAX_STEPS, value=20, label="Tokens to show", elem_id="ct-ac-n")
+                ac_btn = gr.Button("Code the first tokens step by step", variant="primary", elem_id="ct-ac-go")
+            ac_note = gr.Markdown(elem_id="ct-ac-note")
+            ac_plot = gr.Plot(label="The coding interval, step by step", show_label=False, elem_id="ct-ac-plot")
+            ac_table = gr.HTML(elem_id="ct-ac-table")
+        with gr.Tab("Restore a file", id="ct-restore-tab"):
+            with gr.Row():
+                restore_in = gr.File(label="Upload a .lmlt file", file_types=[".lmlt"], elem_id="ct-restore-in")
+                restore_out = gr.File(label="Restored file", interactive=False)
+            restore_btn = gr.Button("Decompress", elem_id="ct-restore")
+            restore_status = gr.Markdown()
+            restored = gr.Textbox(label="Restored text", lines=6, interactive=False)
     explain("Entropy, Huffman vs arithmetic coding, and why a better model compresses better", EXPLANATION)
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
     model_note.attach(model, registry.CAUSAL_LM)
-    go = go_btn.click(compress_text, [text, upload, model], [status, table, bars, heat, curve, lz, huff, download],
-                      api_name="compress_text", concurrency_id="model")
+    compress_outputs = [status, table, bars, heat, curve, lz, huff, download]
     dict_outputs = [lz77_view, lz78_view, lz78_table]
+    go = go_btn.click(compress_text, [text, upload, model], compress_outputs, api_name="compress_text",
+                      concurrency_id="model")
+    go_btn.click(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
                  api_name="arithmetic_steps", concurrency_id="model")
-    sp_btn.click(sampling_steps, [model, seed, ac_steps], [sp_plot, sp_table, sp_note], api_name="sampling_steps",
-                 concurrency_id="model")
     restore_btn.click(decompress_text, [restore_in], [restored, restore_out, restore_status], api_name="decompress_text",
                       concurrency_id="model")
-    sample_btn.click(sample_bits, [model, seed, n_tokens, prompt], [sample_text, sample_heat, sample_note],
-                     api_name="sample_from_bits", concurrency_id="model")
 
+    def compress_after(event) -> None:
+        shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
+        done = shown.then(compress_text, [text, upload, model], compress_outputs, api_visibility="private",
+                          concurrency_id="model")
+        done.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
 
+    return {"text": text, "upload": upload, "model": model, "compress_after": compress_after}

@@ -7,7 +7,7 @@ import threading
 import gradio as gr
 
 from components import model_note
-from components.common import WholeNumber, WholeSlider, explain, guard
+from components.common import WholeNumber, WholeSlider, context_html, explain, guard, stale_js
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
 from models.core import registry, zerogpu
@@ -112,20 +112,27 @@ def stop(request: gr.Request) -> None:
         event.set()
 
 
+READ_CHOICES = [("prompt + generated text", "both"), ("the prompt only", "prompt")]
+
+
 @guard
-def next_token(prompt, output, model_key, temperature, top_p, top_k, repetition_penalty=1.0):
-    """The distribution of the next token after prompt + output, before and after the sliders."""
+def next_token(prompt, output, model_key, temperature, top_p, top_k, repetition_penalty=1.0, read="both"):
+    """The distribution of the next token after prompt + output (or the prompt only, read="prompt"), before and
+    after the sliders: (figure, table rows, context HTML)."""
     loaded = registry.load_causal_lm(model_key)
-    cands, notice = generator.next_token(loaded, (prompt or "") + (output or ""), temperature, top_p, int(top_k),
+    text = (prompt or "") + ("" if read == "prompt" else (output or ""))
+    cands, notice = generator.next_token(loaded, text, temperature, top_p, int(top_k),
                                          repetition_penalty=float(repetition_penalty))
     kept = "greedy choice" if temperature == 0 else "kept"
     rows = [[i + 1, repr(c.token), round(c.prob, 4), round(c.prob_tempered, 4), kept if c.kept else "cut",
              round(c.prob_final, 4)] for i, c in enumerate(cands)]
-    return next_token_figure(cands, temperature, top_p, int(top_k), float(repetition_penalty)), rows
+    return (next_token_figure(cands, temperature, top_p, int(top_k), float(repetition_penalty)), rows,
+            context_html(text, "The next token after"))
 
 
 def build() -> dict:
-    """Lay out and wire the tab; returns the widgets other views of the prefix read (prompt, output, model)."""
+    """Lay out and wire the tab; returns the widgets other views of the prefix read (prompt, output, model) and
+    the "compress this text" button."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=4, placeholder="Type the start of a text…",
@@ -138,6 +145,8 @@ def build() -> dict:
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="gen-go")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="gen-stop")
+                # The lesson's bridge (components/lesson.py wires it): this text, compressed by every coder.
+                carry = gr.Button("Compress this text →", elem_id="gen-compress")
             output = gr.Textbox(label="Generated text", lines=6, interactive=False, elem_id="gen-output")
             status = gr.Markdown("Press **Generate**.", elem_classes=["lmlab-status"], elem_id="gen-status")
             tokens = gr.HTML(label="Token view", elem_id="gen-tokens")
@@ -152,8 +161,11 @@ def build() -> dict:
             seed = WholeNumber(value=defaults.seed, minimum=0, label="Seed", info=meta["seed"].metadata["help"])
             chat = gr.Checkbox(value=defaults.chat_template, label="Use chat template", info=meta["chat_template"].metadata["help"])
     with gr.Accordion("Next-token view: what the sliders do to the distribution", open=True):
-        peek = gr.Button("Show the next-token distribution for prompt + generated text", elem_id="gen-peek")
-        plot = gr.Plot(label="Next-token candidates", elem_id="gen-next-plot")
+        with gr.Row(equal_height=True):
+            read = gr.Radio(READ_CHOICES, value="both", label="Read", elem_id="gen-peek-read", scale=2)
+            peek = gr.Button("Show the next-token distribution", elem_id="gen-peek", scale=1)
+        context = gr.HTML(elem_id="gen-peek-context", padding=False)
+        plot = gr.Plot(label="Next-token candidates", show_label=False, elem_id="gen-next-plot")
         table = gr.Dataframe(headers=["#", "token", "p (model)", "p (after penalty and temperature)", "top-k/top-p",
                                       "p (sampled)"],
                              label="Top candidates", interactive=False, wrap=True)
@@ -179,11 +191,16 @@ def build() -> dict:
     # Stop sets the session's event; the model checks it every step, so generation ends within one
     # token and the stream closes with its final "stopped" status.
     stop_btn.click(stop, None, None, queue=False, api_name="stop")
-    peek_inputs = [prompt, output, model, temperature, top_p, top_k, rep]
-    peek.click(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_name="next_token", **views)
+    peek_inputs = [prompt, output, model, temperature, top_p, top_k, rep, read]
+    peek.click(zerogpu.gpu(next_token), peek_inputs, [plot, table, context], api_name="next_token", **views)
+    # `input` fires for a drag and for a number typed in the slider's box (`release` only when the mouse lets
+    # go or the box loses focus); always_last drops the intermediate positions of a drag.
     for slider in (temperature, top_p, top_k, rep):
-        slider.release(zerogpu.gpu(next_token), peek_inputs, [plot, table], api_visibility="private",
-                       concurrency_id=views["concurrency_id"], trigger_mode="always_last")
+        slider.input(zerogpu.gpu(next_token), peek_inputs, [plot, table, context], api_visibility="private",
+                     concurrency_id=views["concurrency_id"], trigger_mode="always_last")
+    stale = stale_js("Show the next-token distribution", plots=1)
+    for changed in (prompt.change, output.change, read.change, model.change):
+        changed(None, None, [context, plot], js=stale, api_visibility="private", queue=False)
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
     model_note.attach(model, registry.CAUSAL_LM)  # the sizes when the model runs from a compressed checkpoint
-    return {"prompt": prompt, "output": output, "model": model}
+    return {"prompt": prompt, "output": output, "model": model, "carry": carry}

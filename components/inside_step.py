@@ -6,7 +6,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from components.common import WholeSlider, explain, guard
+from components.common import WholeSlider, context_html, explain, guard, stale_js
 from components.plots import FONT
 from models.core import registry, zerogpu
 from models.generation import inside_step
@@ -80,22 +80,30 @@ def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     return fig
 
 
-def _prefix(prompt: str, output: str) -> str:
-    return (prompt or "") + (output or "")
+# What the views read: the README's "The capital of France is" -> " Paris" needs the bare prompt.
+READ_CHOICES = [("prompt + generated text", "both"), ("the prompt only", "prompt")]
+
+
+def prefix(prompt: str, output: str, read: str = "both") -> str:
+    """The text a view of the next step reads: the prompt, plus the generated text unless ``read`` is "prompt"."""
+    return (prompt or "") + ("" if read == "prompt" else (output or ""))
 
 
 @guard
-def logit_lens(prompt, output, model_key, top_k):
-    """Logit lens of prompt + generated text: (figure, status)."""
-    lens = inside_step.logit_lens(registry.load_causal_lm(model_key), _prefix(prompt, output), top_k)
+def logit_lens(prompt, output, model_key, top_k, read="both"):
+    """Logit lens of the prefix (prompt + generated text, or the prompt only): (figure, status, context HTML)."""
+    text = prefix(prompt, output, read)
+    lens = inside_step.logit_lens(registry.load_causal_lm(model_key), text, top_k)
     status = f"{len(lens.prefix_tokens)} tokens read · {len(lens.rows) - 1} layers · next token {_show(lens.final_token)}"
-    return lens_figure(lens), (f"**Note:** {lens.notice} · " if lens.notice else "") + status
+    return (lens_figure(lens), (f"**Note:** {lens.notice} · " if lens.notice else "") + status,
+            context_html(text, "The logit lens and the attention map read"))
 
 
 @guard
-def attention(prompt, output, model_key, layer, head, window):
-    """One layer's and head's attention weights over the end of prompt + generated text: a figure."""
-    att = inside_step.attention_map(registry.load_causal_lm(model_key), _prefix(prompt, output), layer, head, window)
+def attention(prompt, output, model_key, layer, head, window, read="both"):
+    """One layer's and head's attention weights over the end of the prefix: a figure."""
+    att = inside_step.attention_map(registry.load_causal_lm(model_key), prefix(prompt, output, read), layer, head,
+                                    window)
     return attention_figure(att)
 
 
@@ -111,8 +119,9 @@ def _shape_update(model_key):
 def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
     """Lay out and wire the view; reads the Generate tab's prompt, generated text and model."""
     layers, heads = inside_step.config_shape(model.value) or (12, 12)
-    with gr.Accordion("Inside one step: logit lens and attention for prompt + generated text", open=False,
-                      elem_id="step-accordion"):
+    with gr.Tab("Logit lens and attention", id="inside-lens", elem_id="step-accordion"):
+        read = gr.Radio(READ_CHOICES, value="both", label="Read", elem_id="step-read",
+                        info="the Generate tab's prompt, with or without the text generated after it")
         with gr.Row():
             top_k = WholeSlider(1, 10, value=5, label="Guesses per layer", info="top-k of the logit lens",
                               elem_id="step-top-k")
@@ -122,21 +131,27 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
             window = WholeSlider(4, 48, value=16, label="Tokens shown",
                                info="the attention map shows the last n tokens", elem_id="step-window")
         look = gr.Button("Look inside the next step", variant="primary", elem_id="step-go")
+        context = gr.HTML(elem_id="step-context", padding=False)
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="step-status")
         lens_plot = gr.Plot(label="Logit lens", show_label=False, elem_id="step-lens")
         attn_plot = gr.Plot(label="Attention weights", show_label=False, elem_id="step-attention")
         explain("What do these pictures show?", EXPLANATION)
 
-    lens_inputs = [prompt, output, model, top_k]
-    attn_inputs = [prompt, output, model, layer, head, window]
-    look.click(zerogpu.gpu(logit_lens), lens_inputs, [lens_plot, status], api_name="logit_lens", concurrency_id="model")
+    lens_inputs = [prompt, output, model, top_k, read]
+    attn_inputs = [prompt, output, model, layer, head, window, read]
+    lens_outputs = [lens_plot, status, context]
+    look.click(zerogpu.gpu(logit_lens), lens_inputs, lens_outputs, api_name="logit_lens", concurrency_id="model")
     look.click(zerogpu.gpu(attention), attn_inputs, attn_plot, api_name="attention", concurrency_id="model")
     # `input` fires for a drag and for a number typed in the box (`release` only for the mouse); always_last
     # drops the intermediate positions of a drag.
-    top_k.input(zerogpu.gpu(logit_lens), lens_inputs, [lens_plot, status], api_visibility="private",
+    top_k.input(zerogpu.gpu(logit_lens), lens_inputs, lens_outputs, api_visibility="private",
                 concurrency_id="model", trigger_mode="always_last")
     for slider in (layer, head, window):
         slider.input(zerogpu.gpu(attention), attn_inputs, attn_plot, api_visibility="private",
                      concurrency_id="model", trigger_mode="always_last")
+    # A changed text (typed prompt, a new generation, the other reading) makes the pictures stale.
+    stale = stale_js("Look inside the next step", plots=2, texts=1)
+    for changed in (prompt.change, output.change, read.change, model.change):
+        changed(None, None, [context, lens_plot, attn_plot, status], js=stale, api_visibility="private", queue=False)
     model.change(_shape_update, model, [layer, head], api_visibility="private", queue=False)
 

@@ -62,8 +62,7 @@ def test_api_bad_inputs_are_clear_errors(client, tmp_path):
 
 @pytest.mark.browser
 def test_browser_compress_tab_shows_statistics(page, screenshot_dir):
-    page.get_by_role("tab", name="Compress", exact=True).click()
-    page.get_by_role("tab", name="Checkpoint", exact=True).click()
+    page.get_by_role("tab", name="Checkpoints", exact=True).click()
     page.locator("#ck-inspect").click()
     page.get_by_text("verified bit-exact").wait_for(timeout=240_000)
     page.get_by_text("entropy H").first.wait_for()

@@ -66,3 +66,15 @@ def test_bad_input(tiny_gpt2):
         coding_steps.encode_steps(TEXT, tiny_gpt2, n_tokens=0)
     with pytest.raises(InputError, match="seed"):
         coding_steps.sampling_steps(tiny_gpt2, seed=-1)
+
+
+def test_one_seed_one_decode(tiny_gpt2):
+    """A shorter decode of the same seed is a prefix of a longer one (u's bits do not depend on the length),
+    and the start text conditions the decode."""
+    bits, long = coding_steps.sampling_steps(tiny_gpt2, seed=3, n_tokens=12, precision="fp32")
+    bits_short, short = coding_steps.sampling_steps(tiny_gpt2, seed=3, n_tokens=5, precision="fp32")
+    assert bits == bits_short == coding_steps.random_bits(3)
+    assert [s.token_id for s in short] == [s.token_id for s in long[:5]]
+    _, after_prompt = coding_steps.sampling_steps(tiny_gpt2, seed=3, n_tokens=12, prompt="Once upon a time",
+                                                  precision="fp32")
+    assert [s.token_id for s in after_prompt] != [s.token_id for s in long]

@@ -24,7 +24,7 @@ def test_api_generate_streams(client):
 
 @pytest.mark.slow
 def test_api_next_token(client):
-    plot, table = client.predict("The capital of France is", "", "smollm2-135m-instruct", 0.7, 0.9, 10,
+    plot, table, context = client.predict("The capital of France is", "", "smollm2-135m-instruct", 0.7, 0.9, 10,
                                  api_name="/next_token")
     rows = table["data"]
     assert rows[0][1] == "' Paris'" and rows[0][4] == "kept"
@@ -107,7 +107,7 @@ def test_api_concurrent_generations_share_the_model_and_keep_their_text(app_url,
 
 @pytest.mark.slow
 def test_api_next_token_with_a_penalty(client):
-    plot, table = client.predict("The capital of France is Paris. The capital of France is", "",
+    plot, table, _ = client.predict("The capital of France is Paris. The capital of France is", "",
                                  "smollm2-135m-instruct", 0.0, 1.0, 0, 1.5, api_name="/next_token")
     rows = table["data"]
     assert rows[0][4] == "greedy choice" and rows[0][5] == 1.0

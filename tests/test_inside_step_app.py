@@ -29,7 +29,7 @@ def test_events_wait_in_the_model_queue():
 
 @pytest.mark.slow
 def test_api_logit_lens_and_attention(client):
-    plot, status = client.predict("The capital of France is", "", MODEL, 5, api_name="/logit_lens")
+    plot, status, _ = client.predict("The capital of France is", "", MODEL, 5, api_name="/logit_lens")
     assert "30 layers" in status and "Paris" in status
     figure = plot["plot"] if isinstance(plot, dict) and "plot" in plot else plot
     assert "Logit lens" in str(figure)
@@ -39,7 +39,9 @@ def test_api_logit_lens_and_attention(client):
 
 @pytest.mark.slow
 def test_api_beam_search(client):
-    plot, table, status = client.predict("The capital of France is", MODEL, 3, 1.0, 5, 0.8, 0, api_name="/beam_search")
+    plot, table, status, context = client.predict("The capital of France is", MODEL, 3, 1.0, 5, 0.8, 0,
+                                                  api_name="/beam_search")
+    assert "The capital of France is</div>" in context
     methods = [row[0] for row in table["data"]]
     assert methods[0] == "beam search #1 (returned)" and methods[-2:] == ["greedy", "sampling (temperature 0.8, seed 0)"]
     assert table["data"][0][1].startswith(" Paris") and "pruned" in status
@@ -70,7 +72,7 @@ def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
     page.locator("#gen-prompt textarea").fill("The capital of France is")
 
     # Inside one step: the logit lens ends on the model's answer, the attention map has one row per token
-    page.locator("#step-accordion").get_by_text("Inside one step").first.click()
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
     page.locator("#step-go").click()
     _plot_ready(page, "step-lens")
     _plot_ready(page, "step-attention")
@@ -94,7 +96,7 @@ def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
     page.locator("#step-attention").screenshot(path=str(out / "attention.png"))
 
     # Beam search: a tree with the returned path highlighted, and the comparison table
-    page.locator("#beam-accordion").get_by_text("Beam search").first.click()
+    page.get_by_role("tab", name="Beam search", exact=True).click()
     page.locator("#beam-go").click()
     _plot_ready(page, "beam-tree")
     expect(page.locator("#beam-table")).to_contain_text("greedy", timeout=180_000)

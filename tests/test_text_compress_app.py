@@ -61,7 +61,6 @@ def test_api_bad_inputs(client, tmp_path):
 @pytest.mark.slow
 def test_browser_text_tab(page, screenshot_dir):
     page.get_by_role("tab", name="Compress", exact=True).click()
-    page.get_by_role("tab", name="Text", exact=True).click()
     page.locator("#ct-text textarea").fill(
         "In 1905 Albert Einstein published four papers. The common words cost the model almost nothing; "
         "the names and the numbers are where the bits go.")
@@ -87,10 +86,10 @@ def test_api_dictionary_coders(client):
 @pytest.mark.browser
 def test_browser_lz77_next_to_lz78(page, screenshot_dir):
     page.get_by_role("tab", name="Compress", exact=True).click()
-    page.get_by_role("tab", name="Text", exact=True).click()
     page.locator("#ct-text textarea").fill(
         "the cat sat on the mat; the cat sat on the hat; the rat sat on the cat; that is that. "
         "the cat sat on the mat; the cat sat on the hat.")
+    page.get_by_role("tab", name="LZ77 and LZ78", exact=True).click()
     page.locator("#ct-dict-go").click()
     page.locator("#ct-lz78-dict tbody tr").nth(40).wait_for()
     assert page.locator("#ct-lz78-parse .lz78-phrase").count() > 20
@@ -105,9 +104,9 @@ def test_browser_lz77_next_to_lz78(page, screenshot_dir):
 def test_api_arithmetic_and_sampling_steps(client):
     fig, table, note = client.predict(SHORT, None, MODEL, 12, api_name="/arithmetic_steps")
     assert table.count("<tr>") == 1 + 12 and "are already settled" in note
-    fig, table, note = client.predict(MODEL, 5, 12, api_name="/sampling_steps")
+    fig, table, note = client.predict(MODEL, 5, 12, "", api_name="/sampling_steps")
     assert table.count("<tr>") == 1 + 12 and "u = 0." in note
-    again = client.predict(MODEL, 5, 12, api_name="/sampling_steps")
+    again = client.predict(MODEL, 5, 12, "", api_name="/sampling_steps")
     assert again[2] == note  # the same seed gives the same bits and the same tokens
     with pytest.raises(Exception, match="nothing to code"):
         client.predict("", None, MODEL, 12, api_name="/arithmetic_steps")
@@ -138,8 +137,8 @@ def test_browser_arithmetic_coding_steps(page, screenshot_dir):
     out = ROOT / "assets" / "screenshots" if os.environ.get("LMLAB_UPDATE_SCREENSHOTS") == "1" else screenshot_dir
     page.set_viewport_size({"width": 1400, "height": 1100})
     page.get_by_role("tab", name="Compress", exact=True).click()
-    page.get_by_role("tab", name="Text", exact=True).click()
     page.locator("#ct-text textarea").fill(SHORT)
+    page.get_by_role("tab", name="Arithmetic coding", exact=True).click()
     page.locator("#ct-ac-go").click()
     page.locator("#ct-ac-table tbody tr").nth(15).wait_for(timeout=300_000)  # SHORT is 16 tokens: 16 steps
     page.locator("#ct-ac-plot .plot-container").first.wait_for()
@@ -151,11 +150,14 @@ def test_browser_arithmetic_coding_steps(page, screenshot_dir):
     expect(page.locator("#ct-ac-note")).to_contain_text("are already settled")
     _shot_of(page, "#ct-ac-note", "#ct-ac-plot", out / "compress_arithmetic_steps.png")
 
-    page.locator("#ct-seed input").fill("0")
-    page.locator("#ct-sp-go").click()
-    page.locator("#ct-sp-table tbody tr").nth(19).wait_for(timeout=300_000)  # the slider above: 20 steps
-    page.locator("#ct-sp-plot .plot-container").first.wait_for()
-    chart = _chart(page, "ct-sp-plot")
+    page.get_by_role("tab", name="Sampling is decompression", exact=True).click()
+    page.locator("#sd-seed input").fill("0")
+    page.locator("#sd-n input[type=number]").fill("20")
+    page.locator("#sd-n input[type=number]").press("Enter")
+    page.locator("#sd-steps").click()
+    page.locator("#sd-table tbody tr").nth(19).wait_for(timeout=300_000)  # 20 tokens: 20 steps
+    page.locator("#sd-plot .plot-container").first.wait_for()
+    chart = _chart(page, "sd-plot")
     assert "the random number u" in chart["names"] and len(chart["rows"]) == 20
-    expect(page.locator("#ct-sp-note")).to_contain_text("u = 0.")
-    _shot_of(page, "#ct-sp-note", "#ct-sp-plot", out / "compress_sampling_steps.png")
+    expect(page.locator("#sd-steps-note")).to_contain_text("u = 0.")
+    _shot_of(page, "#sd-steps-note", "#sd-plot", out / "compress_sampling_steps.png")

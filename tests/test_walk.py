@@ -66,12 +66,12 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     _shot(page, "walk-generate", out)
 
     # Generate, below: inside one step (logit lens, attention) and beam search for the same prefix
-    page.locator("#step-accordion").get_by_text("Inside one step").first.click()
-    page.locator("#beam-accordion").get_by_text("Beam search").first.click()
-    _named(page, "Generate / inside one step, beam search")
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
+    _named(page, "Inside one step")
     page.locator("#step-go").click()
     page.wait_for_selector("#step-lens .js-plotly-plot")
     page.wait_for_selector("#step-attention .js-plotly-plot")
+    page.get_by_role("tab", name="Beam search", exact=True).click()
     page.locator("#beam-go").click()
     page.wait_for_selector("#beam-tree .js-plotly-plot")
     expect(page.locator("#beam-table")).to_contain_text("greedy")
@@ -107,17 +107,16 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=60_000)
 
     # Compress, checkpoint half: Huffman statistics of the embedded MiniLM, verified
-    page.get_by_role("tab", name="Compress", exact=True).click()
-    page.get_by_role("tab", name="Checkpoint", exact=True).click()
-    _named(page, "Compress / Checkpoint")
+    page.get_by_role("tab", name="Checkpoints", exact=True).click()
+    _named(page, "Checkpoints")
     page.locator("#ck-inspect").click()
     page.get_by_text("verified bit-exact").wait_for(timeout=240_000)
     page.get_by_text("entropy H").first.wait_for()
     _shot(page, "walk-compress-checkpoint", out)
 
     # Compress, text half: a paragraph through every coder, each row verified
-    page.get_by_role("tab", name="Text", exact=True).click()
-    _named(page, "Compress / Text")
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    _named(page, "Compress")
     page.locator("#ct-text textarea").fill(
         "The language model predicts each next token. Common words are nearly free; names such as "
         "Ada Lovelace and numbers such as 1843 cost many bits. An arithmetic coder turns those predictions "
@@ -129,6 +128,7 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
 
     # The same paragraph under the classic coders: LZ77's copies and LZ78's phrases, and its dictionary
     # (filled after Compress, without another click)
+    page.get_by_role("tab", name="LZ77 and LZ78", exact=True).click()
     page.locator("#ct-lz78-dict tbody tr").nth(30).wait_for()
     assert page.locator("#ct-lz78-parse .lz78-phrase").count() > 30
     assert page.locator("#ct-lz77-parse .lz-ref").count() > 0
@@ -136,6 +136,7 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     expect(page.locator("#ct-lz78-dict tbody tr").first).to_contain_text("= #0")  # the first phrase: empty + a char
 
     # Arithmetic coding step by step: one row per token of the paragraph, each its slice of the interval
+    page.get_by_role("tab", name="Arithmetic coding", exact=True).click()
     page.locator("#ct-ac-go").click()
     _plot_rows(page, "ct-ac-plot", 20)  # the slider's default
     assert page.locator("#ct-ac-table tbody tr").count() == 20
@@ -143,9 +144,12 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     expect(page.locator("#ct-ac-note")).to_contain_text("are already settled")
 
     # Sampling is decompression: the random number u falls into one slice per step
-    page.locator("#ct-sp-go").click()
-    names = _plot_rows(page, "ct-sp-plot", 20)
+    page.get_by_role("tab", name="Sampling is decompression", exact=True).click()
+    page.locator("#sd-n input[type=number]").fill("20")
+    page.locator("#sd-n input[type=number]").press("Enter")
+    page.locator("#sd-steps").click()
+    names = _plot_rows(page, "sd-plot", 20)
     assert "the random number u" in names
-    expect(page.locator("#ct-sp-note")).to_contain_text("u = 0.")
-    expect(page.locator("#ct-sp-plot")).to_contain_text("Sampling = decoding random bits")
+    expect(page.locator("#sd-steps-note")).to_contain_text("u = 0.")
+    expect(page.locator("#sd-plot")).to_contain_text("Sampling = decoding random bits")
     page.context.close()

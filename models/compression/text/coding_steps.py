@@ -120,18 +120,31 @@ def token_steps(ids: list[int], loaded: registry.Loaded, precision: str = "auto"
     return steps
 
 
-def sampling_steps(loaded: registry.Loaded, seed: int, n_tokens: int = 20, precision: str = "auto") -> \
-        tuple[str, list[Step]]:
-    """Sampling is decompression: u, a number in [0, 1) made of 512 random bits from ``seed``, falls
-    into one slice at each step; that slice's token is the sample. Returns (u's first bits, steps)."""
-    if not 1 <= n_tokens <= MAX_STEPS:
-        raise InputError(f"number of steps must be between 1 and {MAX_STEPS} (got {n_tokens})")
+SAMPLE_MAX = 200  # tokens one "decode random bits" may ask for (the picture draws the first MAX_STEPS)
+RANDOM_WORDS = SAMPLE_MAX + 8  # u is the same 32-bit words for every length, so a shorter decode is a prefix
+
+
+def random_bits(seed: int) -> str:
+    """The random bits of ``seed`` (numpy's default generator, 32-bit words, most significant bit first):
+    u = 0.b1 b2 b3 ... in binary. Every view of sampling-as-decoding reads these."""
     if not 0 <= int(seed) < 2**63:
         raise InputError("seed must be a non-negative integer")
-    rng = np.random.default_rng(int(seed))
-    raw = int.from_bytes(rng.bytes(64), "big")
-    u = Fraction(raw, 2**512)
+    words = np.random.default_rng(int(seed)).integers(0, 2**32, size=RANDOM_WORDS, dtype=np.uint64)
+    return "".join(format(int(w), "032b") for w in words)
+
+
+def sampling_steps(loaded: registry.Loaded, seed: int, n_tokens: int = 20, prompt: str = "",
+                   precision: str = "auto") -> tuple[str, list[Step]]:
+    """Sampling is decompression: u, the number 0.b1 b2 b3 ... made of the random bits of ``seed``
+    (``random_bits``), falls into one slice at each step after ``prompt``; that slice's token is the
+    sample (exact arithmetic, so the picture and the text are one decode). Returns (the bits, steps).
+    Raises InputError for n_tokens outside 1..SAMPLE_MAX or a negative seed."""
+    if not 1 <= n_tokens <= SAMPLE_MAX:
+        raise InputError(f"number of tokens must be between 1 and {SAMPLE_MAX} (got {n_tokens})")
+    bits = random_bits(seed)
+    u = Fraction(int(bits, 2), 2 ** len(bits))
     tmap = lm_codec.TokenMap(loaded.tokenizer)
+    prefix = tmap._encode_text(prompt) if prompt else []
     s = lm_codec.CodecSettings(precision=precision).for_model(loaded)
     runner = lm_codec._runner(loaded, precision)
     state = {"low": Fraction(0), "width": Fraction(1), "total": 0.0}
@@ -154,5 +167,6 @@ def sampling_steps(loaded: registry.Loaded, seed: int, n_tokens: int = 20, preci
                           _slices(probs, cdf, tmap), float(position)))
         return np.array([tid], dtype=np.int64)
 
-    lm_codec._lockstep(runner, [n_tokens], lm_codec._start_id(loaded.tokenizer), s.window, s.keep, choose)
-    return format(raw, "0512b")[:96], steps
+    lm_codec._lockstep(runner, [n_tokens], lm_codec._start_id(loaded.tokenizer), s.window, s.keep, choose,
+                       prefix=prefix)
+    return bits, steps
