@@ -83,8 +83,11 @@ def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
     page.wait_for_timeout(500)
     page.locator("#step-lens").screenshot(path=str(out / "logit_lens.png"))
     # A longer prefix, and a typed layer and head redraw the map (layer 2, head 2 reads the previous token)
+    page.get_by_role("tab", name="Generate", exact=True).click()
     page.locator("#gen-prompt textarea").fill(
         "Once upon a time, in a small village by the sea, there lived an old fisherman who")
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
+    page.locator("#step-go").click()  # the new text made the pictures stale
     for elem_id, value in (("step-layer", "2"), ("step-head", "2")):
         box = page.locator(f"#{elem_id} input[type=number]")
         box.fill(value)
