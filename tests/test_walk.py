@@ -81,7 +81,7 @@ def test_walk_through_every_tab(browser, app_url, screenshot_dir):
     _named(page, "NER")
     page.locator("#ner-text textarea").fill("Marie Curie worked in Paris with the University of Paris before the Nobel Committee honoured her.")
     page.locator("#ner-go").click()
-    expect(page.locator("#ner-highlighted")).to_contain_text("Marie Curie")
+    expect(page.locator("#ner-highlighted")).to_contain_text("Marie Curie", timeout=120_000)
     expect(page.locator("#ner-table")).to_contain_text("PER")
     _shot(page, "walk-ner", out)
 
