@@ -63,7 +63,12 @@ def on_task(task, preset):
     cfg = view.recipe(task, preset)
     bases, sets = base_choices(task), dataset_choices(task)
     return [gr.Dropdown(choices=bases, value=cfg.base), gr.Dropdown(choices=sets, value=cfg.dataset),
-            gr.Dropdown(visible=task == runconfig.CAUSAL_LM)] + [getattr(cfg, name) for name in FORM_FIELDS + FLAGS + LORA_FIELDS]
+            gr.Dropdown(visible=cfg.base == "scratch-gpt2")] + [getattr(cfg, name) for name in FORM_FIELDS + FLAGS + LORA_FIELDS]
+
+
+def on_base(base, method):
+    """A GPT-2 from scratch shows its size and trains fully; a pretrained base hides the size."""
+    return view.method_for(base, method), gr.Dropdown(visible=base == "scratch-gpt2")
 
 
 def on_dataset(task, dataset, upload):
@@ -228,7 +233,8 @@ def build() -> None:
             base = gr.Dropdown(base_choices(cfg.task), value=cfg.base, label="Base model", elem_id="ft-base",
                                info=f"{meta['base'].metadata['help']}. {registry.MORE_MODELS}")
             scratch = gr.Dropdown(["tiny", "small", "medium"], value=cfg.scratch_size, label="Size from scratch",
-                                  info=meta["scratch_size"].metadata["help"], elem_id="ft-scratch")
+                                  info=meta["scratch_size"].metadata["help"], elem_id="ft-scratch",
+                                  visible=cfg.base == "scratch-gpt2")
             dataset = gr.Dropdown(dataset_choices(cfg.task), value=cfg.dataset, label="Dataset", elem_id="ft-dataset")
             upload = gr.File(label="Your data (.txt or CoNLL)", file_types=[".txt", ".conll", ".tsv", ".iob"],
                              type="filepath", elem_id="ft-upload")
@@ -294,7 +300,7 @@ def build() -> None:
     gr.on([task.change, preset.change], on_task, [task, preset], [base, dataset, scratch, *numbers],
           api_visibility="private")
     method = numbers[len(FORM_FIELDS) + len(FLAGS)]
-    base.input(view.method_for, [base, method], method, api_visibility="private", queue=False)
+    base.input(on_base, [base, method], [method, scratch], api_visibility="private", queue=False)
     # triggers=None: on page load and whenever one of the inputs changes.
     gr.on(None, on_dataset, [task, dataset, upload], [data_info, preview], api_visibility="private")
     gr.on(None, command, form, cmd, api_visibility="private", queue=False)
