@@ -11,7 +11,7 @@ STAMP   = $(VENV)/.installed
 LMLAB_DATA_DIR ?=
 export LMLAB_DATA_DIR
 
-.PHONY: run test setup assets browser bench lint clean
+.PHONY: run test setup assets browser engines bench lint clean
 
 # Re-install only when a requirements file changed: the second `make run` is quick.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -31,6 +31,11 @@ run: setup
 # Chromium for the browser tests where it can be had (see tests/chromium.sh); they skip where not.
 browser: $(STAMP)
 	bash tests/chromium.sh $(PY)
+
+# vLLM for CPUs in its own environment, outside the clone ($$LMLAB_HOME/engines/vllm; ~3.5 GB, 6-11 min):
+# the remote engine's integration tests (marked `engine`) run once it is there and skip, saying so, before.
+engines: $(STAMP)
+	$(PY) -m models.engines.vllm_server install
 
 test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

@@ -98,6 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--public", action="store_true", help="public-hosting restrictions (on by default on a Space)")
     parser.add_argument("--no-batching", action="store_true",
                         help="run each model request alone, one after another (env LMLAB_BATCHING=0): for comparison and debugging")
+    parser.add_argument("--engine-url", default=None,
+                        help="an OpenAI-compatible model server (vLLM), e.g. http://gpu-box:8000/v1: its model joins "
+                             "the Generate picker (env LMLAB_ENGINE_URL)")
+    parser.add_argument("--engine-model", default=None,
+                        help="the model's name on that server (env LMLAB_ENGINE_MODEL; default: the first it lists)")
     return parser.parse_args(argv)
 
 
@@ -119,6 +124,10 @@ def apply_args(args: argparse.Namespace) -> None:
         os.environ["LMLAB_PUBLIC"] = "1"
     if args.no_batching:
         os.environ["LMLAB_BATCHING"] = "0"
+    if args.engine_url:
+        os.environ["LMLAB_ENGINE_URL"] = args.engine_url
+    if args.engine_model:
+        os.environ["LMLAB_ENGINE_MODEL"] = args.engine_model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from components.common import WholeNumber, WholeSlider, context_html, explain, g
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
 from models.core import registry, zerogpu
-from models.engines import engine
+from models.engines import engine, serving
 from models.generation import generator
 
 EXAMPLES = [
@@ -40,7 +40,7 @@ _running_lock = threading.Lock()
 
 
 def model_choices() -> list[tuple[str, str]]:
-    return registry.choices(registry.CAUSAL_LM)
+    return serving.choices()  # a model server's model (--engine-url) first, then the models that run here
 
 
 def _settings(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, chat) -> generator.SamplingSettings:
@@ -58,12 +58,14 @@ def _status(ev: generator.StreamEvent, running: bool) -> str:
     decoding = max(0.0, ev.seconds - (ev.first_token_seconds or 0.0))
     rate = (n - 1) / decoding if n > 1 and decoding > 0 else 0.0
     reason = {"eos": "the model ended the text", "length": "reached max new tokens", "stopped": "stopped by you",
-              "context": "reached the model's context length"}.get(ev.finish_reason, "")
+              "context": "reached the model's context length",
+              "dropped": "the model server closed the stream"}.get(ev.finish_reason, "")
     head = "**Generating…**" if running else f"**Done** — {reason}"
     bits = ev.total_bits
     bpt = bits / n if n else 0.0
     others = ev.sharing - 1
     sharing = f" · sharing the model with {others} other {'request' if others == 1 else 'requests'}" if others else ""
+    sharing += f" · {ev.engine}" if ev.engine else ""
     # A rate needs at least two tokens after the first one's wait; a count of one is "1 token".
     speed = f" · {rate:.1f} tokens per second for you" if n > 2 and rate > 0 else ""
     msg = (f"{head} · {n} {'token' if n == 1 else 'tokens'}{speed}{sharing} · **{bits:.0f} bits** in total "
@@ -81,7 +83,6 @@ def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repet
              request: gr.Request):
     """Stream the continuation of `prompt`: (text so far, token view HTML, status)."""
     s = _settings(temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, chat)
-    loaded = registry.load_causal_lm(model_key)
     cancel = threading.Event()
     session = getattr(request, "session_hash", None) or str(id(cancel))
     with _running_lock:
@@ -91,11 +92,13 @@ def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repet
         _running[session] = cancel
     try:
         strip = GrowingStrip()
-        compressed = registry.compressed_note(model_key, registry.CAUSAL_LM, loaded=True)
-        for ev in generator.stream(loaded, prompt, s, cancel):
+        compressed = None
+        for ev in serving.stream(model_key, prompt, s, cancel):
+            if compressed is None:  # once the model has loaded
+                compressed = registry.compressed_note(model_key, registry.CAUSAL_LM, loaded=True)
             status = _status(ev, not ev.done)
             status = f"{status} · model {compressed}" if compressed else status
-            yield ev.text, strip(ev.tokens), f"{status}\n\n**Note:** {loaded.note}" if loaded.note else status
+            yield ev.text, strip(ev.tokens), f"{status}\n\n**Note:** {ev.model_note}" if ev.model_note else status
     finally:
         # Reached on normal end, on Stop, and when Gradio closes the generator (tab closed).
         cancel.set()
@@ -119,14 +122,18 @@ READ_CHOICES = [("prompt + generated text", "both"), ("the prompt only", "prompt
 def next_token(prompt, output, model_key, temperature, top_p, top_k, repetition_penalty=1.0, read="both"):
     """The distribution of the next token after prompt + output (or the prompt only, read="prompt"), before and
     after the sliders: (figure, table rows, context HTML)."""
-    loaded = registry.load_causal_lm(model_key)
     text = (prompt or "") + ("" if read == "prompt" else (output or ""))
-    cands, notice = generator.next_token(loaded, text, temperature, top_p, int(top_k),
-                                         repetition_penalty=float(repetition_penalty))
+    cands, notice = serving.next_token(model_key, text, temperature, top_p, int(top_k),
+                                       repetition_penalty=float(repetition_penalty))
     kept = "greedy choice" if temperature == 0 else "kept"
-    rows = [[i + 1, repr(c.token), round(c.prob, 4), round(c.prob_tempered, 4), kept if c.kept else "cut",
-             round(c.prob_final, 4)] for i, c in enumerate(cands)]
-    return (next_token_figure(cands, temperature, top_p, int(top_k), float(repetition_penalty)), rows,
+
+    def shown(p: float):  # a model server sends the model's probabilities only: the other columns are "—"
+        return "—" if p != p else round(p, 4)
+
+    rows = [[i + 1, repr(c.token), shown(c.prob), shown(c.prob_tempered),
+             (kept if c.kept else "cut") if c.prob_final == c.prob_final else "—", shown(c.prob_final)]
+            for i, c in enumerate(cands)]
+    return (next_token_figure(cands, temperature, top_p, int(top_k), float(repetition_penalty), notice), rows,
             context_html(text, "The next token after"))
 
 

@@ -7,12 +7,25 @@ import plotly.graph_objects as go
 FONT = dict(size=16)
 
 
-def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penalty: float = 1.0) -> go.Figure:
-    """Grouped bars per candidate token: model, after penalty and temperature, after top-k/top-p (cut = grey)."""
+def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penalty: float = 1.0,
+                      note: str = "") -> go.Figure:
+    """Grouped bars per candidate token: model, after penalty and temperature, after top-k/top-p (cut = grey).
+
+    Candidates from a model server carry the model's probability only (the other stages are NaN): one bar
+    each, and ``note`` (what the server does not send) under the title."""
     labels = [repr(c.token)[1:-1] or "∅" for c in cands]
     labels = [f"{i + 1}. {t}" for i, t in enumerate(labels)]
     fig = go.Figure()
     fig.add_bar(name="model (T = 1)", x=labels, y=[c.prob for c in cands], marker_color="#94a3b8")
+    if cands and all(c.prob_tempered != c.prob_tempered for c in cands):  # NaN: from a model server
+        shown = sum(c.prob for c in cands)
+        lines = _wrap(note, 75)
+        fig.update_layout(font=FONT, height=430 + 18 * lines.count("<br>"), yaxis_title="probability",
+                          margin=dict(l=40, r=10, t=80 + 20 * (lines.count("<br>") + 1), b=90),
+                          title=dict(text=f"The server's top {len(cands)} tokens: {shown:.0%} of the probability"
+                                          f"<br><sup>{lines}</sup>"),
+                          showlegend=False, xaxis_tickangle=-40)
+        return fig
     stage = f"temperature {temperature:g}" if temperature else "greedy (temperature 0)"
     if penalty != 1.0:
         stage = f"penalty {penalty:g}, {stage}"
@@ -26,6 +39,13 @@ def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penal
                       yaxis_title="probability", legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
                       xaxis_tickangle=-40)
     return fig
+
+
+def _wrap(text: str, width: int = 110) -> str:
+    """Plotly titles do not wrap: break a sentence into <br>-separated lines."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width))
 
 
 def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str = "Loss",

@@ -20,6 +20,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["LMLAB_OFFLINE"] = "1"
 _real_home = Path(os.environ.get("LMLAB_HOME") or Path.home() / ".cache" / "lmlab").expanduser()
 os.environ.setdefault("LMLAB_ASSETS_DIR", str(_real_home / "assets"))
+os.environ.setdefault("LMLAB_ENGINES_DIR", str(_real_home / "engines"))  # vLLM, installed by `make engines`
 SAMPLE_DATA = ROOT / "tests" / "data"
 
 

@@ -31,3 +31,7 @@ class FingerprintMismatch(LMLabError):
 
 class Cancelled(LMLabError):
     """The user asked to stop."""
+
+
+class ServerError(LMLabError):
+    """A model server (an OpenAI-compatible engine such as vLLM) is down, slow, refused or dropped a request."""

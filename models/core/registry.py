@@ -25,6 +25,7 @@ from models.core.device import DeviceInfo, pick
 from models.core.errors import LMLabError, ModelUnavailable
 
 CAUSAL_LM = "causal-lm"
+SERVED_PREFIX = "remote:"  # keys of models on a model server (models.engines.remote): not loadable here
 TOKEN_CLASSIFICATION = "token-classification"
 
 
@@ -252,6 +253,13 @@ def get(key: str, task: str | None = None) -> ModelSpec:
         folder = Path(key[len("local:"):])
         if (folder / "config.json").exists():
             return ModelSpec(key, folder.name, task or _folder_task(folder), "local", str(folder))
+    if key.startswith(SERVED_PREFIX):
+        # A model on a model server (models.engines.remote) streams tokens and their probabilities only.
+        here = next((spec.label for spec in catalogue(task or CAUSAL_LM)), "a model of the list")
+        raise ModelUnavailable(
+            f"{key[len(SERVED_PREFIX):] or 'This model'} runs on a model server, which sends the tokens and their "
+            f"probabilities but not the model's insides (hidden states, attention, every score) that this needs. "
+            f"It needs a model that runs here: choose {here} in the Model list.")
     raise ModelUnavailable(f"unknown model {key!r}; choose one from the list")
 
 

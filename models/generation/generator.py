@@ -79,6 +79,8 @@ class StreamEvent:
     first_token_seconds: float | None = None
     sharing: int = 1  # sequences in this request's latest forward pass (1 when running alone)
     queue_position: int = 0  # 1-based place in the queue while waiting for room in the batch
+    engine: str = ""  # where the model runs, when not here (e.g. "served by gpu-box:8000")
+    model_note: str = ""  # what loading the model changed that a user should know (``registry.Loaded.note``)
 
     @property
     def total_bits(self) -> float:
@@ -200,7 +202,8 @@ def stream(loaded: Loaded, prompt: str, s: SamplingSettings, cancel: threading.E
     def event(**kw) -> StreamEvent:
         return StreamEvent(tok.decode(ids, skip_special_tokens=True), tokens, notice=notice, prompt_tokens=n_prompt,
                            seconds=time.perf_counter() - started, first_token_seconds=first,
-                           sharing=request.sharing, queue_position=request.queue_position, **kw)
+                           sharing=request.sharing, queue_position=request.queue_position,
+                           model_note=getattr(loaded, "note", ""), **kw)
 
     def take(item) -> None:
         token_id, logprob, top_p, top_i = item
