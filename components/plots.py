@@ -20,10 +20,11 @@ def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penal
     if cands and all(c.prob_tempered != c.prob_tempered for c in cands):  # NaN: from a model server
         shown = sum(c.prob for c in cands)
         lines = _wrap(note, 75)
-        fig.update_layout(font=FONT, height=430 + 18 * lines.count("<br>"), yaxis_title="probability",
-                          margin=dict(l=40, r=10, t=80 + 20 * (lines.count("<br>") + 1), b=90),
+        rows = lines.count("<br>") + 1
+        fig.update_layout(font=FONT, height=400 + 30 * rows, yaxis_title="probability",
+                          margin=dict(l=40, r=10, t=55 + 28 * rows, b=90),
                           title=dict(text=f"The server's top {len(cands)} tokens: {shown:.0%} of the probability"
-                                          f"<br><sup>{lines}</sup>"),
+                                          f"<br><sup>{lines}</sup>", yref="container", y=0.97, yanchor="top"),
                           showlegend=False, xaxis_tickangle=-40)
         return fig
     stage = f"temperature {temperature:g}" if temperature else "greedy (temperature 0)"
