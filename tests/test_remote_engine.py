@@ -159,11 +159,11 @@ def test_the_app_streams_the_servers_model(remote_client):
     assert html.count("class='tok'") == 24 and "top-5" in html
     again = remote_client.predict("Once upon a time,", *GEN.values(), api_name="/generate")[0]
     assert again == text  # same seed, same text, through the app
-    plot, table = remote_client.predict("The capital of France is", "", KEY, 0.7, 0.9, 10, 1.0,
+    plot, table, context = remote_client.predict("The capital of France is", "", KEY, 0.7, 0.9, 10, 1.0,
                                         api_name="/next_token")
     rows = table["data"]
     assert len(rows) == 20 and rows[0][1] == "' Paris'" and rows[0][3] == "—"
-    assert "not shown" in str(plot)
+    assert "not shown" in str(plot) and "The capital of France is" in context
 
 
 def test_views_that_need_the_insides_say_so(remote_client):
