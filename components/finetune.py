@@ -231,7 +231,7 @@ def build() -> None:
                               label="Recipe", elem_id="ft-preset",
                               info="the demo fits a lesson; the full recipe is the one of the benchmark tables")
             base = gr.Dropdown(base_choices(cfg.task), value=cfg.base, label="Base model", elem_id="ft-base",
-                               info=f"{meta['base'].metadata['help']}. {registry.MORE_MODELS}")
+                               info=f"{meta['base'].metadata['help']}. {registry.more_models_note()}".strip())
             scratch = gr.Dropdown(["tiny", "small", "medium"], value=cfg.scratch_size, label="Size from scratch",
                                   info=meta["scratch_size"].metadata["help"], elem_id="ft-scratch",
                                   visible=cfg.base == "scratch-gpt2")

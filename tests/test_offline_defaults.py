@@ -39,7 +39,7 @@ def test_offline_pickers_offer_what_loads_and_say_how_to_get_more(nothing_here):
         keys = [key for _, key in props[picker]["choices"]]
         assert keys and all(registry.availability(registry.get(k, task))[0] for k in keys if k != "scratch-gpt2")
         assert not any("needs download" in label for label, _ in props[picker]["choices"])
-        assert "once LM Lab has reached the Hugging Face hub" in props[picker]["info"]
+        assert "more appear once LM Lab can reach the Hugging Face hub" in props[picker]["info"]
     assert "openai-community/gpt2" not in [key for _, key in props["gen-model"]["choices"]]
     assert props["ner-model"]["value"] == "spacy-en_core_web_sm"
     assert props["ner-aggregation"]["visible"] is False and props["ner-threshold"]["visible"] is False

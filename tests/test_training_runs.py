@@ -74,8 +74,7 @@ def test_snapshot_history_and_zip_come_from_the_files(finished_run):
     assert snap.series["training loss"][0] == [1, 2, 3, 4, 5, 6]
     assert snap.series["validation loss"][0] == [3, 6]
     assert [row[0] for row in snap.evaluation][:3] == ["test perplexity (lower is better)",
-                                                       "test loss (bits per token)",
-                                                       "test loss (nats per token, = bits × ln 2)"]
+                                                       "test loss, bits per token", "same in nats (× ln 2)"]
     perplexity, bits, nats = (row[2] for row in snap.evaluation[:3])
     assert bits == pytest.approx(nats / math.log(2), abs=1e-3) and perplexity == pytest.approx(2 ** bits, rel=1e-3)
     records = [r for r in runs.read_metrics(run_id) if r.get("loss") is not None and "event" not in r]

@@ -107,8 +107,8 @@ def catalogue(task: str) -> list[ModelSpec]:
 
 
 # The one line a picker shows under itself: how the list grows (offline it lists only what can load now).
-MORE_MODELS = ("More models appear here once LM Lab has reached the Hugging Face hub (a model downloaded once "
-               "stays), or when whoever runs LM Lab adds model folders; fine-tuned models appear when a run ends.")
+MORE_MODELS = ("Offline: only the models on this computer are listed; more appear once LM Lab can reach the "
+               "Hugging Face hub.")
 
 
 def more_models_note() -> str:

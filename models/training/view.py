@@ -254,8 +254,8 @@ def snapshot(run_id: str) -> Snapshot:
         for side in (before, after):
             if side.get("loss") is not None:
                 side["bits"] = side["loss"] / LN2
-        keys = [("perplexity", "test perplexity (lower is better)"), ("bits", "test loss (bits per token)"),
-                ("loss", "test loss (nats per token, = bits × ln 2)"),
+        keys = [("perplexity", "test perplexity (lower is better)"), ("bits", "test loss, bits per token"),
+                ("loss", "same in nats (× ln 2)"),
                 ("bleu", "BLEU of greedy continuations"), ("chrf", "chrF of greedy continuations")]
         after_sample = after.get("example_output")
         if after_sample or before.get("example_output"):
