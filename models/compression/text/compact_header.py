@@ -6,11 +6,12 @@ only what the decoder cannot work out itself; everything else it recomputes from
 and the preset (weights and tokenizer hashes, machine, library versions, window rule)::
 
     magic b"LMLT"   4 bytes
-    version 3       1 byte
+    version         1 byte: 3 (the model alone) or 4 (the mixing coder, ``mixing.py``)
     flags           1 byte: bits 0-1 mode (0 text, 1 mixed, 2 bytes), bits 2-3 preset (PRESET_IDS),
                             bits 4-7 CPU threads - 1
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
                             bit 7 "sized" (a payload length follows: records back to back)
+    mixer           1 byte, version 4 only: the mixer's id (MIXER_IDS), its settings the build's default
     digest          8 bytes: the fingerprint digest (below)
     check           4 bytes: the first 32 bits of the sha256 of the original bytes
     n_bytes, n_tokens       unsigned LEB128 varints
@@ -20,7 +21,7 @@ and the preset (weights and tokenizer hashes, machine, library versions, window 
 The 64-bit digest covers the whole fingerprint in four slices, so that a mismatch can be named
 without storing the fingerprint: the model's weights and tokenizer (24 bits), the machine (device
 type and CPU/GPU kernel family, 16 bits), the library versions (16 bits) and the codec with its
-settings (8 bits). The decoder recomputes each slice from its own setup and names the ones that
+settings (8 bits; with the mixer's settings in version 4). The decoder recomputes each slice from its own setup and names the ones that
 differ. The lane count is not stored: the preset's rule derives it from the token count.
 
 There is no payload CRC: a damaged payload decodes to other text, which the 32-bit check of the
@@ -39,7 +40,10 @@ from models.core.errors import CorruptFile, FingerprintMismatch
 
 MAGIC = b"LMLT"
 VERSION = 3
+VERSION_MIXED = 4
+VERSIONS = (VERSION, VERSION_MIXED)
 _FIXED = struct.Struct("<4sBBB8s4s")  # magic, version, flags, model, digest, check
+_MIXED = struct.Struct("<4sBBBB8s4s")  # magic, version, flags, model, mixer, digest, check
 
 # Stable ids: a file stores the number, so never renumber or reuse one (append new models).
 MODEL_IDS = {
@@ -48,6 +52,7 @@ MODEL_IDS = {
     "distilbert/distilgpt2": 3,
     "HuggingFaceTB/SmolLM2-135M": 4,
 }
+MIXER_IDS = {"mix-1": 1}  # the default settings of each mixer algorithm; never renumber
 PRESET_IDS = ("fast", "compact")  # names in lm_codec.PRESETS; index = the id in the flags
 MODES = ("text", "mixed", "bytes")
 PRECISIONS = ("bf16", "fp32")
@@ -124,8 +129,10 @@ def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
 
 
 def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fingerprint_digest: bytes,
-         data_sha256: bytes, n_bytes: int, n_tokens: int, payload: bytes, sized: bool = False) -> bytes:
-    """One record; ``sized`` writes the payload length so that records can follow each other."""
+         data_sha256: bytes, n_bytes: int, n_tokens: int, payload: bytes, sized: bool = False,
+         mixer: str | None = None) -> bytes:
+    """One record; ``sized`` writes the payload length so that records can follow each other;
+    ``mixer`` (a MIXER_IDS name) makes it a version 4 record of the mixing coder."""
     if not eligible(model, mode, preset, precision, threads):
         raise ValueError("these settings need the version 2 header")
     flags = MODES.index(mode) | PRESET_IDS.index(preset) << 2 | (threads - 1) << 4
@@ -135,7 +142,10 @@ def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fi
     cut = payload
     while len(payload) - len(cut) < 3 and cut.endswith(b"\0"):  # only within the last word: the count stays
         cut = cut[:-1]
-    out = _FIXED.pack(MAGIC, VERSION, flags, byte, fingerprint_digest, data_sha256[:4])
+    if mixer is None:
+        out = _FIXED.pack(MAGIC, VERSION, flags, byte, fingerprint_digest, data_sha256[:4])
+    else:
+        out = _MIXED.pack(MAGIC, VERSION_MIXED, flags, byte, MIXER_IDS[mixer], fingerprint_digest, data_sha256[:4])
     out += _varint(n_bytes) + _varint(n_tokens) + (_varint(len(cut)) if sized else b"")
     return out + cut
 
@@ -143,18 +153,27 @@ def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fi
 def unpack(blob: bytes) -> tuple[dict, bytes, int]:
     """(header, payload, record length). The header has the keys the version 2 reader gives where
     the file knows them; window, keep and start_id are filled in by the decoder from the preset."""
-    if len(blob) < _FIXED.size:
+    fixed = _MIXED if blob[4:5] == bytes([VERSION_MIXED]) else _FIXED
+    if len(blob) < fixed.size:
         raise CorruptFile(f"not a whole LM Lab text header: only {len(blob)} bytes (truncated?)")
-    magic, version, flags, byte, fp_digest, check = _FIXED.unpack_from(blob)
-    if magic != MAGIC or version != VERSION:
-        raise CorruptFile("not a version 3 LM Lab text record")
+    mixer_id = 0
+    if fixed is _MIXED:
+        magic, version, flags, byte, mixer_id, fp_digest, check = _MIXED.unpack_from(blob)
+    else:
+        magic, version, flags, byte, fp_digest, check = _FIXED.unpack_from(blob)
+    if magic != MAGIC or version not in VERSIONS:
+        raise CorruptFile("not a version 3 or 4 LM Lab text record")
+    mixer = next((k for k, v in MIXER_IDS.items() if v == mixer_id), None)
+    if version == VERSION_MIXED and mixer is None:
+        raise CorruptFile(f"the header names mixer id {mixer_id}: unknown here (a newer LM Lab wrote it, or the "
+                          "file is corrupt)")
     mode, preset, threads = flags & 3, (flags >> 2) & 3, (flags >> 4) + 1
     model_id, precision, sized = byte & 0x3F, (byte >> 6) & 1, byte >> 7
     model = next((k for k, v in MODEL_IDS.items() if v == model_id), None)
     if model is None or mode >= len(MODES) or preset >= len(PRESET_IDS):
         raise CorruptFile(f"the header names model id {model_id}, mode {mode}, preset {preset}: unknown here "
                           "(a newer LM Lab wrote it, or the file is corrupt)")
-    n_bytes, pos = _read_varint(blob, _FIXED.size)
+    n_bytes, pos = _read_varint(blob, fixed.size)
     n_tokens, pos = _read_varint(blob, pos)
     if sized:
         size, pos = _read_varint(blob, pos)
@@ -165,20 +184,22 @@ def unpack(blob: bytes) -> tuple[dict, bytes, int]:
         size = len(blob) - pos
     end = pos + size
     payload = blob[pos:end] + b"\0" * (-size % 4)
-    header = {"format": "lmlab-text", "version": VERSION, "mode": MODES[mode], "n_bytes": n_bytes,
+    header = {"format": "lmlab-text", "version": version, "mode": MODES[mode], "n_bytes": n_bytes,
               "n_tokens": n_tokens, "sha256": check.hex(), "preset": PRESET_IDS[preset], "threads": threads,
               "payload_bytes": size, "header_bytes": pos,
               "fingerprint": {"model": model, "precision": PRECISIONS[precision], "digest": fp_digest.hex()}}
+    if mixer is not None:
+        header["mixer_id"] = mixer
     return header, payload, end
 
 
 def record_length(blob: bytes, pos: int) -> int:
-    """Bytes of the version 3 record starting at ``pos`` (to the end unless it is sized)."""
+    """Bytes of the version 3 or 4 record starting at ``pos`` (to the end unless it is sized)."""
     return unpack(blob[pos:])[2]
 
 
 def sized(record: bytes) -> bytes:
-    """The same version 3 record with its payload length written, so another record may follow."""
+    """The same version 3 or 4 record with its payload length written, so another record may follow."""
     header, payload, end = unpack(record)
     if end != len(record):
         raise ValueError("expected exactly one record")

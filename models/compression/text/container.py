@@ -80,14 +80,14 @@ def unpack(blob: bytes) -> tuple[dict, bytes]:
     magic, version, n = _PREFIX.unpack_from(blob)
     if magic != MAGIC:
         raise CorruptFile(f"not an LM Lab text file: magic {magic!r}, expected {MAGIC!r} (files end in {SUFFIX})")
-    if version == compact_header.VERSION:
+    if version in compact_header.VERSIONS:
         header, payload, end = compact_header.unpack(blob)
         if end != len(blob):
             raise CorruptFile(f"{len(blob) - end:,} bytes follow the record: the file has extra bytes")
         return header, payload
     if version != VERSION:
         raise CorruptFile(f"format version {version} is not supported here (this build reads versions "
-                          f"{VERSION} and {compact_header.VERSION})")
+                          f"{VERSION}, {compact_header.VERSION} and {compact_header.VERSION_MIXED})")
     if n > MAX_HEADER or _PREFIX.size + n > len(blob):
         raise CorruptFile(f"header length {n} exceeds the file size {len(blob)} (truncated or corrupt file)")
     try:
@@ -108,7 +108,7 @@ def join_records(records: list[bytes]) -> bytes:
     """One file of several records back to back (a compact record then states its payload length)."""
     if len(records) < 2:
         return b"".join(records)
-    return b"".join(compact_header.sized(r) if r[4:5] == bytes([compact_header.VERSION]) else r for r in records)
+    return b"".join(compact_header.sized(r) if r[4:5] and r[4] in compact_header.VERSIONS else r for r in records)
 
 
 def split_records(blob: bytes) -> list[bytes]:
@@ -118,7 +118,7 @@ def split_records(blob: bytes) -> list[bytes]:
         if len(blob) - pos < _PREFIX.size:
             raise CorruptFile(f"{len(blob) - pos} stray bytes at the end of the file (truncated?)")
         magic, version, n = _PREFIX.unpack_from(blob, pos)
-        if magic == MAGIC and version == compact_header.VERSION:
+        if magic == MAGIC and version in compact_header.VERSIONS:
             end = pos + compact_header.record_length(blob, pos)
             records.append(blob[pos:end])
             pos = end

@@ -46,10 +46,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from models.compression.text import compact_header
+from models.compression.text import compact_header, mixing
 from models.compression.text import container as text_container
 from models.core import registry, torch_internals
-from models.core.errors import Cancelled, CorruptFile, InputError
+from models.core.errors import Cancelled, CorruptFile, FingerprintMismatch, InputError
 from models.engines import kv_cache
 
 CODEC = "lm-range-1"
@@ -473,9 +473,12 @@ class TokenCost:
 class LMResult:
     blob: bytes  # the whole compressed file
     header: dict
-    tokens: list[TokenCost]
+    tokens: list[TokenCost]  # bits under the distribution the coder used (the mixed one when mixing)
     seconds: float
     note: str = ""
+    model_bits: float = 0.0  # sum of -log2 p under the model alone (equals the tokens' sum without a mixer)
+    mix_trace: list[mixing.TokenTrace] | None = None  # per token, when compress(..., trace=True) mixed
+    mix_seconds: float = 0.0  # time spent in the mixer (predict + update), part of ``seconds``
 
     @property
     def n_bytes(self) -> int:
@@ -497,8 +500,34 @@ class LMResult:
 
 
 def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
-             progress: Progress | None = None) -> LMResult:
-    """Compress ``data`` with the model. Call ``verify`` (decode and compare) before reporting a saving."""
+             progress: Progress | None = None, mixer: mixing.MixerSettings | None = None,
+             trace: bool = False) -> LMResult:
+    """Compress ``data`` with the model; with ``mixer`` the model's distribution is mixed with the
+    n-gram and match predictors (``mixing.py``) and the settings are recorded in the file. ``trace``
+    keeps what the mixer did per token (``LMResult.mix_trace``). Call ``verify`` (decode and compare)
+    before reporting a saving."""
+    return compress_many(data, loaded, [mixer], settings, progress, trace)[0]
+
+
+def compress_best(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
+                  progress: Progress | None = None, mixer: mixing.MixerSettings = mixing.DEFAULT) -> LMResult:
+    """The smaller of the mixing coder's file and the model alone's, both from one pass of the model: the
+    default of the command line and the app. On a paragraph the classic predictors have little to learn
+    from and the mixer can lose a few bits; this way a file never grows by mixing. ``seconds`` is the
+    whole pass (both coders)."""
+    started = time.perf_counter()
+    alone, mixed = compress_many(data, loaded, [None, mixer], settings, progress)
+    best = mixed if len(mixed.blob) < len(alone.blob) else alone
+    return replace(best, seconds=time.perf_counter() - started)
+
+
+def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.MixerSettings | None],
+                  settings: CodecSettings | None = None, progress: Progress | None = None,
+                  trace: bool = False) -> list[LMResult]:
+    """One file per entry of ``mixers`` (None: the model alone) from ONE pass of the model: the files
+    are exactly what ``compress`` writes with each mixer, because the model's probabilities do not
+    depend on the coder. Each result's ``seconds`` is the pass's time less the other coders' own time
+    (mixing and range coding), i.e. what coding with that mixer alone takes."""
     import constriction
 
     if not isinstance(data, (bytes, bytearray)):
@@ -525,27 +554,74 @@ def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | Non
               "window": s.window, "keep": s.keep, "start_id": start_id, "threads": threads, "fingerprint": fp}
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
-        return LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
-                        time.perf_counter() - started, note)
+        return [LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
+                         time.perf_counter() - started, note) for _ in mixers]
+    headers = []
+    for mixer in mixers:
+        if mixer is not None:
+            mixer.check()
+        headers.append(header if mixer is None else {**header, "mixer": mixer.to_header()})
 
     offsets = [sum(lengths[:i]) for i in range(lanes)]
-    encoder = constriction.stream.queue.RangeEncoder()
-    bits = np.zeros(len(ids), dtype=np.float64)
+    coders = [_MixStep(mixer, lanes, trace) for mixer in mixers]
+    encoders = [constriction.stream.queue.RangeEncoder() for _ in mixers]
+    bits = np.zeros((len(mixers), len(ids)), dtype=np.float64)
+    model_bits = np.zeros(len(ids), dtype=np.float64)
 
     def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
         positions = [offsets[lane] + step for lane in active]
         symbols = np.array([ids[p] for p in positions], dtype=np.int32)
-        encoder.encode(symbols, _family(), probs)
-        bits[positions] = -np.log2(np.maximum(probs[np.arange(len(active)), symbols].astype(np.float64), MIN_P))
+        rows = np.arange(len(active))
+        model_bits[positions] = -np.log2(np.maximum(probs[rows, symbols].astype(np.float64), MIN_P))
+        for k, (mix, encoder) in enumerate(zip(coders, encoders, strict=True)):
+            t0 = time.perf_counter()
+            coded = mix.predict(active, probs)
+            encoder.encode(symbols, _family(), coded)
+            bits[k, positions] = -np.log2(np.maximum(coded[rows, symbols].astype(np.float64), MIN_P))
+            mix.update(active, symbols)
+            mix.coder_seconds += time.perf_counter() - t0
         return symbols
 
     _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
-    payload = encoder.get_compressed().astype("<u4").tobytes()
-    blob = _pack(header, payload, loaded, s)
-    payload_bytes = read_header(blob)["payload_bytes"]  # as stored (version 3 cuts trailing zero bytes)
+    elapsed = time.perf_counter() - started
     pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
-    tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits, strict=True)]
-    return LMResult(blob, {**header, "payload_bytes": payload_bytes}, tokens, time.perf_counter() - started, note)
+    results = []
+    for k, (mixer, mix, encoder) in enumerate(zip(mixers, coders, encoders, strict=True)):
+        payload = encoder.get_compressed().astype("<u4").tobytes()
+        blob = _pack(headers[k], payload, loaded, s, mixer)
+        payload_bytes = read_header(blob)["payload_bytes"]  # as stored (version 3 cuts trailing zero bytes)
+        tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits[k], strict=True)]
+        seconds = elapsed - sum(c.coder_seconds for c in coders) + mix.coder_seconds
+        results.append(LMResult(blob, {**headers[k], "payload_bytes": payload_bytes}, tokens, seconds, note,
+                                float(model_bits.sum()), mix.trace, mix.seconds))
+    return results
+
+
+class _MixStep:
+    """The mixer as the lock-step loop calls it (both directions), timed; a no-op without a mixer."""
+
+    def __init__(self, settings: mixing.MixerSettings | None, lanes: int, trace: bool = False) -> None:
+        self.mixer = None if settings is None else mixing.Mixer(settings, lanes, trace)
+        self.seconds = 0.0  # in the mixer
+        self.coder_seconds = 0.0  # in the mixer and the range coder (set by the caller)
+
+    @property
+    def trace(self) -> list[mixing.TokenTrace] | None:
+        return None if self.mixer is None else self.mixer.trace
+
+    def predict(self, active: list[int], probs: np.ndarray) -> np.ndarray:
+        if self.mixer is None:
+            return probs
+        started = time.perf_counter()
+        mixed = self.mixer.predict(active, probs)
+        self.seconds += time.perf_counter() - started
+        return mixed
+
+    def update(self, active: list[int], symbols: np.ndarray) -> None:
+        if self.mixer is not None:
+            started = time.perf_counter()
+            self.mixer.update(active, symbols)
+            self.seconds += time.perf_counter() - started
 
 
 def _preset_of(s: CodecSettings, loaded: registry.Loaded) -> str | None:
@@ -556,23 +632,31 @@ def _preset_of(s: CodecSettings, loaded: registry.Loaded) -> str | None:
     return None
 
 
-def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, threads: int) -> dict:
-    """The fingerprint with the settings a version 3 file leaves out (they follow from the preset)."""
+def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, threads: int,
+                      mixer: mixing.MixerSettings | None = None) -> dict:
+    """The fingerprint with the settings a version 3 or 4 file leaves out (they follow from the preset and,
+    in version 4, from this build's default mixer)."""
     rules = {"preset": preset, "window": s.window, "keep": s.keep, "lanes": s.lanes, "lane_tokens": s.lane_tokens,
              "max_lanes": s.max_lanes, "start_id": start_id, "threads": threads}
+    if mixer is not None:  # absent for the model alone, so that version 3 digests stay as they were
+        rules["mixer"] = mixer.to_header()
     return {**fp, "settings": rules}
 
 
-def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSettings) -> bytes:
-    """The compact version 3 record when a catalogue model ran a preset, else the version 2 JSON header."""
+def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSettings,
+          mixer: mixing.MixerSettings | None = None) -> bytes:
+    """The compact record (version 3, or 4 with the default mixer) when a catalogue model ran a preset,
+    else the version 2 JSON header (which records any mixer's settings in full)."""
     fp, preset = header["fingerprint"], _preset_of(s, loaded)
-    if not compact_header.eligible(fp["model"], header["mode"], preset, fp["precision"], header["threads"]):
+    mixer_id = None if mixer is None else next((k for k in compact_header.MIXER_IDS if k == mixer.algorithm), None)
+    if not compact_header.eligible(fp["model"], header["mode"], preset, fp["precision"], header["threads"]) \
+            or (mixer is not None and (mixer != mixing.DEFAULT or mixer_id is None)):
         return text_container.pack(header, payload)
-    full = _full_fingerprint(fp, s, preset, header["start_id"], header["threads"])
+    full = _full_fingerprint(fp, s, preset, header["start_id"], header["threads"], mixer)
     return compact_header.pack(model=fp["model"], mode=header["mode"], preset=preset, precision=fp["precision"],
                                threads=header["threads"], fingerprint_digest=compact_header.digest(full),
                                data_sha256=bytes.fromhex(header["sha256"]), n_bytes=header["n_bytes"],
-                               n_tokens=header["n_tokens"], payload=payload)
+                               n_tokens=header["n_tokens"], payload=payload, mixer=mixer_id)
 
 
 def read_header(blob: bytes) -> dict:
@@ -611,10 +695,22 @@ def decompress_records(records: list[tuple[dict, bytes]], loaded: registry.Loade
 def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Progress | None = None,
                device: str | None = None) -> bytes:
     """The original bytes, checked against their sha256. Loads the file's model if none is given."""
-    import constriction
+    return decompress_many([blob], loaded, progress, device)[0][0]
 
+
+@dataclass
+class _Record:
+    header: dict
+    payload: bytes
+    loaded: registry.Loaded
+    lengths: list[int]
+
+
+def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) -> _Record:
+    """Unpack and check a record before any decoding: CorruptFile / FingerprintMismatch with the reason."""
     header, payload = text_container.unpack(blob)
-    if header.get("version") == compact_header.VERSION:
+    compact = header.get("version") in compact_header.VERSIONS
+    if compact:
         header, loaded = _expand_compact(header, loaded, device)
     try:
         recorded = header["fingerprint"]
@@ -637,57 +733,120 @@ def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Pro
         raise CorruptFile("the header's fingerprint is malformed: the file is corrupt")
     if loaded is None:
         loaded = registry.load_causal_lm(recorded.get("model", ""), device=device)
-    if header.get("version") != compact_header.VERSION:  # version 3 was checked by _expand_compact
+    if not compact:  # versions 3 and 4 were checked by _expand_compact
         text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
     if mode == "lzma":
-        try:  # bounded: an LZMA stream can claim far more than the header's size
-            inflater = lzma.LZMADecompressor()
-            data = inflater.decompress(payload, max_length=n_bytes + 1)
-        except lzma.LZMAError as exc:
-            raise CorruptFile(f"the LZMA payload does not decode ({exc})") from exc
-        return _verified(data, header)
+        return _Record(header, payload, loaded, lengths)
     try:
         _check_settings(CodecSettings(window=window, keep=keep, threads=threads), loaded)
     except InputError as exc:
         raise CorruptFile(f"the header's coding settings are invalid ({exc}): the file is corrupt") from None
-    runner = _runner(loaded, recorded["precision"])
-    if not 0 <= start_id < runner.vocab:
+    if not 0 <= start_id < _runner(loaded, recorded["precision"]).vocab:
         raise CorruptFile("the header's start token is outside the model's vocabulary: the file is corrupt")
     if len(payload) % 4:
         raise CorruptFile("the payload is not a whole number of 32-bit words: the file is corrupt")
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    _recorded_mixer(header)  # refuses a mixer this build cannot reproduce
+    return _Record(header, payload, loaded, lengths)
+
+
+_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes")
+
+
+def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, progress: Progress | None = None,
+                    device: str | None = None) -> list[tuple[bytes, float]]:
+    """Decode records of the same text (``compress_many``: the same tokens, lanes and model, other coders)
+    in ONE pass of the model: (bytes, seconds) per record, each checked against its sha256. Every
+    record's decoder reads its own payload with its own mixer; the model is fed the token they all
+    decoded, so each sees exactly the probabilities it would see alone (a disagreement is CorruptFile).
+    A record's seconds are the pass's time less the other records' own decoding time."""
+    import constriction
+
+    started = time.perf_counter()
+    records = [_prepare(blobs[0], loaded, device)]
+    loaded = records[0].loaded
+    records += [_prepare(b, loaded, device) for b in blobs[1:]]
+    first = records[0].header
+
+    def recipe(h: dict) -> dict:  # the fingerprint without the compact header's digest of it
+        return {k: v for k, v in h["fingerprint"].items() if k != "digest"}
+
+    if any(any(r.header[k] != first[k] for k in _SAME_PASS) or recipe(r.header) != recipe(first)
+           for r in records[1:]):
+        raise InputError("decompress_many decodes records of one text coded in one pass; these differ")
+    lengths, n_tokens = records[0].lengths, int(first["n_tokens"])
+    if first["mode"] == "lzma":
+        out = []
+        for r in records:
+            try:  # bounded: an LZMA stream can claim far more than the header's size
+                data = lzma.LZMADecompressor().decompress(r.payload, max_length=int(r.header["n_bytes"]) + 1)
+            except lzma.LZMAError as exc:
+                raise CorruptFile(f"the LZMA payload does not decode ({exc})") from exc
+            out.append((_verified(data, r.header), time.perf_counter() - started))
+        return out
+    runner = _runner(loaded, first["fingerprint"]["precision"])
+    coders = [_MixStep(_recorded_mixer(r.header), len(lengths)) for r in records]
+    decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(r.payload, dtype="<u4").astype(np.uint32))
+                for r in records]
     offsets = [sum(lengths[:i]) for i in range(len(lengths))]
     ids = [0] * n_tokens
 
     def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
-        try:
-            symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
-        except (AssertionError, ValueError) as exc:  # constriction's range decoder on words no encoder wrote
-            raise CorruptFile("the payload cannot be decoded with this model: the file is corrupt") from exc
-        for lane, sym in zip(active, symbols, strict=True):
+        decoded = None
+        for mix, decoder in zip(coders, decoders, strict=True):
+            t0 = time.perf_counter()
+            coded = mix.predict(active, probs)
+            try:
+                symbols = np.asarray(decoder.decode(_family(), coded), dtype=np.int64)
+            except (AssertionError, ValueError) as exc:  # constriction's range decoder on words no encoder wrote
+                raise CorruptFile("the payload cannot be decoded with this model: the file is corrupt") from exc
+            if decoded is not None and not np.array_equal(symbols, decoded):
+                raise CorruptFile("the records decode to different texts: one of them is corrupt")
+            decoded = symbols
+            mix.update(active, symbols)
+            mix.coder_seconds += time.perf_counter() - t0
+        for lane, sym in zip(active, decoded, strict=True):
             ids[offsets[lane] + step] = int(sym)
-        return symbols
+        return decoded
 
-    _lockstep(runner, lengths, start_id, window, keep, choose, progress, threads=threads)
+    _lockstep(runner, lengths, int(first["start_id"]), int(first["window"]), int(first["keep"]), choose, progress,
+              threads=int(first["threads"]))
     tmap = TokenMap(loaded.tokenizer)
     try:
-        data = tmap.to_bytes(ids, mode)
+        data = tmap.to_bytes(ids, first["mode"])
     except (IndexError, UnicodeDecodeError) as exc:
         raise CorruptFile("the decoded tokens are not valid: the file is corrupt or was made elsewhere") from exc
-    return _verified(data, header)
+    elapsed = time.perf_counter() - started
+    spent = sum(c.coder_seconds for c in coders)
+    return [(_verified(data, r.header), elapsed - spent + c.coder_seconds) for r, c in zip(records, coders, strict=True)]
+
+
+def _recorded_mixer(header: dict) -> mixing.MixerSettings | None:
+    """The mixer a file was coded with (None: the model alone). A decoder that would mix differently
+    refuses the file: it would compute other probabilities and decode garbage."""
+    if "mixer" not in header:
+        return None
+    try:
+        return mixing.MixerSettings.from_header(header["mixer"])
+    except InputError as exc:
+        raise FingerprintMismatch(f"this file was compressed with a mixer this decoder cannot reproduce: {exc}. "
+                                  "Decode it with the LM Lab version that made it.") from None
 
 
 def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | None) -> tuple[dict, registry.Loaded]:
-    """A version 3 header: rebuild the settings from the preset and the model, check the fingerprint
-    digest against this setup's (naming what differs), and fill in what version 2 files record."""
+    """A version 3 or 4 header: rebuild the settings from the preset, the model and (version 4) this build's
+    default mixer, check the fingerprint digest against this setup's (naming what differs), and fill in what
+    version 2 files record."""
     recorded = header["fingerprint"]
     if loaded is None:
         loaded = registry.load_causal_lm(recorded["model"], device=device)
     s = replace(PRESETS[header["preset"]], precision=recorded["precision"], threads=header["threads"]).for_model(loaded)
     start_id = _start_id(loaded.tokenizer)
     fp = fingerprint(loaded, recorded["precision"])
+    mixer = mixing.DEFAULT if header.get("mixer_id") else None
     compact_header.check_fingerprint(bytes.fromhex(recorded["digest"]),
-                                     _full_fingerprint(fp, s, header["preset"], start_id, header["threads"]))
+                                     _full_fingerprint(fp, s, header["preset"], start_id, header["threads"], mixer))
+    if mixer is not None:
+        header = {**header, "mixer": mixer.to_header()}
     header = {**header, "fingerprint": {**fp, "digest": recorded["digest"]}, "window": s.window, "keep": s.keep,
               "start_id": start_id, "lanes": s.lane_count(int(header["n_tokens"]))}
     return header, loaded
