@@ -57,12 +57,22 @@ def test_lz77_parse_rebuilds_the_input():
 def test_compare_verifies_every_row_and_writes_the_file(tiny_gpt2):
     data = text_compare.PARAGRAPH.encode()
     c = text_compare.compare(data, tiny_gpt2, TINY, limit=10_000)
-    assert len(c.rows) == len(text_baselines.CODERS) + 2  # the model's file, and its payload alone
+    # the model alone's file, the mixing coder's, and the payload of the smaller one (the download)
+    assert len(c.rows) == len(text_baselines.CODERS) + 3
     assert all(r.verified for r in c.rows)
-    assert c.lm_row.compressed_bytes == len(c.lm.blob)
+    alone, mixed = (r for r in c.rows if r.coder.startswith("language model") and "payload" not in r.coder)
+    assert "alone" in alone.coder and "mixing coder" in mixed.coder
+    assert c.lm_row.compressed_bytes == len(c.lm.blob) == min(alone.compressed_bytes, mixed.compressed_bytes)
     assert c.path.is_relative_to(settings.home()) and c.path.read_bytes() == c.lm.blob
     assert lm_codec.decompress(c.path.read_bytes(), tiny_gpt2) == data
     assert c.lz77 is not None and c.huffman.stats.leaves > 20
+
+
+def test_compare_model_only(tiny_gpt2):
+    data = text_compare.PARAGRAPH.encode()
+    c = text_compare.compare(data, tiny_gpt2, TINY, limit=10_000, mixer=None)
+    assert len(c.rows) == len(text_baselines.CODERS) + 2 and "mixer" not in c.lm.header
+    assert c.lm.blob[4] in (2, 3)
 
 
 def test_compare_bad_input(tiny_gpt2):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from models.compression.text import container as text_container
-from models.compression.text import lm_codec
+from models.compression.text import lm_codec, mixing
 from models.core import registry, settings
 from models.core.errors import InputError, LMLabError
 
@@ -41,7 +41,8 @@ def _compress(args: argparse.Namespace) -> int:
         codec = dataclasses.replace(codec, window=args.window, keep=args.keep if args.keep is not None else args.window // 2)
     elif args.keep is not None:
         codec = dataclasses.replace(codec, keep=args.keep)
-    started, total_in, blobs, ce, payload = time.perf_counter(), 0, [], 0.0, 0
+    mixer = None if args.model_only else mixing.DEFAULT
+    started, total_in, blobs, ce, model_ce, payload = time.perf_counter(), 0, [], 0.0, 0.0, 0
     with src.open("rb") as fh:
         index = 0
         while True:
@@ -49,10 +50,13 @@ def _compress(args: argparse.Namespace) -> int:
             if not chunk and index:
                 break
             index += 1
-            result = lm_codec.compress(chunk, loaded, codec, _progress(f"chunk {index}", len(chunk), time.perf_counter()))
+            step = _progress(f"chunk {index}", len(chunk), time.perf_counter())
+            result = (lm_codec.compress(chunk, loaded, codec, step) if mixer is None
+                      else lm_codec.compress_best(chunk, loaded, codec, step, mixer))
             blobs.append(result.blob)
             total_in += len(chunk)
             ce += result.cross_entropy_bits
+            model_ce += result.model_bits
             payload += result.payload_bits
             if result.note:
                 print(f"\nnote: {result.note}", file=sys.stderr)
@@ -62,8 +66,9 @@ def _compress(args: argparse.Namespace) -> int:
     settings.atomic_write_bytes(out, blob)
     seconds = time.perf_counter() - started
     bpb = 8 * len(blob) / total_in if total_in else 0.0
+    mixed = "" if mixer is None else f", as coded {ce / max(total_in, 1):.3f}"
     print(f"\n{src} -> {out}: {total_in:,} -> {len(blob):,} bytes ({bpb:.3f} bits/byte; model cross-entropy "
-          f"{ce / max(total_in, 1):.3f}, payload {payload / max(total_in, 1):.3f}); {seconds:.1f} s, "
+          f"{model_ce / max(total_in, 1):.3f}{mixed}, payload {payload / max(total_in, 1):.3f}); {seconds:.1f} s, "
           f"{total_in / max(seconds, 1e-9):,.0f} B/s")
     return 0
 
@@ -111,6 +116,9 @@ def add_cli(subparsers) -> None:
     c.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     c.add_argument("--threads", type=int, default=0,
                    help="CPU threads while coding (0 = all); decoding uses the same number, recorded in the file")
+    c.add_argument("--model-only", action="store_true",
+                   help="code with the model's probabilities alone (default: the smaller of that and the model mixed "
+                        "with an n-gram and a match model, both from one pass of the model)")
     c.add_argument("--chunk-bytes", type=int, default=1 << 20, help="code the file in independent chunks of this size")
     c.set_defaults(func=_compress)
     d = sub.add_parser("decompress", help=f"restore a {text_container.SUFFIX} file (checks the fingerprint and checksum)")

@@ -7,13 +7,12 @@ file (atomically) under the data folder so the user can download it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.compression.text import baselines as text_baselines
 from models.compression.text import container as text_container
-from models.compression.text import lm_codec, lz78
+from models.compression.text import lm_codec, lz78, mixing
 from models.core import handout, registry, settings
 from models.core.device import pick
 from models.core.errors import InputError
@@ -41,7 +40,9 @@ class Comparison:
 
     @property
     def lm_row(self) -> text_baselines.CoderRow:
-        return next(r for r in self.rows if r.coder.startswith("language model"))
+        """The row of the downloadable file (the smaller of the model alone's and the mixing coder's)."""
+        return next(r for r in reversed(self.rows) if r.coder.startswith("language model")
+                    and "payload only" not in r.coder and r.compressed_bytes == len(self.lm.blob))
 
 
 def _check_input(data: bytes, limit: int | None) -> None:
@@ -55,17 +56,27 @@ def _check_input(data: bytes, limit: int | None) -> None:
 
 
 def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings | None = None,
-            limit: int | None = None, progress=None) -> Comparison:
-    """Classic coders + the LM codec on ``data``; every row verified by decode-and-compare."""
+            limit: int | None = None, progress=None, mixer: mixing.MixerSettings | None = mixing.DEFAULT) -> Comparison:
+    """Classic coders + the LM codec on ``data``; every row verified by decode-and-compare. With ``mixer``
+    (the default) the model alone and the mixing coder share one pass of the model and both are shown;
+    the downloadable file is the smaller of the two. ``mixer=None``: the model alone."""
     _check_input(data, limit)
     rows = text_baselines.run_all(data)
     huff = text_baselines.huffman_bytes(data)
-    lm = lm_codec.compress(data, loaded, codec, progress=_stage(progress, "compressing with the model"))
-    started = time.perf_counter()
-    lm_codec.decompress(lm.blob, loaded, _stage(progress, "decoding to verify"))  # raises unless identical
-    decode_s = time.perf_counter() - started
-    rows.append(text_baselines.CoderRow(f"language model ({loaded.spec.label})", "LM + range coder", len(data),
-                                        len(lm.blob), lm.seconds, decode_s, True))
+    mixers = [None] if mixer is None else [None, mixer]
+    results = lm_codec.compress_many(data, loaded, mixers, codec, progress=_stage(progress, "compressing with the model"))
+    decoded = lm_codec.decompress_many([r.blob for r in results], loaded, _stage(progress, "decoding to verify"))
+    if any(out != data for out, _ in decoded):  # decompress_many already checked each sha256
+        raise InputError("a decoded file differs from the input")
+    rows.append(text_baselines.CoderRow(f"language model alone ({loaded.spec.label})", "LM + range coder", len(data),
+                                        len(results[0].blob), results[0].seconds, decoded[0][1], True))
+    if mixer is not None:
+        rows.append(text_baselines.CoderRow("language model + n-gram + match (mixing coder)",
+                                            "LM mixed with classic predictors + range coder", len(data),
+                                            len(results[1].blob), results[1].seconds, decoded[1][1], True))
+    # the download: the mixing coder's file unless the model alone's is smaller (a short text can be)
+    k = min(range(len(results)), key=lambda i: (len(results[i].blob), -i))
+    lm, decode_s = results[k], decoded[k][1]
     # The same verified file without its fixed-size header (fingerprint, hashes): what the text itself cost.
     rows.append(text_baselines.CoderRow("language model, payload only (no header)", "LM + range coder", len(data),
                                         lm.header["payload_bytes"], lm.seconds, decode_s, True))
