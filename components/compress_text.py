@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
-from components import model_note
+from components import mixing_view, model_note
 from components.common import WholeSlider, explain, guard
 from components.plots import FONT, bar_figure, interval_figure
 from models.compression.text import coding_steps, lm_codec
@@ -305,6 +305,8 @@ def build() -> dict:
             ac_note = gr.Markdown(elem_id="ct-ac-note")
             ac_plot = gr.Plot(label="The coding interval, step by step", show_label=False, elem_id="ct-ac-plot")
             ac_table = gr.HTML(elem_id="ct-ac-table")
+        with gr.Tab("Model + n-gram + match", id="ct-mixing"):
+            mixing_view.build(text, upload, model)  # the classic predictors mixed with the model, token by token
         with gr.Tab("Restore a file", id="ct-restore-tab"):
             with gr.Row():
                 restore_in = gr.File(label="Upload a .lmlt file", file_types=[".lmlt"], elem_id="ct-restore-in")

@@ -25,7 +25,8 @@ def test_api_compress_then_decompress(client):
     status, table, *_figs_and_html, download = client.predict(SHORT, None, MODEL, api_name="/compress_text")
     assert "every row decoded and compared" in status and "cross-entropy" in status
     rows = table["data"]
-    assert len(rows) == 9 and all(row[-1] == "✅ verified" for row in rows)
+    assert len(rows) == 10 and all(row[-1] == "✅ verified" for row in rows)  # 5 classic, 2 model files, payload
+    assert "alone" in rows[-3][0] and "mixing coder" in rows[-2][0]
     assert rows[-2][0].startswith("language model") and int(rows[-1][3]) < int(rows[-2][3])
     assert download.endswith(".lmlt")
     text, restored_path, message = client.predict(handle_file(download), api_name="/decompress_text")
@@ -40,6 +41,16 @@ def test_api_sampling_is_decompression(client):
     b = client.predict(MODEL, 7, 8, "The", api_name="/sample_from_bits")
     assert a[0] == b[0] and a[0].startswith("The") and len(a[0]) > 3
     assert "Same seed, same text" in a[2]
+
+
+@pytest.mark.slow
+def test_api_mixing_picture(client):
+    text = "The Queen said: off with her head! The Queen said: off with his head! The Queen said it again."
+    status, winners, _weights, saved = client.predict(text, None, MODEL, api_name="/mixing_picture")
+    assert "both files decoded and compared" in status and "bits/byte" in status
+    assert "id='mx-winners'" in winners and "match" in saved and "model" in saved
+    with pytest.raises(Exception, match="nothing to mix"):
+        client.predict("", None, MODEL, api_name="/mixing_picture")
 
 
 def test_api_bad_inputs(client, tmp_path):
