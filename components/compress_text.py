@@ -219,7 +219,7 @@ def compress_text(text, upload, model_key, progress=gr.Progress()):
     data = _input_bytes(text, upload)
     loaded = registry.load_causal_lm(model_key)
     c = text_compare.compare(data, loaded, UI_CODEC, limit=text_compare.ui_limit(loaded),
-                             progress=lambda f, m: progress(f, desc=m))
+                             max_tokens=text_compare.ui_token_limit(loaded), progress=lambda f, m: progress(f, desc=m))
     rows = [[r.coder, r.family, r.original_bytes, r.compressed_bytes, round(r.bpb, 3), round(r.compress_s, 3),
              round(r.decompress_s, 3), "✅ verified" if r.verified else "❌"] for r in c.rows]
     best = min((r for r in c.rows if "payload only" not in r.coder), key=lambda r: r.compressed_bytes)
@@ -280,8 +280,9 @@ def build() -> dict:
     with gr.Tabs(elem_id="ct-views") as views:
         with gr.Tab("Every coder", id="ct-every"):
             status = gr.Markdown(f"Press **Compress with every coder**. The app takes up to "
-                                 f"{text_compare.UI_LIMIT_CPU:,} bytes on a CPU ({text_compare.UI_LIMIT_GPU:,} on a "
-                                 "GPU): each result is decoded again to verify it.",
+                                 f"{text_compare.UI_TOKENS_CPU:,} tokens on a CPU ({text_compare.UI_TOKENS_GPU:,} on "
+                                 f"a GPU), about {text_compare.UI_TOKENS_CPU * 4:,} letters of English: the model takes "
+                                 "one step per token and each result is decoded again to verify it.",
                                  elem_id="ct-status", elem_classes=["lmlab-status"])
             table = gr.Dataframe(headers=_HEADERS, label="Every coder on the same bytes", interactive=False,
                                  elem_id="ct-table")
@@ -320,20 +321,22 @@ def build() -> dict:
     model_note.attach(model, registry.CAUSAL_LM)
     compress_outputs = [status, table, bars, heat, curve, lz, huff, download]
     dict_outputs = [lz77_view, lz78_view, lz78_table]
+    # Coding a whole text runs up to UI_TOKENS_* model steps twice: its own lane, so the shared model queue
+    # (steps, sampling, beam search) never waits behind it.
     go = go_btn.click(compress_text, [text, upload, model], compress_outputs, api_name="compress_text",
-                      concurrency_id="model")
+                      concurrency_id="text_coding", concurrency_limit=1)
     go_btn.click(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
                  api_name="arithmetic_steps", concurrency_id="model")
     restore_btn.click(decompress_text, [restore_in], [restored, restore_out, restore_status], api_name="decompress_text",
-                      concurrency_id="model")
+                      concurrency_id="text_coding")
 
     def compress_after(event) -> None:
         shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
         done = shown.then(compress_text, [text, upload, model], compress_outputs, api_visibility="private",
-                          concurrency_id="model")
+                          concurrency_id="text_coding")
         done.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
 
     return {"text": text, "upload": upload, "model": model, "compress_after": compress_after}

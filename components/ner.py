@@ -251,10 +251,11 @@ def build() -> None:
     go.click(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_name="ner", **tagging)
     text.submit(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_visibility="private",
                 concurrency_id=tagging["concurrency_id"])
+    # A whole file (up to 200 MiB) or data set is tagged in its own lane: the shared model queue never waits on it.
     batch_go.click(zerogpu.gpu(tag_batch), [batch_file, model, aggregation, threshold], [csv_out, conll_out, batch_table,
-                   batch_status], api_name="ner_batch", concurrency_id="model")
+                   batch_status], api_name="ner_batch", concurrency_id="ner_files", concurrency_limit=1)
     eval_go.click(zerogpu.gpu(evaluate, duration=300), [dataset, eval_file, model, limit],
-                  [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="model")
+                  [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="ner_files")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
     model_note.attach(model, registry.TOKEN_CLASSIFICATION)
     model.change(_scored_controls, model, [aggregation, threshold], api_visibility="private", queue=False)

@@ -172,3 +172,30 @@ def test_browser_arithmetic_coding_steps(page, screenshot_dir):
     assert "the random number u" in chart["names"] and len(chart["rows"]) == 20
     expect(page.locator("#sd-steps-note")).to_contain_text("u = 0.")
     _shot_of(page, "#sd-steps-note", "#sd-plot", out / "compress_sampling_steps.png")
+
+
+def test_api_the_limit_counts_tokens_not_bytes(client, tmp_path):
+    """16,000 NUL bytes pass a byte limit but are 16,000 SmolLM2 tokens (model steps): refused up front, with
+    the count, instead of holding the model for many minutes."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    nul = tmp_path / "zeros.bin"
+    nul.write_bytes(b"\0" * 16_000)
+    with pytest.raises(AppError, match=r"16,000 tokens .*16,000 bytes.*at most 4,000 tokens"):
+        client.predict(None, handle_file(str(nul)), MODEL, api_name="/compress_text")
+    english = "The cat sat on the mat. " * 600  # 14,400 bytes, about 4,200 tokens: over the limit as well
+    with pytest.raises(AppError, match=r"[\d,]+ tokens .*14,400 bytes"):
+        client.predict(english, None, MODEL, api_name="/compress_text")
+
+
+def test_long_jobs_run_in_their_own_lanes_not_the_shared_model_queue():
+    """Whole texts and files never hold the queue that steps, sampling and beam search share."""
+    import app
+
+    demo = app.build_demo()
+    lane = {f.api_name: f.concurrency_id for f in demo.fns.values() if f.api_name}
+    shared = lane["beam_search"]
+    assert shared == lane["arithmetic_steps"] == lane["sample_from_bits"]
+    for long_job in ("compress_text", "decompress_text", "ner_batch", "ner_evaluate"):
+        assert lane[long_job] != shared, long_job

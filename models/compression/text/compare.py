@@ -18,14 +18,23 @@ from models.core.device import pick
 from models.core.errors import InputError
 from models.core.filenames import safe_name
 
-# The app (not the CLI) refuses longer inputs: on a CPU the model codes roughly 1-4 kB/s and
-# the result is decoded again to verify it, so 16 kB already means tens of seconds.
+# The app (not the CLI) refuses longer inputs. The work is model steps, one per token (coded, then decoded
+# again to verify), so the limit that bounds it counts tokens: 4,000 tokens is ~16 kB of English but only
+# 4,000 bytes of binary, which SmolLM2 codes a token per byte (16,000 NUL bytes held the model > 16 min).
+# The byte limit only bounds the classic coders and the tokenizer.
+UI_TOKENS_CPU = 4_000
+UI_TOKENS_GPU = 50_000
 UI_LIMIT_CPU = 16_000
 UI_LIMIT_GPU = 200_000
 
 
 def ui_limit(loaded: registry.Loaded) -> int:
     return UI_LIMIT_GPU if loaded.device.device.type == "cuda" else UI_LIMIT_CPU
+
+
+def ui_token_limit(loaded: registry.Loaded | None = None) -> int:
+    device = loaded.device.device.type if loaded is not None else pick().device.type
+    return UI_TOKENS_GPU if device == "cuda" else UI_TOKENS_CPU
 
 
 @dataclass
@@ -56,11 +65,18 @@ def _check_input(data: bytes, limit: int | None) -> None:
 
 
 def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings | None = None,
-            limit: int | None = None, progress=None, mixer: mixing.MixerSettings | None = mixing.DEFAULT) -> Comparison:
+            limit: int | None = None, progress=None, mixer: mixing.MixerSettings | None = mixing.DEFAULT,
+            max_tokens: int | None = None) -> Comparison:
     """Classic coders + the LM codec on ``data``; every row verified by decode-and-compare. With ``mixer``
     (the default) the model alone and the mixing coder share one pass of the model and both are shown;
-    the downloadable file is the smaller of the two. ``mixer=None``: the model alone."""
+    the downloadable file is the smaller of the two. ``mixer=None``: the model alone.
+
+    ``limit`` bytes and ``max_tokens`` tokens (model steps) at most: InputError, with the counts, before any
+    coder runs."""
     _check_input(data, limit)
+    if max_tokens is not None:  # refused before the classic coders spend anything either
+        n_tokens = len(lm_codec.TokenMap(loaded.tokenizer).to_tokens(bytes(data))[0])
+        lm_codec.check_tokens(n_tokens, len(data), loaded, max_tokens)
     rows = text_baselines.run_all(data)
     huff = text_baselines.huffman_bytes(data)
     mixers = [None] if mixer is None else [None, mixer]
@@ -116,6 +132,12 @@ def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple
         shown = f"{sum(sizes):,}" if all(isinstance(n, int) for n in sizes) else repr(sizes)[:40]
         raise InputError(f"this file restores {shown} bytes; the app decodes at most {limit:,} "
                          f"on this device. Use the command line: python -m models.compression text decompress FILE")
+    tokens = [h.get("n_tokens") for h, _ in records]
+    token_limit = ui_token_limit()
+    if not all(isinstance(n, int) and n >= 0 for n in tokens) or sum(tokens) > token_limit:  # one model step each
+        shown = f"{sum(tokens):,}" if all(isinstance(n, int) for n in tokens) else repr(tokens)[:40]
+        raise InputError(f"this file holds {shown} tokens; the app decodes at most {token_limit:,} (one model step "
+                         f"each) on this device. Use the command line: python -m models.compression text decompress FILE")
     data = lm_codec.decompress_records(records, None, _stage(progress, "decoding"))
     header = records[0][0]
     stem = safe_name(Path(str(name)).name.removesuffix(text_container.SUFFIX), "restored")

@@ -499,6 +499,16 @@ class LMResult:
         return self.payload_bits / ce - 1 if ce else 0.0
 
 
+def check_tokens(n_tokens: int, n_bytes: int, loaded: registry.Loaded, max_tokens: int | None) -> None:
+    """InputError, with the counts, when ``n_tokens`` (model steps) is over ``max_tokens`` (None: no limit).
+    Bytes say little about tokens: a NUL byte is a whole token for SmolLM2, four letters of English about one."""
+    if max_tokens is not None and n_tokens > max_tokens:
+        raise InputError(f"the input is {n_tokens:,} tokens for {loaded.spec.label} ({n_bytes:,} bytes); the app "
+                         f"codes at most {max_tokens:,} tokens with the model on this device: each token is one step "
+                         f"of the model, and the result is decoded again to verify it. Shorten the text, or use the "
+                         f"command line for long files: python -m models.compression text compress FILE")
+
+
 def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
              progress: Progress | None = None, mixer: mixing.MixerSettings | None = None,
              trace: bool = False) -> LMResult:
