@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     from models.core import assets
 
     assets.fetch_all(log=logging.getLogger("lmlab.assets").info)
+    from models.compression.checkpoint import as_model
+
+    as_model.install()  # the pickers offer .lmhz files made by the Compress tab ("use as a model")
     demo = build_demo()
     demo.queue(default_concurrency_limit=1)
     gradio_patches.install(demo)  # here, not in build_demo(): importing or building the app changes no library

@@ -8,7 +8,8 @@ import plotly.graph_objects as go
 from components.common import explain, guard
 from components.plots import FONT, bar_figure
 from models.compression.checkpoint import analysis as ca
-from models.core import handout
+from models.compression.checkpoint import as_model
+from models.core import handout, registry
 
 EXPLANATION = """
 **Entropy** H = −Σ p·log₂ p is the fewest bits per symbol any code can average for symbols drawn
@@ -190,6 +191,17 @@ def decompress_checkpoint(upload, progress=gr.Progress()):
     return str(out), f"✅ restored **{out.name}** ({out.stat().st_size:,} bytes); every CRC32 and sha256 matched."
 
 
+@guard
+def use_as_model(compressed):
+    """Offer the compressed file just made as a model in the Generate or NER picker, for every session."""
+    if not compressed:
+        raise gr.Error("Compress a checkpoint first: its .lmhz file is what runs as a model.")
+    spec = as_model.use_as_model(compressed if isinstance(compressed, str) else compressed.name)
+    tab = "Generate" if spec.task == registry.CAUSAL_LM else "NER"
+    return (f"✅ **{spec.label}** is now in the {tab} tab's model list, for everyone using this app: it is "
+            f"decompressed in memory and checked when it loads.")
+
+
 def build() -> None:
     choices = _sources()
     with gr.Row(equal_height=False):
@@ -223,6 +235,9 @@ def build() -> None:
         base_rows = gr.Dataframe(headers=["codec", "ratio", "MB", "compress MB/s", "decompress MB/s", "verified", "note"],
                                  label="Codecs compared (* = measured on a sample)", interactive=False)
     download = gr.File(label="Compressed file (.lmhz)", interactive=False, elem_id="ck-download")
+    with gr.Row():
+        use_btn = gr.Button("Use as a model (Generate / NER)", elem_id="ck-use", scale=0)
+        use_status = gr.Markdown(elem_id="ck-use-status")
     with gr.Accordion("Restore a compressed checkpoint", open=False):
         with gr.Row():
             restore_in = gr.File(label="Upload a .lmhz file", file_types=[".lmhz"])
@@ -238,3 +253,4 @@ def build() -> None:
     restore_btn.click(decompress_checkpoint, [restore_in], [restore_out, restore_status], api_name="decompress_checkpoint",
                       concurrency_id="compress")
     refresh.click(lambda: gr.Dropdown(choices=_sources()), None, [source], api_visibility="private", queue=False)
+    use_btn.click(use_as_model, [download], [use_status], api_name="use_as_model", concurrency_id="compress")

@@ -146,8 +146,10 @@ def build() -> dict:
                                 value=EXAMPLES[0][0], elem_id="gen-prompt")
             with gr.Row():
                 choices = model_choices()
+                # Models appear while the app runs (a compressed checkpoint used as a model, a finished run):
+                # the list refreshes when opened, and a key the list has not shown yet is checked by the registry.
                 model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=4, elem_id="gen-model",
-                                    info=registry.more_models_note())
+                                    info=registry.more_models_note(), allow_custom_value=True)
                 refresh = gr.Button("Refresh the list", scale=1, size="sm")
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="gen-go")
@@ -209,5 +211,7 @@ def build() -> dict:
     for changed in (prompt.change, output.change, read.change, model.change):
         changed(None, None, [context, plot], js=stale, api_visibility="private", queue=False)
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
+    model.focus(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private", queue=False,
+                show_progress="hidden")
     model_note.attach(model, registry.CAUSAL_LM)  # the sizes when the model runs from a compressed checkpoint
     return {"prompt": prompt, "output": output, "model": model, "carry": carry}

@@ -190,8 +190,10 @@ def build() -> None:
                               placeholder="Paste news text to find people, organisations, places…")
             go = gr.Button("Tag entities", variant="primary", elem_id="ner-go")
         with gr.Column(scale=2):
+            # Models appear while the app runs (a compressed checkpoint used as a model, a finished run):
+            # the list refreshes when opened, and a key the list has not shown yet is checked by the registry.
             model = gr.Dropdown(choices=choices, value=default_model(choices), label="Model", elem_id="ner-model",
-                                info=registry.more_models_note())
+                                info=registry.more_models_note(), allow_custom_value=True)
             refresh = gr.Button("Refresh the model list", size="sm")
             # A spaCy pipeline gives no probabilities: its aggregation and threshold would do nothing, so they hide.
             scored = tagger.gives_scores(default_model(choices))
@@ -257,6 +259,8 @@ def build() -> None:
     eval_go.click(zerogpu.gpu(evaluate, duration=300), [dataset, eval_file, model, limit],
                   [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="ner_files")
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
+    model.focus(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private", queue=False,
+                show_progress="hidden")
     model_note.attach(model, registry.TOKEN_CLASSIFICATION)
     model.change(_scored_controls, model, [aggregation, threshold], api_visibility="private", queue=False)
 

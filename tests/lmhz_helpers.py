@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from models.compression.checkpoint import as_model
 from models.compression.checkpoint import codec as checkpoint
 from models.core import registry, settings
 
 
 def compressed_copy(folder, name: str):
-    """``folder``'s model.safetensors compressed to a .lmhz file where the Compress tab writes them."""
+    """``folder``'s model.safetensors compressed to a .lmhz file where "use as a model" puts them, for unit tests
+    of loading (the user's path, Compress -> "use as a model", is tested through the app in test_lmhz_use_app.py).
+    Registers the .lmhz source with the registry, as the app does at start-up."""
+    as_model.install()
     blob, _ = checkpoint.compress((folder / "model.safetensors").read_bytes(), "model.safetensors")
     out = registry.compressed_dir() / name
     settings.atomic_write_bytes(out, blob)

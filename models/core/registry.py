@@ -103,7 +103,7 @@ def catalogue(task: str) -> list[ModelSpec]:
             specs += [s for s in provider(task) if s.task == task]
         except Exception:  # a broken runs folder must not break the pickers
             continue
-    return specs + compressed_specs(task, specs)
+    return specs + _derived_specs(task, specs)
 
 
 # The one line a picker shows under itself: how the list grows (offline it lists only what can load now).
@@ -121,94 +121,48 @@ def choices(task: str) -> list[tuple[str, str]]:
     return [(spec.label, spec.key) for spec in catalogue(task) if availability(spec)[0]]
 
 
-# --- models run straight from a compressed checkpoint (.lmhz) --------------------------------
+# --- models made from other models' files (a compressed checkpoint: .lmhz) ---------------------
+# The registry imports no codec: the app registers each such source at start-up (``add_derived_source``).
 
-_sha_cache: dict[tuple[str, int, int], str] = {}
-_sha_lock = threading.Lock()
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 of a local checkpoint, cached by (path, size, mtime): the pickers ask often."""
-    import hashlib
-
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _sha_lock:
-        if key not in _sha_cache:
-            digest = hashlib.sha256()
-            with path.open("rb") as fh:
-                while block := fh.read(1 << 22):
-                    digest.update(block)
-            _sha_cache[key] = digest.hexdigest()
-        return _sha_cache[key]
+_derived: dict[str, tuple[Callable, Callable, Callable]] = {}
 
 
-def _lmhz_source(path: Path) -> dict:
-    """The original file's name, size and sha256 from a .lmhz header (read from the file's end only)."""
-    import mmap
-
-    from models.compression.checkpoint import container
-
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        header, payload = container.unpack(memoryview(mm), path.name)
-        source = dict(header.get("source") or {})
-        del payload, header
-    return source
+def add_derived_source(source: str, specs: Callable[[str, list[ModelSpec]], list[ModelSpec]],
+                       weights: Callable[[ModelSpec], dict], describe: Callable[[ModelSpec, bool], str]) -> None:
+    """Register models whose weights come from another model's file. ``specs(task, other specs)`` lists them
+    (each spec's ``note`` is the key of the model whose config and tokenizer it loads with); ``weights(spec)``
+    gives its state dict; ``describe(spec, loaded)`` a line for the UI."""
+    _derived[source] = (specs, weights, describe)
 
 
 def compressed_dir() -> Path:
-    """Where the Compress tab writes .lmhz files."""
+    """Where models made from the Compress tab's .lmhz files live ("use as a model")."""
     return settings.home() / "compress"
 
 
-def compressed_specs(task: str, bases: list[ModelSpec]) -> list[ModelSpec]:
-    """.lmhz files (from the Compress tab) whose original is the weights file of a local model of this
-    task: they load with that model's config and tokenizer, decompressed in memory."""
-    folder = compressed_dir()
-    if not folder.is_dir():
-        return []
-    by_size: dict[int, list[tuple[ModelSpec, Path]]] = {}
-    for base in bases:
-        if base.source == "hub" or (base.source == "embedded" and not assets.is_ready(base.location)):
-            continue
-        local = base.local_dir()
-        weights = local / "model.safetensors" if local else None
-        if weights is not None and weights.is_file():
-            by_size.setdefault(weights.stat().st_size, []).append((base, weights))
-    specs = []
-    for path in sorted(folder.glob("*.lmhz")):
+def _derived_specs(task: str, bases: list[ModelSpec]) -> list[ModelSpec]:
+    out = []
+    for specs, _, _ in _derived.values():
         try:
-            source = _lmhz_source(path)
-            for base, weights in by_size.get(int(source.get("size", -1)), []):
-                if _file_sha256(weights) == source.get("sha256"):
-                    mb = path.stat().st_size / 1e6
-                    specs.append(ModelSpec(f"lmhz:{path.name}", f"{base.label.split(' (')[0]} from {path.name} "
-                                           f"(compressed, {mb:,.0f} MB of {int(source['size']) / 1e6:,.0f} MB)",
-                                           task, "lmhz", str(path), base.licence, base.key))
-                    break
-        except Exception:  # a damaged or foreign file is simply not offered
+            out += [s for s in specs(task, bases) if s.task == task]
+        except Exception:  # a broken file must not break the pickers
             continue
-    return specs
+    return out
 
 
 def _base_of(spec: ModelSpec) -> ModelSpec:
-    """The model whose config and tokenizer a compressed checkpoint loads with (its ``note``)."""
+    """The model whose config and tokenizer a derived model loads with (its ``note``)."""
     return get(spec.note, spec.task)
 
 
 def from_pretrained(auto_class, spec: ModelSpec, kwargs: dict[str, Any], **extra) -> Any:
-    """``auto_class.from_pretrained`` for ``spec`` given its ``hub_load_kwargs``. A compressed checkpoint
-    loads with the original model's config and the weights decompressed in memory (the codec checks the
-    sha256 of every tensor and of the whole file, raising CorruptFile on any difference)."""
-    if spec.source != "lmhz":
+    """``auto_class.from_pretrained`` for ``spec`` given its ``hub_load_kwargs``. A derived model (a compressed
+    checkpoint) loads with its base model's config and the state dict its source gives."""
+    if spec.source not in _derived:
         return auto_class.from_pretrained(**kwargs, **extra)
     import transformers
-    from safetensors.torch import load as load_safetensors
 
-    from models.compression.checkpoint import codec as checkpoint
-
-    path = Path(spec.location)
-    state = load_safetensors(bytes(checkpoint.decompress(path.read_bytes(), path.name)))
+    state = _derived[spec.source][1](spec)
     config = transformers.AutoConfig.from_pretrained(**kwargs)
     # The concrete class (weights come as a state dict), from transformers' public config -> class tables.
     mapping = {transformers.AutoModelForCausalLM: transformers.MODEL_FOR_CAUSAL_LM_MAPPING,
@@ -217,31 +171,20 @@ def from_pretrained(auto_class, spec: ModelSpec, kwargs: dict[str, Any], **extra
     return model_class.from_pretrained(None, config=config, state_dict=state, **extra)
 
 
-def _compressed_sizes(path: Path) -> str:
-    size, original = path.stat().st_size, int(_lmhz_source(path).get("size", 0))
-    return (f"{path.name}: {size / 1e6:,.1f} MB compressed, {original / 1e6:,.1f} MB original "
-            f"({size / max(original, 1):.1%})")
-
-
 def compressed_status(spec: ModelSpec) -> str:
-    """'compressed file X MB, original Y MB (ratio)' for a model loaded from a .lmhz file, else ''."""
-    if spec.source != "lmhz":
-        return ""
-    return f"loaded from {_compressed_sizes(Path(spec.location))}, decompressed in memory, sha256 verified"
+    """What the UI says of a loaded model made from another file (a .lmhz), else ''."""
+    return _derived[spec.source][2](spec, True) if spec.source in _derived else ""
 
 
 def compressed_note(key: str | None, task: str, *, loaded: bool) -> str:
-    """The sizes of the .lmhz file a picker key names, for the UI: ``compressed_status`` once the model has
-    loaded, else what loading it will do. '' for any other key, and for a .lmhz file that is gone or no
-    longer matches a local model (loading it then says why)."""
-    if not (key or "").startswith("lmhz:"):
+    """The line a picker key's derived model shows (a .lmhz file's sizes): once loaded, or what loading will do.
+    '' for any other key, and for a file that is gone or no longer matches a model (loading it says why)."""
+    if (key or "").split(":", 1)[0] not in _derived:
         return ""
     try:
         spec = get(key, task)
-        if loaded:
-            return compressed_status(spec)
-        return f"Runs from {_compressed_sizes(Path(spec.location))}; decompressed in memory and sha256-checked when it loads"
-    except (LMLabError, OSError, ValueError):
+        return _derived[spec.source][2](spec, loaded)
+    except (LMLabError, OSError, ValueError, KeyError):
         return ""
 
 
@@ -304,7 +247,7 @@ def availability(spec: ModelSpec) -> tuple[bool, str]:
         return False, f"{spec.location} needs a download from the Hugging Face hub, which is not reachable (offline)"
     if spec.source == "embedded":
         return True, "embedded"
-    if spec.source == "lmhz":
+    if spec.source in _derived:
         return (True, "compressed checkpoint") if Path(spec.location).is_file() else (False, f"{spec.location} is gone")
     folder = spec.local_dir()
     if folder is None or not folder.exists():
@@ -319,7 +262,7 @@ def hub_load_kwargs(spec: ModelSpec) -> dict[str, Any]:
         raise ModelUnavailable(why)
     if spec.source == "hub":
         return {"pretrained_model_name_or_path": spec.location, "local_files_only": not hub_reachable()}
-    if spec.source == "lmhz":  # the original model's folder gives config and tokenizer; from_pretrained the weights
+    if spec.source in _derived:  # the base model's folder gives config and tokenizer; from_pretrained the weights
         return hub_load_kwargs(_base_of(spec))
     return {"pretrained_model_name_or_path": str(spec.local_dir()), "local_files_only": True}
 
