@@ -67,7 +67,7 @@ def test_browser_tags_a_sentence(page, screenshot_dir):
     box.fill("Chancellor Angela Merkel met French President Emmanuel Macron in Paris on Tuesday to discuss the "
              "European Union budget, Reuters reported.")
     page.locator("#ner-go").click()
-    page.wait_for_function("document.querySelector('#ner-status')?.innerText.includes('word pieces')")
+    page.wait_for_function("document.querySelector('#ner-status')?.innerText.includes('Found')")
     highlighted = page.locator("#ner-highlighted")
     assert "Angela Merkel" in highlighted.inner_text()
     # the entity spans are coloured: a highlighted span carries a background colour per type
