@@ -100,3 +100,10 @@ def stale_js(button: str, plots: int = 0, texts: int = 0) -> str:
     note = (f"<div class='lmlab-context lmlab-stale'><b>The text changed since this picture was drawn.</b> "
             f"Press <b>{html.escape(button)}</b> to look at the new text.</div>")
     return "() => [" + ", ".join([json.dumps(note)] + ["null"] * plots + ['""'] * texts) + "]"
+
+
+def md_literal(text: str) -> str:
+    """``text`` shown as it is inside Markdown: line breaks drawn as ↵, markup characters escaped (a decoded
+    text holding '*' or a line break printed literal '**' around it)."""
+    escaped = html.escape(text.replace("\r", "").replace("\n", "↵ "))
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~>" else c for c in escaped)

@@ -122,9 +122,17 @@ def _tree_figure(a: ca.Analysis) -> go.Figure:
                     marker=dict(size=[8 + 22 * (n["weight"] / total) ** 0.5 for n in inner], color="#94a3b8"),
                     text=[f"prefix {n['id'] or '(root)'}<br>{n['weight'] / total:.2%} of values" for n in inner],
                     hovertemplate="%{text}<extra></extra>")
+    # Neighbouring leaves of one depth sit 1/2^depth apart, narrower than a label: their labels alternate
+    # below and above the marker, so no two labels of a row share a place.
+    leaves.sort(key=lambda n: (n["depth"], x(n)))
+    side: list[str] = []
+    for i, n in enumerate(leaves):
+        flip = i > 0 and leaves[i - 1]["depth"] == n["depth"] and side[-1] == "bottom center"
+        side.append("top center" if flip else "bottom center")
     fig.add_scatter(x=[x(n) for n in leaves], y=[-n["depth"] for n in leaves], mode="markers+text", name="leaf (symbol)",
                     marker=dict(size=[10 + 26 * (n["weight"] / total) ** 0.5 for n in leaves], color="#f59e0b"),
-                    text=[_exponent_label(n["symbol"], a.stats_dtype) for n in leaves], textposition="bottom center",
+                    text=[_exponent_label(n["symbol"], a.stats_dtype) for n in leaves], textposition=side,
+                    textfont=dict(size=14),
                     customdata=[[n["id"], n["weight"] / total] for n in leaves],
                     hovertemplate="%{text}: code %{customdata[0]}, p = %{customdata[1]:.4f}<extra></extra>")
     fig.update_layout(font=FONT, height=460, margin=dict(l=40, r=10, t=50, b=40),
@@ -221,17 +229,17 @@ def build() -> None:
     status = gr.Markdown("Pick a checkpoint and press **Inspect**.", elem_id="ck-status", elem_classes=["lmlab-status"])
     stats = gr.Markdown(elem_id="ck-stats")
     with gr.Row():
-        exp_plot = gr.Plot(label="Exponent histogram", elem_id="ck-exp-plot")
-        len_plot = gr.Plot(label="Code lengths", elem_id="ck-len-plot")
+        exp_plot = gr.Plot(label="Exponent histogram", show_label=False, elem_id="ck-exp-plot")
+        len_plot = gr.Plot(label="Code lengths", show_label=False, elem_id="ck-len-plot")
     with gr.Row():
-        tree_plot = gr.Plot(label="Huffman tree", elem_id="ck-tree-plot")
+        tree_plot = gr.Plot(label="Huffman tree", show_label=False, elem_id="ck-tree-plot")
         codes = gr.Dataframe(headers=["symbol", "meaning", "p", "−log₂ p", "length", "code"], label="Most frequent symbols",
                              interactive=False, elem_id="ck-codes")
     tensors = gr.Dataframe(headers=["tensor", "shape", "dtype", "raw bytes", "coded bytes", "ratio", "exponent entropy",
                                     "plane modes"], label="Per tensor", interactive=False, max_height=360,
                            elem_id="ck-tensors")
     with gr.Row():
-        base_plot = gr.Plot(label="Codecs compared", elem_id="ck-base-plot")
+        base_plot = gr.Plot(label="Codecs compared", show_label=False, elem_id="ck-base-plot")
         base_rows = gr.Dataframe(headers=["codec", "ratio", "MB", "compress MB/s", "decompress MB/s", "verified", "note"],
                                  label="Codecs compared (* = measured on a sample)", interactive=False)
     download = gr.File(label="Compressed file (.lmhz)", interactive=False, elem_id="ck-download")

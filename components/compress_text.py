@@ -65,7 +65,7 @@ def heat_map(tokens: list[lm_codec.TokenCost], limit: int = 4000, dom_id: str = 
     for t in tokens[:limit]:
         text = html.escape(t.text).replace("\n", "↵<br>")
         parts.append(f"<span class='tok' style='background:{_bits_colour(t.bits)}' "
-                     f"title='{t.bits:.2f} bits'>{text}</span>")
+                     f"data-tip='{t.bits:.2f} bits'>{text}</span>")
     more = f" · first {limit:,} of {len(tokens):,} tokens shown" if len(tokens) > limit else ""
     legend = ("<div class='tokview-legend'>colour = bits the model spent on the token: "
               + "".join(f"<span style='background:{_bits_colour(b)}'>{b} bits</span>" for b in (0, 2, 6, 12))
@@ -99,7 +99,7 @@ def _lz77_parse(data: bytes, ops) -> tuple[str, int, int]:
         piece = html.escape(data[op.start:op.start + op.length].decode("utf-8", "replace")).replace("\n", "↵<br>")
         if op.distance:
             refs += 1
-            parts.append(f"<span class='lz-ref' title='copy {op.length} bytes from {op.distance} back'>{piece}"
+            parts.append(f"<span class='lz-ref' data-tip='copy {op.length} bytes from {op.distance} back'>{piece}"
                          f"<sub>({op.distance},{op.length})</sub></span>")
         else:
             parts.append(f"<span class='lz-lit'>{piece}</span>")
@@ -129,7 +129,7 @@ def _lz78_view(v: text_compare.DictionaryView) -> str:
         cut = p.length - (p.byte is not None)
         old = html.escape(whole[:cut].decode("utf-8", "replace")).replace("\n", "↵")
         new = html.escape(whole[cut:].decode("utf-8", "replace")).replace("\n", "↵")
-        parts.append(f"<span class='lz78-phrase' title='phrase {p.index} = phrase {p.parent} + one byte'>"
+        parts.append(f"<span class='lz78-phrase' data-tip='phrase {p.index} = phrase {p.parent} + one byte'>"
                      f"<span class='lz78-old'>{old}</span><span class='lz78-new'>{new}</span>"
                      f"<sub>{p.index}</sub></span>")
     return (f"<h3>LZ78: pointers into a growing dictionary</h3><p><b>{len(v.lz78):,} phrases</b>, each "
@@ -271,10 +271,9 @@ def build() -> dict:
             text = gr.Textbox(label="Text to compress", lines=5, value=text_compare.example_text(names[-1]),
                               elem_id="ct-text", max_lines=10)
         with gr.Column(scale=2):
-            with gr.Row():
-                example = gr.Dropdown(names, value=names[-1], label="Example", elem_id="ct-example")
-                choices = model_choices()
-                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="ct-model")
+            example = gr.Dropdown(names, value=names[-1], label="Example", elem_id="ct-example")
+            choices = model_choices()
+            model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="ct-model")
             go_btn = gr.Button("Compress with every coder", variant="primary", elem_id="ct-go")
             upload = gr.File(label="…or upload a file (any bytes)", elem_id="ct-upload")
     with gr.Tabs(elem_id="ct-views") as views:

@@ -275,8 +275,8 @@ def build() -> None:
                               interactive=False, elem_id="ft-command")
         with gr.Column(scale=3):
             status = gr.Markdown("No runs yet.", elem_classes=["lmlab-status"], elem_id="ft-status")
-            loss_plot = gr.Plot(label="Loss", elem_id="ft-loss")
-            lr_plot = gr.Plot(label="Learning rate", elem_id="ft-lr")
+            loss_plot = gr.Plot(label="Loss", show_label=False, elem_id="ft-loss")
+            lr_plot = gr.Plot(label="Learning rate", show_label=False, elem_id="ft-lr")
             evaluation = gr.Dataframe(headers=["metric (test split)", "before", "after"], label="Evaluation",
                                       interactive=False, elem_id="ft-eval")
             per_type = gr.Dataframe(headers=["type", "support", "P before", "R before", "F1 before", "P after",
@@ -293,7 +293,7 @@ def build() -> None:
         with gr.Row():
             watch = gr.Dropdown([], label="Watch run", elem_id="ft-watch")
             pick = gr.Dropdown([], label="Compare runs", multiselect=True, elem_id="ft-compare")
-        compare_plot = gr.Plot(label="Loss curves")
+        compare_plot = gr.Plot(label="Loss curves", show_label=False)
     explain("What happens in a fine-tuning run?", EXPLANATION)
 
     form = [task, base, dataset, upload, scratch, *numbers]

@@ -240,7 +240,7 @@ def build() -> None:
                                    label="seqeval report, conlleval-compatible mode (an I- tag may start an entity); "
                                          "last column: seqeval's strict IOB2 mode",
                                    interactive=False)
-            chart = gr.Plot(label="F1 per type")
+            chart = gr.Plot(label="F1 per type", show_label=False)
         mistakes = gr.HTML(label="Some of the model's mistakes")
 
     tag_inputs = [text, model, aggregation, threshold]

@@ -68,8 +68,11 @@ def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str =
 
 def bar_figure(names: list[str], values: list[float], title: str, y_title: str, colors: list[str] | None = None,
                text: list[str] | None = None) -> go.Figure:
-    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=text, textposition="outside"))
-    fig.update_layout(font=FONT, height=400, margin=dict(l=50, r=10, t=50, b=80), title=title, yaxis_title=y_title)
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=text, textposition="outside", cliponaxis=False))
+    # Headroom above the tallest bar, so the value printed on top of it is not cut by the title or the frame.
+    top = max([v for v in values if v is not None] or [0]) or 1
+    fig.update_layout(font=FONT, height=400, margin=dict(l=50, r=10, t=60, b=80), title=title, yaxis_title=y_title,
+                      yaxis_range=[0, top * 1.18])
     return fig
 
 

@@ -3,12 +3,10 @@ drawn step by step. Both views read the same seed's bits, the same start text an
 
 from __future__ import annotations
 
-import html
-
 import gradio as gr
 
 from components import model_note
-from components.common import WholeNumber, WholeSlider, explain, guard
+from components.common import WholeNumber, WholeSlider, explain, guard, md_literal
 from components.compress_text import heat_map, model_choices, steps_table, with_model_note
 from components.plots import interval_figure
 from models.compression.text import coding_steps, lm_codec
@@ -31,7 +29,7 @@ def _label(model_key: str) -> str:
 
 def _context(model_key: str, seed: int, prompt: str, bits: str) -> str:
     """The line both views print above themselves: what they decode, with what."""
-    start = f"after the start text «{html.escape(prompt)}»" if prompt else "from the start of a text (no start text)"
+    start = f"after the start text «{md_literal(prompt)}»" if prompt else "from the start of a text (no start text)"
     return (f"Decoding the random bits of **seed {seed}**, u = 0.{bits[:32]}…, with **{_label(model_key)}**, "
             f"{start}.")
 
@@ -69,7 +67,7 @@ def sampling_steps(model_key, seed, n_tokens, prompt):
     more = f" (the first {n} of the {int(n_tokens)} tokens decoded above)" if int(n_tokens) > n else ""
     note = (_context(model_key, int(seed), prompt or "", bits)
             + f"\n\nAt each step u falls into one token's slice of the interval; that token is the sample, and its "
-              f"slice becomes the new interval. Decoded{more}: «{html.escape(shown)}» "
+              f"slice becomes the new interval. Decoded{more}: «{md_literal(shown)}» "
               f"({steps[-1].total_bits:.0f} bits of u used).")
     fig = interval_figure(steps, "Sampling = decoding random bits: u picks one slice per step")
     return fig, steps_table(steps, sampling=True), with_model_note(note, loaded)
@@ -79,8 +77,9 @@ def build() -> dict:
     """Lay out and wire the step; returns its start-text box (the lesson path fills it)."""
     with gr.Row(equal_height=False):
         choices = model_choices()
-        model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="sd-model", scale=2)
+        model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="sd-model", scale=3)
         seed = WholeNumber(value=0, minimum=0, label="Seed (the random bits)", elem_id="sd-seed", scale=1)
+    with gr.Row(equal_height=False):
         n_tokens = WholeSlider(5, coding_steps.SAMPLE_MAX, value=40, label="Tokens to decode", elem_id="sd-n", scale=2)
         prompt = gr.Textbox(label="Start of the text (may be empty)", value="Once upon a time", elem_id="sd-prompt",
                             scale=3)

@@ -18,6 +18,16 @@ def theme() -> gr.themes.Base:
         # System fonts only: the app must look right offline, with no web-font download.
         font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
         font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"],
+    ).set(
+        # Projector contrast, at least 4.5:1 on the backgrounds they sit on (WCAG AA; tests/layout_check.py):
+        # the Soft theme's help text, slider ends and labels are lighter (2.6 to 3.6:1).
+        block_info_text_color="*neutral_600",
+        body_text_color_subdued="*neutral_600",
+        block_label_text_color="*primary_700",
+        block_title_text_color="*primary_700",
+        button_primary_background_fill="*primary_600",
+        button_primary_background_fill_hover="*primary_700",
+        checkbox_label_background_fill_selected="*primary_600",
     )
 
 

@@ -16,7 +16,7 @@ def _chip(t) -> str:
     alts = " · ".join(f"{a!r} {p:.1%}" for a, p in t.alternatives)
     tip = html.escape(f"p = {t.prob:.1%}, {t.bits:.2f} bits\ntop-5: {alts}", quote=True)
     text = html.escape(t.text).replace("\n", "↵<span class='nl'></span>")
-    return f"<span class='tok' style='background:{prob_colour(t.prob)}' title=\"{tip}\">{text}</span>"
+    return f"<span class='tok' style='background:{prob_colour(t.prob)}' data-tip=\"{tip}\">{text}</span>"
 
 
 def _legend(caption: str) -> str:

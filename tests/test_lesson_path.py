@@ -9,6 +9,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from components.common import md_literal
+
 MODEL = "smollm2-135m-instruct"
 
 
@@ -46,8 +48,8 @@ def test_api_one_seed_one_text(client):
     assert re.search(r"u = 0\.([01]{32})", steps_note).group(1) == bits
     for shown in (note, steps_note):
         assert "seed 0" in shown and f"«{start}»" in shown and "SmolLM2" in shown
-    decoded = re.search(r"Decoded: «(.*)»", steps_note, re.S).group(1)
-    assert text == start + decoded  # one decode, two views
+    assert text.startswith(start)
+    assert f"Decoded: «{md_literal(text[len(start):])}»" in steps_note  # one decode, two views
     assert table.count("<tr>") == 1 + 30
     # a longer decode of the same seed starts with the same text; another seed reads other bits
     longer, _, _ = client.predict(MODEL, 0, 45, start, api_name="/sample_from_bits")
@@ -127,3 +129,12 @@ def test_browser_compress_this_text(page):
     expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared", timeout=300_000)
     assert page.locator("#ct-text textarea").input_value() == whole
     assert f"{len(whole.encode()):,} bytes" in page.locator("#ct-status").inner_text()
+
+
+def test_decoded_text_is_printed_literally():
+    """A decoded text with a line break or '*' prints as itself in a note (it printed literal '**')."""
+    import markdown
+
+    decoded = "a *b*\n\n# c_d"
+    shown = markdown.markdown(f"Decoded: «{md_literal(decoded)}»")
+    assert shown == "<p>Decoded: «a *b*↵ ↵ # c_d»</p>"

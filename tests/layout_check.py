@@ -1,0 +1,141 @@
+"""What a projector shows badly, found in the browser: text drawn over other text, text cut off by its
+container (or by the window's right edge), and text too faint to read (WCAG 2.1 contrast, AA).
+
+``problems(page)`` runs one script in the page and returns one line per problem (empty: the view is fine).
+Only what is on screen counts: hidden tabs, closed accordions and invisible layers are skipped.
+"""
+
+from __future__ import annotations
+
+# Text boxes: one rectangle per line of every visible text node (HTML), one per SVG <text> (plotly), one per
+# text input's value. Two boxes of different nodes that share more than 2 x 2 px overlap; a box outside an
+# ancestor that clips (overflow hidden/clip, or a horizontal scroll) or outside the window is cut; an
+# input whose value is wider than the box is cut. Contrast: the text colour against the first opaque
+# background behind it (ancestors' opacity and translucent backgrounds blended), 4.5:1 for normal text and
+# 3:1 for large text (24 px, or 18.66 px bold), as WCAG 2.1 SC 1.4.3 says.
+_SCRIPT = r"""
+(limit) => {
+  const out = [];
+  const vw = document.documentElement.clientWidth;
+  const visible = (el) => el && el.checkVisibility({opacityProperty: true, visibilityProperty: true});
+  const name = (el) => {
+    const parts = [];
+    for (let e = el; e && parts.length < 3; e = e.parentElement) {
+      if (e.id) { parts.unshift('#' + e.id); break; }
+      parts.unshift(e.tagName.toLowerCase() + (typeof e.className === 'string' && e.className.trim()
+        ? '.' + e.className.trim().split(/\s+/)[0] : ''));
+    }
+    return parts.join(' > ');
+  };
+  const boxes = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent.trim();
+    const el = node.parentElement;
+    if (!text || !el || !visible(el) || el.closest('script, style, noscript, title, option, textarea, [aria-hidden=true], .sr-only'))
+      continue;
+    const inSvg = el instanceof SVGElement;
+    if (inSvg) {
+      const t = el.closest('text');
+      if (!t || t.dataset.lmlabSeen === '1') continue;
+      t.dataset.lmlabSeen = '1';
+      const r = t.getBoundingClientRect();
+      if (r.width > 0.5 && r.height > 0.5) boxes.push({el: t, r, text: t.textContent.trim(), svg: true});
+      continue;
+    }
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const r of range.getClientRects()) {
+      if (r.width > 0.5 && r.height > 0.5) boxes.push({el, r, text, svg: false});
+    }
+  }
+  document.querySelectorAll('[data-lmlab-seen]').forEach(e => delete e.dataset.lmlabSeen);
+  for (const input of document.querySelectorAll('input[type=text], input:not([type])')) {
+    if (!visible(input) || !input.value) continue;
+    if (input.scrollWidth > input.clientWidth + 1)
+      out.push(`cut: ${name(input)} shows only part of its value ${JSON.stringify(input.value.slice(0, 40))}`);
+  }
+  // What of each box is on screen: clipped by every ancestor that clips (a scrolled-away line is not on
+  // screen at all). Cut: part of a line hidden by a container that does not scroll that way, by a
+  // horizontal scroll (on a projector nobody scrolls sideways), by its chart or by the window.
+  const shown = [];
+  for (const b of boxes) {
+    let v = {left: b.r.left, right: b.r.right, top: b.r.top, bottom: b.r.bottom};
+    let why = null;
+    if (b.r.right > vw + 1 || b.r.left < -1) why = 'the window';
+    for (let e = b.el.parentElement; e && e !== document.body; e = e.parentElement) {
+      if (e instanceof SVGElement && !(e instanceof SVGSVGElement && !(e.parentElement instanceof SVGElement))) continue;
+      const c = e.getBoundingClientRect();
+      // (a line's hanging space may poke out of a box that has nothing to scroll: not a cut)
+      const wide = e instanceof SVGSVGElement || e.scrollWidth > e.clientWidth + 1;
+      const outX = wide && (v.left < c.left - 2 || v.right > c.right + 2);
+      const outY = v.top < c.top - 2 || v.bottom > c.bottom + 2;
+      let clipX, clipY, scrollY = false;
+      if (e instanceof SVGSVGElement) { clipX = clipY = true; }
+      else {
+        const s = getComputedStyle(e);
+        clipX = s.overflowX !== 'visible';
+        clipY = s.overflowY !== 'visible';
+        scrollY = s.overflowY === 'auto' || s.overflowY === 'scroll';
+      }
+      if (clipX) { v.left = Math.max(v.left, c.left); v.right = Math.min(v.right, c.right); }
+      if (clipY) { v.top = Math.max(v.top, c.top); v.bottom = Math.min(v.bottom, c.bottom); }
+      if (v.right - v.left <= 0.5 || v.bottom - v.top <= 0.5) { v = null; break; }
+      if (!why && ((clipX && outX) || (clipY && outY && !scrollY)))
+        why = e instanceof SVGSVGElement ? 'its chart' : name(e);
+    }
+    if (!v) continue;  // scrolled out of its box: not on screen
+    if (why) out.push(`cut: ${JSON.stringify(b.text.slice(0, 30))} (${name(b.el)}) by ${why}`);
+    shown.push({...b, v});
+  }
+  const inter = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 2
+                       && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 2;
+  for (let i = 0; i < shown.length; i++) {
+    for (let j = i + 1; j < shown.length; j++) {
+      const a = shown[i], b = shown[j];
+      if (a.el === b.el || a.el.contains(b.el) || b.el.contains(a.el) || !inter(a.v, b.v)) continue;
+      out.push(`overlap: ${JSON.stringify(a.text.slice(0, 30))} (${name(a.el)}) and `
+               + `${JSON.stringify(b.text.slice(0, 30))} (${name(b.el)})`);
+    }
+  }
+  // contrast (HTML text)
+  const rgba = (s) => { const m = s.match(/[\d.]+/g) || ['0', '0', '0', '0'];
+    return m.map(Number).concat(m.length === 3 ? [1] : []).slice(0, 4); };
+  const over = (top, bottom) => { const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat([1]); };
+  const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const seen = new Set();
+  for (const b of shown) {
+    if (b.svg || seen.has(b.el)) continue;
+    seen.add(b.el);
+    const layers = [];
+    let opacity = 1, image = false;
+    for (let e = b.el; e; e = e.parentElement) {
+      const s = getComputedStyle(e);
+      opacity *= Number(s.opacity);
+      if (s.backgroundImage !== 'none') { image = true; break; }
+      const bg = rgba(s.backgroundColor);
+      if (bg[3] > 0) { layers.push(bg); if (bg[3] >= 1) break; }
+    }
+    if (image) continue;
+    let bg = [255, 255, 255, 1];
+    for (const l of layers.reverse()) bg = over(l, bg);
+    const s = getComputedStyle(b.el);
+    const fg = rgba(s.color);
+    const text = over([fg[0], fg[1], fg[2], fg[3] * opacity], bg);
+    const [hi, lo] = [lum(text), lum(bg)].sort((x, y) => y - x);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(s.fontSize), bold = Number(s.fontWeight) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need - 0.005)
+      out.push(`contrast ${ratio.toFixed(2)}:1 (needs ${need}:1): ${JSON.stringify(b.text.slice(0, 30))} (${name(b.el)})`);
+  }
+  return [...new Set(out)].slice(0, limit);
+}
+"""
+
+
+def problems(page, limit: int = 40) -> list[str]:
+    """Overlapping, cut and faint text on the page as it is now (at most ``limit`` lines)."""
+    return page.evaluate(_SCRIPT, limit)

@@ -1,0 +1,130 @@
+"""Every view with real content, at projector size (1400x900) and half a laptop screen (800x900): no text
+drawn over other text, none cut off by its box or the window, none fainter than 4.5:1 (tests/layout_check.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.layout_check import problems
+
+SIZES = [(1400, 900), (800, 900)]
+TEXT = ("On 14 March 1879, Albert Einstein was born in Ulm. In 1905 he published four papers: on the photoelectric "
+        "effect, on Brownian motion, on special relativity, and on E = mc². The common words cost the model almost "
+        "nothing; the names and the numbers are where the bits go.")
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def _plot(page, elem_id: str) -> None:
+    page.wait_for_function(f"() => {{ const p = document.querySelector('#{elem_id} .js-plotly-plot');"
+                           " return p && p.data && p.data.length > 0; }", timeout=300_000)
+
+
+def _generate(page):
+    _tab(page, "Generate")
+    page.locator("#gen-max-new input[type=number]").fill("24")
+    page.locator("#gen-max-new input[type=number]").press("Enter")
+    page.locator("#gen-go").click()
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=300_000)
+    page.locator("#gen-peek").click()
+    _plot(page, "gen-next-plot")
+
+
+def _lens(page):
+    _tab(page, "Inside one step")
+    _tab(page, "Logit lens and attention")
+    page.locator("#step-go").click()
+    _plot(page, "step-lens")
+    _plot(page, "step-attention")
+
+
+def _beam(page):
+    _tab(page, "Inside one step")
+    _tab(page, "Beam search")
+    page.locator("#beam-go").click()
+    _plot(page, "beam-tree")
+
+
+def _every_coder(page):
+    _tab(page, "Compress")
+    page.locator("#ct-text textarea").fill(TEXT)
+    page.locator("#ct-go").click()
+    expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared", timeout=300_000)
+    _plot(page, "ct-bars")
+
+
+def _dictionary(page):
+    _tab(page, "Compress")
+    _tab(page, "LZ77 and LZ78")
+    page.locator("#ct-lz78-dict tbody tr").nth(30).wait_for(timeout=300_000)  # filled after Compress
+    page.locator("#ct-huffman table").wait_for()
+
+
+def _arithmetic(page):
+    _tab(page, "Compress")
+    _tab(page, "Arithmetic coding")
+    page.locator("#ct-ac-go").click()
+    page.locator("#ct-ac-table tbody tr").nth(19).wait_for(timeout=300_000)
+    _plot(page, "ct-ac-plot")
+
+
+def _sampling(page):
+    _tab(page, "Sampling is decompression")
+    page.locator("#sd-sample").click()
+    page.locator("#sd-heat-map .tok").first.wait_for(timeout=300_000)
+
+
+def _sampling_steps(page):
+    _tab(page, "Sampling is decompression")
+    page.locator("#sd-steps").click()
+    page.locator("#sd-table tbody tr").nth(20).wait_for(timeout=300_000)
+    _plot(page, "sd-plot")
+
+
+def _finetune(page):
+    _tab(page, "Fine-tune")
+
+
+def _ner(page):
+    _tab(page, "NER")
+    page.locator("#ner-text textarea").fill("Marie Curie worked in Paris with the University of Paris.")
+    page.locator("#ner-go").click()
+    expect(page.locator("#ner-highlighted")).to_contain_text("Marie Curie", timeout=300_000)
+
+
+def _checkpoints(page):
+    _tab(page, "Checkpoints")
+    page.locator("#ck-inspect").click()
+    page.get_by_text("verified bit-exact").wait_for(timeout=300_000)
+    _plot(page, "ck-tree-plot")
+
+
+VIEWS = [("Generate", _generate), ("Inside one step: lens and attention", _lens), ("Beam search", _beam),
+         ("Compress: every coder", _every_coder), ("Compress: LZ77 and LZ78", _dictionary),
+         ("Compress: arithmetic coding", _arithmetic), ("Sampling: decoded text", _sampling),
+         ("Sampling: step by step", _sampling_steps), ("Fine-tune", _finetune), ("NER", _ner),
+         ("Checkpoints", _checkpoints)]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_no_overlap_no_clipping_projector_contrast(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    page.wait_for_selector("#gen-go")
+    failures = []
+    for name, open_view in VIEWS:
+        page.set_viewport_size({"width": 1400, "height": 900})
+        open_view(page)  # real content, made once; then looked at in both sizes
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(700)  # plotly redraws on resize
+            failures += [f"{name} at {width}x{height}: {p}" for p in problems(page)]  # the whole page
+    context.close()
+    assert not failures, "\n".join(failures)
