@@ -65,7 +65,7 @@ def _choose(page, elem_id: str, text: str) -> None:
 def test_walk_the_lesson(browser, app_url, screenshot_dir):
     out = screenshots_folder(screenshot_dir)
     page = open_app(browser, app_url, 1400, 900)
-    page.set_default_timeout(300_000)
+    page.set_default_timeout(900_000)
     timings: dict[str, float] = {}
 
     # 1. The model writes: 80 tokens, one at a time, coloured by probability
@@ -74,7 +74,8 @@ def test_walk_the_lesson(browser, app_url, screenshot_dir):
     page.locator("#gen-max-new input[type=number]").press("Enter")
     start = time.monotonic()
     page.locator("#gen-go").click()
-    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=300_000)
+    # (80 tokens take ~10 s on a quiet 2-core CPU; a machine shared with heavy work has taken 100 times that)
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=1_800_000)
     timings["generate_80_tokens_s"] = time.monotonic() - start
     assert page.locator("#gen-tokens .tok").count() >= 40
     page.locator("#gen-peek").click()
@@ -100,7 +101,7 @@ def test_walk_the_lesson(browser, app_url, screenshot_dir):
     whole = page.locator("#gen-prompt textarea").input_value() + page.locator("#gen-output textarea").input_value()
     start = time.monotonic()
     page.locator("#gen-compress").click()
-    expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared", timeout=300_000)
+    expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared", timeout=900_000)
     timings["compress_every_coder_s"] = time.monotonic() - start
     assert page.locator("#ct-text textarea").input_value() == whole
     assert page.locator("#ct-table").get_by_text("✅ verified").count() >= 7  # one per coder
