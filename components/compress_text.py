@@ -154,8 +154,8 @@ def _dictionary_table(v: text_compare.DictionaryView) -> str:
             "<p>Each new phrase is an old phrase (blue, by its number) plus one character (orange). The file stores "
             "only the pair (old number, character); the decoder rebuilds the same dictionary as it reads. LZW starts "
             "with all 256 single bytes in the dictionary, so it stores only numbers.</p>"
-            f"<table class='lz78-table' id='ct-lz78-dict'><thead><tr><th>#</th><th>phrase</th><th>made of</th></tr>"
-            f"</thead><tbody>{body}</tbody></table>")
+            f"<div class='lz78-scroll'><table class='lz78-table' id='ct-lz78-dict'><thead><tr><th>#</th><th>phrase</th>"
+            f"<th>made of</th></tr></thead><tbody>{body}</tbody></table></div>")
 
 
 @guard
