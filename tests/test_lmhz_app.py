@@ -86,11 +86,12 @@ def test_generate_picker_says_which_file_the_model_runs_from(compressed_gpt2):
         size, original = lmhz.stat().st_size, (folder / "model.safetensors").stat().st_size
         assert info.startswith(f"Runs from tiny-gen.lmhz: {_mb(size)} compressed, {_mb(original)} original "
                                f"({size / original:.1%}); decompressed in memory")
-        # Any other model: an empty line, which hides the previous one (None would leave it in place).
-        assert notes[0](f"local:{folder}")["info"] == ""
-        assert notes[0]("smollm2-135m-instruct")["info"] == ""
+        # Any other model: the picker's own line (how to get more models offline), which replaces the previous
+        # note (None would leave it in place).
+        assert notes[0](f"local:{folder}")["info"] == registry.more_models_note()
+        assert notes[0]("smollm2-135m-instruct")["info"] == registry.more_models_note()
     lmhz.unlink()  # a file that is gone: no note (loading it would say why)
-    assert _picker_notes(demo, "gen-model")[0]("lmhz:tiny-gen.lmhz")["info"] == ""
+    assert _picker_notes(demo, "gen-model")[0]("lmhz:tiny-gen.lmhz")["info"] == registry.more_models_note()
 
 
 def test_generate_status_names_the_compressed_checkpoint(compressed_gpt2):
