@@ -30,11 +30,13 @@ from components import (
 )
 from models.core import device, handout, settings
 from models.engines import engine
+from models.training import runs
 
 TITLE = "LM Lab"
 
 
 def build_demo() -> gr.Blocks:
+    runs.register()  # finished fine-tuning runs appear in every model picker
     # No usage analytics: the app must work offline and a classroom owes no one telemetry.
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(

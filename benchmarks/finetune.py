@@ -98,7 +98,7 @@ def real_run(cfg: RunConfig | None, run_id: str | None) -> dict:
     if cfg is not None:
         folder = runs.new_run_dir(cfg)
         t0 = time.time()
-        code = train.run_in_folder(folder, cfg)
+        code = runs.run_in_folder(folder, cfg)
         run_id = folder.name
         if code:
             raise SystemExit(f"run {run_id} failed: {runs.status(run_id).get('error')}")

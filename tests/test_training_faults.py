@@ -20,6 +20,12 @@ from models.core import registry
 from models.training import runs, view
 from tests.training_helpers import small_text, tiny_config, wait_until
 
+
+@pytest.fixture(autouse=True)
+def finished_runs_in_the_pickers():
+    """What the app does at start (``app.build_demo``): finished runs are offered as models."""
+    runs.register()
+
 # Loaded by the training subprocess through PYTHONPATH: after N metric lines, writes in the run folder fail
 # with the chosen errno (metrics only, or every write: metrics, status, the model folder).
 FAULT_HOOK = textwrap.dedent('''

@@ -16,6 +16,12 @@ from models.training.config import RunConfig
 from tests.training_helpers import small_text, tiny_config, wait_until
 
 
+@pytest.fixture(autouse=True)
+def finished_runs_in_the_pickers():
+    """What the app does at start (``app.build_demo``): finished runs are offered as models."""
+    runs.register()
+
+
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 with the real GPT-2 tokenizer saved as a local folder: a 'pretrained' base in seconds."""

@@ -87,7 +87,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_continues_without_gaps(text):
     runs.cancel(run_id)
     st = wait_until(run_id, lambda s: s["state"] in runs.DONE)
     assert st["state"] == "cancelled"
-    stopped = runs._checkpoint_step(runs.last_checkpoint(runs.runs_root() / run_id))
+    stopped = runs.checkpoint_step(runs.last_checkpoint(runs.runs_root() / run_id))
     assert 3 <= stopped < 30
     runs.resume(run_id)
     st = wait_until(run_id, lambda s: s["state"] in runs.DONE, timeout=300)
@@ -182,7 +182,7 @@ def test_a_nan_loss_fails_the_run_with_advice_and_keeps_the_last_good_checkpoint
     cfg = tiny_config(text, max_steps=12, save_steps=2, save_total_limit=1, eval_steps=0, logging_steps=1,
                       eval_before=False, bleu_samples=0, test_samples=4)
     folder = runs.new_run_dir(cfg)
-    assert train.run_in_folder(folder, cfg) == 1
+    assert runs.run_in_folder(folder, cfg) == 1
     st = runs.status(folder.name)
     assert st["state"] == "failed"
     assert st["error"] == ("the loss became NaN at step 6; lower the learning rate (the last good checkpoint, step 4, "
@@ -190,7 +190,7 @@ def test_a_nan_loss_fails_the_run_with_advice_and_keeps_the_last_good_checkpoint
     records = runs.read_metrics(folder.name)
     assert [r["step"] for r in records if r.get("loss") is not None] == [1, 2, 3, 4, 5]
     assert [(r["step"], r["loss"], r["diverged"]) for r in records if r.get("diverged")] == [(6, None, True)]
-    kept = sorted(runs._checkpoint_step(p) for p in (folder / "trainer").glob("checkpoint-*"))
+    kept = sorted(runs.checkpoint_step(p) for p in (folder / "trainer").glob("checkpoint-*"))
     assert kept == [4]  # save total limit 1: the older one was rotated out
     from safetensors.torch import load_file
 

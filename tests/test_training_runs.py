@@ -19,6 +19,12 @@ from models.training import runs, view
 from models.training.config import RunConfig
 from tests.training_helpers import small_text, tiny_config, wait_until
 
+
+@pytest.fixture(autouse=True)
+def finished_runs_in_the_pickers():
+    """What the app does at start (``app.build_demo``): finished runs are offered as models."""
+    runs.register()
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import regex
 
-from models.core import handout, registry, settings, spreadsheet
+from models.core import adapters, handout, registry, settings, spreadsheet
 from models.core.device import pick
 from models.core.errors import InputError, LMLabError, ModelUnavailable
 from models.engines.batching import DEFAULT_WINDOW_S, Gatherer
@@ -380,9 +380,7 @@ def load(key: str, device: str | None = None) -> Tagger:
         kwargs = registry.hub_load_kwargs(spec)
         labels = {}
         if spec.source == "run":  # a LoRA run's folder is an adapter: transformers loads its base, with its labels
-            from models.training.lora import label_kwargs
-
-            labels = label_kwargs(kwargs["pretrained_model_name_or_path"])
+            labels = adapters.label_kwargs(kwargs["pretrained_model_name_or_path"])
         try:
             tokenizer = AutoTokenizer.from_pretrained(**kwargs)
             model = registry.from_pretrained(AutoModelForTokenClassification, spec, kwargs, **labels, dtype=info.dtype)

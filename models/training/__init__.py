@@ -1,6 +1,4 @@
 """Fine-tuning runs: config, data, metrics, the Trainer-based runner and the job manager.
 
-Importing the package registers finished runs as models in the other tabs' pickers.
+``runs.register()`` offers finished runs in the other tabs' pickers (the app calls it).
 """
-
-from models.training import runs  # noqa: F401  (registers the finished-runs provider)

@@ -54,7 +54,10 @@ def _refuse_changes(args: argparse.Namespace, cfg: RunConfig, why: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from models.training import runs, train
+    # here: torch and transformers load only once the arguments parse (--help stays instant)
+    from models.training import runs
+
+    runs.register()  # a fine-tuned run can be the base of another
 
     rank = int(os.environ.get("RANK", "0"))
     try:
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                             "checkpoint made under them")
             runs.last_checkpoint(folder)  # a missing or damaged checkpoint is refused here, with the reason
             print(f"resuming run folder: {folder}", flush=True)
-            return train.run_in_folder(folder, cfg, resume=True)
+            return runs.run_in_folder(folder, cfg, resume=True)
         if args.run_dir:
             folder = runs.run_folder(args.run_dir)
             cfg = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LMLabError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return train.run_in_folder(folder, cfg)
+    return runs.run_in_folder(folder, cfg)
 
 
 if __name__ == "__main__":

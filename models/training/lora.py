@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from models.core import adapters
 from models.core.errors import InputError
+from models.training import bases
 from models.training.config import CAUSAL_LM, RunConfig
 
 # The usual targets per architecture (config.model_type); others fall back to peft's own table.
@@ -26,7 +28,7 @@ DEFAULT_TARGETS = {
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "bert": ["query", "value"],
 }
-LABELS_FILE = "labels.json"  # a token-classification adapter's label set (the base config has none)
+LABELS_FILE = adapters.LABELS_FILE
 
 
 # Heads that exist but get no adapter, and why (said when a run asks for one).
@@ -83,9 +85,7 @@ def check(cfg: RunConfig) -> list[str]:
         return []
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
-    from models.training.train import _pretrained_source
-
-    source = _pretrained_source(cfg.base, cfg.task)
+    source = bases.pretrained_source(cfg.base, cfg.task)
     config = AutoConfig.from_pretrained(**source)
     auto = AutoModelForCausalLM if cfg.task == CAUSAL_LM else AutoModelForTokenClassification
     with torch.device("meta"):
@@ -118,19 +118,7 @@ def is_adapter(folder: Path) -> bool:
 
 def save_labels(model, folder: Path) -> None:
     """A token-classification adapter also records its labels (the base model's config has none)."""
-    id2label = model.config.id2label
-    labels = [id2label[i] for i in range(len(id2label))]
-    (Path(folder) / LABELS_FILE).write_text(json.dumps(labels), encoding="utf-8")
-
-
-def label_kwargs(folder: Path) -> dict:
-    """from_pretrained kwargs that give a token-classification adapter's base the right label set."""
-    path = Path(folder) / LABELS_FILE
-    if not path.is_file():
-        return {}
-    labels = json.loads(path.read_text(encoding="utf-8"))
-    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-            "label2id": {t: i for i, t in enumerate(labels)}}
+    adapters.save_labels(model.config.id2label, folder)
 
 
 def base_of(folder: Path) -> str:
@@ -167,7 +155,8 @@ def merged(folder: Path, task: str, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
     auto = AutoModelForCausalLM if task == CAUSAL_LM else AutoModelForTokenClassification
-    base = auto.from_pretrained(base_of(folder), dtype=torch.float32, local_files_only=True, **label_kwargs(folder))
+    base = auto.from_pretrained(base_of(folder), dtype=torch.float32, local_files_only=True,
+                                **adapters.label_kwargs(folder))
     peft_model = PeftModel.from_pretrained(base, str(folder))
     untie_adapted_output(peft_model)
     model = peft_model.merge_and_unload()

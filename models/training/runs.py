@@ -17,18 +17,27 @@ loses nothing: the UI reads the folder again.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from models.core import registry, settings
-from models.core.errors import InputError, LMLabError
+from models.core import policy, registry, settings
+from models.core.device import pick
+from models.core.errors import Cancelled, InputError, LMLabError
+from models.training import bases, lora, train
 from models.training.config import CAUSAL_LM, RunConfig
+from models.training.run_folder import (
+    checkpoint_step,
+    last_checkpoint,
+    read_json,
+    read_metrics_file,
+    write_status,
+)
 
 ACTIVE = ("queued", "running")
 DONE = ("finished", "failed", "cancelled")
@@ -75,49 +84,12 @@ def run_dir(run_id: str) -> Path:
     return folder
 
 
-def _read_json(path: Path, default):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return default
-
-
-def write_status(folder: Path, **changes) -> dict:
-    status = _read_json(folder / "status.json", {})
-    status.update(changes, updated=time.time())
-    settings.atomic_write_text(folder / "status.json", json.dumps(status, indent=2))
-    return status
-
-
-def append_metrics(folder: Path, record: dict) -> None:
-    # One short line per append: readers see whole lines (a torn last line is skipped on read).
-    with open(folder / "metrics.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-
-
 def read_metrics(run_id: str) -> list[dict]:
     return read_metrics_file(run_dir(run_id))
 
 
-def read_metrics_file(folder: Path) -> list[dict]:
-    records = []
-    try:
-        # errors="replace": a damaged byte spoils its own line (skipped below), not the whole chart
-        text = (folder / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return records
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # the line being written right now
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def read_config(run_id: str) -> RunConfig:
-    return RunConfig.from_dict(_read_json(run_dir(run_id) / "config.json", {}))
+    return RunConfig.from_dict(read_json(run_dir(run_id) / "config.json", {}))
 
 
 # --- liveness ---------------------------------------------------------------------------------
@@ -141,11 +113,11 @@ def _alive(pid: int | None, run_id: str) -> bool:
 def status(run_id: str) -> dict:
     """The run's status; a queued/running run whose process is gone becomes failed (killed from outside)."""
     folder = run_dir(run_id)
-    st = _read_json(folder / "status.json", {"state": "failed", "error": "status.json is missing or unreadable"})
+    st = read_json(folder / "status.json", {"state": "failed", "error": "status.json is missing or unreadable"})
     st["id"] = run_id
     if st.get("state") in ACTIVE and not _alive(st.get("pid"), run_id):
         # Re-read: the run may have finished between the two reads.
-        st = _read_json(folder / "status.json", st) | {"id": run_id}
+        st = read_json(folder / "status.json", st) | {"id": run_id}
         if st.get("state") in ACTIVE and not _alive(st.get("pid"), run_id):
             tail = _log_tail(folder)
             st = write_status(folder, state="failed", error="the training process stopped unexpectedly (killed from "
@@ -172,7 +144,7 @@ def list_runs() -> list[dict]:
         if folder.is_dir() and (folder / "config.json").is_file():
             try:
                 st = status(folder.name)
-                st["config"] = _read_json(folder / "config.json", {})
+                st["config"] = read_json(folder / "config.json", {})
                 out.append(st)
             except LMLabError:
                 continue
@@ -183,15 +155,13 @@ def list_runs() -> list[dict]:
 
 
 def device_key() -> str:
-    from models.core.device import pick
-
     return str(pick().device).replace(":", "-")
 
 
 def _queued(device: str) -> list[dict]:
     entries = []
     for folder in runs_root().iterdir():
-        st = _read_json(folder / "status.json", {})
+        st = read_json(folder / "status.json", {})
         if st.get("state") in ACTIVE and st.get("device") == device and _alive(st.get("pid"), folder.name):
             entries.append(st | {"id": folder.name})
     return sorted(entries, key=lambda s: (s.get("created", 0), s["id"]))
@@ -235,7 +205,7 @@ def wait_for_slot(folder: Path, device: str, should_stop) -> DeviceSlot | None:
         if should_stop():
             return None
         ahead = [s for s in _queued(device) if s["id"] != folder.name and
-                 (s.get("created", 0), s["id"]) < (_read_json(folder / "status.json", {}).get("created", 0), folder.name)]
+                 (s.get("created", 0), s["id"]) < (read_json(folder / "status.json", {}).get("created", 0), folder.name)]
         if not ahead and slot.try_acquire():
             return slot
         write_status(folder, queue_position=len(ahead) or 1)  # the device is busy: someone is ahead
@@ -267,11 +237,8 @@ def check(config: RunConfig) -> RunConfig:
     Reads no data and loads no model, so it runs first. Raises InputError naming the setting, or
     ModelUnavailable for a base that is not offered.
     """
-    from models.core import policy
-    from models.training import lora, train  # here, not at the top: train imports this module
-
     config.validate()
-    offered = train.causal_bases() if config.task == CAUSAL_LM else train.ner_bases()
+    offered = bases.causal_bases() if config.task == CAUSAL_LM else bases.ner_bases()
     if config.base not in {key for key, _ in offered}:
         registry.get(config.base, config.task)  # a local: folder (refused in public mode), else "unknown model"
     policy.check_training(config, active_runs=sum(st.get("state") in ACTIVE for st in list_runs()))
@@ -301,84 +268,62 @@ def _launch(folder: Path, args: list[str], **status_changes) -> None:
     _children.append(proc)
 
 
+# --- the training process ---------------------------------------------------------------------
+
+
+def run_in_folder(folder: Path | None, cfg: RunConfig, resume: bool = False) -> int:
+    """The subprocess entry: queue for the device, train, record the outcome. Exit code 0 unless failed.
+
+    ``folder`` is None on the other processes of a multi-machine launch: they train but write nothing.
+    """
+    train.leave_a_core()
+    stopper = train.Stopper(folder)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if folder is None:
+        rank = max(rank, 1)
+    slot = None
+    if rank == 0:
+        # listening: SIGTERM is now a clean stop (before this, the cancel file alone is safe)
+        write_status(folder, pid=os.getpid(), state="queued", world_size=world, listening=True)
+    try:
+        if world == 1 and folder is not None:  # a multi-process launch is scheduled by whoever launched it
+            slot = wait_for_slot(folder, device_key(), stopper)
+            if slot is None:
+                raise Cancelled("cancelled while queued")
+        if rank == 0 and resume:
+            resumes = read_json(folder / "status.json", {}).get("resumes", 0) + 1
+            write_status(folder, state="running", queue_position=0, resumes=resumes, error=None,
+                              resumed_from=checkpoint_step(last_checkpoint(folder)))
+        elif rank == 0:
+            write_status(folder, state="running", started=time.time(), queue_position=0)
+        result = train.train(cfg.validate(), folder, stopper, resume=resume)
+        if rank == 0:
+            write_status(folder, state="finished", finished=time.time(), phase="done", result=result,
+                              summary=train.summary(cfg, result), cancelling=False)
+        return 0
+    except Cancelled as exc:
+        if rank == 0 and folder is not None:
+            write_status(folder, state="cancelled", finished=time.time(), error=str(exc), cancelling=False)
+        return 0
+    except LMLabError as exc:
+        if rank == 0:
+            write_status(folder, state="failed", finished=time.time(), error=str(exc))
+        return 1
+    except BaseException as exc:  # anything else: the message and the log keep the details
+        traceback.print_exc()
+        if rank == 0:
+            write_status(folder, state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if slot:
+            slot.release()
+
+
 # --- checkpoints and resuming ------------------------------------------------------------------
-
-
-def _checkpoint_step(path: Path) -> int:
-    try:
-        return int(path.name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return -1
-
-
-def checkpoint_problem(path: Path) -> str:
-    """Why a Trainer checkpoint folder cannot be resumed from ("" when it looks complete and readable).
-
-    The Trainer writes trainer_state.json last, so its presence marks a finished save; the weights'
-    safetensors header and the optimiser file are checked too (a truncated copy is caught here, not
-    as a traceback in the resumed process).
-    """
-    state = _read_json(path / "trainer_state.json", None)
-    if not isinstance(state, dict) or "global_step" not in state:
-        return f"{path.name} has no readable trainer_state.json (the save was interrupted or the file is damaged)"
-    weights = [p for p in (path / "model.safetensors", path / "adapter_model.safetensors") if p.is_file()]
-    if not weights:
-        return f"{path.name} has no model weights"
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(weights[0]), "pt") as fh:
-            list(fh.keys())
-    except Exception as exc:  # safetensors raises its own error types for a damaged header
-        return f"{path.name}/{weights[0].name} is damaged ({exc})"
-    if not (path / "optimizer.pt").is_file() or (path / "optimizer.pt").stat().st_size == 0:
-        return f"{path.name} has no optimiser state"
-    return ""
-
-
-def last_checkpoint(folder: Path) -> Path:
-    """The newest complete checkpoint of a run; InputError (saying what is wrong) when there is none."""
-    found = sorted((p for p in (folder / "trainer").glob("checkpoint-*") if p.is_dir()), key=_checkpoint_step)
-    problems = []
-    for path in reversed(found):
-        problem = checkpoint_problem(path)
-        if not problem:
-            return path
-        problems.append(problem)
-    why = "; ".join(problems) if problems else "it saved no checkpoint (save steps is 0, or it stopped before the " \
-        "first save)"
-    raise InputError(f"run {folder.name} cannot be resumed: {why}. Start it over with the same settings instead "
-                     "(the Start over button, or start a new run).")
-
-
-def trim_metrics(folder: Path, step: int) -> float:
-    """Drop the metrics written after ``step`` (the resumed run writes them again); returns the run's time then.
-
-    Keeps the base model's evaluation; drops the final evaluation of an earlier attempt.
-    """
-    kept, elapsed = [], 0.0
-    try:
-        lines = (folder / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
-            continue
-        if record.get("event") == "eval_before" or ("event" not in record and record.get("step", 0) <= step):
-            kept.append(line)
-            elapsed = max(elapsed, float(record.get("time", 0.0)))
-    settings.atomic_write_text(folder / "metrics.jsonl", "".join(x + "\n" for x in kept))
-    return elapsed
 
 
 def resume(run_id: str) -> str:
     """Continue a failed or cancelled run from its newest checkpoint, as a new process; returns the run id."""
-    from models.core import policy
-
     folder = run_dir(run_id)
     st = status(run_id)
     if st.get("state") in ACTIVE:
@@ -391,7 +336,7 @@ def resume(run_id: str) -> str:
     (folder / "cancel").unlink(missing_ok=True)
     # One write with the new pid: a reader never sees "queued" with the old, dead process.
     _launch(folder, ["--resume", str(folder)], state="queued", listening=False, error=None, finished=None,
-            cancelling=False, resuming_from=_checkpoint_step(checkpoint), device=device_key())
+            cancelling=False, resuming_from=checkpoint_step(checkpoint), device=device_key())
     return run_id
 
 
@@ -455,4 +400,6 @@ def finished_models(task: str) -> list[registry.ModelSpec]:
     return specs
 
 
-registry.add_provider(finished_models)
+def register() -> None:
+    """Offer finished runs in the pickers (``registry.catalogue``): called by the app and the training CLI."""
+    registry.add_provider(finished_models)

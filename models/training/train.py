@@ -1,7 +1,8 @@
 """One fine-tuning run: base model + data -> transformers Trainer -> evaluated, saved model.
 
-The loop knows nothing about the UI: a TrainerCallback writes metrics.jsonl and
-status.json and checks for a cancel request; that is the only link to the outside.
+The loop knows nothing about the UI or the job manager: it reports through the ``FolderReport`` it is
+handed (status.json, metrics.jsonl) and stops when its ``Stopper`` says so; those are its only links
+to the outside. ``runs.run_in_folder`` is the process around it.
 Under ``accelerate launch`` every process runs this file; only the main one writes.
 """
 
@@ -13,43 +14,27 @@ import shutil
 import signal
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from models.core import assets, registry
+from models.core import registry
 from models.core.errors import Cancelled, InputError, LMLabError, ModelUnavailable
+from models.training import bases, lora, metrics, tensorboard_log
 from models.training import data as datalib
-from models.training import metrics, runs, tensorboard_log
 from models.training.config import CAUSAL_LM, RunConfig
+from models.training.run_folder import (
+    FolderReport,
+    checkpoint_problem,
+    checkpoint_step,
+    last_checkpoint,
+    read_metrics_file,
+    trim_metrics,
+)
 
 SCRATCH_SIZES = {"tiny": (2, 128, 2), "small": (4, 256, 4), "medium": (6, 384, 6)}  # layers, width, heads
 PROMPT_TOKENS = REFERENCE_TOKENS = 32
-
-
-# --- base models ---------------------------------------------------------------------------------
-
-
-def ner_bases() -> list[tuple[str, str]]:
-    return [("all-minilm-l6-v2", "MiniLM-L6 encoder (embedded, BERT architecture, 22.7M; fresh tagging head)"),
-            ("bert-base-cased", "BERT base cased (hub, 108M; fresh tagging head)")]
-
-
-def causal_bases() -> list[tuple[str, str]]:
-    bases = [(s.key, s.label) for s in registry.catalogue(CAUSAL_LM)]
-    return bases + [("scratch-gpt2", "GPT-2 from scratch (random weights, embedded GPT-2 tokenizer)")]
-
-
-def _pretrained_source(base: str, task: str) -> dict:
-    """from_pretrained kwargs for a base key; offline hub ids fail here with a clear message."""
-    if base == "all-minilm-l6-v2":
-        return {"pretrained_model_name_or_path": str(assets.path("all-minilm-l6-v2")), "local_files_only": True}
-    if base == "bert-base-cased":
-        spec = registry.ModelSpec(base, base, task, "hub", "google-bert/bert-base-cased")
-        return registry.hub_load_kwargs(spec)
-    return registry.hub_load_kwargs(registry.get(base, task))
 
 
 def load_base(cfg: RunConfig, labels: list[str] | None = None):
@@ -71,11 +56,11 @@ def load_base(cfg: RunConfig, labels: list[str] | None = None):
                                 vocab_size=len(tokenizer))
             model = GPT2LMHeadModel(config)
         elif cfg.task == CAUSAL_LM:
-            source = _pretrained_source(cfg.base, cfg.task)
+            source = bases.pretrained_source(cfg.base, cfg.task)
             tokenizer = AutoTokenizer.from_pretrained(**source)
             model = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
         else:
-            source = _pretrained_source(cfg.base, cfg.task)
+            source = bases.pretrained_source(cfg.base, cfg.task)
             tokenizer = AutoTokenizer.from_pretrained(**source)
             # The encoder's weights are kept; the tagging head starts fresh for this label set.
             model = AutoModelForTokenClassification.from_pretrained(
@@ -298,9 +283,10 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[int], save_on_stop: bool = False,
+def make_callback(report: FolderReport, stopper: Stopper, tokens_per_step: list[int], save_on_stop: bool = False,
                   time_offset: float = 0.0):
-    """The run's TrainerCallback. ``time_offset``: seconds the run had trained before a resume.
+    """The run's TrainerCallback, reporting progress through ``report`` (on the main process) and stopping
+    when ``stopper`` says so. ``time_offset``: seconds the run had trained before a resume.
 
     A NaN or infinite loss means the run diverged: the callback records it (loss null,
     "diverged": true), stops the run without saving that step, and sets ``diverged_at``.
@@ -308,7 +294,7 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
     from transformers import TrainerCallback
 
     class RunCallback(TrainerCallback):
-        """Writes metrics.jsonl/status.json on the main process; stops on a cancel request (all processes)."""
+        """Reports status and metrics on the main process; stops on a cancel request (all processes)."""
 
         diverged_at: int | None = None
         last_finite_step: int = 0
@@ -317,13 +303,13 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
             self.t0 = time.time() - time_offset
             self.last_finite_step = state.global_step
             self.last_status = 0.0
-            if folder and state.is_world_process_zero:
-                runs.write_status(folder, state="running", step=state.global_step, max_steps=state.max_steps,
+            if state.is_world_process_zero:
+                report.status(state="running", step=state.global_step, max_steps=state.max_steps,
                                   started_training=self.t0)
 
         def on_train_end(self, args, state, control, **kw):
-            if folder and state.is_world_process_zero:
-                runs.write_status(folder, step=state.global_step, eta=0.0)
+            if state.is_world_process_zero:
+                report.status(step=state.global_step, eta=0.0)
 
         def on_step_end(self, args, state, control, **kw):
             stop = stopper()
@@ -336,11 +322,11 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
                 # A cancelled run keeps a checkpoint of the step it stopped at, so Resume loses nothing.
                 control.should_save = save_on_stop
             now = time.time()
-            if folder and state.is_world_process_zero and (now - self.last_status > 1.0 or stop):
+            if state.is_world_process_zero and (now - self.last_status > 1.0 or stop):
                 self.last_status = now
                 elapsed = now - self.t0
                 eta = elapsed / state.global_step * (state.max_steps - state.global_step) if state.global_step else None
-                runs.write_status(folder, step=state.global_step, max_steps=state.max_steps, epoch=state.epoch,
+                report.status(step=state.global_step, max_steps=state.max_steps, epoch=state.epoch,
                                   elapsed=elapsed, eta=eta, tokens_per_s=self._tps(state, elapsed),
                                   cancelling=stop)
 
@@ -348,16 +334,16 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
             # The validation every N steps: its batches count up in the phase, so the chart's pause is explained.
             self.eval_batches = getattr(self, "eval_batches", 0) + 1
             total = len(eval_dataloader) if eval_dataloader is not None else 0
-            if folder and state.is_world_process_zero and (self.eval_batches in (1, total)
+            if state.is_world_process_zero and (self.eval_batches in (1, total)
                                                            or time.time() - self.last_status > 1.0):
                 self.last_status = time.time()
-                runs.write_status(folder, phase=f"validation at step {state.global_step}: batch "
+                report.status(phase=f"validation at step {state.global_step}: batch "
                                                 f"{self.eval_batches}/{total}")
 
         def on_evaluate(self, args, state, control, **kw):
             self.eval_batches = 0
-            if folder and state.is_world_process_zero:
-                runs.write_status(folder, phase="training")
+            if state.is_world_process_zero:
+                report.status(phase="training")
 
         def _tps(self, state, elapsed: float) -> float:
             seen = state.num_input_tokens_seen or state.global_step * tokens_per_step[0]
@@ -375,7 +361,7 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
                 control.should_save = control.should_evaluate = False
             elif "loss" in logs and not diverged:
                 self.last_finite_step = state.global_step
-            if not (folder and state.is_world_process_zero):
+            if not state.is_world_process_zero:
                 return
             elapsed = time.time() - self.t0
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(elapsed, 2),
@@ -391,7 +377,7 @@ def make_callback(folder: Path | None, stopper: Stopper, tokens_per_step: list[i
                 return
             if diverged:
                 record["diverged"] = True
-            runs.append_metrics(folder, record)
+            report.metrics(record)
 
     return RunCallback()
 
@@ -412,10 +398,13 @@ def _ner_compute_metrics(id2label):
     return compute
 
 
-def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, resume: bool = False) -> dict:
-    """Run the whole recipe; returns {before, after, seconds, steps, model_step}. Writes into ``folder`` on the main
-    process. ``resume``: continue from the folder's newest checkpoint with the Trainer's own resume (weights,
-    optimiser, scheduler, RNG state and step); metrics written after that checkpoint are dropped first.
+def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, resume: bool = False,
+          report: FolderReport | None = None) -> dict:
+    """Run the whole recipe; returns {before, after, seconds, steps, model_step}. Writes the model and checkpoints
+    into ``folder`` on the main process, and reports progress, phases and metrics through ``report`` (by
+    default into the folder's status.json and metrics.jsonl). ``resume``: continue from the folder's newest
+    checkpoint with the Trainer's own resume (weights, optimiser, scheduler, RNG state and step); metrics
+    written after that checkpoint are dropped first.
 
     Raises LMLabError when the loss becomes NaN (the checkpoints before it are kept).
     """
@@ -430,6 +419,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
     rank, world = _world()
     main = rank == 0
     stopper = stopper or Stopper(folder)
+    report = report or FolderReport(folder if main else None)
     data = datalib.load(cfg.task, cfg.dataset, cfg.upload)
     labels = getattr(data, "labels", None)
     model, tokenizer = load_base(cfg, labels)
@@ -453,25 +443,23 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
 
     checkpoint, time_offset, before = None, 0.0, {}
     if resume:
-        checkpoint = runs.last_checkpoint(folder)
+        checkpoint = last_checkpoint(folder)
         if main:
-            time_offset = runs.trim_metrics(folder, runs._checkpoint_step(checkpoint))
+            time_offset = trim_metrics(folder, checkpoint_step(checkpoint))
             # the steps after the checkpoint are trained again: their old TensorBoard events go, as their metrics
-            tensorboard_log.trim(folder / "tensorboard", runs._checkpoint_step(checkpoint))
-            recorded = next((r for r in runs.read_metrics_file(folder) if r.get("event") == "eval_before"), None)
+            tensorboard_log.trim(folder / "tensorboard", checkpoint_step(checkpoint))
+            recorded = next((r for r in read_metrics_file(folder) if r.get("event") == "eval_before"), None)
             before = {k: v for k, v in (recorded or {}).items() if k != "event"}
     if cfg.method == "lora":
-        from models.training import lora
-
         model = lora.wrap(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    if folder is not None and main:
-        runs.write_status(folder, trainable_params=trainable, total_params=total)
+    if main:
+        report.status(trainable_params=trainable, total_params=total)
     if cfg.eval_before and main and not resume:
         before = evaluate(cfg, model, tokenizer, data, "test", cfg.test_samples,
-                          progress=_eval_progress(folder, "evaluating the base model on the test split"))
-        _record(folder, {"event": "eval_before", **_flat(before)})
+                          progress=_eval_progress(report, "evaluating the base model on the test split"))
+        report.metrics({"event": "eval_before", **_flat(before)})
     if stopper():
         raise Cancelled("cancelled before training started")
 
@@ -498,7 +486,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
         train_sampling_strategy="group_by_length" if cfg.task != CAUSAL_LM else "random",
         use_cpu=not torch.cuda.is_available(),
     )
-    callback = make_callback(folder, stopper, [tokens_per_step], save_on_stop=bool(cfg.save_steps),
+    callback = make_callback(report, stopper, [tokens_per_step], save_on_stop=bool(cfg.save_steps),
                              time_offset=time_offset)
     callbacks = [callback]
     if cfg.early_stopping_patience:
@@ -507,7 +495,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
                       eval_dataset=ListDataset(eval_items) if cfg.eval_steps else None, data_collator=collator,
                       processing_class=tokenizer, callbacks=callbacks,
                       compute_metrics=_ner_compute_metrics(model.config.id2label) if cfg.task != CAUSAL_LM else None)
-    _phase(folder, f"training (resumed from {checkpoint.name})" if checkpoint else "training")
+    _phase(report, f"training (resumed from {checkpoint.name})" if checkpoint else "training")
     t0 = time.time()
     stopper.interruptible = False
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -525,8 +513,8 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
     after = {}
     if main:
         after = evaluate(cfg, final_model, tokenizer, data, "test", cfg.test_samples,
-                         progress=_eval_progress(folder, "evaluating the fine-tuned model on the test split"))
-        _record(folder, {"event": "eval_after", "step": state.global_step, "model_step": model_step, **_flat(after)})
+                         progress=_eval_progress(report, "evaluating the fine-tuned model on the test split"))
+        report.metrics({"event": "eval_after", "step": state.global_step, "model_step": model_step, **_flat(after)})
     if folder is not None:
         stopper.interruptible = False
         _save(trainer, tokenizer, folder, main)
@@ -555,10 +543,10 @@ def _diverged(folder: Path | None, step: int, last_good: int) -> str:
     kept = None
     if folder is not None and _world()[0] == 0:
         for path in (folder / "trainer").glob("checkpoint-*"):
-            if runs._checkpoint_step(path) > last_good:
+            if checkpoint_step(path) > last_good:
                 shutil.rmtree(path, ignore_errors=True)  # its weights may already hold NaNs
-            elif not runs.checkpoint_problem(path):
-                kept = max(kept or 0, runs._checkpoint_step(path))
+            elif not checkpoint_problem(path):
+                kept = max(kept or 0, checkpoint_step(path))
     note = f" (the last good checkpoint, step {kept}, is kept)" if kept else ""
     return f"the loss became NaN at step {step}; lower the learning rate{note}"
 
@@ -568,12 +556,11 @@ def _flat(result: dict) -> dict:
         {"per_type": result["per_type"]} if "per_type" in result else {})
 
 
-def _phase(folder: Path | None, text: str) -> None:
-    if folder is not None and _world()[0] == 0:
-        runs.write_status(folder, phase=text)
+def _phase(report: FolderReport, text: str) -> None:
+    report.status(phase=text)
 
 
-def _eval_progress(folder: Path | None, title: str) -> Progress:
+def _eval_progress(run_report: FolderReport, title: str) -> Progress:
     """A Progress that writes "<title>: 16/64 blocks, about 40 s left" as the run's phase (at most once a second,
     and at every start and end of a stage)."""
     started: dict[str, float] = {}
@@ -586,18 +573,13 @@ def _eval_progress(folder: Path | None, title: str) -> Progress:
             return
         last[0] = now
         left = f", about {_seconds((now - t0) / done * (total - done))} left" if 0 < done < total else ""
-        _phase(folder, f"{title}: {done}/{total} {what}{left}")
+        _phase(run_report, f"{title}: {done}/{total} {what}{left}")
 
     return report
 
 
 def _seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
-def _record(folder: Path | None, record: dict) -> None:
-    if folder is not None:
-        runs.append_metrics(folder, record)
 
 
 def _save(trainer, tokenizer, folder: Path, main: bool) -> None:
@@ -610,8 +592,6 @@ def _save(trainer, tokenizer, folder: Path, main: bool) -> None:
         tokenizer.save_pretrained(str(tmp))
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(unwrapped, "peft_config") and getattr(unwrapped, "modules_to_save", None):
-            from models.training import lora
-
             lora.save_labels(unwrapped, tmp)  # a tagging adapter: its base needs the label set to be rebuilt
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.json says the same
         if not any(tmp.glob("*.safetensors")):
@@ -638,51 +618,3 @@ def leave_a_core() -> None:
     operation instead of working. OMP_NUM_THREADS, when set, decides instead."""
     if not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
-
-
-def run_in_folder(folder: Path | None, cfg: RunConfig, resume: bool = False) -> int:
-    """The subprocess entry: queue for the device, train, record the outcome. Exit code 0 unless failed.
-
-    ``folder`` is None on the other processes of a multi-machine launch: they train but write nothing.
-    """
-    leave_a_core()
-    stopper = Stopper(folder)
-    rank, world = _world()
-    if folder is None:
-        rank = max(rank, 1)
-    slot = None
-    if rank == 0:
-        # listening: SIGTERM is now a clean stop (before this, the cancel file alone is safe)
-        runs.write_status(folder, pid=os.getpid(), state="queued", world_size=world, listening=True)
-    try:
-        if world == 1 and folder is not None:  # a multi-process launch is scheduled by whoever launched it
-            slot = runs.wait_for_slot(folder, runs.device_key(), stopper)
-            if slot is None:
-                raise Cancelled("cancelled while queued")
-        if rank == 0 and resume:
-            resumes = runs._read_json(folder / "status.json", {}).get("resumes", 0) + 1
-            runs.write_status(folder, state="running", queue_position=0, resumes=resumes, error=None,
-                              resumed_from=runs._checkpoint_step(runs.last_checkpoint(folder)))
-        elif rank == 0:
-            runs.write_status(folder, state="running", started=time.time(), queue_position=0)
-        result = train(cfg.validate(), folder, stopper, resume=resume)
-        if rank == 0:
-            runs.write_status(folder, state="finished", finished=time.time(), phase="done", result=result,
-                              summary=summary(cfg, result), cancelling=False)
-        return 0
-    except Cancelled as exc:
-        if rank == 0 and folder is not None:
-            runs.write_status(folder, state="cancelled", finished=time.time(), error=str(exc), cancelling=False)
-        return 0
-    except LMLabError as exc:
-        if rank == 0:
-            runs.write_status(folder, state="failed", finished=time.time(), error=str(exc))
-        return 1
-    except BaseException as exc:  # anything else: the message and the log keep the details
-        traceback.print_exc()
-        if rank == 0:
-            runs.write_status(folder, state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        if slot:
-            slot.release()

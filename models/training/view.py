@@ -15,12 +15,13 @@ from functools import lru_cache
 from math import log
 from pathlib import Path
 
-from models.core import handout
+from models.core import handout, registry
 from models.core.errors import InputError
+from models.training import bases, card, lora, runs
 from models.training import data as datalib
-from models.training import runs
 from models.training.config import CAUSAL_LM, DEMO, RunConfig
 from models.training.config import recipe as config_recipe
+from models.training.run_folder import read_json
 
 LN2 = log(2)
 
@@ -135,14 +136,11 @@ def _clock(seconds) -> str:
 
 def base_choices(task: str) -> list[tuple[str, str]]:
     """(label, key) of the base models that can load here now (offline: the embedded and cached ones)."""
-    from models.core import registry
-    from models.training import train  # here: the base lists read the model catalogue
-
     if task == CAUSAL_LM:
-        return registry.choices(CAUSAL_LM) + [(label, key) for key, label in train.causal_bases()
+        return registry.choices(CAUSAL_LM) + [(label, key) for key, label in bases.causal_bases()
                                               if key == "scratch-gpt2"]
     hub = {"bert-base-cased": "google-bert/bert-base-cased"}
-    return [(label, key) for key, label in train.ner_bases()
+    return [(label, key) for key, label in bases.ner_bases()
             if key not in hub or registry.availability(registry.ModelSpec(key, label, task, "hub", hub[key]))[0]]
 
 
@@ -165,14 +163,13 @@ def method_for(base: str, method: str) -> str:
 
 
 def _base_name(key: str) -> str:
-    from models.training import train  # here: the base lists read the model catalogue, which only a name needs
 
-    labels = dict(train.causal_bases() + train.ner_bases())
+    labels = dict(bases.causal_bases() + bases.ner_bases())
     return labels.get(key, key).split(" (")[0]
 
 
 def name_of(run_id: str) -> str:
-    return run_name(runs.status(run_id) | {"config": runs._read_json(runs.run_dir(run_id) / "config.json", {})})
+    return run_name(runs.status(run_id) | {"config": read_json(runs.run_dir(run_id) / "config.json", {})})
 
 
 def run_name(st: dict) -> str:
@@ -201,7 +198,7 @@ def latest_run(active_only: bool = False) -> str:
 def snapshot(run_id: str) -> Snapshot:
     runs.reap()
     st = runs.status(run_id)
-    cfg = st.get("config") or runs._read_json(runs.run_dir(run_id) / "config.json", {})
+    cfg = st.get("config") or read_json(runs.run_dir(run_id) / "config.json", {})
     records = runs.read_metrics(run_id)
     state = st.get("state", "?")
     icon = {"queued": "⏳", "running": "▶", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}.get(state, "")
@@ -335,8 +332,6 @@ def zip_model(run_id: str, kind: str = "") -> str:
     ``kind``: model (a full fine-tune), adapter (a LoRA run's adapter alone) or merged (base + adapter
     folded into plain safetensors weights); empty = the run's natural kind (model or adapter).
     """
-    from models.training import card, lora
-
     snap_dir = runs.run_dir(run_id) / "model"
     st = runs.status(run_id)
     if st.get("state") != "finished" or not snap_dir.is_dir():
