@@ -220,7 +220,7 @@ def test_resume_after_kill_keeps_each_step_once_in_tensorboard_and_refuses_chang
     # Kill -9 once the event file on disk holds steps after the newest complete checkpoint (as in a real crash).
     deadline = time.monotonic() + 240
     while True:
-        done = [runs._checkpoint_step(p.parent) for p in (folder / "trainer").glob("checkpoint-*/trainer_state.json")]
+        done = [runs.checkpoint_step(p.parent) for p in (folder / "trainer").glob("checkpoint-*/trainer_state.json")]
         logged = _tensorboard_steps(run_id)
         if done and logged and max(logged) > max(done) + 1:
             os.kill(runs.status(run_id)["pid"], signal.SIGKILL)
@@ -228,7 +228,7 @@ def test_resume_after_kill_keeps_each_step_once_in_tensorboard_and_refuses_chang
         assert runs.status(run_id)["state"] in runs.ACTIVE and time.monotonic() < deadline, runs.status(run_id)
         time.sleep(0.05)
     assert wait_until(run_id, lambda s: s["state"] in runs.DONE)["state"] == "failed"
-    checkpoint = runs._checkpoint_step(runs.last_checkpoint(folder))
+    checkpoint = runs.checkpoint_step(runs.last_checkpoint(folder))
     assert max(_tensorboard_steps(run_id)) > checkpoint
 
     # a setting given at resume is refused with the reason, not ignored
