@@ -56,23 +56,32 @@ def test_model_handlers_request_a_gpu_on_a_space(monkeypatch):
 
 
 def test_heavy_events_share_one_queue(monkeypatch):
-    """Every event that runs a language model waits in the one 'model' queue (so they share the device), and shows
-    its place in that queue; with batching on, the events the scheduler batches get their own, wide queues."""
+    """Every short event that runs a language model waits in the one 'model' queue (so they share the device) and
+    shows progress; whole texts and whole NER files run in lanes of their own, one at a time, so the shared queue
+    never waits behind them; with batching on, the events the engine batches get their own, wide queues."""
     import app
+    from models.engines import engine
 
-    heavy = {"generate", "next_token", "ner", "ner_batch", "ner_evaluate", "compress_text", "decompress_text"}
+    heavy = {"generate", "next_token", "ner", "beam_search", "arithmetic_steps"}
     batched = {"generate", "next_token", "ner"}
+    own_lanes = {"compress_text": "text_coding", "decompress_text": "text_coding",
+                 "ner_batch": "ner_files", "ner_evaluate": "ner_files"}
     for batching in ("0", "1"):
         monkeypatch.setenv("LMLAB_BATCHING", batching)
+        monkeypatch.setattr(engine, "_engines", {})  # the local engine is chosen again from the setting
         demo = app.build_demo()
         by_name = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
-        missing = heavy - set(by_name)
+        missing = (heavy | set(own_lanes)) - set(by_name)
         assert not missing, f"events not found: {missing}"
         queued_together = heavy - batched if batching == "1" else heavy
         assert {by_name[name].concurrency_id for name in queued_together} == {"model"}
         if batching == "1":
             assert {by_name[name].concurrency_id for name in batched} == batched
             assert all(by_name[name].concurrency_limit >= 64 for name in batched)
-        # show_progress "full" is what draws "queue: 3/7" with an ETA over the outputs while a request waits
-        assert all(by_name[name].show_progress == "full" and by_name[name].queue is not False for name in heavy)
+        for name, lane in own_lanes.items():
+            assert by_name[name].concurrency_id == lane != "model"
+        assert {by_name[name].concurrency_limit for name in ("compress_text", "ner_batch")} == {1}
+        # Every model event shows that it is working ("minimal" keeps the spinner without a stale timer)
+        assert all(by_name[name].show_progress != "hidden" and by_name[name].queue is not False
+                   for name in heavy | set(own_lanes))
         assert by_name["stop"].queue is False  # Stop never waits behind the work it stops
