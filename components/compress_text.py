@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from components import mixing_view, model_note
 from components.common import WholeSlider, explain, guard
 from components.plots import FONT, bar_figure, interval_figure
-from models.compression.text import coding_steps, lm_codec
+from models.compression.text import coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
 from models.core import registry
 from models.core.errors import InputError
@@ -40,6 +40,10 @@ versions and refuses to decode elsewhere rather than produce garbage.
 **Sampling is decompression.** Give the decoder random bits instead of a compressed file: it "decodes"
 them into text the model finds likely — a sample at temperature 1. The same seed gives the same text.
 """
+
+# The "Coder" choice: the mixing coder (the default) or the language model alone (the lesson's comparison).
+MIXING, MODEL_ONLY = "mixing", "model only"
+CODER_CHOICES = [("Model + n-gram + match (mixing coder)", MIXING), ("Model only", MODEL_ONLY)]
 
 _HEADERS = ["coder", "kind", "bytes in", "bytes out", "bits/byte", "compress s", "decompress s", "verified"]
 
@@ -214,12 +218,17 @@ def _short(coder: str) -> str:
 
 
 @guard
-def compress_text(text, upload, model_key, progress=gr.Progress()):
-    """Compress with every coder, verify each by decoding, and show where the model spends its bits."""
+def compress_text(text, upload, model_key, coder=MIXING, progress=gr.Progress()):
+    """Compress with every coder, verify each by decoding, and show where the model spends its bits.
+    ``coder``: "mixing" (the model alone and the mixing coder from one pass, the smaller file offered)
+    or "model only" (the language model alone)."""
+    if coder not in (MIXING, MODEL_ONLY):
+        raise InputError(f"unknown coder {coder!r}: choose {MIXING!r} or {MODEL_ONLY!r}")
     data = _input_bytes(text, upload)
     loaded = registry.load_causal_lm(model_key)
     c = text_compare.compare(data, loaded, UI_CODEC, limit=text_compare.ui_limit(loaded),
-                             max_tokens=text_compare.ui_token_limit(loaded), progress=lambda f, m: progress(f, desc=m))
+                             max_tokens=text_compare.ui_token_limit(loaded), progress=lambda f, m: progress(f, desc=m),
+                             mixer=None if coder == MODEL_ONLY else mixing.DEFAULT)
     rows = [[r.coder, r.family, r.original_bytes, r.compressed_bytes, round(r.bpb, 3), round(r.compress_s, 3),
              round(r.decompress_s, 3), "✅ verified" if r.verified else "❌"] for r in c.rows]
     best = min((r for r in c.rows if "payload only" not in r.coder), key=lambda r: r.compressed_bytes)
@@ -274,6 +283,8 @@ def build() -> dict:
             example = gr.Dropdown(names, value=names[-1], label="Example", elem_id="ct-example")
             choices = model_choices()
             model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="ct-model")
+            coder = gr.Radio(CODER_CHOICES, value=MIXING, label="Language-model coder", elem_id="ct-coder",
+                             info="the mixing coder also learns from the text itself; model only is the plain model")
             go_btn = gr.Button("Compress with every coder", variant="primary", elem_id="ct-go")
             upload = gr.File(label="…or upload a file (any bytes)", elem_id="ct-upload")
     with gr.Tabs(elem_id="ct-views") as views:
@@ -322,7 +333,7 @@ def build() -> dict:
     dict_outputs = [lz77_view, lz78_view, lz78_table]
     # Coding a whole text runs up to UI_TOKENS_* model steps twice: its own lane, so the shared model queue
     # (steps, sampling, beam search) never waits behind it.
-    go = go_btn.click(compress_text, [text, upload, model], compress_outputs, api_name="compress_text",
+    go = go_btn.click(compress_text, [text, upload, model, coder], compress_outputs, api_name="compress_text",
                       concurrency_id="text_coding", concurrency_limit=1)
     go_btn.click(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
@@ -334,7 +345,7 @@ def build() -> dict:
 
     def compress_after(event) -> None:
         shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
-        done = shown.then(compress_text, [text, upload, model], compress_outputs, api_visibility="private",
+        done = shown.then(compress_text, [text, upload, model, coder], compress_outputs, api_visibility="private",
                           concurrency_id="text_coding")
         done.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
 

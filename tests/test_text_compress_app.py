@@ -36,6 +36,23 @@ def test_api_compress_then_decompress(client):
 
 
 @pytest.mark.slow
+def test_api_model_only_choice(client):
+    """The "Model only" choice: the language model alone, no mixing-coder row, its file decodes."""
+    from gradio_client import handle_file
+
+    status, table, *_figs_and_html, download = client.predict(SHORT, None, MODEL, "model only",
+                                                               api_name="/compress_text")
+    rows = table["data"]
+    assert len(rows) == 9 and all(row[-1] == "✅ verified" for row in rows)  # 5 classic, the model alone, payload
+    assert "alone" in rows[-2][0] and not any("mixing" in row[0] for row in rows)
+    assert "Smallest file" in status
+    text, _restored, _message = client.predict(handle_file(download), api_name="/decompress_text")
+    assert text == SHORT
+    with pytest.raises(Exception, match="unknown coder|not in the list of choices"):
+        client.predict(SHORT, None, MODEL, "zip", api_name="/compress_text")
+
+
+@pytest.mark.slow
 def test_api_sampling_is_decompression(client):
     a = client.predict(MODEL, 7, 8, "The", api_name="/sample_from_bits")
     b = client.predict(MODEL, 7, 8, "The", api_name="/sample_from_bits")
