@@ -11,8 +11,8 @@ from components.common import WholeNumber, WholeSlider, context_html, explain, g
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
 from models.core import registry, zerogpu
-from models.engines import engine, serving
-from models.generation import generator
+from models.engines import engine
+from models.generation import generator, serving
 
 EXAMPLES = [
     ["Once upon a time, in a small village by the sea,", 0.8, 0.95, 50, 7],

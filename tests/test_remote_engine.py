@@ -227,7 +227,7 @@ def test_browser_generate_through_the_server(browser, remote_app, screenshot_dir
         assert texts[0] and texts[0] == texts[1]
         chip = page.locator("#gen-tokens .tok").first
         assert page.locator("#gen-tokens .tok").count() == 80
-        assert "top-5:" in chip.get_attribute("title") and "background" in chip.get_attribute("style")
+        assert "top-5:" in chip.get_attribute("data-tip") and "background" in chip.get_attribute("style")
         assert "served by 127.0.0.1" in page.locator("#gen-status").inner_text()
         page.locator("#gen-model").scroll_into_view_if_needed()
         page.screenshot(path=str(screenshot_dir / f"remote-generate-{width}.png"), full_page=False)

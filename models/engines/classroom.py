@@ -18,8 +18,8 @@ import torch
 
 from models.engines import kv_cache, packed_linear, scheduler
 from models.engines.batching import Gatherer
-from models.engines.engine import MAX_OPEN_STREAMS, Capabilities
 from models.engines.reference import ReferenceEngine, last_logits
+from models.engines.requests import MAX_OPEN_STREAMS, Capabilities
 from models.engines.scheduler import TOP_ALTERNATIVES, Request
 
 T = TypeVar("T")

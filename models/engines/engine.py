@@ -18,24 +18,8 @@ engine's ``capabilities`` instead.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-# Streams the web app keeps open at once (Gradio's concurrency limit for the batched events); more wait in
-# Gradio's queue. Open streams cost a thread each, not model work: the engine bounds that.
-MAX_OPEN_STREAMS = int(os.environ.get("LMLAB_MAX_STREAMS", 256))
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What an engine can show a learner."""
-
-    alternatives: int  # top alternatives sent with each token (the hover and the next-token chart)
-    after_temperature: bool  # False: log-probs are the model's own, before temperature and penalty
-    internals: bool  # hidden states, attention and raw logits (logit lens, attention, beam tree, LM coder)
-    shares_steps: bool  # requests arriving together share forward passes (gathering them pays)
-    open_streams: int  # generation streams worth keeping open at once (more wait in the web queue)
-    label: str  # how the status line and the about box name it, in a teacher's words
-
+from models.engines.requests import MAX_OPEN_STREAMS, Capabilities  # noqa: F401  (callers know them as engine.X)
 
 _engines: dict[str, object] = {}
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from models.engines.engine import Capabilities
+from models.engines.requests import Capabilities
 from models.engines.scheduler import TOP_ALTERNATIVES, Request
 from models.generation import sampling
 

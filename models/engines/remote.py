@@ -31,7 +31,7 @@ import httpx
 
 from models.core.errors import InputError, ServerError
 from models.core.registry import SERVED_PREFIX
-from models.engines.engine import MAX_OPEN_STREAMS, Capabilities
+from models.engines.requests import MAX_OPEN_STREAMS, Capabilities
 
 STREAM_ALTERNATIVES = 5  # per generated token: the hover's top-5
 VIEW_ALTERNATIVES = 20  # the next-token chart: vLLM's default maximum (max_logprobs)
@@ -161,7 +161,7 @@ class RemoteEngine:
         silent, refused). A stream the server drops after some tokens ends with ``finish_reason``
         "dropped" and a notice; the text so far is kept.
         """
-        from models.generation.generator import MAX_PROMPT_CHARS, StreamEvent, TokenInfo
+        from models.engines.requests import MAX_PROMPT_CHARS, StreamEvent, TokenInfo
 
         s.validate()
         if not isinstance(prompt, str) or not prompt.strip():
@@ -221,7 +221,7 @@ class RemoteEngine:
 
         Raises InputError (empty prefix) and ServerError.
         """
-        from models.generation.generator import SamplingSettings
+        from models.engines.requests import SamplingSettings
 
         if not isinstance(prefix, str) or not prefix.strip():
             raise InputError("the prompt is empty: type a few words for the model to continue")
