@@ -90,7 +90,7 @@ def test_the_tree_speaks_bits_with_ln_p_beside(tiny_gpt2, monkeypatch):
     from models.core import registry
 
     monkeypatch.setattr(registry, "load_causal_lm", lambda key: tiny_gpt2)
-    figure, table, status = view.beam_search(PROMPT, "tiny", 3, 1.0, 4, 0.9, 3)
+    figure, table, status, _context = view.beam_search(PROMPT, "tiny", 3, 1.0, 4, 0.9, 3)
     for row in table:
         assert row[3] == pytest.approx(-row[5] / math.log(2), abs=0.01) and row[3] > 0
     labels = [t for t in figure.data[-1].text[1:]]
