@@ -63,7 +63,7 @@ def _status(ev: generator.StreamEvent, running: bool) -> str:
     head = "**Generating…**" if running else f"**Done** — {reason}"
     bits = ev.total_bits
     bpt = bits / n if n else 0.0
-    others = ev.sharing - 1
+    others = max(ev.sharing - 1, 0)  # 0 before the request has shared any step
     sharing = f" · sharing the model with {others} other {'request' if others == 1 else 'requests'}" if others else ""
     sharing += f" · {ev.engine}" if ev.engine else ""
     # A rate needs at least two tokens after the first one's wait; a count of one is "1 token".
