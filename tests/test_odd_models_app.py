@@ -66,7 +66,7 @@ INTEGER_PARAMETERS = {
     ("/logit_lens", "top_k"), ("/attention", "layer"), ("/attention", "head"), ("/attention", "window"),
     ("/beam_search", "num_beams"), ("/beam_search", "max_new_tokens"), ("/beam_search", "seed"),
     ("/ner_evaluate", "limit"), ("/arithmetic_steps", "n_steps"), ("/sampling_steps", "seed"),
-    ("/sampling_steps", "n_steps"), ("/sample_from_bits", "seed"), ("/sample_from_bits", "n_tokens"),
+    ("/sampling_steps", "n_tokens"), ("/sample_from_bits", "seed"), ("/sample_from_bits", "n_tokens"),
 }
 
 
