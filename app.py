@@ -28,7 +28,8 @@ from components import (
     sampling_decode,
     theme,
 )
-from models.core import device, handout, settings
+from models.compression.checkpoint import as_model
+from models.core import assets, device, handout, settings
 from models.engines import engine
 from models.training import runs
 
@@ -136,11 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from models.core import assets
-
     assets.fetch_all(log=logging.getLogger("lmlab.assets").info)
-    from models.compression.checkpoint import as_model
-
     as_model.install()  # the pickers offer .lmhz files made by the Compress tab ("use as a model")
     demo = build_demo()
     demo.queue(default_concurrency_limit=1)

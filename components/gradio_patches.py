@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 
 import gradio
+from gradio import state_holder
 
 log = logging.getLogger("lmlab.gradio_patches")
 
@@ -33,8 +34,6 @@ def install(demo: gradio.Blocks) -> dict[str, bool]:
 def uninstall() -> None:
     """Undo the process-wide patch (``SessionState``); a queue slowed by ``slow_queue_polling`` belongs to
     its own demo and goes with it."""
-    from gradio import state_holder
-
     original = getattr(state_holder.SessionState.__init__, "_lmlab_original", None)
     if original is not None:
         state_holder.SessionState.__init__ = original
@@ -118,8 +117,6 @@ class _NoBlocks:
 def lazy_session_config() -> bool:
     """Make every new ``SessionState`` build its config lazily, everything else as Gradio sets it up.
     Returns False, changing nothing, when ``SessionState.__init__`` no longer has the shape this relies on."""
-    from gradio import state_holder
-
     cls = state_holder.SessionState
     if hasattr(cls.__init__, "_lmlab_original"):
         return True

@@ -5,6 +5,7 @@ each saved. The computation is ``models.compression.text.mixing_picture``; this 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -38,8 +39,6 @@ def _colour(expert: str, experts: list[str]) -> str:
 
 
 def _input(text: str | None, upload) -> bytes:
-    from pathlib import Path
-
     if upload:
         return Path(upload if isinstance(upload, str) else upload.name).read_bytes()
     return (text or "").encode("utf-8")

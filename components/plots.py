@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import plotly.graph_objects as go
 
 FONT = dict(size=16)
@@ -44,8 +46,6 @@ def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penal
 
 def _wrap(text: str, width: int = 110) -> str:
     """Plotly titles do not wrap: break a sentence into <br>-separated lines."""
-    import textwrap
-
     return "<br>".join(textwrap.wrap(text, width))
 
 

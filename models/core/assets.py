@@ -219,7 +219,9 @@ def _copy_members(asset: Asset, entries, dest: Path) -> None:
 
 def _gguf_to_safetensors(folder: Path, log: Progress) -> None:
     """Dequantise the GGUF once into a plain safetensors folder (model/)."""
-    import torch
+    import torch  # late: torch is heavy and only this path needs it
+
+    # late: transformers is heavy and only this path needs it
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = next((folder / "gguf").glob("*.gguf"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass
 
 import torch
@@ -63,8 +64,6 @@ def memory_figures(info: DeviceInfo) -> dict[str, float]:
             "reserved_mib": torch.cuda.memory_reserved(info.device) / 2**20,
         }
     try:
-        import resource
-
         return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     except ImportError:  # Windows
         return {}

@@ -10,6 +10,7 @@ Sources, in the order the pickers show them:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import try_to_load_from_cache
 
 from models.core import assets, settings
 from models.core.device import DeviceInfo, pick
@@ -86,8 +89,6 @@ def _local_specs(task: str) -> list[ModelSpec]:
 
 
 def _folder_task(folder: Path) -> str:
-    import json
-
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
@@ -160,7 +161,7 @@ def from_pretrained(auto_class, spec: ModelSpec, kwargs: dict[str, Any], **extra
     checkpoint) loads with its base model's config and the state dict its source gives."""
     if spec.source not in _derived:
         return auto_class.from_pretrained(**kwargs, **extra)
-    import transformers
+    import transformers  # late: transformers is heavy and only this path needs it
 
     state = _derived[spec.source][1](spec)
     config = transformers.AutoConfig.from_pretrained(**kwargs)
@@ -230,8 +231,6 @@ def hub_reachable() -> bool:
 
 def in_hf_cache(hub_id: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
     except Exception:
         return False
@@ -358,7 +357,7 @@ def model_nbytes(model: Any) -> int:
 
 def gpt2_tokenizer():
     """The real GPT-2 BPE tokenizer from the embedded assets ('Hello world' -> [15496, 995])."""
-    from transformers import GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast  # late: transformers is heavy and only this path needs it
 
     return GPT2TokenizerFast.from_pretrained(str(assets.path("gpt2-tokenizer")))
 
@@ -369,6 +368,7 @@ def load_causal_lm(key: str, device: str | None = None) -> Loaded:
     info = pick(device)
 
     def loader() -> Loaded:
+        # late: transformers is heavy and only this path needs it
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
 

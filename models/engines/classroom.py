@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import torch
 
+from models.core import registry
 from models.engines import kv_cache, packed_linear, scheduler
 from models.engines.batching import Gatherer
 from models.engines.reference import ReferenceEngine, last_logits
@@ -78,8 +79,6 @@ class ClassroomEngine:
             self._charged.add(loaded.model)
         memory = self.memory
         if memory is None:
-            from models.core import registry
-
             memory = registry.CACHE
         memory.charge(loaded, packed_linear.planned_nbytes(loaded.model, loaded.device.device))
 

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import os
 
+from models.core import zerogpu
+from models.engines import remote as remote_module
+from models.engines.classroom import ClassroomEngine
+from models.engines.reference import ReferenceEngine
 from models.engines.requests import MAX_OPEN_STREAMS, Capabilities  # noqa: F401  (callers know them as engine.X)
 
 _engines: dict[str, object] = {}
@@ -28,12 +32,8 @@ def named(name: str):
     """The one ``reference`` or ``classroom`` engine of this process (made on first use)."""
     if name not in _engines:
         if name == "reference":
-            from models.engines.reference import ReferenceEngine
-
             _engines.setdefault(name, ReferenceEngine())
         elif name == "classroom":
-            from models.engines.classroom import ClassroomEngine
-
             _engines.setdefault(name, ClassroomEngine())
         else:
             raise ValueError(f"no local engine named {name!r} (reference, classroom)")
@@ -44,14 +44,10 @@ def local():
     """The engine that runs local models, chosen at start: ``reference`` when ``LMLAB_BATCHING=0``
     (``--no-batching``) or on ZeroGPU (the GPU exists only inside handlers, so nothing may own the model
     between requests), else ``classroom``."""
-    from models.core import zerogpu
-
     one_at_a_time = os.environ.get("LMLAB_BATCHING", "1") == "0" or zerogpu.available()
     return named("reference" if one_at_a_time else "classroom")
 
 
 def remote():
     """The remote engine named by ``LMLAB_ENGINE_URL`` (``--engine-url``), or None."""
-    from models.engines import remote as remote_module
-
     return remote_module.configured()

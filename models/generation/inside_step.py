@@ -206,7 +206,7 @@ def _shape(config) -> tuple[int, int] | None:
 
 def config_shape(model_key: str) -> tuple[int, int] | None:
     """(layers, heads) of a catalogue model from its config alone (no weights loaded); None if unreadable."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # late: transformers is heavy and only this path needs it
 
     try:
         config = AutoConfig.from_pretrained(**registry.hub_load_kwargs(registry.get(model_key, registry.CAUSAL_LM)))

@@ -201,9 +201,11 @@ def score(gold: list[list[str]], pred: list[list[str]], strict: bool = False) ->
     use E-/S-), where an entity must start with ``B-`` (``S-``) and such an ``I-X`` starts none; tools
     that score strictly give lower numbers for the same predictions (Nakayama, seqeval, 2018).
     """
+    # late: seqeval (scikit-learn, ~2 s) is heavy and only this path needs it
     from seqeval.metrics import classification_report
 
     if strict:
+        # late: seqeval (scikit-learn, ~2 s) is heavy and only this path needs it
         from seqeval.scheme import IOB2, IOBES
 
         iobes = any(t[:2] in ("E-", "S-") for tags in (*gold, *pred) for t in tags)

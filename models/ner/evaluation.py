@@ -66,7 +66,7 @@ def load_conll2003(split: str) -> tuple[list[conll.Sentence], str]:
     hub_split, filename = SPLITS[split]
     if registry.hub_reachable():
         try:
-            import datasets
+            import datasets  # late: datasets is heavy and only this path needs it
 
             ds = datasets.load_dataset(HUB_DATASET, split=hub_split)
             names = ds.features["ner_tags"].feature.names

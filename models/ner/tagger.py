@@ -24,6 +24,7 @@ import regex
 from models.core import adapters, handout, registry, settings, spreadsheet
 from models.core.device import pick
 from models.core.errors import InputError, LMLabError, ModelUnavailable
+from models.engines import engine
 from models.engines.batching import DEFAULT_WINDOW_S, Gatherer
 from models.ner import conll
 
@@ -191,7 +192,7 @@ class TransformersTagger:
 
     def tag_many(self, texts: list[str], aggregation: str = "simple", threshold: float = 0.0,
                  progress: Progress | None = None) -> list[Tagged]:
-        import torch
+        import torch  # late: torch is heavy and only this path needs it
 
         _check(aggregation, threshold)
         enc = self.tokenizer(list(texts), return_offsets_mapping=True, truncation=True, max_length=self.window,
@@ -363,7 +364,7 @@ def load(key: str, device: str | None = None) -> Tagger:
     folder = spec.local_dir()
     if is_spacy_folder(folder):
         def spacy_loader() -> registry.Loaded:
-            import spacy
+            import spacy  # late: spaCy is heavy and only this path needs it
 
             # Only the NER and its features: tagger, parser and lemmatizer do not change the entities.
             nlp = spacy.load(folder, exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
@@ -375,6 +376,7 @@ def load(key: str, device: str | None = None) -> Tagger:
     info = pick(device)
 
     def loader() -> registry.Loaded:
+        # late: transformers is heavy and only this path needs it
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         kwargs = registry.hub_load_kwargs(spec)
@@ -419,8 +421,6 @@ _gatherers: dict[tuple, Gatherer] = {}
 
 def _gathering() -> bool:
     """Gather only where the local engine shares work between requests (not one-at-a-time reference)."""
-    from models.engines import engine
-
     return engine.local().capabilities.shares_steps
 
 

@@ -94,7 +94,7 @@ class RunConfig:
         if self.dataset == "upload" and not self.upload:
             raise InputError("dataset 'upload' needs a file: upload a .txt or CoNLL file first")
         if self.bf16:
-            import torch
+            import torch  # late: torch is heavy and only this path needs it
 
             if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
                 raise InputError("bf16 needs a GPU that supports bfloat16; none is visible here, untick bf16")

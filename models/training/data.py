@@ -101,7 +101,7 @@ def load(task: str, dataset: str, upload: str = "") -> TextData | NerData:
 def _load_text(dataset: str, upload: str) -> TextData:
     if dataset == "wikitext-2":
         if registry.hub_reachable():
-            from datasets import load_dataset
+            from datasets import load_dataset  # late: datasets is heavy and only this path needs it
 
             ds = load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1")
             return TextData(_lines(ds["train"]["text"]), _lines(ds["validation"]["text"]), _lines(ds["test"]["text"]),
@@ -155,7 +155,7 @@ def _upload_path(upload: str) -> Path:
 def _load_ner(dataset: str, upload: str) -> NerData:
     if dataset == "conll2003":
         if registry.hub_reachable():
-            from datasets import load_dataset
+            from datasets import load_dataset  # late: datasets is heavy and only this path needs it
 
             ds = load_dataset("eriktks/conll2003")
             names = ds["train"].features["ner_tags"].feature.names

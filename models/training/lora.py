@@ -42,7 +42,7 @@ EXCLUDED = {
 
 def adaptable_modules(model) -> list[str]:
     """Sorted short names of the modules LoRA can wrap (Linear, GPT-2's Conv1D, Embedding), heads excluded."""
-    from transformers.pytorch_utils import Conv1D
+    from transformers.pytorch_utils import Conv1D  # late: transformers is heavy and only this path needs it
 
     names = set()
     for name, module in model.named_modules():
@@ -57,6 +57,7 @@ def targets(cfg: RunConfig, model_type: str, valid: list[str]) -> list[str]:
 
     Raises InputError naming the valid modules when a name does not exist in the model.
     """
+    # late: peft is heavy and only this path needs it
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
 
     asked = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
@@ -83,6 +84,7 @@ def check(cfg: RunConfig) -> list[str]:
     """
     if cfg.method != "lora":
         return []
+    # late: transformers is heavy and only this path needs it
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
     source = bases.pretrained_source(cfg.base, cfg.task)
@@ -95,7 +97,7 @@ def check(cfg: RunConfig) -> list[str]:
 
 def wrap(model, cfg: RunConfig):
     """The base model wrapped for LoRA training: only adapters (and a NER run's fresh head) are trainable."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType, get_peft_model  # late: peft is heavy and only this path needs it
 
     chosen = targets(cfg, model.config.model_type, adaptable_modules(model))
     ner = cfg.task != CAUSAL_LM
@@ -134,7 +136,7 @@ def untie_adapted_output(peft_model) -> bool:
     B·A into the shared matrix would rewrite the output layer too (a tiny GPT-2: logits 4.89 apart, other
     tokens predicted). Untied first, the merged export computes exactly what the app serves.
     """
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer  # late: peft is heavy and only this path needs it
 
     out = peft_model.get_output_embeddings()
     if out is None:
@@ -151,7 +153,9 @@ def untie_adapted_output(peft_model) -> bool:
 
 def merged(folder: Path, task: str, out: Path) -> Path:
     """Base + adapter folded into plain weights (W + B·A·alpha/r), saved as safetensors with the tokenizer."""
-    from peft import PeftModel
+    from peft import PeftModel  # late: peft is heavy and only this path needs it
+
+    # late: transformers is heavy and only this path needs it
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
     auto = AutoModelForCausalLM if task == CAUSAL_LM else AutoModelForTokenClassification

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import sacrebleu
+
 
 def perplexity(total_loss: float, n_tokens: int) -> float:
     """exp(mean token cross-entropy in nats); ``total_loss`` is the sum over ``n_tokens`` tokens.
@@ -23,8 +25,6 @@ def perplexity(total_loss: float, n_tokens: int) -> float:
 
 def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     """Corpus BLEU and chrF (sacrebleu defaults), one reference per hypothesis."""
-    import sacrebleu
-
     if len(hypotheses) != len(references):
         raise ValueError("one reference per hypothesis")
     if not hypotheses:
@@ -35,6 +35,7 @@ def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict[str, float]:
 
 def seqeval_report(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict:
     """Entity-level precision/recall/F1 (micro and macro) and per type, as seqeval computes them."""
+    # late: seqeval (scikit-learn, ~2 s) is heavy and only this path needs it
     from seqeval.metrics import classification_report
 
     if len(true_tags) != len(pred_tags) or any(len(a) != len(b) for a, b in zip(true_tags, pred_tags, strict=True)):

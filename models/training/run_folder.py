@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+from safetensors import safe_open
+
 from models.core import settings
 from models.core.errors import InputError
 
@@ -72,8 +74,6 @@ def checkpoint_problem(path: Path) -> str:
     if not weights:
         return f"{path.name} has no model weights"
     try:
-        from safetensors import safe_open
-
         with safe_open(str(weights[0]), "pt") as fh:
             list(fh.keys())
     except Exception as exc:  # safetensors raises its own error types for a damaged header

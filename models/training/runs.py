@@ -17,6 +17,7 @@ loses nothing: the UI reads the folder again.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import signal
@@ -25,6 +26,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+import psutil
 
 from models.core import policy, registry, settings
 from models.core.device import pick
@@ -100,8 +103,6 @@ def _alive(pid: int | None, run_id: str) -> bool:
     if not pid:
         return False
     try:
-        import psutil
-
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
@@ -181,8 +182,6 @@ class DeviceSlot:
         self.fh = None
 
     def try_acquire(self) -> bool:
-        import fcntl
-
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

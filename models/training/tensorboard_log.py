@@ -36,7 +36,7 @@ def _records(blob: bytes):
 def trim(log_dir: Path, step: int) -> int:
     """Drop the events after ``step`` from every event file under ``log_dir`` (each rewritten atomically);
     returns how many events were dropped. Events without a step (the file header) are kept."""
-    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.event_pb2 import Event  # late: TensorBoard is heavy and only this path needs it
 
     dropped = 0
     for path in sorted(Path(log_dir).rglob("events.out.tfevents.*")):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import shutil
 import signal
 import tempfile
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.core import registry
@@ -39,7 +41,7 @@ PROMPT_TOKENS = REFERENCE_TOKENS = 32
 
 def load_base(cfg: RunConfig, labels: list[str] | None = None):
     """(model, tokenizer) in fp32 (mixed precision, when asked, is the Trainer's job)."""
-    from transformers import (
+    from transformers import (  # late: transformers is heavy and only this path needs it
         AutoModelForCausalLM,
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -291,7 +293,7 @@ def make_callback(report: FolderReport, stopper: Stopper, tokens_per_step: list[
     A NaN or infinite loss means the run diverged: the callback records it (loss null,
     "diverged": true), stops the run without saving that step, and sets ``diverged_at``.
     """
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback  # late: transformers is heavy and only this path needs it
 
     class RunCallback(TrainerCallback):
         """Reports status and metrics on the main process; stops on a cancel request (all processes)."""
@@ -383,8 +385,6 @@ def make_callback(report: FolderReport, stopper: Stopper, tokens_per_step: list[
 
 
 def _ner_compute_metrics(id2label):
-    import numpy as np
-
     def compute(pred):
         best = np.argmax(pred.predictions, axis=-1)
         true, guess = [], []
@@ -408,7 +408,7 @@ def train(cfg: RunConfig, folder: Path | None, stopper: Stopper | None = None, r
 
     Raises LMLabError when the loss becomes NaN (the checkpoints before it are kept).
     """
-    from transformers import (
+    from transformers import (  # late: transformers is heavy and only this path needs it
         DataCollatorForTokenClassification,
         EarlyStoppingCallback,
         Trainer,
@@ -533,8 +533,6 @@ def _peak_memory() -> int:
     """Peak bytes so far: GPU memory allocated by torch on CUDA, else the process's peak resident memory."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 

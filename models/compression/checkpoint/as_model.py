@@ -95,7 +95,7 @@ def specs(task: str, bases: list[registry.ModelSpec]) -> list[registry.ModelSpec
 def weights(spec: registry.ModelSpec) -> dict:
     """The state dict of a compressed checkpoint, decompressed in memory (every tensor's sha256 and the whole
     file's checked: CorruptFile on any difference)."""
-    from safetensors.torch import load as load_safetensors
+    from safetensors.torch import load as load_safetensors  # late: torch is heavy and only this path needs it
 
     path = Path(spec.location)
     return load_safetensors(bytes(checkpoint.decompress(path.read_bytes(), path.name)))

@@ -29,8 +29,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import psutil
 import zstandard
 
 from models.compression import huffman
@@ -799,8 +801,6 @@ def _validate(header: dict, payload_len: int, name: str) -> None:
 
 def _check_memory(size: int, name: str) -> None:
     """Refuse an output larger than the memory free now (a declared size is checked before allocating it)."""
-    import psutil
-
     free = psutil.virtual_memory().available
     if size > free:
         raise InputError(f"{name}: restoring needs {size / 2**30:,.1f} GiB of memory but only {free / 2**30:,.1f} GiB "
@@ -836,8 +836,6 @@ def inspect(blob: bytes | memoryview, name: str = "file") -> dict:
 
 def load_source(path, dtype_view: str = "as stored") -> tuple[bytes, str]:
     """A checkpoint file as safetensors bytes: .safetensors as is, .bin through weights_only, optional cast."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path.name}: no such file")

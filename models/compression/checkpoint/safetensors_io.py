@@ -135,8 +135,8 @@ def array(st: Safetensors, entry: TensorEntry) -> np.ndarray:
 
 def from_torch_bin(path: Path) -> bytes:
     """A PyTorch ``.bin`` state dict, loaded with ``weights_only=True``, as safetensors bytes."""
-    import torch
-    from safetensors.torch import save
+    import torch  # late: torch is heavy and only this path needs it
+    from safetensors.torch import save  # late: torch is heavy and only this path needs it
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -152,8 +152,8 @@ def from_torch_bin(path: Path) -> bytes:
 
 def cast(st: Safetensors, dtype: str) -> bytes:
     """The same checkpoint with every float tensor cast to ``dtype`` (BF16 or F16), as safetensors bytes."""
-    import torch
-    from safetensors.torch import save
+    import torch  # late: torch is heavy and only this path needs it
+    from safetensors.torch import save  # late: torch is heavy and only this path needs it
 
     target = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}[dtype]
     out = {}

@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import zstandard
 
 from models.compression import huffman
 from models.compression.text import lz78
-from models.core.errors import CorruptFile
+from models.core.errors import CorruptFile, InputError
 
 HUFFMAN_MAX_LEN = 15  # like deflate's literal codes
 _TABLE_BYTES = 128  # 256 code lengths of 4 bits each
@@ -78,14 +79,10 @@ def _huffman_decompress(coded: HuffmanBytes) -> bytes:
 
 
 def _zstd_compress(data: bytes) -> bytes:
-    import zstandard
-
     return zstandard.ZstdCompressor(level=19).compress(data)
 
 
 def _zstd_decompress(blob: bytes) -> bytes:
-    import zstandard
-
     return zstandard.ZstdDecompressor().decompress(blob)
 
 
@@ -141,8 +138,6 @@ def lz77_parse(data: bytes) -> list[LZ77Op]:
     zlib is smarter (lazy matching, bounded chains), but the idea is the same: repeated
     strings become (distance, length) pairs, the rest stays literal."""
     if len(data) > LZ77_MAX_INPUT:
-        from models.core.errors import InputError
-
         raise InputError(f"the LZ77 view draws at most {LZ77_MAX_INPUT:,} bytes (got {len(data):,}); "
                          "paste a shorter text")
     heads: dict[bytes, list[int]] = {}

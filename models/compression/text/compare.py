@@ -13,7 +13,7 @@ from pathlib import Path
 from models.compression.text import baselines as text_baselines
 from models.compression.text import container as text_container
 from models.compression.text import lm_codec, lz78, mixing
-from models.core import handout, registry, settings
+from models.core import assets, handout, registry, settings
 from models.core.device import pick
 from models.core.errors import InputError
 from models.core.filenames import safe_name
@@ -181,7 +181,5 @@ def example_text(name: str) -> str:
     key, filename, nbytes = EXAMPLES[name]
     if key is None:
         return PARAGRAPH
-    from models.core import assets
-
     raw = (assets.path(key) / filename).read_bytes()[:nbytes]
     return raw.decode("utf-8", "ignore")

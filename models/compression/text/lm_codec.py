@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import constriction
 import numpy as np
 import torch
 
@@ -59,8 +60,6 @@ _FAMILY = None  # constriction's Categorical family, created on first use
 def _family():
     global _FAMILY
     if _FAMILY is None:
-        import constriction
-
         _FAMILY = constriction.stream.model.Categorical(perfect=False)
     return _FAMILY
 
@@ -207,6 +206,7 @@ def _special_ids(tokenizer) -> set[int]:
 
 def _byte_table(tokenizer) -> list[bytes] | None:
     """For byte-level BPE (GPT-2, SmolLM2, Llama 3): the exact bytes of every token id."""
+    # late: transformers is heavy and only this path needs it
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     decode_char = {c: b for b, c in bytes_to_unicode().items()}
@@ -538,8 +538,6 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     are exactly what ``compress`` writes with each mixer, because the model's probabilities do not
     depend on the coder. Each result's ``seconds`` is the pass's time less the other coders' own time
     (mixing and range coding), i.e. what coding with that mixer alone takes."""
-    import constriction
-
     if not isinstance(data, (bytes, bytearray)):
         raise InputError("compress() takes bytes; encode text as UTF-8 first")
     if len(data) > MAX_RECORD_BYTES:
@@ -769,8 +767,6 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
     record's decoder reads its own payload with its own mixer; the model is fed the token they all
     decoded, so each sees exactly the probabilities it would see alone (a disagreement is CorruptFile).
     A record's seconds are the pass's time less the other records' own decoding time."""
-    import constriction
-
     started = time.perf_counter()
     records = [_prepare(blobs[0], loaded, device)]
     loaded = records[0].loaded
@@ -898,8 +894,6 @@ def sample_from_bits(loaded: registry.Loaded, seed: int, n_tokens: int = 60, pro
                      precision: str = "auto", progress: Progress | None = None) -> Sampled:
     """Feed random bits to the arithmetic decoder: it "decompresses" them into text the model finds
     likely, a sample from the model at temperature 1. The same seed gives the same text."""
-    import constriction
-
     if not 1 <= n_tokens <= 2048:
         raise InputError(f"number of tokens must be between 1 and 2048 (got {n_tokens})")
     if not 0 <= int(seed) < 2**63:
