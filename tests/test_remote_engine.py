@@ -203,6 +203,35 @@ def test_thirty_students_through_the_app(remote_app, engine):
         assert results[k][0] == alone
 
 
+def test_more_students_than_the_server_runs_at_once_wait_their_turn(vllm):
+    """The server runs 32 sequences at once and queues the rest, sending them nothing meanwhile: with a
+    silence limit shorter than that wait, the queued students still get their whole text, not an error."""
+    from models.engines.remote import RemoteEngine
+
+    impatient = RemoteEngine(vllm[0], NAME, read_timeout_s=2.0)
+    n, results = 40, [None] * 40
+    barrier = threading.Barrier(n)
+
+    def student(k):
+        barrier.wait()
+        try:
+            results[k] = list(impatient.stream("Once upon a time,", _settings(seed=k, max_new_tokens=48)))[-1]
+        except Exception as exc:  # noqa: BLE001 - counted below
+            results[k] = exc
+
+    threads = [threading.Thread(target=student, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    impatient.close()
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors[:3]
+    assert all(r.done and r.tokens for r in results)
+    waited = sorted(r.first_token_seconds for r in results)
+    assert waited[-1] > 2.0, f"no request waited longer than the silence limit ({waited[-5:]}): nothing was tested"
+
+
 @pytest.mark.browser
 def test_browser_generate_through_the_server(browser, remote_app, screenshot_dir):
     """A student's page on the server's model: streamed coloured tokens with their top-5, the same text for

@@ -31,14 +31,23 @@ import httpx
 
 from models.core.errors import InputError, ServerError
 from models.core.registry import SERVED_PREFIX
-from models.engines.requests import MAX_OPEN_STREAMS, Capabilities
+from models.engines.requests import (
+    MAX_OPEN_STREAMS,
+    MAX_PROMPT_CHARS,
+    Capabilities,
+    SamplingSettings,
+    StreamEvent,
+    TokenInfo,
+)
 
 STREAM_ALTERNATIVES = 5  # per generated token: the hover's top-5
 VIEW_ALTERNATIVES = 20  # the next-token chart: vLLM's default maximum (max_logprobs)
 CONNECT_TIMEOUT_S = 5.0
-# A server gives a request's first token after its queue and prefill; a class of 300 on a busy GPU can
-# take a while, so the wait is long, and it is per chunk: a stream that keeps sending never times out.
+# Silence this long means trouble, unless the request has not started yet and the server still answers:
+# then it is waiting its turn in the server's queue (vLLM runs a fixed number of sequences at once and
+# queues the rest, sending nothing meanwhile), and it keeps its place for up to QUEUE_LIMIT_S.
 READ_TIMEOUT_S = float(os.environ.get("LMLAB_ENGINE_TIMEOUT_S", 60))
+QUEUE_LIMIT_S = float(os.environ.get("LMLAB_ENGINE_QUEUE_S", 600))
 POLL_S = 0.25  # how often a waiting stream looks at its cancel event
 
 
@@ -47,12 +56,13 @@ class RemoteEngine:
 
     name = "remote"
 
-    def __init__(self, url: str, model: str, read_timeout_s: float = READ_TIMEOUT_S) -> None:
+    def __init__(self, url: str, model: str, read_timeout_s: float = READ_TIMEOUT_S,
+                 queue_limit_s: float = QUEUE_LIMIT_S) -> None:
         self.url, self.model = url.rstrip("/"), model
         if not self.url.endswith("/v1"):
             self.url += "/v1"
         self.host = urlparse(self.url).netloc or self.url
-        self.read_timeout_s = read_timeout_s
+        self.read_timeout_s, self.queue_limit_s = read_timeout_s, max(queue_limit_s, read_timeout_s)
         self.capabilities = Capabilities(alternatives=VIEW_ALTERNATIVES, after_temperature=False, internals=False,
                                          shares_steps=True, open_streams=MAX_OPEN_STREAMS,
                                          label=f"served by {self.host}")
@@ -95,25 +105,44 @@ class RemoteEngine:
         return ServerError(f"The model server at {self.host} refused the request (HTTP {response.status_code}): "
                            f"{detail}")
 
+    def _silent(self) -> ServerError:
+        return ServerError(f"The model server at {self.host} has sent nothing for {self.read_timeout_s:.0f} s; "
+                           "it may be overloaded. Try again in a moment, or pick a model that runs here.")
+
     def _down(self, exc: Exception) -> ServerError:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-            return ServerError(f"The model server at {self.host} has sent nothing for {self.read_timeout_s:.0f} s; "
-                               "it may be overloaded. Try again in a moment, or pick a model that runs here.")
+            return self._silent()
         return ServerError(f"The model server at {self.host} is not answering ({type(exc).__name__}); is it "
                            "running? Models that run here still work: pick one in the Model list.")
+
+    def _busy(self, waited_s: float) -> ServerError:
+        return ServerError(f"The model server at {self.host} is busy: this request waited {waited_s:.0f} s for its "
+                           "turn and did not start. Try again in a moment, or pick a model that runs here.")
+
+    def _answers(self) -> bool:
+        """Whether the server answers a small request (``GET /models``) within ``CONNECT_TIMEOUT_S``: a
+        silent stream on a server that answers is queued, not lost."""
+        try:
+            return self._client.get(f"{self.url}/models", timeout=CONNECT_TIMEOUT_S).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def _events(self, body: dict, cancel: threading.Event) -> Iterator[dict]:
         """The server's streamed JSON events; returns when it sends ``[DONE]`` or ``cancel`` is set.
 
         A thread reads the connection, so Stop takes effect within ``POLL_S`` even while the server is
         silent; the thread closes the connection at its next event (or its read timeout), which makes
-        vLLM abort the request. Raises ServerError (down, silent, refused, dropped: ``dropped`` set).
+        vLLM abort the request. After ``read_timeout_s`` of silence the request fails, unless nothing has
+        arrived yet and the server still answers (the request is queued there): then it waits on, up to
+        ``queue_limit_s`` in all. Raises ServerError (down, silent, busy, refused, dropped: ``_Dropped``).
         """
         items: queue.Queue = queue.Queue()
+        # The loop below decides when waiting is over; the reader's own limit only backs it up.
+        timeout = httpx.Timeout(self.queue_limit_s + self.read_timeout_s + CONNECT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
 
         def read() -> None:
             try:
-                with self._client.stream("POST", f"{self.url}/completions", json=body) as response:
+                with self._client.stream("POST", f"{self.url}/completions", json=body, timeout=timeout) as response:
                     if response.status_code != 200:
                         response.read()
                         items.put(("error", self._refused(response)))
@@ -128,13 +157,23 @@ class RemoteEngine:
                 items.put(("failed", exc))
 
         threading.Thread(target=read, daemon=True, name="lmlab-remote").start()
+        sent = last = time.monotonic()
+        started = False
         while True:
             try:
                 kind, value = items.get(timeout=POLL_S)
             except queue.Empty:
                 if cancel.is_set():
                     return
+                now = time.monotonic()
+                if now - last >= self.read_timeout_s:
+                    if not started and now - sent < self.queue_limit_s and self._answers():
+                        last = now  # queued behind other requests: keep the place
+                        continue
+                    cancel.set()  # the reader closes the connection when it wakes
+                    raise self._busy(now - sent) if not started and self._answers() else self._silent() from None
                 continue
+            last, started = time.monotonic(), True
             if kind == "error":
                 raise value
             if kind == "failed":
@@ -161,8 +200,6 @@ class RemoteEngine:
         silent, refused). A stream the server drops after some tokens ends with ``finish_reason``
         "dropped" and a notice; the text so far is kept.
         """
-        from models.engines.requests import MAX_PROMPT_CHARS, StreamEvent, TokenInfo
-
         s.validate()
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("the prompt is empty: type a few words for the model to continue")
@@ -221,8 +258,6 @@ class RemoteEngine:
 
         Raises InputError (empty prefix) and ServerError.
         """
-        from models.engines.requests import SamplingSettings
-
         if not isinstance(prefix, str) or not prefix.strip():
             raise InputError("the prompt is empty: type a few words for the model to continue")
         body = self._body(prefix, SamplingSettings(temperature=0), 1, min(show, VIEW_ALTERNATIVES), stream=False)
