@@ -1,15 +1,16 @@
-"""Checkpoint codec vs zstd -3 and zipnn on the embedded checkpoints, as stored and cast.
+"""Checkpoint codec, plain kernels against the unrolled ones, vs zstd -3 and zipnn, on the embedded checkpoints.
 
 For each checkpoint (MiniLM fp32, SmolLM2-135M fp32) and dtype (bf16, fp32, fp16), the same
-safetensors bytes go through each codec in the same run, the codecs taking turns within each rep so
-that machine load and clock drift reach them all alike; sizes are fractions of the file, speeds MB/s
-of the file (best of the reps; a small file gets more reps, so that each codec's best is taken over
-about 1 GB of input: a single 45 MB run takes ~70 ms, and this machine's speed drifts by ±10 %).
-Every decompression is compared with the input. zstd and zipnn run single-threaded; this codec uses
-two pool threads on a two-core machine (three on more): one computes the sha256 of the file and of
-each tensor while the other plans the tensors, then both write the payload; decompression decodes
-two runs of tensors side by side. Its decompression is timed with the CRC32 checks ("decomp") and
-with every sha256 checked as well ("+sha256").
+safetensors bytes go through each codec in the same run, the codecs taking turns within each rep
+(A B A B ..., the order rotated from rep to rep) so that machine load and clock drift reach them all
+alike. This codec runs twice, with its plain kernels (``planes.py``, the default) and with the
+unrolled ones (``fast/plane_kernels.py``, ``codec.FAST``); both must write the same file. Sizes are
+fractions of the file, speeds MB/s of the file from the median time of the reps (a small file gets
+more reps, up to 30, so that each side reads about 1 GB). Every decompression is compared with the
+input. zstd and zipnn run single-threaded; this codec uses two pool threads on a two-core machine
+(three on more): one computes the sha256 of the file and of each tensor while the other plans the
+tensors, then both write the payload; decompression decodes two runs of tensors side by side. Its
+decompression is timed with the CRC32 checks ("d") and with every sha256 checked as well ("+sha256").
 Also reported: the order-0 exponent bound (file size if the exponent plane took exactly its
 global order-0 entropy and every other byte stayed raw) and how far the Huffman coder is above
 the chunk-local order-0 entropy of the symbols it coded (bytes, or byte pairs where a chunk codes
@@ -24,6 +25,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -43,10 +45,24 @@ ZIPNN_DTYPE = {"BF16": "bfloat16", "F32": "float32", "F16": "float16"}
 class _Side:
     """One codec under test: ``compress(data)`` and ``decompress(blob)``, timed by the caller."""
 
-    def __init__(self, name: str, compress, decompress, fresh_input: bool = False) -> None:
+    def __init__(self, name: str, compress, decompress, fresh_input: bool = False, blob_of: str | None = None) -> None:
         self.name, self.compress, self.decompress, self.fresh_input = name, compress, decompress, fresh_input
-        self.tc = self.td = float("inf")
+        self.blob_of = blob_of  # a side that only decompresses: whose blob it reads
+        self.tc: list[float] = []
+        self.td: list[float] = []
         self.blob = self.back = None
+
+
+def _ours(fast: bool):
+    """compress, decompress and checked decompress with the plain (False) or unrolled (True) kernels."""
+    def run(fn, *args, **kwargs):
+        checkpoint.FAST = fast
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            checkpoint.FAST = None
+    return (lambda b: run(checkpoint.compress, b)[0], lambda b: run(checkpoint.decompress, b, check=False),
+            lambda b: run(checkpoint.decompress, b, check=True))
 
 
 def _sides(data: bytes, dtype: str) -> list[_Side]:
@@ -61,8 +77,9 @@ def _sides(data: bytes, dtype: str) -> list[_Side]:
         z = ZipNN(method="HUFFMAN", input_format="byte", bytearray_dtype=ZIPNN_DTYPE[dtype], threads=1)
         # zipnn rearranges its input buffer in place: each run gets its own copy (copy time not counted)
         sides.append(_Side("zipnn", z.compress, z.decompress, fresh_input=True))
-    sides.append(_Side("ours", lambda b: checkpoint.compress(b)[0], lambda b: checkpoint.decompress(b, check=False)))
-    sides.append(_Side("ours_checked", None, lambda b: checkpoint.decompress(b, check=True)))
+    for name, fast in (("plain", False), ("unrolled", True)):
+        comp, decomp, checked = _ours(fast)
+        sides += [_Side(name, comp, decomp), _Side(name + "_checked", None, checked, blob_of=name)]
     return sides
 
 
@@ -73,23 +90,27 @@ def _timed(fn, arg) -> tuple[object, float]:
 
 
 def _measure(data: bytes, dtype: str, reps: int) -> dict[str, _Side]:
-    """Best of ``reps`` for every side, the sides taking turns within each rep so that the machine's
+    """``reps`` times for every side, the sides taking turns within each rep so that the machine's
     drift (other load, clock) reaches them all alike, in an order rotated from rep to rep so that
     none always runs right after another (whose memory traffic leaves the caches in its own state)."""
     sides = _sides(data, dtype)
-    checkpoint.decompress(checkpoint.compress(data)[0])  # the first calls load the compiled kernels
+    by_name = {s.name: s for s in sides}
+    for side in sides:  # the first calls load the compiled kernels
+        if side.compress is not None and side.name in ("plain", "unrolled"):
+            side.decompress(side.compress(data))
     for r in range(reps):
         for side in sides[r % len(sides):] + sides[:r % len(sides)]:
             if side.compress is not None:
                 side.blob, t = _timed(side.compress, bytearray(data) if side.fresh_input else data)
-                side.tc = min(side.tc, t)
-    ours = next(s for s in sides if s.name == "ours")
-    sides[-1].blob = ours.blob
+                side.tc.append(t)
+    for side in sides:
+        if side.blob_of:
+            side.blob = by_name[side.blob_of].blob
     for r in range(reps):
         for side in sides[r % len(sides):] + sides[:r % len(sides)]:
             side.back, t = _timed(side.decompress, side.blob)
-            side.td = min(side.td, t)
-    return {s.name: s for s in sides}
+            side.td.append(t)
+    return by_name
 
 
 def _exponent_bound(st: sio.Safetensors, report: checkpoint.Report) -> float:
@@ -123,40 +144,48 @@ def run(reps: int, only: str | None) -> dict:
                  "values": sum(t.numel for t in st.tensors if t.dtype in sio.FLOATS)}
             r["reps"] = n = reps_for(len(data), reps)
             m = _measure(data, dtype, n)
-            for name in ("zstd3", "zipnn"):
+            for name in ("zstd3", "zipnn", "plain", "unrolled"):
                 if name in m:
                     side = m[name]
-                    r[name] = dict(ratio=len(side.blob) / len(data), c_mbs=mb / side.tc, d_mbs=mb / side.td,
-                                  ok=bytes(side.back) == data)
-            ours, checked = m["ours"], m["ours_checked"]
+                    r[name] = dict(ratio=len(side.blob) / len(data), c_mbs=mb / statistics.median(side.tc),
+                                   d_mbs=mb / statistics.median(side.td), ok=bytes(side.back) == data)
+            for name in ("plain", "unrolled"):
+                checked = m[name + "_checked"]
+                r[name].update(dv_mbs=mb / statistics.median(checked.td), ok=r[name]["ok"] and checked.back == data)
+            r["same_file"] = bytes(m["plain"].blob) == bytes(m["unrolled"].blob)
             report = checkpoint.compress(data)[1]
-            r["ours"] = dict(ratio=len(ours.blob) / len(data), c_mbs=mb / ours.tc, d_mbs=mb / ours.td,
-                             dv_mbs=mb / checked.td, ok=ours.back == data and checked.back == data,
-                             huff_bits=report.huff_bits, huff_entropy_bits=report.huff_entropy_bits,
-                             huff_byte_entropy_bits=report.huff_byte_entropy_bits,
-                             huffman_overhead=report.huffman_overhead,
-                             huffman_overhead_bytes=report.huffman_overhead_bytes)
+            r["plain"].update(huff_bits=report.huff_bits, huff_entropy_bits=report.huff_entropy_bits,
+                              huff_byte_entropy_bits=report.huff_byte_entropy_bits,
+                              huffman_overhead=report.huffman_overhead,
+                              huffman_overhead_bytes=report.huffman_overhead_bytes)
             r["exponent_bound"] = _exponent_bound(st, report)
             rows.append(r)
             print(_row(r), flush=True)
-    return {"python": platform.python_version(), "machine": platform.machine(), "reps": reps,
+    return {"python": platform.python_version(), "machine": platform.machine(), "reps": reps, "statistic": "median",
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": rows}
 
 
-HEAD = ("| checkpoint | dtype | MB | zstd -3 ratio, c/d MB/s | zipnn 0.5.4 ratio, c/d MB/s | this codec ratio, c/d MB/s "
-        "(+sha256 d) | order-0 exponent bound | Huffman bits vs entropy of coded symbols / of bytes | all verified |\n|---|---|---|---|---|---|---|---|---|")
+HEAD = ("| checkpoint | dtype | MB | reps | zstd -3 ratio, c/d MB/s | zipnn 0.5.4 ratio, c/d MB/s | this codec ratio | "
+        "plain c/d (+sha256 d) MB/s | unrolled c/d (+sha256 d) MB/s | unrolled gain c / d | order-0 exponent bound | "
+        "Huffman bits vs entropy of coded symbols / of bytes | same file, all verified |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _cell(m: dict | None) -> str:
     return "-" if not m else f"{m['ratio']:.4f}, {m['c_mbs']:.0f}/{m['d_mbs']:.0f}"
 
 
+def _speeds(m: dict) -> str:
+    return f"{m['c_mbs']:.0f}/{m['d_mbs']:.0f} ({m['dv_mbs']:.0f})"
+
+
 def _row(r: dict) -> str:
-    o = r["ours"]
-    ok = all(r[k]["ok"] for k in ("zstd3", "zipnn", "ours") if k in r)
-    return (f"| {r['checkpoint']} | {r['dtype']} | {r['bytes'] / 1e6:.1f} | {_cell(r['zstd3'])} | {_cell(r.get('zipnn'))} | "
-            f"**{o['ratio']:.4f}**, {o['c_mbs']:.0f}/{o['d_mbs']:.0f} ({o['dv_mbs']:.0f}) | {r['exponent_bound']:.4f} | "
-            f"+{o['huffman_overhead']:.2%} / +{o['huffman_overhead_bytes']:.2%} | {'yes' if ok else 'NO'} |")
+    p, u = r["plain"], r["unrolled"]
+    ok = r["same_file"] and all(r[k]["ok"] for k in ("zstd3", "zipnn", "plain", "unrolled") if k in r)
+    return (f"| {r['checkpoint']} | {r['dtype']} | {r['bytes'] / 1e6:.1f} | {r['reps']} | {_cell(r['zstd3'])} | "
+            f"{_cell(r.get('zipnn'))} | **{p['ratio']:.4f}** | {_speeds(p)} | {_speeds(u)} | "
+            f"{u['c_mbs'] / p['c_mbs']:.2f}x / {u['d_mbs'] / p['d_mbs']:.2f}x | {r['exponent_bound']:.4f} | "
+            f"+{p['huffman_overhead']:.2%} / +{p['huffman_overhead_bytes']:.2%} | {'yes' if ok else 'NO'} |")
 
 
 def main() -> None:

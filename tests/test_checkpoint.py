@@ -17,7 +17,8 @@ from safetensors.torch import save
 
 from models.compression.checkpoint import analysis as ca
 from models.compression.checkpoint import codec as checkpoint
-from models.compression.checkpoint import container
+from models.compression.checkpoint import container, planes
+from models.compression.checkpoint.fast import plane_kernels as unrolled
 from models.core import assets
 from models.core.errors import CorruptFile
 
@@ -106,11 +107,11 @@ def test_pair_codes_come_within_one_percent_of_the_entropy():
     assert res.entry["mode"] == "chunked" and set(_records(res.segment)) == {container.PAIRS}
     back = checkpoint.decode_plane(memoryview(res.segment), res.entry, checkpoint.BLOCK, "plane")
     assert back.tobytes() == plane.tobytes()
-    pairs = checkpoint.plan_plane(plane, checkpoint.pk.plane_params(1, False, 0), "exponent")
+    pairs = checkpoint.plan_plane(plane, planes.plane_params(1, False, 0), "exponent")
     assert pairs.huff_bits < 1.01 * pairs.huff_entropy_bits  # the order-0 entropy of the pairs it codes
     assert pairs.huff_bits < 1.01 * pairs.huff_byte_entropy_bits  # and of the single bytes
     # the same plane coded byte by byte (an odd chunk size turns pairs off) is >1 % above its entropy
-    single = checkpoint.plan_plane(plane, checkpoint.pk.plane_params(1, False, 0), "exponent", chunk=checkpoint.CHUNK - 1)
+    single = checkpoint.plan_plane(plane, planes.plane_params(1, False, 0), "exponent", chunk=checkpoint.CHUNK - 1)
     assert single.huff_bits > 1.01 * single.huff_entropy_bits
     assert pairs.size < single.size
 
@@ -179,23 +180,39 @@ def test_barely_compressible_chunks_stay_raw():
 
 
 
+@pytest.mark.parametrize("kernels", [planes, unrolled])
 @pytest.mark.parametrize("n, values, low", [(385, 256, 0), (385, 12, 0), (3 * 1024 + 1, 256, 0), (4096, 70, 0),
                                             (2 * 1024 + 3, 40, 100), (1025, 2, 127)])
-def test_pair_stats_byte_histograms_and_table_left_zeroed(n, values, low):
-    """Both ways pair_stats counts bytes (folded from the pair counts over the chunk's byte range, or
-    counted directly where the range is wide for the chunk) give the plain histogram, odd chunk ends
-    included, and the shared pair table is left zeroed."""
-    pk = checkpoint.pk
+def test_pair_stats_byte_histograms(kernels, n, values, low):
+    """Both kernels count the plain histogram per chunk, odd chunk ends included (the unrolled one folds it
+    from the pair counts where the chunk's byte range is narrow), and try pairs only on small alphabets."""
     rng = np.random.default_rng(n + values)
     plane = (low + rng.integers(0, values, n)).astype(np.uint8)
-    full = np.zeros(1 << 16, np.int32)
     chunk = 1024
     k = (n + chunk - 1) // chunk
-    hists, used, *_ = pk.pair_stats(plane, chunk, 14, np.ones(k, np.uint8), full)
+    hists, used, *_ = kernels.pair_stats(plane, chunk, 14, np.ones(k, np.uint8))
     for ci in range(k):
         assert (hists[ci] == np.bincount(plane[ci * chunk:(ci + 1) * chunk], minlength=256)).all()
-    assert not full.any()
-    assert (used > 0).any() == (values <= pk.PAIR_MAX_USED)
+    assert (used > 0).any() == (values <= planes.PAIR_MAX_USED)
+
+
+@pytest.mark.parametrize("chunk, block", [(checkpoint.CHUNK, checkpoint.BLOCK), (4096, 512), (4095, 512)])
+def test_plain_and_unrolled_kernels_write_the_same_file(chunk, block, monkeypatch):
+    """The unrolled kernels are a fast path only: both write the same bytes and read each other's files."""
+    rng = np.random.default_rng(chunk)
+    tensors = {"bf16": _tensor(rng, torch.bfloat16, (300, 257), 0.02), "f32": _tensor(rng, torch.float32, (70000,), 0.05),
+               "f16": _tensor(rng, torch.float16, (513, 129), 1.0), "f64": _tensor(rng, torch.float64, (999,), 1e4),
+               "upcast": torch.from_numpy(rng.normal(0, 0.02, size=(300, 500))).to(torch.bfloat16).float(),
+               "ids": torch.arange(50, dtype=torch.int64)}
+    data = save(tensors)
+    blobs = []
+    for fast in (False, True):
+        monkeypatch.setattr(checkpoint, "FAST", fast)
+        blobs.append(bytes(checkpoint.compress(data, chunk=chunk, block=block)[0]))
+    assert blobs[0] == blobs[1]
+    for fast in (False, True):
+        monkeypatch.setattr(checkpoint, "FAST", fast)
+        assert checkpoint.decompress(blobs[0]) == data
 
 @pytest.mark.slow
 def test_minilm_byte_identical_and_beats_zstd(tmp_path):

@@ -145,7 +145,7 @@ def test_lane_decoder_with_torch_tensors():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 10**6), min_size=256, max_size=256).map(np.array), st.integers(9, 14))
 def test_compiled_batch_lengths_match_the_reference(counts, max_len):
-    from models.compression.checkpoint import plane_kernels as pk
+    from models.compression.checkpoint.fast import plane_kernels as pk
 
     lens, bits = pk.lengths_batch(np.stack([counts, counts[::-1]]).astype(np.int64), max_len)
     assert (lens[0] == huffman.code_lengths(counts, max_len)).all()

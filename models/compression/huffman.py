@@ -195,7 +195,7 @@ class EncodedStream:
         return len(self.data)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode_kernel(symbols, table, block, out32, block_bits):
     # table[s] = code << 8 | length. A 64-bit accumulator flushed 32 bits at a time; codes are at
     # most 24 bits, so nothing overflows. Returns the number of bits, or -1 - i for a symbol i
@@ -269,7 +269,7 @@ def decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 MULTI = 4  # symbols a single table look-up may emit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _multi_table(lut_sym, lut_len, max_len):
     """For every ``max_len``-bit window: up to MULTI whole codes it holds, and the bits they use."""
     size = lut_sym.shape[0]
@@ -320,7 +320,7 @@ def _step(data, byte, buf, nbits, i, shift, syms, count, used, out):
     return byte, buf, nbits, i + count[idx]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _finish(data, byte, buf, nbits, i, end, shift, syms, count, used, out):
     """Decode up to `end` writing nothing past it (the next block may already be decoded)."""
     while i < end:
@@ -333,7 +333,7 @@ def _finish(data, byte, buf, nbits, i, end, shift, syms, count, used, out):
         byte, buf, nbits = _refill(data, byte, buf << np.uint64(u), nbits - u)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode_kernel(data, block_bits, n, block, syms, count, used, max_len, out):
     # Four blocks decode side by side: their dependency chains (window -> table -> shift) interleave,
     # the way a GPU runs blocks as parallel lanes and zstd's Huff0 runs four streams.

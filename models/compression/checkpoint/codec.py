@@ -7,11 +7,11 @@ Each plane is cut into chunks of ``CHUNK`` symbols; a chunk is Huffman-coded wit
 table shared by the plane, or kept raw, whichever is smallest (local statistics matter: weights of
 one row look alike). Other dtypes take the same byte-plane path or zstd, whichever is smaller.
 
-Speed (see plane_kernels): near-uniform planes are copied straight from the tensor's values, the
-others extracted once; every size is planned before a byte is written, and the payload is written
-in place into one output buffer by two runs of tensors while a pool thread computes the sha256s.
-Decoding runs chunk by chunk (up to four symbols per table look-up), merges the planes while the
-chunk is still in cache, and also goes in two runs of tensors side by side.
+The kernels that touch every value (planes.py: extract, count, code, decode, merge) are plain numpy
+and short numba loops; fast/ holds the same kernels hand-unrolled, an opt-in (``FAST``) writing the
+same bytes. Either way every size is planned before a byte is written, the payload is written in
+place into one output buffer by two runs of tensors while a pool thread computes the sha256s, and
+decoding goes chunk by chunk in two runs of tensors side by side.
 
     compress(data) -> (container bytes, Report)        decompress(container) -> safetensors bytes
     decompress_tensors(container) -> {name: ndarray}   inspect(container) -> summary dict
@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,16 +35,15 @@ import psutil
 import zstandard
 
 from models.compression import huffman
-from models.compression.checkpoint import container, scratch
-from models.compression.checkpoint import plane_kernels as pk
+from models.compression.checkpoint import container, planes, scratch
 from models.compression.checkpoint import safetensors_io as sio
+from models.compression.checkpoint.fast import plane_kernels as unrolled
 from models.core import policy
 from models.core.errors import CorruptFile, InputError
 
 CHUNK = 1 << 17  # symbols per table: 128 Ki, the size that minimised MiniLM's coded size
 BLOCK = 1 << 14  # symbols per independently decodable block (the lanes of a parallel decoder)
-MAX_LEN = pk.MAX_LEN  # longest code, 14: 12 costs MiniLM's exponents 0.4 % more bits, 14 only 0.15 %
-TABLE_BYTES = pk.TABLE_BYTES  # 256 code lengths as nibbles
+MAX_LEN = planes.MAX_LEN  # longest code, 14
 HEADER_ROOM = 1 << 16  # output bytes reserved for the header beyond the payload's worst case
 WORTH = 0.997  # a plane is Huffman-coded only if that saves at least 0.3 % of it
 Progress = Callable[[float, str], None]
@@ -55,9 +53,19 @@ def _quiet(fraction: float, message: str) -> None:
     pass
 
 
+# The plain kernels (planes.py) are the default. The hand-unrolled ones in fast/ write the same bytes;
+# FAST = True, or LMLAB_FAST_CODEC=1 in the environment, picks them (benchmarks/checkpoint_codec.py measures both).
+FAST: bool | None = None  # None: the environment decides
+
+
+def _kernels():
+    fast = FAST if FAST is not None else os.environ.get("LMLAB_FAST_CODEC") == "1"
+    return unrolled if fast else planes
+
+
 # --- planes ------------------------------------------------------------------------------------
 # A tensor's values are read in place (``_values``); plane j is a byte of each value
-# (plane_kernels.plane_params). Near-uniform planes go from the values straight to the output;
+# (planes.plane_params). Near-uniform planes go from the values straight to the output;
 # planes worth counting are extracted once (``_bytes_of``).
 
 ROTATED = ("BF16", "F16", "F32", "F64")
@@ -66,7 +74,7 @@ SAMPLE_RUN = 256  # out of every SAMPLE_RUN * SAMPLE_STEP (a 128 Ki chunk: 4 Ki 
 SAMPLE_STEP = 32
 NEAR_UNIFORM = 7.95  # bits: a plane whose sample has more entropy is stored raw without a full pass
 # bits: a chunk whose sample has more entropy is left raw without counting it (coding would save
-# under 4 %, see plane_kernels.CHUNK_WORTH; a sample's entropy estimate errs low, never high)
+# under 4 %, see planes.CHUNK_WORTH; a sample's entropy estimate errs low, never high)
 CHUNK_NEAR_UNIFORM = 7.75
 
 
@@ -103,7 +111,7 @@ class PlanePlan:
     params: tuple
     size: int  # bytes of the plane's segment
     hist: np.ndarray  # histogram of the whole plane (zeros when a sample showed it near-uniform)
-    use: np.ndarray | None = None  # per chunk: its codec (pk.RAW, pk.HUFFMAN, pk.CONSTANT or pk.PAIRS)
+    use: np.ndarray | None = None  # per chunk: its codec (planes.RAW, planes.HUFFMAN, planes.CONSTANT or planes.PAIRS)
     lens: np.ndarray | None = None  # per chunk: code lengths
     bits: np.ndarray | None = None  # per chunk: coded bits
     huff_symbols: int = 0  # symbols that go through the Huffman coder
@@ -114,17 +122,6 @@ class PlanePlan:
     pair_used: np.ndarray | None = None  # per chunk: alphabet size of its pair code (0: none)
     pair_lens: np.ndarray | None = None  # per chunk: pair code lengths
     plane: np.ndarray | None = None  # the plane's bytes, once counted (None: read from the values when written)
-
-
-_per_thread = threading.local()
-
-
-def _pair_counts() -> np.ndarray:
-    """This thread's zeroed pair-count table for pk.pair_stats (which leaves it zeroed)."""
-    full = getattr(_per_thread, "pair_counts", None)
-    if full is None:
-        full = _per_thread.pair_counts = np.zeros(1 << 16, np.int32)
-    return full
 
 
 def _fresh(n: int) -> np.ndarray:
@@ -140,7 +137,7 @@ def _bytes_of(v: np.ndarray, params: tuple, take: Callable[[int], np.ndarray] = 
     if v.dtype == np.uint8 and tuple(int(x) for x in params) == (0, 0, 0):
         return v
     plane = take(len(v))
-    pk.copy_plane(v, *params, plane, 0)
+    _kernels().copy_plane(v, *params, plane, 0)
     return plane
 
 
@@ -156,18 +153,18 @@ def plan_plane(v: np.ndarray, params: tuple, role: str, chunk: int = CHUNK, bloc
     k = (n + chunk - 1) // chunk
     active = np.ones(k, np.uint8)
     if role != "exponent" and n >= SAMPLE_MIN:  # mantissa bytes: a sample tells near-uniform ones cheaply
-        sample = pk.sample_hists(v, *params, chunk, SAMPLE_RUN, SAMPLE_STEP)  # ... and which chunks to count
+        sample = _kernels().sample_hists(v, *params, chunk, SAMPLE_RUN, SAMPLE_STEP)  # ... and which chunks to count
         active = (_entropies(sample) <= CHUNK_NEAR_UNIFORM).astype(np.uint8)
         if huffman.entropy_bits(sample.sum(axis=0)) > NEAR_UNIFORM or not active.any():
             return plan
     plane = plan.plane = _bytes_of(v, params, take)
     if chunk % 2 == 0 and block % 2 == 0:  # pairs must not straddle blocks
-        hists, pu, pl, pb, pe = pk.pair_stats(plane, chunk, max_len, active, _pair_counts())
+        hists, pu, pl, pb, pe = _kernels().pair_stats(plane, chunk, max_len, active)
     else:
-        hists = pk.chunk_hists(plane, chunk)
+        hists = _kernels().chunk_hists(plane, chunk)
         pu, pl, pb, pe = np.zeros(k, np.int64), np.zeros((k, 1), np.uint8), np.zeros(k, np.int64), np.zeros(k)
     plan.hist = hists.sum(axis=0)
-    mode, plan.use, plan.lens, plan.bits, size, shared, hs, hb, he, hbe = pk.plan(hists, n, chunk, block, max_len,
+    mode, plan.use, plan.lens, plan.bits, size, shared, hs, hb, he, hbe = _kernels().plan(hists, n, chunk, block, max_len,
                                                                                WORTH, pu, pb, pe, active)
     if mode == 0:
         return plan
@@ -185,11 +182,11 @@ def write_plane(v: np.ndarray, plan: PlanePlan, out: np.ndarray, pos: int, chunk
     """Write the plane's segment at ``out[pos:]``, touching no byte past it; returns its end."""
     if plan.entry["mode"] == "raw":
         if plan.plane is None:
-            pk.copy_plane(v, *plan.params, out, pos)
+            _kernels().copy_plane(v, *plan.params, out, pos)
         else:
             out[pos:pos + len(v)] = plan.plane
         return pos + len(v)
-    end = pk.encode_plane(plan.plane, chunk, block, plan.use, plan.lens, plan.bits,
+    end = _kernels().encode_plane(plan.plane, chunk, block, plan.use, plan.lens, plan.bits,
                           plan.entry["mode"] == "chunked", out, pos, plan.chunk_hists, plan.pair_used, plan.pair_lens)
     if end != pos + plan.size:  # the sizes were computed up front; a mismatch is a bug, never data
         raise RuntimeError(f"plane coded to {end - pos} bytes instead of the planned {plan.size}")
@@ -197,10 +194,10 @@ def write_plane(v: np.ndarray, plan: PlanePlan, out: np.ndarray, pos: int, chunk
 
 
 def _plane_error(status: int) -> str:
-    return {pk.ENDS_EARLY: "the chunk list ends early", pk.DOES_NOT_FIT: "a chunk does not fit the plane",
-            pk.BAD_TABLE: "a Huffman table is missing or is not a prefix code",
-            pk.UNKNOWN_CODEC: "a chunk has an unknown codec",
-            pk.SHORT_OFFSETS: "a chunk's block table is cut short"}.get(status, f"decoding failed ({status})")
+    return {planes.ENDS_EARLY: "the chunk list ends early", planes.DOES_NOT_FIT: "a chunk does not fit the plane",
+            planes.BAD_TABLE: "a Huffman table is missing or is not a prefix code",
+            planes.UNKNOWN_CODEC: "a chunk has an unknown codec",
+            planes.SHORT_OFFSETS: "a chunk's block table is cut short"}.get(status, f"decoding failed ({status})")
 
 
 @dataclass
@@ -212,7 +209,7 @@ class PlaneResult:  # one coded plane on its own (the analysis codes whole files
 def encode_plane(plane: np.ndarray, role: str, chunk: int = CHUNK, block: int = BLOCK) -> PlaneResult:
     """A uint8 plane coded on its own: (entry, segment)."""
     plane = np.ascontiguousarray(plane, dtype=np.uint8)
-    params = pk.plane_params(1, False, 0)
+    params = planes.plane_params(1, False, 0)
     plan = plan_plane(plane, params, role, chunk, block)
     out = np.empty(plan.size, np.uint8)
     write_plane(plane, plan, out, 0, chunk, block)
@@ -228,7 +225,7 @@ def decode_plane(seg: memoryview | bytes, entry: dict, block: int, what: str, ch
     shared = np.zeros((1, 256), np.uint8)
     if mode == 2:
         shared[0] = _unpack_table(bytes.fromhex(entry["table"]))
-    status, _ = pk.decode_tensor(buf, n, False, chunk, block, np.array([mode]), np.array([0]), np.array([len(buf)]),
+    status, _ = _kernels().decode_tensor(buf, n, False, chunk, block, np.array([mode]), np.array([0]), np.array([len(buf)]),
                                  shared, np.empty((1, min(chunk, max(n, 1))), np.uint8), out)
     if status:
         raise CorruptFile(f"{what}: {_plane_error(status)}")
@@ -376,7 +373,7 @@ def _plan_tensor(st: sio.Safetensors, t, chunk: int, block: int, take: Callable[
     raw = st.raw(t)
     item = sio.DTYPES[t.dtype][1]
     v = _values(raw, t.dtype)
-    plans = [plan_plane(v, pk.plane_params(item, t.dtype in ROTATED, j), _role(t.dtype, j, item), chunk, block,
+    plans = [plan_plane(v, planes.plane_params(item, t.dtype in ROTATED, j), _role(t.dtype, j, item), chunk, block,
                         take=take) for j in range(item)]
     z = _generic_zstd(bytes(raw)) if t.dtype not in sio.FLOATS and t.nbytes else None
     if z is not None and len(z) >= sum(p.size for p in plans):
@@ -602,7 +599,7 @@ def _decode_tensor(entry: dict, checks: _Checks, blob_arr: np.ndarray, chunk: in
     ends = starts + np.array([int(p["size"]) for p in planes], np.int64)
     modes = np.array([_MODES[p["mode"]] for p in planes], np.int64)
     scratch = np.empty((item, min(chunk, n)), np.uint8)
-    status, j = pk.decode_tensor(blob_arr, n, entry["transform"] == "rotl1", chunk, block, modes, starts, ends,
+    status, j = _kernels().decode_tensor(blob_arr, n, entry["transform"] == "rotl1", chunk, block, modes, starts, ends,
                                  shared, scratch, out)
     if status:
         raise CorruptFile(f"{what}, plane {j}: {_plane_error(status)}")
@@ -784,7 +781,7 @@ def _validate(header: dict, payload_len: int, name: str) -> None:
                     continue
                 # raw bytes take a byte per symbol, a Huffman code at least a bit, and a constant chunk
                 # (its record and one byte) at most ``chunk`` symbols
-                if symbols > (seg if mode == "raw" else 8 * seg + seg // (pk.RECORD + 1) * header["chunk"]):
+                if symbols > (seg if mode == "raw" else 8 * seg + seg // (planes.RECORD + 1) * header["chunk"]):
                     raise CorruptFile(f"{what}: a plane declares {symbols:,} symbols but holds only {seg:,} bytes")
                 bound += symbols
             if bound < nbytes:

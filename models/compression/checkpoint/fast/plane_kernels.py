@@ -1,57 +1,46 @@
-"""Compiled kernels of the checkpoint codec: byte planes of a tensor's values.
+"""The checkpoint codec's kernels hand-unrolled: ``planes.py``'s interface and bytes, faster.
 
-Plane ``j`` of a tensor's m-byte values ``v`` is ``byte(v, j)``. A plane that a sample shows to be
-near-uniform is never materialised: ``copy_plane`` writes it straight from the values into the
-container buffer. A plane worth counting is extracted once by the same vectorised copy, so that
-the pair counter and the encoder can load two of its bytes at a time. On the way out, coded planes
-decode into a scratch array and one merge pass interleaves the planes into the file's bytes.
+The same files as the plain kernels in ``checkpoint/planes.py`` (tests/test_checkpoint.py checks it),
+written for speed: constant shifts for the planes stored raw, four counters per histogram, pair
+counts from two-byte loads into one 64 Ki table, a bit writer that stores eight bytes per four codes,
+and a decoder whose 12-bit windows yield up to four symbols (or two pairs) per table look-up, merging
+the planes while a chunk is still in cache. ``codec.FAST`` chooses them (the gain is stated there).
 
-    plane_params(item, rotate, j) -> (a, ma, c): byte(v, j) = ((v << a) & ma | v >> c) & 0xFF
     sample_hists(v, a, ma, c, chunk, run, step) -> int64[k, 256] of a sample of the plane
     chunk_hists(plane, chunk) -> int64[k, 256]     pair_stats(plane, ...) -> the same, and pair codes
     lengths_batch(hists, max_len) -> (uint8[k, 256] code lengths, int64[k] coded bits)
-    encode_plane(plane, ...) -> end offset     copy_plane(v, a, ma, c, out, pos)     decode_tensor(...)
-    merge2 / merge4: planes -> the bytes of rotated 16/32-bit values
+    plan(...)     encode_plane(plane, ...) -> end offset     copy_plane(v, a, ma, c, out, pos)
+    decode_tensor(...)     merge2 / merge4: planes -> the bytes of rotated 16/32-bit values
 
 All kernels release the GIL (``nogil``), so the hashing threads (sha256, CRC32) run beside them.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
 from numba.extending import intrinsic
 
+from models.compression.checkpoint.planes import (
+    BAD_TABLE,
+    CHUNK_WORTH,
+    CONSTANT,
+    DOES_NOT_FIT,
+    ENDS_EARLY,
+    HUFFMAN,
+    PAIR_MAX_USED,
+    PAIRS,
+    PRESENCE_BYTES,
+    RAW,
+    RECORD,
+    SHORT_OFFSETS,
+    TABLE_BYTES,
+    UNKNOWN_CODEC,
+)
 from models.compression.huffman import _mk_lengths
-
-MAX_LEN = 14  # four codes of <= 14 bits plus 7 pending bits fit the 64-bit writer and reader word
-TABLE_BYTES = 128  # 256 code lengths as nibbles
-RECORD = 9  # chunk record: codec (1 byte), symbol count, body size (uint32 LE each)
-RAW, HUFFMAN, CONSTANT, PAIRS = 0, 1, 2, 3  # chunk codecs
-# PAIRS: neighbouring bytes (v[2i], v[2i+1]) coded as one symbol over the chunk's own alphabet of
-# used bytes. An exponent byte's most common value has p ~ 0.29, which keeps even an optimal code
-# for single bytes 1.2-1.4 % above their entropy; for pairs (p_max ~ 0.08) that drops to ~0.7 %.
-PAIR_MAX_USED = 64  # pairs are tried only in chunks with at most 64 distinct bytes (table <= 2 KiB)
-# A chunk is Huffman-coded only if that saves at least 4 % of it. Below that its codes are ~7.7+ bits
-# long, one symbol per table look-up: decoding such a chunk costs as much as an exponent chunk for
-# almost no saving (SmolLM2 cast to fp16: its low mantissa plane saves 3 %; coding it made the whole
-# file decode at 801 MB/s, leaving it raw at 960 MB/s, for +0.14 % size).
-CHUNK_WORTH = 0.96
-PRESENCE_BYTES = 32  # a pair table starts with the 256-bit map of the bytes the chunk uses
-# decode_plane status codes (0 = fine)
-ENDS_EARLY, DOES_NOT_FIT, BAD_TABLE, UNKNOWN_CODEC, SHORT_OFFSETS = 1, 2, 3, 4, 5
-
-
-def plane_params(item: int, rotate: bool, j: int) -> tuple[np.uint32, np.uint32, np.uint32]:
-    """Shifts that pick byte ``j`` of a value (after rotating it left by one bit when ``rotate``).
-
-    32-bit shift amounts keep 16- and 32-bit values in 32-bit lanes, so the loops vectorise.
-    """
-    if rotate and j == 0:  # the low byte of rotl1(v): 7 low bits moved up, the sign bit below them
-        return np.uint32(1), np.uint32(0xFF), np.uint32(8 * item - 1)
-    return np.uint32(0), np.uint32(0), np.uint32(8 * j - 1 if rotate else 8 * j)
-
 
 # Unaligned loads and stores of several bytes at once: numba would otherwise move bytes one by one
 # (its arrays carry no alignment or aliasing facts that would let LLVM merge them). The callers
@@ -208,8 +197,19 @@ def lengths_batch(hists, max_len):
     return lens, bits
 
 
+_per_thread = threading.local()
+
+
+def pair_stats(p, chunk, max_len, active):
+    """``_pair_stats`` with this thread's zeroed pair-count table (which it leaves zeroed)."""
+    full = getattr(_per_thread, "pair_counts", None)
+    if full is None:
+        full = _per_thread.pair_counts = np.zeros(1 << 16, np.int32)
+    return _pair_stats(p, chunk, max_len, active, full)
+
+
 @njit(cache=True, nogil=True)
-def pair_stats(p, chunk, max_len, active, full):
+def _pair_stats(p, chunk, max_len, active, full):
     """Per chunk of a byte plane ``p``, in one pass: its byte histogram and, for the PAIRS codec, its
     alphabet size u (0 where pairs are not tried), the code lengths of the u*u pairs (index
     rank(first) * u + rank(second), ranks in byte order), their coded bits and their order-0 entropy
@@ -528,11 +528,7 @@ def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists
                     sym = vb[i + q]
                     acc |= cd[sym] >> nacc
                     nacc += ln[sym]
-                _put64be(out, p, acc)
-                nb = nacc >> np.uint64(3)
-                p += np.int64(nb)
-                acc <<= nb << np.uint64(3)
-                nacc &= np.uint64(7)
+                p, acc, nacc = _store8(out, p, acc, nacc)
                 i += 4
             while i < be - bb:  # the last symbols: whole bytes only, so nothing lands past the end
                 sym = vb[i]
@@ -545,6 +541,14 @@ def encode_plane(src, chunk, block, use, lens, bits, with_table, out, pos, hists
             p += 1
         pos = p
     return pos
+
+
+@njit(cache=True, inline="always")
+def _store8(out, p, acc, nacc):
+    """Store the bit accumulator's 8 bytes at ``out[p:]`` and keep the bits past its whole bytes."""
+    _put64be(out, p, acc)
+    nb = nacc >> np.uint64(3)
+    return p + np.int64(nb), acc << (nb << np.uint64(3)), nacc & np.uint64(7)
 
 
 @njit(cache=True, inline="always")
@@ -607,11 +611,7 @@ def _encode_pairs(vc, block, hist, u, plens, nbits, pcd, pln, out, pos):
                 idx = np.intp(_load_le16(vb, i + 2 * q))
                 acc |= pcd[idx] >> nacc
                 nacc += np.uint64(pln[idx])
-            _put64be(out, p, acc)
-            nb = nacc >> np.uint64(3)
-            p += np.int64(nb)
-            acc <<= nb << np.uint64(3)
-            nacc &= np.uint64(7)
+            p, acc, nacc = _store8(out, p, acc, nacc)
             i += 8
         while i < m:
             x0 = np.intp(vb[i])
@@ -782,28 +782,15 @@ def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, per, out):
     m8 = np.uint64(0xFF)
     while i + 16 <= e:
         w = _load64(buf, bitpos >> 3) << np.uint64(bitpos & 7)
-        x0 = tab[w >> fs]
-        _emit(out, i, x0)
-        u = (x0 >> np.uint64(32)) & m8
-        j = i + np.int64(x0 >> np.uint64(40))
-        w <<= u
-        used = u
-        x1 = tab[w >> fs]
-        _emit(out, j, x1)
-        u = (x1 >> np.uint64(32)) & m8
-        j += np.int64(x1 >> np.uint64(40))
-        w <<= u
-        used += u
-        x2 = tab[w >> fs]
-        _emit(out, j, x2)
-        u = (x2 >> np.uint64(32)) & m8
-        j += np.int64(x2 >> np.uint64(40))
-        w <<= u
-        used += u
-        x3 = tab[w >> fs]
-        _emit(out, j, x3)
-        j += np.int64(x3 >> np.uint64(40))
-        used += (x3 >> np.uint64(32)) & m8
+        j = i
+        used = np.uint64(0)
+        for _ in range(4):  # a long code's sentinel width (LONG) shifts w to nothing: the group is redone
+            x = tab[w >> fs]
+            _emit(out, j, x)
+            u = (x >> np.uint64(32)) & m8
+            j += np.int64(x >> np.uint64(40))
+            w <<= u
+            used += u
         if used >= LONG:  # a long code among them: redo these four carefully
             i, bitpos = _slow_group(buf, bitpos, i, tab, sym1, len1, fs, ds, per, out)
         else:
@@ -817,135 +804,6 @@ def _tail(buf, bitpos, i, e, tab, sym1, len1, fs, ds, per, out):
             out[i + t] = (x >> np.uint64(8 * t)) & m8
         i += c
         bitpos += np.int64((x >> np.uint64(32)) & m8)
-
-
-@njit(cache=True, inline="always")
-def _four_blocks(buf, pA, iA, eA, pB, iB, eB, pC, iC, eC, pD, iD, eD, tab, sym1, len1, fs, ds, per, out):
-    """Four blocks side by side, so that their dependency chains (window -> table -> shift)
-    interleave; each lane writes nothing past its end. Then each finishes alone. Four lanes decode
-    fp16 (about two symbols per look-up) 1.13x and SmolLM2 fp32 1.29x faster than two.
-
-    The four look-ups of each lane are written out by hand, as in ``_tail``: the same steps behind a
-    shared inline helper decoded MiniLM's bf16 exponents 2.4-2.5x slower (measured twice, with and
-    without a loop inside the helper), so the lanes repeat each other on purpose."""
-    m8 = np.uint64(0xFF)
-    while iA + 16 <= eA and iB + 16 <= eB and iC + 16 <= eC and iD + 16 <= eD:
-        wA = _load64(buf, pA >> 3) << np.uint64(pA & 7)
-        a0 = tab[wA >> fs]
-        _emit(out, iA, a0)
-        u = (a0 >> np.uint64(32)) & m8
-        jA = iA + np.int64(a0 >> np.uint64(40))
-        wA <<= u
-        usedA = u
-        a1 = tab[wA >> fs]
-        _emit(out, jA, a1)
-        u = (a1 >> np.uint64(32)) & m8
-        jA += np.int64(a1 >> np.uint64(40))
-        wA <<= u
-        usedA += u
-        a2 = tab[wA >> fs]
-        _emit(out, jA, a2)
-        u = (a2 >> np.uint64(32)) & m8
-        jA += np.int64(a2 >> np.uint64(40))
-        wA <<= u
-        usedA += u
-        a3 = tab[wA >> fs]
-        _emit(out, jA, a3)
-        jA += np.int64(a3 >> np.uint64(40))
-        usedA += (a3 >> np.uint64(32)) & m8
-        if usedA >= LONG:
-            iA, pA = _slow_group(buf, pA, iA, tab, sym1, len1, fs, ds, per, out)
-        else:
-            iA = jA
-            pA += np.int64(usedA)
-        wB = _load64(buf, pB >> 3) << np.uint64(pB & 7)
-        a0 = tab[wB >> fs]
-        _emit(out, iB, a0)
-        u = (a0 >> np.uint64(32)) & m8
-        jB = iB + np.int64(a0 >> np.uint64(40))
-        wB <<= u
-        usedB = u
-        a1 = tab[wB >> fs]
-        _emit(out, jB, a1)
-        u = (a1 >> np.uint64(32)) & m8
-        jB += np.int64(a1 >> np.uint64(40))
-        wB <<= u
-        usedB += u
-        a2 = tab[wB >> fs]
-        _emit(out, jB, a2)
-        u = (a2 >> np.uint64(32)) & m8
-        jB += np.int64(a2 >> np.uint64(40))
-        wB <<= u
-        usedB += u
-        a3 = tab[wB >> fs]
-        _emit(out, jB, a3)
-        jB += np.int64(a3 >> np.uint64(40))
-        usedB += (a3 >> np.uint64(32)) & m8
-        if usedB >= LONG:
-            iB, pB = _slow_group(buf, pB, iB, tab, sym1, len1, fs, ds, per, out)
-        else:
-            iB = jB
-            pB += np.int64(usedB)
-        wC = _load64(buf, pC >> 3) << np.uint64(pC & 7)
-        a0 = tab[wC >> fs]
-        _emit(out, iC, a0)
-        u = (a0 >> np.uint64(32)) & m8
-        jC = iC + np.int64(a0 >> np.uint64(40))
-        wC <<= u
-        usedC = u
-        a1 = tab[wC >> fs]
-        _emit(out, jC, a1)
-        u = (a1 >> np.uint64(32)) & m8
-        jC += np.int64(a1 >> np.uint64(40))
-        wC <<= u
-        usedC += u
-        a2 = tab[wC >> fs]
-        _emit(out, jC, a2)
-        u = (a2 >> np.uint64(32)) & m8
-        jC += np.int64(a2 >> np.uint64(40))
-        wC <<= u
-        usedC += u
-        a3 = tab[wC >> fs]
-        _emit(out, jC, a3)
-        jC += np.int64(a3 >> np.uint64(40))
-        usedC += (a3 >> np.uint64(32)) & m8
-        if usedC >= LONG:
-            iC, pC = _slow_group(buf, pC, iC, tab, sym1, len1, fs, ds, per, out)
-        else:
-            iC = jC
-            pC += np.int64(usedC)
-        wD = _load64(buf, pD >> 3) << np.uint64(pD & 7)
-        a0 = tab[wD >> fs]
-        _emit(out, iD, a0)
-        u = (a0 >> np.uint64(32)) & m8
-        jD = iD + np.int64(a0 >> np.uint64(40))
-        wD <<= u
-        usedD = u
-        a1 = tab[wD >> fs]
-        _emit(out, jD, a1)
-        u = (a1 >> np.uint64(32)) & m8
-        jD += np.int64(a1 >> np.uint64(40))
-        wD <<= u
-        usedD += u
-        a2 = tab[wD >> fs]
-        _emit(out, jD, a2)
-        u = (a2 >> np.uint64(32)) & m8
-        jD += np.int64(a2 >> np.uint64(40))
-        wD <<= u
-        usedD += u
-        a3 = tab[wD >> fs]
-        _emit(out, jD, a3)
-        jD += np.int64(a3 >> np.uint64(40))
-        usedD += (a3 >> np.uint64(32)) & m8
-        if usedD >= LONG:
-            iD, pD = _slow_group(buf, pD, iD, tab, sym1, len1, fs, ds, per, out)
-        else:
-            iD = jD
-            pD += np.int64(usedD)
-    _tail(buf, pA, iA, eA, tab, sym1, len1, fs, ds, per, out)
-    _tail(buf, pB, iB, eB, tab, sym1, len1, fs, ds, per, out)
-    _tail(buf, pC, iC, eC, tab, sym1, len1, fs, ds, per, out)
-    _tail(buf, pD, iD, eD, tab, sym1, len1, fs, ds, per, out)
 
 
 @njit(cache=True)
@@ -1019,19 +877,9 @@ def _chunk(buf, pos, end, cnt, shared, lens, tab, sym1, len1, deepest, block, ou
     stream = body + 4 * nblocks
     fs = np.uint64(64 - FAST_BITS)
     ds = np.uint64(64 - deepest)
-    b = 0
-    while b + 4 <= nblocks:
-        i = b * block
-        _four_blocks(buf, stream * 8 + _get32(buf, body + 4 * b), i, i + block,
-                     stream * 8 + _get32(buf, body + 4 * b + 4), i + block, i + 2 * block,
-                     stream * 8 + _get32(buf, body + 4 * b + 8), i + 2 * block, i + 3 * block,
-                     stream * 8 + _get32(buf, body + 4 * b + 12), i + 3 * block, min(cnt, i + 4 * block),
-                     tab, sym1, len1, fs, ds, per, out)
-        b += 4
-    while b < nblocks:  # the last blocks of a plane, and small planes
+    for b in range(nblocks):
         i = b * block
         _tail(buf, stream * 8 + _get32(buf, body + 4 * b), i, min(cnt, i + block), tab, sym1, len1, fs, ds, per, out)
-        b += 1
     return pos, deepest, 0
 
 
