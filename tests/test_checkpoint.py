@@ -214,6 +214,21 @@ def test_plain_and_unrolled_kernels_write_the_same_file(chunk, block, monkeypatc
         monkeypatch.setattr(checkpoint, "FAST", fast)
         assert checkpoint.decompress(blobs[0]) == data
 
+OLD_FILES = Path(__file__).parent / "data" / "lmhz"
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_file_written_before_the_plain_kernels_decodes_and_is_written_again_the_same(fast, monkeypatch):
+    """tests/data/lmhz/v3_chunk16384.lmhz was written once by the codec as it stood before its plain
+    kernels (pair, constant and shared-table chunks, raw planes, a zstd tensor; chunk 16384, block 1024)
+    from old_weights.safetensors. Never regenerate it: it stands for the files users keep."""
+    monkeypatch.setattr(checkpoint, "FAST", fast)
+    original = (OLD_FILES / "old_weights.safetensors").read_bytes()
+    blob = (OLD_FILES / "v3_chunk16384.lmhz").read_bytes()
+    assert checkpoint.decompress(blob) == original
+    assert bytes(checkpoint.compress(original, "old_weights.safetensors", chunk=16384, block=1024)[0]) == blob
+
+
 @pytest.mark.slow
 def test_minilm_byte_identical_and_beats_zstd(tmp_path):
     src = assets.path("all-minilm-l6-v2") / "model.safetensors"
