@@ -11,9 +11,10 @@ and each chunk is stored as one record (container.py describes the bytes):
     PAIRS     the map of the u bytes the chunk uses, the code lengths of the u*u pairs of neighbouring
               bytes, the block offsets, then the codes of the pairs (a block is ``block`` bytes)
 
-The bit streams are those of ``models.compression.huffman`` (``encode``, ``Decoder``). The two loops
-over every value (``copy_plane``, ``sample_hists``) are short numba kernels; the rest is numpy over
-a chunk at a time.
+The bit streams are those of ``models.compression.huffman`` (``encode``, ``Decoder``). Loops that numpy
+cannot write without a pass per operation (picking a plane's byte, counting, making and unmaking byte
+pairs) are short numba kernels; the rest is numpy over a chunk at a time. ``fast/plane_kernels.py``
+holds the same kernels hand-unrolled (the same bytes, faster; see codec.FAST).
 
     plane_params(item, rotate, j) -> (a, ma, c): byte(v, j) = ((v << a) & ma | v >> c) & 0xFF
     copy_plane(v, a, ma, c, out, pos)      sample_hists(v, a, ma, c, chunk, run, step)
@@ -271,6 +272,8 @@ def _chunk(buf, pos, end, cnt, shared_mode, shared, block, into):
         return UNKNOWN_CODEC, pos
     if decoder is None:
         return BAD_TABLE, pos
+    if block % per:  # a pair would straddle two blocks: not a layout the encoder writes
+        return DOES_NOT_FIT, pos
     nblocks = (cnt + block - 1) // block
     if body + 4 * nblocks > pos:
         return SHORT_OFFSETS, pos
