@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from components import mixing_view, model_note
 from components.common import WholeSlider, explain, guard
 from components.plots import FONT, bar_figure, interval_figure
-from models.compression.text import coding_steps, lm_codec, mixing
+from models.compression.text import byte_pieces, coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
 from models.core import registry
 from models.core.errors import InputError
@@ -96,17 +96,49 @@ def _cumulative_figure(c: text_compare.Comparison) -> go.Figure:
     return fig
 
 
+def _piece_html(piece: byte_pieces.Piece, visible=lambda t: html.escape(t).replace("\n", "↵<br>")) -> str:
+    """One piece of a byte range: whole characters as they are; part of a character as that character with
+    "which bytes of how many" (the parse is over bytes, so a phrase may end inside "ö"); a byte that is not
+    UTF-8 as its value in hex."""
+    hexed = " ".join(f"{b:02X}" for b in piece.raw)
+    if piece.whole:
+        return visible(piece.text)
+    if not piece.of:
+        return (f"<span class='byte-part' data-tip='byte {hexed}: not part of any UTF-8 character'>"
+                f"‹{hexed}›</span>")
+    which = f"{piece.first}" if piece.first == piece.last else f"{piece.first}–{piece.last}"
+    whole = " ".join(f"{b:02X}" for b in piece.text.encode("utf-8"))
+    tip = (f"byte{'s' if piece.last > piece.first else ''} {which} of the {piece.of} bytes of "
+           f"“{piece.text}” (UTF-8 {whole}): the phrase boundary falls inside this character")
+    return (f"<span class='byte-part' data-tip='{html.escape(tip)}'>{html.escape(piece.text)}"
+            f"<sup>{which}/{piece.of}</sup></span>")
+
+
+def _bytes_html(chars: byte_pieces.CharMap, start: int, end: int, **kw) -> str:
+    return "".join(_piece_html(p, **kw) for p in chars.pieces(start, end))
+
+
+PARTS_NOTE = ("A character of several bytes cut by a phrase boundary is shown in both phrases, boxed, with the "
+              "bytes each holds: <span class='byte-part'>ö<sup>1/2</sup></span> is the first of its 2 bytes.")
+
+
 def _lz77_parse(data: bytes, ops) -> tuple[str, int, int]:
-    """The parse as HTML spans (copies marked with their (distance, length)), literal count, copy count."""
-    parts, refs = [], 0
-    for op in ops:
-        piece = html.escape(data[op.start:op.start + op.length].decode("utf-8", "replace")).replace("\n", "↵<br>")
-        if op.distance:
-            refs += 1
-            parts.append(f"<span class='lz-ref' data-tip='copy {op.length} bytes from {op.distance} back'>{piece}"
-                         f"<sub>({op.distance},{op.length})</sub></span>")
-        else:
-            parts.append(f"<span class='lz-lit'>{piece}</span>")
+    """The parse as HTML spans (copies marked with their (distance, length); neighbouring literals in one
+    span, so a character spelled by several literal bytes reads whole), literal count, copy count."""
+    chars = byte_pieces.CharMap(data)
+    parts, refs, literal_from = [], 0, None
+    for k, op in enumerate(ops):
+        if not op.distance:
+            literal_from = op.start if literal_from is None else literal_from
+            if k + 1 < len(ops) and not ops[k + 1].distance:
+                continue
+            parts.append(f"<span class='lz-lit'>{_bytes_html(chars, literal_from, op.start + op.length)}</span>")
+            literal_from = None
+            continue
+        refs += 1
+        piece = _bytes_html(chars, op.start, op.start + op.length)
+        parts.append(f"<span class='lz-ref' data-tip='copy {op.length} bytes from {op.distance} back'>{piece}"
+                     f"<sub>({op.distance},{op.length})</sub></span>")
     return "".join(parts), len(ops) - refs, refs
 
 
@@ -121,25 +153,28 @@ def _lz77_html(c: text_compare.Comparison) -> str:
 
 def _lz77_view(v: text_compare.DictionaryView) -> str:
     parse, lits, refs = _lz77_parse(v.data, v.lz77)
+    parts = f" {PARTS_NOTE}" if "byte-part" in parse else ""
     return (f"<h3>LZ77: pointers back into the text</h3><p><b>{lits:,} literals</b> and "
-            f"<b>{refs:,} copies</b> <span class='lz-ref'>(distance, length)</span>.</p>"
+            f"<b>{refs:,} copies</b> <span class='lz-ref'>(distance, length)</span>.{parts}</p>"
             f"<div class='tokview lz-view' id='ct-lz77-parse'>{parse}</div>")
 
 
 def _lz78_view(v: text_compare.DictionaryView) -> str:
+    chars = byte_pieces.CharMap(v.data)
+    arrow = dict(visible=lambda t: html.escape(t).replace("\n", "↵"))
     parts = []
     for p in v.lz78:
-        whole = v.data[p.start:p.start + p.length]
-        cut = p.length - (p.byte is not None)
-        old = html.escape(whole[:cut].decode("utf-8", "replace")).replace("\n", "↵")
-        new = html.escape(whole[cut:].decode("utf-8", "replace")).replace("\n", "↵")
+        cut = p.start + p.length - (p.byte is not None)
         parts.append(f"<span class='lz78-phrase' data-tip='phrase {p.index} = phrase {p.parent} + one byte'>"
-                     f"<span class='lz78-old'>{old}</span><span class='lz78-new'>{new}</span>"
+                     f"<span class='lz78-old'>{_bytes_html(chars, p.start, cut, **arrow)}</span>"
+                     f"<span class='lz78-new'>{_bytes_html(chars, cut, p.start + p.length, **arrow)}</span>"
                      f"<sub>{p.index}</sub></span>")
+    body = "".join(parts)
+    note = f" {PARTS_NOTE}" if "byte-part" in body else ""
     return (f"<h3>LZ78: pointers into a growing dictionary</h3><p><b>{len(v.lz78):,} phrases</b>, each "
-            "<span class='lz78-old'>a phrase seen before</span> + <span class='lz78-new'>one new character</span>; "
-            "the small number is the new phrase's index.</p>"
-            f"<div class='tokview lz-view' id='ct-lz78-parse'>{''.join(parts)}</div>")
+            "<span class='lz78-old'>a phrase seen before</span> + <span class='lz78-new'>one new byte</span> (a "
+            f"character, or one byte of a longer one); the small number is the new phrase's index.{note}</p>"
+            f"<div class='tokview lz-view' id='ct-lz78-parse'>{body}</div>")
 
 
 def _show(text: str) -> str:
@@ -148,18 +183,25 @@ def _show(text: str) -> str:
 
 
 def _dictionary_table(v: text_compare.DictionaryView) -> str:
-    body = "".join(
-        f"<tr><td>{r.index}</td><td class='lz78-cell'><span class='lz78-old'>{_show(r.old)}</span>"
-        f"<span class='lz78-new'>{_show(r.new)}</span></td><td>= #{r.parent} "
-        f"<span class='lz78-old'>{_show(r.old) or '∅'}</span> + <span class='lz78-new'>{_show(r.new) or 'end'}</span>"
-        f"</td></tr>" for r in v.rows)
+    chars = byte_pieces.CharMap(v.data)
+    shown = dict(visible=_show)
+    body = []
+    for r in v.rows:
+        p = v.lz78[r.index - 1]  # phrase i is the i-th parsed (lz78.dictionary_rows)
+        cut = p.start + p.length - (p.byte is not None)
+        old = _bytes_html(chars, p.start, cut, **shown)
+        new = _bytes_html(chars, cut, p.start + p.length, **shown)
+        body.append(f"<tr><td>{r.index}</td><td class='lz78-cell'><span class='lz78-old'>{old}</span>"
+                    f"<span class='lz78-new'>{new}</span></td><td>= #{r.parent} "
+                    f"<span class='lz78-old'>{old or '∅'}</span> + <span class='lz78-new'>{new or 'end'}</span>"
+                    f"</td></tr>")
     more = f" (the first {len(v.data):,} of {v.total_bytes:,} bytes)" if v.total_bytes > len(v.data) else ""
     return (f"<h3>The LZ78 dictionary growing: its first {len(v.rows)} phrases{more}</h3>"
-            "<p>Each new phrase is an old phrase (blue, by its number) plus one character (orange). The file stores "
-            "only the pair (old number, character); the decoder rebuilds the same dictionary as it reads. LZW starts "
+            "<p>Each new phrase is an old phrase (blue, by its number) plus one byte (orange). The file stores "
+            "only the pair (old number, byte); the decoder rebuilds the same dictionary as it reads. LZW starts "
             "with all 256 single bytes in the dictionary, so it stores only numbers.</p>"
             f"<div class='lz78-scroll'><table class='lz78-table' id='ct-lz78-dict'><thead><tr><th>#</th><th>phrase</th>"
-            f"<th>made of</th></tr></thead><tbody>{body}</tbody></table></div>")
+            f"<th>made of</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 @guard

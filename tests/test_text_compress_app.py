@@ -111,6 +111,35 @@ def test_api_dictionary_coders(client):
         client.predict("", None, api_name="/dictionary_coders")
 
 
+def test_api_dictionary_coders_show_whole_characters(client):
+    """The parses are over bytes, and a phrase may end inside "ü" (C3 BC): the views print the character and
+    which of its bytes each phrase holds, never U+FFFD; literal bytes that spell one character read whole."""
+    import re
+
+    lz77, lz78_parse, table = client.predict("Wört Wört. Xaö Xaü", None, api_name="/dictionary_coders")
+    assert "\ufffd" not in lz77 + lz78_parse + table
+    words = re.sub(r"<sub>.*?</sub>|<sup>.*?</sup>|<[^>]+>", "", lz77.split("id='ct-lz77-parse'>")[1])
+    # read without its marks, the LZ77 parse is the text, "ü" drawn in both phrases that hold a byte of it
+    assert words == "Wört Wört. Xaö Xaüü"
+    # " Xa" + the first byte of "ü" repeat " Xa" + the first byte of "ö": a copy of 4 bytes ends inside "ü"
+    assert re.search(r" Xa<span class='byte-part'[^>]*>ü<sup>1/2</sup></span><sub>\(5,4\)</sub>", lz77)
+    assert "ü<sup>2/2</sup>" in lz77 and "the first of its 2 bytes" in lz77
+    # LZ78 adds one byte per phrase: "ö" arrives in two phrases, each naming its byte
+    assert "ö<sup>1/2</sup>" in lz78_parse and "ö<sup>2/2</sup>" in lz78_parse
+    lz77_bin, lz78_bin, _ = client.predict(None, _binary_upload(), api_name="/dictionary_coders")
+    assert "\ufffd" not in lz77_bin + lz78_bin and "‹FF›" in lz77_bin  # not UTF-8 at all: the byte in hex
+
+
+def _binary_upload():
+    import tempfile
+
+    from gradio_client import handle_file
+
+    path = Path(tempfile.mkdtemp()) / "bytes.bin"
+    path.write_bytes(b"ab\xff\xfe ab\xff\xfe \x00\x01")
+    return handle_file(str(path))
+
+
 @pytest.mark.browser
 def test_browser_lz77_next_to_lz78(page, screenshot_dir):
     page.get_by_role("tab", name="Compress", exact=True).click()
