@@ -7,8 +7,9 @@ Only what is on screen counts: hidden tabs, closed accordions and invisible laye
 
 from __future__ import annotations
 
-# Text boxes: one rectangle per line of every visible text node (HTML), one per SVG <text> (plotly), one per
-# text input's value. Two boxes of different nodes that share more than 2 x 2 px overlap; a box outside an
+# Text boxes: one rectangle per line of every visible text node (HTML), one per SVG <text> (plotly; a rotated
+# label is its slanted rectangle), one per text input's value. Two boxes of different nodes that share more
+# than 2 x 2 px overlap; a box outside an
 # ancestor that clips (overflow hidden/clip, or a horizontal scroll) or outside the window is cut; an
 # input whose value is wider than the box is cut. Contrast: the text colour against the first opaque
 # background behind it (ancestors' opacity and translucent backgrounds blended), 4.5:1 for normal text and
@@ -27,6 +28,15 @@ _SCRIPT = r"""
     }
     return parts.join(' > ');
   };
+  // A rotated label (a chart's slanted tick labels) covers a slanted rectangle, not its bounding box: the
+  // boxes of neighbouring slanted labels overlap where their letters do not. Its four corners on screen.
+  const turned = (t) => {
+    const m = t.getScreenCTM();
+    if (!m || (Math.abs(m.b) < 1e-6 && Math.abs(m.c) < 1e-6)) return null;
+    const b = t.getBBox();
+    return [[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height], [b.x, b.y + b.height]]
+      .map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]);
+  };
   const boxes = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
@@ -40,7 +50,7 @@ _SCRIPT = r"""
       if (!t || t.dataset.lmlabSeen === '1') continue;
       t.dataset.lmlabSeen = '1';
       const r = t.getBoundingClientRect();
-      if (r.width > 0.5 && r.height > 0.5) boxes.push({el: t, r, text: t.textContent.trim(), svg: true});
+      if (r.width > 0.5 && r.height > 0.5) boxes.push({el: t, r, text: t.textContent.trim(), svg: true, quad: turned(t)});
       continue;
     }
     const range = document.createRange();
@@ -90,10 +100,26 @@ _SCRIPT = r"""
   }
   const inter = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 2
                        && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 2;
+  // Two convex quadrilaterals share more than 2 px along every edge's normal (separating axes); for two
+  // upright boxes this is the test above.
+  const corners = (v) => [[v.left, v.top], [v.right, v.top], [v.right, v.bottom], [v.left, v.bottom]];
+  const quadsMeet = (p, q) => {
+    for (const poly of [p, q]) {
+      for (let i = 0; i < 4; i++) {
+        const [x1, y1] = poly[i], [x2, y2] = poly[(i + 1) % 4];
+        const len = Math.hypot(x2 - x1, y2 - y1) || 1, nx = (y1 - y2) / len, ny = (x2 - x1) / len;
+        const span = (poly2) => { const d = poly2.map(([x, y]) => x * nx + y * ny); return [Math.min(...d), Math.max(...d)]; };
+        const [a0, a1] = span(p), [b0, b1] = span(q);
+        if (Math.min(a1, b1) - Math.max(a0, b0) <= 2) return false;
+      }
+    }
+    return true;
+  };
+  const meet = (a, b) => inter(a.v, b.v) && (!a.quad && !b.quad || quadsMeet(a.quad || corners(a.v), b.quad || corners(b.v)));
   for (let i = 0; i < shown.length; i++) {
     for (let j = i + 1; j < shown.length; j++) {
       const a = shown[i], b = shown[j];
-      if (a.el === b.el || a.el.contains(b.el) || b.el.contains(a.el) || !inter(a.v, b.v)) continue;
+      if (a.el === b.el || a.el.contains(b.el) || b.el.contains(a.el) || !meet(a, b)) continue;
       out.push(`overlap: ${JSON.stringify(a.text.slice(0, 30))} (${name(a.el)}) and `
                + `${JSON.stringify(b.text.slice(0, 30))} (${name(b.el)})`);
     }

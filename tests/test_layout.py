@@ -131,3 +131,51 @@ def test_no_overlap_no_clipping_projector_contrast(browser, app_url):
             failures += [f"{name} at {width}x{height}: {p}" for p in problems(page)]  # the whole page
     context.close()
     assert not failures, "\n".join(failures)
+
+
+# The old LZ78 fault, as the page drew it before the dictionary had its own scrolling box: the block was
+# given a height its table did not fit in, did not clip it, and the byte-Huffman table below was drawn over
+# the dictionary's last rows. Built from the tab's own HTML and stylesheet, without the app.
+_OLD_LZ78 = """<div style="width: 900px; font-family: system-ui">
+  <div id="ct-lz78-table" style="height: 14rem">{dictionary}</div>
+  <div id="ct-huffman"><table><tr><th>byte</th><th>p</th><th>code</th></tr>
+    <tr><td>' '</td><td>0.180</td><td>110</td></tr><tr><td>'e'</td><td>0.090</td><td>0101</td></tr></table></div>
+</div>"""
+
+
+@pytest.mark.browser
+def test_the_check_finds_the_old_lz78_overflow(browser):
+    from components import compress_text, theme
+    from models.compression.text import compare
+
+    dictionary = compress_text._dictionary_table(compare.dictionary_view(TEXT.encode()))
+    old = dictionary.replace("<div class='lz78-scroll'>", "<div>")  # before the fix: no box of its own
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_content(_OLD_LZ78.format(dictionary=old))
+    page.add_style_tag(content=theme.css())
+    found = problems(page)
+    huffman = [f'"{cell}"' for cell in ("byte", "p", "code", "' '", "0.180", "110", "'e'", "0.090", "0101")]
+    assert any(p.startswith("overlap:") and any(cell in p for cell in huffman) for p in found), found
+    # the same block clipping instead of spilling: the rows it hides half-way are cut
+    page.set_content(_OLD_LZ78.format(dictionary=old).replace("height: 14rem", "height: 14rem; overflow: hidden"))
+    page.add_style_tag(content=theme.css())
+    assert any(p.startswith("cut:") and "#ct-lz78-table" in p for p in problems(page))
+    # today's markup: the dictionary scrolls inside its own box, nothing overlaps or is cut
+    page.set_content(_OLD_LZ78.format(dictionary=dictionary).replace(' style="height: 14rem"', ""))
+    page.add_style_tag(content=theme.css())
+    assert problems(page) == []
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_the_check_reads_slanted_labels_as_slanted(browser):
+    """A chart's slanted tick labels: their upright bounding boxes overlap although the letters do not (no
+    problem); two slanted labels drawn into each other are one."""
+    label = "<text transform='translate({x},40) rotate(-40)' font-size='16'>{text}</text>"
+    apart = "".join(label.format(x=40 + 30 * i, text=f"{i + 1}. unimaginable") for i in range(3))
+    into = label.format(x=40, text="1. unimaginable") + label.format(x=46, text="2. incredible")
+    page = browser.new_context(viewport={"width": 800, "height": 400}).new_page()
+    for body, expected in ((apart, False), (into, True)):
+        page.set_content(f"<svg width='400' height='200' style='overflow: visible; margin: 150px'>{body}</svg>")
+        assert any(p.startswith("overlap:") for p in problems(page)) is expected, problems(page)
+    page.context.close()
