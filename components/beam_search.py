@@ -83,8 +83,7 @@ def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
     best = tree.best
     fig.update_layout(
         font=FONT, height=max(420, 62 * rows + 160), margin=dict(l=20, r=20, t=90, b=50),
-        title=f"Beam search, {tree.num_beams} beams: returned {_show(best.text)} "
-              f"({best.bits:.1f} bits; ln p = {best.cum_logprob:.2f}, beam score {best.score:.3f})",
+        title=f"{tree.num_beams} beams returned {_show(best.text)} ({best.bits:.1f} bits)",
         legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
         xaxis=dict(title="step (new token)", dtick=1, range=[-0.5, tree.max_new_tokens + 0.6]),
         yaxis=dict(visible=False, range=[min(y.values()) - 0.6, 0.9]),
@@ -115,13 +114,14 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
     lo, hi = beam_tree.LIMITS["num_beams"]
     with gr.Tab("Beam search", id="inside-beam", elem_id="beam-accordion"):
         with gr.Row():
-            num_beams = WholeSlider(lo, hi, value=3, label="Number of beams", elem_id="beam-n")
+            num_beams = WholeSlider(lo, hi, value=3, label="Number of beams", elem_id="beam-n", min_width=200)
             length_penalty = gr.Slider(-2, 3, value=1.0, step=0.1, label="Length penalty",
-                                       info="> 0 favours longer texts, < 0 shorter", elem_id="beam-lp")
-            max_new = WholeSlider(1, 16, value=6, label="Max new tokens", elem_id="beam-max-new")
+                                       info="> 0 favours longer texts, < 0 shorter", elem_id="beam-lp", min_width=200)
+            max_new = WholeSlider(1, 16, value=6, label="Max new tokens", elem_id="beam-max-new", min_width=200)
             temperature = gr.Slider(0.05, 2, value=0.8, step=0.05, label="Sampling temperature",
-                                    info="for the sampled row (top-p 0.95, top-k 50)", elem_id="beam-temperature")
-            seed = WholeNumber(value=0, minimum=0, label="Sampling seed", elem_id="beam-seed")
+                                    info="for the sampled row (top-p 0.95, top-k 50)", elem_id="beam-temperature",
+                                    min_width=200)
+            seed = WholeNumber(value=0, minimum=0, label="Sampling seed", elem_id="beam-seed", min_width=200)
         go_btn = gr.Button("Run beam search, greedy and sampling", variant="primary", elem_id="beam-go")
         context = gr.HTML(elem_id="beam-context", padding=False)
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
@@ -129,11 +129,12 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
         table = gr.Dataframe(headers=["method", "continuation", "tokens", "bits (−log₂ p, fewer = likelier)",
                                       "bits per token", "ln p (natural log, = −bits × ln 2)",
                                       "beam score (ln p / length^penalty)"],
-                             label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table")
+                             label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table",
+                             column_widths=["12%", "28%", "8%", "13%", "10%", "15%", "14%"])
         explain("How does beam search work?", EXPLANATION)
     inputs = [prompt, model, num_beams, length_penalty, max_new, temperature, seed]
     go_btn.click(zerogpu.gpu(beam_search), inputs, [plot, table, status, context], api_name="beam_search",
-                 concurrency_id="model")
+                 concurrency_id="model", show_progress_on=[plot])
     stale = stale_js("Run beam search, greedy and sampling", plots=1, texts=1)
     for changed in (prompt.change, model.change):
         changed(None, None, [context, plot, status], js=stale, api_visibility="private", queue=False)

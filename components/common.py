@@ -14,6 +14,10 @@ from models.core.errors import LMLabError
 
 log = logging.getLogger("lmlab")
 
+# Side-by-side columns (a form beside its results, two charts) narrower than this stack instead (Gradio's rows
+# wrap): at 800 px a picker squeezed into a 300 px column cut its own value.
+COLUMN_MIN_WIDTH = 440
+
 
 def _to_gr_error(exc: Exception) -> gr.Error:
     if isinstance(exc, gr.Error):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import plotly.graph_objects as go
 
-from components.common import explain, guard
-from components.plots import FONT, bar_figure
+from components.common import COLUMN_MIN_WIDTH, explain, guard
+from components.plots import FONT, bar_figure, heading
 from models.compression.checkpoint import analysis as ca
 from models.compression.checkpoint import as_model
 from models.core import handout, registry
@@ -135,11 +135,10 @@ def _tree_figure(a: ca.Analysis) -> go.Figure:
                     textfont=dict(size=14),
                     customdata=[[n["id"], n["weight"] / total] for n in leaves],
                     hovertemplate="%{text}: code %{customdata[0]}, p = %{customdata[1]:.4f}<extra></extra>")
-    fig.update_layout(font=FONT, height=460, margin=dict(l=40, r=10, t=50, b=40),
-                      title="Top of the Huffman tree (0 = left, 1 = right)",
+    fig.update_layout(font=FONT, height=560, margin=dict(l=40, r=10, b=40),
                       xaxis=dict(visible=False, range=[-0.02, 1.02]), yaxis=dict(title="depth = code length",
-                      tickvals=list(range(0, -7, -1)), ticktext=[str(d) for d in range(7)]),
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+                      tickvals=list(range(0, -7, -1)), ticktext=[str(d) for d in range(7)]))
+    heading(fig, "Top of the Huffman tree (0 = left, 1 = right)", legend_rows=1)
     return fig
 
 
@@ -150,7 +149,8 @@ def _code_rows(a: ca.Analysis) -> list[list]:
 
 def _tensor_rows(a: ca.Analysis) -> list[list]:
     return [[r.name, "×".join(map(str, r.shape)) or "scalar", r.dtype, r.raw_bytes, r.coded_bytes, round(r.ratio, 4),
-             "" if r.exponent_entropy is None else round(r.exponent_entropy, 3), r.modes] for r in a.report.rows]
+             "" if r.exponent_entropy is None else round(r.exponent_entropy, 3),
+             r.modes.replace("/", " / ")] for r in a.report.rows]  # spaced: a cell wraps at a space
 
 
 def _baseline_outputs(a: ca.Analysis):
@@ -213,14 +213,14 @@ def use_as_model(compressed):
 def build() -> None:
     choices = _sources()
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=COLUMN_MIN_WIDTH):
             with gr.Row():
                 source = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Checkpoint",
-                                     scale=4, elem_id="ck-source", info="embedded models and fine-tuned runs")
+                                     scale=4, min_width=300, elem_id="ck-source", info="embedded models and fine-tuned runs")
                 refresh = gr.Button("Refresh the list", scale=1, size="sm", elem_id="ck-refresh")
             upload = gr.File(label="…or upload a .safetensors / PyTorch .bin file", file_types=[".safetensors", ".bin"],
                              elem_id="ck-upload")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
             dtype_view = gr.Radio(list(ca.DTYPE_VIEWS), value="as stored", label="dtype view",
                                   info="cast float tensors to bf16 or fp16 first to see how the savings change")
             with gr.Row():
@@ -229,19 +229,23 @@ def build() -> None:
     status = gr.Markdown("Pick a checkpoint and press **Inspect**.", elem_id="ck-status", elem_classes=["lmlab-status"])
     stats = gr.Markdown(elem_id="ck-stats")
     with gr.Row():
-        exp_plot = gr.Plot(label="Exponent histogram", show_label=False, elem_id="ck-exp-plot")
-        len_plot = gr.Plot(label="Code lengths", show_label=False, elem_id="ck-len-plot")
+        exp_plot = gr.Plot(label="Exponent histogram", show_label=False, elem_id="ck-exp-plot",
+                           min_width=COLUMN_MIN_WIDTH)
+        len_plot = gr.Plot(label="Code lengths", show_label=False, elem_id="ck-len-plot", min_width=COLUMN_MIN_WIDTH)
     with gr.Row():
-        tree_plot = gr.Plot(label="Huffman tree", show_label=False, elem_id="ck-tree-plot")
+        # The tree takes the whole width (its table below it): beside the table its leaf labels ran into each other.
+        tree_plot = gr.Plot(label="Huffman tree", show_label=False, elem_id="ck-tree-plot", min_width=1100)
         codes = gr.Dataframe(headers=["symbol", "meaning", "p", "−log₂ p", "length", "code"], label="Most frequent symbols",
-                             interactive=False, elem_id="ck-codes")
+                             interactive=False, elem_id="ck-codes", min_width=COLUMN_MIN_WIDTH, wrap=True)
     tensors = gr.Dataframe(headers=["tensor", "shape", "dtype", "raw bytes", "coded bytes", "ratio", "exponent entropy",
                                     "plane modes"], label="Per tensor", interactive=False, max_height=360,
-                           elem_id="ck-tensors")
+                           elem_id="ck-tensors", wrap=True,
+                           column_widths=["24%", "12%", "8%", "10%", "10%", "7%", "11%", "18%"])
     # The chart above its table: seven columns beside a chart ran past the window's edge at 1400 px.
     base_plot = gr.Plot(label="Codecs compared", show_label=False, elem_id="ck-base-plot")
     base_rows = gr.Dataframe(headers=["codec", "ratio", "MB", "compress MB/s", "decompress MB/s", "verified", "note"],
-                             label="Codecs compared (* = measured on a sample)", interactive=False, wrap=True)
+                             label="Codecs compared (* = measured on a sample)", interactive=False, wrap=True,
+                             column_widths=["20%", "9%", "9%", "12%", "12%", "10%", "28%"])
     download = gr.File(label="Compressed file (.lmhz)", interactive=False, elem_id="ck-download")
     with gr.Row():
         use_btn = gr.Button("Use as a model (Generate / NER)", elem_id="ck-use", scale=0)
@@ -256,9 +260,13 @@ def build() -> None:
 
     inputs = [source, upload, dtype_view]
     outputs = [status, stats, len_plot, exp_plot, tree_plot, codes, tensors, base_plot, base_rows, download]
-    inspect_btn.click(inspect_checkpoint, inputs, outputs, api_name="inspect_checkpoint", concurrency_id="compress")
-    compress_btn.click(compress_checkpoint, inputs, outputs, api_name="compress_checkpoint", concurrency_id="compress")
+    # Progress (and Gradio's timer) on the first chart, not on the status line above it.
+    inspect_btn.click(inspect_checkpoint, inputs, outputs, api_name="inspect_checkpoint", concurrency_id="compress",
+                      show_progress_on=[exp_plot])
+    compress_btn.click(compress_checkpoint, inputs, outputs, api_name="compress_checkpoint", concurrency_id="compress",
+                       show_progress_on=[exp_plot])
     restore_btn.click(decompress_checkpoint, [restore_in], [restore_out, restore_status], api_name="decompress_checkpoint",
-                      concurrency_id="compress")
+                      concurrency_id="compress", show_progress_on=[restore_out])
     refresh.click(lambda: gr.Dropdown(choices=_sources()), None, [source], api_visibility="private", queue=False)
-    use_btn.click(use_as_model, [download], [use_status], api_name="use_as_model", concurrency_id="compress")
+    use_btn.click(use_as_model, [download], [use_status], api_name="use_as_model", concurrency_id="compress",
+                  show_progress="hidden")

@@ -10,7 +10,7 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from components import mixing_view, model_note
-from components.common import WholeSlider, explain, guard
+from components.common import COLUMN_MIN_WIDTH, WholeSlider, explain, guard
 from components.plots import FONT, bar_figure, interval_figure
 from models.compression.text import byte_pieces, coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
@@ -234,7 +234,7 @@ def arithmetic_steps(text, upload, model_key, n_steps):
             f"{len(steps)} probabilities. Any number inside it identifies these tokens, and writing one takes about "
             f"{last.total_bits:.0f} bits; **{len(last.settled)} bits** are already settled (low and high agree on them). "
             "The probabilities are the ones the compressor feeds its range coder.")
-    fig = interval_figure(steps, "Arithmetic coding: each token narrows the interval to its slice")
+    fig = interval_figure(steps, "Arithmetic coding: each token narrows the interval")
     return fig, steps_table(steps), with_model_note(note, loaded)
 
 
@@ -318,10 +318,10 @@ def build() -> dict:
     chains "compress with every coder" after another event (the lesson path's "compress this text")."""
     names = list(text_compare.EXAMPLES)
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=COLUMN_MIN_WIDTH):
             text = gr.Textbox(label="Text to compress", lines=5, value=text_compare.example_text(names[-1]),
                               elem_id="ct-text", max_lines=10)
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
             example = gr.Dropdown(names, value=names[-1], label="Example", elem_id="ct-example")
             choices = model_choices()
             model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", elem_id="ct-model")
@@ -336,11 +336,14 @@ def build() -> dict:
                                  f"a GPU), about {text_compare.UI_TOKENS_CPU * 4:,} letters of English: the model takes "
                                  "one step per token and each result is decoded again to verify it.",
                                  elem_id="ct-status", elem_classes=["lmlab-status"])
+            # Wrapped cells in fixed shares of the width: sized by content, the coders' names pushed "bytes out"
+            # past the right edge at 1400 px.
             table = gr.Dataframe(headers=_HEADERS, label="Every coder on the same bytes", interactive=False,
-                                 elem_id="ct-table")
+                                 elem_id="ct-table", wrap=True,
+                                 column_widths=["22%", "22%", "8%", "9%", "9%", "10%", "11%", "9%"])
             with gr.Row():
-                bars = gr.Plot(label="Bits per byte", show_label=False, elem_id="ct-bars")
-                curve = gr.Plot(label="Cumulative bits", show_label=False, elem_id="ct-curve")
+                bars = gr.Plot(label="Bits per byte", show_label=False, elem_id="ct-bars", min_width=COLUMN_MIN_WIDTH)
+                curve = gr.Plot(label="Cumulative bits", show_label=False, elem_id="ct-curve", min_width=COLUMN_MIN_WIDTH)
             heat = gr.HTML(label="Bits per token", elem_id="ct-heatmap")
             download = gr.File(label="The model's compressed file (.lmlt)", interactive=False, elem_id="ct-download")
         with gr.Tab("LZ77 and LZ78", id="ct-dictionary"):
@@ -375,20 +378,21 @@ def build() -> dict:
     dict_outputs = [lz77_view, lz78_view, lz78_table]
     # Coding a whole text runs up to UI_TOKENS_* model steps twice: its own lane, so the shared model queue
     # (steps, sampling, beam search) never waits behind it.
+    # Progress (and Gradio's timer) on the table under the status line, not on the line itself.
     go = go_btn.click(compress_text, [text, upload, model, coder], compress_outputs, api_name="compress_text",
-                      concurrency_id="text_coding", concurrency_limit=1)
+                      concurrency_id="text_coding", concurrency_limit=1, show_progress_on=[table])
     go_btn.click(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
-                 api_name="arithmetic_steps", concurrency_id="model")
+                 api_name="arithmetic_steps", concurrency_id="model", show_progress_on=[ac_plot])
     restore_btn.click(decompress_text, [restore_in], [restored, restore_out, restore_status], api_name="decompress_text",
-                      concurrency_id="text_coding")
+                      concurrency_id="text_coding", show_progress_on=[restored])
 
     def compress_after(event) -> None:
         shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
         done = shown.then(compress_text, [text, upload, model, coder], compress_outputs, api_visibility="private",
-                          concurrency_id="text_coding")
+                          concurrency_id="text_coding", show_progress_on=[table])
         done.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
 
     return {"text": text, "upload": upload, "model": model, "compress_after": compress_after}

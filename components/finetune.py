@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from components import glossary
-from components.common import explain, guard
+from components.common import COLUMN_MIN_WIDTH, explain, guard
 from components.plots import loss_figure
 from models.core import registry
 from models.training import config as runconfig
@@ -224,7 +224,7 @@ def build() -> None:
     watched = gr.State("")
     seen = gr.State("")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
             task = gr.Radio(TASK_CHOICES, value=cfg.task, label="Task", info=meta["task"].metadata["help"],
                             elem_id="ft-task")
             preset = gr.Radio([(text, key) for key, text in runconfig.PRESETS.items()], value=runconfig.DEMO,
@@ -273,7 +273,7 @@ def build() -> None:
             with gr.Accordion("Run this on a cluster", open=False):
                 cmd = gr.Code(label="accelerate launch (same flags, several GPUs or machines)", language="shell",
                               interactive=False, elem_id="ft-command")
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=COLUMN_MIN_WIDTH):
             status = gr.Markdown("No runs yet.", elem_classes=["lmlab-status"], elem_id="ft-status")
             loss_plot = gr.Plot(label="Loss", show_label=False, elem_id="ft-loss")
             lr_plot = gr.Plot(label="Learning rate", show_label=False, elem_id="ft-lr")
@@ -302,17 +302,19 @@ def build() -> None:
     method = numbers[len(FORM_FIELDS) + len(FLAGS)]
     base.input(on_base, [base, method], [method, scratch], api_visibility="private", queue=False)
     # triggers=None: on page load and whenever one of the inputs changes.
-    gr.on(None, on_dataset, [task, dataset, upload], [data_info, preview], api_visibility="private")
+    gr.on(None, on_dataset, [task, dataset, upload], [data_info, preview], api_visibility="private",
+          show_progress_on=[preview])
     gr.on(None, command, form, cmd, api_visibility="private", queue=False)
+    # The status line is the run's own (the timer below polls it): no Gradio timer over it.
     start_btn.click(start, form, [watched, status], api_visibility="private", concurrency_id="train_start",
-                    concurrency_limit=1).then(history_update, None, [table, watch, pick], api_visibility="private")
-    cancel_btn.click(cancel, watched, status, api_visibility="private", queue=False)
+                    concurrency_limit=1, show_progress="hidden").then(history_update, None, [table, watch, pick], api_visibility="private")
+    cancel_btn.click(cancel, watched, status, api_visibility="private", queue=False, show_progress="hidden")
     zip_btn.click(download, watched, zip_file, api_visibility="private")
     merged_btn.click(download_merged, watched, zip_file, api_visibility="private")
     resume_btn.click(resume, watched, [watched, status], api_visibility="private", concurrency_id="train_start",
-                     concurrency_limit=1)
+                     concurrency_limit=1, show_progress="hidden")
     restart_btn.click(start_over, watched, [watched, status], api_visibility="private", concurrency_id="train_start",
-                      concurrency_limit=1)
+                      concurrency_limit=1, show_progress="hidden")
     watch.change(lambda run_id: run_id or "", watch, watched, api_visibility="private")
     refresh.click(history_update, None, [table, watch, pick], api_visibility="private")
     pick.change(compare, pick, compare_plot, api_visibility="private")

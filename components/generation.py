@@ -7,7 +7,7 @@ import threading
 import gradio as gr
 
 from components import model_note
-from components.common import WholeNumber, WholeSlider, context_html, explain, guard, stale_js
+from components.common import COLUMN_MIN_WIDTH, WholeNumber, WholeSlider, context_html, explain, guard, stale_js
 from components.plots import next_token_figure
 from components.tokens import GrowingStrip
 from models.core import registry, zerogpu
@@ -141,14 +141,14 @@ def build() -> dict:
     """Lay out and wire the tab; returns the widgets other views of the prefix read (prompt, output, model) and
     the "compress this text" button."""
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=COLUMN_MIN_WIDTH):
             prompt = gr.Textbox(label="Prompt", lines=4, placeholder="Type the start of a text…",
                                 value=EXAMPLES[0][0], elem_id="gen-prompt")
             with gr.Row():
                 choices = model_choices()
                 # Models appear while the app runs (a compressed checkpoint used as a model, a finished run):
                 # the list refreshes when opened, and a key the list has not shown yet is checked by the registry.
-                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=4, elem_id="gen-model",
+                model = gr.Dropdown(choices=choices, value=choices[0][1], label="Model", scale=4, elem_id="gen-model", min_width=300,
                                     info=registry.more_models_note(), allow_custom_value=True)
                 refresh = gr.Button("Refresh the list", scale=1, size="sm")
             with gr.Row():
@@ -159,7 +159,7 @@ def build() -> dict:
             output = gr.Textbox(label="Generated text", lines=6, interactive=False, elem_id="gen-output")
             status = gr.Markdown("Press **Generate**.", elem_classes=["lmlab-status"], elem_id="gen-status")
             tokens = gr.HTML(label="Token view", elem_id="gen-tokens")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
             defaults = generator.SamplingSettings()
             meta = generator.SamplingSettings.__dataclass_fields__
             temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", elem_id="gen-temperature", info=meta["temperature"].metadata["help"])
@@ -201,12 +201,13 @@ def build() -> dict:
     # token and the stream closes with its final "stopped" status.
     stop_btn.click(stop, None, None, queue=False, api_name="stop")
     peek_inputs = [prompt, output, model, temperature, top_p, top_k, rep, read]
-    peek.click(zerogpu.gpu(next_token), peek_inputs, [plot, table, context], api_name="next_token", **views)
+    peek.click(zerogpu.gpu(next_token), peek_inputs, [plot, table, context], api_name="next_token", **views,
+               show_progress_on=[plot])
     # `input` fires for a drag and for a number typed in the slider's box (`release` only when the mouse lets
     # go or the box loses focus); always_last drops the intermediate positions of a drag.
     for slider in (temperature, top_p, top_k, rep):
         slider.input(zerogpu.gpu(next_token), peek_inputs, [plot, table, context], api_visibility="private",
-                     concurrency_id=views["concurrency_id"], trigger_mode="always_last")
+                     concurrency_id=views["concurrency_id"], trigger_mode="always_last", show_progress_on=[plot])
     stale = stale_js("Show the next-token distribution", plots=1)
     for changed in (prompt.change, output.change, read.change, model.change):
         changed(None, None, [context, plot], js=stale, api_visibility="private", queue=False)

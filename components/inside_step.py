@@ -40,8 +40,8 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
                                         f"p({_show(lens.final_token)}) by layer"))
     fig.add_trace(go.Heatmap(
         z=[r.probs for r in rows], x=[f"#{i + 1}" for i in range(k)], y=labels,
-        text=[[f"{_show(t)} {p:.0%}" for t, p in zip(r.tokens, r.probs, strict=True)] for r in rows],
-        texttemplate="%{text}", textfont=dict(size=16), colorscale="YlGnBu", zmin=0, zmax=1, showscale=False,
+        text=[[f"{_show(t)}<br>{p:.0%}" for t, p in zip(r.tokens, r.probs, strict=True)] for r in rows],
+        texttemplate="%{text}", textfont=dict(size=13), colorscale="YlGnBu", zmin=0, zmax=1, showscale=False,
         xgap=2, ygap=2, hovertemplate="%{y}, guess %{x}: %{text}<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Bar(x=[r.final_token_prob for r in rows], y=labels, orientation="h", marker_color="#f59e0b",
@@ -50,7 +50,7 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
     fig.update_xaxes(range=[0, 1.3], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title="guesses, most likely first (colour = probability)", row=1, col=1)
     fig.update_layout(font=FONT, height=max(420, 34 * len(rows) + 170), margin=dict(l=150, r=20, t=90, b=60),
-                      title=f"Logit lens: how the next token forms through depth — the model says {_show(lens.final_token)}",
+                      title=f"Logit lens, layer by layer: the model says {_show(lens.final_token)}",
                       showlegend=False)
     return fig
 
@@ -68,15 +68,14 @@ def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     z = [[None if j > i + (1 if att.offset else 0) else v for j, v in enumerate(row)] for i, row in enumerate(z)]
     small = len(names) <= 16
     fig = go.Figure(go.Heatmap(
-        z=z, x=x, y=names, colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="weight"),
-        texttemplate="%{z:.2f}" if small else None, textfont=dict(size=15),
+        z=z, x=x, y=names, colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title=dict(text="weight", side="right")),
+        texttemplate="%{z:.2f}" if small else None, textfont=dict(size=12),
         hovertemplate="%{y} reads %{x}: %{z:.3f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", title="query (the token reading)")
     fig.update_xaxes(title="key (the token read)", tickangle=-45)
     fig.update_layout(font=FONT, height=max(460, 34 * len(names) + 240), margin=dict(l=40, r=20, t=60, b=40),
-                      title=f"Attention of layer {att.layer}, head {att.head} over the last {len(names)} of "
-                            f"{att.total_tokens} tokens")
+                      title=f"Attention, layer {att.layer}, head {att.head}: last {len(names)} of {att.total_tokens} tokens")
     return fig
 
 
@@ -140,12 +139,15 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
     lens_inputs = [prompt, output, model, top_k, read]
     attn_inputs = [prompt, output, model, layer, head, window, read]
     lens_outputs = [lens_plot, status, context]
-    look.click(zerogpu.gpu(logit_lens), lens_inputs, lens_outputs, api_name="logit_lens", concurrency_id="model")
+    # Gradio's progress timer goes on the pictures, never on the lines a class reads (it would show a previous
+    # run's estimate there): here and on every tab.
+    look.click(zerogpu.gpu(logit_lens), lens_inputs, lens_outputs, api_name="logit_lens", concurrency_id="model",
+               show_progress_on=[lens_plot])
     look.click(zerogpu.gpu(attention), attn_inputs, attn_plot, api_name="attention", concurrency_id="model")
     # `input` fires for a drag and for a number typed in the box (`release` only for the mouse); always_last
     # drops the intermediate positions of a drag.
     top_k.input(zerogpu.gpu(logit_lens), lens_inputs, lens_outputs, api_visibility="private",
-                concurrency_id="model", trigger_mode="always_last")
+                concurrency_id="model", trigger_mode="always_last", show_progress_on=[lens_plot])
     for slider in (layer, head, window):
         slider.input(zerogpu.gpu(attention), attn_inputs, attn_plot, api_visibility="private",
                      concurrency_id="model", trigger_mode="always_last")

@@ -111,4 +111,5 @@ def build(text: gr.Textbox, upload: gr.File | None, model: gr.Dropdown) -> None:
         with gr.Column(scale=2, min_width=300):
             saved = gr.HTML(elem_id="mx-saved")
     inputs = [text, upload, model] if upload is not None else [text, gr.State(None), model]
-    btn.click(mix_text, inputs, [status, winners, weights, saved], api_name="mixing_picture", concurrency_id="model")
+    btn.click(mix_text, inputs, [status, winners, weights, saved], api_name="mixing_picture", concurrency_id="model",
+              show_progress_on=[winners])

@@ -7,7 +7,7 @@ import html
 import gradio as gr
 
 from components import model_note
-from components.common import WholeNumber, explain, guard
+from components.common import COLUMN_MIN_WIDTH, WholeNumber, explain, guard
 from components.plots import bar_figure
 from models.core import registry, zerogpu
 from models.engines import engine
@@ -185,11 +185,11 @@ def evaluate(dataset, upload, model_key, limit, progress=gr.Progress()):
 def build() -> None:
     choices = model_choices()
     with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=COLUMN_MIN_WIDTH):
             text = gr.Textbox(label="Text", lines=5, value=EXAMPLES[0][0], elem_id="ner-text",
                               placeholder="Paste news text to find people, organisations, places…")
             go = gr.Button("Tag entities", variant="primary", elem_id="ner-go")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
             # Models appear while the app runs (a compressed checkpoint used as a model, a finished run):
             # the list refreshes when opened, and a key the list has not shown yet is checked by the registry.
             model = gr.Dropdown(choices=choices, value=default_model(choices), label="Model", elem_id="ner-model",
@@ -250,14 +250,16 @@ def build() -> None:
     local = engine.local().capabilities
     tagging = (dict(concurrency_id="ner", concurrency_limit=local.open_streams) if local.shares_steps
                else dict(concurrency_id="model", concurrency_limit=2))
-    go.click(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_name="ner", **tagging)
+    go.click(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_name="ner", **tagging, show_progress_on=[highlighted])
     text.submit(zerogpu.gpu(tag_text), tag_inputs, tag_outputs, api_visibility="private",
-                concurrency_id=tagging["concurrency_id"])
+                concurrency_id=tagging["concurrency_id"], show_progress_on=[highlighted])
     # A whole file (up to 200 MiB) or data set is tagged in its own lane: the shared model queue never waits on it.
     batch_go.click(zerogpu.gpu(tag_batch), [batch_file, model, aggregation, threshold], [csv_out, conll_out, batch_table,
-                   batch_status], api_name="ner_batch", concurrency_id="ner_files", concurrency_limit=1)
+                   batch_status], api_name="ner_batch", concurrency_id="ner_files", concurrency_limit=1,
+                   show_progress_on=[batch_table])
     eval_go.click(zerogpu.gpu(evaluate, duration=300), [dataset, eval_file, model, limit],
-                  [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="ner_files")
+                  [metrics, chart, mistakes, eval_status], api_name="ner_evaluate", concurrency_id="ner_files",
+                  show_progress_on=[metrics])
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
     model.focus(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private", queue=False,
                 show_progress="hidden")

@@ -9,6 +9,20 @@ import plotly.graph_objects as go
 FONT = dict(size=16)
 
 
+def heading(fig: go.Figure, title: str, legend_rows: int) -> None:
+    """The title at the top of the figure, the legend under it across the whole width, then the plot.
+
+    A horizontal legend wraps in a narrow window (at 800 px, to up to ``legend_rows`` lines); anchored to the
+    plot it grew upwards over the title. One line of title (plotly anchors a title's first line, so a second
+    one ran off the top): keep it under about 55 characters to fit 800 px. Needs ``fig.layout.height`` set."""
+    height = fig.layout.height
+    title_px = 14 + 28 * (title.count("<br>") + 1)
+    fig.update_layout(title=dict(text=title, yref="container", y=1 - 8 / height, yanchor="top"),
+                      legend=dict(orientation="h", xref="container", x=0.01, yref="container",
+                                  y=1 - title_px / height, yanchor="top"),
+                      margin_t=title_px + 26 * legend_rows + 10)
+
+
 def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penalty: float = 1.0,
                       note: str = "") -> go.Figure:
     """Grouped bars per candidate token: model, after penalty and temperature, after top-k/top-p (cut = grey).
@@ -37,10 +51,9 @@ def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penal
     fig.add_bar(name=f"sampled from ({cut})", x=labels, y=[c.prob_final for c in cands],
                 marker_color=["#f59e0b" if c.kept else "#e5e7eb" for c in cands])
     kept = sum(c.kept for c in cands)
-    fig.update_layout(barmode="group", font=FONT, height=430, margin=dict(l=40, r=10, t=50, b=90),
-                      title=f"Next-token candidates: {kept} of the top {len(cands)} survive the cut",
-                      yaxis_title="probability", legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
-                      xaxis_tickangle=-40)
+    fig.update_layout(barmode="group", font=FONT, height=500, margin=dict(l=40, r=10, b=90),
+                      yaxis_title="probability", xaxis_tickangle=-40)
+    heading(fig, f"Next-token candidates: {kept} of the top {len(cands)} survive the cut", legend_rows=3)
     return fig
 
 
@@ -60,9 +73,9 @@ def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str =
             continue
         fig.add_scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 40 else "lines", name=name)
     # The y-axis starts at 0: an auto-zoomed axis draws 4.185 -> 4.201 as a cliff.
-    fig.update_layout(font=FONT, height=380, margin=dict(l=50, r=10, t=50, b=40), title=title,
-                      xaxis_title="step", yaxis=dict(title=y_title, rangemode="tozero"),
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+    fig.update_layout(font=FONT, height=420, margin=dict(l=50, r=10, b=40),
+                      xaxis_title="step", yaxis=dict(title=y_title, rangemode="tozero"))
+    heading(fig, title, legend_rows=2)
     return fig
 
 
@@ -114,9 +127,9 @@ def interval_figure(steps, title: str) -> go.Figure:
     fig.add_annotation(x=1.01, xref="paper", xanchor="left", y=1.0, yref="paper", yanchor="bottom", showarrow=False,
                        text="<b>the token's p, −log₂ p</b>", font=dict(size=14, color="#9a3412"))
     # Labels that would have to shrink below 12 px in a narrow slice are left out rather than drawn tiny.
-    fig.update_layout(font=FONT, height=150 + 34 * len(steps), barmode="overlay", title=title,
+    fig.update_layout(font=FONT, height=230 + 34 * len(steps), barmode="overlay",
                       uniformtext=dict(minsize=12, mode="hide"),
-                      margin=dict(l=170, r=210, t=80, b=50), xaxis=dict(range=[0, 1], title="position in the current "
-                      "interval (each row zoomed to full width)"), yaxis=dict(autorange="reversed", tickfont=dict(size=16)),
-                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0))
+                      margin=dict(l=170, r=210, b=50), xaxis=dict(range=[0, 1], title="position in the current "
+                      "interval<br>(each row zoomed to full width)"), yaxis=dict(autorange="reversed", tickfont=dict(size=16)))
+    heading(fig, title, legend_rows=2)
     return fig

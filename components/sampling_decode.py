@@ -69,7 +69,7 @@ def sampling_steps(model_key, seed, n_tokens, prompt):
             + f"\n\nAt each step u falls into one token's slice of the interval; that token is the sample, and its "
               f"slice becomes the new interval. Decoded{more}: «{md_literal(shown)}» "
               f"({steps[-1].total_bits:.0f} bits of u used).")
-    fig = interval_figure(steps, "Sampling = decoding random bits: u picks one slice per step")
+    fig = interval_figure(steps, "Sampling = decoding: u falls into one slice per step")
     return fig, steps_table(steps, sampling=True), with_model_note(note, loaded)
 
 
@@ -100,10 +100,10 @@ def build() -> dict:
     model_note.attach(model, registry.CAUSAL_LM)
     inputs = [model, seed, n_tokens, prompt]
     sample_btn.click(sample_bits, inputs, [sample_text, sample_heat, sample_note], api_name="sample_from_bits",
-                     concurrency_id="model")
+                     concurrency_id="model", show_progress_on=[sample_text])
     # Each button shows its own view; both views stay one click away.
     sample_btn.click(lambda: gr.Tabs(selected="sd-text-tab"), None, views, queue=False, api_visibility="private")
     sp_btn.click(lambda: gr.Tabs(selected="sd-steps-tab"), None, views, queue=False, api_visibility="private")
     sp_btn.click(sampling_steps, inputs, [sp_plot, sp_table, sp_note], api_name="sampling_steps",
-                 concurrency_id="model")
+                 concurrency_id="model", show_progress_on=[sp_plot])
     return {"prompt": prompt, "model": model}

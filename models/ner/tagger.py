@@ -39,7 +39,7 @@ ONTONOTES_TO_CONLL = {
 }
 
 registry.add_static([
-    registry.ModelSpec(SPACY_KEY, "spaCy en_core_web_sm — OntoNotes→CoNLL mapped fallback (embedded)",
+    registry.ModelSpec(SPACY_KEY, "spaCy small English tagger (embedded)",
                        registry.TOKEN_CLASSIFICATION, "embedded", "en_core_web_sm", "MIT",
                        "spaCy's OntoNotes types mapped to PER/ORG/LOC/MISC; no confidence scores"),
     registry.ModelSpec("dslim/bert-base-NER", "BERT-base NER, CoNLL-2003 (hub)", registry.TOKEN_CLASSIFICATION,
