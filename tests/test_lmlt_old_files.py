@@ -4,7 +4,11 @@ The fixtures in tests/data/lmlt/ were made once by the codec as it stood before 
 changed the format: ``old_text.bin`` (a paragraph, an accented letter and two invalid UTF-8 bytes)
 coded with the tiny test GPT-2 under custom settings (version 2 JSON header) and under the compact
 preset with the test-only catalogue id 63 (version 3), and its UTF-8 part coded with the embedded
-SmolLM2 and the fast preset (version 3). Never regenerate them: they stand for files users keep.
+SmolLM2 and the fast preset (version 3). The mixing coder's first files (mixer "mix-1") code that text
+twice (its UTF-8 part twice for SmolLM2), so the n-gram and match models have something to learn:
+the default mixer under the compact preset (version 4, tiny GPT-2) and the fast preset (version 4,
+SmolLM2), and other mixer settings recorded in full (version 2, tiny GPT-2). Never regenerate them:
+they stand for files users keep.
 A decoder on another machine type refuses them by fingerprint; that is a skip, not a pass.
 """
 
@@ -45,3 +49,23 @@ def test_version_3_smollm_fast_file_decodes(smollm):
     blob = (DATA / "v3_smollm2_fast.lmlt").read_bytes()
     assert blob[4] == 3 and lm_codec.read_header(blob)["preset"] == "fast"
     assert decode_or_skip(blob, smollm) == TEXT[:TEXT.index(b"\xff")]
+
+
+def test_version_4_mix_1_file_decodes(tiny_gpt2, monkeypatch):
+    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
+    blob = (DATA / "v4_tiny_gpt2.lmlt").read_bytes()
+    header = lm_codec.read_header(blob)
+    assert blob[4] == 4 and header["preset"] == "compact" and header["mixer_id"] == "mix-1"
+    assert decode_or_skip(blob, tiny_gpt2) == TEXT * 2
+
+
+def test_version_2_file_with_mix_1_settings_decodes(tiny_gpt2):
+    blob = (DATA / "v2_tiny_gpt2_mixed.lmlt").read_bytes()
+    assert blob[4] == 2 and lm_codec.read_header(blob)["mixer"]["orders"] == [1, 2]
+    assert decode_or_skip(blob, tiny_gpt2) == TEXT * 2
+
+
+def test_version_4_smollm_fast_file_decodes(smollm):
+    blob = (DATA / "v4_smollm2_fast.lmlt").read_bytes()
+    assert blob[4] == 4 and lm_codec.read_header(blob)["mixer_id"] == "mix-1"
+    assert decode_or_skip(blob, smollm) == TEXT[:TEXT.index(b"\xff")] * 2
