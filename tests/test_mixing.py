@@ -74,6 +74,43 @@ def test_mixer_learns_to_trust_a_predictor_that_is_right():
     assert last.p_experts[-1] == 1.0  # the match model predicted the token that came
 
 
+def test_bias_stage_learns_the_texts_vocabulary():
+    """A model that keeps giving token 7 one chance in 50: the bias raises it, the rows stay distributions,
+    and tokens the text never used keep their relative odds."""
+    vocab = 50
+    bias = mixing.TokenBias(0.05)
+    probs = np.full((2, vocab), 1 / vocab, dtype=np.float32)
+    for _ in range(40):
+        scale, ids, values = bias.adjust(probs)
+        full = probs.astype(np.float64) * scale[:, None]
+        full[:, ids] = values
+        assert np.allclose(full.sum(axis=1), 1.0)
+        bias.update(probs, [7, 7])
+    scale, ids, values = bias.adjust(probs)
+    assert ids.tolist() == [7] and values[0, 0] > 0.2  # from 0.02
+    assert scale[0] < 1  # every other token gave up the same share
+
+
+def test_mixing_with_the_bias_stage_sums_to_one_and_stays_in_float32():
+    mixer = mixing.Mixer(mixing.DEFAULT, 2)
+    rng = np.random.default_rng(3)
+    for step in range(30):
+        probs = rng.dirichlet(np.ones(40), size=2).astype(np.float32)
+        mixed = mixer.predict([0, 1], probs)
+        assert mixed.dtype == np.float32 and np.allclose(mixed.sum(axis=1), 1.0, atol=1e-5)
+        mixer.update([0, 1], [step % 5, 3])
+    assert mixer.bias is not None and set(mixer.bias.ids.tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_named_mixer_settings_never_change():
+    """A version 4 file stores only the id of its mixer settings: ids and settings are fixed for good."""
+    assert compact_header.MIXER_IDS == {"mix-1": 1, "mix-2": 2}
+    assert mixing.NAMED["mix-1"] == mixing.MixerSettings(orders=(1, 2, 3, 4), match_min=4, contexts=True, rate=0.1,
+                                                         start=-3.0, bias_rate=0.0, confidence=False)
+    assert "bias_rate" not in mixing.MIX_1.to_header()  # a mix-1 header reads as before the bias stage existed
+    assert mixing.name_of(mixing.DEFAULT) == "mix-2" and mixing.name_of(dataclasses.replace(mixing.DEFAULT, rate=0.2)) is None
+
+
 def test_mixer_without_predictors_is_the_model():
     s = dataclasses.replace(mixing.DEFAULT, orders=(), match_min=0)
     mixer = mixing.Mixer(s, 1)
@@ -82,7 +119,8 @@ def test_mixer_without_predictors_is_the_model():
 
 
 def test_bad_mixer_settings_are_refused():
-    for bad in ({"orders": (0,)}, {"orders": (2, 2)}, {"match_min": -1}, {"rate": 2.0}, {"algorithm": "mix-0"}):
+    for bad in ({"orders": (0,)}, {"orders": (2, 2)}, {"match_min": -1}, {"rate": 2.0}, {"algorithm": "mix-0"},
+                {"bias_rate": -0.1}, {"bias_rate": 1}, {"confidence": 1}):
         with pytest.raises(InputError):
             dataclasses.replace(mixing.DEFAULT, **bad).check()
 
@@ -141,10 +179,12 @@ def compact(**kw):
 def test_default_mixer_gets_the_compact_version_4_record(catalogued):
     result = roundtrip(REPEATS, catalogued, compact())
     header = lm_codec.read_header(result.blob)
-    assert result.blob[4] == 4 and header["mixer_id"] == "mix-1"
+    assert result.blob[4] == 4 and header["mixer_id"] == "mix-2"
     assert header["header_bytes"] <= 25
     plain = lm_codec.compress(REPEATS, catalogued, compact())
     assert plain.blob[4] == 3  # the model alone keeps version 3, byte for byte as before
+    first = roundtrip(REPEATS, catalogued, compact(), mixer=mixing.MIX_1)  # the earlier default still writes id 1
+    assert first.blob[4] == 4 and lm_codec.read_header(first.blob)["mixer_id"] == "mix-1"
 
 
 def test_other_mixer_settings_are_recorded_in_full(catalogued):
@@ -156,7 +196,7 @@ def test_other_mixer_settings_are_recorded_in_full(catalogued):
 
 def test_decoder_with_other_mixer_settings_refuses(catalogued, monkeypatch):
     result = lm_codec.compress(REPEATS, catalogued, compact(), mixer=mixing.DEFAULT)
-    monkeypatch.setattr(mixing, "DEFAULT", dataclasses.replace(mixing.DEFAULT, rate=0.03))
+    monkeypatch.setitem(mixing.NAMED, "mix-2", dataclasses.replace(mixing.DEFAULT, rate=0.03))
     with pytest.raises(FingerprintMismatch, match="codec and its settings"):
         lm_codec.decompress(result.blob, catalogued)
 
@@ -218,3 +258,81 @@ def test_one_pass_files_of_every_format_decode_in_one_pass(catalogued):
     other = lm_codec.compress(REPEATS[:-5], catalogued, compact())
     with pytest.raises(InputError, match="one pass"):
         lm_codec.decompress_many([results[0].blob, other.blob], catalogued)
+
+
+# --- one megabyte through the command line ----------------------------------------------------------------
+
+# Long words, so that a megabyte is about 110,000 tokens of a few-hundred-token vocabulary: the mixer's
+# Python work per token, not the bytes, sets how long a round trip takes.
+WORDS = ("wonderland caterpillar mushroom looking-glass tea-party hedgehogs flamingoes executioner gardeners "
+         "procession gryphon's dormouse's mock-turtle's treacle-well lobster-quadrille whiting's "
+         "shrinking growing curiouser impatiently thoughtfully nervously anxiously trembling remembered "
+         "wondered considered explained whispered continued shouted hurriedly melancholy "
+         "conversation underneath afterwards somewhere everything something presently particular "
+         "remarkable uncomfortable extraordinary sentence evidence jurymen verdict tarts").split()
+def prose(n_bytes: int, seed: int) -> bytes:
+    """Sentences of Zipf-distributed words (seeded): text the n-gram and match models can learn."""
+    rng = np.random.default_rng(seed)
+    zipf = 1 / np.arange(1, len(WORDS) + 1)
+    zipf /= zipf.sum()
+    out, size = [], 0
+    while size < n_bytes:
+        words = rng.choice(WORDS, size=int(rng.integers(4, 16)), p=zipf)
+        sentence = " ".join(words).capitalize() + str(rng.choice([". ", "! ", "? ", ".\n\n", ", "]))
+        out.append(sentence)
+        size += len(sentence)
+    return "".join(out).encode()[:n_bytes]
+
+
+@pytest.fixture(scope="module")
+def small_vocab_model():
+    """A 1-layer GPT-2 (random weights) over a byte-level BPE of a few hundred tokens trained on ``prose``:
+    a byte token for each of the 256 bytes, so any input codes, and steps cheap enough for a megabyte."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from models.core.device import pick
+    from models.core.registry import Loaded, ModelSpec, model_nbytes
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([prose(50_000, seed=1).decode()], trainers.BpeTrainer(
+        vocab_size=700, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=1024, vocab_size=len(tok),
+                        bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    spec = ModelSpec("tiny-bpe", "tiny GPT-2 with a small vocabulary (test)", "causal-lm", "local", "")
+    return Loaded(spec, model, tok, pick("cpu"), model_nbytes(model))
+
+
+def test_one_megabyte_round_trips_through_the_command_line(small_vocab_model, tmp_path, monkeypatch):
+    """1 MB (prose with invalid UTF-8 and every byte value inside) through ``text compress`` and ``text
+    decompress`` with their defaults (fast preset, mixing coder): exact, in one record of 96 lanes whose
+    contexts were rebuilt, and coded by the mixer with the compact header."""
+    from models.compression.text import cli
+    from models.core import registry
+
+    monkeypatch.setattr(registry, "load_causal_lm", lambda key, device=None: small_vocab_model)
+    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-bpe", 62)
+    body = prose(1_000_000, seed=2)
+    data = body[:500_000] + b"\xff\xfe\xc3(" + bytes(range(256)) + body[500_000:]
+    data = data[:1_000_000]
+    src = tmp_path / "big.txt"
+    src.write_bytes(data)
+    assert cli.main(["compress", str(src), "--precision", "fp32", "--threads", "1"]) == 0
+    packed = tmp_path / "big.txt.lmlt"
+    records = lm_codec.read_records(packed.read_bytes())
+    assert len(records) == 1
+    header = records[0][0]
+    assert header["version"] == 4 and header["mixer_id"] == "mix-2" and header["mode"] == "mixed"
+    lanes = lm_codec.PRESETS["fast"].lane_count(header["n_tokens"])  # the rule the decoder derives them by
+    assert lanes == 96 and header["n_tokens"] / lanes > lm_codec.PRESETS["fast"].window  # every lane rebuilt
+    src.unlink()
+    assert cli.main(["decompress", str(packed)]) == 0
+    assert src.read_bytes() == data
+    assert len(packed.read_bytes()) < len(data) // 3

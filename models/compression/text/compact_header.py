@@ -11,7 +11,7 @@ and the preset (weights and tokenizer hashes, machine, library versions, window 
                             bits 4-7 CPU threads - 1
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
                             bit 7 "sized" (a payload length follows: records back to back)
-    mixer           1 byte, version 4 only: the mixer's id (MIXER_IDS), its settings the build's default
+    mixer           1 byte, version 4 only: the mixer's id (MIXER_IDS): named settings (``mixing.NAMED``)
     digest          8 bytes: the fingerprint digest (below)
     check           4 bytes: the first 32 bits of the sha256 of the original bytes
     n_bytes, n_tokens       unsigned LEB128 varints
@@ -52,7 +52,7 @@ MODEL_IDS = {
     "distilbert/distilgpt2": 3,
     "HuggingFaceTB/SmolLM2-135M": 4,
 }
-MIXER_IDS = {"mix-1": 1}  # the default settings of each mixer algorithm; never renumber
+MIXER_IDS = {"mix-1": 1, "mix-2": 2}  # mixing.NAMED settings by id; never renumber
 PRESET_IDS = ("fast", "compact")  # names in lm_codec.PRESETS; index = the id in the flags
 MODES = ("text", "mixed", "bytes")
 PRECISIONS = ("bf16", "fp32")

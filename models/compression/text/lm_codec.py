@@ -643,7 +643,7 @@ def _preset_of(s: CodecSettings, loaded: registry.Loaded) -> str | None:
 def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, threads: int,
                       mixer: mixing.MixerSettings | None = None) -> dict:
     """The fingerprint with the settings a version 3 or 4 file leaves out (they follow from the preset and,
-    in version 4, from this build's default mixer)."""
+    in version 4, from the named mixer settings)."""
     rules = {"preset": preset, "window": s.window, "keep": s.keep, "lanes": s.lanes, "lane_tokens": s.lane_tokens,
              "max_lanes": s.max_lanes, "start_id": start_id, "threads": threads}
     if mixer is not None:  # absent for the model alone, so that version 3 digests stay as they were
@@ -653,12 +653,12 @@ def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, th
 
 def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSettings,
           mixer: mixing.MixerSettings | None = None) -> bytes:
-    """The compact record (version 3, or 4 with the default mixer) when a catalogue model ran a preset,
+    """The compact record (version 3, or 4 with named mixer settings) when a catalogue model ran a preset,
     else the version 2 JSON header (which records any mixer's settings in full)."""
     fp, preset = header["fingerprint"], _preset_of(s, loaded)
-    mixer_id = None if mixer is None else next((k for k in compact_header.MIXER_IDS if k == mixer.algorithm), None)
+    mixer_id = None if mixer is None else mixing.name_of(mixer)
     if not compact_header.eligible(fp["model"], header["mode"], preset, fp["precision"], header["threads"]) \
-            or (mixer is not None and (mixer != mixing.DEFAULT or mixer_id is None)):
+            or (mixer is not None and mixer_id not in compact_header.MIXER_IDS):
         return text_container.pack(header, payload)
     full = _full_fingerprint(fp, s, preset, header["start_id"], header["threads"], mixer)
     return compact_header.pack(model=fp["model"], mode=header["mode"], preset=preset, precision=fp["precision"],
@@ -839,8 +839,8 @@ def _recorded_mixer(header: dict) -> mixing.MixerSettings | None:
 
 
 def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | None) -> tuple[dict, registry.Loaded]:
-    """A version 3 or 4 header: rebuild the settings from the preset, the model and (version 4) this build's
-    default mixer, check the fingerprint digest against this setup's (naming what differs), and fill in what
+    """A version 3 or 4 header: rebuild the settings from the preset, the model and (version 4) the named
+    mixer settings, check the fingerprint digest against this setup's (naming what differs), and fill in what
     version 2 files record."""
     recorded = header["fingerprint"]
     if loaded is None:
@@ -848,7 +848,7 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
     s = replace(PRESETS[header["preset"]], precision=recorded["precision"], threads=header["threads"]).for_model(loaded)
     start_id = _start_id(loaded.tokenizer)
     fp = fingerprint(loaded, recorded["precision"])
-    mixer = mixing.DEFAULT if header.get("mixer_id") else None
+    mixer = mixing.NAMED[header["mixer_id"]] if header.get("mixer_id") else None
     compact_header.check_fingerprint(bytes.fromhex(recorded["digest"]),
                                      _full_fingerprint(fp, s, header["preset"], start_id, header["threads"], mixer))
     if mixer is not None:

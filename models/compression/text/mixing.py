@@ -18,6 +18,17 @@ that token cost (d(-ln p(x))/d theta_j = -w_j (q_j(x)/p(x) - 1)): the online mix
 (Mahoney 2005) and cmix, over tokens rather than bits, in the probability domain like Nacrith's
 mixer (logistic mixing in the stretched domain is PAQ's answer for binary alphabets).
 
+Later stages (off in "mix-1" files; the bias stage is on in "mix-2", the default):
+
+- a **bias on the model's log-probabilities** learned online (Nacrith's adaptive head): p'(x) is
+  p(x) * exp(b_x), renormalised, and after each token b takes one gradient step on -ln p'(token).
+  It learns this text's vocabulary (a name coined in chapter one gets likelier everywhere), which a
+  lane that starts without context cannot know. Only tokens the text has used carry a bias; the
+  rest keep 0, so a step costs a gather over those tokens, not the whole vocabulary;
+- optionally (``confidence``, measured and off by default: it did not pay) **the model's own
+  confidence** (its top probability, and whether the longest n-gram context was always followed by
+  the same token) joins the context that picks the weight vector.
+
 Determinism: the encoder and the decoder run exactly the same calls in the same order
 (``predict`` for all active lanes of a step, then ``update`` with their tokens), and every
 number the mixer computes comes from the tokens coded so far and the model's probabilities,
@@ -40,6 +51,8 @@ from models.core.errors import InputError
 ALGORITHM = "mix-1"
 MATCH_BUCKETS = (1, 8, 16, 32)  # a match of length >= each bound falls in the next bucket
 COUNT_BUCKETS = (2, 4, 16)  # how often the longest n-gram context was seen before
+TOP_BUCKETS = (0.3, 0.7, 0.95)  # the model's top probability (with ``confidence``)
+MAX_BIAS = 8.0  # |b| bound of the bias stage, in nats: a token's probability moves at most e^8 ~ 3000-fold
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,11 @@ class MixerSettings:
     start: float = field(default=-3.0, metadata={"help": "initial weight (before the softmax) of each predictor "
                                                          "against the model's 0"})
     algorithm: str = ALGORITHM
+    # Added with "mix-2"; a file that does not record them was coded without them (their off values).
+    bias_rate: float = field(default=0.0, metadata={"help": "learning rate of the bias on the model's "
+                                                            "log-probabilities (0: no bias stage)"})
+    confidence: bool = field(default=False, metadata={"help": "the model's top probability and the n-gram "
+                                                              "context's determinism pick the weight vector too"})
 
     def check(self) -> None:
         if self.algorithm != ALGORITHM:
@@ -67,9 +85,19 @@ class MixerSettings:
         if not (isinstance(self.rate, float) and 0.0 <= self.rate <= 1.0 and isinstance(self.start, float)
                 and -30.0 <= self.start <= 30.0):
             raise InputError("the mixer's rate must lie in [0, 1] and its start weight in [-30, 30]")
+        if not (isinstance(self.bias_rate, float) and 0.0 <= self.bias_rate <= 1.0):
+            raise InputError("the bias stage's rate must lie in [0, 1]")
+        if not isinstance(self.contexts, bool) or not isinstance(self.confidence, bool):
+            raise InputError("contexts and confidence are true or false")
 
     def to_header(self) -> dict:
-        return {**asdict(self), "orders": list(self.orders), "numpy": np.__version__}
+        """The settings as a file records them; the later stages only when on, so that a "mix-1" header
+        reads as it always did."""
+        d = {**asdict(self), "orders": list(self.orders), "numpy": np.__version__}
+        for name, off in (("bias_rate", 0.0), ("confidence", False)):
+            if d[name] == off:
+                del d[name]
+        return d
 
     @classmethod
     def from_header(cls, d: object) -> MixerSettings:
@@ -92,7 +120,18 @@ class MixerSettings:
         return ["model"] + [f"{o}-gram" for o in self.orders] + (["match"] if self.match_min else [])
 
 
-DEFAULT = MixerSettings()
+MIX_1 = MixerSettings()  # the first default: n-gram + match, weights by context; no bias, no confidence
+# mix-2: the bias stage at the rate that coded 25 kB excerpts of alice29, lcet10 and WikiText-2 smallest
+# (0.1-0.4 tried; docs/BENCHMARKS.md). The confidence context did not pay there and stays off.
+DEFAULT = MixerSettings(bias_rate=0.2)
+# Settings a compact (version 4) header names by id (compact_header.MIXER_IDS): a file stores only the id,
+# so never change an entry; a new default gets a new name.
+NAMED = {"mix-1": MIX_1, "mix-2": DEFAULT}
+
+
+def name_of(settings: MixerSettings | None) -> str | None:
+    """The NAMED id of these exact settings, or None (they are then recorded in full)."""
+    return next((name for name, s in NAMED.items() if s == settings), None)
 
 
 def _bucket(value: int, bounds: tuple[int, ...]) -> int:
@@ -108,6 +147,51 @@ class TokenTrace:
     p_mix: float  # the mixed probability the coder used
 
 
+class TokenBias:
+    """A bias b on the model's log-probabilities, learned online over the tokens the text has used.
+
+    ``adjust(probs)`` -> (scale (n,), ids (S,), values (n, S)): the adjusted distribution of row i is
+    ``probs[i] * scale[i]`` with ``values[i]`` at ``ids``: p(x) e^{b_x} / Z, Z = sum_v p(v) e^{b_v}, where
+    b is 0 outside ``ids``. ``update(rows, symbols)`` takes one gradient step of -ln p'(symbol) per row
+    (d/db_v = p'(v) - [v = symbol]), in row order; a token used for the first time joins ``ids``.
+    Nacrith's adaptive head (Tacconelli 2026) over the whole vocabulary; here over the used tokens only.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.bias = np.zeros(0, dtype=np.float64)
+        self.slot: dict[int, int] = {}
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def adjust(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = probs[:, self.ids].astype(np.float64)  # (n, S)
+        a = p * np.exp(self.bias)
+        z = 1.0 + (a - p).sum(axis=1)  # sum_v p(v) e^{b_v}, the model's rows summing to 1
+        values = a / z[:, None]
+        self._last = (1.0 / z, values)
+        return 1.0 / z, self.ids, values
+
+    def update(self, probs: np.ndarray, symbols) -> None:
+        """``probs``: the model's rows given to the last ``adjust``; ``symbols``: the tokens that came."""
+        inv_z, values = self._last
+        known = len(self.ids)
+        if known:
+            self.bias -= self.rate * values.sum(axis=0)
+        for i, x in enumerate(int(x) for x in symbols):
+            s = self.slot.get(x)
+            if s is not None and s < known:
+                self.bias[s] += self.rate
+                continue
+            if s is None:  # first use: joins with bias 0, then takes its step
+                s = self.slot[x] = len(self.ids)
+                self.ids = np.append(self.ids, x)
+                self.bias = np.append(self.bias, 0.0)
+            self.bias[s] += self.rate * (1.0 - float(probs[i, x]) * float(inv_z[i]))
+        np.clip(self.bias, -MAX_BIAS, MAX_BIAS, out=self.bias)
+        self._last = None
+
+
 class Mixer:
     """One mixer for all lanes of a record. Per step: ``predict(active, probs)`` -> mixed probabilities
     (n_active, vocab) float32, then ``update(active, symbols)`` with the tokens that came."""
@@ -118,6 +202,7 @@ class Mixer:
         self.ngram = TokenNGram(settings.orders) if settings.orders else None
         self.match = MatchModel(lanes, settings.match_min or 1)  # keeps the lanes' histories in any case
         self.use_match = bool(settings.match_min)
+        self.bias = TokenBias(settings.bias_rate) if settings.bias_rate else None
         self.n_experts = len(settings.experts)
         self.theta: dict[tuple[int, ...], list[float]] = {}
         self.pending: list[tuple] = []
@@ -127,24 +212,36 @@ class Mixer:
     def histories(self) -> list[list[int]]:
         return self.match.histories
 
-    def _experts(self, lane: int) -> tuple[tuple[int, ...], list[tuple[int, np.ndarray, np.ndarray]]]:
-        """(weight-set key, [(expert index, token ids, probabilities)]) of the sparse predictors of a lane."""
-        history, sparse, top, seen = self.histories[lane], [], 0, 0
+    def _experts(self, lane: int, top_p: float) -> tuple[tuple[int, ...], list[tuple[int, np.ndarray, np.ndarray]],
+                                                         list[dict[int, int] | None]]:
+        """(weight-set key, [(expert index, token ids, probabilities)], n-gram followers) of a lane's
+        sparse predictors."""
+        history, sparse, top, seen, single = self.histories[lane], [], 0, 0, 0
+        followers: list[dict[int, int] | None] = []
         if self.ngram is not None:
-            for k, pred in enumerate(self.ngram.predict(history)):
-                if pred is not None:
-                    sparse.append((1 + k, *pred))
+            followers = self.ngram.followers(history)
+            for k, counts in enumerate(followers):
+                if counts:
+                    tokens = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+                    n = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+                    sparse.append((1 + k, tokens, n / n.sum()))
                     top = 1 + k
             if top:
-                seen = sum(self.ngram.counts(history, top - 1).values())
+                seen = sum(followers[top - 1].values())
+                single = int(len(followers[top - 1]) == 1)
         length = 0
         if self.use_match:
             guess = self.match.predict(lane)
             if guess is not None:
                 length = guess[1]
                 sparse.append((self.n_experts - 1, np.array([guess[0]], dtype=np.int64), np.ones(1)))
-        key = (_bucket(length, MATCH_BUCKETS), top, _bucket(seen, COUNT_BUCKETS)) if self.s.contexts else (0,)
-        return key, sparse
+        if not self.s.contexts:
+            key: tuple[int, ...] = (0,)
+        else:
+            key = (_bucket(length, MATCH_BUCKETS), top, _bucket(seen, COUNT_BUCKETS))
+            if self.s.confidence:
+                key += (_bucket(top_p, TOP_BUCKETS), single)
+        return key, sparse, followers
 
     def _weights(self, key: tuple[int, ...], present: list[int]) -> list[float]:
         theta = self.theta.get(key)
@@ -157,37 +254,76 @@ class Mixer:
 
     def predict(self, active: list[int], probs: np.ndarray) -> np.ndarray:
         """probs (n_active, vocab) float32 from the model -> the mixed distribution, same shape."""
+        tops = probs.max(axis=1) if self.s.confidence else np.zeros(len(active), dtype=np.float32)
         rows = []
-        for lane in active:
-            key, sparse = self._experts(lane)
+        for i, lane in enumerate(active):
+            key, sparse, followers = self._experts(lane, float(tops[i]))
             present = [0] + [j for j, _, _ in sparse]
-            rows.append((key, present, self._weights(key, present), sparse))
-        scale = np.array([[w[0]] for _, _, w, _ in rows], dtype=np.float32)
-        mixed = probs * scale
-        for i, (_, _, weights, sparse) in enumerate(rows):
-            for w, (_, tokens, q) in zip(weights[1:], sparse, strict=True):
-                mixed[i, tokens] += (w * q).astype(np.float32)
+            rows.append((key, present, self._weights(key, present), sparse, followers))
+        w_model = np.array([[w[0]] for _, _, w, _, _ in rows], dtype=np.float32)
+        if self.bias is None:
+            mixed = probs * w_model
+            model_x = None
+        else:  # the biased model takes the model's place in the mixture
+            inv_z, ids, values = self.bias.adjust(probs)
+            mixed = probs * (w_model * inv_z[:, None].astype(np.float32))
+            if len(ids):
+                mixed[:, ids] = (values * w_model.astype(np.float64)).astype(np.float32)
+            model_x = (inv_z, ids, values)
+        # every sparse prediction in one scatter; np.add.at adds in order, so a token two predictors name
+        # gets their shares in expert order, as one fancy-index addition per predictor would
+        where, tokens, shares = [], [], []
+        for i, (_, _, weights, sparse, _) in enumerate(rows):
+            for w, (_, ids, q) in zip(weights[1:], sparse, strict=True):
+                where.append(np.full(len(ids), i))
+                tokens.append(ids)
+                shares.append(w * q)
+        if where:
+            np.add.at(mixed, (np.concatenate(where), np.concatenate(tokens)),
+                      np.concatenate(shares).astype(np.float32))
         self.pending = [(row, probs[i]) for i, row in enumerate(rows)]
+        self._model_x = model_x
+        self._probs = probs
         return mixed
+
+    def _model_p(self, i: int, x: int, raw: float) -> float:
+        """The probability the mixture's model expert gave token x in row i (biased, when the stage is on)."""
+        if self._model_x is None:
+            return raw
+        inv_z, _, values = self._model_x
+        s = self.bias.slot.get(x)
+        if s is not None and s < values.shape[1]:
+            return float(values[i, s])
+        return raw * float(inv_z[i])
 
     def update(self, active: list[int], symbols) -> None:
         """Learn from the tokens that came (one per active lane, as coded), then count them."""
-        for (row, model_probs), x in zip(self.pending, symbols, strict=True):
-            key, present, weights, sparse = row
+        for i, ((row, model_probs), x) in enumerate(zip(self.pending, symbols, strict=True)):
+            key, present, weights, sparse, followers = row
             x = int(x)
-            q = [float(model_probs[x])] + [float(qs[np.flatnonzero(tokens == x)].sum()) for _, tokens, qs in sparse]
+            raw = float(model_probs[x])
+            q = [self._model_p(i, x, raw)]
+            for j, tokens, _ in sparse:
+                if j <= len(followers):  # an n-gram order: its count of x over the context's total
+                    counts = followers[j - 1]
+                    q.append(counts.get(x, 0) / sum(counts.values()) if x in counts else 0.0)
+                else:  # the match model: all on its one token
+                    q.append(1.0 if int(tokens[0]) == x else 0.0)
             p = sum(w * qi for w, qi in zip(weights, q, strict=True))
             if self.trace is not None:
                 p_experts: list[float | None] = [None] * self.n_experts
                 full = [0.0] * self.n_experts
                 for j, qi, w in zip(present, q, weights, strict=True):
                     p_experts[j], full[j] = qi, w
-                self.trace.append(TokenTrace(q[0], p_experts, full, p))
+                self.trace.append(TokenTrace(raw, p_experts, full, p))
             if p > 0.0 and self.s.rate:
                 theta = self.theta[key]
                 for j, w, qi in zip(present, weights, q, strict=True):
                     theta[j] = min(30.0, max(-30.0, theta[j] + self.s.rate * w * (qi / p - 1.0)))
         self.pending = []
+        if self.bias is not None:
+            self.bias.update(self._probs, symbols)
+        self._model_x = self._probs = None
         tokens = {lane: int(x) for lane, x in zip(active, symbols, strict=True)}
         if self.ngram is not None:
             for lane, x in tokens.items():
@@ -203,4 +339,6 @@ class Mixer:
         h.update(repr(sorted(self.match.index.items())).encode())
         if self.ngram is not None:
             h.update(repr([sorted((k, sorted(v.items())) for k, v in t.items()) for t in self.ngram.tables]).encode())
+        if self.bias is not None:
+            h.update(self.bias.ids.tobytes() + self.bias.bias.tobytes())
         return h.hexdigest()

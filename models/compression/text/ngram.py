@@ -34,6 +34,10 @@ class TokenNGram:
             return None
         return self.tables[k].get(tuple(history[-order:]))
 
+    def followers(self, history: Sequence[int]) -> list[dict[int, int] | None]:
+        """For each order, the follower counts of the context ending ``history`` (None or {} where new)."""
+        return [self.counts(history, k) for k in range(len(self.orders))]
+
     def predict(self, history: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray] | None]:
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for k in range(len(self.orders)):
