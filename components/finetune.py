@@ -225,7 +225,10 @@ def build() -> None:
     seen = gr.State("")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
-            task = gr.Radio(TASK_CHOICES, value=cfg.task, label="Task", info=meta["task"].metadata["help"],
+            # The form's own words (the field's help names the command line's values: causal-lm, ...).
+            task = gr.Radio(TASK_CHOICES, value=cfg.task, label="Task",
+                            info="what the model learns: the next token of a text, or a tag (person, place, …) "
+                                 "for every word",
                             elem_id="ft-task")
             preset = gr.Radio([(text, key) for key, text in runconfig.PRESETS.items()], value=runconfig.DEMO,
                               label="Recipe", elem_id="ft-preset",

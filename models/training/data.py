@@ -218,15 +218,20 @@ def _check_size(data: TextData | NerData) -> None:
             raise InputError("the dataset has a single tag; NER needs entity tags besides O")
 
 
+def _sentence(note: str) -> str:
+    """A note as a sentence of its own in the summary (capital first letter)."""
+    return note[:1].upper() + note[1:]
+
+
 def describe(data: TextData | NerData, n_preview: int = 4) -> tuple[str, list[list[str]]]:
     """A one-line size summary and a few preview rows, for the form."""
     if isinstance(data, TextData):
         words = [sum(len(x.split()) for x in split) for split in (data.train, data.eval, data.test)]
         summary = (f"{len(data.train):,} lines ({words[0]:,} words) to train, {len(data.test):,} lines "
-                   f"({words[2]:,} words) to test. {data.note}")
+                   f"({words[2]:,} words) to test. {_sentence(data.note)}")
         return summary, [[line[:300]] for line in data.train[:n_preview]]
     summary = (f"{len(data.train):,} / {len(data.eval):,} / {len(data.test):,} sentences (train / validation / "
-               f"test), {len(data.labels)} tags: {' '.join(data.labels)}. {data.note}")
+               f"test), {len(data.labels)} tags: {' '.join(data.labels)}. {_sentence(data.note)}")
     rows = [[" ".join(f"{w}/{t}" if t != "O" else w for w, t in zip(words, tags, strict=True))[:300]]
             for words, tags in data.train[:n_preview]]
     return summary, rows
