@@ -187,3 +187,24 @@ def test_the_check_reads_slanted_labels_as_slanted(browser):
         page.set_content(f"<svg width='400' height='200' style='overflow: visible; margin: 150px'>{body}</svg>")
         assert any(p.startswith("overlap:") for p in problems(page)) is expected, problems(page)
     page.context.close()
+
+
+def test_no_progress_timer_on_a_status_line():
+    """Gradio's progress timer ("processing | 0.3/93.5s", an estimate from earlier runs) is drawn over an event's
+    outputs: every event that writes a status or context line puts it on its pictures instead, or hides it.
+    (Checked in the browser once: pressing each tab's buttons, the timer appeared only on charts, tables and the
+    generated text.)"""
+    import app
+
+    config = app.build_demo().get_config_file()
+    components = {c["id"]: c.get("props", {}) for c in config["components"]}
+    reading = {cid for cid, props in components.items()
+               if {"lmlab-status", "lmlab-context"} & set(props.get("elem_classes") or [])}
+    assert len(reading) >= 8  # the status and context lines of the tabs
+    shown_over = []
+    for dep in config["dependencies"]:
+        if not dep.get("backend_fn") or dep.get("show_progress") == "hidden":
+            continue  # a browser-only handler has no timer
+        targets = dep.get("show_progress_on") or dep["outputs"]
+        shown_over += [(dep.get("api_name"), components[o].get("elem_id")) for o in targets if o in reading]
+    assert not shown_over, shown_over
