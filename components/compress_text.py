@@ -340,7 +340,7 @@ def build() -> dict:
             # past the right edge at 1400 px.
             table = gr.Dataframe(headers=_HEADERS, label="Every coder on the same bytes", interactive=False,
                                  elem_id="ct-table", wrap=True,
-                                 column_widths=["22%", "22%", "8%", "9%", "9%", "10%", "11%", "9%"])
+                                 column_widths=["16%", "15%", "9%", "9%", "13%", "12%", "14%", "12%"])
             with gr.Row():
                 bars = gr.Plot(label="Bits per byte", show_label=False, elem_id="ct-bars", min_width=COLUMN_MIN_WIDTH)
                 curve = gr.Plot(label="Cumulative bits", show_label=False, elem_id="ct-curve", min_width=COLUMN_MIN_WIDTH)
