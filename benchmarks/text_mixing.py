@@ -8,7 +8,9 @@ mixer (the model is fed the token all decoders agreed on; a disagreement fails t
 bytes with the original. A row's compress/decompress time is the pass's time less the other rows' own
 coding time (mixing + range coding), so "mixing cost" = (row time / model-alone time - 1) is measured in
 the same run as its baseline, on the same lanes and window. The model alone as one lane (teacher-forced
-cross-entropy with the preset's window rule, and with the model's whole context) shows what the lanes cost.
+cross-entropy with the preset's window rule, and with the model's whole context) shows what the lanes cost;
+with the whole context the model's probabilities also go through the mixers token by token (``ONE_LANE``):
+an estimate of what one lane seeing everything would code, not a file.
 
     python -m benchmarks.text_mixing [--texts alice29,asyoulik,lcet10:100000] [--held-back wikitext-2/test.txt:60000]
                                      [--preset fast] [--data-dir DIR]
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -36,14 +39,18 @@ from models.core import assets, registry, settings
 
 OUT = Path(__file__).resolve().parent / "results" / "text_mixing.json"
 
+M1 = mixing.MIX_1
 VARIANTS: dict[str, mixing.MixerSettings | None] = {
     "model alone": None,
-    "+ n-gram (orders 1-4)": replace(mixing.DEFAULT, match_min=0),
-    "+ match (4+ tokens)": replace(mixing.DEFAULT, orders=()),
-    "+ n-gram + match, one weight vector": replace(mixing.DEFAULT, contexts=False),
-    "+ n-gram + match, weights by context, rate 0.1": replace(mixing.DEFAULT, rate=0.1),
-    "+ n-gram + match, weights by context, rate 0.3": replace(mixing.DEFAULT, rate=0.3),
+    "+ n-gram (orders 1-4)": replace(M1, match_min=0),
+    "+ match (4+ tokens)": replace(M1, orders=()),
+    "+ n-gram + match, weights by context (mix-1)": M1,
+    "mix-1 + the model's confidence in the context": replace(M1, confidence=True),
+    "mix-1 + bias stage, rate 0.05": replace(M1, bias_rate=0.05),
+    "mix-1 + bias stage, rate 0.2 (mix-2, default)": mixing.DEFAULT,
 }
+# the one-lane whole-context estimate (teacher-forced) runs these through the mixer token by token
+ONE_LANE = {"model alone": None, "mix-1": M1, "mix-2 (default)": mixing.DEFAULT}
 
 
 def read_text(spec: str, data_dir: Path | None) -> tuple[str, bytes]:
@@ -72,7 +79,24 @@ def _progress(label: str):
     return callback
 
 
-def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_lane: bool) -> dict:
+def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_lane: bool,
+             files: bool = True) -> dict:
+    text: dict = {"bytes": len(data), "rows": []}
+    if files:
+        text.update(code_text(name, data, loaded, codec))
+    if one_lane:
+        s = codec.for_model(loaded)
+        runner = lm_codec._runner(loaded, s.precision)
+        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
+        start, limit = lm_codec._start_id(loaded.tokenizer), lm_codec.context_limit(loaded)
+        text["bpb_one_lane_tf"] = teacher_forced_bits(runner, ids, [len(ids)], start, s.window, s.keep) / len(data)
+        whole = one_lane_mixed_bits(runner, ids, start, limit, limit // 2, list(ONE_LANE.values()))
+        text["bpb_one_lane_full_context_tf"] = {k: b / len(data) for k, b in zip(ONE_LANE, whole, strict=True)}
+    return text
+
+
+def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings) -> dict:
+    """Every variant's file from one pass of the model, every file decoded in one pass and compared."""
     names, mixers = list(VARIANTS), list(VARIANTS.values())
     results = lm_codec.compress_many(data, loaded, mixers, codec, _progress(f"{name} compress"))
     decoded = lm_codec.decompress_many([r.blob for r in results], loaded, _progress(f"{name} decompress"))
@@ -83,40 +107,60 @@ def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_
         rows.append({"variant": label, "file_bytes": len(res.blob), "bpb_file": 8 * len(res.blob) / len(data),
                      "bpb_cross_entropy": res.cross_entropy_bits / len(data),
                      "vs_model_alone": len(res.blob) / len(base.blob) - 1,
+                     "ce_vs_model_alone": res.cross_entropy_bits / base.cross_entropy_bits - 1,
                      "compress_s": res.seconds, "decompress_s": dec_s, "mix_s": res.mix_seconds,
                      "compress_cost": res.seconds / base.seconds - 1, "decompress_cost": dec_s / base_dec - 1,
                      "verified": out == data, "format_version": res.blob[4]})
     h = base.header
-    text = {"bytes": len(data), "tokens": h["n_tokens"], "lanes": h["lanes"], "window": h["window"],
-            "keep": h["keep"], "threads": h["threads"], "precision": h["fingerprint"]["precision"],
+    return {"tokens": h["n_tokens"], "lanes": h["lanes"], "window": h["window"], "keep": h["keep"],
+            "threads": h["threads"], "precision": h["fingerprint"]["precision"],
             "bpb_model_cross_entropy": base.model_bits / len(data), "rows": rows}
-    if one_lane:
-        runner = lm_codec._runner(loaded, h["fingerprint"]["precision"])
-        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
-        limit = lm_codec.context_limit(loaded)
-        text["bpb_one_lane_tf"] = teacher_forced_bits(runner, ids, [len(ids)], h["start_id"], h["window"],
-                                                      h["keep"]) / len(data)
-        text["bpb_one_lane_full_context_tf"] = teacher_forced_bits(runner, ids, [len(ids)], h["start_id"], limit,
-                                                                   limit // 2) / len(data)
-    return text
+
+
+@torch.inference_mode()
+def one_lane_mixed_bits(runner, ids: list[int], start: int, window: int, keep: int,
+                        mixers: list[mixing.MixerSettings | None]) -> list[float]:
+    """Bits of one lane seeing ``window`` tokens (the codec's rebuild rule), teacher-forced: the model's
+    probabilities from one forward per segment, fed token by token to each mixer (None: the model alone).
+    An estimate of what one lane would code, not a file: a batched forward may differ from the coder's
+    step-by-step one in the last float bits."""
+    coders = [None if m is None else mixing.Mixer(m, 1) for m in mixers]
+    bits = [0.0] * len(mixers)
+    pos, ctx = 0, []
+    while pos < len(ids):
+        seg = ids[pos:pos + window - len(ctx)]
+        hidden = runner.body(input_ids=torch.tensor([[start] + ctx + seg[:-1]])).last_hidden_state[0, len(ctx):]
+        for lo in range(0, len(seg), 256):  # 256 rows of the vocabulary at a time bound the memory
+            probs = torch.softmax(runner.logits(hidden[lo:lo + 256]), dim=-1).numpy()
+            for row, x in zip(probs, seg[lo:lo + 256], strict=True):
+                for k, mixer in enumerate(coders):
+                    p = row[x] if mixer is None else mixer.predict([0], row[None])[0, x]
+                    bits[k] -= math.log2(max(float(p), lm_codec.MIN_P))
+                    if mixer is not None:
+                        mixer.update([0], [x])
+        ctx, pos = ctx + seg, pos + len(seg)
+        if len(ctx) >= window:
+            ctx = ctx[-keep:] if keep else []
+    return bits
 
 
 def table(results: dict) -> str:
-    lines = ["| text | coder | file bits/byte | cross-entropy bits/byte | vs model alone | compress B/s | "
+    lines = ["| text | coder | file bits/byte | cross-entropy bits/byte | CE vs alone | file vs alone | compress B/s | "
              "decompress B/s | mixing cost (compress / decompress) | verified |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, t in results["texts"].items():
         for r in t["rows"]:
             cost = "baseline" if r["variant"] == "model alone" else \
                 f"{r['compress_cost']:+.1%} / {r['decompress_cost']:+.1%}"
             lines.append(f"| {name} | {r['variant']} | {r['bpb_file']:.3f} | {r['bpb_cross_entropy']:.3f} | "
-                         f"{r['vs_model_alone']:+.1%} | {t['bytes'] / r['compress_s']:,.0f} | "
+                         f"{r['ce_vs_model_alone']:+.1%} | {r['vs_model_alone']:+.1%} | {t['bytes'] / r['compress_s']:,.0f} | "
                          f"{t['bytes'] / r['decompress_s']:,.0f} | {cost} | {r['verified']} |")
         if "bpb_one_lane_tf" in t:
             lines.append(f"| {name} | model alone, one lane (teacher-forced cross-entropy, same window) | | "
-                         f"{t['bpb_one_lane_tf']:.3f} | | | | | |")
-            lines.append(f"| {name} | model alone, one lane, whole context (teacher-forced) | | "
-                         f"{t['bpb_one_lane_full_context_tf']:.3f} | | | | | |")
+                         f"{t['bpb_one_lane_tf']:.3f} | | | | | | |")
+            for label, bpb in t["bpb_one_lane_full_context_tf"].items():
+                lines.append(f"| {name} | one lane, whole context, {label} (teacher-forced estimate) | | "
+                             f"{bpb:.3f} | | | | | | |")
     return "\n".join(lines)
 
 
@@ -130,6 +174,8 @@ def main() -> None:
     parser.add_argument("--one-lane", default="alice29", help="texts whose one-lane cross-entropy is measured too")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--one-lane-only", action="store_true",
+                        help="only the teacher-forced one-lane rows of the --one-lane texts (no files)")
     parser.add_argument("--out", default=str(OUT), help="the JSON file to write")
     args = parser.parse_args()
     out = Path(args.out)
@@ -145,7 +191,10 @@ def main() -> None:
     for spec in specs:
         name, data = read_text(spec, data_dir)
         started = time.perf_counter()
-        results["texts"][name] = run_text(name, data, loaded, codec, spec.split(":")[0] in args.one_lane.split(","))
+        one_lane = spec.split(":")[0] in args.one_lane.split(",")
+        if args.one_lane_only and not one_lane:
+            continue
+        results["texts"][name] = run_text(name, data, loaded, codec, one_lane, not args.one_lane_only)
         results["texts"][name]["held_back"] = spec == args.held_back
         results["texts"][name]["wall_s"] = time.perf_counter() - started
         results["machine"]["load_average_after"] = os.getloadavg()
