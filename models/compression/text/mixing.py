@@ -165,7 +165,7 @@ class TokenBias:
         self._last: tuple[np.ndarray, np.ndarray] | None = None
 
     def adjust(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = probs[:, self.ids].astype(np.float64)  # (n, S)
+        p = np.take(probs, self.ids, axis=1).astype(np.float64)  # (n, S); take is ~4x a 2-D fancy index
         a = p * np.exp(self.bias)
         z = 1.0 + (a - p).sum(axis=1)  # sum_v p(v) e^{b_v}, the model's rows summing to 1
         values = a / z[:, None]
@@ -267,8 +267,9 @@ class Mixer:
         else:  # the biased model takes the model's place in the mixture
             inv_z, ids, values = self.bias.adjust(probs)
             mixed = probs * (w_model * inv_z[:, None].astype(np.float32))
-            if len(ids):
-                mixed[:, ids] = (values * w_model.astype(np.float64)).astype(np.float32)
+            if len(ids):  # through flat indices: ~5x faster than assigning to mixed[:, ids]
+                flat = (np.arange(len(active))[:, None] * mixed.shape[1] + ids[None, :]).ravel()
+                mixed.reshape(-1)[flat] = (values * w_model.astype(np.float64)).astype(np.float32).ravel()
             model_x = (inv_z, ids, values)
         # every sparse prediction in one scatter; np.add.at adds in order, so a token two predictors name
         # gets their shares in expert order, as one fancy-index addition per predictor would
