@@ -45,7 +45,7 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
         xgap=2, ygap=2, hovertemplate="%{y}, guess %{x}: %{text}<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Bar(x=[r.final_token_prob for r in rows], y=labels, orientation="h", marker_color="#f59e0b",
-                         text=[f"{r.final_token_prob:.0%}" for r in rows], textposition="outside",
+                         text=[f"{r.final_token_prob:.0%}" for r in rows], textposition="outside", cliponaxis=False,
                          hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=2)
     fig.update_xaxes(range=[0, 1.3], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title="guesses, most likely first (colour = probability)", row=1, col=1)
@@ -69,7 +69,9 @@ def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     small = len(names) <= 16
     fig = go.Figure(go.Heatmap(
         z=z, x=x, y=names, colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title=dict(text="weight", side="right")),
-        texttemplate="%{z:.2f}" if small else None, textfont=dict(size=12),
+        # ".98" rather than "0.98": at 800 px seventeen columns of "0.98" touched each other.
+        text=[["" if v is None else f"{v:.2f}".lstrip("0") or "0" for v in row] for row in z],
+        texttemplate="%{text}" if small else None, textfont=dict(size=12),
         hovertemplate="%{y} reads %{x}: %{z:.3f}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", title="query (the token reading)")

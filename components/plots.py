@@ -74,8 +74,11 @@ def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str =
         fig.add_scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 40 else "lines", name=name)
     # The y-axis starts at 0: an auto-zoomed axis draws 4.185 -> 4.201 as a cliff.
     fig.update_layout(font=FONT, height=420, margin=dict(l=50, r=10, b=40),
-                      xaxis_title="step", yaxis=dict(title=y_title, rangemode="tozero"))
-    heading(fig, title, legend_rows=2)
+                      xaxis=dict(title="step", rangemode="tozero"), yaxis=dict(title=y_title, rangemode="tozero"))
+    heading(fig, title, legend_rows=2 if len(series) > 1 else 0)  # plotly draws no legend for a single line
+    if not any(xs for xs, _ in series.values()):  # nothing yet: no made-up scale (its two 0s met in the corner)
+        fig.update_xaxes(showticklabels=False)
+        fig.update_yaxes(showticklabels=False)
     return fig
 
 
