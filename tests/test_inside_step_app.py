@@ -92,7 +92,7 @@ def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
         box = page.locator(f"#{elem_id} input[type=number]")
         box.fill(value)
         box.press("Enter")
-    expect(page.locator("#step-attention")).to_contain_text("layer 2, head 2 over the last 16 of 19", timeout=120_000)
+    expect(page.locator("#step-attention")).to_contain_text("layer 2, head 2: last 16 of 19", timeout=120_000)
     expect(page.locator("#step-attention")).to_contain_text("earlier")
     page.locator("#step-attention").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
