@@ -74,12 +74,25 @@ def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str =
         fig.add_scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 40 else "lines", name=name)
     # The y-axis starts at 0: an auto-zoomed axis draws 4.185 -> 4.201 as a cliff.
     fig.update_layout(font=FONT, height=420, margin=dict(l=50, r=10, b=40),
-                      xaxis=dict(title="step", rangemode="tozero"), yaxis=dict(title=y_title, rangemode="tozero"))
+                      xaxis=dict(title="step", **_step_axis(series)), yaxis=dict(title=y_title, rangemode="tozero"))
     heading(fig, title, legend_rows=2 if len(series) > 1 else 0)  # plotly draws no legend for a single line
     if not any(xs for xs, _ in series.values()):  # nothing yet: no made-up scale (its two 0s met in the corner)
         fig.update_xaxes(showticklabels=False)
         fig.update_yaxes(showticklabels=False)
     return fig
+
+
+def _step_axis(series: dict[str, tuple[list[float], list[float]]]) -> dict:
+    """The step axis: whole-number ticks from 0 up, and a margin left of the first step, so that the step
+    axis' "0" and the loss axis' "0" do not meet in the corner (they overlapped at 800 px)."""
+    xs = [x for xs, _ in series.values() for x in xs]
+    if not xs:
+        return dict(rangemode="tozero")
+    low, high = min(0.0, min(xs)), max(xs)
+    span = max(high - low, 1.0)
+    dtick = next(d * 10**k for k in range(0, 9) for d in (1, 2, 5) if d * 10**k >= span / 6)
+    pad = max(0.04 * span, 0.3 * dtick)  # less than one tick: no tick below 0 is drawn
+    return dict(range=[low - pad, high + pad], tick0=0, dtick=dtick)
 
 
 def bar_figure(names: list[str], values: list[float], title: str, y_title: str, colors: list[str] | None = None,

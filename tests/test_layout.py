@@ -208,3 +208,26 @@ def test_no_progress_timer_on_a_status_line():
         targets = dep.get("show_progress_on") or dep["outputs"]
         shown_over += [(dep.get("api_name"), components[o].get("elem_id")) for o in targets if o in reading]
     assert not shown_over, shown_over
+
+
+@pytest.mark.browser
+def test_a_loss_chart_with_a_run_keeps_its_two_zeros_apart_at_800_px(browser, tmp_path):
+    """With a run on it, the loss chart's step axis and loss axis both start at 0; their "0"s met in the
+    corner at 800 px (found by the full suite, where an earlier test's run filled the chart)."""
+    from components.plots import loss_figure
+
+    series = {"train loss": (list(range(0, 241, 10)), [5 - k * 0.01 for k in range(0, 241, 10)]),
+              "test loss": ([0, 240], [5.1, 3.0])}
+    page = browser.new_page(viewport={"width": 800, "height": 900})
+    for name, fig in (("fixed", loss_figure(series)),
+                      ("old", loss_figure(series).update_xaxes(range=None, tick0=None, dtick=None, rangemode="tozero"))):
+        html = tmp_path / f"{name}.html"
+        fig.write_html(html, include_plotlyjs=True, full_html=True, default_width="740px")
+        page.goto(html.as_uri())
+        page.wait_for_timeout(1000)  # plotly draws after load
+        found = problems(page)
+        if name == "fixed":
+            assert found == [], found
+        else:  # the check sees the old fault, so a pass above means something
+            assert any('overlap: "0"' in p for p in found), found
+    page.close()
