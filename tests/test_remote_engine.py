@@ -86,6 +86,26 @@ def _settings(**kw):
     return SamplingSettings(**{k: v for k, v in dict(GEN, **kw).items() if k != "model_key" and k != "chat"})
 
 
+def _all_at_once(n: int, student) -> list:
+    """``student(k)`` for k in 0..n-1, each in its own thread, released together; each result or exception."""
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(k):
+        barrier.wait()
+        try:
+            results[k] = student(k)
+        except Exception as exc:  # noqa: BLE001 - the caller counts them
+            results[k] = exc
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 def test_same_seed_same_text_and_tokens_with_their_alternatives(engine):
     first = list(engine.stream("Once upon a time,", _settings()))
     again = list(engine.stream("Once upon a time,", _settings()))[-1]
@@ -180,21 +200,7 @@ def test_thirty_students_through_the_app(remote_app, engine):
     n = 30
     args = [dict(GEN, seed=k, max_new_tokens=20) for k in range(n)]
     pool = [Client(remote_app[0], verbose=False) for _ in range(n)]
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def student(k):
-        barrier.wait()
-        try:
-            results[k] = pool[k].predict("Once upon a time,", *args[k].values(), api_name="/generate")
-        except Exception as exc:  # noqa: BLE001 - counted below
-            results[k] = exc
-
-    threads = [threading.Thread(target=student, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _all_at_once(n, lambda k: pool[k].predict("Once upon a time,", *args[k].values(), api_name="/generate"))
     errors = [r for r in results if isinstance(r, Exception)]
     assert not errors, errors[:3]
     assert all("Done" in r[2] and r[1].count("class='tok'") == 20 for r in results)
@@ -209,21 +215,8 @@ def test_more_students_than_the_server_runs_at_once_wait_their_turn(vllm):
     from models.engines.remote import RemoteEngine
 
     impatient = RemoteEngine(vllm[0], NAME, read_timeout_s=2.0)
-    n, results = 40, [None] * 40
-    barrier = threading.Barrier(n)
-
-    def student(k):
-        barrier.wait()
-        try:
-            results[k] = list(impatient.stream("Once upon a time,", _settings(seed=k, max_new_tokens=48)))[-1]
-        except Exception as exc:  # noqa: BLE001 - counted below
-            results[k] = exc
-
-    threads = [threading.Thread(target=student, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _all_at_once(40, lambda k: list(impatient.stream("Once upon a time,",
+                                                               _settings(seed=k, max_new_tokens=48)))[-1])
     impatient.close()
     errors = [r for r in results if isinstance(r, Exception)]
     assert not errors, errors[:3]
