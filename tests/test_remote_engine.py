@@ -301,11 +301,15 @@ def test_a_silent_server_and_a_killed_one_give_clear_messages_and_local_models_s
     assert answered is not None, f"the server did not recover from the pause: {last_error}"
 
     job = remote_client.submit("Write a very long story about a dragon.",
-                               *dict(GEN, max_new_tokens=500).values(), api_name="/generate")
+                               *dict(GEN, max_new_tokens=512).values(), api_name="/generate")
     deadline = time.monotonic() + 60
     while not (job.outputs() and job.outputs()[-1][0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert job.outputs(), f"no token arrived before the kill: {job.exception()}"
+    # The app draws each token and so reads more slowly than a fast server writes: by the time its
+    # first token reaches this client, the rest may already sit in the socket. Pausing the server
+    # first makes the kill land mid-stream however fast the machine is.
+    os.kill(proc.pid, signal.SIGSTOP)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     text, html, status = job.result(timeout=60)
