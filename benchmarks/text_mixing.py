@@ -13,7 +13,12 @@ with the whole context the model's probabilities also go through the mixers toke
 an estimate of what one lane seeing everything would code, not a file.
 
     python -m benchmarks.text_mixing [--texts alice29,asyoulik,lcet10:100000] [--held-back wikitext-2/test.txt:60000]
-                                     [--preset fast] [--data-dir DIR]
+                                     [--preset fast] [--rules fast,fast-primed] [--variants "model alone,mix-2"]
+                                     [--data-dir DIR]
+
+``--rules`` codes each text under each named lane rule (``lm_codec.RULES``: the fast preset's lanes starting
+cold, or primed with the text's opening) in the same run, one after the other; ``--variants`` keeps the rows
+whose label contains one of the given words.
 
 Texts come from the Canterbury folder under ``--data-dir`` (or the embedded copy); the held-back text is read
 from the data folder and never stored in the repository. Results: results/text_mixing.json.
@@ -80,10 +85,10 @@ def _progress(label: str):
 
 
 def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_lane: bool,
-             files: bool = True) -> dict:
+             files: bool = True, variants: dict[str, mixing.MixerSettings | None] = VARIANTS) -> dict:
     text: dict = {"bytes": len(data), "rows": []}
     if files:
-        text.update(code_text(name, data, loaded, codec))
+        text.update(code_text(name, data, loaded, codec, variants))
     if one_lane:
         s = codec.for_model(loaded)
         runner = lm_codec._runner(loaded, s.precision)
@@ -96,9 +101,10 @@ def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_
     return text
 
 
-def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings) -> dict:
+def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
+              variants: dict[str, mixing.MixerSettings | None] = VARIANTS) -> dict:
     """Every variant's file from one pass of the model, every file decoded in one pass and compared."""
-    names, mixers = list(VARIANTS), list(VARIANTS.values())
+    names, mixers = list(variants), list(variants.values())
     results = lm_codec.compress_many(data, loaded, mixers, codec, _progress(f"{name} compress"))
     decoded = lm_codec.decompress_many([r.blob for r in results], loaded, _progress(f"{name} decompress"))
     base = results[0]
@@ -113,7 +119,8 @@ def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings) -> 
                      "compress_cost": res.seconds / base.seconds - 1, "decompress_cost": dec_s / base_dec - 1,
                      "verified": out == data, "format_version": res.blob[4]})
     h = base.header
-    return {"tokens": h["n_tokens"], "lanes": h["lanes"], "window": h["window"], "keep": h["keep"],
+    return {"tokens": h["n_tokens"], "lanes": h["lanes"], "opening": h.get("prime", 0), "window": h["window"],
+            "keep": h["keep"],
             "threads": h["threads"], "precision": h["fingerprint"]["precision"],
             "bpb_model_cross_entropy": base.model_bits / len(data), "rows": rows}
 
@@ -173,6 +180,10 @@ def main() -> None:
     parser.add_argument("--held-back", default="wikitext-2/test.txt:60000",
                         help="a text outside the repository, under the data folder ('' to skip)")
     parser.add_argument("--preset", default="fast", choices=list(lm_codec.PRESETS))
+    parser.add_argument("--rules", default="", help="lane rules (lm_codec.RULES) to code each text under, in turn "
+                                                    "(default: the preset's)")
+    parser.add_argument("--variants", default="", help="keep the rows whose label contains one of these "
+                                                       "comma-separated words (default: all)")
     parser.add_argument("--one-lane", default="alice29", help="texts whose one-lane cross-entropy is measured too")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--threads", type=int, default=0)
@@ -185,24 +196,33 @@ def main() -> None:
     specs = [s for s in args.texts.split(",") if s] + ([args.held_back] if args.held_back else [])
     loaded = registry.load_causal_lm(args.model)
     codec = replace(lm_codec.PRESETS[args.preset], threads=args.threads)
+    rules = {r: replace(lm_codec.RULES[r], threads=args.threads) for r in args.rules.split(",") if r} \
+        or {args.preset: codec}
+    words = [w.strip() for w in args.variants.split(",") if w.strip()]
+    variants = {k: v for k, v in VARIANTS.items() if not words or any(w in k for w in words)}
+    variants = {"model alone": None, **variants}  # the baseline every row is measured against
     lm_codec.compress(b"warm-up: the weights' fingerprint and the bf16 copy are made once", loaded, codec)
     results = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                            "load_average_at_start": os.getloadavg()},
-               "model": args.model, "preset": args.preset, "mixer_default": mixing.DEFAULT.to_header(),
-               "variants": {k: (v.to_header() if v else None) for k, v in VARIANTS.items()}, "texts": {}}
+               "model": args.model, "preset": args.preset, "rules": list(rules), "mixer_default": mixing.DEFAULT.to_header(),
+               "variants": {k: (v.to_header() if v else None) for k, v in variants.items()}, "texts": {}}
     for spec in specs:
         name, data = read_text(spec, data_dir)
         started = time.perf_counter()
         one_lane = spec.split(":")[0] in args.one_lane.split(",")
         if args.one_lane_only and not one_lane:
             continue
-        results["texts"][name] = run_text(name, data, loaded, codec, one_lane, not args.one_lane_only)
-        results["texts"][name]["held_back"] = spec == args.held_back
-        results["texts"][name]["wall_s"] = time.perf_counter() - started
-        results["machine"]["load_average_after"] = os.getloadavg()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        settings.atomic_write_text(out, json.dumps(results, indent=1))
-        print(table({"texts": {name: results["texts"][name]}}), flush=True)
+        for rule, rule_codec in rules.items():
+            key = name if len(rules) == 1 else f"{name}, {rule}"
+            results["texts"][key] = run_text(name, data, loaded, rule_codec, one_lane, not args.one_lane_only,
+                                             variants)
+            results["texts"][key].update(held_back=spec == args.held_back, rule=rule,
+                                         wall_s=time.perf_counter() - started)
+            results["machine"]["load_average_after"] = os.getloadavg()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            settings.atomic_write_text(out, json.dumps(results, indent=1))
+            print(table({"texts": {key: results["texts"][key]}}), flush=True)
+            one_lane, started = False, time.perf_counter()  # the one-lane estimate does not depend on the rule
     print("\n" + table(results))
     print(f"\nwrote {out}")
 

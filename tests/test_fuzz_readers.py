@@ -393,7 +393,7 @@ def test_text_container_byte_mutations(tiny_gpt2, text_blob, flips, cut):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["n_tokens", "n_bytes", "lanes", "lane_lengths", "window", "keep", "start_id", "threads",
+@given(st.sampled_from(["n_tokens", "n_bytes", "lanes", "lane_lengths", "prime", "window", "keep", "start_id", "threads",
                         "mode", "fingerprint", "sha256", "format"]), JSON)
 def test_text_container_header_mutations(tiny_gpt2, text_blob, field, value):
     """A header field replaced by arbitrary JSON (payload checksum recomputed): a typed error or the exact text."""

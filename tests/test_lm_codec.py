@@ -256,6 +256,9 @@ def test_sliding_window_models_keep_the_default_cache(gpt2_tokenizer):
     loaded = Loaded(ModelSpec("tiny-mistral", "tiny Mistral (test)", "causal-lm", "local", ""), model,
                     gpt2_tokenizer, pick("cpu"), model_nbytes(model))
     roundtrip(("Sliding windows forget the distant past. " * 8).encode(), loaded)
+    primed = roundtrip(("Sliding windows forget the distant past. " * 8).encode(), loaded,
+                       dataclasses.replace(SMALL, prime=8))  # the opening's cache copied to every lane
+    assert primed.header["prime"] == 8 and primed.header["lanes"] > 1
 
 
 def test_short_texts_get_few_long_lanes():

@@ -54,6 +54,13 @@ class PreallocatedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Each lane's buffers ``repeats`` times (one prefill shared by lanes that read the same tokens)."""
+        if self.is_initialized:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
     def reset(self) -> None:
         self.length = 0
         self.keys = self.values = None  # the buffers stay allocated for the next prefill

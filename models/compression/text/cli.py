@@ -41,6 +41,10 @@ def _compress(args: argparse.Namespace) -> int:
         codec = dataclasses.replace(codec, window=args.window, keep=args.keep if args.keep is not None else args.window // 2)
     elif args.keep is not None:
         codec = dataclasses.replace(codec, keep=args.keep)
+    if args.prime is not None:
+        codec = dataclasses.replace(codec, prime=args.prime)
+    elif codec.window:  # a smaller context than the preset's keeps less: the opening shrinks with it
+        codec = dataclasses.replace(codec, prime=min(codec.prime, codec.keep))
     mixer = None if args.model_only else mixing.DEFAULT
     started, total_in, blobs, ce, model_ce, payload = time.perf_counter(), 0, [], 0.0, 0.0, 0
     with src.open("rb") as fh:
@@ -113,6 +117,9 @@ def add_cli(subparsers) -> None:
                    + " (default: the preset's)")
     c.add_argument("--keep", type=int, default=None, help="tokens kept when the context is rebuilt (default half the window)")
     c.add_argument("--lanes", type=int, default=0, help="pieces coded side by side (0 = automatic)")
+    c.add_argument("--prime", type=int, default=None,
+                   help="tokens of the text's opening that every lane reads before its own piece (fast preset: 64; "
+                        "0: the lanes start cold)")
     c.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     c.add_argument("--threads", type=int, default=0,
                    help="CPU threads while coding (0 = all); decoding uses the same number, recorded in the file")

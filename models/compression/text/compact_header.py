@@ -8,7 +8,7 @@ and the preset (weights and tokenizer hashes, machine, library versions, window 
     magic b"LMLT"   4 bytes
     version         1 byte: 3 (the model alone) or 4 (the mixing coder, ``mixing.py``)
     flags           1 byte: bits 0-1 mode (0 text, 1 mixed, 2 bytes), bits 2-3 preset (PRESET_IDS),
-                            bits 4-7 CPU threads - 1
+                            bits 4-7 CPU threads - 1 (preset 2, "fast-primed", since the primed lanes)
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
                             bit 7 "sized" (a payload length follows: records back to back)
     mixer           1 byte, version 4 only: the mixer's id (MIXER_IDS): named settings (``mixing.NAMED``)
@@ -53,7 +53,9 @@ MODEL_IDS = {
     "HuggingFaceTB/SmolLM2-135M": 4,
 }
 MIXER_IDS = {"mix-1": 1, "mix-2": 2}  # mixing.NAMED settings by id; never renumber
-PRESET_IDS = ("fast", "compact")  # names in lm_codec.PRESETS; index = the id in the flags
+# Names in lm_codec.RULES; index = the id in the flags (never renumber). "fast" is the fast preset as it was
+# before its lanes were primed with the text's opening ("fast-primed", what the fast preset writes now).
+PRESET_IDS = ("fast", "compact", "fast-primed")
 MODES = ("text", "mixed", "bytes")
 PRECISIONS = ("bf16", "fp32")
 MAX_THREADS = 16

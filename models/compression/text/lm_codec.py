@@ -19,6 +19,12 @@ stream lane by lane. Each lane's context grows to ``window`` tokens; then it is 
 (one prefill) from the start token and the lane's last ``keep`` tokens. Both rules are
 recorded in the header.
 
+Primed lanes (the fast preset): every lane but the first starts in the middle of the text, where
+the model, seeing nothing before, pays for the cold start (on alice29 its first 100 tokens cost
+about 40 % more than the rest). So the text's first ``prime`` tokens, its opening (a title, the
+names, the style), are coded first as one lane, and then every lane reads them before its own
+piece, the first lane continuing straight on. Both sides know the opening before the lanes start.
+
 Any bytes: byte-level BPE vocabularies hold a token for each of the 256 bytes, so input
 the tokenizer cannot reproduce (invalid UTF-8, odd normalisation) is coded with those
 byte tokens where needed ("mixed" or "bytes" mode); other tokenizers fall back to LZMA.
@@ -96,6 +102,8 @@ class CodecSettings:
     precision: str = field(default="auto", metadata={"help": "auto, bf16 (bfloat16 weights, float32 softmax) or fp32"})
     threads: int = field(default=0, metadata={"help": "CPU threads for the model while coding (0 = torch's current "
                                                       "setting); recorded, and the decoder uses the same number"})
+    prime: int = field(default=0, metadata={"help": "tokens of the text's opening, coded first, that every lane reads "
+                                                    "before its own piece (0: the lanes start cold)"})
 
     def lane_count(self, n_tokens: int) -> int:
         if n_tokens <= 0:
@@ -109,6 +117,15 @@ class CodecSettings:
         chunk = math.ceil(n_tokens / lanes)
         return math.ceil(n_tokens / chunk)  # no empty lane
 
+    def layout(self, n_tokens: int) -> tuple[int, list[int]]:
+        """(opening, lane lengths): the tokens coded first as one lane (the opening every lane reads), then
+        the lanes' pieces of the rest. A text that one lane codes anyway gets no opening."""
+        opening = min(self.prime, n_tokens)
+        lanes = self.lane_count(n_tokens - opening)
+        if lanes <= 1:
+            opening, lanes = 0, self.lane_count(n_tokens)
+        return opening, lane_lengths(n_tokens - opening, lanes)
+
     def for_model(self, loaded: registry.Loaded) -> CodecSettings:
         """Window 0 becomes the model's context length (keeping half of it on a rebuild)."""
         if self.window:
@@ -120,9 +137,18 @@ class CodecSettings:
 # Lanes trade ratio for speed. A step of the lock-step decoder reads every weight once whatever the batch, so
 # on a CPU only many lanes keep it busy; but each lane starts without context, and on alice29 that costs
 # +1.7 % with 8 lanes of the full 8k context and +6.7 % with 32 (teacher-forced cross-entropy).
-PRESETS = {
-    "fast": CodecSettings(),  # up to 96 short lanes with a 1,024-token window: ~2.5 kB/s on two CPU cores
+# The rules a file can name (compact_header.PRESET_IDS): never change one, a file only stores its name.
+RULES = {
+    "fast": CodecSettings(),  # up to 96 short lanes with a 1,024-token window, each starting cold
     "compact": CodecSettings(window=0, lane_tokens=7000),  # few long lanes seeing the model's whole context
+    # the same lanes, every one reading the text's first 128 tokens first (docs/BENCHMARKS.md: the opening's
+    # length against bits and time)
+    "fast-primed": CodecSettings(prime=128),
+}
+# What the command line and the app offer, by the names users know.
+PRESETS = {
+    "fast": RULES["fast-primed"],  # ~2.5 kB/s on two CPU cores
+    "compact": RULES["compact"],
 }
 
 
@@ -386,6 +412,8 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
     if s.lanes < 0 or s.max_lanes < 1 or s.lane_tokens < 1 or s.short_lane_tokens < 1 or s.short_tokens < 0 \
             or not 0 <= s.threads <= 1024:
         raise InputError("lanes, threads and short_tokens must be >= 0, max_lanes and the lane lengths >= 1")
+    if not 0 <= s.prime <= s.keep:  # the opening must fit in what a rebuilt context keeps
+        raise InputError(f"prime must be between 0 and keep = {s.keep} (got {s.prime})")
 
 
 _threads_lock = threading.Lock()
@@ -433,7 +461,12 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
         # sized from the recorded settings alone, so encoder and decoder allocate the same buffers
         cache = kv_cache.preallocated(runner.config, min(window, first.shape[1] + steps))
         fixed = cache is not None  # else a dynamic cache, made anew on every rebuild
-        cache, probs = runner.forward(first, cache)
+        if lanes > 1 and prefix:  # every lane reads the same opening: one row's prefill, copied to all lanes
+            cache, probs = runner.forward(first[:1], cache)
+            cache.batch_repeat_interleave(lanes)
+            probs = np.repeat(probs, lanes, axis=0)
+        else:
+            cache, probs = runner.forward(first, cache)
         context = first.shape[1]
         total = sum(lengths)
         done = 0
@@ -458,6 +491,39 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
                 feed = torch.tensor([[h[-1]] for h in history], dtype=torch.long)
                 cache, probs = runner.forward(feed, cache)
                 context += 1
+
+
+def _code_tokens(runner: _Runner, opening: int, lengths: list[int], start_id: int, window: int, keep: int,
+                 choose: Callable[[list[int], list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
+                 threads: int = 0) -> None:
+    """A record's tokens in coding order: the ``opening`` tokens as one lane, then the lanes, every lane
+    reading the opening first (``CodecSettings.layout``). ``choose`` gets (the text positions of the tokens
+    coded now, the active lanes, their probabilities) and returns the symbols; the opening is lane 0."""
+    total = opening + sum(lengths)
+    said: list[int] = []
+    if opening:
+        def first(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+            symbols = choose([step], active, probs)
+            said.append(int(symbols[0]))
+            return symbols
+
+        _lockstep(runner, [opening], start_id, window, keep, first,
+                  None if progress is None else (lambda d, _t: progress(d, total)), threads=threads)
+    offsets = [opening + sum(lengths[:i]) for i in range(len(lengths))]
+
+    def rest(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+        return choose([offsets[lane] + step for lane in active], active, probs)
+
+    _lockstep(runner, lengths, start_id, window, keep, rest,
+              None if progress is None else (lambda d, _t: progress(opening + d, total)), prefix=said, threads=threads)
+
+
+def coding_order(n_tokens: int, opening: int, lanes: int) -> list[int]:
+    """Text positions in the order the coder codes them (the opening, then the lanes step by step)."""
+    lengths = lane_lengths(n_tokens - opening, lanes)
+    offsets = [opening + sum(lengths[:i]) for i in range(lanes)]
+    return list(range(opening)) + [offsets[lane] + step for step in range(max(lengths, default=0))
+                                   for lane in range(lanes) if lengths[lane] > step]
 
 
 # --- compress / decompress ---------------------------------------------------------------------
@@ -553,13 +619,15 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     ids, mode, note = tmap.to_tokens(data)
     if any(i >= runner.vocab for i in ids):
         raise InputError("the tokenizer produced ids outside the model's vocabulary; this model cannot code this text")
-    lanes = s.lane_count(len(ids))
-    lengths = lane_lengths(len(ids), lanes)
+    opening, lengths = s.layout(len(ids))
+    lanes = len(lengths)
     start_id = _start_id(loaded.tokenizer)
     threads = s.threads or torch.get_num_threads()
     header = {"format": "lmlab-text", "mode": mode, "n_bytes": len(data), "n_tokens": len(ids),
               "sha256": _data_hash(data), "lanes": lanes,
               "window": s.window, "keep": s.keep, "start_id": start_id, "threads": threads, "fingerprint": fp}
+    if opening:  # absent in files without an opening, which read as they always did
+        header["prime"] = opening
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
         return [LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
@@ -570,14 +638,12 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
             mixer.check()
         headers.append(header if mixer is None else {**header, "mixer": mixer.to_header()})
 
-    offsets = [sum(lengths[:i]) for i in range(lanes)]
     coders = [_MixStep(mixer, lanes, trace) for mixer in mixers]
     encoders = [constriction.stream.queue.RangeEncoder() for _ in mixers]
     bits = np.zeros((len(mixers), len(ids)), dtype=np.float64)
     model_bits = np.zeros(len(ids), dtype=np.float64)
 
-    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
-        positions = [offsets[lane] + step for lane in active]
+    def choose(positions: list[int], active: list[int], probs: np.ndarray) -> np.ndarray:
         symbols = np.array([ids[p] for p in positions], dtype=np.int32)
         rows = np.arange(len(active))
         model_bits[positions] = -np.log2(np.maximum(probs[rows, symbols].astype(np.float64), MIN_P))
@@ -590,7 +656,7 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
             mix.coder_seconds += time.perf_counter() - t0
         return symbols
 
-    _lockstep(runner, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
+    _code_tokens(runner, opening, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
     elapsed = time.perf_counter() - started
     pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
     results = []
@@ -635,7 +701,7 @@ class _MixStep:
 def _preset_of(s: CodecSettings, loaded: registry.Loaded) -> str | None:
     """The preset whose rules ``s`` follows (precision and threads aside), or None for custom settings."""
     for name in compact_header.PRESET_IDS:
-        if replace(PRESETS[name], precision=s.precision, threads=s.threads).for_model(loaded) == s:
+        if replace(RULES[name], precision=s.precision, threads=s.threads).for_model(loaded) == s:
             return name
     return None
 
@@ -646,6 +712,8 @@ def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, th
     in version 4, from the named mixer settings)."""
     rules = {"preset": preset, "window": s.window, "keep": s.keep, "lanes": s.lanes, "lane_tokens": s.lane_tokens,
              "max_lanes": s.max_lanes, "start_id": start_id, "threads": threads}
+    if s.prime:  # absent without an opening, so that older digests stay as they were
+        rules["prime"] = s.prime
     if mixer is not None:  # absent for the model alone, so that version 3 digests stay as they were
         rules["mixer"] = mixer.to_header()
     return {**fp, "settings": rules}
@@ -712,6 +780,7 @@ class _Record:
     payload: bytes
     loaded: registry.Loaded
     lengths: list[int]
+    opening: int = 0
 
 
 def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) -> _Record:
@@ -725,15 +794,19 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
         n_tokens, mode = int(header["n_tokens"]), header["mode"]
         window, keep, start_id = int(header["window"]), int(header["keep"]), int(header["start_id"])
         threads, lanes = int(header["threads"]), int(header["lanes"])
+        opening = header.get("prime", 0)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFile(f"the header lacks a field or has a bad value ({exc})") from exc
+    if type(opening) is not int:
+        raise CorruptFile("the header's opening length is not a whole number: the file is corrupt")
     # A hostile header must not make the decoder allocate or run without bound: every token is at least one
     # byte, and the lanes are exactly the split the encoder derives from the token count (no empty lane).
     n_bytes = header.get("n_bytes")
     if type(n_bytes) is not int or not 0 <= n_tokens <= n_bytes or not 1 <= threads <= 1024 \
-            or lanes < 1 or CodecSettings(lanes=lanes).lane_count(n_tokens) != lanes:
+            or not 0 <= opening <= min(n_tokens, keep) or (opening and lanes < 2) \
+            or lanes < 1 or CodecSettings(lanes=lanes).lane_count(n_tokens - opening) != lanes:
         raise CorruptFile("the header's sizes do not fit together: the file is corrupt")
-    lengths = lane_lengths(n_tokens, lanes)
+    lengths = lane_lengths(n_tokens - opening, lanes)
     if n_bytes > MAX_RECORD_BYTES:
         raise CorruptFile(f"the header declares {n_bytes:,} bytes in one record; files made here hold at most "
                           f"{MAX_RECORD_BYTES:,} per record (the command line codes longer files in chunks)")
@@ -744,7 +817,7 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
     if not compact:  # versions 3 and 4 were checked by _expand_compact
         text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
     if mode == "lzma":
-        return _Record(header, payload, loaded, lengths)
+        return _Record(header, payload, loaded, lengths, opening)
     try:
         _check_settings(CodecSettings(window=window, keep=keep, threads=threads), loaded)
     except InputError as exc:
@@ -754,10 +827,10 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
     if len(payload) % 4:
         raise CorruptFile("the payload is not a whole number of 32-bit words: the file is corrupt")
     _recorded_mixer(header)  # refuses a mixer this build cannot reproduce
-    return _Record(header, payload, loaded, lengths)
+    return _Record(header, payload, loaded, lengths, opening)
 
 
-_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes")
+_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime")
 
 
 def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, progress: Progress | None = None,
@@ -776,7 +849,7 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
     def recipe(h: dict) -> dict:  # the fingerprint without the compact header's digest of it
         return {k: v for k, v in h["fingerprint"].items() if k != "digest"}
 
-    if any(any(r.header[k] != first[k] for k in _SAME_PASS) or recipe(r.header) != recipe(first)
+    if any(any(r.header.get(k) != first.get(k) for k in _SAME_PASS) or recipe(r.header) != recipe(first)
            for r in records[1:]):
         raise InputError("decompress_many decodes records of one text coded in one pass; these differ")
     lengths, n_tokens = records[0].lengths, int(first["n_tokens"])
@@ -793,10 +866,9 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
     coders = [_MixStep(_recorded_mixer(r.header), len(lengths)) for r in records]
     decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(r.payload, dtype="<u4").astype(np.uint32))
                 for r in records]
-    offsets = [sum(lengths[:i]) for i in range(len(lengths))]
     ids = [0] * n_tokens
 
-    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
+    def choose(positions: list[int], active: list[int], probs: np.ndarray) -> np.ndarray:
         decoded = None
         for mix, decoder in zip(coders, decoders, strict=True):
             t0 = time.perf_counter()
@@ -810,12 +882,12 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
             decoded = symbols
             mix.update(active, symbols)
             mix.coder_seconds += time.perf_counter() - t0
-        for lane, sym in zip(active, decoded, strict=True):
-            ids[offsets[lane] + step] = int(sym)
+        for position, sym in zip(positions, decoded, strict=True):
+            ids[position] = int(sym)
         return decoded
 
-    _lockstep(runner, lengths, int(first["start_id"]), int(first["window"]), int(first["keep"]), choose, progress,
-              threads=int(first["threads"]))
+    _code_tokens(runner, records[0].opening, lengths, int(first["start_id"]), int(first["window"]),
+                 int(first["keep"]), choose, progress, threads=int(first["threads"]))
     tmap = TokenMap(loaded.tokenizer)
     try:
         data = tmap.to_bytes(ids, first["mode"])
@@ -845,7 +917,7 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
     recorded = header["fingerprint"]
     if loaded is None:
         loaded = registry.load_causal_lm(recorded["model"], device=device)
-    s = replace(PRESETS[header["preset"]], precision=recorded["precision"], threads=header["threads"]).for_model(loaded)
+    s = replace(RULES[header["preset"]], precision=recorded["precision"], threads=header["threads"]).for_model(loaded)
     start_id = _start_id(loaded.tokenizer)
     fp = fingerprint(loaded, recorded["precision"])
     mixer = mixing.NAMED[header["mixer_id"]] if header.get("mixer_id") else None
@@ -853,8 +925,11 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
                                      _full_fingerprint(fp, s, header["preset"], start_id, header["threads"], mixer))
     if mixer is not None:
         header = {**header, "mixer": mixer.to_header()}
+    opening, lengths = s.layout(int(header["n_tokens"]))
     header = {**header, "fingerprint": {**fp, "digest": recorded["digest"]}, "window": s.window, "keep": s.keep,
-              "start_id": start_id, "lanes": s.lane_count(int(header["n_tokens"]))}
+              "start_id": start_id, "lanes": len(lengths)}
+    if opening:
+        header["prime"] = opening
     return header, loaded
 
 

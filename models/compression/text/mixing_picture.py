@@ -66,7 +66,7 @@ def picture(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
     experts = mixer.experts
     trace = mixed.mix_trace or []  # empty when the tokenizer could not code the text (LZMA fallback)
     # the trace runs in coding order (step by step over the lanes); the tokens are in text order
-    order = _text_order(mixed.header["n_tokens"], mixed.header["lanes"]) if trace else []
+    order = _text_order(mixed.header["n_tokens"], mixed.header.get("prime", 0), mixed.header["lanes"]) if trace else []
     tokens = []
     for cost, i in zip(mixed.tokens, order, strict=True):
         step = trace[i]
@@ -77,11 +77,7 @@ def picture(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
     return MixPicture(experts, tokens, len(alone.blob), len(mixed.blob), len(data), mixed.header["lanes"])
 
 
-def _text_order(n_tokens: int, lanes: int) -> list[int]:
+def _text_order(n_tokens: int, opening: int, lanes: int) -> list[int]:
     """Index into the coding-order trace of each token in text order."""
-    lengths = lm_codec.lane_lengths(n_tokens, lanes)
-    offsets = [sum(lengths[:i]) for i in range(lanes)]
-    coded = [offsets[lane] + step for step in range(max(lengths, default=0)) for lane in range(lanes)
-             if lengths[lane] > step]
-    where = {pos: i for i, pos in enumerate(coded)}
+    where = {pos: i for i, pos in enumerate(lm_codec.coding_order(n_tokens, opening, lanes))}
     return [where[pos] for pos in range(n_tokens)]
