@@ -49,13 +49,16 @@ def texts() -> dict[str, bytes]:
 
 
 @torch.inference_mode()
-def teacher_forced_bits(runner, ids: list[int], lengths: list[int], start: int, window: int, keep: int) -> float:
-    """Cross-entropy (bits) of the lanes under the codec's window rule, one forward per segment."""
-    total, offset = 0.0, 0
+def teacher_forced_bits(runner, ids: list[int], lengths: list[int], start: int, window: int, keep: int,
+                        opening: int = 0) -> float:
+    """Cross-entropy (bits) of the lanes under the codec's window rule, one forward per segment; with an
+    ``opening`` (``CodecSettings.layout``) its tokens are coded first as one lane and every lane reads them."""
+    total = teacher_forced_bits(runner, ids[:opening], [opening], start, window, keep) if opening else 0.0
+    offset = opening
     for n in lengths:
         lane = ids[offset:offset + n]
         offset += n
-        pos, ctx = 0, []  # ctx: the lane's tokens in context after the start token
+        pos, ctx = 0, list(ids[:opening])  # ctx: the tokens in context after the start token
         while pos < n:
             seg = lane[pos:pos + window - len(ctx)]  # predicting seg[-1] sees at most window - 1 tokens
             inp = torch.tensor([[start] + ctx + seg[:-1]])
@@ -140,9 +143,9 @@ def main() -> None:
             _write(results)  # the coding result is kept even if the slower lane-cost pass is interrupted
             print(f"  coded {name} ({preset}): {json.dumps(row)}", file=sys.stderr, flush=True)
             if not args.skip_lane_cost:
-                lengths = lm_codec.lane_lengths(len(ids), codec.lane_count(len(ids)))
+                opening, lengths = codec.layout(len(ids))
                 t0 = time.perf_counter()
-                many = teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
+                many = teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep, opening)
                 limit = lm_codec.context_limit(loaded)
                 for window, keep in ((codec.window, codec.keep), (limit, limit // 2)):
                     if (window, keep) not in one_lane:
@@ -164,7 +167,7 @@ def prefixes(model: str, sizes: list[int], threads: int) -> None:
     loaded = registry.load_causal_lm(model)
     runner = lm_codec._runner(loaded, "auto")
     codec = replace(lm_codec.PRESETS["fast"], threads=threads).for_model(loaded)
-    old_rule = replace(codec, short_tokens=0)  # before short texts got long lanes: one lane per 450 tokens
+    old_rule = replace(codec, short_tokens=0, prime=0)  # before short texts got long lanes: one lane per 450 tokens
     alice = texts()["alice29"]
     lm_codec.compress(b"warm-up: the weights' fingerprint and the bf16 copy are made once", loaded, codec)
     rows = []
@@ -177,10 +180,11 @@ def prefixes(model: str, sizes: list[int], threads: int) -> None:
         h = res.header
         ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
 
-        split = {rule: lm_codec.lane_lengths(len(ids), rule.lane_count(len(ids))) for rule in (codec, old_rule)}
-        new_bits, old_bits, one = (teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep)
-                                   for lengths in (split[codec], split[old_rule], [len(ids)]))
-        new_lanes, old_lanes = len(split[codec]), len(split[old_rule])
+        split = {rule: rule.layout(len(ids)) for rule in (codec, old_rule)}
+        new_bits, old_bits, one = (teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep,
+                                                       opening)
+                                   for opening, lengths in (split[codec], split[old_rule], (0, [len(ids)])))
+        new_lanes, old_lanes = len(split[codec][1]), len(split[old_rule][1])
         assert new_lanes == h["lanes"]
         row = {"bytes": size, "tokens": len(ids), "lanes": new_lanes, "old_rule_lanes": old_lanes,
                "bpb_one_lane_tf": one / size, "lane_cost": new_bits / one - 1, "old_rule_lane_cost": old_bits / one - 1,

@@ -95,3 +95,19 @@ def test_compact_header_names_the_primed_rule_and_old_fast_files_keep_theirs(tin
             assert blob[4] in compact_header.VERSIONS and (blob[5] >> 2) & 3 == preset_id
             assert header["preset"] == rule
             assert lm_codec.decompress(blob, tiny_gpt2) == TEXT
+
+
+def test_the_benchmarks_teacher_forced_estimate_follows_the_primed_layout(tiny_gpt2):
+    """benchmarks/text_compression.py estimates a layout's bits without coding: for primed lanes it must count
+    what the coder counts (the opening as one lane, every lane reading it), to within float noise."""
+    from benchmarks.text_compression import teacher_forced_bits
+
+    result = lm_codec.compress(TEXT, tiny_gpt2, PRIMED)
+    ids, _, _ = lm_codec.TokenMap(tiny_gpt2.tokenizer).to_tokens(TEXT)
+    opening, lengths = PRIMED.layout(len(ids))
+    estimate = teacher_forced_bits(lm_codec._runner(tiny_gpt2, "fp32"), ids, lengths,
+                                   lm_codec._start_id(tiny_gpt2.tokenizer), PRIMED.window, PRIMED.keep, opening)
+    assert estimate == pytest.approx(result.cross_entropy_bits, rel=1e-4)
+    cold = teacher_forced_bits(lm_codec._runner(tiny_gpt2, "fp32"), ids, lengths,
+                               lm_codec._start_id(tiny_gpt2.tokenizer), PRIMED.window, PRIMED.keep)
+    assert cold != pytest.approx(result.cross_entropy_bits, rel=1e-4)  # the check can tell the layouts apart
