@@ -119,10 +119,25 @@ def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
                      "compress_cost": res.seconds / base.seconds - 1, "decompress_cost": dec_s / base_dec - 1,
                      "verified": out == data, "format_version": res.blob[4]})
     h = base.header
-    return {"tokens": h["n_tokens"], "lanes": h["lanes"], "opening": h.get("prime", 0), "window": h["window"],
+    return {"bits_by_position_in_lane": bits_by_position(base, codec), "tokens": h["n_tokens"], "lanes": h["lanes"], "opening": h.get("prime", 0), "window": h["window"],
             "keep": h["keep"],
             "threads": h["threads"], "precision": h["fingerprint"]["precision"],
             "bpb_model_cross_entropy": base.model_bits / len(data), "rows": rows}
+
+
+POSITION_BUCKETS = (0, 10, 50, 100, 300)  # a lane's first tokens, ..., its 300th on
+
+
+def bits_by_position(result: lm_codec.LMResult, codec: lm_codec.CodecSettings) -> dict[str, float]:
+    """The model's mean bits per token by how far into its lane a token is (the opening as its own lane):
+    what a lane pays for starting without the text before it."""
+    opening, lengths = codec.layout(result.header["n_tokens"])
+    where = [*range(opening)] + [k for n in lengths for k in range(n)]
+    sums: dict[str, list[float]] = {}
+    for pos, token in zip(where, result.tokens, strict=True):
+        lo = max(b for b in POSITION_BUCKETS if b <= pos)
+        sums.setdefault(str(lo), []).append(token.bits)
+    return {f"{lo}+": sum(v) / len(v) for lo, v in sorted(sums.items(), key=lambda kv: int(kv[0]))}
 
 
 @torch.inference_mode()
