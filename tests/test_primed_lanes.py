@@ -111,3 +111,15 @@ def test_the_benchmarks_teacher_forced_estimate_follows_the_primed_layout(tiny_g
     cold = teacher_forced_bits(lm_codec._runner(tiny_gpt2, "fp32"), ids, lengths,
                                lm_codec._start_id(tiny_gpt2.tokenizer), PRIMED.window, PRIMED.keep)
     assert cold != pytest.approx(result.cross_entropy_bits, rel=1e-4)  # the check can tell the layouts apart
+
+
+def test_the_mixing_picture_puts_every_token_back_in_text_order(tiny_gpt2):
+    """The mixer's trace runs in coding order (the opening, then the lanes step by step); the picture maps it
+    back: each token's model bits there equal the model-alone file's bits for the same token."""
+    from models.compression.text import mixing_picture
+
+    p = mixing_picture.picture(TEXT, tiny_gpt2, PRIMED)
+    alone = lm_codec.compress(TEXT, tiny_gpt2, PRIMED)
+    assert alone.header["prime"] == 8 and p.lanes == alone.header["lanes"] == 4
+    assert "".join(t.text for t in p.tokens).encode() == TEXT
+    assert [t.bits_model for t in p.tokens] == pytest.approx([t.bits for t in alone.tokens], rel=1e-6, abs=1e-6)
