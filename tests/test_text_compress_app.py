@@ -245,3 +245,22 @@ def test_long_jobs_run_in_their_own_lanes_not_the_shared_model_queue():
     assert shared == lane["arithmetic_steps"] == lane["sample_from_bits"]
     for long_job in ("compress_text", "decompress_text", "ner_batch", "ner_evaluate"):
         assert lane[long_job] != shared, long_job
+
+
+@pytest.mark.slow
+def test_api_a_longer_text_is_coded_in_lanes_that_read_its_opening(client):
+    """About 9 kB of Alice (some 2,400 tokens): the opening and two lanes; the file names the primed rule in its
+    compact header and decodes through the API to the same text."""
+    from gradio_client import handle_file
+
+    from models.compression.text import lm_codec
+    from models.core import assets
+
+    text = (assets.path("canterbury") / "alice29.txt").read_text(encoding="ascii").replace("\r\n", "\n")[:9_000]
+    status, table, *_figs_and_html, download = client.predict(text, None, MODEL, api_name="/compress_text")
+    assert all(row[-1] == "✅ verified" for row in table["data"])
+    with open(download, "rb") as fh:
+        header = lm_codec.read_header(fh.read())
+    assert header["preset"] == "fast-primed" and header["version"] in (3, 4)
+    restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
+    assert restored == text and "sha256" in message
