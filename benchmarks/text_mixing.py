@@ -119,8 +119,8 @@ def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
                      "compress_cost": res.seconds / base.seconds - 1, "decompress_cost": dec_s / base_dec - 1,
                      "verified": out == data, "format_version": res.blob[4]})
     h = base.header
-    return {"bits_by_position_in_lane": bits_by_position(base, codec), "tokens": h["n_tokens"], "lanes": h["lanes"], "opening": h.get("prime", 0), "window": h["window"],
-            "keep": h["keep"],
+    return {"bits_by_position_in_lane": bits_by_position(base, codec), "tokens": h["n_tokens"],
+            "lanes": h["lanes"], "opening": h.get("prime", 0), "window": h["window"], "keep": h["keep"],
             "threads": h["threads"], "precision": h["fingerprint"]["precision"],
             "bpb_model_cross_entropy": base.model_bits / len(data), "rows": rows}
 
@@ -219,7 +219,8 @@ def main() -> None:
     lm_codec.compress(b"warm-up: the weights' fingerprint and the bf16 copy are made once", loaded, codec)
     results = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                            "load_average_at_start": os.getloadavg()},
-               "model": args.model, "preset": args.preset, "rules": list(rules), "mixer_default": mixing.DEFAULT.to_header(),
+               "model": args.model, "preset": args.preset, "rules": list(rules),
+               "mixer_default": mixing.DEFAULT.to_header(),
                "variants": {k: (v.to_header() if v else None) for k, v in variants.items()}, "texts": {}}
     for spec in specs:
         name, data = read_text(spec, data_dir)

@@ -119,8 +119,8 @@ def add_cli(subparsers) -> None:
     c.add_argument("--keep", type=int, default=None, help="tokens kept when the context is rebuilt (default half the window)")
     c.add_argument("--lanes", type=int, default=0, help="pieces coded side by side (0 = automatic)")
     c.add_argument("--prime", type=int, default=None,
-                   help="tokens of the text's opening that every lane reads before its own piece (fast preset: 64; "
-                        "0: the lanes start cold)")
+                   help="tokens of the text's opening that every lane reads before its own piece (fast preset: "
+                        f"{lm_codec.PRESETS['fast'].prime}; 0: the lanes start cold)")
     c.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     c.add_argument("--threads", type=int, default=0,
                    help="CPU threads while coding (0 = all); decoding uses the same number, recorded in the file")

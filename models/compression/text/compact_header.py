@@ -7,8 +7,8 @@ and the preset (weights and tokenizer hashes, machine, library versions, window 
 
     magic b"LMLT"   4 bytes
     version         1 byte: 3 (the model alone) or 4 (the mixing coder, ``mixing.py``)
-    flags           1 byte: bits 0-1 mode (0 text, 1 mixed, 2 bytes), bits 2-3 preset (PRESET_IDS),
-                            bits 4-7 CPU threads - 1 (preset 2, "fast-primed", since the primed lanes)
+    flags           1 byte: bits 0-1 mode (0 text, 1 mixed, 2 bytes), bits 2-3 preset (PRESET_IDS; 2,
+                            "fast-primed", since the lanes read the text's opening), bits 4-7 CPU threads - 1
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
                             bit 7 "sized" (a payload length follows: records back to back)
     mixer           1 byte, version 4 only: the mixer's id (MIXER_IDS): named settings (``mixing.NAMED``)
