@@ -14,11 +14,12 @@ an estimate of what one lane seeing everything would code, not a file.
 
     python -m benchmarks.text_mixing [--texts alice29,asyoulik,lcet10:100000] [--held-back wikitext-2/test.txt:60000]
                                      [--preset fast] [--rules fast,fast-primed] [--variants "model alone,mix-2"]
-                                     [--data-dir DIR]
+                                     [--adapt 64:3e-4:4] [--data-dir DIR]
 
 ``--rules`` codes each text under each named lane rule (``lm_codec.RULES``: the fast preset's lanes starting
 cold, or primed with the text's opening) in the same run, one after the other; ``--variants`` keeps the rows
-whose label contains one of the given words.
+whose label contains one of the given words. ``--adapt every:lr:blocks`` codes each text under each rule a
+second time with online adaptation of the model (``adaptation.py``), in the same run, right after.
 
 Texts come from the Canterbury folder under ``--data-dir`` (or the embedded copy); the held-back text is read
 from the data folder and never stored in the repository. Results: results/text_mixing.json.
@@ -199,6 +200,8 @@ def main() -> None:
                                                     "(default: the preset's)")
     parser.add_argument("--variants", default="", help="keep the rows whose label contains one of these "
                                                        "comma-separated words (default: all)")
+    parser.add_argument("--adapt", default="", help="every:lr:blocks: each rule again with online adaptation "
+                                                    "(CodecSettings.adapt_*), e.g. 64:3e-4:4")
     parser.add_argument("--one-lane", default="alice29", help="texts whose one-lane cross-entropy is measured too")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--threads", type=int, default=0)
@@ -213,6 +216,11 @@ def main() -> None:
     codec = replace(lm_codec.PRESETS[args.preset], threads=args.threads)
     rules = {r: replace(lm_codec.RULES[r], threads=args.threads) for r in args.rules.split(",") if r} \
         or {args.preset: codec}
+    if args.adapt:
+        every, lr, blocks = args.adapt.split(":")
+        rules.update({f"{r}, adapting (every {every} steps, lr {lr}, {blocks} blocks)":
+                      replace(c, adapt_every=int(every), adapt_lr=float(lr), adapt_blocks=int(blocks))
+                      for r, c in list(rules.items())})
     words = [w.strip() for w in args.variants.split(",") if w.strip()]
     variants = {k: v for k, v in VARIANTS.items() if not words or any(w in k for w in words)}
     variants = {"model alone": None, **variants}  # the baseline every row is measured against

@@ -13,8 +13,8 @@ from models.core.errors import CorruptFile, InputError
 from tests.test_lm_codec import SMALL, roundtrip
 
 PRIMED = dataclasses.replace(SMALL, prime=8)
-TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
-        "it was the age of foolishness, 1775 and 42. ").encode() * 5
+TEXT = (b"It was the best of times, it was the worst of times, it was the age of wisdom, "
+        b"it was the age of foolishness, 1775 and 42. ") * 5
 
 
 def test_the_layout_rule():

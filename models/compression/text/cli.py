@@ -45,6 +45,9 @@ def _compress(args: argparse.Namespace) -> int:
         codec = dataclasses.replace(codec, prime=args.prime)
     elif codec.window:  # a smaller context than the preset's keeps less: the opening shrinks with it
         codec = dataclasses.replace(codec, prime=min(codec.prime, codec.keep))
+    if args.adapt_every:
+        codec = dataclasses.replace(codec, adapt_every=args.adapt_every, adapt_lr=args.adapt_lr,
+                                    adapt_blocks=args.adapt_blocks)
     mixer = None if args.model_only else mixing.DEFAULT
     started, total_in, blobs, ce, model_ce, payload = time.perf_counter(), 0, [], 0.0, 0.0, 0
     with src.open("rb") as fh:
@@ -122,6 +125,13 @@ def add_cli(subparsers) -> None:
                    help="tokens of the text's opening that every lane reads before its own piece (fast preset: "
                         f"{lm_codec.PRESETS['fast'].prime}; 0: the lanes start cold)")
     c.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    c.add_argument("--adapt-every", type=int, default=0,
+                   help="online adaptation (dynamic evaluation): the model takes one training step on every lane's "
+                        "latest tokens after this many steps, identically when decoding; slower (0: off, the default)")
+    c.add_argument("--adapt-lr", type=float, default=lm_codec.CodecSettings.adapt_lr,
+                   help="online adaptation: AdamW learning rate")
+    c.add_argument("--adapt-blocks", type=int, default=lm_codec.CodecSettings.adapt_blocks,
+                   help="online adaptation: transformer blocks trained, counted from the top (0: all)")
     c.add_argument("--threads", type=int, default=0,
                    help="CPU threads while coding (0 = all); decoding uses the same number, recorded in the file")
     c.add_argument("--model-only", action="store_true",

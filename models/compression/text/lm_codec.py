@@ -53,7 +53,7 @@ import constriction
 import numpy as np
 import torch
 
-from models.compression.text import compact_header, mixing
+from models.compression.text import adaptation, compact_header, mixing
 from models.compression.text import container as text_container
 from models.core import registry, torch_internals
 from models.core.errors import Cancelled, CorruptFile, FingerprintMismatch, InputError
@@ -104,6 +104,17 @@ class CodecSettings:
                                                       "setting); recorded, and the decoder uses the same number"})
     prime: int = field(default=0, metadata={"help": "tokens of the text's opening, coded first, that every lane reads "
                                                     "before its own piece (0: the lanes start cold)"})
+    adapt_every: int = field(default=0, metadata={"help": "online adaptation: steps between two updates of the model "
+                                                          "on the tokens just coded (0: off)"})
+    adapt_lr: float = field(default=1e-4, metadata={"help": "online adaptation: AdamW learning rate"})
+    adapt_blocks: int = field(default=0, metadata={"help": "online adaptation: transformer blocks trained, from the "
+                                                           "top (0: all)"})
+
+    @property
+    def adapt(self) -> adaptation.AdaptSettings | None:
+        if not self.adapt_every:
+            return None
+        return adaptation.AdaptSettings(self.adapt_every, self.adapt_lr, self.adapt_blocks)
 
     def lane_count(self, n_tokens: int) -> int:
         if n_tokens <= 0:
@@ -321,6 +332,12 @@ class _Runner:
         """(..., hidden) -> float32 logits (..., vocab)."""
         return torch.nn.functional.linear(hidden.to(self.head_w.dtype), self.head_w, self.head_b).float()
 
+    def with_body(self, body: torch.nn.Module) -> _Runner:
+        """The same runner (head, lock) coding with another body (the adapting one)."""
+        other = copy.copy(self)
+        other.body = body
+        return other
+
 
 _runners: dict[tuple, _Runner] = {}
 _runners_lock = threading.Lock()
@@ -414,6 +431,10 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
         raise InputError("lanes, threads and short_tokens must be >= 0, max_lanes and the lane lengths >= 1")
     if not 0 <= s.prime <= s.keep:  # the opening must fit in what a rebuilt context keeps
         raise InputError(f"prime must be between 0 and keep = {s.keep} (got {s.prime})")
+    if s.adapt_every < 0:
+        raise InputError(f"adapt_every must be >= 0 (got {s.adapt_every})")
+    if s.adapt is not None:
+        s.adapt.check(len(getattr(loaded.model.base_model, adaptation.stack_of(loaded.model.base_model)[0])))
 
 
 _threads_lock = threading.Lock()
@@ -445,10 +466,12 @@ Progress = Callable[[int, int], None]
 
 def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, keep: int,
               choose: Callable[[int, list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
-              prefix: list[int] | None = None, threads: int = 0) -> None:
+              prefix: list[int] | None = None, threads: int = 0, adapter: adaptation.Adapter | None = None) -> None:
     """Run the model over all lanes step by step; ``choose`` gets (step, active lanes, their
     probabilities) and returns their symbols (from the input when encoding, from the decoder
-    when decoding). Encoder and decoder call exactly this with the same arguments."""
+    when decoding). Encoder and decoder call exactly this with the same arguments. With an ``adapter``
+    (``runner`` coding with its body), every ``adapter.settings.every`` steps the model takes one
+    optimiser step on each lane's tokens of those steps."""
     lanes, steps = len(lengths), max(lengths)
     if steps == 0:
         return
@@ -481,6 +504,8 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
                 progress(done, total)
             if step == steps - 1:
                 break
+            if adapter is not None and adapter.due(step + 1):
+                _adapt(adapter, history, lengths, step + 1, start_id)
             if context + 1 > window:  # rebuild: start token + the last `keep` tokens, one prefill
                 rows = [[start_id] + (h[-keep:] if keep else []) for h in history]
                 if fixed:
@@ -493,12 +518,28 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
                 context += 1
 
 
+def _adapt(adapter: adaptation.Adapter, history: list[list[int]], lengths: list[int], steps_done: int,
+           start_id: int) -> None:
+    """One update on each lane's last ``every`` tokens (with the token before them as context); the
+    tokens a finished lane carries as filler do not count."""
+    span = adapter.settings.every
+    rows = [([start_id] + h)[-(span + 1):] for h in history]
+    first = steps_done - span  # the lane step of each row's first target
+    mask = torch.tensor([[first + j < length for j in range(span)] for length in lengths])
+    adapter.update(torch.tensor(rows, dtype=torch.long), mask)
+
+
 def _code_tokens(runner: _Runner, opening: int, lengths: list[int], start_id: int, window: int, keep: int,
                  choose: Callable[[list[int], list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, adapt: adaptation.AdaptSettings | None = None) -> None:
     """A record's tokens in coding order: the ``opening`` tokens as one lane, then the lanes, every lane
     reading the opening first (``CodecSettings.layout``). ``choose`` gets (the text positions of the tokens
-    coded now, the active lanes, their probabilities) and returns the symbols; the opening is lane 0."""
+    coded now, the active lanes, their probabilities) and returns the symbols; the opening is lane 0.
+    ``adapt``: the model learns online (``adaptation.py``), the same way in both directions."""
+    adapter = None
+    if adapt is not None:
+        adapter = adaptation.Adapter(runner.body, runner.logits, adapt)
+        runner = runner.with_body(adapter.model)
     total = opening + sum(lengths)
     said: list[int] = []
     if opening:
@@ -508,14 +549,15 @@ def _code_tokens(runner: _Runner, opening: int, lengths: list[int], start_id: in
             return symbols
 
         _lockstep(runner, [opening], start_id, window, keep, first,
-                  None if progress is None else (lambda d, _t: progress(d, total)), threads=threads)
+                  None if progress is None else (lambda d, _t: progress(d, total)), threads=threads, adapter=adapter)
     offsets = [opening + sum(lengths[:i]) for i in range(len(lengths))]
 
     def rest(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
         return choose([offsets[lane] + step for lane in active], active, probs)
 
     _lockstep(runner, lengths, start_id, window, keep, rest,
-              None if progress is None else (lambda d, _t: progress(opening + d, total)), prefix=said, threads=threads)
+              None if progress is None else (lambda d, _t: progress(opening + d, total)), prefix=said, threads=threads,
+              adapter=adapter)
 
 
 def coding_order(n_tokens: int, opening: int, lanes: int) -> list[int]:
@@ -628,6 +670,8 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
               "window": s.window, "keep": s.keep, "start_id": start_id, "threads": threads, "fingerprint": fp}
     if opening:  # absent in files without an opening, which read as they always did
         header["prime"] = opening
+    if s.adapt is not None:  # absent without adaptation, likewise
+        header["adapt"] = s.adapt.to_header()
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
         return [LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
@@ -656,7 +700,8 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
             mix.coder_seconds += time.perf_counter() - t0
         return symbols
 
-    _code_tokens(runner, opening, lengths, start_id, s.window, s.keep, choose, progress, threads=threads)
+    _code_tokens(runner, opening, lengths, start_id, s.window, s.keep, choose, progress, threads=threads,
+                 adapt=s.adapt)
     elapsed = time.perf_counter() - started
     pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
     results = []
@@ -716,6 +761,8 @@ def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, th
         rules["prime"] = s.prime
     if mixer is not None:  # absent for the model alone, so that version 3 digests stay as they were
         rules["mixer"] = mixer.to_header()
+    if s.adapt is not None:  # absent without adaptation, likewise
+        rules["adapt"] = s.adapt.to_header()
     return {**fp, "settings": rules}
 
 
@@ -781,6 +828,7 @@ class _Record:
     loaded: registry.Loaded
     lengths: list[int]
     opening: int = 0
+    adapt: adaptation.AdaptSettings | None = None
 
 
 def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) -> _Record:
@@ -827,10 +875,17 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
     if len(payload) % 4:
         raise CorruptFile("the payload is not a whole number of 32-bit words: the file is corrupt")
     _recorded_mixer(header)  # refuses a mixer this build cannot reproduce
-    return _Record(header, payload, loaded, lengths, opening)
+    adapt = None
+    if "adapt" in header:
+        try:
+            adapt = adaptation.AdaptSettings.from_header(header["adapt"])
+            adapt.check(len(getattr(loaded.model.base_model, adaptation.stack_of(loaded.model.base_model)[0])))
+        except InputError as exc:
+            raise CorruptFile(f"the header's adaptation settings are invalid ({exc}): the file is corrupt") from None
+    return _Record(header, payload, loaded, lengths, opening, adapt)
 
 
-_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime")
+_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt")
 
 
 def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, progress: Progress | None = None,
@@ -887,7 +942,7 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
         return decoded
 
     _code_tokens(runner, records[0].opening, lengths, int(first["start_id"]), int(first["window"]),
-                 int(first["keep"]), choose, progress, threads=int(first["threads"]))
+                 int(first["keep"]), choose, progress, threads=int(first["threads"]), adapt=records[0].adapt)
     tmap = TokenMap(loaded.tokenizer)
     try:
         data = tmap.to_bytes(ids, first["mode"])
@@ -930,6 +985,8 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
               "start_id": start_id, "lanes": len(lengths)}
     if opening:
         header["prime"] = opening
+    if s.adapt is not None:
+        header["adapt"] = s.adapt.to_header()
     return header, loaded
 
 
