@@ -218,7 +218,8 @@ def main() -> None:
         or {args.preset: codec}
     if args.adapt:
         every, lr, blocks = args.adapt.split(":")
-        rules.update({f"{r}, adapting (every {every} steps, lr {lr}, {blocks} blocks)":
+        trained = "all blocks" if int(blocks) == 0 else f"top {blocks} blocks"
+        rules.update({f"{r}, adapting (every {every} steps, lr {lr}, {trained})":
                       replace(c, adapt_every=int(every), adapt_lr=float(lr), adapt_blocks=int(blocks))
                       for r, c in list(rules.items())})
     words = [w.strip() for w in args.variants.split(",") if w.strip()]
