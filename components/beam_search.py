@@ -128,9 +128,9 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
         plot = gr.Plot(label="Beam-search tree", show_label=False, elem_id="beam-tree")
         table = gr.Dataframe(headers=["method", "continuation", "tokens", "bits (−log₂ p, fewer = likelier)",
                                       "bits per token", "ln p (natural log, = −bits × ln 2)",
-                                      "beam score (ln p / length^penalty)"],
+                                      "beam score (ln p / length ^ penalty)"],
                              label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table",
-                             column_widths=["12%", "28%", "8%", "13%", "10%", "15%", "14%"])
+                             column_widths=["17%", "23%", "10%", "13%", "9%", "14%", "14%"])
         explain("How does beam search work?", EXPLANATION)
     inputs = [prompt, model, num_beams, length_penalty, max_new, temperature, seed]
     go_btn.click(zerogpu.gpu(beam_search), inputs, [plot, table, status, context], api_name="beam_search",

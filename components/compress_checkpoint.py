@@ -240,12 +240,13 @@ def build() -> None:
     tensors = gr.Dataframe(headers=["tensor", "shape", "dtype", "raw bytes", "coded bytes", "ratio", "exponent entropy",
                                     "plane modes"], label="Per tensor", interactive=False, max_height=360,
                            elem_id="ck-tensors", wrap=True,
-                           column_widths=["24%", "12%", "8%", "10%", "10%", "7%", "11%", "18%"])
+                           column_widths=["19%", "11%", "8%", "11%", "11%", "10%", "13%", "17%"])
     # The chart above its table: seven columns beside a chart ran past the window's edge at 1400 px.
     base_plot = gr.Plot(label="Codecs compared", show_label=False, elem_id="ck-base-plot")
     base_rows = gr.Dataframe(headers=["codec", "ratio", "MB", "compress MB/s", "decompress MB/s", "verified", "note"],
                              label="Codecs compared (* = measured on a sample)", interactive=False, wrap=True,
-                             column_widths=["20%", "9%", "9%", "12%", "12%", "10%", "28%"])
+                             elem_id="ck-base-rows",
+                             column_widths=["17%", "11%", "10%", "12%", "15%", "13%", "22%"])
     download = gr.File(label="Compressed file (.lmhz)", interactive=False, elem_id="ck-download")
     with gr.Row():
         use_btn = gr.Button("Use as a model (Generate / NER)", elem_id="ck-use", scale=0)

@@ -1,5 +1,6 @@
 """What a projector shows badly, found in the browser: text drawn over other text, text cut off by its
-container (or by the window's right edge), and text too faint to read (WCAG 2.1 contrast, AA).
+container (or by the window's right edge), text too faint to read (WCAG 2.1 contrast, AA), and a table's
+column name with a word broken over two lines.
 
 ``problems(page)`` runs one script in the page and returns one line per problem (empty: the view is fine).
 Only what is on screen counts: hidden tabs, closed accordions and invisible layers are skipped.
@@ -156,6 +157,21 @@ _SCRIPT = r"""
     const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
     if (ratio < need - 0.005)
       out.push(`contrast ${ratio.toFixed(2)}:1 (needs ${need}:1): ${JSON.stringify(b.text.slice(0, 30))} (${name(b.el)})`);
+  }
+  // a word of a column's name split over two lines ("toke / ns"): the column is too narrow for its name
+  for (const th of document.querySelectorAll('th')) {
+    if (!visible(th)) continue;
+    const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (!visible(n.parentElement)) continue;
+      for (const m of n.data.matchAll(/[^\s\/]+/g)) {
+        const r = document.createRange();
+        r.setStart(n, m.index);
+        r.setEnd(n, m.index + m[0].length);
+        const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
+        if (lines.size > 1) out.push(`word broken over two lines: ${JSON.stringify(m[0])} (${name(th)})`);
+      }
+    }
   }
   return [...new Set(out)].slice(0, limit);
 }

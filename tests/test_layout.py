@@ -176,6 +176,19 @@ def test_the_check_finds_the_old_lz78_overflow(browser):
 
 
 @pytest.mark.browser
+def test_the_check_finds_a_column_name_broken_mid_word(browser):
+    """The beam table's old fault at 800 px: "tokens" in a column too narrow for it, drawn as "toke / ns"; a
+    name that wraps between its words is fine."""
+    page = browser.new_context(viewport={"width": 800, "height": 400}).new_page()
+    for width, words, expected in ((38, "tokens", True), (90, "tokens", False), (90, "bits per token", False)):
+        page.set_content(f"<table style='table-layout: fixed; width: {width}px'><tr><th style='overflow-wrap: "
+                         f"anywhere; font-size: 16px'>{words}</th></tr></table>")
+        found = [p for p in problems(page) if p.startswith("word broken")]
+        assert bool(found) is expected, found
+    page.context.close()
+
+
+@pytest.mark.browser
 def test_the_check_reads_slanted_labels_as_slanted(browser):
     """A chart's slanted tick labels: their upright bounding boxes overlap although the letters do not (no
     problem); two slanted labels drawn into each other are one."""
