@@ -175,9 +175,10 @@ def build() -> dict:
             peek = gr.Button("Show the next-token distribution", elem_id="gen-peek", scale=1)
         context = gr.HTML(elem_id="gen-peek-context", padding=False)
         plot = gr.Plot(label="Next-token candidates", show_label=False, elem_id="gen-next-plot")
-        table = gr.Dataframe(headers=["#", "token", "p (model)", "p (after penalty and temperature)", "top-k/top-p",
+        table = gr.Dataframe(headers=["#", "token", "p (model)", "p (after penalty and temperature)", "top-k / top-p",
                                       "p (sampled)"],
-                             label="Top candidates", interactive=False, wrap=True)
+                             label="Top candidates", interactive=False, wrap=True, elem_id="gen-candidates",
+                             column_widths=["5%", "21%", "13%", "21%", "24%", "16%"])
     gr.Examples(EXAMPLES, inputs=[prompt, temperature, top_p, top_k, seed], label="Examples")
     explain("How does sampling work?", EXPLANATION)
 

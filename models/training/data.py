@@ -16,15 +16,17 @@ from models.core.errors import InputError
 from models.ner import conll
 from models.training.config import CAUSAL_LM, TOKEN_CLASSIFICATION
 
+# Labels short enough to show whole in the form's picker (about 40 characters at 1400 and 800 px); the data
+# set's own description, size and preview are shown below it once chosen.
 TEXT_DATASETS = {
     "wikitext-2": "WikiText-2 (Wikipedia articles)",
-    "canterbury": "Canterbury corpus texts (Alice in Wonderland, As You Like It, ...; embedded, offline)",
+    "canterbury": "Canterbury texts (embedded, offline)",
     "upload": "your own .txt file",
 }
 NER_DATASETS = {
-    "conll2003": "CoNLL-2003 English news (PER, ORG, LOC, MISC)",
-    "twitter-ner": "Twitter NER sample (10 types; embedded, offline)",
-    "upload": "your own CoNLL file (token ... tag per line)",
+    "conll2003": "CoNLL-2003 news (PER, ORG, LOC, MISC)",
+    "twitter-ner": "Twitter NER sample (embedded, offline)",
+    "upload": "your own CoNLL file (word ... tag)",
 }
 # The data sets that come from the hub or a local copy (never from the embedded assets): the files a copy needs.
 LOCAL_FILES = {"wikitext-2": ("valid.txt", "test.txt"), "conll2003": ("train.txt", "valid.txt", "test.txt")}
