@@ -129,13 +129,14 @@ class Adapter:
         count = int(mask.sum())
         if count == 0:
             return 0.0
-        hidden = self.model(input_ids=rows.to(self.params[0].device), use_cache=False).last_hidden_state[:, :-1]
-        targets = rows[:, 1:].to(hidden.device)[mask.to(hidden.device)]
-        selected = hidden[mask.to(hidden.device)]  # (count, hidden), its graph through the trained blocks
-        # The loss in slices of the output layer: each slice's gradient reaches `selected`, then one backward.
-        leaf = selected.detach().requires_grad_(True)
         total = 0.0
-        with torch.enable_grad():
+        with torch.enable_grad():  # whatever the caller's mode: the trained blocks need their graph
+            out = self.model(input_ids=rows.to(self.params[0].device), use_cache=False)
+            hidden = out.last_hidden_state[:, :-1]
+            targets = rows[:, 1:].to(hidden.device)[mask.to(hidden.device)]
+            selected = hidden[mask.to(hidden.device)]  # (count, hidden), its graph through the trained blocks
+            # The loss in slices of the output layer: each slice's gradient reaches `selected`, then one backward.
+            leaf = selected.detach().requires_grad_(True)
             for lo in range(0, count, LOSS_ROWS):
                 logits = self.logits(leaf[lo:lo + LOSS_ROWS])
                 loss = torch.nn.functional.cross_entropy(logits, targets[lo:lo + LOSS_ROWS], reduction="sum") / count
