@@ -72,6 +72,11 @@ def stack_of(body: torch.nn.Module) -> tuple[str, str]:
     raise InputError(f"online adaptation supports Llama- and GPT-2-style models, not {type(body).__name__}")
 
 
+def block_count(body: torch.nn.Module) -> int:
+    """The number of transformer blocks in a causal LM's body (InputError as ``stack_of``)."""
+    return len(getattr(body, stack_of(body)[0]))
+
+
 class _Frozen(torch.nn.Module):
     """Runs a shared, frozen module without autograd, so only the trained blocks build a graph (the shared
     parameters may require grad: they belong to the loaded model). Attributes the body reads from its

@@ -434,7 +434,7 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
     if s.adapt_every < 0:
         raise InputError(f"adapt_every must be >= 0 (got {s.adapt_every})")
     if s.adapt is not None:
-        s.adapt.check(len(getattr(loaded.model.base_model, adaptation.stack_of(loaded.model.base_model)[0])))
+        s.adapt.check(adaptation.block_count(loaded.model.base_model))
 
 
 _threads_lock = threading.Lock()
@@ -761,8 +761,6 @@ def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, th
         rules["prime"] = s.prime
     if mixer is not None:  # absent for the model alone, so that version 3 digests stay as they were
         rules["mixer"] = mixer.to_header()
-    if s.adapt is not None:  # absent without adaptation, likewise
-        rules["adapt"] = s.adapt.to_header()
     return {**fp, "settings": rules}
 
 
@@ -879,7 +877,7 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
     if "adapt" in header:
         try:
             adapt = adaptation.AdaptSettings.from_header(header["adapt"])
-            adapt.check(len(getattr(loaded.model.base_model, adaptation.stack_of(loaded.model.base_model)[0])))
+            adapt.check(adaptation.block_count(loaded.model.base_model))
         except InputError as exc:
             raise CorruptFile(f"the header's adaptation settings are invalid ({exc}): the file is corrupt") from None
     return _Record(header, payload, loaded, lengths, opening, adapt)
@@ -985,8 +983,6 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
               "start_id": start_id, "lanes": len(lengths)}
     if opening:
         header["prime"] = opening
-    if s.adapt is not None:
-        header["adapt"] = s.adapt.to_header()
     return header, loaded
 
 
