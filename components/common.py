@@ -20,12 +20,16 @@ COLUMN_MIN_WIDTH = 440
 
 
 def _to_gr_error(exc: Exception) -> gr.Error:
+    """The message a user reads. It stays until closed (``duration=None``): Gradio's default of 10 s left a
+    projector audience with only a red "Error" on the output once the notice had gone."""
     if isinstance(exc, gr.Error):
+        exc.duration = None
         return exc
     if isinstance(exc, LMLabError):
-        return gr.Error(str(exc), title=type(exc).__name__.replace("Error", " error").strip())
+        return gr.Error(str(exc), title=type(exc).__name__.replace("Error", " error").strip(), duration=None)
     log.exception("unexpected error")
-    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; please try again.")
+    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; please try again.",
+                    duration=None)
 
 
 def guard(fn):
