@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from models.core import text_start
 from models.core.errors import InputError
 from models.generation import beam_tree
 
@@ -14,7 +15,7 @@ PROMPT = "The weather today is"
 
 
 def _generate(loaded, prompt, num_beams, length_penalty, max_new_tokens):
-    ids = torch.tensor([loaded.tokenizer(prompt)["input_ids"]])
+    ids = torch.tensor([text_start.with_start(loaded.tokenizer, loaded.tokenizer(prompt)["input_ids"])])
     tok = loaded.tokenizer
     with torch.inference_mode():
         out = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), num_beams=num_beams,
@@ -26,7 +27,7 @@ def _generate(loaded, prompt, num_beams, length_penalty, max_new_tokens):
 
 
 def _log_softmax_after(loaded, prompt, prefix):
-    ids = torch.tensor([loaded.tokenizer(prompt)["input_ids"] + list(prefix)])
+    ids = torch.tensor([text_start.with_start(loaded.tokenizer, loaded.tokenizer(prompt)["input_ids"]) + list(prefix)])
     with torch.inference_mode():
         return torch.log_softmax(loaded.model(ids).logits[0, -1].float(), -1)
 
@@ -75,7 +76,7 @@ def test_side_by_side_rows(tiny_gpt2):
     assert [r.method for r in rows] == ["beam search #1 (returned)", "beam search #2", "greedy",
                                         "sampling (temperature 0.9, seed 3)"]
     greedy = rows[2]
-    ids = torch.tensor([tiny_gpt2.tokenizer(PROMPT)["input_ids"]])
+    ids = torch.tensor([text_start.with_start(tiny_gpt2.tokenizer, tiny_gpt2.tokenizer(PROMPT)["input_ids"])])
     with torch.inference_mode():
         out = tiny_gpt2.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=4,
                                        pad_token_id=tiny_gpt2.tokenizer.pad_token_id)

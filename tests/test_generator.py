@@ -10,9 +10,15 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from models.core import text_start
 from models.core.errors import InputError
 from models.generation import generator
 from models.generation.generator import SamplingSettings
+
+
+def _context(loaded, prompt):
+    """(1, n) ids the model reads for a plain prompt: the start token, then the prompt's tokens."""
+    return torch.tensor([text_start.with_start(loaded.tokenizer, loaded.tokenizer(prompt)["input_ids"])])
 
 
 def _run(loaded, prompt, **kw):
@@ -21,7 +27,7 @@ def _run(loaded, prompt, **kw):
 
 def test_greedy_equals_argmax(tiny_gpt2):
     ev = _run(tiny_gpt2, "Hello world", temperature=0, max_new_tokens=8)
-    ids = tiny_gpt2.tokenizer("Hello world", return_tensors="pt")["input_ids"]
+    ids = _context(tiny_gpt2, "Hello world")
     expected = []
     with torch.no_grad():
         for _ in range(8):
@@ -35,7 +41,7 @@ def test_greedy_equals_argmax(tiny_gpt2):
 
 def test_token_logprobs_are_the_models(tiny_gpt2):
     ev = _run(tiny_gpt2, "The cat", temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=5, seed=11)
-    ids = tiny_gpt2.tokenizer("The cat", return_tensors="pt")["input_ids"]
+    ids = _context(tiny_gpt2, "The cat")
     with torch.no_grad():
         for tok in ev.tokens:
             logp = torch.log_softmax(tiny_gpt2.model(ids).logits[0, -1], -1)
@@ -56,7 +62,7 @@ def test_same_seed_same_text_other_seed_other_text(tiny_gpt2):
 @pytest.mark.parametrize("temperature,top_p,top_k", [(0.7, 0.9, 0), (1.3, 0.5, 20), (1.0, 1.0, 5), (0.5, 0.3, 3)])
 def test_next_token_view_matches_transformers_warpers(tiny_gpt2, temperature, top_p, top_k):
     cands, _ = generator.next_token(tiny_gpt2, "A quick brown", temperature, top_p, top_k, show=50)
-    ids = tiny_gpt2.tokenizer("A quick brown", return_tensors="pt")["input_ids"]
+    ids = _context(tiny_gpt2, "A quick brown")
     with torch.no_grad():
         logits = tiny_gpt2.model(ids).logits[:, -1].float()
     warpers = [TemperatureLogitsWarper(temperature)]
@@ -155,3 +161,17 @@ def test_the_streamed_token_view_only_appends():
     assert views[-1] == GrowingStrip()(tokens)  # the same as rendering the whole list at once
     assert views[-1].count("class='tok'") == 3 and "&lt;world&gt;" in views[-1] and "<world>" not in views[-1]
     assert "&#x27;&lt;b&gt;&#x27; 1.0%" in views[-1] and "↵" in views[-1]
+
+
+def test_a_token_costs_the_same_bits_in_generate_and_in_compress(tiny_gpt2):
+    """The lesson's claim, number for number: the probability Generate shows for each token is the one the
+    text coder codes it with (both read the text after the same start token)."""
+    from models.compression.text import lm_codec
+
+    prompt = "The cat sat on the"
+    ev = _run(tiny_gpt2, prompt, temperature=0, max_new_tokens=10)  # greedy: whole words that re-tokenize alike
+    res = lm_codec.compress((prompt + ev.text).encode(), tiny_gpt2, lm_codec.CodecSettings(precision="fp32", window=64, keep=32))
+    coded = res.tokens[-len(ev.tokens):]
+    assert [t.text for t in coded] == [t.text for t in ev.tokens]  # the same tokens, so the same steps
+    for shown, cost in zip(ev.tokens, coded, strict=True):
+        assert cost.bits == pytest.approx(shown.bits, rel=1e-4, abs=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.core import text_start
 from models.core.errors import InputError
 from models.generation import inside_step
 
@@ -12,7 +13,8 @@ PREFIX = "The quick brown fox jumps over the lazy dog because the dog was asleep
 
 
 def _ids(loaded, text=PREFIX):
-    return torch.tensor([loaded.tokenizer(text)["input_ids"]])
+    """What the views read: the start token (as in Generate and Compress), then the text's tokens."""
+    return torch.tensor([text_start.with_start(loaded.tokenizer, loaded.tokenizer(text)["input_ids"])])
 
 
 def _check_last_layer_is_the_model(loaded):
@@ -85,8 +87,9 @@ def test_attention_map_is_the_eager_attention(tiny_gpt2):
 
 def test_short_prefix_has_no_earlier_column(tiny_gpt2):
     att = inside_step.attention_map(tiny_gpt2, "Hello world", layer=1, head=0, window=24)
-    assert att.offset == 0 and att.earlier == [0.0, 0.0] and len(att.weights) == 2
-    assert att.weights[0] == pytest.approx([1.0, 0.0])
+    assert att.offset == 0 and att.earlier == [0.0, 0.0, 0.0] and len(att.weights) == 3  # start, Hello, world
+    assert att.tokens[0] == tiny_gpt2.tokenizer.decode([text_start.start_token_id(tiny_gpt2.tokenizer)])
+    assert att.weights[0] == pytest.approx([1.0, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("kwargs,match", [

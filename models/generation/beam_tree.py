@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from models.core import text_start
 from models.core.errors import InputError
 from models.core.registry import Loaded
 from models.engines.model_jobs import run_on_model
@@ -128,6 +129,7 @@ def _prompt_ids(loaded: Loaded, prompt: str) -> tuple[torch.Tensor, str]:
     if len(ids) > MAX_PROMPT_TOKENS:
         notice = f"The prompt has {len(ids):,} tokens; beam search here reads the last {MAX_PROMPT_TOKENS}."
         ids = ids[-MAX_PROMPT_TOKENS:]
+    ids = text_start.with_start(loaded.tokenizer, ids)  # the context Generate and Compress read
     return torch.tensor([ids], dtype=torch.long, device=loaded.device.device), notice
 
 

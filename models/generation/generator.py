@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
+from models.core import text_start
 from models.core.errors import InputError
 from models.core.registry import Loaded
 from models.engines import engine as engines
@@ -37,6 +38,9 @@ def context_limit(loaded: Loaded) -> int:
 def encode_prompt(loaded: Loaded, prompt: str, chat_template: bool = False, reserve: int = 0) -> tuple[torch.Tensor, str]:
     """Token ids (1, n) of the prompt, cut to fit the context (the end is kept). Returns (ids, notice).
 
+    Plain text follows the start token (``text_start``), as in the text coder, so a token's probability
+    here is the one Compress codes it with; the chat template brings its own start.
+
     ``reserve`` positions are kept free for the tokens to generate; at most ``context - 1`` are
     reserved, so the prompt always keeps at least one token. Raises InputError for an empty prompt.
     """
@@ -46,18 +50,19 @@ def encode_prompt(loaded: Loaded, prompt: str, chat_template: bool = False, rese
         prompt = prompt[-MAX_PROMPT_CHARS:]
     tok = loaded.tokenizer
     notices = []
-    if chat_template and getattr(tok, "chat_template", None):
+    plain = not (chat_template and getattr(tok, "chat_template", None))
+    if not plain:
         ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=False)
         ids = list(ids["input_ids"]) if isinstance(ids, dict) else list(ids)
     else:
         if chat_template:  # the switch cannot apply: say so rather than ignore it
             notices.append(f"{loaded.spec.label} has no chat template (it is not an instruct model), so the prompt "
                            f"was given as plain text; untick \"Use chat template\" for this model.")
-        ids = tok(prompt)["input_ids"]
+        ids = text_start.with_start(tok, tok(prompt)["input_ids"])
     room = context_limit(loaded) - min(reserve, context_limit(loaded) - 1)
     if len(ids) > room:
         notices.append(f"The prompt has {len(ids):,} tokens; the model sees {room:,} at most, so only the last {room:,} were kept.")
-        ids = ids[-room:]
+        ids = ids[:1] + ids[-(room - 1):] if plain and room > 1 else ids[-room:]  # the start token stays
     return torch.tensor([ids], dtype=torch.long, device=loaded.device.device), " ".join(notices)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.core import registry
+from models.core import registry, text_start
 from models.core.errors import InputError
 from models.core.registry import Loaded
 from models.engines.model_jobs import run_on_model
@@ -114,14 +114,14 @@ def encode(loaded: Loaded, prefix: str, limit: int) -> tuple[torch.Tensor, str]:
     if not isinstance(prefix, str) or not prefix.strip():
         raise InputError("the prefix is empty: type a prompt (and generate) first")
     prefix = prefix[-MAX_PREFIX_CHARS:]
-    ids = loaded.tokenizer(prefix)["input_ids"]
+    ids = text_start.with_start(loaded.tokenizer, loaded.tokenizer(prefix)["input_ids"])
     config = loaded.model.config
     context = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or limit)
     room = min(limit, context)
     notice = ""
     if len(ids) > room:
-        notice = f"The prefix has {len(ids):,} tokens; this view reads the last {room:,}."
-        ids = ids[-room:]
+        notice = f"The prefix has {len(ids) - 1:,} tokens; this view reads the last {room - 1:,}."
+        ids = ids[:1] + ids[-(room - 1):]  # the start token stays: the same context as Generate and Compress
     return torch.tensor([ids], dtype=torch.long, device=loaded.device.device), notice
 
 
@@ -182,7 +182,7 @@ def logit_lens(loaded: Loaded, prefix: str, top_k: int = 5) -> LogitLens:
         label = "embeddings" if i == 0 else f"layer {i}" + (" (output)" if i == n_layers else "")
         rows.append(LensRow(i, label, token_ids, [_token_text(tok, t) for t in token_ids], top.values[i].tolist(),
                             float(probs[i, final_id])))
-    prefix_tokens = [_token_text(tok, t) for t in ids[0].tolist()]
+    prefix_tokens = [_token_text(tok, t) for t in ids[0, 1:].tolist()]  # the text's tokens, not the start token
     return LogitLens(prefix_tokens, rows, _token_text(tok, final_id), notice)
 
 

@@ -55,7 +55,7 @@ import torch
 
 from models.compression.text import adaptation, compact_header, mixing
 from models.compression.text import container as text_container
-from models.core import registry, torch_internals
+from models.core import registry, text_start, torch_internals
 from models.core.errors import Cancelled, CorruptFile, FingerprintMismatch, InputError
 from models.engines import kv_cache
 
@@ -406,13 +406,8 @@ def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
 
 
 def _start_id(tokenizer) -> int:
-    """The context every lane starts from: the document separator raw text follows in pretraining
-    (<|endoftext|>) where the vocabulary has one, else the BOS or EOS token."""
-    separator = tokenizer.get_vocab().get("<|endoftext|>")
-    for candidate in (separator, tokenizer.bos_token_id, tokenizer.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
+    """The context every lane starts from (``text_start.start_token_id``, shared with generation)."""
+    return text_start.start_token_id(tokenizer)
 
 
 def context_limit(loaded: registry.Loaded) -> int:
