@@ -94,20 +94,46 @@ def WholeNumber(*args, **kwargs) -> gr.Number:  # noqa: N802
     return _refuse_fractions(gr.Number(*args, precision=0, **kwargs))
 
 
-def context_html(text: str, what: str = "This picture reads") -> str:
-    """The exact text an analysis view read, printed above the view (whitespace kept, long texts scroll)."""
+def context_html(text: str, what: str = "This picture reads", model: str | None = None) -> str:
+    """The exact text an analysis view read, printed above the view (whitespace kept, long texts scroll).
+
+    The text (and the model, when given) also ride along as data attributes: the browser compares them with
+    the current text and model to say whether the picture is stale (``stale_js(..., reads_prefix=True)``)."""
     shown = html.escape(text) if text else "<i>(nothing: the text is empty)</i>"
-    return (f"<div class='lmlab-context'><b>{html.escape(what)}</b> ({len(text):,} characters):"
+    drawn = f" data-read=\"{html.escape(text, quote=True)}\""
+    if model is not None:
+        drawn += f" data-model=\"{html.escape(model, quote=True)}\""
+    return (f"<div class='lmlab-context'{drawn}><b>{html.escape(what)}</b> ({len(text):,} characters):"
             f"<div class='lmlab-context-text'>{shown}</div></div>")
 
 
-def stale_js(button: str, plots: int = 0, texts: int = 0) -> str:
+def _stale_note(button: str, what: str = "text") -> str:
+    return (f"<div class='lmlab-context lmlab-stale'><b>The {what} changed since this picture was drawn.</b> "
+            f"Press <b>{html.escape(button)}</b> to look at the new {what}.</div>")
+
+
+def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = False) -> str:
     """Browser-side handler for "the text changed": the context line says so and the pictures are cleared,
     so no picture is ever shown under a text it did not read (no server call: it fires as you type).
-    Its outputs: the context line, then ``plots`` pictures (cleared), then ``texts`` text outputs (emptied)."""
-    note = (f"<div class='lmlab-context lmlab-stale'><b>The text changed since this picture was drawn.</b> "
-            f"Press <b>{html.escape(button)}</b> to look at the new text.</div>")
-    return "() => [" + ", ".join([json.dumps(note)] + ["null"] * plots + ['""'] * texts) + "]"
+    Its outputs: the context line, then ``plots`` pictures (cleared), then ``texts`` text outputs (emptied).
+
+    With ``reads_prefix`` its inputs are the context line, the prompt, the generated text, the Read choice and
+    the model, and it speaks only when a picture exists and its text (prompt, plus the generated text unless
+    Read is "prompt") or model differs from the current one: a first Generate, or the page's own start-up
+    events, fired it before anything was drawn and the note sat above an empty chart. Returning ``[]`` leaves
+    every output as it is (Gradio skips outputs a browser handler leaves undefined)."""
+    cleared = ["null"] * plots + ['""'] * texts
+    if not reads_prefix:
+        return "() => [" + ", ".join([json.dumps(_stale_note(button))] + cleared) + "]"
+    return ("(context, prompt, output, read, model) => {"
+            " const drawn = new DOMParser().parseFromString(context || '', 'text/html').querySelector('[data-read]');"
+            # no picture yet, or already marked stale (its picture cleared): nothing to say
+            " if (!drawn) return [];"
+            " const text = (prompt || '') + (read === 'prompt' ? '' : (output || ''));"
+            " const other = drawn.dataset.model !== undefined && drawn.dataset.model !== model;"
+            " if (!other && drawn.dataset.read === text) return [];"
+            f" return [other ? {json.dumps(_stale_note(button, 'model'))} : {json.dumps(_stale_note(button))},"
+            f" {', '.join(cleared)}]; }}")
 
 
 def md_literal(text: str) -> str:

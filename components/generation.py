@@ -134,7 +134,7 @@ def next_token(prompt, output, model_key, temperature, top_p, top_k, repetition_
              (kept if c.kept else "cut") if c.prob_final == c.prob_final else "—", shown(c.prob_final)]
             for i, c in enumerate(cands)]
     return (next_token_figure(cands, temperature, top_p, int(top_k), float(repetition_penalty), notice), rows,
-            context_html(text, "The next token after"))
+            context_html(text, "The next token after", model_key))
 
 
 def build() -> dict:
@@ -209,9 +209,10 @@ def build() -> dict:
     for slider in (temperature, top_p, top_k, rep):
         slider.input(zerogpu.gpu(next_token), peek_inputs, [plot, table, context], api_visibility="private",
                      concurrency_id=views["concurrency_id"], trigger_mode="always_last", show_progress_on=[plot])
-    stale = stale_js("Show the next-token distribution", plots=1)
+    stale = stale_js("Show the next-token distribution", plots=1, reads_prefix=True)
     for changed in (prompt.change, output.change, read.change, model.change):
-        changed(None, None, [context, plot], js=stale, api_visibility="private", queue=False)
+        changed(None, [context, prompt, output, read, model], [context, plot], js=stale, api_visibility="private",
+                queue=False)
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
     model.focus(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private", queue=False,
                 show_progress="hidden")

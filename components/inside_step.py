@@ -97,7 +97,7 @@ def logit_lens(prompt, output, model_key, top_k, read="both"):
     lens = inside_step.logit_lens(registry.load_causal_lm(model_key), text, top_k)
     status = f"{len(lens.prefix_tokens)} tokens read · {len(lens.rows) - 1} layers · next token {_show(lens.final_token)}"
     return (lens_figure(lens), (f"**Note:** {lens.notice} · " if lens.notice else "") + status,
-            context_html(text, "The logit lens and the attention map read"))
+            context_html(text, "The logit lens and the attention map read", model_key))
 
 
 @guard
@@ -154,8 +154,9 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
         slider.input(zerogpu.gpu(attention), attn_inputs, attn_plot, api_visibility="private",
                      concurrency_id="model", trigger_mode="always_last")
     # A changed text (typed prompt, a new generation, the other reading) makes the pictures stale.
-    stale = stale_js("Look inside the next step", plots=2, texts=1)
+    stale = stale_js("Look inside the next step", plots=2, texts=1, reads_prefix=True)
     for changed in (prompt.change, output.change, read.change, model.change):
-        changed(None, None, [context, lens_plot, attn_plot, status], js=stale, api_visibility="private", queue=False)
+        changed(None, [context, prompt, output, read, model], [context, lens_plot, attn_plot, status], js=stale,
+                api_visibility="private", queue=False)
     model.change(_shape_update, model, [layer, head], api_visibility="private", queue=False)
 

@@ -117,6 +117,33 @@ def test_browser_pictures_name_their_text_and_go_stale(page):
 
 @pytest.mark.browser
 @pytest.mark.slow
+def test_browser_no_stale_note_before_any_picture(page):
+    """"The text changed since this picture was drawn" only when a picture exists and read another text: it
+    showed on first opening Inside one step, and after the first Generate above an empty next-token chart."""
+    stale = "The text changed"
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
+    page.wait_for_timeout(1000)  # the page's start-up events have fired
+    expect(page.locator("#step-context")).not_to_contain_text(stale)
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    page.locator("#gen-prompt textarea").fill("The capital of France is")
+    page.locator("#gen-max-new input[type=number]").fill("3")
+    page.locator("#gen-max-new input[type=number]").press("Enter")
+    page.locator("#gen-go").click()
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
+    page.wait_for_timeout(500)
+    expect(page.locator("#gen-peek-context")).not_to_contain_text(stale)
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
+    expect(page.locator("#step-context")).not_to_contain_text(stale)
+    # once a picture exists, the same edits do mark it stale
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    page.locator("#gen-peek").click()
+    expect(page.locator("#gen-peek-context")).to_contain_text("The next token after", timeout=120_000)
+    page.locator("#gen-prompt textarea").fill("The capital of Italy is")
+    expect(page.locator("#gen-peek-context")).to_contain_text(stale)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
 def test_browser_compress_this_text(page):
     page.locator("#gen-prompt textarea").fill("The capital of France is")
     page.locator("#gen-max-new input[type=number]").fill("12")
