@@ -6,12 +6,15 @@ files (every 1.5 s with gr.Timer), so a reload or a closed tab reconnects to the
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from components import glossary
 from components.common import COLUMN_MIN_WIDTH, explain, guard
 from components.plots import loss_figure
 from models.core import registry
+from models.core.errors import InputError
 from models.training import config as runconfig
 from models.training import data as datalib
 from models.training import runs, view
@@ -92,11 +95,44 @@ def command(task, base, dataset, upload, scratch_size, *numbers) -> str:
     return view.command(_values(task, base, dataset, upload, scratch_size, *numbers))
 
 
+def _sample_html(snap: view.Snapshot) -> str:
+    """The before/after continuation, each text printed as it is: read as Markdown, Alice's `quote' passages
+    lost their backtick and became grey code boxes (and a '*' or '_' in a text turned into emphasis)."""
+    if not snap.sample:
+        return ""
+    records = runs.read_metrics(snap.run_id)
+    before = next((r for r in records if r.get("event") == "eval_before"), {})
+    after = next((r for r in records if r.get("event") == "eval_after"), {})
+    rows = [("Prompt", after.get("example_prompt") or before.get("example_prompt")),
+            ("Real continuation", after.get("example_reference") or before.get("example_reference")),
+            ("Before", before.get("example_output")), ("After", after.get("example_output"))]
+    return "<div class='ft-sample'>" + "".join(
+        f"<p><b>{label}:</b> <span class='ft-verbatim'>{html.escape(text or '–')}</span></p>" for label, text in rows
+    ) + "</div>"
+
+
+def _resume_widgets(snap: view.Snapshot):
+    """Resume for a run that did not finish and has a checkpoint; Start over, and why, for one that has none.
+    Hidden before any run and for a running or finished run (there is nothing to resume), as docs/TABS.md says."""
+    unfinished = snap.state in ("failed", "cancelled")
+    why = ""
+    if unfinished and not snap.resumable:
+        try:
+            runs.last_checkpoint(runs.run_dir(snap.run_id))
+        except InputError as exc:  # says what is missing: no checkpoint saved, or which one is damaged
+            why = str(exc)
+    return (gr.Button(visible=unfinished and bool(snap.resumable)), gr.Button(visible=unfinished and not snap.resumable),
+            gr.Markdown(why, visible=bool(why)))
+
+
+NO_RESUME = (gr.Button(visible=False), gr.Button(visible=False), gr.Markdown("", visible=False))
+
+
 def _eval_outputs(snap: view.Snapshot):
     per_type_visible = bool(snap.per_type)
     return (gr.Dataframe(value=snap.evaluation, headers=snap.eval_header),
             gr.Dataframe(value=snap.per_type, visible=per_type_visible),
-            snap.sample)
+            _sample_html(snap), *_resume_widgets(snap))
 
 
 def poll(run_id, seen):
@@ -106,13 +142,13 @@ def poll(run_id, seen):
     """
     run_id = run_id or view.latest_run(active_only=True) or view.latest_run()
     if not run_id:
-        return "", "", "No runs yet: fill in the form and press **Start**.", *[gr.skip()] * 5
+        return "", "", "No runs yet: fill in the form and press **Start**.", *[gr.skip()] * 5, *NO_RESUME
     try:
         snap = view.snapshot(run_id)
     except Exception as exc:
-        return run_id, "", f"⚠️ {exc}", *[gr.skip()] * 5
+        return run_id, "", f"⚠️ {exc}", *[gr.skip()] * 8
     if snap.signature == seen:
-        return run_id, seen, snap.headline, *[gr.skip()] * 5
+        return run_id, seen, snap.headline, *[gr.skip()] * 8
     lr_fig = loss_figure({"learning rate": snap.lr}, title="Learning rate", y_title="learning rate")
     started = any(xs for xs, _ in snap.series.values())
     loss_fig = loss_figure(snap.series, y_title=f"loss ({snap.loss_unit})",
@@ -270,9 +306,11 @@ def build() -> None:
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="ft-start")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
+            # Shown by the timer only for a run that did not finish (docs/TABS.md, "Checkpoints and resume").
+            resume_note = gr.Markdown(visible=False, elem_id="ft-resume-note")
             with gr.Row():
-                resume_btn = gr.Button("Resume this run", elem_id="ft-resume")
-                restart_btn = gr.Button("Start over with its settings", elem_id="ft-restart")
+                resume_btn = gr.Button("Resume this run", elem_id="ft-resume", visible=False)
+                restart_btn = gr.Button("Start over with its settings", elem_id="ft-restart", visible=False)
             with gr.Accordion("Run this on a cluster", open=False):
                 cmd = gr.Code(label="accelerate launch (same flags, several GPUs or machines)", language="shell",
                               interactive=False, elem_id="ft-command")
@@ -285,7 +323,7 @@ def build() -> None:
             per_type = gr.Dataframe(headers=["type", "support", "P before", "R before", "F1 before", "P after",
                                              "R after", "F1 after"], label="seqeval per entity type",
                                     interactive=False, visible=False)
-            sample = gr.Markdown(elem_id="ft-sample")
+            sample = gr.HTML(elem_id="ft-sample", padding=False)
             with gr.Row():
                 zip_btn = gr.Button("Download the model or LoRA adapter (.zip)", size="sm", elem_id="ft-zip")
                 merged_btn = gr.Button("Download base + LoRA merged (.zip)", size="sm", elem_id="ft-zip-merged")
@@ -322,7 +360,8 @@ def build() -> None:
     refresh.click(history_update, None, [table, watch, pick], api_visibility="private")
     pick.change(compare, pick, compare_plot, api_visibility="private")
     timer = gr.Timer(1.5)
-    timer.tick(poll, [watched, seen], [watched, seen, status, loss_plot, lr_plot, evaluation, per_type, sample],
+    timer.tick(poll, [watched, seen], [watched, seen, status, loss_plot, lr_plot, evaluation, per_type, sample,
+                                       resume_btn, restart_btn, resume_note],
                api_visibility="private", queue=False, show_progress="hidden")
     gr.api(api_train_start, api_name="train_start")
     gr.api(api_train_status, api_name="train_status")

@@ -126,3 +126,62 @@ def test_browser_starts_a_run_and_the_loss_chart_updates(page, screenshot_dir):
     page.screenshot(path=str(screenshot_dir / "finetune-resumed.png"), full_page=True)
     page.click("#ft-cancel")
     expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=60_000)
+
+
+def _fake_run(home, run_id: str, state: str, created: float, metrics: list[dict]) -> None:
+    """A run folder as the trainer leaves it (config, status, metrics), without training."""
+    import json
+
+    from models.training.config import RunConfig
+
+    folder = home / "runs" / run_id
+    folder.mkdir(parents=True)
+    cfg = {k: v for k, v in TINY.items()}
+    (folder / "config.json").write_text(RunConfig(**cfg).to_json())
+    (folder / "status.json").write_text(json.dumps({"state": state, "created": created, "device": "cpu",
+                                                    "max_steps": 8, "step": 8 if state == "finished" else 3}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+
+
+@pytest.mark.browser
+def test_browser_sample_is_verbatim_and_resume_only_for_an_unfinished_run(page, lmlab_home):
+    """The before/after texts print as they are (Alice's `quote' passages became grey code boxes, '*' emphasis),
+    and Resume / Start over show only for a run that did not finish: not before any run, nor after a finished
+    one; a cancelled run with no checkpoint offers Start over and says why."""
+    import shutil
+
+    texts = {"example_prompt": "Alice said `quote' and *not emphasis*", "example_reference": " _the_ <b>Queen</b>",
+             "example_output": " a `b` c"}
+    fakes = {"zz-finished-verbatim": "finished", "zz-cancelled-no-checkpoint": "cancelled"}
+    future = time.time() + 10**6  # newest: the tab shows the newest run on load
+    try:
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.locator("#ft-status")).to_contain_text("o", timeout=30_000)  # the first timer tick came
+        if "No runs yet" in page.locator("#ft-status").inner_text():  # this session has no run yet
+            expect(page.locator("#ft-resume")).to_be_hidden()
+            expect(page.locator("#ft-restart")).to_be_hidden()
+        _fake_run(lmlab_home, "zz-finished-verbatim", "finished", future,
+                  [{"event": "eval_before", "loss": 5.0, "perplexity": 148.4, **texts},
+                   {"event": "eval_after", "loss": 4.0, "perplexity": 54.6, **texts, "example_output": " d *e* f"}])
+        page.reload()
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.locator("#ft-status")).to_contain_text("finished", timeout=30_000)
+        sample = page.locator("#ft-sample")
+        expect(sample).to_contain_text("Prompt: Alice said `quote' and *not emphasis*", timeout=30_000)
+        expect(sample).to_contain_text("Real continuation:  _the_ <b>Queen</b>")
+        expect(sample).to_contain_text("Before:  a `b` c")
+        expect(sample).to_contain_text("After:  d *e* f")
+        assert sample.locator("code, em, strong").count() == 0  # no Markdown read into them
+        expect(page.locator("#ft-resume")).to_be_hidden()
+        expect(page.locator("#ft-restart")).to_be_hidden()
+
+        _fake_run(lmlab_home, "zz-cancelled-no-checkpoint", "cancelled", future + 1, [])
+        page.reload()
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=30_000)
+        expect(page.locator("#ft-restart")).to_be_visible(timeout=30_000)
+        expect(page.locator("#ft-resume")).to_be_hidden()
+        expect(page.locator("#ft-resume-note")).to_contain_text("cannot be resumed: it saved no checkpoint")
+    finally:  # later tests read the newest run
+        for run_id in fakes:
+            shutil.rmtree(lmlab_home / "runs" / run_id, ignore_errors=True)
