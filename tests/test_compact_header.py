@@ -1,8 +1,12 @@
-"""Format version 3 of .lmlt: a ~20-byte header that still refuses a mismatched decoder by name."""
+"""The compact .lmlt header (versions 3 and 4 read, 8 and 13 written): ~22 bytes that still refuse a mismatched
+decoder by name, plus the 4-byte CRC32 that refuses a damaged file before decoding."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import struct
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -30,8 +34,9 @@ def compact_settings(**kw) -> lm_codec.CodecSettings:
 def test_compact_header_roundtrip(catalogued):
     result = lm_codec.compress(TEXT, catalogued, compact_settings())
     header = lm_codec.read_header(result.blob)
-    assert result.blob[:5] == b"LMLT\x03"
-    assert header["header_bytes"] <= 24 and len(result.blob) - result.header["payload_bytes"] <= 24
+    assert result.blob[:5] == b"LMLT\x08"
+    # the header, and the CRC32 at the end of the record (4 bytes)
+    assert header["header_bytes"] <= 24 and len(result.blob) - result.header["payload_bytes"] <= 28
     assert header["preset"] == "compact" and header["fingerprint"]["model"] == "tiny-gpt2"
     assert header["n_bytes"] == len(TEXT) and header["n_tokens"] == result.header["n_tokens"]
     assert lm_codec.decompress(result.blob, catalogued) == TEXT
@@ -40,15 +45,15 @@ def test_compact_header_roundtrip(catalogued):
 @pytest.mark.parametrize("data", [b"", b"a", bytes(range(256)) + b"\xff\xfe"])
 def test_compact_header_edge_inputs(catalogued, data):
     result = lm_codec.compress(data, catalogued, compact_settings())
-    assert result.blob[4] == 3
+    assert result.blob[4] == 8
     assert lm_codec.decompress(result.blob, catalogued) == data
 
 
 def test_custom_settings_and_other_models_keep_the_version_2_header(catalogued, tiny_gpt2):
     custom = lm_codec.compress(TEXT, catalogued, compact_settings(window=64, keep=16))
-    assert custom.blob[4] == 2 and lm_codec.decompress(custom.blob, catalogued) == TEXT
+    assert custom.blob[4] == 14 and lm_codec.decompress(custom.blob, catalogued) == TEXT
     many_threads = lm_codec.compress(TEXT, catalogued, compact_settings(threads=17))
-    assert many_threads.blob[4] == 2
+    assert many_threads.blob[4] == 14
 
 
 def test_version_2_file_of_the_same_text_still_decodes(catalogued):
@@ -57,8 +62,10 @@ def test_version_2_file_of_the_same_text_still_decodes(catalogued):
     _, payload = text_container.unpack(result.blob)
     fp = {k: v for k, v in result.header["fingerprint"].items()}
     old = {k: v for k, v in result.header.items() if not k.startswith("payload_")} | {"fingerprint": fp}
-    blob = text_container.pack(old, payload)
-    assert blob[4] == 2 and len(blob) > len(result.blob) + 50
+    raw = text_container._deflate(json.dumps(old | {"payload_bytes": len(payload), "payload_crc32": zlib.crc32(payload)},
+                                             sort_keys=True, separators=(",", ":")).encode())
+    blob = text_container._PREFIX.pack(text_container.MAGIC, 2, len(raw)) + raw + payload  # as version 2 wrote it
+    assert len(blob) > len(result.blob) + 50
     assert lm_codec.decompress(blob, catalogued) == TEXT
 
 
@@ -105,23 +112,19 @@ def test_damaged_compact_files(catalogued):
     for bad in (blob[:10], blob[:5] + b"\x03" + blob[6:7]):
         with pytest.raises(CorruptFile):
             lm_codec.decompress(bad, catalogued)
-    with pytest.raises(CorruptFile, match="unknown here"):
-        lm_codec.decompress(blob[:6] + bytes([blob[6] & 0xC0 | 40]) + blob[7:], catalogued)
+    newer = blob[:6] + bytes([blob[6] & 0xC0 | 40]) + blob[7:-4]  # a model id a newer LM Lab may know
+    with pytest.raises(CorruptFile, match="does not know"):
+        lm_codec.decompress(newer + struct.pack("<I", zlib.crc32(newer)), catalogued)
+    with pytest.raises(CorruptFile, match="checksum does not match"):  # the same byte changed by damage
+        lm_codec.decompress(newer + blob[-4:], catalogued)
     start = len(blob) - result.header["payload_bytes"]
-    for pos in (start, (start + len(blob)) // 2):  # the payload: decodes to other text, caught by the check
+    # the payload, its last byte (bits the range decoder may never need) and the CRC: caught before decoding
+    for pos in (start, (start + len(blob)) // 2, len(blob) - 5, len(blob) - 1):
         flipped = bytearray(blob)
         flipped[pos] ^= 0x10
-        with pytest.raises(CorruptFile):
+        with pytest.raises(CorruptFile, match="checksum does not match"):
             lm_codec.decompress(bytes(flipped), catalogued)
-    # The last bits of an arithmetic code may be ones the decoder never needs (which ones depends on the
-    # model's floating-point numbers on this CPU): a flip there must be caught or change nothing.
-    flipped = bytearray(blob)
-    flipped[-1] ^= 0x01
-    try:
-        assert lm_codec.decompress(bytes(flipped), catalogued) == TEXT * 3
-    except CorruptFile:
-        pass
-    with pytest.raises(CorruptFile, match="bytes follow the record"):
+    with pytest.raises(CorruptFile, match="not part of any record"):
         lm_codec.decompress(compact_header.sized(blob) + b"x", catalogued)
 
 
@@ -144,7 +147,7 @@ def test_teacher_paragraph_file_beats_the_goal(smollm):
                  b"and the oxygen it gives off.")
     assert len(paragraph) == 302
     result = lm_codec.compress(paragraph, smollm)
-    assert len(result.blob) - result.header["payload_bytes"] <= 24
+    assert len(result.blob) - result.header["payload_bytes"] <= 28  # with the CRC32
     assert 8 * len(result.blob) / len(paragraph) <= 1.85
     assert lm_codec.decompress(result.blob, smollm) == paragraph
 

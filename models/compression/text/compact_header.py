@@ -1,22 +1,24 @@
-"""Format version 3 of ``.lmlt``: a header of about 20 bytes for a catalogue model with preset settings.
+"""Format versions 3, 4, 8 and 13 of ``.lmlt``: a header of about 20 bytes for a catalogue model with preset settings.
 
 A teacher's paragraph codes to a few dozen bytes, so the header decides whether the model beats
-deflate on the screen (version 2 spent ~110 bytes on a deflated JSON header). Version 3 writes
+deflate on the screen (version 2 spent ~110 bytes on a deflated JSON header). These versions write
 only what the decoder cannot work out itself; everything else it recomputes from the model id
 and the preset (weights and tokenizer hashes, machine, library versions, window rule)::
 
     magic b"LMLT"   4 bytes
-    version         1 byte: 3 (the model alone) or 4 (the mixing coder, ``mixing.py``)
+    version         1 byte: 8 (the model alone) or 13 (the mixing coder, ``mixing.py``), what LM Lab writes;
+                            3 and 4 are the same without the payload length and checksum (read, never written)
     flags           1 byte: bits 0-1 mode (0 text, 1 mixed, 2 bytes), bits 2-3 preset (PRESET_IDS; 2,
                             "fast-primed", since the lanes read the text's opening), bits 4-7 CPU threads - 1
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
-                            bit 7 "sized" (a payload length follows: records back to back)
-    mixer           1 byte, version 4 only: the mixer's id (MIXER_IDS): named settings (``mixing.NAMED``)
+                            bit 7 "sized" (a payload length follows; always set in versions 8 and 13)
+    mixer           1 byte, versions 4 and 13 only: the mixer's id (MIXER_IDS): named settings (``mixing.NAMED``)
     digest          8 bytes: the fingerprint digest (below)
     check           4 bytes: the first 32 bits of the sha256 of the original bytes
     n_bytes, n_tokens       unsigned LEB128 varints
-    payload length          varint, only when sized; else the payload runs to the end of the file
+    payload length          varint; in versions 3 and 4 only when sized, else the payload runs to the end
     payload         the range coder's 32-bit words, little-endian, trailing zero bytes of the last word cut
+    crc32           4 bytes, versions 8 and 13 only: CRC32 of every byte of the record before it
 
 The 64-bit digest covers the whole fingerprint in four slices, so that a mismatch can be named
 without storing the fingerprint: the model's weights and tokenizer (24 bits), the machine (device
@@ -24,8 +26,14 @@ type and CPU/GPU kernel family, 16 bits), the library versions (16 bits) and the
 settings (8 bits; with the mixer's settings in version 4). The decoder recomputes each slice from its own setup and names the ones that
 differ. The lane count is not stored: the preset's rule derives it from the token count.
 
-There is no payload CRC: a damaged payload decodes to other text, which the 32-bit check of the
-original catches before anything is written (a wrong result passes with probability 2^-32).
+Why versions 8 and 13 spend 5 bytes (the length varint, 1 byte below 128 payload bytes, and the CRC):
+an arithmetic decoder fed a cut or damaged payload does not fail, it decodes other text, and only the
+check of the original, after one model step per token, says so: minutes on a loaded classroom
+machine. The length and the CRC refuse such a file before the model is loaded. Versions 3 and 4
+files still decode as before (a damaged payload is caught by the check after decoding).
+The version numbers differ from every other readable version (2, 3, 4 and the JSON header's 14) in at
+least two bits, so that one changed bit of the version byte gives a version no reader accepts: the file
+is refused at once instead of being read without its checksum (tests/test_lmlt_damage.py flips each bit).
 Anything else (a model outside the catalogue, custom settings, LZMA mode, more than 16 threads)
 keeps the self-describing version 2 header of ``text_container``.
 """
@@ -35,13 +43,19 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 
 from models.core.errors import CorruptFile, FingerprintMismatch
 
 MAGIC = b"LMLT"
 VERSION = 3
 VERSION_MIXED = 4
-VERSIONS = (VERSION, VERSION_MIXED)
+VERSION_CHECKED = 8  # version 3 with the payload length and a CRC32: what LM Lab writes for the model alone
+VERSION_CHECKED_MIXED = 13  # version 4 likewise, for the mixing coder
+VERSIONS = (VERSION, VERSION_MIXED, VERSION_CHECKED, VERSION_CHECKED_MIXED)
+MIXED = (VERSION_MIXED, VERSION_CHECKED_MIXED)
+CHECKED = (VERSION_CHECKED, VERSION_CHECKED_MIXED)
+_CRC = struct.Struct("<I")
 _FIXED = struct.Struct("<4sBBB8s4s")  # magic, version, flags, model, digest, check
 _MIXED = struct.Struct("<4sBBBB8s4s")  # magic, version, flags, model, mixer, digest, check
 
@@ -118,77 +132,99 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(blob: bytes, pos: int) -> tuple[int, int]:
+def _read_varint(blob: bytes, pos: int, start: int = 0) -> tuple[int, int]:
+    """(value, position after it); CorruptFile when the file ends inside it or it is too long."""
     value = 0
     for i in range(5):  # 35 bits: more than any size a record may declare
         if pos + i >= len(blob):
-            raise CorruptFile("the header ends inside a number: the file is truncated")
+            raise CorruptFile(truncated(len(blob), start=start))
         byte = blob[pos + i]
         value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
             return value, pos + i + 1
-    raise CorruptFile("a header number is longer than 5 bytes: the file is corrupt")
+    raise CorruptFile("The file is damaged: a number in its header makes no sense (it is longer than 5 bytes).")
+
+
+def truncated(length: int, declared: int | None = None, start: int = 0) -> str:
+    """The message for a file that ends before its record does (sizes in the whole file's bytes)."""
+    length = f"{length:,} byte{'s' if length != 1 else ''}"
+    if declared is None:
+        where = f"in the middle of the header of the record at byte {start:,}" if start else "in the middle of its header"
+        return f"The file is truncated: it ends after {length}, {where}. Upload the whole file."
+    return (f"The file is truncated: it ends after {length}, its header says {declared:,}. "
+            "Upload the whole file.")
+
+
+DAMAGED = ("The file is damaged: its checksum does not match, so some of its bytes were changed after LM Lab "
+           "wrote it. Nothing was decoded.")
 
 
 def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fingerprint_digest: bytes,
-         data_sha256: bytes, n_bytes: int, n_tokens: int, payload: bytes, sized: bool = False,
-         mixer: str | None = None) -> bytes:
-    """One record; ``sized`` writes the payload length so that records can follow each other;
-    ``mixer`` (a MIXER_IDS name) makes it a version 4 record of the mixing coder."""
+         data_sha256: bytes, n_bytes: int, n_tokens: int, payload: bytes, mixer: str | None = None) -> bytes:
+    """One version 8 record (version 13 with ``mixer``, a MIXER_IDS name: the mixing coder). It states its
+    payload length, so records can follow each other, and ends with the CRC32 of its bytes.
+    ValueError when the settings need the version 2 header or the payload is not whole 32-bit words."""
     if not eligible(model, mode, preset, precision, threads):
         raise ValueError("these settings need the version 2 header")
     flags = MODES.index(mode) | PRESET_IDS.index(preset) << 2 | (threads - 1) << 4
-    byte = MODEL_IDS[model] | PRECISIONS.index(precision) << 6 | int(sized) << 7
+    byte = MODEL_IDS[model] | PRECISIONS.index(precision) << 6 | 1 << 7
     if len(payload) % 4:
         raise ValueError("the payload must be whole 32-bit words")
     cut = payload
     while len(payload) - len(cut) < 3 and cut.endswith(b"\0"):  # only within the last word: the count stays
         cut = cut[:-1]
     if mixer is None:
-        out = _FIXED.pack(MAGIC, VERSION, flags, byte, fingerprint_digest, data_sha256[:4])
+        out = _FIXED.pack(MAGIC, VERSION_CHECKED, flags, byte, fingerprint_digest, data_sha256[:4])
     else:
-        out = _MIXED.pack(MAGIC, VERSION_MIXED, flags, byte, MIXER_IDS[mixer], fingerprint_digest, data_sha256[:4])
-    out += _varint(n_bytes) + _varint(n_tokens) + (_varint(len(cut)) if sized else b"")
-    return out + cut
+        out = _MIXED.pack(MAGIC, VERSION_CHECKED_MIXED, flags, byte, MIXER_IDS[mixer], fingerprint_digest,
+                          data_sha256[:4])
+    out += _varint(n_bytes) + _varint(n_tokens) + _varint(len(cut)) + cut
+    return out + _CRC.pack(zlib.crc32(out))
 
 
-def unpack(blob: bytes) -> tuple[dict, bytes, int]:
-    """(header, payload, record length). The header has the keys the version 2 reader gives where
-    the file knows them; window, keep and start_id are filled in by the decoder from the preset."""
-    fixed = _MIXED if blob[4:5] == bytes([VERSION_MIXED]) else _FIXED
-    if len(blob) < fixed.size:
-        raise CorruptFile(f"not a whole LM Lab text header: only {len(blob)} bytes (truncated?)")
+def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
+    """(header, payload, end) of the record at ``start``: ``end`` is where it ends in ``blob``. The header
+    has the keys the version 2 reader gives where the file knows them; window, keep and start_id are
+    filled in by the decoder from the preset. CorruptFile when the file ends inside the record, its
+    checksum (versions 8 and 13) does not match, or it names a model, mode, preset or mixer unknown here.
+    Everything a reader can check without the model is checked here, before the model is loaded."""
+    version = blob[start + 4] if len(blob) > start + 4 else None
+    fixed = _MIXED if version in MIXED else _FIXED
+    if len(blob) - start < fixed.size:
+        raise CorruptFile(truncated(len(blob), start=start))
     mixer_id = 0
     if fixed is _MIXED:
-        magic, version, flags, byte, mixer_id, fp_digest, check = _MIXED.unpack_from(blob)
+        magic, version, flags, byte, mixer_id, fp_digest, check = _MIXED.unpack_from(blob, start)
     else:
-        magic, version, flags, byte, fp_digest, check = _FIXED.unpack_from(blob)
+        magic, version, flags, byte, fp_digest, check = _FIXED.unpack_from(blob, start)
     if magic != MAGIC or version not in VERSIONS:
-        raise CorruptFile("not a version 3 or 4 LM Lab text record")
-    mixer = next((k for k, v in MIXER_IDS.items() if v == mixer_id), None)
-    if version == VERSION_MIXED and mixer is None:
-        raise CorruptFile(f"the header names mixer id {mixer_id}: unknown here (a newer LM Lab wrote it, or the "
-                          "file is corrupt)")
-    mode, preset, threads = flags & 3, (flags >> 2) & 3, (flags >> 4) + 1
-    model_id, precision, sized = byte & 0x3F, (byte >> 6) & 1, byte >> 7
-    model = next((k for k, v in MODEL_IDS.items() if v == model_id), None)
-    if model is None or mode >= len(MODES) or preset >= len(PRESET_IDS):
-        raise CorruptFile(f"the header names model id {model_id}, mode {mode}, preset {preset}: unknown here "
-                          "(a newer LM Lab wrote it, or the file is corrupt)")
-    n_bytes, pos = _read_varint(blob, fixed.size)
-    n_tokens, pos = _read_varint(blob, pos)
+        raise CorruptFile("This is not a record written by LM Lab's text compressor (format versions 3, 4, 8 and 13).")
+    checked = version in CHECKED
+    n_bytes, pos = _read_varint(blob, start + fixed.size, start)
+    n_tokens, pos = _read_varint(blob, pos, start)
+    sized = checked or byte >> 7
     if sized:
-        size, pos = _read_varint(blob, pos)
-        if pos + size > len(blob):
-            raise CorruptFile(f"the record declares {size:,} payload bytes; {len(blob) - pos:,} are left "
-                              "(truncated or corrupt)")
+        size, pos = _read_varint(blob, pos, start)
+        end = pos + size + (_CRC.size if checked else 0)
+        if end > len(blob):
+            raise CorruptFile(truncated(len(blob), end))
     else:
         size = len(blob) - pos
-    end = pos + size
-    payload = blob[pos:end] + b"\0" * (-size % 4)
+        end = len(blob)
+    if checked and _CRC.unpack_from(blob, end - _CRC.size)[0] != zlib.crc32(memoryview(blob)[start:end - _CRC.size]):
+        raise CorruptFile(DAMAGED)
+    # The checksum matched (or the version has none): an unknown id means a newer LM Lab wrote the file.
+    mixer = next((k for k, v in MIXER_IDS.items() if v == mixer_id), None)
+    mode, preset, threads = flags & 3, (flags >> 2) & 3, (flags >> 4) + 1
+    model_id, precision = byte & 0x3F, (byte >> 6) & 1
+    model = next((k for k, v in MODEL_IDS.items() if v == model_id), None)
+    if model is None or mode >= len(MODES) or preset >= len(PRESET_IDS) or (version in MIXED and mixer is None):
+        raise CorruptFile("This file was made with a model or settings this LM Lab does not know (a newer LM Lab "
+                          "made it), or it is damaged. Decode it with the LM Lab version that made it.")
+    payload = blob[pos:pos + size] + b"\0" * (-size % 4)
     header = {"format": "lmlab-text", "version": version, "mode": MODES[mode], "n_bytes": n_bytes,
               "n_tokens": n_tokens, "sha256": check.hex(), "preset": PRESET_IDS[preset], "threads": threads,
-              "payload_bytes": size, "header_bytes": pos,
+              "payload_bytes": size, "header_bytes": pos - start,
               "fingerprint": {"model": model, "precision": PRECISIONS[precision], "digest": fp_digest.hex()}}
     if mixer is not None:
         header["mixer_id"] = mixer
@@ -196,18 +232,19 @@ def unpack(blob: bytes) -> tuple[dict, bytes, int]:
 
 
 def record_length(blob: bytes, pos: int) -> int:
-    """Bytes of the version 3 or 4 record starting at ``pos`` (to the end unless it is sized)."""
-    return unpack(blob[pos:])[2]
+    """Bytes of the record starting at ``pos`` (to the end of ``blob`` for an unsized version 3 or 4 record).
+    CorruptFile as ``unpack``."""
+    return unpack(blob, pos)[2] - pos
 
 
 def sized(record: bytes) -> bytes:
-    """The same version 3 or 4 record with its payload length written, so another record may follow."""
+    """The same record with its payload length written, so that another record may follow (versions 8
+    and 13 always state it). ValueError unless ``record`` is exactly one record."""
     header, payload, end = unpack(record)
     if end != len(record):
         raise ValueError("expected exactly one record")
-    byte = record[6] | 0x80
-    if record[6] & 0x80:
+    if record[4] in CHECKED or record[6] & 0x80:
         return record
     pos = header["header_bytes"]
     stored = record[pos:]
-    return record[:6] + bytes([byte]) + record[7:pos] + _varint(len(stored)) + stored
+    return record[:6] + bytes([record[6] | 0x80]) + record[7:pos] + _varint(len(stored)) + stored

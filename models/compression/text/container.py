@@ -3,22 +3,30 @@
 Layout (all integers little-endian)::
 
     magic  b"LMLT"      4 bytes
-    format version     1 byte (2; version 3, the compact header, is read by compact_header.py)
+    format version     1 byte: 14, what LM Lab writes; 2, the same without the CRC32 at the end (and with
+                       the payload's CRC32 in the header), is still read. Versions 3, 4, 8 and 13, the
+                       compact header, are read by compact_header.py
     header length      4 bytes (uint32)
     header             UTF-8 JSON, raw-deflated: sizes, hashes, lane/window rule, fingerprint
     payload            the arithmetic coder's 32-bit words (or the fallback coder's bytes)
+    crc32              4 bytes, version 14 only: the CRC32 of every byte of the record before it
 
-The header carries the CRC32 of the payload (a flipped bit is caught before any
-decoding) and a sha256 of the original bytes (the decoded result is compared before it
-is written anywhere). The fingerprint says how the probabilities were computed; an
-arithmetic decoder fed different probabilities does not fail, it silently produces
-garbage, so a mismatch is refused up front with the fields that differ.
+The header records the payload's length, so a cut file is refused before any decoding, and version 14
+ends with the CRC32 of the whole record, so that a changed byte anywhere (the header included, even
+the unused bits of its last deflated byte) is refused before the model is loaded; a version 2 file has
+only its payload's CRC32. A sha256 of the original bytes is compared with the decoded result before it
+is written anywhere. The fingerprint says how the probabilities were computed; an arithmetic decoder
+fed different probabilities does not fail, it silently produces garbage, so a mismatch is refused up
+front with the fields that differ.
 
 The header is small on purpose: the model codes a paragraph in a few hundred bytes, so
 every header byte shows in the bits per byte. Hashes keep their first 128 bits (the data)
 or 64 bits (weights, tokenizer): plenty to tell setups apart or catch a bad decode, and
 the JSON is deflated against a preset dictionary of typical header text (version 1 spent
 about 720 bytes here, version 2 about 110).
+
+Every message here is read by a teacher in the Compress tab: it says what is wrong with the file in
+words, never with bytes or internal names.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ from models.compression.text import compact_header
 from models.core.errors import CorruptFile, FingerprintMismatch
 
 MAGIC = b"LMLT"
-VERSION = 2
+VERSION = 2  # read, no longer written
+VERSION_CHECKED = 14  # version 2 with a CRC32 of the record at its end: 2 bits from every other version
+READABLE = (VERSION, *compact_header.VERSIONS[:2], *compact_header.CHECKED, VERSION_CHECKED)
+_CRC = struct.Struct("<I")
 SUFFIX = ".lmlt"
 _PREFIX = struct.Struct("<4sBI")
 MAX_HEADER = 1 << 20
-# Part of format version 2: never edit it (files made with it would no longer inflate). A typical header:
+# Part of format versions 2 and 14: never edit it (files made with it would no longer inflate). A typical header:
 # deflate codes the keys and usual values as back-references into it, so only the specifics cost bytes.
 HEADER_DICTIONARY = (
     b'{"fingerprint":{"codec":"lm-range-1","constriction":"0.5.0","device_type":"cpu","kernel":"AVX512",'
@@ -51,9 +62,12 @@ STRICT_FIELDS = ("weights_sha256", "tokenizer_sha256", "precision", "device_type
 
 
 def pack(header: dict, payload: bytes) -> bytes:
-    header = dict(header, payload_crc32=zlib.crc32(payload), payload_bytes=len(payload))
-    raw = _deflate(json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8"))
-    return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw + payload
+    """A version 14 record: ``header`` with the payload's length, the payload and the CRC32 of both."""
+    header = {k: v for k, v in header.items() if k != "payload_crc32"}  # the CRC at the end covers the payload
+    raw = _deflate(json.dumps(dict(header, payload_bytes=len(payload)), sort_keys=True,
+                              separators=(",", ":")).encode("utf-8"))
+    out = _PREFIX.pack(MAGIC, VERSION_CHECKED, len(raw)) + raw + payload
+    return out + _CRC.pack(zlib.crc32(out))
 
 
 def _deflate(raw: bytes) -> bytes:
@@ -70,38 +84,76 @@ def _inflate(raw: bytes) -> bytes:
     return out
 
 
+NOT_LMLT = (f"This is not a file written by LM Lab's text compressor ({SUFFIX}): it should start with the letters "
+            "LMLT.")
+EMPTY = "The file is empty: a file written by LM Lab's text compressor (.lmlt) starts with the letters LMLT."
+
+
 def unpack(blob: bytes) -> tuple[dict, bytes]:
-    """(header, payload) of a compressed file; CorruptFile with the reason otherwise."""
+    """(header, payload) of a file of one record. CorruptFile, in words a teacher reads, when the file is
+    empty, not an .lmlt file, truncated, damaged (a checksum does not match), of an unknown version, or
+    has bytes after its record. Nothing here needs the model: a bad file is refused before it loads."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
-        raise CorruptFile("expected the bytes of a compressed file")
+        raise CorruptFile("Expected the bytes of a compressed file.")
     blob = bytes(blob)
-    if len(blob) < _PREFIX.size:
-        raise CorruptFile(f"not an LM Lab text file: only {len(blob)} bytes (truncated?)")
-    magic, version, n = _PREFIX.unpack_from(blob)
-    if magic != MAGIC:
-        raise CorruptFile(f"not an LM Lab text file: magic {magic!r}, expected {MAGIC!r} (files end in {SUFFIX})")
-    if version in compact_header.VERSIONS:
-        header, payload, end = compact_header.unpack(blob)
-        if end != len(blob):
-            raise CorruptFile(f"{len(blob) - end:,} bytes follow the record: the file has extra bytes")
-        return header, payload
-    if version != VERSION:
-        raise CorruptFile(f"format version {version} is not supported here (this build reads versions "
-                          f"{VERSION}, {compact_header.VERSION} and {compact_header.VERSION_MIXED})")
-    if n > MAX_HEADER or _PREFIX.size + n > len(blob):
-        raise CorruptFile(f"header length {n} exceeds the file size {len(blob)} (truncated or corrupt file)")
-    try:
-        header = json.loads(_inflate(blob[_PREFIX.size:_PREFIX.size + n]).decode("utf-8"))
-        assert isinstance(header, dict)
-    except (UnicodeDecodeError, ValueError, AssertionError, RecursionError, zlib.error) as exc:
-        raise CorruptFile(f"the header is not valid JSON ({exc}): the file is corrupt") from exc
-    payload = blob[_PREFIX.size + n:]
-    if len(payload) != header.get("payload_bytes"):
-        raise CorruptFile(f"payload is {len(payload)} bytes, the header says {header.get('payload_bytes')}: "
-                          "the file is truncated or has extra bytes")
-    if zlib.crc32(payload) != header.get("payload_crc32"):
-        raise CorruptFile("payload checksum mismatch: the compressed data was changed or damaged")
+    header, payload, end = _record(blob, 0)
+    if end != len(blob):
+        raise CorruptFile(_stray(blob, end))
     return header, payload
+
+
+def _stray(blob: bytes, pos: int) -> str:
+    # One message whether one record or several were expected: a reader cannot tell bytes added to a file
+    # from a damaged start of a next record.
+    return (f"The file has {len(blob) - pos:,} bytes after byte {pos:,} that are not part of any record: it is "
+            "damaged, or something was added to its end.")
+
+
+def _record(blob: bytes, pos: int) -> tuple[dict, bytes, int]:
+    """(header, payload, end) of the record starting at ``pos``; CorruptFile as ``unpack``."""
+    if pos == 0 and not blob:
+        raise CorruptFile(EMPTY)
+    start = blob[pos:pos + len(MAGIC)]
+    if start != MAGIC[:len(start)]:
+        raise CorruptFile(NOT_LMLT if pos == 0 else _stray(blob, pos))
+    if len(blob) - pos <= len(MAGIC):
+        raise CorruptFile(compact_header.truncated(len(blob), start=pos))
+    version = blob[pos + len(MAGIC)]
+    if version in compact_header.VERSIONS:
+        return compact_header.unpack(blob, pos)
+    if version not in (VERSION, VERSION_CHECKED):
+        raise CorruptFile(f"This file says it was written in format version {version}, which this LM Lab cannot read "
+                          f"(it reads versions {', '.join(map(str, sorted(READABLE)))}): a newer LM Lab made it, "
+                          "or the file is damaged.")
+    checked = version == VERSION_CHECKED
+    # In version 14 anything that does not fit is damage the CRC would show: say so in the same words.
+    damaged = compact_header.DAMAGED if checked else None
+    if len(blob) - pos < _PREFIX.size:
+        raise CorruptFile(compact_header.truncated(len(blob), start=pos))
+    _, _, n = _PREFIX.unpack_from(blob, pos)
+    body = pos + _PREFIX.size
+    if n > MAX_HEADER:
+        raise CorruptFile(damaged or "The file is damaged: its header claims a size no LM Lab file has.")
+    if body + n > len(blob):
+        raise CorruptFile(compact_header.truncated(len(blob), start=pos))
+    try:
+        header = json.loads(_inflate(blob[body:body + n]).decode("utf-8"))
+        assert isinstance(header, dict)
+    except (UnicodeDecodeError, ValueError, AssertionError, RecursionError, zlib.error):
+        raise CorruptFile(damaged or "The file is damaged: its header cannot be read.") from None
+    size = header.get("payload_bytes")
+    if type(size) is not int or size < 0:  # a negative size would walk backwards for ever
+        raise CorruptFile(damaged or "The file is damaged: its header gives an impossible payload size.")
+    end = body + n + size + (_CRC.size if checked else 0)
+    if end > len(blob):
+        raise CorruptFile(compact_header.truncated(len(blob), end))
+    payload = blob[body + n:body + n + size]
+    if checked:
+        if _CRC.unpack_from(blob, end - _CRC.size)[0] != zlib.crc32(memoryview(blob)[pos:end - _CRC.size]):
+            raise CorruptFile(compact_header.DAMAGED)
+    elif zlib.crc32(payload) != header.get("payload_crc32"):
+        raise CorruptFile(compact_header.DAMAGED)
+    return header, payload, end
 
 
 def join_records(records: list[bytes]) -> bytes:
@@ -112,29 +164,11 @@ def join_records(records: list[bytes]) -> bytes:
 
 
 def split_records(blob: bytes) -> list[bytes]:
-    """A long file compressed in chunks is several records back to back: each one's bytes."""
+    """A long file compressed in chunks is several records back to back: each one's bytes, every record's
+    sizes and checksums checked (an empty file gives none). CorruptFile as ``unpack``."""
     records, pos = [], 0
     while pos < len(blob):
-        if len(blob) - pos < _PREFIX.size:
-            raise CorruptFile(f"{len(blob) - pos} stray bytes at the end of the file (truncated?)")
-        magic, version, n = _PREFIX.unpack_from(blob, pos)
-        if magic == MAGIC and version in compact_header.VERSIONS:
-            end = pos + compact_header.record_length(blob, pos)
-            records.append(blob[pos:end])
-            pos = end
-            continue
-        if magic != MAGIC or n > MAX_HEADER:
-            raise CorruptFile(f"not an LM Lab text record at byte {pos}: magic {magic!r}")
-        if pos + _PREFIX.size + n > len(blob):
-            raise CorruptFile(f"header length {n} exceeds the file size {len(blob)} (truncated or corrupt file)")
-        try:
-            size = int(json.loads(_inflate(blob[pos + _PREFIX.size:pos + _PREFIX.size + n]))["payload_bytes"])
-        except (ValueError, KeyError, TypeError, RecursionError, zlib.error) as exc:
-            raise CorruptFile(f"the header at byte {pos} is damaged ({exc})") from exc
-        end = pos + _PREFIX.size + n + size
-        if size < 0 or end > len(blob):  # a negative size would walk backwards for ever
-            raise CorruptFile(f"the record at byte {pos} declares {size:,} payload bytes; the file has "
-                              f"{len(blob) - pos:,} left (truncated or corrupt)")
+        end = _record(blob, pos)[2]
         records.append(blob[pos:end])
         pos = end
     return records

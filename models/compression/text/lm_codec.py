@@ -786,7 +786,7 @@ def read_records(blob: bytes) -> list[tuple[dict, bytes]]:
     through this and ``decompress_records``. CorruptFile when a record is damaged or the file is empty."""
     records = text_container.split_records(bytes(blob))
     if not records:
-        raise CorruptFile("the file is empty: not a compressed file")
+        raise CorruptFile(text_container.EMPTY)
     return [(read_header(r), r) for r in records]
 
 
@@ -837,7 +837,8 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
         threads, lanes = int(header["threads"]), int(header["lanes"])
         opening = header.get("prime", 0)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptFile(f"the header lacks a field or has a bad value ({exc})") from exc
+        raise CorruptFile("The file is damaged: its header lacks a value the decoder needs, or has one of the "
+                          "wrong kind.") from exc
     if type(opening) is not int:
         raise CorruptFile("the header's opening length is not a whole number: the file is corrupt")
     # A hostile header must not make the decoder allocate or run without bound: every token is at least one
@@ -907,7 +908,7 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
             try:  # bounded: an LZMA stream can claim far more than the header's size
                 data = lzma.LZMADecompressor().decompress(r.payload, max_length=int(r.header["n_bytes"]) + 1)
             except lzma.LZMAError as exc:
-                raise CorruptFile(f"the LZMA payload does not decode ({exc})") from exc
+                raise CorruptFile("The file is damaged: its LZMA-coded part does not decode.") from exc
             out.append((_verified(data, r.header), time.perf_counter() - started))
         return out
     runner = _runner(loaded, first["fingerprint"]["precision"])
