@@ -1,6 +1,6 @@
 """What a projector shows badly, found in the browser: text drawn over other text, text cut off by its
-container (or by the window's right edge), text too faint to read (WCAG 2.1 contrast, AA), and a table's
-column name with a word broken over two lines.
+container (or by the window's right edge), text too faint to read (WCAG 2.1 contrast, AA), a table's
+column name with a word broken over two lines, and a chart's toolbar icons on its title.
 
 ``problems(page)`` runs one script in the page and returns one line per problem (empty: the view is fine).
 Only what is on screen counts: hidden tabs, closed accordions and invisible layers are skipped.
@@ -171,6 +171,15 @@ _SCRIPT = r"""
         const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
         if (lines.size > 1) out.push(`word broken over two lines: ${JSON.stringify(m[0])} (${name(th)})`);
       }
+    }
+  }
+  // a chart's toolbar (plotly's modebar) drawn over its title without the mouse on the chart
+  for (const bar of document.querySelectorAll('.js-plotly-plot .modebar')) {
+    if (!visible(bar)) continue;
+    const r = bar.getBoundingClientRect();
+    for (const t of bar.closest('.js-plotly-plot').querySelectorAll('.gtitle')) {
+      if (visible(t) && inter(r, t.getBoundingClientRect()))
+        out.push(`toolbar over a title: ${JSON.stringify(t.textContent.trim().slice(0, 40))} (${name(t)})`);
     }
   }
   return [...new Set(out)].slice(0, limit);

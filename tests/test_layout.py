@@ -244,3 +244,24 @@ def test_a_loss_chart_with_a_run_keeps_its_two_zeros_apart_at_800_px(browser, tm
         else:  # the check sees the old fault, so a pass above means something
             assert any('overlap: "0"' in p for p in found), found
     page.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_no_chart_toolbar_over_a_title(browser, app_url):
+    """Plotly's toolbar sat on "Exponent histogram: entropy … bits of 8" (Checkpoints) and "Bits per byte
+    (lower is better; raw text = 8)" (Compress) at 1400 px without the mouse on the chart; it now shows on
+    hover only, when the reader asks for it."""
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    page.wait_for_selector("#gen-go")
+    for open_view, chart in ((_checkpoints, "ck-tree-plot"), (_every_coder, "ct-bars")):
+        open_view(page)
+        page.mouse.move(1, 1)  # away from every chart
+        page.wait_for_timeout(500)
+        found = [p for p in problems(page) if p.startswith("toolbar over a title")]
+        assert not found, found
+        page.locator(f"#{chart} .js-plotly-plot").hover()  # the toolbar is still there for whoever wants it
+        expect(page.locator(f"#{chart} .modebar")).to_have_css("opacity", "1")
+    page.context.close()
