@@ -253,10 +253,19 @@ def _huffman_md(c: text_compare.Comparison) -> str:
 
 
 def _short(coder: str) -> str:
-    """Chart labels: the coder's first word; the model's two rows by what they count."""
+    """A chart label: the coder's name without its parenthesis; the model's rows by the names the "Language-model
+    coder" choice uses. Each label must differ: plotly draws bars of the same name on one spot, one over the other."""
     if coder.startswith("language model"):
-        return "LM payload" if "payload only" in coder else "LM file"
+        if "payload only" in coder:
+            return "model, text only (no header)"
+        return "model + n-gram + match" if "mixing coder" in coder else "model only"
     return coder.split(" (")[0]
+
+
+def _bar_names(coders: list[str]) -> list[str]:
+    """Short labels, or the full name wherever two short ones would be the same bar."""
+    short = [_short(c) for c in coders]
+    return [s if short.count(s) == 1 else c for s, c in zip(short, coders, strict=True)]
 
 
 @guard
@@ -276,7 +285,7 @@ def compress_text(text, upload, model_key, coder=MIXING, progress=gr.Progress())
     best = min((r for r in c.rows if "payload only" not in r.coder), key=lambda r: r.compressed_bytes)
     colors = ["#f59e0b" if r.coder.startswith("language model") else "#94a3b8" for r in c.rows]
     colors[-1] = "#fcd34d"  # payload only: the same file without its header
-    fig = bar_figure([_short(r.coder) for r in c.rows], [r.bpb for r in c.rows], "Bits per byte (lower is better; raw text = 8)",
+    fig = bar_figure(_bar_names([r.coder for r in c.rows]), [r.bpb for r in c.rows], "Bits per byte (lower is better; raw text = 8)",
                      "bits per byte", colors, [f"{r.bpb:.2f}" for r in c.rows])
     lm = c.lm
     ce_bpb = lm.cross_entropy_bits / lm.n_bytes

@@ -264,3 +264,26 @@ def test_api_a_longer_text_is_coded_in_lanes_that_read_its_opening(client):
     assert header["preset"] == "fast-primed" and header["version"] in (3, 4)
     restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
     assert restored == text and "sha256" in message
+
+
+def _figure(plot) -> dict:
+    """A gr.Plot output as the client returns it: plotly's figure as a dict."""
+    import json
+
+    fig = plot.get("plot", plot) if isinstance(plot, dict) else plot
+    return json.loads(fig) if isinstance(fig, str) else fig
+
+
+@pytest.mark.slow
+def test_api_bits_per_byte_chart_has_one_bar_per_coder(client):
+    """The model alone and the mixing coder were both labelled "LM file": plotly drew the two bars on one spot,
+    one over the other (the bar reached 1.93 while labelled 0.97, the other label hidden). Each bar has its
+    own name now, and each bar is as tall as the number printed on it."""
+    status, table, bars, *_rest = client.predict(SHORT, None, MODEL, api_name="/compress_text")
+    (trace,) = _figure(bars)["data"]
+    names, heights, labels = trace["x"], trace["y"], trace["text"]
+    assert len(set(names)) == len(names) == len(table["data"])
+    assert {"model only", "model + n-gram + match"} <= set(names)
+    assert all(f"{h:.2f}" == label for h, label in zip(heights, labels, strict=True))
+    smallest = min(h for n, h in zip(names, heights, strict=True) if "no header" not in n)
+    assert f"at {smallest:.3f} bits/byte" in status  # the headline's smallest file is the shortest bar
