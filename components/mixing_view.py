@@ -49,7 +49,7 @@ def _tokens_html(p: mixing_picture.MixPicture, limit: int = 3000) -> str:
     for t in p.tokens[:limit]:
         shown = html.escape(t.text).replace("\n", "↵<br>")
         tip = (f"won by {t.winner}: {t.bits_model:.2f} bits under the model alone, {t.bits_mixed:.2f} bits mixed "
-               f"({t.bits_model - t.bits_mixed:+.2f} saved)")
+               f"({_bits(t.bits_model - t.bits_mixed, 2)} mixed)")
         parts.append(f"<span class='tok' style='background:{_colour(t.winner, p.experts)}' title='{tip}'>{shown}</span>")
     legend = "".join(f"<span style='background:{_colour(e, p.experts)};padding:0 6px;margin-right:6px'>{e}</span>"
                      for e in p.experts)
@@ -71,13 +71,44 @@ def _weights_figure(p: mixing_picture.MixPicture) -> go.Figure:
     return fig
 
 
+def _bits(bits: float, digits: int = 1) -> str:
+    """Bits against the model alone with the direction in words ("2.0 more"): a signed number next to "saved"
+    or "lost" reads both ways."""
+    if round(bits, digits) == 0:
+        return "the same"
+    return f"{abs(bits):,.{digits}f} {'fewer' if bits > 0 else 'more'}"
+
+
+def _spent(bits: float) -> str:
+    b = _bits(bits)
+    return "as many bits as the model alone" if b == "the same" else f"**{b.replace(' ', ' bits ', 1)}** than the model alone"
+
+
 def _saved_table(p: mixing_picture.MixPicture) -> str:
     saved, wins = p.bits_saved, p.wins
     rows = "".join(f"<tr><td><span style='background:{_colour(e, p.experts)};padding:0 6px'>{e}</span></td>"
-                   f"<td>{wins[e]:,}</td><td>{saved[e]:+,.0f}</td></tr>" for e in p.experts)
+                   f"<td>{wins[e]:,}</td><td>{_bits(saved[e])}</td></tr>" for e in p.experts)
+    total = (f"<tr class='mx-total'><td><b>all tokens</b></td><td>{len(p.tokens):,}</td>"
+             f"<td><b>{_bits(p.coded_bits_saved)}</b></td></tr>")
     return ("<table class='mx-saved'><tr><th>predictor</th><th>tokens it won</th>"
-            f"<th>bits saved vs the model alone</th></tr>{rows}</table>"
+            f"<th>bits spent, against the model alone</th></tr>{rows}{total}</table>"
             "<p>A weight is 0 where a predictor had nothing to say (a context it has not seen yet).</p>")
+
+
+def _sizes(p: mixing_picture.MixPicture) -> str:
+    """The two files compared in bytes, and why their difference is not the table's total."""
+    diff = p.file_model_bytes - p.file_mixed_bytes
+    which = ("the same size" if diff == 0 else
+             f"**{abs(diff):,} byte{'s' if abs(diff) != 1 else ''} {'smaller' if diff > 0 else 'larger'}**")
+    head_model = p.file_model_bytes - p.payload_model_bytes
+    head_mixed = p.file_mixed_bytes - p.payload_mixed_bytes
+    return (f"Model alone: **{p.file_model_bytes:,} bytes** ({8 * p.file_model_bytes / p.n_bytes:.3f} bits/byte); "
+            f"model + n-gram + match: **{p.file_mixed_bytes:,} bytes** ({8 * p.file_mixed_bytes / p.n_bytes:.3f} "
+            f"bits/byte), {which}.\n\n"
+            f"Token by token the mixing coder spent {_spent(p.coded_bits_saved)} (the table's last row). The files' "
+            "sizes also hold their headers "
+            f"({head_model:,} and {head_mixed:,} bytes) and the coded tokens rounded up to whole 32-bit words "
+            f"({p.payload_model_bytes:,} and {p.payload_mixed_bytes:,} bytes), so they differ by whole bytes.")
 
 
 @guard
@@ -89,13 +120,9 @@ def mix_text(text, upload, model_key, progress=gr.Progress()):
     loaded = registry.load_causal_lm(model_key)
     p = mixing_picture.picture(data, loaded, UI_CODEC,
                                progress=lambda d, t: progress(d / max(t, 1), desc=f"coding token {d}/{t}"))
-    saved = 8 * (p.file_model_bytes - p.file_mixed_bytes)
-    status = (f"✅ {p.n_bytes:,} bytes, {len(p.tokens):,} tokens, both files decoded and compared. "
-              f"Model alone: **{p.file_model_bytes:,} bytes** ({8 * p.file_model_bytes / p.n_bytes:.3f} bits/byte); "
-              f"mixed with the classic predictors: **{p.file_mixed_bytes:,} bytes** "
-              f"({8 * p.file_mixed_bytes / p.n_bytes:.3f} bits/byte), {saved:+,} bits "
-              f"{'saved' if saved >= 0 else 'lost'}. Short texts leave the classic predictors little to learn "
-              "from; they shine on long texts that repeat themselves.")
+    status = (f"✅ {p.n_bytes:,} bytes, {len(p.tokens):,} tokens, both files decoded and compared.\n\n{_sizes(p)}\n\n"
+              "Short texts leave the classic predictors little to learn from; they shine on long texts that repeat "
+              "themselves.")
     return status, _tokens_html(p), _weights_figure(p), _saved_table(p)
 
 

@@ -287,3 +287,30 @@ def test_api_bits_per_byte_chart_has_one_bar_per_coder(client):
     assert all(f"{h:.2f}" == label for h, label in zip(heights, labels, strict=True))
     smallest = min(h for n, h in zip(names, heights, strict=True) if "no header" not in n)
     assert f"at {smallest:.3f} bits/byte" in status  # the headline's smallest file is the shortest bar
+
+
+@pytest.mark.slow
+def test_api_mixing_headline_agrees_with_its_table(client):
+    """The headline said "-8 bits lost" (a negative loss reads as a gain) beside a table totalling -2 bits saved.
+    Now both say the direction in words, the headline quotes the table's total, and the bytes it compares add up
+    to header + coded words."""
+    import re
+
+    text = "The Queen said: off with her head! The Queen said: off with his head! The Queen said it again."
+    status, _winners, _weights, saved = client.predict(text, None, MODEL, api_name="/mixing_picture")
+    assert not re.search(r"[-−+]\d[\d,.]* bits", status + saved)  # no signed counts next to words
+    total = re.search(r"all tokens</b></td><td>[\d,]+</td><td><b>([^<]+)</b>", saved).group(1)
+    spent = re.search(r"mixing coder spent (?:\*\*([\d.,]+) bits (fewer|more)\*\*|as many bits)", status)
+    assert spent is not None
+    if spent.group(1):
+        assert total == f"{spent.group(1)} {spent.group(2)}"
+    else:
+        assert total == "the same"
+    alone, mixed = (int(n.replace(",", "")) for n in re.findall(r"\*\*([\d,]+) bytes\*\*", status)[:2])
+    heads = [int(n) for n in re.search(r"headers \(([\d,]+) and ([\d,]+) bytes\)", status).groups()]
+    words = [int(n) for n in re.search(r"32-bit words \(([\d,]+) and ([\d,]+) bytes", status).groups()]
+    assert [alone, mixed] == [heads[0] + words[0], heads[1] + words[1]]
+    if alone == mixed:
+        assert "the same size" in status
+    else:
+        assert f"{abs(alone - mixed)} byte" in status and ("smaller" if mixed < alone else "larger") in status

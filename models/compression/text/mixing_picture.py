@@ -35,6 +35,14 @@ class MixPicture:
     file_mixed_bytes: int  # the verified file of the mixing coder
     n_bytes: int
     lanes: int
+    payload_model_bytes: int = 0  # each file without its header: the range coder's output, whole 32-bit words
+    payload_mixed_bytes: int = 0
+
+    @property
+    def coded_bits_saved(self) -> float:
+        """Bits the mixing coder saved against the model alone, summed over the tokens (negative: it spent more).
+        The files' sizes differ by this, rounded to whole words, plus the difference of their headers."""
+        return sum(t.bits_model - t.bits_mixed for t in self.tokens)
 
     @property
     def bits_saved(self) -> dict[str, float]:
@@ -74,7 +82,8 @@ def picture(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
         best = max(said)[1]  # a tie goes to the more specific predictor: the match, then the longer n-gram
         tokens.append(TokenWin(cost.text, experts[best], -math.log2(max(step.p_model, lm_codec.MIN_P)), cost.bits,
                                list(step.weights)))
-    return MixPicture(experts, tokens, len(alone.blob), len(mixed.blob), len(data), mixed.header["lanes"])
+    return MixPicture(experts, tokens, len(alone.blob), len(mixed.blob), len(data), mixed.header["lanes"],
+                      alone.header["payload_bytes"], mixed.header["payload_bytes"])
 
 
 def _text_order(n_tokens: int, opening: int, lanes: int) -> list[int]:
