@@ -318,8 +318,18 @@ def decompress_text(upload, progress=gr.Progress()):
                              "the sha256 of the result matches the original's.")
 
 
-def _example(name: str) -> tuple[str, None]:
+def _example(name: str | None):
+    if not name:  # cleared because the box holds other text (see _picker_for): the box stays as it is
+        return gr.update(), gr.update()
     return text_compare.example_text(name), None
+
+
+def _picker_for(text: str, name: str | None):
+    """The Example picker names an example only while the box holds exactly that example's text: after
+    "Compress this text →", an upload or an edit it is emptied, so it never names what was not compressed."""
+    if name in text_compare.EXAMPLES and text == text_compare.example_text(name):
+        return gr.update()
+    return None
 
 
 def build() -> dict:
@@ -382,6 +392,7 @@ def build() -> dict:
     explain("Entropy, Huffman vs arithmetic coding, and why a better model compresses better", EXPLANATION)
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
+    text.change(_picker_for, [text, example], [example], api_visibility="private", queue=False)
     model_note.attach(model, registry.CAUSAL_LM)
     compress_outputs = [status, table, bars, heat, curve, lz, huff, download]
     dict_outputs = [lz77_view, lz78_view, lz78_table]

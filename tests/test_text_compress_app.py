@@ -7,6 +7,7 @@ images).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,30 @@ def test_api_mixing_headline_agrees_with_its_table(client):
         assert "the same size" in status
     else:
         assert f"{abs(alone - mixed)} byte" in status and ("smaller" if mixed < alone else "larger") in status
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_example_picker_names_only_the_text_in_the_box(page):
+    """After "Compress this text →" the picker still named "A paragraph with names and numbers" above the
+    generated text. It is emptied whenever the box holds anything but the named example's text."""
+    picker = page.locator("#ct-example input")
+    page.locator("#gen-prompt textarea").fill("The capital of France is")
+    page.locator("#gen-max-new input[type=number]").fill("3")
+    page.locator("#gen-max-new input[type=number]").press("Enter")
+    page.locator("#gen-go").click()
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    expect(picker).to_have_value("A paragraph with names and numbers")
+    page.locator("#gen-compress").evaluate("b => b.click()")  # the Generate tab's button, hidden behind this tab
+    expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared", timeout=300_000)
+    assert page.locator("#ct-text textarea").input_value().startswith("The capital of France is")
+    expect(picker).to_have_value("")
+    # choosing an example fills the box and names it; typing in the box empties the picker again
+    picker.click()
+    page.get_by_role("option", name="A paragraph with names and numbers").click()
+    expect(page.locator("#ct-text textarea")).to_have_value(re.compile("^On 14 March 1879"))
+    expect(picker).to_have_value("A paragraph with names and numbers")
+    page.locator("#ct-text textarea").press("End")
+    page.locator("#ct-text textarea").type(" And more.")
+    expect(picker).to_have_value("")
