@@ -288,16 +288,24 @@ def compress_text(text, upload, model_key, coder=MIXING, progress=gr.Progress())
     fig = bar_figure(_bar_names([r.coder for r in c.rows]), [r.bpb for r in c.rows], "Bits per byte (lower is better; raw text = 8)",
                      "bits per byte", colors, [f"{r.bpb:.2f}" for r in c.rows])
     lm = c.lm
-    ce_bpb = lm.cross_entropy_bits / lm.n_bytes
-    header_bytes = len(lm.blob) - lm.header["payload_bytes"]
-    status = (f"✅ {lm.n_bytes:,} bytes, {lm.header['n_tokens']:,} tokens; every row decoded and compared byte for byte. "
-              f"Smallest file: **{best.coder}** at {best.bpb:.3f} bits/byte.\n\n"
-              f"Model cross-entropy **{ce_bpb:.3f}** bits/byte; range-coder payload {lm.payload_bits / lm.n_bytes:.3f} "
-              f"(overhead {lm.overhead:+.2%}); the file adds a {header_bytes:,}-byte header (fingerprint), which "
-              f"dominates for short texts. The model took {lm.seconds:.1f} s to compress and {c.lm_decode_s:.1f} s "
-              f"to decompress: it runs once per token each way.")
-    if lm.note:
-        status += f"\n\n⚠️ {lm.note}"
+    head = (f"✅ {_input_name(text, upload)}: {lm.n_bytes:,} bytes; every row decoded and compared byte for byte. "
+            f"Smallest file: **{best.coder}** at {best.bpb:.3f} bits/byte.")
+    if lm.header["mode"] == "lzma":
+        # No token was coded, so there is no cross-entropy, heat map or per-token cost to report: say so, with
+        # the reason, rather than print "0 tokens" and 0.000 bits/byte next to a file of hundreds of bytes.
+        status = (f"{head}\n\n⚠️ The model did not code this input: {lm.note}. The language-model rows hold that "
+                  "LZMA file in the model's file format, so they show no model cross-entropy and no bits per token.")
+    else:
+        ce_bpb = lm.cross_entropy_bits / lm.n_bytes
+        header_bytes = len(lm.blob) - lm.header["payload_bytes"]
+        status = (f"{head} The model read it as {lm.header['n_tokens']:,} tokens.\n\n"
+                  f"Model cross-entropy **{ce_bpb:.3f}** bits/byte; range-coder payload "
+                  f"{lm.payload_bits / lm.n_bytes:.3f} (overhead {lm.overhead:+.2%}); the file adds a "
+                  f"{header_bytes:,}-byte header (fingerprint), which dominates for short texts. The model took "
+                  f"{lm.seconds:.1f} s to compress and {c.lm_decode_s:.1f} s to decompress: it runs once per token "
+                  "each way.")
+        if lm.note:
+            status += f"\n\nℹ️ {lm.note[0].upper()}{lm.note[1:]}."
     return (status, rows, fig, heat_map(lm.tokens), _cumulative_figure(c), _lz77_html(c), _huffman_md(c),
             str(c.path))
 
@@ -330,6 +338,13 @@ def _picker_for(text: str, name: str | None):
     if name in text_compare.EXAMPLES and text == text_compare.example_text(name):
         return gr.update()
     return None
+
+
+def _input_name(text: str | None, upload) -> str:
+    """Which input was compressed, for the status line (an upload wins over the text box)."""
+    if upload:
+        return f"the uploaded file **{html.escape(Path(upload if isinstance(upload, str) else upload.name).name)}**"
+    return "the text in the box"
 
 
 def build() -> dict:
@@ -393,6 +408,10 @@ def build() -> dict:
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
     text.change(_picker_for, [text, example], [example], api_visibility="private", queue=False)
+    # One input at a time, so it is plain which one is compressed: an upload empties the box, typing in the box
+    # removes the upload.
+    upload.upload(lambda: "", None, [text], api_visibility="private", queue=False)
+    text.input(lambda: None, None, [upload], api_visibility="private", queue=False)
     model_note.attach(model, registry.CAUSAL_LM)
     compress_outputs = [status, table, bars, heat, curve, lz, huff, download]
     dict_outputs = [lz77_view, lz78_view, lz78_table]

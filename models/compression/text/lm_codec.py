@@ -180,6 +180,12 @@ class TokenMap:
     def __init__(self, tokenizer) -> None:
         self.tok = tokenizer
         self.byte_table = _byte_table(tokenizer)  # bytes of every token id, or None
+        # A byte-level vocabulary may lack a few single bytes it never saw in training (SmolLM2 has no token for
+        # C0, C1, F1, F2, F5-FF and six control bytes). It still spells every other byte, so bytes that are not
+        # UTF-8 are coded by the model unless one of those few occurs ("mixed"/"bytes" modes below).
+        # ``byte_table`` stays None for such a vocabulary, so its plain-text files decode exactly as before.
+        self.byte_ids: list[int | None] = [None] * 256
+        self.pieces_table = self.byte_table  # bytes of every token id, for "mixed" and "bytes" modes
         if self.byte_table is not None:
             index = {b: i for i, b in enumerate(self.byte_table) if len(b) == 1 and i not in _special_ids(tokenizer)}
             self.byte_ids = [index.get(bytes([b])) for b in range(256)]
@@ -196,38 +202,43 @@ class TokenMap:
         """(ids, mode, note). mode: text | mixed | bytes (byte-level vocabularies) | lzma."""
         if not data:
             return [], "text", ""
-        if self.byte_table is None:
-            try:
-                text = data.decode("utf-8")
-                ids = self._encode_text(text)
-                if self.tok.decode(ids, clean_up_tokenization_spaces=False) == text:
-                    return ids, "text", ""
-            except UnicodeDecodeError:
-                pass
-            return [], "lzma", ("the tokenizer cannot reproduce this input exactly and has no byte tokens, "
-                                "so it was coded with LZMA instead of the model")
         try:
-            ids = self._encode_text(data.decode("utf-8"))
+            text = data.decode("utf-8")
+            ids = self._encode_text(text)
             if self.to_bytes(ids, "text") == data:
                 return ids, "text", ""
         except UnicodeDecodeError:
             pass
+        if self.pieces_table is None:
+            return [], "lzma", ("the model's tokenizer cannot spell this input exactly (it has no token for single "
+                                "bytes), so it was coded with LZMA instead of the model")
         # Invalid UTF-8 bytes become single-byte tokens; valid runs are tokenized normally.
-        ids, raw = [], 0
-        for run, is_raw in _utf8_runs(data):
-            if is_raw:
-                ids += [self.byte_ids[b] for b in run]
-                raw += len(run)
-            else:
-                ids += self._encode_text(run.decode("utf-8"))
-        if self.to_bytes(ids, "mixed") == data:
-            return ids, "mixed", f"{raw:,} bytes are not valid UTF-8; they were coded as single-byte tokens"
+        runs = _utf8_runs(data)
+        lacking = sorted({b for run, is_raw in runs if is_raw for b in run if self.byte_ids[b] is None})
+        if not lacking:
+            ids, raw = [], 0
+            for run, is_raw in runs:
+                if is_raw:
+                    ids += [self.byte_ids[b] for b in run]
+                    raw += len(run)
+                else:
+                    ids += self._encode_text(run.decode("utf-8"))
+            if self.to_bytes(ids, "mixed") == data:
+                return ids, "mixed", (f"{raw:,} bytes are not UTF-8 text (a Latin-1 file, say); the model coded each "
+                                      "of them as a one-byte token")
+        lacking = lacking or sorted({b for b in data if self.byte_ids[b] is None})
+        if lacking:  # a byte no token spells: the model cannot write this input at all
+            shown = " ".join(f"{b:02X}" for b in lacking[:8]) + (" …" if len(lacking) > 8 else "")
+            return [], "lzma", (f"the model's vocabulary has no token for the byte{'s' if len(lacking) > 1 else ''} "
+                                f"{shown} (hex) in this input, so the model cannot write it; the input was coded "
+                                "with LZMA instead of the model")
         ids = [self.byte_ids[b] for b in data]
         return ids, "bytes", "the tokenizer does not reproduce this input exactly, so every byte was coded as one token"
 
     def to_bytes(self, ids: list[int], mode: str) -> bytes:
-        if self.byte_table is not None:
-            table = self.byte_table
+        table = self.byte_table if self.byte_table is not None else (
+            self.pieces_table if mode in ("mixed", "bytes") else None)
+        if table is not None:
             return b"".join(table[i] for i in ids)
         return self.tok.decode(ids, clean_up_tokenization_spaces=False).encode("utf-8")
 
