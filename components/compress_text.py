@@ -365,10 +365,8 @@ def build() -> dict:
             upload = gr.File(label="…or upload a file (any bytes)", elem_id="ct-upload")
     with gr.Tabs(elem_id="ct-views") as views:
         with gr.Tab("Every coder", id="ct-every"):
-            status = gr.Markdown(f"Press **Compress with every coder**. The app takes up to "
-                                 f"{text_compare.UI_TOKENS_CPU:,} tokens on a CPU ({text_compare.UI_TOKENS_GPU:,} on "
-                                 f"a GPU), about {text_compare.UI_TOKENS_CPU * 4:,} letters of English: the model takes "
-                                 "one step per token and each result is decoded again to verify it.",
+            status = gr.Markdown(f"Press **Compress with every coder**. The app codes {text_compare.UI_LIMITS_TEXT}: "
+                                 "the model takes one step per token and each result is decoded again to verify it.",
                                  elem_id="ct-status", elem_classes=["lmlab-status"])
             # Wrapped cells in fixed shares of the width: sized by content, the coders' names pushed "bytes out"
             # past the right edge at 1400 px.

@@ -76,7 +76,7 @@ def test_api_bad_inputs(client, tmp_path):
 
     with pytest.raises(Exception, match="nothing to compress"):
         client.predict("", None, MODEL, api_name="/compress_text")
-    with pytest.raises(Exception, match="at most 16,000 bytes"):
+    with pytest.raises(Exception, match="at most 4,000 tokens and 16,000 bytes"):
         client.predict("x" * 16_001, None, MODEL, api_name="/compress_text")
     bad = tmp_path / "bad.lmlt"
     bad.write_bytes(b"LMLT\x02\xff\xff\x00\x00{}")
@@ -395,3 +395,21 @@ def test_api_latin1_bytes_the_model_cannot_spell_are_said_plainly(client, tmp_pa
     assert "0 tokens" not in status and "0.000" not in status and "cross-entropy **" not in status
     _text, restored, _message = client.predict(handle_file(download), api_name="/decompress_text")
     assert Path(restored).read_bytes() == path.read_bytes()
+
+
+def test_the_compress_limit_is_stated_one_way(client, tmp_path):
+    """The hint said 4,000 tokens (about 16,000 letters), an error 16,000 bytes, docs/TABS.md 4,500 tokens: the
+    hint, both errors and the docs now state the same two numbers the app checks."""
+    from gradio_client import handle_file
+
+    limit = "at most 4,000 tokens and 16,000 bytes"
+    hint = next(c["props"]["value"] for c in client.config["components"] if c["props"].get("elem_id") == "ct-status")
+    assert f"{limit} on a CPU" in hint
+    with pytest.raises(Exception, match=limit):
+        client.predict("x" * 16_001, None, MODEL, api_name="/compress_text")
+    nul = tmp_path / "zeros.bin"
+    nul.write_bytes(b"\0" * 5_000)
+    with pytest.raises(Exception, match=limit):
+        client.predict(None, handle_file(str(nul)), MODEL, api_name="/compress_text")
+    docs = " ".join((ROOT / "docs" / "TABS.md").read_text(encoding="utf-8").split())
+    assert "The UI codes at most 4,000 tokens and 16,000 bytes on a CPU" in docs

@@ -37,6 +37,16 @@ def ui_token_limit(loaded: registry.Loaded | None = None) -> int:
     return UI_TOKENS_GPU if device == "cuda" else UI_TOKENS_CPU
 
 
+def _limit(tokens: int | None, nbytes: int | None) -> str:
+    return " and ".join(part for part in (tokens and f"{tokens:,} tokens", nbytes and f"{nbytes:,} bytes") if part)
+
+
+# The one wording of the app's limit, for the hint and both errors: two numbers are checked, and quoting only
+# one of them (tokens in the hint, bytes in an error) read as different limits.
+UI_LIMITS_TEXT = (f"at most {_limit(UI_TOKENS_CPU, UI_LIMIT_CPU)} on a CPU ({_limit(UI_TOKENS_GPU, UI_LIMIT_GPU)} "
+                  f"on a GPU); {UI_LIMIT_CPU:,} letters of English are about {UI_LIMIT_CPU // 4:,} tokens")
+
+
 @dataclass
 class Comparison:
     rows: list[text_baselines.CoderRow]
@@ -54,14 +64,17 @@ class Comparison:
                     and "payload only" not in r.coder and r.compressed_bytes == len(self.lm.blob))
 
 
-def _check_input(data: bytes, limit: int | None) -> None:
+def _too_long(limit: int | None, max_tokens: int | None) -> str:
+    return (f"the app codes at most {_limit(max_tokens, limit)} with the model on this device: each token is one "
+            "step of the model, and every result is decoded again to verify it. Shorten the text, or use the command "
+            "line for long files: python -m models.compression text compress FILE")
+
+
+def _check_input(data: bytes, limit: int | None, max_tokens: int | None = None) -> None:
     if not data:
         raise InputError("there is nothing to compress: paste some text, pick an example or upload a file")
     if limit is not None and len(data) > limit:
-        raise InputError(
-            f"the input has {len(data):,} bytes; the app compresses at most {limit:,} bytes with the model on this "
-            f"device, because the model codes only a few kB per second on a CPU and every result is decoded again "
-            f"to verify it. Use the command line for long files: python -m models.compression text compress FILE")
+        raise InputError(f"the input has {len(data):,} bytes; " + _too_long(limit, max_tokens))
 
 
 def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings | None = None,
@@ -73,10 +86,12 @@ def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
 
     ``limit`` bytes and ``max_tokens`` tokens (model steps) at most: InputError, with the counts, before any
     coder runs."""
-    _check_input(data, limit)
+    _check_input(data, limit, max_tokens)
     if max_tokens is not None:  # refused before the classic coders spend anything either
         n_tokens = len(lm_codec.TokenMap(loaded.tokenizer).to_tokens(bytes(data))[0])
-        lm_codec.check_tokens(n_tokens, len(data), loaded, max_tokens)
+        if n_tokens > max_tokens:
+            raise InputError(f"the input is {n_tokens:,} tokens for {loaded.spec.label} ({len(data):,} bytes); "
+                             + _too_long(limit, max_tokens))
     rows = text_baselines.run_all(data)
     huff = text_baselines.huffman_bytes(data)
     mixers = [None] if mixer is None else [None, mixer]
