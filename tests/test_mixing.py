@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -103,7 +105,7 @@ def test_mixing_with_the_bias_stage_sums_to_one_and_stays_in_float32():
 
 
 def test_named_mixer_settings_never_change():
-    """A version 4 file stores only the id of its mixer settings: ids and settings are fixed for good."""
+    """A compact file (version 4, now 13) stores only the id of its mixer settings: ids and settings are fixed for good."""
     assert compact_header.MIXER_IDS == {"mix-1": 1, "mix-2": 2}
     assert mixing.NAMED["mix-1"] == mixing.MixerSettings(orders=(1, 2, 3, 4), match_min=4, contexts=True, rate=0.1,
                                                          start=-3.0, bias_rate=0.0, confidence=False)
@@ -176,22 +178,22 @@ def compact(**kw):
     return dataclasses.replace(lm_codec.PRESETS["compact"], precision="fp32", **kw)
 
 
-def test_default_mixer_gets_the_compact_version_4_record(catalogued):
+def test_default_mixer_gets_the_compact_mixing_record(catalogued):
     result = roundtrip(REPEATS, catalogued, compact())
     header = lm_codec.read_header(result.blob)
-    assert result.blob[4] == 4 and header["mixer_id"] == "mix-2"
+    assert result.blob[4] == 13 and header["mixer_id"] == "mix-2"
     assert header["header_bytes"] <= 25
     plain = lm_codec.compress(REPEATS, catalogued, compact())
-    assert plain.blob[4] == 3  # the model alone keeps version 3, byte for byte as before
+    assert plain.blob[4] == 8  # the model alone: version 3's fields, with the payload length and a checksum
     first = roundtrip(REPEATS, catalogued, compact(), mixer=mixing.MIX_1)  # the earlier default still writes id 1
-    assert first.blob[4] == 4 and lm_codec.read_header(first.blob)["mixer_id"] == "mix-1"
+    assert first.blob[4] == 13 and lm_codec.read_header(first.blob)["mixer_id"] == "mix-1"
 
 
 def test_other_mixer_settings_are_recorded_in_full(catalogued):
     other = dataclasses.replace(mixing.DEFAULT, orders=(2, 3), rate=0.05)
     result = roundtrip(REPEATS, catalogued, compact(), mixer=other)
     header = lm_codec.read_header(result.blob)
-    assert result.blob[4] == 2 and header["mixer"]["orders"] == [2, 3] and header["mixer"]["rate"] == 0.05
+    assert result.blob[4] == 14 and header["mixer"]["orders"] == [2, 3] and header["mixer"]["rate"] == 0.05
 
 
 def test_decoder_with_other_mixer_settings_refuses(catalogued, monkeypatch):
@@ -216,8 +218,9 @@ def test_damaged_and_truncated_mixed_files_are_refused(catalogued):
     for bad in (blob[:10], blob[:-3], blob[:22] + bytes([blob[22] ^ 1]) + blob[23:], blob[:5] + b"\x09" + blob[6:]):
         with pytest.raises((CorruptFile, FingerprintMismatch)):
             lm_codec.decompress(bad, catalogued)
-    wrong_id = blob[:7] + b"\x05" + blob[8:]
-    with pytest.raises(CorruptFile, match="mixer id 5"):
+    wrong_id = blob[:7] + b"\x05" + blob[8:-4]  # an unknown mixer id under a valid checksum (a newer LM Lab)
+    wrong_id += struct.pack("<I", zlib.crc32(wrong_id))
+    with pytest.raises(CorruptFile, match="does not know"):
         lm_codec.decompress(wrong_id, catalogued)
 
 
@@ -247,10 +250,10 @@ def test_mixing_picture_names_a_winner_for_every_token(tiny_gpt2):
 
 
 def test_one_pass_files_of_every_format_decode_in_one_pass(catalogued):
-    """The benchmark's rows: version 3 (model alone), 4 (default mixer) and 2 (other settings) together."""
+    """The benchmark's rows: version 8 (model alone), 13 (default mixer) and 14 (other settings) together."""
     mixers = [None, mixing.DEFAULT, dataclasses.replace(mixing.DEFAULT, contexts=False)]
     results = lm_codec.compress_many(REPEATS, catalogued, mixers, compact())
-    assert [r.blob[4] for r in results] == [3, 4, 2]
+    assert [r.blob[4] for r in results] == [8, 13, 14]
     for (data, seconds), result in zip(lm_codec.decompress_many([r.blob for r in results], catalogued), results,
                                        strict=True):
         assert data == REPEATS and seconds > 0
@@ -329,7 +332,7 @@ def test_one_megabyte_round_trips_through_the_command_line(small_vocab_model, tm
     records = lm_codec.read_records(packed.read_bytes())
     assert len(records) == 1
     header = records[0][0]
-    assert header["version"] == 4 and header["mixer_id"] == "mix-2" and header["mode"] == "mixed"
+    assert header["version"] == 13 and header["mixer_id"] == "mix-2" and header["mode"] == "mixed"
     lanes = lm_codec.PRESETS["fast"].lane_count(header["n_tokens"])  # the rule the decoder derives them by
     assert lanes == 96 and header["n_tokens"] / lanes > lm_codec.PRESETS["fast"].window  # every lane rebuilt
     src.unlink()
