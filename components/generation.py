@@ -117,6 +117,31 @@ def stop(request: gr.Request) -> None:
 
 READ_CHOICES = [("prompt + generated text", "both"), ("the prompt only", "prompt")]
 
+# A token's hover help (its bits and top 5, assets/style.css) hangs from the token's left edge: near the window's
+# right edge, at 800 px, it ran off the window and cut the top-5 list. As a token is hovered this moves its
+# tooltip left by what would stick out (--tip-left), never past the left edge. One listener on the
+# view, so the chips streamed in later have it too.
+TIP_INSIDE_JS = """
+element.addEventListener('mouseover', (event) => {
+  const tok = event.target.closest('[data-tip]');
+  if (!tok) return;
+  tok.style.removeProperty('--tip-left');
+  // the window, or a box around the view that clips what sticks out of it (at 1400 px one cut the tip's end)
+  let lo = 0, hi = document.documentElement.clientWidth;
+  for (let box = tok.parentElement; box && box !== document.body; box = box.parentElement) {
+    if (getComputedStyle(box).overflowX === 'visible') continue;
+    const r = box.getBoundingClientRect();
+    lo = Math.max(lo, r.left); hi = Math.min(hi, r.right);
+  }
+  tok.style.setProperty('--tip-max', (hi - lo - 36) + 'px');  // its text, without the padding: lines wrap beyond
+  const tip = getComputedStyle(tok, '::after');
+  const width = parseFloat(tip.width) + parseFloat(tip.paddingLeft) + parseFloat(tip.paddingRight);
+  const left = tok.getBoundingClientRect().left;
+  const shift = Math.max(Math.min(0, hi - 8 - left - width), lo + 8 - left);
+  if (shift < 0) tok.style.setProperty('--tip-left', shift + 'px');
+});
+"""
+
 
 @guard
 def next_token(prompt, output, model_key, temperature, top_p, top_k, repetition_penalty=1.0, read="both"):
@@ -158,7 +183,7 @@ def build() -> dict:
                 carry = gr.Button("Compress this text →", elem_id="gen-compress")
             output = gr.Textbox(label="Generated text", lines=6, interactive=False, elem_id="gen-output")
             status = gr.Markdown("Press **Generate**.", elem_classes=["lmlab-status"], elem_id="gen-status")
-            tokens = gr.HTML(label="Token view", elem_id="gen-tokens")
+            tokens = gr.HTML(label="Token view", elem_id="gen-tokens", js_on_load=TIP_INSIDE_JS)
         with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
             defaults = generator.SamplingSettings()
             meta = generator.SamplingSettings.__dataclass_fields__

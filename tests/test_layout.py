@@ -265,3 +265,37 @@ def test_no_chart_toolbar_over_a_title(browser, app_url):
         page.locator(f"#{chart} .js-plotly-plot").hover()  # the toolbar is still there for whoever wants it
         expect(page.locator(f"#{chart} .modebar")).to_have_css("opacity", "1")
     page.context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_token_tooltip_stays_inside_the_window_at_800_px(browser, app_url):
+    """Hovering a token near the right edge at 800 px: its tooltip (bits and top 5) ran off the window and
+    cut the top-5 list; it now moves left to fit."""
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    page.wait_for_selector("#gen-go")
+    _generate(page)
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.wait_for_timeout(700)
+    page.evaluate("""() => {  // the token of one line that starts furthest right
+        let best = null;
+        for (const t of document.querySelectorAll('#gen-tokens .tok')) {
+            if (t.getClientRects().length !== 1 || !t.textContent.trim()) continue;
+            if (!best || t.getBoundingClientRect().left > best.getBoundingClientRect().left) best = t;
+        }
+        best.id = 'rightmost-token';
+    }""")
+    token = page.locator("#rightmost-token")
+    token.scroll_into_view_if_needed()
+    token.hover()
+    page.wait_for_timeout(300)
+    left, right, window = page.evaluate("""() => {
+        const t = document.getElementById('rightmost-token'), s = getComputedStyle(t, '::after');
+        const left = t.getBoundingClientRect().left + parseFloat(s.left);
+        return [left, left + parseFloat(s.width) + parseFloat(s.paddingLeft) + parseFloat(s.paddingRight),
+                document.documentElement.clientWidth];
+    }""")
+    assert 0 <= left and right <= window, (left, right, window)
+    page.context.close()
