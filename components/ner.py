@@ -116,6 +116,9 @@ def tag_text(text, model_key, aggregation, threshold, progress=gr.Progress()):
         status += f" · tagged in one model call with {others}"
     if len(out.entities) > MAX_ROWS:
         status += f" · the table shows the first {MAX_ROWS:,} entities; use Batch for a full CSV"
+    if out.entities and not tagger.gives_scores(model_key):
+        status += (" · this tagger (a spaCy pipeline) gives no confidence scores, so the score column is empty; "
+                   "the BERT-family models give one for each entity")
     status += _compressed(model_key)
     # The value alone (not a component update) keeps the API output plain; types beyond CoNLL's four get
     # Gradio's automatic colours in the highlight and ours in the word-piece view.

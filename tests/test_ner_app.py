@@ -18,6 +18,7 @@ def test_api_ner_tags_a_sentence(client):
     rows = table["data"]
     assert ["Paris", "LOC", None, 37, 42] in rows
     assert "B-PER" in pieces and status.startswith("**Found")  # spaCy gives no scores: the table says None
+    assert "gives no confidence scores, so the score column is empty" in status  # and the status says why
 
 
 def test_api_ner_empty_text_is_a_clear_error(client):
