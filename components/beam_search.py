@@ -106,7 +106,7 @@ def beam_search(prompt, model_key, num_beams, length_penalty, max_new_tokens, te
               f"{len(tree.hypotheses)} finished {'hypothesis' if len(tree.hypotheses) == 1 else 'hypotheses'} · "
               f"numbers on the tree: bits from the prompt to that token (−log₂ p, fewer = more likely)")
     return (tree_figure(tree), table, (f"**Note:** {tree.notice} · " if tree.notice else "") + status,
-            context_html(prompt or "", "Beam search, greedy decoding and sampling continue the prompt"))
+            context_html(prompt or "", "Beam search, greedy decoding and sampling continue the prompt", model_key))
 
 
 def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
@@ -135,6 +135,7 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
     inputs = [prompt, model, num_beams, length_penalty, max_new, temperature, seed]
     go_btn.click(zerogpu.gpu(beam_search), inputs, [plot, table, status, context], api_name="beam_search",
                  concurrency_id="model", show_progress_on=[plot])
-    stale = stale_js("Run beam search, greedy and sampling", plots=1, texts=1)
+    stale = stale_js("Run beam search, greedy and sampling", plots=1, texts=1, reads_prefix=True, prompt_only=True)
     for changed in (prompt.change, model.change):
-        changed(None, None, [context, plot, status], js=stale, api_visibility="private", queue=False)
+        changed(None, [context, prompt, model], [context, plot, status], js=stale, api_visibility="private",
+                queue=False)

@@ -112,7 +112,7 @@ def _stale_note(button: str, what: str = "text") -> str:
             f"Press <b>{html.escape(button)}</b> to look at the new {what}.</div>")
 
 
-def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = False) -> str:
+def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = False, prompt_only: bool = False) -> str:
     """Browser-side handler for "the text changed": the context line says so and the pictures are cleared,
     so no picture is ever shown under a text it did not read (no server call: it fires as you type).
     Its outputs: the context line, then ``plots`` pictures (cleared), then ``texts`` text outputs (emptied).
@@ -121,15 +121,18 @@ def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = F
     the model, and it speaks only when a picture exists and its text (prompt, plus the generated text unless
     Read is "prompt") or model differs from the current one: a first Generate, or the page's own start-up
     events, fired it before anything was drawn and the note sat above an empty chart. Returning ``[]`` leaves
-    every output as it is (Gradio skips outputs a browser handler leaves undefined)."""
+    every output as it is (Gradio skips outputs a browser handler leaves undefined). With ``prompt_only`` (a view
+    that reads the prompt alone, as beam search does) the inputs are the context line, the prompt and the model."""
     cleared = ["null"] * plots + ['""'] * texts
     if not reads_prefix:
         return "() => [" + ", ".join([json.dumps(_stale_note(button))] + cleared) + "]"
-    return ("(context, prompt, output, read, model) => {"
+    signature = "(context, prompt, model)" if prompt_only else "(context, prompt, output, read, model)"
+    current = "(prompt || '')" if prompt_only else "(prompt || '') + (read === 'prompt' ? '' : (output || ''))"
+    return (f"{signature} => {{"
             " const drawn = new DOMParser().parseFromString(context || '', 'text/html').querySelector('[data-read]');"
             # no picture yet, or already marked stale (its picture cleared): nothing to say
             " if (!drawn) return [];"
-            " const text = (prompt || '') + (read === 'prompt' ? '' : (output || ''));"
+            f" const text = {current};"
             " const other = drawn.dataset.model !== undefined && drawn.dataset.model !== model;"
             " if (!other && drawn.dataset.read === text) return [];"
             f" return [other ? {json.dumps(_stale_note(button, 'model'))} : {json.dumps(_stale_note(button))},"

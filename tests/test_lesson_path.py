@@ -134,6 +134,15 @@ def test_browser_no_stale_note_before_any_picture(page):
     expect(page.locator("#gen-peek-context")).not_to_contain_text(stale)
     page.get_by_role("tab", name="Inside one step", exact=True).click()
     expect(page.locator("#step-context")).not_to_contain_text(stale)
+    page.get_by_role("tab", name="Beam search", exact=True).click()
+    page.wait_for_timeout(500)
+    expect(page.locator("#beam-context")).not_to_contain_text(stale)
+    page.locator("#beam-go").click()
+    expect(page.locator("#beam-context")).to_contain_text("continue the prompt", timeout=120_000)
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    page.locator("#gen-prompt textarea").fill("The capital of Spain is")
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
+    expect(page.locator("#beam-context")).to_contain_text(stale)  # beam search reads the prompt: now stale
     # once a picture exists, the same edits do mark it stale
     page.get_by_role("tab", name="Generate", exact=True).click()
     page.locator("#gen-peek").click()
