@@ -114,7 +114,7 @@ def _shape_update(model_key):
     if shape is None:
         return gr.update(), gr.update()
     layers, heads = shape
-    return gr.update(maximum=layers, value=1), gr.update(maximum=heads - 1, value=0)
+    return gr.update(maximum=layers, value=1), gr.update(maximum=heads, value=1)
 
 
 def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
@@ -128,7 +128,8 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
                               elem_id="step-top-k")
             layer = WholeSlider(1, layers, value=1, label="Attention layer", info="1 = first block",
                               elem_id="step-layer")
-            head = WholeSlider(0, heads - 1, value=0, label="Attention head", elem_id="step-head")
+            head = WholeSlider(1, heads, value=1, label="Attention head", info="1 = first head",
+                               elem_id="step-head")
             window = WholeSlider(4, 48, value=16, label="Tokens shown",
                                info="the attention map shows the last n tokens", elem_id="step-window")
         look = gr.Button("Look inside the next step", variant="primary", elem_id="step-go")

@@ -75,7 +75,7 @@ def test_attention_map_is_the_eager_attention(tiny_gpt2):
     n = ids.shape[1]
     with torch.inference_mode():
         reference = eager(ids, output_attentions=True).attentions[1][0, 1]  # layer 2, head 1: (n, n)
-    att = inside_step.attention_map(tiny_gpt2, PREFIX, layer=2, head=1, window=6)
+    att = inside_step.attention_map(tiny_gpt2, PREFIX, layer=2, head=2, window=6)  # heads count from 1
     assert (att.n_layers, att.n_heads, att.total_tokens, att.offset) == (2, 2, n, n - 6)
     torch.testing.assert_close(torch.tensor(att.weights), reference[n - 6:, n - 6:].float(), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.tensor(att.earlier), reference[n - 6:, : n - 6].sum(-1).float(), atol=1e-5, rtol=1e-4)
@@ -86,7 +86,7 @@ def test_attention_map_is_the_eager_attention(tiny_gpt2):
 
 
 def test_short_prefix_has_no_earlier_column(tiny_gpt2):
-    att = inside_step.attention_map(tiny_gpt2, "Hello world", layer=1, head=0, window=24)
+    att = inside_step.attention_map(tiny_gpt2, "Hello world", layer=1, head=1, window=24)
     assert att.offset == 0 and att.earlier == [0.0, 0.0, 0.0] and len(att.weights) == 3  # start, Hello, world
     assert att.tokens[0] == tiny_gpt2.tokenizer.decode([text_start.start_token_id(tiny_gpt2.tokenizer)])
     assert att.weights[0] == pytest.approx([1.0, 0.0, 0.0])
@@ -97,11 +97,12 @@ def test_short_prefix_has_no_earlier_column(tiny_gpt2):
     (dict(prefix="  \n"), "prefix is empty"),
     (dict(layer=0), "layer must be between 1 and 2"),
     (dict(layer=3), "layer must be between 1 and 2"),
-    (dict(head=2), "head must be between 0 and 1"),
+    (dict(head=0), "head must be between 1 and 2"),
+    (dict(head=3), "head must be between 1 and 2"),
     (dict(window=1), "window"),
 ])
 def test_attention_rejects_bad_input(tiny_gpt2, kwargs, match):
-    args = dict(prefix=PREFIX, layer=1, head=0, window=8) | kwargs
+    args = dict(prefix=PREFIX, layer=1, head=1, window=8) | kwargs
     with pytest.raises(InputError, match=match):
         inside_step.attention_map(tiny_gpt2, args.pop("prefix"), **args)
 
@@ -114,7 +115,7 @@ def test_logit_lens_rejects_bad_top_k(tiny_gpt2, top_k):
 
 def test_long_prefix_keeps_the_end(tiny_gpt2):
     text = "one two three four five six seven eight nine ten " * 40  # ~400 tokens > MAX_ATTENTION_TOKENS
-    att = inside_step.attention_map(tiny_gpt2, text, layer=1, head=0, window=8)
+    att = inside_step.attention_map(tiny_gpt2, text, layer=1, head=1, window=8)
     assert att.total_tokens == min(inside_step.MAX_ATTENTION_TOKENS, tiny_gpt2.model.config.n_positions)
     assert "reads the last" in att.notice
 

@@ -33,8 +33,8 @@ def test_api_logit_lens_and_attention(client):
     assert "30 layers" in status and "Paris" in status
     figure = plot["plot"] if isinstance(plot, dict) and "plot" in plot else plot
     assert "Logit lens" in str(figure)
-    attn = client.predict("The capital of France is", " Paris", MODEL, 30, 8, 16, api_name="/attention")
-    assert "layer 30, head 8" in str(attn)
+    attn = client.predict("The capital of France is", " Paris", MODEL, 30, 9, 16, api_name="/attention")
+    assert "layer 30, head 9" in str(attn)  # the last of 9 heads: heads count from 1, as layers do
 
 
 @pytest.mark.slow
@@ -54,7 +54,7 @@ def test_api_rejects_bad_input(client):
     with pytest.raises(AppError, match="prefix is empty"):
         client.predict("", "", MODEL, 5, api_name="/logit_lens")
     with pytest.raises(AppError, match="layer must be between 1 and 30|greater than maximum value 30"):
-        client.predict("Hello", "", MODEL, 31, 0, 16, api_name="/attention")
+        client.predict("Hello", "", MODEL, 31, 1, 16, api_name="/attention")
     with pytest.raises(AppError, match="num beams|greater than maximum"):
         client.predict("Hello", MODEL, 9, 1.0, 5, 0.8, 0, api_name="/beam_search")
 
@@ -82,17 +82,18 @@ def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
     page.locator("#step-lens").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.locator("#step-lens").screenshot(path=str(out / "logit_lens.png"))
-    # A longer prefix, and a typed layer and head redraw the map (layer 2, head 2 reads the previous token)
+    # A longer prefix, and a typed layer and head redraw the map (layer 2, head 3 reads the previous token)
     page.get_by_role("tab", name="Generate", exact=True).click()
     page.locator("#gen-prompt textarea").fill(
         "Once upon a time, in a small village by the sea, there lived an old fisherman who")
     page.get_by_role("tab", name="Inside one step", exact=True).click()
     page.locator("#step-go").click()  # the new text made the pictures stale
-    for elem_id, value in (("step-layer", "2"), ("step-head", "2")):
+    for elem_id, value in (("step-layer", "2"), ("step-head", "3")):
         box = page.locator(f"#{elem_id} input[type=number]")
         box.fill(value)
         box.press("Enter")
-    expect(page.locator("#step-attention")).to_contain_text("layer 2, head 2: last 16 of 19", timeout=120_000)
+    # 20 tokens: the start token the model reads first (as in Generate and Compress), then the text's 19
+    expect(page.locator("#step-attention")).to_contain_text("layer 2, head 3: last 16 of 20", timeout=120_000)
     expect(page.locator("#step-attention")).to_contain_text("earlier")
     page.locator("#step-attention").scroll_into_view_if_needed()
     page.wait_for_timeout(500)

@@ -216,7 +216,7 @@ def config_shape(model_key: str) -> tuple[int, int] | None:
 
 
 def attention_map(loaded: Loaded, prefix: str, layer: int = 1, head: int = 0, window: int = 24) -> AttentionMap:
-    """Attention weights of one layer (1-based) and head (0-based) over the last `window` tokens.
+    """Attention weights of one layer and head (both counted from 1) over the last `window` tokens.
 
     The model reads the whole prefix (up to MAX_ATTENTION_TOKENS); the picture keeps the last `window`
     rows and columns, and `earlier` holds each row's weight on the keys before them.
@@ -224,7 +224,7 @@ def attention_map(loaded: Loaded, prefix: str, layer: int = 1, head: int = 0, wi
     """
     n_layers, n_heads = attention_shape(loaded)
     layer = _whole("layer", layer, 1, n_layers, " for this model")
-    head = _whole("head", head, 0, n_heads - 1, " for this model")
+    head = _whole("head", head, 1, n_heads, " for this model")
     window = _whole("window", window, 2, 64)
     ids, notice = encode(loaded, prefix, MAX_ATTENTION_TOKENS)
     view = inspection_view(loaded.model)
@@ -232,7 +232,7 @@ def attention_map(loaded: Loaded, prefix: str, layer: int = 1, head: int = 0, wi
     def work() -> torch.Tensor:
         with _view_locks[view], torch.inference_mode():
             out = view(ids, output_attentions=True, use_cache=False)
-            return out.attentions[layer - 1][0, head].float().cpu()  # (n, n): query x key
+            return out.attentions[layer - 1][0, head - 1].float().cpu()  # (n, n): query x key
 
     weights = run_on_model(loaded, work)
     n = weights.shape[0]
