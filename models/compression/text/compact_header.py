@@ -35,7 +35,7 @@ The version numbers differ from every other readable version (2, 3, 4 and the JS
 least two bits, so that one changed bit of the version byte gives a version no reader accepts: the file
 is refused at once instead of being read without its checksum (tests/test_lmlt_damage.py flips each bit).
 Anything else (a model outside the catalogue, custom settings, LZMA mode, more than 16 threads)
-keeps the self-describing version 2 header of ``text_container``.
+keeps the self-describing JSON header of ``text_container`` (version 14; version 2 files are still read).
 """
 
 from __future__ import annotations
