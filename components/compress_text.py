@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from components import mixing_view, model_note
 from components.common import COLUMN_MIN_WIDTH, WholeSlider, explain, guard
 from components.plots import FONT, bar_figure, interval_figure
+from components.tokens import TIP_INSIDE_JS
 from models.compression.text import byte_pieces, coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
 from models.core import registry
@@ -376,13 +377,13 @@ def build() -> dict:
             with gr.Row():
                 bars = gr.Plot(label="Bits per byte", show_label=False, elem_id="ct-bars", min_width=COLUMN_MIN_WIDTH)
                 curve = gr.Plot(label="Cumulative bits", show_label=False, elem_id="ct-curve", min_width=COLUMN_MIN_WIDTH)
-            heat = gr.HTML(label="Bits per token", elem_id="ct-heatmap")
+            heat = gr.HTML(label="Bits per token", elem_id="ct-heatmap", js_on_load=TIP_INSIDE_JS)
             download = gr.File(label="The model's compressed file (.lmlt)", interactive=False, elem_id="ct-download")
         with gr.Tab("LZ77 and LZ78", id="ct-dictionary"):
             dict_btn = gr.Button("Show LZ77 and LZ78 on this text", elem_id="ct-dict-go")
             with gr.Row(equal_height=False):
-                lz77_view = gr.HTML(elem_id="ct-lz77-view")
-                lz78_view = gr.HTML(elem_id="ct-lz78-view")
+                lz77_view = gr.HTML(elem_id="ct-lz77-view", js_on_load=TIP_INSIDE_JS)
+                lz78_view = gr.HTML(elem_id="ct-lz78-view", js_on_load=TIP_INSIDE_JS)
             lz78_table = gr.HTML(elem_id="ct-lz78-table")
             lz = gr.HTML(visible=False)  # compress_text's LZ77 output, kept for API callers
             huff = gr.Markdown(elem_id="ct-huffman")

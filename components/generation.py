@@ -9,7 +9,7 @@ import gradio as gr
 from components import model_note
 from components.common import COLUMN_MIN_WIDTH, WholeNumber, WholeSlider, context_html, explain, guard, stale_js
 from components.plots import next_token_figure
-from components.tokens import GrowingStrip
+from components.tokens import TIP_INSIDE_JS, GrowingStrip
 from models.core import registry, zerogpu
 from models.engines import engine
 from models.generation import generator, serving
@@ -117,30 +117,6 @@ def stop(request: gr.Request) -> None:
 
 READ_CHOICES = [("prompt + generated text", "both"), ("the prompt only", "prompt")]
 
-# A token's hover help (its bits and top 5, assets/style.css) hangs from the token's left edge: near the window's
-# right edge, at 800 px, it ran off the window and cut the top-5 list. As a token is hovered this moves its
-# tooltip left by what would stick out (--tip-left), never past the left edge. One listener on the
-# view, so the chips streamed in later have it too.
-TIP_INSIDE_JS = """
-element.addEventListener('mouseover', (event) => {
-  const tok = event.target.closest('[data-tip]');
-  if (!tok) return;
-  tok.style.removeProperty('--tip-left');
-  // the window, or a box around the view that clips what sticks out of it (at 1400 px one cut the tip's end)
-  let lo = 0, hi = document.documentElement.clientWidth;
-  for (let box = tok.parentElement; box && box !== document.body; box = box.parentElement) {
-    if (getComputedStyle(box).overflowX === 'visible') continue;
-    const r = box.getBoundingClientRect();
-    lo = Math.max(lo, r.left); hi = Math.min(hi, r.right);
-  }
-  tok.style.setProperty('--tip-max', (hi - lo - 36) + 'px');  // its text, without the padding: lines wrap beyond
-  const tip = getComputedStyle(tok, '::after');
-  const width = parseFloat(tip.width) + parseFloat(tip.paddingLeft) + parseFloat(tip.paddingRight);
-  const left = tok.getBoundingClientRect().left;
-  const shift = Math.max(Math.min(0, hi - 8 - left - width), lo + 8 - left);
-  if (shift < 0) tok.style.setProperty('--tip-left', shift + 'px');
-});
-"""
 
 
 @guard

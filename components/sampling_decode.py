@@ -9,6 +9,7 @@ from components import model_note
 from components.common import WholeNumber, WholeSlider, explain, guard, md_literal
 from components.compress_text import heat_map, model_choices, steps_table, with_model_note
 from components.plots import interval_figure
+from components.tokens import TIP_INSIDE_JS
 from models.compression.text import coding_steps, lm_codec
 from models.core import registry
 from models.core.errors import InputError
@@ -90,7 +91,7 @@ def build() -> dict:
         with gr.Tab("The decoded text", id="sd-text-tab"):
             sample_note = gr.Markdown(elem_id="sd-note", elem_classes=["lmlab-context"])
             sample_text = gr.Textbox(label="Decoded text", lines=4, interactive=False, elem_id="sd-text")
-            sample_heat = gr.HTML(elem_id="sd-heat")
+            sample_heat = gr.HTML(elem_id="sd-heat", js_on_load=TIP_INSIDE_JS)
         with gr.Tab("Step by step", id="sd-steps-tab"):
             sp_note = gr.Markdown(elem_id="sd-steps-note", elem_classes=["lmlab-context"])
             sp_plot = gr.Plot(label="Sampling as decoding, step by step", show_label=False, elem_id="sd-plot")

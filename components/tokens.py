@@ -4,6 +4,31 @@ from __future__ import annotations
 
 import html
 
+# Hover help ([data-tip], assets/style.css: a token's bits and top 5, a byte's or a phrase's meaning) hangs from its
+# chip's left edge: near the window's right edge, at 800 px, it ran off the window and cut the top-5 list. As a
+# chip is hovered this moves its tooltip left by what would stick out (--tip-left), never past the left edge. One
+# listener on the view (gr.HTML(js_on_load=...)), so the chips streamed in later have it too.
+TIP_INSIDE_JS = """
+element.addEventListener('mouseover', (event) => {
+  const tok = event.target.closest('[data-tip]');
+  if (!tok) return;
+  tok.style.removeProperty('--tip-left');
+  // the window, or a box around the view that clips what sticks out of it (at 1400 px one cut the tip's end)
+  let lo = 0, hi = document.documentElement.clientWidth;
+  for (let box = tok.parentElement; box && box !== document.body; box = box.parentElement) {
+    if (getComputedStyle(box).overflowX === 'visible') continue;
+    const r = box.getBoundingClientRect();
+    lo = Math.max(lo, r.left); hi = Math.min(hi, r.right);
+  }
+  tok.style.setProperty('--tip-max', (hi - lo - 36) + 'px');  // its text, without the padding: lines wrap beyond
+  const tip = getComputedStyle(tok, '::after');
+  const width = parseFloat(tip.width) + parseFloat(tip.paddingLeft) + parseFloat(tip.paddingRight);
+  const left = tok.getBoundingClientRect().left;
+  const shift = Math.max(Math.min(0, hi - 8 - left - width), lo + 8 - left);
+  if (shift < 0) tok.style.setProperty('--tip-left', shift + 'px');
+});
+"""
+
 
 def prob_colour(p: float) -> str:
     """Red (surprising) -> yellow -> green (expected), light enough for black text."""

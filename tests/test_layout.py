@@ -269,24 +269,26 @@ def test_no_chart_toolbar_over_a_title(browser, app_url):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_token_tooltip_stays_inside_the_window_at_800_px(browser, app_url):
+@pytest.mark.parametrize("draw,chips", [(_generate, "#gen-tokens .tok"), (_every_coder, "#ct-heatmap [data-tip]")],
+                         ids=["generate-tokens", "compress-heat-map"])
+def test_a_token_tooltip_stays_inside_the_window_at_800_px(browser, app_url, draw, chips):
     """Hovering a token near the right edge at 800 px: its tooltip (bits and top 5) ran off the window and
-    cut the top-5 list; it now moves left to fit."""
+    cut the top-5 list; it now moves left to fit (Generate's tokens, and Compress's heat map likewise)."""
     page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
     page.set_default_timeout(120_000)
     page.goto(app_url)
     page.wait_for_selector("#gen-go")
-    _generate(page)
+    draw(page)
     page.set_viewport_size({"width": 800, "height": 900})
     page.wait_for_timeout(700)
-    page.evaluate("""() => {  // the token of one line that starts furthest right
+    page.evaluate("""(chips) => {  // the token of one line that starts furthest right
         let best = null;
-        for (const t of document.querySelectorAll('#gen-tokens .tok')) {
+        for (const t of document.querySelectorAll(chips)) {
             if (t.getClientRects().length !== 1 || !t.textContent.trim()) continue;
             if (!best || t.getBoundingClientRect().left > best.getBoundingClientRect().left) best = t;
         }
         best.id = 'rightmost-token';
-    }""")
+    }""", chips)
     token = page.locator("#rightmost-token")
     token.scroll_into_view_if_needed()
     token.hover()
