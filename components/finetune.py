@@ -98,17 +98,9 @@ def command(task, base, dataset, upload, scratch_size, *numbers) -> str:
 def _sample_html(snap: view.Snapshot) -> str:
     """The before/after continuation, each text printed as it is: read as Markdown, Alice's `quote' passages
     lost their backtick and became grey code boxes (and a '*' or '_' in a text turned into emphasis)."""
-    if not snap.sample:
-        return ""
-    records = runs.read_metrics(snap.run_id)
-    before = next((r for r in records if r.get("event") == "eval_before"), {})
-    after = next((r for r in records if r.get("event") == "eval_after"), {})
-    rows = [("Prompt", after.get("example_prompt") or before.get("example_prompt")),
-            ("Real continuation", after.get("example_reference") or before.get("example_reference")),
-            ("Before", before.get("example_output")), ("After", after.get("example_output"))]
     return "<div class='ft-sample'>" + "".join(
-        f"<p><b>{label}:</b> <span class='ft-verbatim'>{html.escape(text or '–')}</span></p>" for label, text in rows
-    ) + "</div>"
+        f"<p><b>{label}:</b> <span class='ft-verbatim'>{html.escape(text)}</span></p>" for label, text in snap.sample
+    ) + "</div>" if snap.sample else ""
 
 
 def _resume_widgets(snap: view.Snapshot):

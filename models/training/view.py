@@ -113,7 +113,7 @@ class Snapshot:
     evaluation: list[list] = field(default_factory=list)  # rows: metric, before, after
     eval_header: list[str] = field(default_factory=list)
     per_type: list[list] = field(default_factory=list)
-    sample: str = ""
+    sample: list[tuple[str, str]] = field(default_factory=list)  # (label, text): prompt, reference, before, after
     model_dir: str = ""
     status: dict = field(default_factory=dict)
     resumable: str = ""  # the checkpoint a Resume would start from ("" = cannot resume)
@@ -256,9 +256,9 @@ def snapshot(run_id: str) -> Snapshot:
                 ("bleu", "BLEU of greedy continuations"), ("chrf", "chrF of greedy continuations")]
         after_sample = after.get("example_output")
         if after_sample or before.get("example_output"):
-            snap.sample = (f"**Prompt:** {after.get('example_prompt') or before.get('example_prompt')}\n\n"
-                           f"**Real continuation:** {after.get('example_reference') or before.get('example_reference')}\n\n"
-                           f"**Before:** {before.get('example_output', '–')}\n\n**After:** {after_sample or '–'}")
+            snap.sample = [("Prompt", after.get("example_prompt") or before.get("example_prompt") or "–"),
+                           ("Real continuation", after.get("example_reference") or before.get("example_reference") or "–"),
+                           ("Before", before.get("example_output") or "–"), ("After", after_sample or "–")]
     else:
         keys = [("f1", "F1 (micro, entity level)"), ("precision", "precision (micro)"), ("recall", "recall (micro)"),
                 ("macro_f1", "F1 (macro over types)")]
