@@ -28,7 +28,8 @@ EXPLANATION = (
 
 # one colour per predictor family; n-gram orders get darker with the context length
 _COLOURS = {"model": "#cbd5e1", "match": "#fb923c"}
-_NGRAM = ["#bbf7d0", "#86efac", "#4ade80", "#16a34a", "#15803d", "#166534", "#14532d", "#052e16"]
+# (dark text stays readable, 4.5:1 or more, on the five lightest: the default mixer uses orders 1-4)
+_NGRAM = ["#dcfce7", "#bbf7d0", "#86efac", "#4ade80", "#22c55e", "#16a34a", "#15803d", "#166534"]
 
 
 def _colour(expert: str, experts: list[str]) -> str:
