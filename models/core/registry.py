@@ -54,6 +54,10 @@ class ModelSpec:
 _EMBEDDED = [
     ModelSpec("smollm2-135m-instruct", "SmolLM2-135M-Instruct (embedded)", CAUSAL_LM, "embedded",
               "smollm2-135m-instruct", "Apache-2.0", "real pretrained weights from the Q4_1 GGUF"),
+    # A base model (pretrained on plain text, not tuned to chat), twice SmolLM2's size with a 262k-token
+    # vocabulary: about 7 % fewer bits per byte on English prose (docs/BENCHMARKS.md), at half the speed.
+    ModelSpec("gemma-3-270m", "Gemma 3 270M base (embedded)", CAUSAL_LM, "embedded", "gemma-3-270m",
+              "Gemma Terms of Use", "real pretrained weights from the Q4_K_M GGUF"),
 ]
 _HUB = [
     ModelSpec("openai-community/gpt2", "GPT-2 124M (hub)", CAUSAL_LM, "hub", "openai-community/gpt2", "MIT"),
@@ -110,6 +114,18 @@ def catalogue(task: str) -> list[ModelSpec]:
 # The one line a picker shows under itself: how the list grows (offline it lists only what can load now).
 MORE_MODELS = ("Offline: only the models on this computer are listed; more appear once LM Lab can reach the "
                "Hugging Face hub.")
+
+
+def first_use_note(key: str | None) -> str:
+    """What choosing ``key`` does the first time, for a model fetched on demand and not fetched yet, else ''."""
+    spec = next((s for s in _EMBEDDED if s.key == key), None)
+    if spec is None:
+        return ""
+    asset = assets.BY_KEY.get(spec.location)
+    if asset is None or not asset.on_demand or assets.is_ready(asset):
+        return ""
+    return (f"Its first use downloads it once ({asset.download_mb} MB from the Python package index) and prepares it "
+            "(about a minute); after that it loads in seconds.")
 
 
 def more_models_note() -> str:

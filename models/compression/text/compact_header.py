@@ -65,6 +65,7 @@ MODEL_IDS = {
     "openai-community/gpt2": 2,
     "distilbert/distilgpt2": 3,
     "HuggingFaceTB/SmolLM2-135M": 4,
+    "gemma-3-270m": 5,
 }
 MIXER_IDS = {"mix-1": 1, "mix-2": 2}  # mixing.NAMED settings by id; never renumber
 # Names in lm_codec.RULES; index = the id in the flags (never renumber). "fast" is the fast preset as it was
