@@ -14,12 +14,14 @@ an estimate of what one lane seeing everything would code, not a file.
 
     python -m benchmarks.text_mixing [--texts alice29,asyoulik,lcet10:100000] [--held-back wikitext-2/test.txt:60000]
                                      [--preset fast] [--rules fast,fast-primed] [--variants "model alone,mix-2"]
-                                     [--adapt 64:3e-4:4] [--data-dir DIR]
+                                     [--adapt 64:3e-4:4] [--lines unwrapped|as-is|both] [--data-dir DIR]
 
 ``--rules`` codes each text under each named lane rule (``lm_codec.RULES``: the fast preset's lanes starting
 cold, or primed with the text's opening) in the same run, one after the other; ``--variants`` keeps the rows
 whose label contains one of the given words. ``--adapt every:lr:blocks`` codes each text under each rule a
 second time with online adaptation of the model (``adaptation.py``), in the same run, right after.
+``--lines`` codes hard-wrapped texts unwrapped (``line_breaks.py``, what LM Lab does), with their lines as they
+are (how every result before unwrapping was made), or both, one after the other.
 
 Texts come from the Canterbury folder under ``--data-dir`` (or the embedded copy); the held-back text is read
 from the data folder and never stored in the repository. Results: results/text_mixing.json.
@@ -40,7 +42,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.text_compression import teacher_forced_bits
-from models.compression.text import lm_codec, mixing
+from models.compression.text import line_breaks, lm_codec, mixing
 from models.core import assets, registry, settings
 
 OUT = Path(__file__).resolve().parent / "results" / "text_mixing.json"
@@ -86,14 +88,16 @@ def _progress(label: str):
 
 
 def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_lane: bool,
-             files: bool = True, variants: dict[str, mixing.MixerSettings | None] = VARIANTS) -> dict:
+             files: bool = True, variants: dict[str, mixing.MixerSettings | None] = VARIANTS,
+             unwrap: bool = True) -> dict:
     text: dict = {"bytes": len(data), "rows": []}
     if files:
-        text.update(code_text(name, data, loaded, codec, variants))
+        text.update(code_text(name, data, loaded, codec, variants, unwrap))
     if one_lane:
         s = codec.for_model(loaded)
         runner = lm_codec._runner(loaded, s.precision)
-        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
+        coded = line_breaks.apply(data, line_breaks.plan(data)) if unwrap else data
+        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(coded)
         start, limit = lm_codec._start_id(loaded.tokenizer), lm_codec.context_limit(loaded)
         if files:  # the lanes' cost at the preset's window (the rows above); not needed for the estimate alone
             text["bpb_one_lane_tf"] = teacher_forced_bits(runner, ids, [len(ids)], start, s.window, s.keep) / len(data)
@@ -103,10 +107,10 @@ def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_
 
 
 def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
-              variants: dict[str, mixing.MixerSettings | None] = VARIANTS) -> dict:
+              variants: dict[str, mixing.MixerSettings | None] = VARIANTS, unwrap: bool = True) -> dict:
     """Every variant's file from one pass of the model, every file decoded in one pass and compared."""
     names, mixers = list(variants), list(variants.values())
-    results = lm_codec.compress_many(data, loaded, mixers, codec, _progress(f"{name} compress"))
+    results = lm_codec.compress_many(data, loaded, mixers, codec, _progress(f"{name} compress"), unwrap=unwrap)
     decoded = lm_codec.decompress_many([r.blob for r in results], loaded, _progress(f"{name} decompress"))
     base = results[0]
     base_dec = decoded[0][1]
@@ -123,7 +127,8 @@ def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
     return {"bits_by_position_in_lane": bits_by_position(base, codec), "tokens": h["n_tokens"],
             "lanes": h["lanes"], "opening": h.get("prime", 0), "window": h["window"], "keep": h["keep"],
             "threads": h["threads"], "precision": h["fingerprint"]["precision"],
-            "bpb_model_cross_entropy": base.model_bits / len(data), "rows": rows}
+            "bpb_model_cross_entropy": base.model_bits / len(data), "rows": rows,
+            "line_breaks": base.breaks.to_header() | {"soft": base.breaks.soft} if base.breaks else None}
 
 
 POSITION_BUCKETS = (0, 10, 50, 100, 300)  # a lane's first tokens, ..., its 300th on
@@ -207,8 +212,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--one-lane-only", action="store_true",
                         help="only the one-lane whole-context estimate of the --one-lane texts (no files)")
+    parser.add_argument("--lines", default="unwrapped", choices=("unwrapped", "as-is", "both"),
+                        help="code hard-wrapped texts unwrapped (LM Lab's default), with their lines as they are, or both")
     parser.add_argument("--out", default=str(OUT), help="the JSON file to write")
     args = parser.parse_args()
+    lines = {"unwrapped": [True], "as-is": [False], "both": [False, True]}[args.lines]
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir()
     specs = [s for s in args.texts.split(",") if s] + ([args.held_back] if args.held_back else [])
@@ -228,7 +236,7 @@ def main() -> None:
     lm_codec.compress(b"warm-up: the weights' fingerprint and the bf16 copy are made once", loaded, codec)
     results = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                            "load_average_at_start": os.getloadavg()},
-               "model": args.model, "preset": args.preset, "rules": list(rules),
+               "model": args.model, "preset": args.preset, "rules": list(rules), "lines": args.lines,
                "mixer_default": mixing.DEFAULT.to_header(),
                "variants": {k: (v.to_header() if v else None) for k, v in variants.items()}, "texts": {}}
     for spec in specs:
@@ -237,11 +245,12 @@ def main() -> None:
         one_lane = spec.split(":")[0] in args.one_lane.split(",")
         if args.one_lane_only and not one_lane:
             continue
-        for rule, rule_codec in rules.items():
+        for (rule, rule_codec), unwrap in ((r, u) for r in rules.items() for u in lines):
             key = name if len(rules) == 1 else f"{name}, {rule}"
+            key += "" if len(lines) == 1 else (", unwrapped" if unwrap else ", lines as they are")
             results["texts"][key] = run_text(name, data, loaded, rule_codec, one_lane, not args.one_lane_only,
-                                             variants)
-            results["texts"][key].update(held_back=spec == args.held_back, rule=rule,
+                                             variants, unwrap)
+            results["texts"][key].update(held_back=spec == args.held_back, rule=rule, unwrapped=unwrap,
                                          wall_s=time.perf_counter() - started)
             results["machine"]["load_average_after"] = os.getloadavg()
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,10 @@ the tokenizer cannot reproduce (invalid UTF-8, odd normalisation) is coded with 
 byte tokens where needed ("mixed" or "bytes" mode); other tokenizers fall back to LZMA.
 Every round trip is checked against the sha256 of the input.
 
+Hard-wrapped text (a Gutenberg book, an RFC) is coded unwrapped (``line_breaks.py``): the line breaks a
+greedy fill at the text's width would put back are coded as spaces, CR LF as LF, and the decoder wraps
+the text again. On alice29 that saves the model 4.4 % (Gemma 3 270M) to 6.5 % (SmolLM2) of its bits.
+
 Speed on CPU: the model runs in bfloat16 where the CPU has bf16 matrix units (10x faster
 than float32 here); the softmax runs in float32 on the output layer's logits (precision
 "bf16"). On alice29 bfloat16 costs 0.07 % in bits against float32 (0.01 % of it for the
@@ -53,7 +57,7 @@ import constriction
 import numpy as np
 import torch
 
-from models.compression.text import adaptation, compact_header, mixing
+from models.compression.text import adaptation, compact_header, line_breaks, mixing
 from models.compression.text import container as text_container
 from models.core import registry, text_start, torch_internals
 from models.core.errors import Cancelled, CorruptFile, FingerprintMismatch, InputError
@@ -593,6 +597,7 @@ class LMResult:
     model_bits: float = 0.0  # sum of -log2 p under the model alone (equals the tokens' sum without a mixer)
     mix_trace: list[mixing.TokenTrace] | None = None  # per token, when compress(..., trace=True) mixed
     mix_seconds: float = 0.0  # time spent in the mixer (predict + update), part of ``seconds``
+    breaks: line_breaks.LineBreaks | None = None  # how the text was unwrapped before coding (None: as it is)
 
     @property
     def n_bytes(self) -> int:
@@ -625,33 +630,36 @@ def check_tokens(n_tokens: int, n_bytes: int, loaded: registry.Loaded, max_token
 
 def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
              progress: Progress | None = None, mixer: mixing.MixerSettings | None = None,
-             trace: bool = False) -> LMResult:
+             trace: bool = False, unwrap: bool = True) -> LMResult:
     """Compress ``data`` with the model; with ``mixer`` the model's distribution is mixed with the
     n-gram and match predictors (``mixing.py``) and the settings are recorded in the file. ``trace``
-    keeps what the mixer did per token (``LMResult.mix_trace``). Call ``verify`` (decode and compare)
-    before reporting a saving."""
-    return compress_many(data, loaded, [mixer], settings, progress, trace)[0]
+    keeps what the mixer did per token (``LMResult.mix_trace``). ``unwrap``: code hard-wrapped lines
+    as paragraphs when that pays (``line_breaks.py``). Call ``verify`` (decode and compare) before
+    reporting a saving."""
+    return compress_many(data, loaded, [mixer], settings, progress, trace, unwrap)[0]
 
 
 def compress_best(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
-                  progress: Progress | None = None, mixer: mixing.MixerSettings = mixing.DEFAULT) -> LMResult:
+                  progress: Progress | None = None, mixer: mixing.MixerSettings = mixing.DEFAULT,
+                  unwrap: bool = True) -> LMResult:
     """The smaller of the mixing coder's file and the model alone's, both from one pass of the model: the
     default of the command line and the app. On a paragraph the classic predictors have little to learn
     from and the mixer can lose a few bits; this way a file never grows by mixing. ``seconds`` is the
     whole pass (both coders)."""
     started = time.perf_counter()
-    alone, mixed = compress_many(data, loaded, [None, mixer], settings, progress)
+    alone, mixed = compress_many(data, loaded, [None, mixer], settings, progress, unwrap=unwrap)
     best = mixed if len(mixed.blob) < len(alone.blob) else alone
     return replace(best, seconds=time.perf_counter() - started)
 
 
 def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.MixerSettings | None],
                   settings: CodecSettings | None = None, progress: Progress | None = None,
-                  trace: bool = False) -> list[LMResult]:
+                  trace: bool = False, unwrap: bool = True) -> list[LMResult]:
     """One file per entry of ``mixers`` (None: the model alone) from ONE pass of the model: the files
     are exactly what ``compress`` writes with each mixer, because the model's probabilities do not
     depend on the coder. Each result's ``seconds`` is the pass's time less the other coders' own time
-    (mixing and range coding), i.e. what coding with that mixer alone takes."""
+    (mixing and range coding), i.e. what coding with that mixer alone takes. ``unwrap``: as ``compress``;
+    the tokens (``LMResult.tokens``) are then those of the unwrapped text."""
     if not isinstance(data, (bytes, bytearray)):
         raise InputError("compress() takes bytes; encode text as UTF-8 first")
     if len(data) > MAX_RECORD_BYTES:
@@ -664,7 +672,10 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     runner = _runner(loaded, s.precision)
     started = time.perf_counter()
     tmap = TokenMap(loaded.tokenizer)
-    ids, mode, note = tmap.to_tokens(data)
+    breaks = line_breaks.plan(data) if unwrap else None
+    ids, mode, note = tmap.to_tokens(line_breaks.apply(data, breaks))
+    if mode == "lzma":
+        breaks = None  # LZMA codes the bytes as they are
     if any(i >= runner.vocab for i in ids):
         raise InputError("the tokenizer produced ids outside the model's vocabulary; this model cannot code this text")
     opening, lengths = s.layout(len(ids))
@@ -678,6 +689,8 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
         header["prime"] = opening
     if s.adapt is not None:  # absent without adaptation, likewise
         header["adapt"] = s.adapt.to_header()
+    if breaks is not None:  # absent when the text was coded as it is, likewise
+        header["line_breaks"] = breaks.to_header()
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
         return [LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
@@ -717,8 +730,9 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
         payload_bytes = read_header(blob)["payload_bytes"]  # as stored (version 3 cuts trailing zero bytes)
         tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits[k], strict=True)]
         seconds = elapsed - sum(c.coder_seconds for c in coders) + mix.coder_seconds
-        results.append(LMResult(blob, {**headers[k], "payload_bytes": payload_bytes}, tokens, seconds, note,
-                                float(model_bits.sum()), mix.trace, mix.seconds))
+        results.append(LMResult(blob, {**headers[k], "payload_bytes": payload_bytes}, tokens, seconds,
+                                " ".join(filter(None, (note, breaks and breaks.describe()))),
+                                float(model_bits.sum()), mix.trace, mix.seconds, breaks))
     return results
 
 
@@ -783,7 +797,8 @@ def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSetting
     return compact_header.pack(model=fp["model"], mode=header["mode"], preset=preset, precision=fp["precision"],
                                threads=header["threads"], fingerprint_digest=compact_header.digest(full),
                                data_sha256=bytes.fromhex(header["sha256"]), n_bytes=header["n_bytes"],
-                               n_tokens=header["n_tokens"], payload=payload, mixer=mixer_id)
+                               n_tokens=header["n_tokens"], payload=payload, mixer=mixer_id,
+                               line_breaks=_recorded_breaks(header))
 
 
 def read_header(blob: bytes) -> dict:
@@ -833,6 +848,7 @@ class _Record:
     lengths: list[int]
     opening: int = 0
     adapt: adaptation.AdaptSettings | None = None
+    breaks: line_breaks.LineBreaks | None = None
 
 
 def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) -> _Record:
@@ -869,7 +885,10 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
         loaded = registry.load_causal_lm(recorded.get("model", ""), device=device)
     if not compact:  # versions 3 and 4 were checked by _expand_compact
         text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
+    breaks = _recorded_breaks(header)
     if mode == "lzma":
+        if breaks is not None:
+            raise CorruptFile("The file is damaged: its header says LZMA and unwrapped lines at once.")
         return _Record(header, payload, loaded, lengths, opening)
     try:
         _check_settings(CodecSettings(window=window, keep=keep, threads=threads), loaded)
@@ -887,10 +906,10 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
             adapt.check(adaptation.block_count(loaded.model.base_model))
         except InputError as exc:
             raise CorruptFile(f"the header's adaptation settings are invalid ({exc}): the file is corrupt") from None
-    return _Record(header, payload, loaded, lengths, opening, adapt)
+    return _Record(header, payload, loaded, lengths, opening, adapt, breaks)
 
 
-_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt")
+_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt", "line_breaks")
 
 
 def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, progress: Progress | None = None,
@@ -950,12 +969,17 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
                  int(first["keep"]), choose, progress, threads=int(first["threads"]), adapt=records[0].adapt)
     tmap = TokenMap(loaded.tokenizer)
     try:
-        data = tmap.to_bytes(ids, first["mode"])
+        data = line_breaks.restore(tmap.to_bytes(ids, first["mode"]), records[0].breaks)
     except (IndexError, UnicodeDecodeError) as exc:
         raise CorruptFile("the decoded tokens are not valid: the file is corrupt or was made elsewhere") from exc
     elapsed = time.perf_counter() - started
     spent = sum(c.coder_seconds for c in coders)
     return [(_verified(data, r.header), elapsed - spent + c.coder_seconds) for r, c in zip(records, coders, strict=True)]
+
+
+def _recorded_breaks(header: dict) -> line_breaks.LineBreaks | None:
+    """How the file's text was unwrapped (None: coded as it is); CorruptFile when malformed."""
+    return line_breaks.LineBreaks.from_header(header["line_breaks"]) if "line_breaks" in header else None
 
 
 def _recorded_mixer(header: dict) -> mixing.MixerSettings | None:
