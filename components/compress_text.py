@@ -307,6 +307,9 @@ def compress_text(text, upload, model_key, coder=MIXING, progress=gr.Progress())
                   "each way.")
         if lm.note:
             status += f"\n\nℹ️ {lm.note[0].upper()}{lm.note[1:]}."
+        if lm.breaks is not None:
+            said = lm.breaks.describe()
+            status += f"\n\nℹ️ {said[0].upper()}{said[1:]}."
     return (status, rows, fig, heat_map(lm.tokens), _cumulative_figure(c), _lz77_html(c), _huffman_md(c),
             str(c.path))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import textwrap
 
 import pytest
 
@@ -17,6 +18,11 @@ from models.compression.text import container as text_container
 from models.core.errors import CorruptFile
 
 TEXT = b"A language model is a lossless compressor: likely words cost almost nothing."
+# A hard-wrapped text with CR LF line ends, coded unwrapped (``line_breaks.py``): format version 17.
+WRAPPED = b"\r\n".join(textwrap.fill(TEXT.decode() + " It pays for what it did not expect, in bits. " * 10, 30)
+                       .encode().split(b"\n")) + b"\r\n"
+KINDS = ["v8", "v13", "v14", "v17", "v17-alone"]
+ORIGINAL = {"v8": TEXT, "v13": TEXT, "v14": TEXT, "v17": WRAPPED, "v17-alone": WRAPPED}
 NOT_LMLT = "This is not a file written by LM Lab's text compressor (.lmlt): it should start with the letters LMLT."
 DAMAGED = "The file is damaged: its checksum does not match"
 
@@ -33,11 +39,13 @@ def files(tiny_gpt2) -> dict[str, bytes]:
     try:
         out = {"v8": lm_codec.compress(TEXT, tiny_gpt2, compact_settings()).blob,
                "v13": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
-               "v14": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(window=64, keep=16)).blob}
+               "v14": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(window=64, keep=16)).blob,
+               "v17": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
+               "v17-alone": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings()).blob}
     finally:
         compact_header.MODEL_IDS.clear()
         compact_header.MODEL_IDS.update(saved)
-    assert [b[4] for b in out.values()] == [8, 13, 14]
+    assert [b[4] for b in out.values()] == [8, 13, 14, 17, 17]
     return out
 
 
@@ -70,12 +78,12 @@ def refused(blob: bytes) -> str:
     return message
 
 
-@pytest.mark.parametrize("kind", ["v8", "v13", "v14"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_good_files_round_trip(files, catalogued, kind):
-    assert lm_codec.decompress(files[kind], catalogued) == TEXT
+    assert lm_codec.decompress(files[kind], catalogued) == ORIGINAL[kind]
 
 
-@pytest.mark.parametrize("kind", ["v8", "v13", "v14"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_truncated_files_are_refused_before_the_model(files, no_model, kind):
     blob = files[kind]
     header_end = lm_codec.read_header(blob).get("header_bytes", 9 + int.from_bytes(blob[5:9], "little"))
@@ -87,7 +95,7 @@ def test_truncated_files_are_refused_before_the_model(files, no_model, kind):
             assert f"ends after {cut:,} bytes, its header says {len(blob):,}." in message, (cut, message)
 
 
-@pytest.mark.parametrize("kind", ["v8", "v13", "v14"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_one_changed_byte_anywhere_is_refused_before_the_model(files, no_model, kind):
     blob = files[kind]
     payload_from = len(blob) - lm_codec.read_header(blob)["payload_bytes"] - 4
@@ -102,7 +110,7 @@ def test_one_changed_byte_anywhere_is_refused_before_the_model(files, no_model, 
                 assert message.startswith(DAMAGED), (pos, change, message)
 
 
-@pytest.mark.parametrize("kind", ["v8", "v13"])
+@pytest.mark.parametrize("kind", ["v8", "v13", "v17"])
 def test_every_bit_of_the_version_byte(files, no_model, kind):
     """One bit of the version byte must not turn a checked record into one read without its checksum."""
     for bit in range(8):
@@ -117,7 +125,7 @@ def test_empty_and_random_files(no_model):
     rng = random.Random(0)
     for n in (1, 5, 46, 1000):
         assert refused(bytes(rng.randrange(256) for _ in range(n))) == NOT_LMLT
-    for version in (2, 8, 13, 14, 7, 200):  # the right letters, then noise
+    for version in (2, 8, 13, 14, 17, 7, 200):  # the right letters, then noise
         for n in (0, 4, 30, 300):
             tail = bytes(rng.randrange(256) for _ in range(n))
             refused(b"LMLT" + bytes([version]) + tail)
@@ -129,7 +137,7 @@ def test_messages_a_teacher_reads(files, no_model):
     assert refused(b"LMLU" + blob[4:]) == NOT_LMLT
     assert refused(blob[:4] + b"\x63" + blob[5:]) == (
         "This file says it was written in format version 99, which this LM Lab cannot read (it reads versions 2, "
-        "3, 4, 8, 13, 14): a newer LM Lab made it, or the file is damaged.")
+        "3, 4, 8, 13, 14, 17): a newer LM Lab made it, or the file is damaged.")
     assert refused(blob + b"xyz") == (f"The file has 3 bytes after byte {len(blob)} that are not part of any record: "
                                       "it is damaged, or something was added to its end.")
     assert refused(blob[:30]) == (f"The file is truncated: it ends after 30 bytes, its header says {len(blob)}. "
@@ -163,7 +171,7 @@ def test_bytes_added_by_the_checksum(files, catalogued):
 
 
 def test_checked_records_join_and_split(files, catalogued):
-    joined = text_container.join_records([files["v8"], files["v13"], files["v14"]])
+    joined = text_container.join_records([files[k] for k in KINDS])
     assert compact_header.sized(files["v8"]) == files["v8"]  # already states its length
     assert len(joined) == sum(map(len, files.values()))
-    assert lm_codec.decompress_records(lm_codec.read_records(joined), catalogued) == TEXT * 3
+    assert lm_codec.decompress_records(lm_codec.read_records(joined), catalogued) == b"".join(ORIGINAL[k] for k in KINDS)

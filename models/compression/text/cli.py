@@ -58,8 +58,9 @@ def _compress(args: argparse.Namespace) -> int:
                 break
             index += 1
             step = _progress(f"chunk {index}", len(chunk), time.perf_counter())
-            result = (lm_codec.compress(chunk, loaded, codec, step) if mixer is None
-                      else lm_codec.compress_best(chunk, loaded, codec, step, mixer))
+            unwrap = not args.keep_lines
+            result = (lm_codec.compress(chunk, loaded, codec, step, unwrap=unwrap) if mixer is None
+                      else lm_codec.compress_best(chunk, loaded, codec, step, mixer, unwrap=unwrap))
             blobs.append(result.blob)
             total_in += len(chunk)
             ce += result.cross_entropy_bits
@@ -67,6 +68,8 @@ def _compress(args: argparse.Namespace) -> int:
             payload += result.payload_bits
             if result.note:
                 print(f"\nnote: {result.note}", file=sys.stderr)
+            if result.breaks is not None:
+                print(f"\nnote: {result.breaks.describe()}", file=sys.stderr)
             if not chunk:
                 break
     blob = text_container.join_records(blobs)
@@ -137,6 +140,9 @@ def add_cli(subparsers) -> None:
     c.add_argument("--model-only", action="store_true",
                    help="code with the model's probabilities alone (default: the smaller of that and the model mixed "
                         "with an n-gram and a match model, both from one pass of the model)")
+    c.add_argument("--keep-lines", action="store_true",
+                   help="code every line break as it is (default: a hard-wrapped text is coded as paragraphs, its "
+                        "CR LF line ends as LF, and the decoder wraps it again)")
     c.add_argument("--chunk-bytes", type=int, default=1 << 20, help="code the file in independent chunks of this size")
     c.set_defaults(func=_compress)
     d = sub.add_parser("decompress", help=f"restore a {text_container.SUFFIX} file (checks the fingerprint and checksum)")

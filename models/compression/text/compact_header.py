@@ -229,7 +229,6 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
         for _ in range(count):
             step, pos = _read_varint(blob, pos, start)
             steps.append(step)
-        breaks = LineBreaks.from_fields(head, steps)
     sized = checked or byte >> 7
     if sized:
         size, pos = _read_varint(blob, pos, start)
@@ -241,6 +240,8 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
         end = len(blob)
     if checked and _CRC.unpack_from(blob, end - _CRC.size)[0] != zlib.crc32(memoryview(blob)[start:end - _CRC.size]):
         raise CorruptFile(DAMAGED)
+    if version == VERSION_LINES:
+        breaks = LineBreaks.from_fields(head, steps)
     # The checksum matched (or the version has none): an unknown id means a newer LM Lab wrote the file.
     mixer = next((k for k, v in MIXER_IDS.items() if v == mixer_id), None)
     mode, preset, threads = flags & 3, (flags >> 2) & 3, (flags >> 4) + 1

@@ -56,15 +56,16 @@ class LineBreaks:
     soft: int = field(default=0, compare=False)  # line breaks coded as spaces (a count for the reader; not stored)
 
     def describe(self) -> str:
-        """One sentence for the Compress tab."""
+        """What was done, in a teacher's words (no final full stop); "" when nothing was."""
         parts = []
         if self.width:
-            parts.append(f"{self.soft:,} line breaks that only wrapped the text at {self.width} characters were "
-                         f"coded as spaces and put back when decoding"
-                         + (f" ({len(self.flips)} exceptions recorded)" if self.flips else ""))
+            parts.append(f"the text is hard-wrapped: {self.soft:,} line break{'s' if self.soft != 1 else ''} only "
+                         f"wrapped it at {self.width} characters, so the model read them as spaces and the decoder "
+                         "wraps the text again"
+                         + (f" ({len(self.flips):,} exceptions are stored in the file)" if self.flips else ""))
         if self.crlf:
-            parts.append("Windows line ends (CR LF) were coded as LF and put back")
-        return "; ".join(parts) + "." if parts else ""
+            parts.append("Windows line ends (CR LF) were read as LF and restored")
+        return "; ".join(parts)
 
     # --- in a file ---------------------------------------------------------------------------
     def to_header(self) -> dict:
@@ -76,7 +77,7 @@ class LineBreaks:
         try:
             crlf, width, flips = d["crlf"], d["width"], d["flips"]
             ok = (type(crlf) is bool and type(width) is int and 0 <= width <= MAX_WIDTH and isinstance(flips, list)
-                  and all(type(f) is int for f in flips) and all(0 <= a < b for a, b in pairwise([-1] + flips)))
+                  and all(type(f) is int for f in flips) and all(a < b for a, b in pairwise([-1] + flips)))
         except (TypeError, KeyError):
             ok = False
         if not ok or (flips and not width):

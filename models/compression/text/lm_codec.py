@@ -731,7 +731,7 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
         tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits[k], strict=True)]
         seconds = elapsed - sum(c.coder_seconds for c in coders) + mix.coder_seconds
         results.append(LMResult(blob, {**headers[k], "payload_bytes": payload_bytes}, tokens, seconds,
-                                " ".join(filter(None, (note, breaks and breaks.describe()))),
+                                note,
                                 float(model_bits.sum()), mix.trace, mix.seconds, breaks))
     return results
 
