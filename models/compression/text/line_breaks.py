@@ -9,15 +9,15 @@ So the codec codes the text *unwrapped*, and the decoder wraps it again:
 - **CR LF → LF**: when every line ends in CR LF (and no CR stands alone), the CRs are dropped and put
   back;
 - **soft breaks → spaces**: a line break between two non-empty lines (no space or tab on either side of
-  it) becomes a space when the greedy rule at width W would break there anyway, that is, when the line
-  plus a space plus the next line's first word is wider than W. The decoder runs the greedy rule over
-  every space of the coded text: it breaks where the next word would end past column W.
-- **flips**: where the original did not follow the rule (a line longer than W), the file lists the
-  spaces at which the decoder must do the opposite of the rule.
+  it) becomes a space. The decoder runs the greedy rule at width W over every space of the coded text:
+  it breaks where the next word would end past column W.
+- **flips**: where the original did not follow the rule, the file lists the spaces at which the decoder
+  must do the opposite: a line longer than W, and a line broken early although the next word would have
+  fitted (editors and people do that). A line break after a short line (a heading, a list item, the end
+  of a verse) is not a soft break: it stays a line break, which the model predicts well there.
 
-W is chosen to make the cost smallest, counting ``HARD_BITS`` for a line break the rule does not cover
-(it stays a line break the model pays for) and ``FLIP_BITS`` per flip (its place in the file); when no
-width beats keeping the lines, only the CR LF step is used, or nothing. Columns count characters: a
+W is chosen to save the most, counting ``SOFT_BITS`` saved per soft break and ``FLIP_BITS`` per flip (its
+place in the file); when no width saves anything, only the CR LF step is used, or nothing. Columns count characters: a
 UTF-8 continuation byte (0x80-0xBF) takes no column. The decoder's output is compared with the
 original's checksum like any decoded text. The idea is the end-of-line coding of text preprocessors
 for PAQ-family compressors (e.g. the EOL transform of XWRT, Skibiński 2005); the rule here is simply
@@ -34,10 +34,13 @@ import numpy as np
 from models.core.errors import CorruptFile
 
 # Measured on the first 30 kB of alice29, one lane, teacher-forced (docs/BENCHMARKS.md, "Soft line breaks"):
-# a soft break costs SmolLM2-135M ~1.1 bits more as a line break than as a space, Gemma 3 270M ~1.0.
-HARD_BITS = 1.0
-FLIP_BITS = 16.0  # a flip's place: a varint of the distance to the previous one, about two bytes
+# a soft break saves SmolLM2-135M about 2 bits; a break left in the middle of an unwrapped paragraph costs
+# it about 16, as much as a flip's place in the file (a varint of the distance to the previous flip).
+SOFT_BITS = 2.0
+FLIP_BITS = 16.0
+SHORT = 12  # a line narrower than W - SHORT ends where its writer wanted: its break stays a line break
 MIN_SOFT = 4  # fewer soft breaks than this: not worth the header bytes
+MAX_PLAN_WIDTH = 255  # the widths ``plan`` tries (the decoder reads up to MAX_WIDTH)
 MAX_WIDTH = 4096
 _CONTINUATION = bytes(range(0x80, 0xC0))
 
@@ -109,16 +112,11 @@ def _candidates(lines: list[bytes]) -> list[bool]:
             for a, b in pairwise(lines)]
 
 
-def plan(data: bytes) -> LineBreaks | None:
-    """How to code ``data``: which width to unwrap at (if any) and whether to drop CRs; None: as it is."""
-    crlf = _is_crlf(data)
-    text = data.replace(b"\r\n", b"\n") if crlf else data
-    lines = text.split(b"\n")
-    cand = _candidates(lines)
-    # B: per candidate boundary, the width of the line plus a space plus the next line's first word (the rule
-    # breaks there when B > W); E: per space inside a line, the column where the word after it ends (the rule
-    # breaks there, against the original, when E > W).
-    b_cols, e_cols = [], []
+def _measure(lines: list[bytes], cand: list[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, B, E): per candidate boundary, the width of the line before it (A) and of that line plus a space
+    plus the next line's first word (B: the rule breaks there when B > W); per space inside a line, the
+    column where the word after it ends (E: the rule breaks there, against the original, when E > W)."""
+    a_cols, b_cols, e_cols = [], [], []
     for i, line in enumerate(lines):
         words = line.split(b" ")
         c = _col(words[0])
@@ -126,20 +124,35 @@ def plan(data: bytes) -> LineBreaks | None:
             c += 1 + _col(w)
             e_cols.append(c)
         if i < len(cand) and cand[i]:
+            a_cols.append(c)
             b_cols.append(c + 1 + _col(lines[i + 1].split(b" ", 1)[0]))
-    best = None
-    if len(b_cols) >= MIN_SOFT:
-        b_sorted, e_sorted = np.sort(np.array(b_cols)), np.sort(np.array(e_cols, dtype=np.int64))
-        widths = np.arange(1, min(MAX_WIDTH, int(b_sorted[-1])) + 1)
-        soft = len(b_sorted) - np.searchsorted(b_sorted, widths, side="right")  # B > W
-        flips = len(e_sorted) - np.searchsorted(e_sorted, widths, side="right")  # E > W
-        cost = HARD_BITS * (len(b_sorted) - soft) + FLIP_BITS * (flips + 1)  # + 1: the width itself
-        w = int(np.argmin(cost))
-        if soft[w] >= MIN_SOFT and cost[w] < HARD_BITS * len(b_sorted):
-            best = int(widths[w])
-    if best is None:
+    return np.array(a_cols, dtype=np.int64), np.array(b_cols, dtype=np.int64), np.array(e_cols, dtype=np.int64)
+
+
+def _soft(a: int, b: int, width: int) -> bool:
+    """Does a candidate break (line width ``a``, with the next word ``b``) become a space at ``width``?"""
+    return b > width or a > width - SHORT
+
+
+def plan(data: bytes) -> LineBreaks | None:
+    """How to code ``data``: which width to unwrap at (if any) and whether to drop CRs; None: as it is."""
+    crlf = _is_crlf(data)
+    text = data.replace(b"\r\n", b"\n") if crlf else data
+    lines = text.split(b"\n")
+    cand = _candidates(lines)
+    a, b, e = _measure(lines, cand)
+    best, best_gain = 0, 0.0
+    if len(b) >= MIN_SOFT:
+        for width in range(SHORT + 1, min(MAX_PLAN_WIDTH, int(b.max())) + 1):
+            ruled = b > width
+            early = ~ruled & (a > width - SHORT)  # broken before the rule would: soft, with a flip
+            soft = int(ruled.sum() + early.sum())
+            gain = SOFT_BITS * soft - FLIP_BITS * (int(early.sum()) + int((e > width).sum()) + 1)
+            if soft >= MIN_SOFT and gain > best_gain:
+                best, best_gain = width, gain
+    if not best:
         return LineBreaks(crlf=True) if crlf else None
-    flips, soft, k = [], 0, 0
+    flips, soft, k = [], 0, 0  # k: the spaces of the coded text so far
     for i, line in enumerate(lines):
         words = line.split(b" ")
         c = _col(words[0])
@@ -148,9 +161,13 @@ def plan(data: bytes) -> LineBreaks | None:
             if c > best:
                 flips.append(k)
             k += 1
-        if i < len(cand) and cand[i] and c + 1 + _col(lines[i + 1].split(b" ", 1)[0]) > best:
-            soft += 1
-            k += 1
+        if i < len(cand) and cand[i]:
+            nxt = c + 1 + _col(lines[i + 1].split(b" ", 1)[0])
+            if _soft(c, nxt, best):
+                if nxt <= best:
+                    flips.append(k)
+                soft += 1
+                k += 1
     return LineBreaks(crlf, best, tuple(flips), soft)
 
 
@@ -165,7 +182,8 @@ def apply(data: bytes, lb: LineBreaks | None) -> bytes:
     cand = _candidates(lines)
     out = [lines[0]]
     for i in range(len(cand)):
-        soft = cand[i] and _col(lines[i]) + 1 + _col(lines[i + 1].split(b" ", 1)[0]) > lb.width
+        width = _col(lines[i])
+        soft = cand[i] and _soft(width, width + 1 + _col(lines[i + 1].split(b" ", 1)[0]), lb.width)
         out.append((b" " if soft else b"\n") + lines[i + 1])
     return b"".join(out)
 
