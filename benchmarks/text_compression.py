@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from models.compression.text import baselines as text_baselines
-from models.compression.text import lm_codec
+from models.compression.text import line_breaks, lm_codec
 from models.core import assets, registry, settings
 
 OUT = Path(__file__).resolve().parent / "results" / "text_compression.json"
@@ -46,6 +46,11 @@ def texts() -> dict[str, bytes]:
     if data and (data / "wikitext-2" / "test.txt").is_file():
         out["wikitext2-test"] = (data / "wikitext-2" / "test.txt").read_bytes()
     return out
+
+
+def coded_text(data: bytes) -> bytes:
+    """The bytes the codec gives the model: a hard-wrapped text unwrapped (``line_breaks.py``)."""
+    return line_breaks.apply(data, line_breaks.plan(data))
 
 
 @torch.inference_mode()
@@ -124,7 +129,7 @@ def main() -> None:
     for name in filter(None, args.lm_texts.split(",")):
         data = corpus[name][:args.limit] if args.limit else corpus[name]
         whole = data  # the lane cost is measured on the coded text (a prefix with --limit)
-        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(whole)
+        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(coded_text(whole))
         one_lane: dict[tuple[int, int], float] = {}  # (window, keep) -> bits of the whole text as one lane
         for preset in filter(None, args.presets.split(",")):
             codec = replace(lm_codec.PRESETS[preset], threads=args.threads).for_model(loaded)
@@ -178,7 +183,7 @@ def prefixes(model: str, sizes: list[int], threads: int) -> None:
         data = alice[:size]
         res, enc_s, dec_s, ok = round_trip(data, loaded, codec, f"{size} B")
         h = res.header
-        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(data)
+        ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(coded_text(data))
 
         split = {rule: rule.layout(len(ids)) for rule in (codec, old_rule)}
         new_bits, old_bits, one = (teacher_forced_bits(runner, ids, lengths, h["start_id"], codec.window, codec.keep,

@@ -438,3 +438,26 @@ def test_api_gemma_base_model_codes_prose_in_fewer_bits_and_its_file_decodes(cli
     assert sizes["gemma-3-270m"] < sizes[MODEL]
     restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
     assert restored == text and "sha256" in message
+
+
+@pytest.mark.slow
+def test_api_hard_wrapped_upload_is_coded_unwrapped_and_restored_exactly(client, tmp_path):
+    """A Gutenberg-style file (lines wrapped at 60 characters, CR LF line ends), uploaded: the model reads its
+    paragraphs, the status says so, and the file decodes to the same bytes, every CR and line break in place."""
+    import textwrap
+
+    from gradio_client import handle_file
+
+    paragraphs = [SHORT + " She had peeped into the book her sister was reading, but it had no pictures or "
+                  "conversations in it, and what is the use of a book without pictures or conversations?"] * 3
+    original = "\r\n\r\n".join(textwrap.fill(p, 60).replace("\n", "\r\n") for p in paragraphs).encode() + b"\r\n"
+    src = tmp_path / "wrapped.txt"
+    src.write_bytes(original)
+    status, table, *_rest, download = client.predict("", handle_file(str(src)), MODEL, "model only",
+                                                     api_name="/compress_text")
+    assert "the text is hard-wrapped" in status and "CR LF" in status, status
+    assert 50 < int(re.search(r"wrapped it at (\d+) characters", status).group(1)) <= 60, status
+    assert all(row[-1] == "✅ verified" for row in table["data"])
+    assert Path(download).read_bytes()[4] == 17  # the compact format that records the line breaks
+    _text, restored_path, _message = client.predict(handle_file(download), api_name="/decompress_text")
+    assert Path(restored_path).read_bytes() == original

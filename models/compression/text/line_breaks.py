@@ -9,15 +9,17 @@ So the codec codes the text *unwrapped*, and the decoder wraps it again:
 - **CR LF → LF**: when every line ends in CR LF (and no CR stands alone), the CRs are dropped and put
   back;
 - **soft breaks → spaces**: a line break between two non-empty lines (no space or tab on either side of
-  it) becomes a space. The decoder runs the greedy rule at width W over every space of the coded text:
-  it breaks where the next word would end past column W.
-- **flips**: where the original did not follow the rule, the file lists the spaces at which the decoder
-  must do the opposite: a line longer than W, and a line broken early although the next word would have
-  fitted (editors and people do that). A line break after a short line (a heading, a list item, the end
-  of a verse) is not a soft break: it stays a line break, which the model predicts well there.
+  it) becomes a space when the greedy rule at width W would break there anyway, that is, when the line
+  plus a space plus the next line's first word is wider than W. The decoder runs the greedy rule over
+  every space of the coded text: it breaks where the next word would end past column W. Every other line
+  break stays: after a short line (a heading, a list item, a verse) the model predicts it well.
+- **flips**: where a line is longer than W, the file lists the spaces at which the decoder must do the
+  opposite of the rule.
 
-W is chosen to save the most, counting ``SOFT_BITS`` saved per soft break and ``FLIP_BITS`` per flip (its
-place in the file); when no width saves anything, only the CR LF step is used, or nothing. Columns count characters: a
+W is chosen to save the most: ``SOFT_BITS`` per soft break, less ``EARLY_BITS`` per full line broken early
+(the next word would have fitted: an editor's or a person's choice), whose break, left in the middle of an
+unwrapped paragraph, surprises the model, and ``FLIP_BITS`` per flip (its place in the file). When no width
+saves anything, only the CR LF step is used, or nothing. Columns count characters: a
 UTF-8 continuation byte (0x80-0xBF) takes no column. The decoder's output is compared with the
 original's checksum like any decoded text. The idea is the end-of-line coding of text preprocessors
 for PAQ-family compressors (e.g. the EOL transform of XWRT, Skibiński 2005); the rule here is simply
@@ -34,11 +36,13 @@ import numpy as np
 from models.core.errors import CorruptFile
 
 # Measured on the first 30 kB of alice29, one lane, teacher-forced (docs/BENCHMARKS.md, "Soft line breaks"):
-# a soft break saves SmolLM2-135M about 2 bits; a break left in the middle of an unwrapped paragraph costs
-# it about 16, as much as a flip's place in the file (a varint of the distance to the previous flip).
+# a soft break saves about 2 bits (SmolLM2-135M and Gemma 3 270M); a line broken early, left in the middle
+# of an unwrapped paragraph, costs SmolLM2 about 16 (Gemma about 8: its whole-file result is the same whether
+# those breaks stay or become flips).
 SOFT_BITS = 2.0
-FLIP_BITS = 16.0
-SHORT = 12  # a line narrower than W - SHORT ends where its writer wanted: its break stays a line break
+EARLY_BITS = 12.0
+FLIP_BITS = 16.0  # a flip's place in the file: a varint of its distance from the previous one, about two bytes
+SHORT = 12  # a line narrower than W - SHORT ends where its writer wanted: its break costs nothing extra
 MIN_SOFT = 4  # fewer soft breaks than this: not worth the header bytes
 MAX_PLAN_WIDTH = 255  # the widths ``plan`` tries (the decoder reads up to MAX_WIDTH)
 MAX_WIDTH = 4096
@@ -129,11 +133,6 @@ def _measure(lines: list[bytes], cand: list[bool]) -> tuple[np.ndarray, np.ndarr
     return np.array(a_cols, dtype=np.int64), np.array(b_cols, dtype=np.int64), np.array(e_cols, dtype=np.int64)
 
 
-def _soft(a: int, b: int, width: int) -> bool:
-    """Does a candidate break (line width ``a``, with the next word ``b``) become a space at ``width``?"""
-    return b > width or a > width - SHORT
-
-
 def plan(data: bytes) -> LineBreaks | None:
     """How to code ``data``: which width to unwrap at (if any) and whether to drop CRs; None: as it is."""
     crlf = _is_crlf(data)
@@ -145,9 +144,9 @@ def plan(data: bytes) -> LineBreaks | None:
     if len(b) >= MIN_SOFT:
         for width in range(SHORT + 1, min(MAX_PLAN_WIDTH, int(b.max())) + 1):
             ruled = b > width
-            early = ~ruled & (a > width - SHORT)  # broken before the rule would: soft, with a flip
-            soft = int(ruled.sum() + early.sum())
-            gain = SOFT_BITS * soft - FLIP_BITS * (int(early.sum()) + int((e > width).sum()) + 1)
+            soft = int(ruled.sum())
+            early = int((~ruled & (a > width - SHORT)).sum())  # full lines the rule would have filled more
+            gain = SOFT_BITS * soft - EARLY_BITS * early - FLIP_BITS * (int((e > width).sum()) + 1)
             if soft >= MIN_SOFT and gain > best_gain:
                 best, best_gain = width, gain
     if not best:
@@ -161,13 +160,9 @@ def plan(data: bytes) -> LineBreaks | None:
             if c > best:
                 flips.append(k)
             k += 1
-        if i < len(cand) and cand[i]:
-            nxt = c + 1 + _col(lines[i + 1].split(b" ", 1)[0])
-            if _soft(c, nxt, best):
-                if nxt <= best:
-                    flips.append(k)
-                soft += 1
-                k += 1
+        if i < len(cand) and cand[i] and c + 1 + _col(lines[i + 1].split(b" ", 1)[0]) > best:
+            soft += 1
+            k += 1
     return LineBreaks(crlf, best, tuple(flips), soft)
 
 
@@ -182,8 +177,7 @@ def apply(data: bytes, lb: LineBreaks | None) -> bytes:
     cand = _candidates(lines)
     out = [lines[0]]
     for i in range(len(cand)):
-        width = _col(lines[i])
-        soft = cand[i] and _soft(width, width + 1 + _col(lines[i + 1].split(b" ", 1)[0]), lb.width)
+        soft = cand[i] and _col(lines[i]) + 1 + _col(lines[i + 1].split(b" ", 1)[0]) > lb.width
         out.append((b" " if soft else b"\n") + lines[i + 1])
     return b"".join(out)
 
