@@ -32,7 +32,8 @@ Every round trip is checked against the sha256 of the input.
 
 Hard-wrapped text (a Gutenberg book, an RFC) is coded unwrapped (``line_breaks.py``): the line breaks a
 greedy fill at the text's width would put back are coded as spaces, CR LF as LF, and the decoder wraps
-the text again. On alice29 that saves the model 4.4 % (Gemma 3 270M) to 6.5 % (SmolLM2) of its bits.
+the text again. On the first 30 kB of alice29 the model's cross-entropy drops 3.9 % (Gemma 3 270M) to
+6.0 % (SmolLM2) (docs/BENCHMARKS.md, "Soft line breaks").
 
 Speed on CPU: the model runs in bfloat16 where the CPU has bf16 matrix units (10x faster
 than float32 here); the softmax runs in float32 on the output layer's logits (precision
