@@ -69,7 +69,8 @@ class LineBreaks:
             parts.append(f"the text is hard-wrapped: {self.soft:,} line break{'s' if self.soft != 1 else ''} only "
                          f"wrapped it at {self.width} characters, so the model read them as spaces and the decoder "
                          "wraps the text again"
-                         + (f" ({len(self.flips):,} exceptions are stored in the file)" if self.flips else ""))
+                         + (f" ({len(self.flips):,} exception{'s are' if len(self.flips) > 1 else ' is'} stored in "
+                            "the file)" if self.flips else ""))
         if self.crlf:
             parts.append("Windows line ends (CR LF) were read as LF and restored")
         return "; ".join(parts)
