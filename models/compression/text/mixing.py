@@ -207,6 +207,7 @@ class Mixer:
         self.theta: dict[tuple[int, ...], list[float]] = {}
         self.pending: list[tuple] = []
         self.trace: list[TokenTrace] | None = [] if trace else None
+        self._buffer: np.ndarray | None = None  # the mixed distribution's memory, reused from step to step
 
     @property
     def histories(self) -> list[list[int]]:
@@ -261,12 +262,13 @@ class Mixer:
             present = [0] + [j for j, _, _ in sparse]
             rows.append((key, present, self._weights(key, present), sparse, followers))
         w_model = np.array([[w[0]] for _, _, w, _, _ in rows], dtype=np.float32)
+        mixed = self._out(probs.shape)
         if self.bias is None:
-            mixed = probs * w_model
+            np.multiply(probs, w_model, out=mixed)
             model_x = None
         else:  # the biased model takes the model's place in the mixture
             inv_z, ids, values = self.bias.adjust(probs)
-            mixed = probs * (w_model * inv_z[:, None].astype(np.float32))
+            np.multiply(probs, w_model * inv_z[:, None].astype(np.float32), out=mixed)
             if len(ids):  # through flat indices: ~5x faster than assigning to mixed[:, ids]
                 flat = (np.arange(len(active))[:, None] * mixed.shape[1] + ids[None, :]).ravel()
                 mixed.reshape(-1)[flat] = (values * w_model.astype(np.float64)).astype(np.float32).ravel()
@@ -286,6 +288,14 @@ class Mixer:
         self._model_x = model_x
         self._probs = probs
         return mixed
+
+    def _out(self, shape: tuple[int, int]) -> np.ndarray:
+        """Memory for the mixed distribution, (rows, vocab) float32. Reused: a fresh array of Gemma's 262,144
+        tokens for 84 lanes costs 16 ms a step to allocate and fill, the same one refilled 8 (the coder reads
+        the distribution before the next step, and nothing keeps it)."""
+        if self._buffer is None or self._buffer.shape[0] < shape[0] or self._buffer.shape[1] != shape[1]:
+            self._buffer = np.empty(shape, dtype=np.float32)
+        return self._buffer[:shape[0]]
 
     def _model_p(self, i: int, x: int, raw: float) -> float:
         """The probability the mixture's model expert gave token x in row i (biased, when the stage is on)."""
