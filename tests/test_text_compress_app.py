@@ -262,7 +262,8 @@ def test_api_a_longer_text_is_coded_in_lanes_that_read_its_opening(client):
     assert all(row[-1] == "✅ verified" for row in table["data"])
     with open(download, "rb") as fh:
         header = lm_codec.read_header(fh.read())
-    assert header["preset"] == "fast-primed" and header["version"] in (8, 13)  # compact: model alone, mixed
+    # compact, and version 17: Alice is hard-wrapped, so the file records the width it is wrapped again at
+    assert header["preset"] == "fast-primed" and header["version"] == 17 and header["line_breaks"]["width"] == 65
     restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
     assert restored == text and "sha256" in message
 
@@ -434,7 +435,8 @@ def test_api_gemma_base_model_codes_prose_in_fewer_bits_and_its_file_decodes(cli
         sizes[model] = int(table["data"][-2][3])  # the model alone's file, in bytes
     with open(download, "rb") as fh:
         blob = fh.read()
-    assert blob[6] & 0x3F == compact_header.MODEL_IDS["gemma-3-270m"] and lm_codec.read_header(blob)["version"] == 8
+    assert blob[6] & 0x3F == compact_header.MODEL_IDS["gemma-3-270m"]
+    assert lm_codec.read_header(blob)["version"] == 17  # the model alone, the hard-wrapped lines recorded
     assert sizes["gemma-3-270m"] < sizes[MODEL]
     restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
     assert restored == text and "sha256" in message
@@ -455,7 +457,7 @@ def test_api_hard_wrapped_upload_is_coded_unwrapped_and_restored_exactly(client,
     src.write_bytes(original)
     status, table, *_rest, download = client.predict("", handle_file(str(src)), MODEL, "model only",
                                                      api_name="/compress_text")
-    assert "the text is hard-wrapped" in status and "CR LF" in status, status
+    assert "The text is hard-wrapped" in status and "CR LF" in status, status
     assert 50 < int(re.search(r"wrapped it at (\d+) characters", status).group(1)) <= 60, status
     assert all(row[-1] == "✅ verified" for row in table["data"])
     assert Path(download).read_bytes()[4] == 17  # the compact format that records the line breaks
