@@ -94,6 +94,15 @@ def tiny_gpt2(gpt2_tokenizer):
     return Loaded(spec, model, tok, pick("cpu"), model_nbytes(model))
 
 
+@pytest.fixture
+def catalogued(tiny_gpt2, monkeypatch):
+    """The tiny test model under a catalogue id (63), so that its files get the compact header."""
+    from models.compression.text import compact_header
+
+    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
+    return tiny_gpt2
+
+
 @pytest.fixture(scope="session")
 def smollm():
     from models.core import registry

@@ -3,7 +3,6 @@ decoder by name, plus the 4-byte CRC32 that refuses a damaged file before decodi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import struct
 import zlib
@@ -15,20 +14,9 @@ from hypothesis import strategies as st
 from models.compression.text import compact_header, lm_codec
 from models.compression.text import container as text_container
 from models.core.errors import CorruptFile, FingerprintMismatch, LMLabError
+from tests.codec_helpers import compact_settings
 
 TEXT = b"A language model is a lossless compressor: likely words cost almost nothing."
-
-
-@pytest.fixture
-def catalogued(tiny_gpt2, monkeypatch):
-    """The tiny test model under a catalogue id, so that it gets the compact header."""
-    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
-    return tiny_gpt2
-
-
-def compact_settings(**kw) -> lm_codec.CodecSettings:
-    # the compact preset takes the tiny model's whole context (128 tokens); fp32 runs on every CPU
-    return dataclasses.replace(lm_codec.PRESETS["compact"], precision="fp32", **kw)
 
 
 def test_compact_header_roundtrip(catalogued):

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from models.compression.text import cli, compact_header, lm_codec, mixing
 from models.compression.text import line_breaks as lb
 from models.core.errors import CorruptFile
+from tests.codec_helpers import compact_settings
 
 ALICE = ("Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do: "
          "once or twice she had peeped into the book her sister was reading, but it had no pictures or "
@@ -120,16 +121,6 @@ def test_records_of_the_breaks_are_checked():
 
 
 # --- in the codec ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def catalogued(tiny_gpt2, monkeypatch):
-    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
-    return tiny_gpt2
-
-
-def compact_settings(**kw) -> lm_codec.CodecSettings:
-    return dataclasses.replace(lm_codec.PRESETS["compact"], precision="fp32", **kw)
 
 
 @pytest.mark.parametrize("mixer", [None, mixing.DEFAULT])

@@ -5,7 +5,6 @@ fails the test, so no model step can run; good files still round-trip."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 import textwrap
@@ -16,6 +15,7 @@ from models.compression.text import cli, compact_header, lm_codec, mixing
 from models.compression.text import compare as text_compare
 from models.compression.text import container as text_container
 from models.core.errors import CorruptFile
+from tests.codec_helpers import compact_settings
 
 TEXT = b"A language model is a lossless compressor: likely words cost almost nothing."
 # A hard-wrapped text with CR LF line ends, coded unwrapped (``line_breaks.py``): format version 17.
@@ -25,10 +25,6 @@ KINDS = ["v8", "v13", "v14", "v17", "v17-alone"]
 ORIGINAL = {"v8": TEXT, "v13": TEXT, "v14": TEXT, "v17": WRAPPED, "v17-alone": WRAPPED}
 NOT_LMLT = "This is not a file written by LM Lab's text compressor (.lmlt): it should start with the letters LMLT."
 DAMAGED = "The file is damaged: its checksum does not match"
-
-
-def compact_settings(**kw) -> lm_codec.CodecSettings:
-    return dataclasses.replace(lm_codec.PRESETS["compact"], precision="fp32", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +43,6 @@ def files(tiny_gpt2) -> dict[str, bytes]:
         compact_header.MODEL_IDS.update(saved)
     assert [b[4] for b in out.values()] == [8, 13, 14, 17, 17]
     return out
-
-
-@pytest.fixture
-def catalogued(tiny_gpt2, monkeypatch):
-    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
-    return tiny_gpt2
 
 
 @pytest.fixture

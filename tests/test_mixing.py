@@ -14,6 +14,7 @@ from models.compression.text import container as text_container
 from models.compression.text.match_model import MatchModel
 from models.compression.text.ngram import TokenNGram
 from models.core.errors import CorruptFile, FingerprintMismatch, InputError
+from tests.codec_helpers import compact_settings
 
 SMALL = lm_codec.CodecSettings(window=32, keep=12, lane_tokens=40, max_lanes=4, short_tokens=0, precision="fp32")
 REPEATS = ("The Mock Turtle sighed deeply, and drew the back of one flap across his eyes. " * 5).encode()
@@ -168,36 +169,26 @@ def test_encoder_and_decoder_states_are_equal_after_every_token(tiny_gpt2, monke
     assert digests[0] == digests[1]
 
 
-@pytest.fixture
-def catalogued(tiny_gpt2, monkeypatch):
-    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
-    return tiny_gpt2
-
-
-def compact(**kw):
-    return dataclasses.replace(lm_codec.PRESETS["compact"], precision="fp32", **kw)
-
-
 def test_default_mixer_gets_the_compact_mixing_record(catalogued):
-    result = roundtrip(REPEATS, catalogued, compact())
+    result = roundtrip(REPEATS, catalogued, compact_settings())
     header = lm_codec.read_header(result.blob)
     assert result.blob[4] == 13 and header["mixer_id"] == "mix-2"
     assert header["header_bytes"] <= 25
-    plain = lm_codec.compress(REPEATS, catalogued, compact())
+    plain = lm_codec.compress(REPEATS, catalogued, compact_settings())
     assert plain.blob[4] == 8  # the model alone: version 3's fields, with the payload length and a checksum
-    first = roundtrip(REPEATS, catalogued, compact(), mixer=mixing.MIX_1)  # the earlier default still writes id 1
+    first = roundtrip(REPEATS, catalogued, compact_settings(), mixer=mixing.MIX_1)  # the earlier default still writes id 1
     assert first.blob[4] == 13 and lm_codec.read_header(first.blob)["mixer_id"] == "mix-1"
 
 
 def test_other_mixer_settings_are_recorded_in_full(catalogued):
     other = dataclasses.replace(mixing.DEFAULT, orders=(2, 3), rate=0.05)
-    result = roundtrip(REPEATS, catalogued, compact(), mixer=other)
+    result = roundtrip(REPEATS, catalogued, compact_settings(), mixer=other)
     header = lm_codec.read_header(result.blob)
     assert result.blob[4] == 14 and header["mixer"]["orders"] == [2, 3] and header["mixer"]["rate"] == 0.05
 
 
 def test_decoder_with_other_mixer_settings_refuses(catalogued, monkeypatch):
-    result = lm_codec.compress(REPEATS, catalogued, compact(), mixer=mixing.DEFAULT)
+    result = lm_codec.compress(REPEATS, catalogued, compact_settings(), mixer=mixing.DEFAULT)
     monkeypatch.setitem(mixing.NAMED, "mix-2", dataclasses.replace(mixing.DEFAULT, rate=0.03))
     with pytest.raises(FingerprintMismatch, match="codec and its settings"):
         lm_codec.decompress(result.blob, catalogued)
@@ -214,7 +205,7 @@ def test_version_2_file_with_an_unknown_mixer_is_refused(tiny_gpt2):
 
 
 def test_damaged_and_truncated_mixed_files_are_refused(catalogued):
-    blob = lm_codec.compress(REPEATS, catalogued, compact(), mixer=mixing.DEFAULT).blob
+    blob = lm_codec.compress(REPEATS, catalogued, compact_settings(), mixer=mixing.DEFAULT).blob
     for bad in (blob[:10], blob[:-3], blob[:22] + bytes([blob[22] ^ 1]) + blob[23:], blob[:5] + b"\x09" + blob[6:]):
         with pytest.raises((CorruptFile, FingerprintMismatch)):
             lm_codec.decompress(bad, catalogued)
@@ -252,13 +243,13 @@ def test_mixing_picture_names_a_winner_for_every_token(tiny_gpt2):
 def test_one_pass_files_of_every_format_decode_in_one_pass(catalogued):
     """The benchmark's rows: version 8 (model alone), 13 (default mixer) and 14 (other settings) together."""
     mixers = [None, mixing.DEFAULT, dataclasses.replace(mixing.DEFAULT, contexts=False)]
-    results = lm_codec.compress_many(REPEATS, catalogued, mixers, compact())
+    results = lm_codec.compress_many(REPEATS, catalogued, mixers, compact_settings())
     assert [r.blob[4] for r in results] == [8, 13, 14]
     for (data, seconds), result in zip(lm_codec.decompress_many([r.blob for r in results], catalogued), results,
                                        strict=True):
         assert data == REPEATS and seconds > 0
         assert lm_codec.decompress(result.blob, catalogued) == REPEATS
-    other = lm_codec.compress(REPEATS[:-5], catalogued, compact())
+    other = lm_codec.compress(REPEATS[:-5], catalogued, compact_settings())
     with pytest.raises(InputError, match="one pass"):
         lm_codec.decompress_many([results[0].blob, other.blob], catalogued)
 

@@ -117,6 +117,12 @@ def _candidates(lines: list[bytes]) -> list[bool]:
             for a, b in pairwise(lines)]
 
 
+def _joined(width: int, next_line: bytes) -> int:
+    """The width of a line ``width`` columns wide with a space and ``next_line``'s first word after it: the
+    greedy fill at W breaks there when this is more than W."""
+    return width + 1 + _col(next_line.split(b" ", 1)[0])
+
+
 def _measure(lines: list[bytes], cand: list[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A, B, E): per candidate boundary, the width of the line before it (A) and of that line plus a space
     plus the next line's first word (B: the rule breaks there when B > W); per space inside a line, the
@@ -130,7 +136,7 @@ def _measure(lines: list[bytes], cand: list[bool]) -> tuple[np.ndarray, np.ndarr
             e_cols.append(c)
         if i < len(cand) and cand[i]:
             a_cols.append(c)
-            b_cols.append(c + 1 + _col(lines[i + 1].split(b" ", 1)[0]))
+            b_cols.append(_joined(c, lines[i + 1]))
     return np.array(a_cols, dtype=np.int64), np.array(b_cols, dtype=np.int64), np.array(e_cols, dtype=np.int64)
 
 
@@ -161,7 +167,7 @@ def plan(data: bytes) -> LineBreaks | None:
             if c > best:
                 flips.append(k)
             k += 1
-        if i < len(cand) and cand[i] and c + 1 + _col(lines[i + 1].split(b" ", 1)[0]) > best:
+        if i < len(cand) and cand[i] and _joined(c, lines[i + 1]) > best:
             soft += 1
             k += 1
     return LineBreaks(crlf, best, tuple(flips), soft)
@@ -178,7 +184,7 @@ def apply(data: bytes, lb: LineBreaks | None) -> bytes:
     cand = _candidates(lines)
     out = [lines[0]]
     for i in range(len(cand)):
-        soft = cand[i] and _col(lines[i]) + 1 + _col(lines[i + 1].split(b" ", 1)[0]) > lb.width
+        soft = cand[i] and _joined(_col(lines[i]), lines[i + 1]) > lb.width
         out.append((b" " if soft else b"\n") + lines[i + 1])
     return b"".join(out)
 
