@@ -2,8 +2,8 @@
 
 Books from Project Gutenberg, RFCs, e-mails and README files are *hard-wrapped*: an editor broke every
 paragraph into lines of at most W characters, at the last space that fits. The language model has to
-pay for each of those line breaks (about one bit each, and a carriage return before every line feed
-costs about two more on alice29), although the rule that put them there is known: a greedy line fill.
+pay for each of those line breaks (about two bits each on alice29, and the carriage return before every
+line feed costs more), although the rule that put them there is known: a greedy line fill.
 So the codec codes the text *unwrapped*, and the decoder wraps it again:
 
 - **CR LF → LF**: when every line ends in CR LF (and no CR stands alone), the CRs are dropped and put
