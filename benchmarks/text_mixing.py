@@ -89,10 +89,10 @@ def _progress(label: str):
 
 def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_lane: bool,
              files: bool = True, variants: dict[str, mixing.MixerSettings | None] = VARIANTS,
-             unwrap: bool = True) -> dict:
+             unwrap: bool = True, codings: tuple[str, ...] = (lm_codec.TWO_STEP,)) -> dict:
     text: dict = {"bytes": len(data), "rows": []}
     if files:
-        text.update(code_text(name, data, loaded, codec, variants, unwrap))
+        text.update(code_text(name, data, loaded, codec, variants, unwrap, codings))
     if one_lane:
         s = codec.for_model(loaded)
         runner = lm_codec._runner(loaded, s.precision)
@@ -107,10 +107,14 @@ def run_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings, one_
 
 
 def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
-              variants: dict[str, mixing.MixerSettings | None] = VARIANTS, unwrap: bool = True) -> dict:
-    """Every variant's file from one pass of the model, every file decoded in one pass and compared."""
-    names, mixers = list(variants), list(variants.values())
-    results = lm_codec.compress_many(data, loaded, mixers, codec, _progress(f"{name} compress"), unwrap=unwrap)
+              variants: dict[str, mixing.MixerSettings | None] = VARIANTS, unwrap: bool = True,
+              codings: tuple[str, ...] = (lm_codec.TWO_STEP,)) -> dict:
+    """Every variant's file (under each of ``codings``) from one pass of the model, every file decoded in one
+    pass and compared. The first row (the model alone, the first coding) is the baseline."""
+    mixers = list(variants.values())
+    names = [label if len(codings) == 1 else f"{label}, {CODING_LABELS[c]}" for label in variants for c in codings]
+    results = lm_codec.compress_many(data, loaded, mixers, codec, _progress(f"{name} compress"), unwrap=unwrap,
+                                     codings=codings)
     decoded = lm_codec.decompress_many([r.blob for r in results], loaded, _progress(f"{name} decompress"))
     base = results[0]
     base_dec = decoded[0][1]
@@ -122,7 +126,8 @@ def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
                      "ce_vs_model_alone": res.cross_entropy_bits / base.cross_entropy_bits - 1,
                      "compress_s": res.seconds, "decompress_s": dec_s, "mix_s": res.mix_seconds,
                      "compress_cost": res.seconds / base.seconds - 1, "decompress_cost": dec_s / base_dec - 1,
-                     "verified": out == data, "format_version": res.blob[4]})
+                     "verified": out == data, "format_version": res.blob[4],
+                     "coding": res.header.get("coding", lm_codec.ONE_STEP)})
     h = base.header
     return {"bits_by_position_in_lane": bits_by_position(base, codec), "tokens": h["n_tokens"],
             "lanes": h["lanes"], "opening": h.get("prime", 0), "window": h["window"], "keep": h["keep"],
@@ -131,6 +136,7 @@ def code_text(name: str, data: bytes, loaded, codec: lm_codec.CodecSettings,
             "line_breaks": base.breaks.to_header() | {"soft": base.breaks.soft} if base.breaks else None}
 
 
+CODING_LABELS = {lm_codec.ONE_STEP: "one step", lm_codec.TWO_STEP: "two steps"}
 POSITION_BUCKETS = (0, 10, 50, 100, 300)  # a lane's first tokens, ..., its 300th on
 
 
@@ -179,7 +185,7 @@ def table(results: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, t in results["texts"].items():
         for r in t["rows"]:
-            cost = "baseline" if r["variant"] == "model alone" else \
+            cost = "baseline" if r is t["rows"][0] else \
                 f"{r['compress_cost']:+.1%} / {r['decompress_cost']:+.1%}"
             lines.append(f"| {name} | {r['variant']} | {r['bpb_file']:.3f} | {r['bpb_cross_entropy']:.3f} | "
                          f"{r['ce_vs_model_alone']:+.1%} | {r['vs_model_alone']:+.1%} | {t['bytes'] / r['compress_s']:,.0f} | "
@@ -214,8 +220,13 @@ def main() -> None:
                         help="only the one-lane whole-context estimate of the --one-lane texts (no files)")
     parser.add_argument("--lines", default="unwrapped", choices=("unwrapped", "as-is", "both"),
                         help="code hard-wrapped texts unwrapped (LM Lab's default), with their lines as they are, or both")
+    parser.add_argument("--codings", default="two-step", choices=("two-step", "one-step", "both"),
+                        help="code each token in two steps (LM Lab's files), in one step over the whole vocabulary "
+                             "(files before format versions 22-28), or both (one step first: the baseline)")
     parser.add_argument("--out", default=str(OUT), help="the JSON file to write")
     args = parser.parse_args()
+    codings = {"two-step": (lm_codec.TWO_STEP,), "one-step": (lm_codec.ONE_STEP,),
+               "both": (lm_codec.ONE_STEP, lm_codec.TWO_STEP)}[args.codings]
     lines = {"unwrapped": [True], "as-is": [False], "both": [False, True]}[args.lines]
     out = Path(args.out)
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir()
@@ -237,6 +248,7 @@ def main() -> None:
     results = {"machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                            "load_average_at_start": os.getloadavg()},
                "model": args.model, "preset": args.preset, "rules": list(rules), "lines": args.lines,
+               "codings": list(codings),
                "mixer_default": mixing.DEFAULT.to_header(),
                "variants": {k: (v.to_header() if v else None) for k, v in variants.items()}, "texts": {}}
     for spec in specs:
@@ -249,7 +261,7 @@ def main() -> None:
             key = name if len(rules) == 1 else f"{name}, {rule}"
             key += "" if len(lines) == 1 else (", unwrapped" if unwrap else ", lines as they are")
             results["texts"][key] = run_text(name, data, loaded, rule_codec, one_lane, not args.one_lane_only,
-                                             variants, unwrap)
+                                             variants, unwrap, codings)
             results["texts"][key].update(held_back=spec == args.held_back, rule=rule, unwrapped=unwrap,
                                          wall_s=time.perf_counter() - started)
             results["machine"]["load_average_after"] = os.getloadavg()

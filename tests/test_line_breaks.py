@@ -128,7 +128,7 @@ def test_compact_file_records_the_breaks_and_decodes(catalogued, mixer):
     data = wrapped(40)
     unwrapped = lm_codec.compress(data, catalogued, compact_settings(), mixer=mixer)
     as_is = lm_codec.compress(data, catalogued, compact_settings(), mixer=mixer, unwrap=False)
-    assert unwrapped.blob[4] == compact_header.VERSION_LINES and as_is.blob[4] in (8, 13)
+    assert unwrapped.blob[4] == compact_header.TWO_STEP[compact_header.VERSION_LINES] and as_is.blob[4] in (22, 26)
     assert unwrapped.breaks == lb.plan(data) and as_is.breaks is None
     header = lm_codec.read_header(unwrapped.blob)
     assert lb.LineBreaks.from_header(header["line_breaks"]) == unwrapped.breaks
@@ -171,8 +171,8 @@ def test_the_command_line_unwraps_unless_told_not_to(catalogued, monkeypatch, tm
     assert "the text is hard-wrapped" in capsys.readouterr().err
     assert cli.main(["compress", *args, "--keep-lines", "-o", str(tmp_path / "b.lmlt")]) == 0
     assert "hard-wrapped" not in capsys.readouterr().err
-    assert (tmp_path / "a.lmlt").read_bytes()[4] == compact_header.VERSION_LINES
-    assert (tmp_path / "b.lmlt").read_bytes()[4] == compact_header.VERSION_CHECKED
+    assert (tmp_path / "a.lmlt").read_bytes()[4] == compact_header.TWO_STEP[compact_header.VERSION_LINES]
+    assert (tmp_path / "b.lmlt").read_bytes()[4] == compact_header.TWO_STEP[compact_header.VERSION_CHECKED]
     for name in ("a", "b"):
         assert cli.main(["decompress", str(tmp_path / f"{name}.lmlt"), "-o", str(tmp_path / f"{name}.txt")]) == 0
         assert (tmp_path / f"{name}.txt").read_bytes() == src.read_bytes()

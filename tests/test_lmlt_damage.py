@@ -21,8 +21,11 @@ TEXT = b"A language model is a lossless compressor: likely words cost almost not
 # A hard-wrapped text with CR LF line ends, coded unwrapped (``line_breaks.py``): format version 17.
 WRAPPED = b"\r\n".join(textwrap.fill(TEXT.decode() + " It pays for what it did not expect, in bits. " * 10, 30)
                        .encode().split(b"\n")) + b"\r\n"
-KINDS = ["v8", "v13", "v14", "v17", "v17-alone"]
-ORIGINAL = {"v8": TEXT, "v13": TEXT, "v14": TEXT, "v17": WRAPPED, "v17-alone": WRAPPED}
+# Versions 8, 13 and 17 code each token in one step (files made before two-step coding); 22, 26 and 28 are
+# the same layouts with two-step coding, what LM Lab writes now; the JSON header (14) says which it used.
+KINDS = ["v8", "v13", "v14", "v17", "v17-alone", "v22", "v26", "v28", "v28-alone", "v14-two-step"]
+ORIGINAL = {"v8": TEXT, "v13": TEXT, "v14": TEXT, "v17": WRAPPED, "v17-alone": WRAPPED, "v22": TEXT, "v26": TEXT,
+            "v28": WRAPPED, "v28-alone": WRAPPED, "v14-two-step": TEXT}
 NOT_LMLT = "This is not a file written by LM Lab's text compressor (.lmlt): it should start with the letters LMLT."
 DAMAGED = "The file is damaged: its checksum does not match"
 
@@ -32,16 +35,28 @@ def files(tiny_gpt2) -> dict[str, bytes]:
     """One good file of each format LM Lab writes: compact (model alone, mixing coder) and JSON header."""
     saved = dict(compact_header.MODEL_IDS)
     compact_header.MODEL_IDS["tiny-gpt2"] = 63  # the tiny test model under a catalogue id: the compact header
+
+    def one_step(data, mixer=None, settings=None):
+        return lm_codec.compress_many(data, tiny_gpt2, [mixer], settings or compact_settings(),
+                                      codings=(lm_codec.ONE_STEP,))[0].blob
+
     try:
-        out = {"v8": lm_codec.compress(TEXT, tiny_gpt2, compact_settings()).blob,
-               "v13": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
-               "v14": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(window=64, keep=16)).blob,
-               "v17": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
-               "v17-alone": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings()).blob}
+        out = {"v8": one_step(TEXT),
+               "v13": one_step(TEXT, mixing.DEFAULT),
+               "v14": one_step(TEXT, settings=compact_settings(window=64, keep=16)),
+               "v17": one_step(WRAPPED, mixing.DEFAULT),
+               "v17-alone": one_step(WRAPPED),
+               "v22": lm_codec.compress(TEXT, tiny_gpt2, compact_settings()).blob,
+               "v26": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
+               "v28": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
+               "v28-alone": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings()).blob,
+               "v14-two-step": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(window=64, keep=16)).blob}
     finally:
         compact_header.MODEL_IDS.clear()
         compact_header.MODEL_IDS.update(saved)
-    assert [b[4] for b in out.values()] == [8, 13, 14, 17, 17]
+    assert [b[4] for b in out.values()] == [8, 13, 14, 17, 17, 22, 26, 28, 28, 14]
+    assert "coding" not in lm_codec.read_header(out["v14"])
+    assert lm_codec.read_header(out["v14-two-step"])["coding"] == lm_codec.TWO_STEP
     return out
 
 
@@ -81,7 +96,7 @@ def test_truncated_files_are_refused_before_the_model(files, no_model, kind):
                        len(blob) - 4, len(blob) - 1}):
         message = refused(blob[:cut])
         assert message.startswith(f"The file is truncated: it ends after {cut:,} byte"), (cut, message)
-        if kind != "v14" and cut > header_end:  # the compact record states its whole length
+        if not kind.startswith("v14") and cut > header_end:  # the compact record states its whole length
             assert f"ends after {cut:,} bytes, its header says {len(blob):,}." in message, (cut, message)
 
 
@@ -100,7 +115,7 @@ def test_one_changed_byte_anywhere_is_refused_before_the_model(files, no_model, 
                 assert message.startswith(DAMAGED), (pos, change, message)
 
 
-@pytest.mark.parametrize("kind", ["v8", "v13", "v17"])
+@pytest.mark.parametrize("kind", ["v8", "v13", "v17", "v22", "v26", "v28"])
 def test_every_bit_of_the_version_byte(files, no_model, kind):
     """One bit of the version byte must not turn a checked record into one read without its checksum."""
     for bit in range(8):
@@ -115,7 +130,7 @@ def test_empty_and_random_files(no_model):
     rng = random.Random(0)
     for n in (1, 5, 46, 1000):
         assert refused(bytes(rng.randrange(256) for _ in range(n))) == NOT_LMLT
-    for version in (2, 8, 13, 14, 17, 7, 200):  # the right letters, then noise
+    for version in (2, 8, 13, 14, 17, 22, 26, 28, 7, 200):  # the right letters, then noise
         for n in (0, 4, 30, 300):
             tail = bytes(rng.randrange(256) for _ in range(n))
             refused(b"LMLT" + bytes([version]) + tail)
@@ -127,7 +142,7 @@ def test_messages_a_teacher_reads(files, no_model):
     assert refused(b"LMLU" + blob[4:]) == NOT_LMLT
     assert refused(blob[:4] + b"\x63" + blob[5:]) == (
         "This file says it was written in format version 99, which this LM Lab cannot read (it reads versions 2, "
-        "3, 4, 8, 13, 14, 17): a newer LM Lab made it, or the file is damaged.")
+        "3, 4, 8, 13, 14, 17, 22, 26, 28): a newer LM Lab made it, or the file is damaged.")
     assert refused(blob + b"xyz") == (f"The file has 3 bytes after byte {len(blob)} that are not part of any record: "
                                       "it is damaged, or something was added to its end.")
     assert refused(blob[:30]) == (f"The file is truncated: it ends after 30 bytes, its header says {len(blob)}. "
@@ -149,11 +164,12 @@ def test_the_command_line_says_the_same(files, no_model, tmp_path, capsys):
 
 
 def test_bytes_added_by_the_checksum(files, catalogued):
-    """Versions 8 and 13 add the payload length (1 byte below 128 payload bytes) and a 4-byte CRC32."""
-    for kind in ("v8", "v13"):
+    """Versions 8 and 13 (and 22, 26 laid out like them) add the payload length (1 byte below 128 payload bytes)
+    and a 4-byte CRC32."""
+    for kind in ("v8", "v13", "v22", "v26"):
         blob = files[kind]
         header = lm_codec.read_header(blob)
-        fixed = 19 + (kind == "v13")  # magic, version, flags, model, (mixer), digest, check
+        fixed = 19 + (kind in ("v13", "v26"))  # magic, version, flags, model, (mixer), digest, check
         varints = len(compact_header._varint(header["n_bytes"])) + len(compact_header._varint(header["n_tokens"]))
         assert header["payload_bytes"] < 128
         assert header["header_bytes"] == fixed + varints + 1

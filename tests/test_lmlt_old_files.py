@@ -1,4 +1,4 @@
-"""Files written before the mixing coder (format versions 2 and 3) still decode to their bytes.
+"""Files written by earlier LM Labs (format versions 2, 3, 4, 13 and 17) still decode to their bytes.
 
 The fixtures in tests/data/lmlt/ were made once by the codec as it stood before the mixing coder
 changed the format: ``old_text.bin`` (a paragraph, an accented letter and two invalid UTF-8 bytes)
@@ -69,3 +69,31 @@ def test_version_4_smollm_fast_file_decodes(smollm):
     blob = (DATA / "v4_smollm2_fast.lmlt").read_bytes()
     assert blob[4] == 4 and lm_codec.read_header(blob)["mixer_id"] == "mix-1"
     assert decode_or_skip(blob, smollm) == TEXT[:TEXT.index(b"\xff")] * 2
+
+
+# Files of the formats written before two-step coding (versions 13 and 17, every token coded over the whole
+# vocabulary in one step), made once by the codec as it stood then: ``old_text.bin`` twice with the tiny
+# GPT-2 and the mixing coder, and ``old_wrapped.bin`` (a paragraph of alice29 filled at 60 characters with
+# CR LF line ends, twice) with the tiny GPT-2 and with SmolLM2's fast preset, coded unwrapped.
+WRAPPED = (DATA / "old_wrapped.bin").read_bytes()
+
+
+def test_version_13_file_decodes(tiny_gpt2, monkeypatch):
+    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
+    blob = (DATA / "v13_tiny_gpt2.lmlt").read_bytes()
+    header = lm_codec.read_header(blob)
+    assert blob[4] == 13 and header["mixer_id"] == "mix-2" and "coding" not in header
+    assert decode_or_skip(blob, tiny_gpt2) == TEXT * 2
+
+
+def test_version_17_file_decodes(tiny_gpt2, monkeypatch):
+    monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
+    blob = (DATA / "v17_tiny_gpt2.lmlt").read_bytes()
+    assert blob[4] == 17 and lm_codec.read_header(blob)["line_breaks"]["width"] == 60
+    assert decode_or_skip(blob, tiny_gpt2) == WRAPPED
+
+
+def test_version_17_smollm_fast_file_decodes(smollm):
+    blob = (DATA / "v17_smollm2_fast.lmlt").read_bytes()
+    assert blob[4] == 17 and lm_codec.read_header(blob)["preset"] == "fast-primed"
+    assert decode_or_skip(blob, smollm) == WRAPPED

@@ -172,12 +172,12 @@ def test_encoder_and_decoder_states_are_equal_after_every_token(tiny_gpt2, monke
 def test_default_mixer_gets_the_compact_mixing_record(catalogued):
     result = roundtrip(REPEATS, catalogued, compact_settings())
     header = lm_codec.read_header(result.blob)
-    assert result.blob[4] == 13 and header["mixer_id"] == "mix-2"
+    assert result.blob[4] == 26 and header["mixer_id"] == "mix-2"
     assert header["header_bytes"] <= 25
     plain = lm_codec.compress(REPEATS, catalogued, compact_settings())
-    assert plain.blob[4] == 8  # the model alone: version 3's fields, with the payload length and a checksum
+    assert plain.blob[4] == 22  # the model alone: version 3's fields, a payload length, a checksum, two-step coding
     first = roundtrip(REPEATS, catalogued, compact_settings(), mixer=mixing.MIX_1)  # the earlier default still writes id 1
-    assert first.blob[4] == 13 and lm_codec.read_header(first.blob)["mixer_id"] == "mix-1"
+    assert first.blob[4] == 26 and lm_codec.read_header(first.blob)["mixer_id"] == "mix-1"
 
 
 def test_other_mixer_settings_are_recorded_in_full(catalogued):
@@ -241,10 +241,12 @@ def test_mixing_picture_names_a_winner_for_every_token(tiny_gpt2):
 
 
 def test_one_pass_files_of_every_format_decode_in_one_pass(catalogued):
-    """The benchmark's rows: version 8 (model alone), 13 (default mixer) and 14 (other settings) together."""
+    """The benchmark's rows: version 22 (model alone), 26 (default mixer) and 14 (other settings) together, and
+    the same coded in one step (versions 8, 13, 14), all decoded in one pass."""
     mixers = [None, mixing.DEFAULT, dataclasses.replace(mixing.DEFAULT, contexts=False)]
-    results = lm_codec.compress_many(REPEATS, catalogued, mixers, compact_settings())
-    assert [r.blob[4] for r in results] == [8, 13, 14]
+    results = lm_codec.compress_many(REPEATS, catalogued, mixers, compact_settings(),
+                                     codings=(lm_codec.TWO_STEP, lm_codec.ONE_STEP))
+    assert [r.blob[4] for r in results] == [22, 8, 26, 13, 14, 14]
     for (data, seconds), result in zip(lm_codec.decompress_many([r.blob for r in results], catalogued), results,
                                        strict=True):
         assert data == REPEATS and seconds > 0
@@ -323,7 +325,7 @@ def test_one_megabyte_round_trips_through_the_command_line(small_vocab_model, tm
     records = lm_codec.read_records(packed.read_bytes())
     assert len(records) == 1
     header = records[0][0]
-    assert header["version"] == 13 and header["mixer_id"] == "mix-2" and header["mode"] == "mixed"
+    assert header["version"] == 26 and header["mixer_id"] == "mix-2" and header["mode"] == "mixed"
     lanes = lm_codec.PRESETS["fast"].lane_count(header["n_tokens"])  # the rule the decoder derives them by
     assert lanes == 96 and header["n_tokens"] / lanes > lm_codec.PRESETS["fast"].window  # every lane rebuilt
     src.unlink()

@@ -263,7 +263,7 @@ def test_api_a_longer_text_is_coded_in_lanes_that_read_its_opening(client):
     with open(download, "rb") as fh:
         header = lm_codec.read_header(fh.read())
     # compact, and version 17: Alice is hard-wrapped, so the file records the width it is wrapped again at
-    assert header["preset"] == "fast-primed" and header["version"] == 17 and header["line_breaks"]["width"] == 65
+    assert header["preset"] == "fast-primed" and header["version"] == 28 and header["line_breaks"]["width"] == 65
     restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
     assert restored == text and "sha256" in message
 
@@ -436,7 +436,7 @@ def test_api_gemma_base_model_codes_prose_in_fewer_bits_and_its_file_decodes(cli
     with open(download, "rb") as fh:
         blob = fh.read()
     assert blob[6] & 0x3F == compact_header.MODEL_IDS["gemma-3-270m"]
-    assert lm_codec.read_header(blob)["version"] == 17  # the model alone, the hard-wrapped lines recorded
+    assert lm_codec.read_header(blob)["version"] == 28  # the model alone, the hard-wrapped lines recorded
     assert sizes["gemma-3-270m"] < sizes[MODEL]
     restored, _path, message = client.predict(handle_file(download), api_name="/decompress_text")
     assert restored == text and "sha256" in message
@@ -460,6 +460,6 @@ def test_api_hard_wrapped_upload_is_coded_unwrapped_and_restored_exactly(client,
     assert "The text is hard-wrapped" in status and "CR LF" in status, status
     assert 50 < int(re.search(r"wrapped it at (\d+) characters", status).group(1)) <= 60, status
     assert all(row[-1] == "✅ verified" for row in table["data"])
-    assert Path(download).read_bytes()[4] == 17  # the compact format that records the line breaks
+    assert Path(download).read_bytes()[4] == 28  # the compact format that records the line breaks
     _text, restored_path, _message = client.predict(handle_file(download), api_name="/decompress_text")
     assert Path(restored_path).read_bytes() == original

@@ -1,4 +1,4 @@
-"""Format versions 3, 4, 8, 13 and 17 of ``.lmlt``: a header of about 20 bytes for a catalogue model with preset settings.
+"""Format versions 3, 4, 8, 13, 17, 22, 26 and 28 of ``.lmlt``: a header of about 20 bytes for a catalogue model with preset settings.
 
 A teacher's paragraph codes to a few dozen bytes, so the header decides whether the model beats
 deflate on the screen (version 2 spent ~110 bytes on a deflated JSON header). These versions write
@@ -8,21 +8,23 @@ and the preset (weights and tokenizer hashes, machine, library versions, window 
     magic b"LMLT"   4 bytes
     version         1 byte: 8 (the model alone) or 13 (the mixing coder, ``mixing.py``), what LM Lab writes;
                             17 when the text was unwrapped (``line_breaks.py``), for either coder;
+                            22, 26 and 28 are 8, 13 and 17 with every token coded in two steps
+                            (``two_step.py``): what LM Lab writes now;
                             3 and 4 are the same without the payload length and checksum (read, never written)
     flags           1 byte: bits 0-1 mode (0 text, 1 mixed, 2 bytes), bits 2-3 preset (PRESET_IDS; 2,
                             "fast-primed", since the lanes read the text's opening), bits 4-7 CPU threads - 1
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
                             bit 7 "sized" (a payload length follows; always set in versions 8 and 13)
-    mixer           1 byte, versions 4, 13 and 17: the mixer's id (MIXER_IDS): named settings (``mixing.NAMED``);
-                            0 in version 17: the model alone
+    mixer           1 byte, versions 4, 13, 17, 26 and 28: the mixer's id (MIXER_IDS): named settings
+                            (``mixing.NAMED``); 0 in versions 17 and 28: the model alone
     digest          8 bytes: the fingerprint digest (below)
     check           4 bytes: the first 32 bits of the sha256 of the original bytes
     n_bytes, n_tokens       unsigned LEB128 varints
-    line breaks     version 17 only: width * 2 + (1 if CR LF was coded as LF), the number of flips, and each
+    line breaks     versions 17 and 28 only: width * 2 + (1 if CR LF was coded as LF), the number of flips, and each
                     flip's distance from the previous one, all varints (``LineBreaks.to_fields``)
     payload length          varint; in versions 3 and 4 only when sized, else the payload runs to the end
     payload         the range coder's 32-bit words, little-endian, trailing zero bytes of the last word cut
-    crc32           4 bytes, versions 8, 13 and 17: CRC32 of every byte of the record before it
+    crc32           4 bytes, versions 8 and later: CRC32 of every byte of the record before it
 
 The 64-bit digest covers the whole fingerprint in four slices, so that a mismatch can be named
 without storing the fingerprint: the model's weights and tokenizer (24 bits), the machine (device
@@ -35,8 +37,8 @@ an arithmetic decoder fed a cut or damaged payload does not fail, it decodes oth
 check of the original, after one model step per token, says so: minutes on a loaded classroom
 machine. The length and the CRC refuse such a file before the model is loaded. Versions 3 and 4
 files still decode as before (a damaged payload is caught by the check after decoding).
-The version numbers differ from every other readable version (2, 3, 4, 8, 13, 17 and the JSON header's
-14) in at least two bits, so that one changed bit of the version byte gives a version no reader accepts: the file
+The version numbers differ from every other readable version (2, 3, 4, 8, 13, 17, 22, 26, 28 and the JSON
+header's 14) in at least two bits, so that one changed bit of the version byte gives a version no reader accepts: the file
 is refused at once instead of being read without its checksum (tests/test_lmlt_damage.py flips each bit).
 Anything else (a model outside the catalogue, custom settings, LZMA mode, more than 16 threads)
 keeps the self-describing JSON header of ``text_container`` (version 14; version 2 files are still read).
@@ -58,9 +60,14 @@ VERSION_MIXED = 4
 VERSION_CHECKED = 8  # version 3 with the payload length and a CRC32: what LM Lab writes for the model alone
 VERSION_CHECKED_MIXED = 13  # version 4 likewise, for the mixing coder
 VERSION_LINES = 17  # version 13 with the text's line breaks (``line_breaks.py``); mixer id 0: the model alone
-VERSIONS = (VERSION, VERSION_MIXED, VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES)
-MIXED = (VERSION_MIXED, VERSION_CHECKED_MIXED, VERSION_LINES)  # the versions with a mixer byte
-CHECKED = (VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES)
+# The same three layouts with every token coded in two steps (``two_step.py``): what LM Lab writes now.
+TWO_STEP = {VERSION_CHECKED: 22, VERSION_CHECKED_MIXED: 26, VERSION_LINES: 28}
+LAYOUT = {two: one for one, two in TWO_STEP.items()}  # a two-step version -> the version laid out the same way
+VERSIONS = (VERSION, VERSION_MIXED, VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES, *TWO_STEP.values())
+MIXED = (VERSION_MIXED, VERSION_CHECKED_MIXED, VERSION_LINES, TWO_STEP[VERSION_CHECKED_MIXED],
+         TWO_STEP[VERSION_LINES])  # the versions with a mixer byte
+CHECKED = (VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES, *TWO_STEP.values())
+TWO_STEP_CODING = "two-step"  # the JSON header's "coding" entry for it (absent: one step, as before)
 _CRC = struct.Struct("<I")
 _FIXED = struct.Struct("<4sBBB8s4s")  # magic, version, flags, model, digest, check
 _MIXED = struct.Struct("<4sBBBB8s4s")  # magic, version, flags, model, mixer, digest, check
@@ -168,10 +175,10 @@ DAMAGED = ("The file is damaged: its checksum does not match, so some of its byt
 
 def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fingerprint_digest: bytes,
          data_sha256: bytes, n_bytes: int, n_tokens: int, payload: bytes, mixer: str | None = None,
-         line_breaks: LineBreaks | None = None) -> bytes:
+         line_breaks: LineBreaks | None = None, two_step: bool = True) -> bytes:
     """One version 8 record (version 13 with ``mixer``, a MIXER_IDS name: the mixing coder; version 17 with
-    ``line_breaks``, either coder). It states its payload length, so records can follow each other, and ends
-    with the CRC32 of its bytes.
+    ``line_breaks``, either coder; 22, 26 or 28 when the payload codes tokens in two steps, ``two_step``).
+    It states its payload length, so records can follow each other, and ends with the CRC32 of its bytes.
     ValueError when the settings need the version 2 header or the payload is not whole 32-bit words."""
     if not eligible(model, mode, preset, precision, threads):
         raise ValueError("these settings need the version 2 header")
@@ -182,13 +189,12 @@ def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fi
     cut = payload
     while len(payload) - len(cut) < 3 and cut.endswith(b"\0"):  # only within the last word: the count stays
         cut = cut[:-1]
-    if line_breaks is not None:
-        out = _MIXED.pack(MAGIC, VERSION_LINES, flags, byte, MIXER_IDS[mixer] if mixer else 0, fingerprint_digest,
-                          data_sha256[:4])
-    elif mixer is None:
-        out = _FIXED.pack(MAGIC, VERSION_CHECKED, flags, byte, fingerprint_digest, data_sha256[:4])
+    layout = VERSION_LINES if line_breaks is not None else VERSION_CHECKED if mixer is None else VERSION_CHECKED_MIXED
+    version = TWO_STEP[layout] if two_step else layout
+    if layout == VERSION_CHECKED:
+        out = _FIXED.pack(MAGIC, version, flags, byte, fingerprint_digest, data_sha256[:4])
     else:
-        out = _MIXED.pack(MAGIC, VERSION_CHECKED_MIXED, flags, byte, MIXER_IDS[mixer], fingerprint_digest,
+        out = _MIXED.pack(MAGIC, version, flags, byte, MIXER_IDS[mixer] if mixer else 0, fingerprint_digest,
                           data_sha256[:4])
     out += _varint(n_bytes) + _varint(n_tokens)
     if line_breaks is not None:
@@ -214,13 +220,14 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
     else:
         magic, version, flags, byte, fp_digest, check = _FIXED.unpack_from(blob, start)
     if magic != MAGIC or version not in VERSIONS:
-        raise CorruptFile("This is not a record written by LM Lab's text compressor (format versions 3, 4, 8, 13 "
-                          "and 17).")
+        raise CorruptFile("This is not a record written by LM Lab's text compressor (format versions 3, 4, 8, 13, "
+                          "17, 22, 26 and 28).")
     checked = version in CHECKED
+    layout = LAYOUT.get(version, version)
     n_bytes, pos = _read_varint(blob, start + fixed.size, start)
     n_tokens, pos = _read_varint(blob, pos, start)
     breaks = None
-    if version == VERSION_LINES:
+    if layout == VERSION_LINES:
         head, pos = _read_varint(blob, pos, start)
         count, pos = _read_varint(blob, pos, start)
         if count > n_bytes:  # a flip is a space of the text
@@ -240,7 +247,7 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
         end = len(blob)
     if checked and _CRC.unpack_from(blob, end - _CRC.size)[0] != zlib.crc32(memoryview(blob)[start:end - _CRC.size]):
         raise CorruptFile(DAMAGED)
-    if version == VERSION_LINES:
+    if layout == VERSION_LINES:
         breaks = LineBreaks.from_fields(head, steps)
     # The checksum matched (or the version has none): an unknown id means a newer LM Lab wrote the file.
     mixer = next((k for k, v in MIXER_IDS.items() if v == mixer_id), None)
@@ -248,7 +255,7 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
     model_id, precision = byte & 0x3F, (byte >> 6) & 1
     model = next((k for k, v in MODEL_IDS.items() if v == model_id), None)
     if model is None or mode >= len(MODES) or preset >= len(PRESET_IDS) \
-            or (version in MIXED and mixer is None and not (version == VERSION_LINES and mixer_id == 0)):
+            or (version in MIXED and mixer is None and not (layout == VERSION_LINES and mixer_id == 0)):
         raise CorruptFile("This file was made with a model or settings this LM Lab does not know (a newer LM Lab "
                           "made it), or it is damaged. Decode it with the LM Lab version that made it.")
     payload = blob[pos:pos + size] + b"\0" * (-size % 4)
@@ -260,6 +267,8 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
         header["mixer_id"] = mixer
     if breaks is not None:
         header["line_breaks"] = breaks.to_header()
+    if version in LAYOUT:
+        header["coding"] = TWO_STEP_CODING
     return header, payload, end
 
 

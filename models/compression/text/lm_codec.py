@@ -58,13 +58,17 @@ import constriction
 import numpy as np
 import torch
 
-from models.compression.text import adaptation, compact_header, line_breaks, mixing
+from models.compression.text import adaptation, compact_header, line_breaks, mixing, two_step
 from models.compression.text import container as text_container
 from models.core import registry, text_start, torch_internals
 from models.core.errors import Cancelled, CorruptFile, FingerprintMismatch, InputError
 from models.engines import kv_cache
 
 CODEC = "lm-range-1"
+# How a file's range coder codes each token: over the whole vocabulary at once (files before format versions
+# 22-28 and JSON headers without "coding"), or in two steps (``two_step.py``), what LM Lab writes now.
+ONE_STEP, TWO_STEP = "one-step", compact_header.TWO_STEP_CODING
+CODINGS = (ONE_STEP, TWO_STEP)
 _FAMILY = None  # constriction's Categorical family, created on first use
 
 
@@ -655,12 +659,16 @@ def compress_best(data: bytes, loaded: registry.Loaded, settings: CodecSettings 
 
 def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.MixerSettings | None],
                   settings: CodecSettings | None = None, progress: Progress | None = None,
-                  trace: bool = False, unwrap: bool = True) -> list[LMResult]:
-    """One file per entry of ``mixers`` (None: the model alone) from ONE pass of the model: the files
-    are exactly what ``compress`` writes with each mixer, because the model's probabilities do not
-    depend on the coder. Each result's ``seconds`` is the pass's time less the other coders' own time
-    (mixing and range coding), i.e. what coding with that mixer alone takes. ``unwrap``: as ``compress``;
-    the tokens (``LMResult.tokens``) are then those of the unwrapped text."""
+                  trace: bool = False, unwrap: bool = True, codings: tuple[str, ...] = (TWO_STEP,)) -> list[LMResult]:
+    """One file per entry of ``mixers`` (None: the model alone) and of ``codings`` (mixer by mixer) from ONE
+    pass of the model: the files are exactly what ``compress`` writes with each mixer, because the model's
+    probabilities do not depend on the coder. Each result's ``seconds`` is the pass's time less the other
+    coders' own time (mixing and range coding), i.e. what coding with that mixer alone takes. ``unwrap``:
+    as ``compress``; the tokens (``LMResult.tokens``) are then those of the unwrapped text. ``codings``:
+    ``TWO_STEP`` (what LM Lab writes, ``two_step.py``) and/or ``ONE_STEP`` (each token over the whole
+    vocabulary at once, as files before it; for comparisons)."""
+    if not codings or any(c not in CODINGS for c in codings):
+        raise InputError(f"codings must be some of {', '.join(CODINGS)}")
     if not isinstance(data, (bytes, bytearray)):
         raise InputError("compress() takes bytes; encode text as UTF-8 first")
     if len(data) > MAX_RECORD_BYTES:
@@ -692,19 +700,21 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
         header["adapt"] = s.adapt.to_header()
     if breaks is not None:  # absent when the text was coded as it is, likewise
         header["line_breaks"] = breaks.to_header()
+    pairs = [(mixer, coding) for mixer in mixers for coding in codings]
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
         return [LMResult(text_container.pack(header, payload), {**header, "payload_bytes": len(payload)}, [],
-                         time.perf_counter() - started, note) for _ in mixers]
+                         time.perf_counter() - started, note) for _ in pairs]
     headers = []
-    for mixer in mixers:
+    for mixer, coding in pairs:
         if mixer is not None:
             mixer.check()
-        headers.append(header if mixer is None else {**header, "mixer": mixer.to_header()})
+        headers.append({**header, **({} if mixer is None else {"mixer": mixer.to_header()}),
+                        **({"coding": coding} if coding == TWO_STEP else {})})
 
-    coders = [_MixStep(mixer, lanes, trace) for mixer in mixers]
-    encoders = [constriction.stream.queue.RangeEncoder() for _ in mixers]
-    bits = np.zeros((len(mixers), len(ids)), dtype=np.float64)
+    coders = [_MixStep(mixer, lanes, trace) for mixer, _ in pairs]
+    encoders = [_Encoder(coding, runner.vocab) for _, coding in pairs]
+    bits = np.zeros((len(pairs), len(ids)), dtype=np.float64)
     model_bits = np.zeros(len(ids), dtype=np.float64)
 
     def choose(positions: list[int], active: list[int], probs: np.ndarray) -> np.ndarray:
@@ -714,7 +724,7 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
         for k, (mix, encoder) in enumerate(zip(coders, encoders, strict=True)):
             t0 = time.perf_counter()
             coded = mix.predict(active, probs)
-            encoder.encode(symbols, _family(), coded)
+            encoder.encode(coded, symbols)
             bits[k, positions] = -np.log2(np.maximum(coded[rows, symbols].astype(np.float64), MIN_P))
             mix.update(active, symbols)
             mix.coder_seconds += time.perf_counter() - t0
@@ -725,8 +735,8 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     elapsed = time.perf_counter() - started
     pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
     results = []
-    for k, (mixer, mix, encoder) in enumerate(zip(mixers, coders, encoders, strict=True)):
-        payload = encoder.get_compressed().astype("<u4").tobytes()
+    for k, ((mixer, _), mix, encoder) in enumerate(zip(pairs, coders, encoders, strict=True)):
+        payload = encoder.range.get_compressed().astype("<u4").tobytes()
         blob = _pack(headers[k], payload, loaded, s, mixer)
         payload_bytes = read_header(blob)["payload_bytes"]  # as stored (version 3 cuts trailing zero bytes)
         tokens = [TokenCost(p, float(b)) for p, b in zip(pieces, bits[k], strict=True)]
@@ -735,6 +745,33 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
                                 note,
                                 float(model_bits.sum()), mix.trace, mix.seconds, breaks))
     return results
+
+
+class _Encoder:
+    """A range encoder that codes each step's tokens in one step (over the whole vocabulary) or two."""
+
+    def __init__(self, coding: str, vocab: int) -> None:
+        self.range = constriction.stream.queue.RangeEncoder()
+        self.steps = two_step.TwoStepCoder(vocab, _family()) if coding == TWO_STEP else None
+
+    def encode(self, probs: np.ndarray, symbols: np.ndarray) -> None:
+        if self.steps is None:
+            self.range.encode(symbols, _family(), probs)
+        else:
+            self.steps.encode(self.range, probs, symbols)
+
+
+class _Decoder:
+    """The inverse of ``_Encoder`` over a record's payload."""
+
+    def __init__(self, coding: str, vocab: int, payload: bytes) -> None:
+        self.range = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        self.steps = two_step.TwoStepCoder(vocab, _family()) if coding == TWO_STEP else None
+
+    def decode(self, probs: np.ndarray) -> np.ndarray:
+        if self.steps is None:
+            return np.asarray(self.range.decode(_family(), probs), dtype=np.int64)
+        return self.steps.decode(self.range, probs)
 
 
 class _MixStep:
@@ -799,7 +836,7 @@ def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSetting
                                threads=header["threads"], fingerprint_digest=compact_header.digest(full),
                                data_sha256=bytes.fromhex(header["sha256"]), n_bytes=header["n_bytes"],
                                n_tokens=header["n_tokens"], payload=payload, mixer=mixer_id,
-                               line_breaks=_recorded_breaks(header))
+                               line_breaks=_recorded_breaks(header), two_step=header.get("coding") == TWO_STEP)
 
 
 def read_header(blob: bytes) -> dict:
@@ -900,6 +937,9 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
     if len(payload) % 4:
         raise CorruptFile("the payload is not a whole number of 32-bit words: the file is corrupt")
     _recorded_mixer(header)  # refuses a mixer this build cannot reproduce
+    if header.get("coding", ONE_STEP) not in CODINGS:
+        raise CorruptFile("the header names a way of coding tokens this LM Lab does not know (a newer LM Lab made "
+                          "it), or it is damaged. Decode it with the LM Lab version that made it.")
     adapt = None
     if "adapt" in header:
         try:
@@ -944,8 +984,7 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
         return out
     runner = _runner(loaded, first["fingerprint"]["precision"])
     coders = [_MixStep(_recorded_mixer(r.header), len(lengths)) for r in records]
-    decoders = [constriction.stream.queue.RangeDecoder(np.frombuffer(r.payload, dtype="<u4").astype(np.uint32))
-                for r in records]
+    decoders = [_Decoder(r.header.get("coding", ONE_STEP), runner.vocab, r.payload) for r in records]
     ids = [0] * n_tokens
 
     def choose(positions: list[int], active: list[int], probs: np.ndarray) -> np.ndarray:
@@ -954,8 +993,8 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
             t0 = time.perf_counter()
             coded = mix.predict(active, probs)
             try:
-                symbols = np.asarray(decoder.decode(_family(), coded), dtype=np.int64)
-            except (AssertionError, ValueError) as exc:  # constriction's range decoder on words no encoder wrote
+                symbols = decoder.decode(coded)
+            except (AssertionError, ValueError, IndexError) as exc:  # constriction's range decoder on words no encoder wrote
                 raise CorruptFile("the payload cannot be decoded with this model: the file is corrupt") from exc
             if decoded is not None and not np.array_equal(symbols, decoded):
                 raise CorruptFile("the records decode to different texts: one of them is corrupt")
