@@ -123,3 +123,20 @@ def test_the_mixing_picture_puts_every_token_back_in_text_order(tiny_gpt2):
     assert alone.header["prime"] == 8 and p.lanes == alone.header["lanes"] == 4
     assert "".join(t.text for t in p.tokens).encode() == TEXT
     assert [t.bits_model for t in p.tokens] == pytest.approx([t.bits for t in alone.tokens], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("mixer", [None, "mix-2"])
+def test_the_mixer_replay_counts_what_the_coder_counts(tiny_gpt2, mixer):
+    """benchmarks/mixer_replay.py replays mixers over one recorded pass restricted to the text's own tokens
+    plus one column for the rest: its cross-entropy must be the coder's (primed lanes, rebuilt windows), or
+    the settings it picks mean nothing."""
+    from benchmarks.mixer_replay import record, replay
+    from models.compression.text import mixing
+
+    settings = mixing.NAMED[mixer] if mixer else None
+    result = lm_codec.compress(TEXT, tiny_gpt2, PRIMED, mixer=settings, unwrap=False)
+    ids, _, _ = lm_codec.TokenMap(tiny_gpt2.tokenizer).to_tokens(TEXT)
+    probs, tokens, opening, lengths = record(tiny_gpt2, ids, PRIMED.for_model(tiny_gpt2))
+    assert opening == result.header["prime"] and len(lengths) == result.header["lanes"]
+    assert probs.shape == (len(ids), len(set(ids)) + 1)
+    assert replay(probs, tokens, opening, lengths, settings) == pytest.approx(result.cross_entropy_bits, rel=1e-4)
