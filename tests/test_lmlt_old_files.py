@@ -89,7 +89,7 @@ def test_version_13_file_decodes(tiny_gpt2, monkeypatch):
 def test_version_17_file_decodes(tiny_gpt2, monkeypatch):
     monkeypatch.setitem(compact_header.MODEL_IDS, "tiny-gpt2", 63)
     blob = (DATA / "v17_tiny_gpt2.lmlt").read_bytes()
-    assert blob[4] == 17 and lm_codec.read_header(blob)["line_breaks"]["width"] == 60
+    assert blob[4] == 17 and lm_codec.read_header(blob)["line_breaks"]["width"] == 59
     assert decode_or_skip(blob, tiny_gpt2) == WRAPPED
 
 
