@@ -22,7 +22,7 @@ TEXT = b"A language model is a lossless compressor: likely words cost almost not
 def test_compact_header_roundtrip(catalogued):
     result = lm_codec.compress(TEXT, catalogued, compact_settings())
     header = lm_codec.read_header(result.blob)
-    assert result.blob[:5] == b"LMLT\x08"
+    assert result.blob[:5] == b"LMLT\x16"  # version 22: version 8 with two-step coding
     # the header, and the CRC32 at the end of the record (4 bytes)
     assert header["header_bytes"] <= 24 and len(result.blob) - result.header["payload_bytes"] <= 28
     assert header["preset"] == "compact" and header["fingerprint"]["model"] == "tiny-gpt2"
@@ -33,7 +33,7 @@ def test_compact_header_roundtrip(catalogued):
 @pytest.mark.parametrize("data", [b"", b"a", bytes(range(256)) + b"\xff\xfe"])
 def test_compact_header_edge_inputs(catalogued, data):
     result = lm_codec.compress(data, catalogued, compact_settings())
-    assert result.blob[4] == 8
+    assert result.blob[4] == 22
     assert lm_codec.decompress(result.blob, catalogued) == data
 
 
