@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.text_compression import coded_text
 from benchmarks.text_mixing import read_text
-from models.compression.text import line_breaks, lm_codec
+from models.compression.text import lm_codec
 from models.core import registry, settings
 
 OUT = Path(__file__).parent / "results" / "lane_openings.json"
@@ -53,7 +54,7 @@ def main() -> None:
     s = lm_codec.PRESETS["compact"].for_model(loaded)
     runner = lm_codec._runner(loaded, s.precision)
     start = lm_codec._start_id(loaded.tokenizer)
-    ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(line_breaks.apply(data, line_breaks.plan(data)))
+    ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(coded_text(data))
     _, lengths = s.layout(len(ids))
     offsets = [sum(lengths[:i]) for i in range(len(lengths))]
     pieces = [ids[o:o + min(args.tokens, n)] for o, n in zip(offsets[1:], lengths[1:], strict=True)]

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.text_compression import coded_text
 from benchmarks.text_mixing import read_text
-from models.compression.text import line_breaks, lm_codec, mixing
+from models.compression.text import lm_codec, mixing
 from models.core import registry, settings
 
 OUT = Path(__file__).parent / "results" / "mixer_replay.json"
@@ -122,17 +123,19 @@ def main() -> None:
     name, data = read_text(args.text, data_dir)
     loaded = registry.load_causal_lm(args.model)
     s = replace(lm_codec.PRESETS[args.preset], threads=args.threads).for_model(loaded)
-    ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(line_breaks.apply(data, line_breaks.plan(data)))
+    ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(coded_text(data))
     started = time.perf_counter()
     cache = Path(args.cache) if args.cache else None
     if cache is not None and cache.exists():  # a recording of this model, text and preset (--cache)
         with np.load(cache) as z:
             probs, tokens, opening, lengths = z["probs"], z["tokens"], int(z["opening"]), z["lengths"].tolist()
+        how = f"read from {cache}"
     else:
         probs, tokens, opening, lengths = record(loaded, ids, s)
         if cache is not None:
             np.savez(cache, probs=probs, tokens=tokens, opening=opening, lengths=np.array(lengths))
-    print(f"recorded {len(ids):,} positions x {probs.shape[1]:,} columns in {time.perf_counter() - started:.0f} s",
+        how = "recorded"
+    print(f"{how}: {len(ids):,} positions x {probs.shape[1]:,} columns in {time.perf_counter() - started:.0f} s",
           flush=True)
     variants = {"model alone": None, "mix-2": mixing.DEFAULT}
     variants.update({v: parse_variant(v) for v in args.variants.split(";") if v.strip()})

@@ -68,14 +68,13 @@ class TwoStepCoder:
 
     def decode(self, decoder, probs: np.ndarray) -> np.ndarray:
         """The next symbols (lanes,) int64 from ``decoder`` under ``probs`` (lanes, vocab) float32."""
-        lanes = probs.shape[0]
         k = len(self.seen)
+        symbols = np.full(probs.shape[0], -1, dtype=np.int64)
         if k:
             first = np.asarray(decoder.decode(self.family, self._first(probs)), dtype=np.int64)
-        else:
-            first = np.zeros(lanes, dtype=np.int64)
-        symbols = np.where(first < k, self.seen[np.minimum(first, max(k - 1, 0))] if k else 0, -1)
-        new = np.flatnonzero(first >= k)
+            old = first < k
+            symbols[old] = self.seen[first[old]]
+        new = np.flatnonzero(symbols < 0)
         if len(new):
             unseen = np.flatnonzero(self.index < 0)
             for lane in new:
