@@ -72,23 +72,42 @@ def record(loaded, ids: list[int], s: lm_codec.CodecSettings) -> tuple[np.ndarra
     return out, np.array([remap[int(t)] for t in ids], dtype=np.int64), opening, lengths
 
 
+def recorded(loaded, ids: list[int], s: lm_codec.CodecSettings, cache: Path | None
+             ) -> tuple[np.ndarray, np.ndarray, int, list[int], str]:
+    """``record``'s four results, read from ``cache`` (a .npz) when it exists, else recorded and written there;
+    and how they were had, for the log. A cache must be of the same model, text and preset."""
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return z["probs"], z["tokens"], int(z["opening"]), z["lengths"].tolist(), f"read from {cache}"
+    probs, tokens, opening, lengths = record(loaded, ids, s)
+    if cache is not None:
+        np.savez(cache, probs=probs, tokens=tokens, opening=opening, lengths=np.array(lengths))
+    return probs, tokens, opening, lengths, "recorded"
+
+
 def replay(probs: np.ndarray, tokens: np.ndarray, opening: int, lengths: list[int],
            mixer: mixing.MixerSettings | None) -> float:
     """Cross-entropy in bits of the (mixed) distributions, fed in the codec's coding order: the opening as
     lane 0, then every lane step by step, lane 0 going straight on (``lm_codec._code_tokens``)."""
+    return float(replay_bits(probs, tokens, opening, lengths, mixer).sum())
+
+
+def replay_bits(probs: np.ndarray, tokens: np.ndarray, opening: int, lengths: list[int],
+                mixer: mixing.MixerSettings | None) -> np.ndarray:
+    """``replay``'s bits position by position: (n_tokens,) float64, in text order."""
     offsets = [opening + sum(lengths[:i]) for i in range(len(lengths))]
     steps = [([0], [i]) for i in range(opening)]
     steps += [([lane for lane in range(len(lengths)) if lengths[lane] > t],
                [offsets[lane] + t for lane in range(len(lengths)) if lengths[lane] > t])
               for t in range(max(lengths, default=0))]
     m = None if mixer is None else mixing.Mixer(mixer, len(lengths))
-    bits = 0.0
+    bits = np.zeros(len(tokens))
     for active, positions in steps:
         p = probs[positions]
         x = tokens[positions]
         mixed = p if m is None else m.predict(active, p)
         q = mixed[np.arange(len(positions)), x].astype(np.float64) / mixed.sum(axis=1, dtype=np.float64)
-        bits -= float(np.log2(np.maximum(q, lm_codec.MIN_P)).sum())
+        bits[positions] = -np.log2(np.maximum(q, lm_codec.MIN_P))
         if m is not None:
             m.update(active, x)
     return bits
@@ -125,16 +144,7 @@ def main() -> None:
     s = replace(lm_codec.PRESETS[args.preset], threads=args.threads).for_model(loaded)
     ids, _, _ = lm_codec.TokenMap(loaded.tokenizer).to_tokens(coded_text(data))
     started = time.perf_counter()
-    cache = Path(args.cache) if args.cache else None
-    if cache is not None and cache.exists():  # a recording of this model, text and preset (--cache)
-        with np.load(cache) as z:
-            probs, tokens, opening, lengths = z["probs"], z["tokens"], int(z["opening"]), z["lengths"].tolist()
-        how = f"read from {cache}"
-    else:
-        probs, tokens, opening, lengths = record(loaded, ids, s)
-        if cache is not None:
-            np.savez(cache, probs=probs, tokens=tokens, opening=opening, lengths=np.array(lengths))
-        how = "recorded"
+    probs, tokens, opening, lengths, how = recorded(loaded, ids, s, Path(args.cache) if args.cache else None)
     print(f"{how}: {len(ids):,} positions x {probs.shape[1]:,} columns in {time.perf_counter() - started:.0f} s",
           flush=True)
     variants = {"model alone": None, "mix-2": mixing.DEFAULT}
