@@ -61,7 +61,7 @@ import constriction
 import numpy as np
 import torch
 
-from models.compression.text import adaptation, compact_header, line_breaks, mixing, two_step
+from models.compression.text import adaptation, compact_header, line_breaks, mixing, second_opinion, two_step
 from models.compression.text import container as text_container
 from models.core import registry, text_start, torch_internals
 from models.core.errors import Cancelled, CorruptFile, FingerprintMismatch, InputError
@@ -121,6 +121,9 @@ class CodecSettings:
     adapt_lr: float = field(default=1e-4, metadata={"help": "online adaptation: AdamW learning rate"})
     adapt_blocks: int = field(default=0, metadata={"help": "online adaptation: transformer blocks trained, from the "
                                                            "top (0: all)"})
+    second_model: str = field(default="", metadata={"help": "a second model whose next-token distribution is mixed "
+                                                            "with the model's ('': none; second_opinion.py)"})
+    second_weight: float = field(default=0.7, metadata={"help": "the model's share when a second model is mixed in"})
 
     @property
     def adapt(self) -> adaptation.AdaptSettings | None:
@@ -167,11 +170,14 @@ RULES = {
     # the same lanes, every one reading the text's first 128 tokens first (docs/BENCHMARKS.md: the opening's
     # length against bits and time)
     "fast-primed": CodecSettings(prime=128),
+    # compact's lanes with SmolLM2 reading along (second_opinion.py; docs/BENCHMARKS.md: two models mixed)
+    "two-models": CodecSettings(window=0, lane_tokens=7000, second_model="smollm2-135m-instruct", second_weight=0.7),
 }
 # What the command line and the app offer, by the names users know.
 PRESETS = {
     "fast": RULES["fast-primed"],  # alice29 at ~1.5 kB/s on two CPU cores
     "compact": RULES["compact"],
+    "two-models": RULES["two-models"],  # for Gemma 3 270M: the smallest files, at half compact's speed
 }
 
 
@@ -428,6 +434,32 @@ def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
     }
 
 
+def _second_opinion(loaded: registry.Loaded, second: registry.Loaded, precision: str,
+                    weight: float) -> second_opinion.SecondOpinion:
+    """``second`` reading the text along with ``loaded`` (``CodecSettings.second_model``)."""
+    runner, second_runner = _runner(loaded, precision), _runner(second, precision)
+    second_map = TokenMap(second.tokenizer)
+
+    def encode(data: bytes) -> list[int] | None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data":
+                return None  # a character split over two tokens: wait for the rest
+            text = data.decode("utf-8", errors="replace")  # a lane that starts inside a character
+        return second_map._encode_text(text)
+
+    def pieces(loaded: registry.Loaded, table: list[bytes] | None, vocab: int) -> list[bytes | None]:
+        out = second_opinion.token_bytes(loaded.tokenizer, table)
+        return (out + [None] * vocab)[:vocab]  # rows of the output layer the tokenizer does not name
+
+    first_pieces = pieces(loaded, TokenMap(loaded.tokenizer).pieces_table, runner.vocab)
+    second_pieces = pieces(second, second_map.pieces_table, second_runner.vocab)
+    return second_opinion.SecondOpinion(second_runner, encode, second_pieces,
+                                        second_opinion.fold_map(second_pieces, first_pieces), first_pieces,
+                                        context_limit(second), _start_id(second.tokenizer), weight)
+
+
 def _start_id(tokenizer) -> int:
     """The context every lane starts from (``text_start.start_token_id``, shared with generation)."""
     return text_start.start_token_id(tokenizer)
@@ -453,6 +485,11 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
         raise InputError(f"adapt_every must be >= 0 (got {s.adapt_every})")
     if s.adapt is not None:
         s.adapt.check(adaptation.block_count(loaded.model.base_model))
+    if s.second_model and not 0.0 < s.second_weight < 1.0:
+        raise InputError(f"second_weight must be between 0 and 1 (got {s.second_weight})")
+    if s.second_model and s.second_model == loaded.spec.key:
+        raise InputError(f"the second model must be another model than the first ({loaded.spec.key}); the "
+                         "two-models preset mixes SmolLM2-135M into Gemma 3 270M: pick gemma-3-270m as the model")
 
 
 _threads_lock = threading.Lock()
@@ -484,12 +521,14 @@ Progress = Callable[[int, int], None]
 
 def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, keep: int,
               choose: Callable[[int, list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
-              prefix: list[int] | None = None, threads: int = 0, adapter: adaptation.Adapter | None = None) -> None:
+              prefix: list[int] | None = None, threads: int = 0, adapter: adaptation.Adapter | None = None,
+              second: second_opinion.SecondOpinion | None = None) -> None:
     """Run the model over all lanes step by step; ``choose`` gets (step, active lanes, their
     probabilities) and returns their symbols (from the input when encoding, from the decoder
     when decoding). Encoder and decoder call exactly this with the same arguments. With an ``adapter``
     (``runner`` coding with its body), every ``adapter.settings.every`` steps the model takes one
-    optimiser step on each lane's tokens of those steps."""
+    optimiser step on each lane's tokens of those steps. With ``second``, a second model reads the same
+    text and its distribution is mixed into the model's before ``choose`` sees it."""
     lanes, steps = len(lengths), max(lengths)
     if steps == 0:
         return
@@ -511,9 +550,11 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
         context = first.shape[1]
         total = sum(lengths)
         done = 0
+        if second is not None:
+            second.start_ids(lanes, prefix)
         for step in range(steps):
             active = [i for i in range(lanes) if lengths[i] > step]
-            symbols = choose(step, active, probs[active])
+            symbols = choose(step, active, probs[active] if second is None else second.mixed(active, probs[active]))
             chosen = dict(zip(active, (int(x) for x in symbols), strict=True))
             for lane in range(lanes):  # finished lanes carry the start token: a fixed, shared filler
                 history[lane].append(chosen.get(lane, start_id))
@@ -522,6 +563,8 @@ def _lockstep(runner: _Runner, lengths: list[int], start_id: int, window: int, k
                 progress(done, total)
             if step == steps - 1:
                 break
+            if second is not None:
+                second.advance_ids(chosen)
             if adapter is not None and adapter.due(step + 1):
                 _adapt(adapter, history, lengths, step + 1, start_id)
             if context + 1 > window:  # rebuild: start token + the last `keep` tokens, one prefill
@@ -549,7 +592,8 @@ def _adapt(adapter: adaptation.Adapter, history: list[list[int]], lengths: list[
 
 def _code_tokens(runner: _Runner, opening: int, lengths: list[int], start_id: int, window: int, keep: int,
                  choose: Callable[[list[int], list[int], np.ndarray], np.ndarray], progress: Progress | None = None,
-                 threads: int = 0, adapt: adaptation.AdaptSettings | None = None) -> None:
+                 threads: int = 0, adapt: adaptation.AdaptSettings | None = None,
+                 second: second_opinion.SecondOpinion | None = None) -> None:
     """A record's tokens in coding order: the ``opening`` tokens as one lane, then the lanes, every lane
     reading the opening first (``CodecSettings.layout``). ``choose`` gets (the text positions of the tokens
     coded now, the active lanes, their probabilities) and returns the symbols; the opening is lane 0.
@@ -567,7 +611,8 @@ def _code_tokens(runner: _Runner, opening: int, lengths: list[int], start_id: in
             return symbols
 
         _lockstep(runner, [opening], start_id, window, keep, first,
-                  None if progress is None else (lambda d, _t: progress(d, total)), threads=threads, adapter=adapter)
+                  None if progress is None else (lambda d, _t: progress(d, total)), threads=threads, adapter=adapter,
+                  second=second)
     offsets = [opening + sum(lengths[:i]) for i in range(len(lengths))]
 
     def rest(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
@@ -575,7 +620,7 @@ def _code_tokens(runner: _Runner, opening: int, lengths: list[int], start_id: in
 
     _lockstep(runner, lengths, start_id, window, keep, rest,
               None if progress is None else (lambda d, _t: progress(opening + d, total)), prefix=said, threads=threads,
-              adapter=adapter)
+              adapter=adapter, second=second)
 
 
 def coding_order(n_tokens: int, opening: int, lanes: int) -> list[int]:
@@ -638,38 +683,41 @@ def check_tokens(n_tokens: int, n_bytes: int, loaded: registry.Loaded, max_token
 
 def compress(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
              progress: Progress | None = None, mixer: mixing.MixerSettings | None = None,
-             trace: bool = False, unwrap: bool = True) -> LMResult:
+             trace: bool = False, unwrap: bool = True, second: registry.Loaded | None = None) -> LMResult:
     """Compress ``data`` with the model; with ``mixer`` the model's distribution is mixed with the
     n-gram and match predictors (``mixing.py``) and the settings are recorded in the file. ``trace``
     keeps what the mixer did per token (``LMResult.mix_trace``). ``unwrap``: code hard-wrapped lines
     as paragraphs when that pays (``line_breaks.py``). Call ``verify`` (decode and compare) before
-    reporting a saving."""
-    return compress_many(data, loaded, [mixer], settings, progress, trace, unwrap)[0]
+    reporting a saving. ``second``: the model ``settings.second_model`` names, when already loaded."""
+    return compress_many(data, loaded, [mixer], settings, progress, trace, unwrap, second=second)[0]
 
 
 def compress_best(data: bytes, loaded: registry.Loaded, settings: CodecSettings | None = None,
                   progress: Progress | None = None, mixer: mixing.MixerSettings = mixing.DEFAULT,
-                  unwrap: bool = True) -> LMResult:
+                  unwrap: bool = True, second: registry.Loaded | None = None) -> LMResult:
     """The smaller of the mixing coder's file and the model alone's, both from one pass of the model: the
     default of the command line and the app. On a paragraph the classic predictors have little to learn
     from and the mixer can lose a few bits; this way a file never grows by mixing. ``seconds`` is the
     whole pass (both coders)."""
     started = time.perf_counter()
-    alone, mixed = compress_many(data, loaded, [None, mixer], settings, progress, unwrap=unwrap)
+    alone, mixed = compress_many(data, loaded, [None, mixer], settings, progress, unwrap=unwrap, second=second)
     best = mixed if len(mixed.blob) < len(alone.blob) else alone
     return replace(best, seconds=time.perf_counter() - started)
 
 
 def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.MixerSettings | None],
                   settings: CodecSettings | None = None, progress: Progress | None = None,
-                  trace: bool = False, unwrap: bool = True, codings: tuple[str, ...] = (TWO_STEP,)) -> list[LMResult]:
+                  trace: bool = False, unwrap: bool = True, codings: tuple[str, ...] = (TWO_STEP,),
+                  second: registry.Loaded | None = None) -> list[LMResult]:
     """One file per entry of ``mixers`` (None: the model alone) and of ``codings`` (mixer by mixer) from ONE
     pass of the model: the files are exactly what ``compress`` writes with each mixer, because the model's
     probabilities do not depend on the coder. Each result's ``seconds`` is the pass's time less the other
     coders' own time (mixing and range coding), i.e. what coding with that mixer alone takes. ``unwrap``:
     as ``compress``; the tokens (``LMResult.tokens``) are then those of the unwrapped text. ``codings``:
     ``TWO_STEP`` (what LM Lab writes, ``two_step.py``) and/or ``ONE_STEP`` (each token over the whole
-    vocabulary at once, as files before it; for comparisons)."""
+    vocabulary at once, as files before it; for comparisons). With ``settings.second_model`` a second model
+    reads along and its distribution is mixed into the model's (``second_opinion.py``; ``second``: that
+    model, when already loaded); texts the model does not read as text are coded without it."""
     if not codings or any(c not in CODINGS for c in codings):
         raise InputError(f"codings must be some of {', '.join(CODINGS)}")
     if not isinstance(data, (bytes, bytearray)):
@@ -703,6 +751,11 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
         header["adapt"] = s.adapt.to_header()
     if breaks is not None:  # absent when the text was coded as it is, likewise
         header["line_breaks"] = breaks.to_header()
+    opinion = None
+    if s.second_model and mode == "text":  # absent without a second model, likewise
+        second = second or registry.load_causal_lm(s.second_model)
+        header["second"] = {"fingerprint": fingerprint(second, runner.precision), "weight": s.second_weight}
+        opinion = _second_opinion(loaded, second, runner.precision, s.second_weight)
     pairs = [(mixer, coding) for mixer in mixers for coding in codings]
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
@@ -734,7 +787,7 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
         return symbols
 
     _code_tokens(runner, opening, lengths, start_id, s.window, s.keep, choose, progress, threads=threads,
-                 adapt=s.adapt)
+                 adapt=s.adapt, second=opinion)
     elapsed = time.perf_counter() - started
     pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
     results = []
@@ -813,9 +866,12 @@ def _preset_of(s: CodecSettings, loaded: registry.Loaded) -> str | None:
 
 
 def _full_fingerprint(fp: dict, s: CodecSettings, preset: str, start_id: int, threads: int,
-                      mixer: mixing.MixerSettings | None = None) -> dict:
+                      mixer: mixing.MixerSettings | None = None, second: dict | None = None) -> dict:
     """The fingerprint with the settings a version 3 or 4 file leaves out (they follow from the preset and,
-    in version 4, from the named mixer settings)."""
+    in version 4, from the named mixer settings). ``second``: the second model's fingerprint (preset
+    "two-models"), whose weights and tokenizer join the model's in the digest."""
+    if second is not None:
+        fp = {**fp, **{k: f"{fp[k]}+{second[k]}" for k in ("model", "weights_sha256", "tokenizer_sha256")}}
     rules = {"preset": preset, "window": s.window, "keep": s.keep, "lanes": s.lanes, "lane_tokens": s.lane_tokens,
              "max_lanes": s.max_lanes, "start_id": start_id, "threads": threads}
     if s.prime:  # absent without an opening, so that older digests stay as they were
@@ -834,7 +890,8 @@ def _pack(header: dict, payload: bytes, loaded: registry.Loaded, s: CodecSetting
     if not compact_header.eligible(fp["model"], header["mode"], preset, fp["precision"], header["threads"]) \
             or (mixer is not None and mixer_id not in compact_header.MIXER_IDS):
         return text_container.pack(header, payload)
-    full = _full_fingerprint(fp, s, preset, header["start_id"], header["threads"], mixer)
+    second = header["second"]["fingerprint"] if "second" in header else None
+    full = _full_fingerprint(fp, s, preset, header["start_id"], header["threads"], mixer, second)
     return compact_header.pack(model=fp["model"], mode=header["mode"], preset=preset, precision=fp["precision"],
                                threads=header["threads"], fingerprint_digest=compact_header.digest(full),
                                data_sha256=bytes.fromhex(header["sha256"]), n_bytes=header["n_bytes"],
@@ -876,9 +933,10 @@ def decompress_records(records: list[tuple[dict, bytes]], loaded: registry.Loade
 
 
 def decompress(blob: bytes, loaded: registry.Loaded | None = None, progress: Progress | None = None,
-               device: str | None = None) -> bytes:
-    """The original bytes, checked against their sha256. Loads the file's model if none is given."""
-    return decompress_many([blob], loaded, progress, device)[0][0]
+               device: str | None = None, second: registry.Loaded | None = None) -> bytes:
+    """The original bytes, checked against their sha256. Loads the file's model (and the second model a file
+    made with one names) if none is given."""
+    return decompress_many([blob], loaded, progress, device, second)[0][0]
 
 
 @dataclass
@@ -890,14 +948,16 @@ class _Record:
     opening: int = 0
     adapt: adaptation.AdaptSettings | None = None
     breaks: line_breaks.LineBreaks | None = None
+    second: tuple[registry.Loaded, float] | None = None  # the second model and the model's weight
 
 
-def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) -> _Record:
+def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None,
+             second: registry.Loaded | None = None) -> _Record:
     """Unpack and check a record before any decoding: CorruptFile / FingerprintMismatch with the reason."""
     header, payload = text_container.unpack(blob)
     compact = header.get("version") in compact_header.VERSIONS
     if compact:
-        header, loaded = _expand_compact(header, loaded, device)
+        header, loaded = _expand_compact(header, loaded, device, second)
     try:
         recorded = header["fingerprint"]
         n_tokens, mode = int(header["n_tokens"]), header["mode"]
@@ -928,8 +988,8 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
         text_container.check_fingerprint(recorded, fingerprint(loaded, recorded.get("precision", "auto")))
     breaks = _recorded_breaks(header)
     if mode == "lzma":
-        if breaks is not None:
-            raise CorruptFile("The file is damaged: its header says LZMA and unwrapped lines at once.")
+        if breaks is not None or "second" in header:
+            raise CorruptFile("The file is damaged: its header says LZMA and a model's settings at once.")
         return _Record(header, payload, loaded, lengths, opening)
     try:
         _check_settings(CodecSettings(window=window, keep=keep, threads=threads), loaded)
@@ -950,23 +1010,39 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None) ->
             adapt.check(adaptation.block_count(loaded.model.base_model))
         except InputError as exc:
             raise CorruptFile(f"the header's adaptation settings are invalid ({exc}): the file is corrupt") from None
-    return _Record(header, payload, loaded, lengths, opening, adapt, breaks)
+    return _Record(header, payload, loaded, lengths, opening, adapt, breaks,
+                   _recorded_second(header, device, second) if "second" in header else None)
 
 
-_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt", "line_breaks")
+def _recorded_second(header: dict, device: str | None, second: registry.Loaded | None
+                     ) -> tuple[registry.Loaded, float]:
+    """The second model a file names (``CodecSettings.second_model``), loaded and checked, and its weight."""
+    recorded = header["second"]
+    if header["mode"] != "text" or not isinstance(recorded, dict) or not isinstance(recorded.get("fingerprint"), dict) \
+            or type(recorded.get("weight")) is not float or not 0.0 < recorded["weight"] < 1.0:
+        raise CorruptFile("the header's second model is malformed: the file is corrupt")
+    fp = recorded["fingerprint"]
+    second = second or registry.load_causal_lm(str(fp.get("model", "")), device=device)
+    text_container.check_fingerprint(fp, fingerprint(second, str(fp.get("precision", "auto"))))
+    return second, recorded["weight"]
+
+
+_SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt", "line_breaks",
+              "second")
 
 
 def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, progress: Progress | None = None,
-                    device: str | None = None) -> list[tuple[bytes, float]]:
+                    device: str | None = None, second: registry.Loaded | None = None) -> list[tuple[bytes, float]]:
     """Decode records of the same text (``compress_many``: the same tokens, lanes and model, other coders)
     in ONE pass of the model: (bytes, seconds) per record, each checked against its sha256. Every
     record's decoder reads its own payload with its own mixer; the model is fed the token they all
     decoded, so each sees exactly the probabilities it would see alone (a disagreement is CorruptFile).
     A record's seconds are the pass's time less the other records' own decoding time."""
     started = time.perf_counter()
-    records = [_prepare(blobs[0], loaded, device)]
+    records = [_prepare(blobs[0], loaded, device, second)]
     loaded = records[0].loaded
-    records += [_prepare(b, loaded, device) for b in blobs[1:]]
+    records += [_prepare(b, loaded, device, second if records[0].second is None else records[0].second[0])
+                for b in blobs[1:]]
     first = records[0].header
 
     def recipe(h: dict) -> dict:  # the fingerprint without the compact header's digest of it
@@ -1008,8 +1084,11 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
             ids[position] = int(sym)
         return decoded
 
+    opinion = None if records[0].second is None else \
+        _second_opinion(loaded, records[0].second[0], runner.precision, records[0].second[1])
     _code_tokens(runner, records[0].opening, lengths, int(first["start_id"]), int(first["window"]),
-                 int(first["keep"]), choose, progress, threads=int(first["threads"]), adapt=records[0].adapt)
+                 int(first["keep"]), choose, progress, threads=int(first["threads"]), adapt=records[0].adapt,
+                 second=opinion)
     tmap = TokenMap(loaded.tokenizer)
     try:
         data = line_breaks.restore(tmap.to_bytes(ids, first["mode"]), records[0].breaks)
@@ -1037,7 +1116,8 @@ def _recorded_mixer(header: dict) -> mixing.MixerSettings | None:
                                   "Decode it with the LM Lab version that made it.") from None
 
 
-def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | None) -> tuple[dict, registry.Loaded]:
+def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | None,
+                    second: registry.Loaded | None = None) -> tuple[dict, registry.Loaded]:
     """A version 3 or 4 header: rebuild the settings from the preset, the model and (version 4) the named
     mixer settings, check the fingerprint digest against this setup's (naming what differs), and fill in what
     version 2 files record."""
@@ -1048,10 +1128,17 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
     start_id = _start_id(loaded.tokenizer)
     fp = fingerprint(loaded, recorded["precision"])
     mixer = mixing.NAMED[header["mixer_id"]] if header.get("mixer_id") else None
+    second_fp = None
+    if s.second_model and header["mode"] == "text":  # the preset's second model (other modes code without it)
+        second = second or registry.load_causal_lm(s.second_model, device=device)
+        second_fp = fingerprint(second, recorded["precision"])
     compact_header.check_fingerprint(bytes.fromhex(recorded["digest"]),
-                                     _full_fingerprint(fp, s, header["preset"], start_id, header["threads"], mixer))
+                                     _full_fingerprint(fp, s, header["preset"], start_id, header["threads"], mixer,
+                                                       second_fp))
     if mixer is not None:
         header = {**header, "mixer": mixer.to_header()}
+    if second_fp is not None:
+        header = {**header, "second": {"fingerprint": second_fp, "weight": s.second_weight}}
     opening, lengths = s.layout(int(header["n_tokens"]))
     header = {**header, "fingerprint": {**fp, "digest": recorded["digest"]}, "window": s.window, "keep": s.keep,
               "start_id": start_id, "lanes": len(lengths)}

@@ -1,0 +1,206 @@
+"""A second model's next-token distribution over the first model's tokens: two models in one coder.
+
+The coder codes the first model's tokens. The second model reads the same bytes through its own tokenizer,
+lane by lane, and its next-token distribution is folded onto the first model's vocabulary: each of its
+tokens counts for the longest first-model token its bytes begin with (``fold_map``). Mixed linearly with the
+first model's distribution (``mix``), that is one distribution over the first model's tokens, which the
+mixing coder and the range coder take as they take one model's. Measured before it was built
+(``benchmarks/model_ensemble.py``, docs/BENCHMARKS.md): Gemma 3 270M with SmolLM2-135M, alice29, -2.1 %.
+
+How a lane's second-model tokens follow the text: after each coded token its bytes are appended, and the
+lane's last second-model token and the new bytes are tokenized again (a word's tokens change as it grows:
+" Din" + "ah" -> " Dinah"). Tokens that changed are taken out of the key/value cache by masking their
+positions, the new ones appended. Lanes append different numbers of tokens a step, so a step's batch is
+padded and the pads masked too. Encoder and decoder feed the same bytes in the same order, so they run the
+same computation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.core.errors import InputError
+from models.engines import kv_cache
+
+
+def token_bytes(tokenizer, pieces_table: list[bytes] | None) -> list[bytes | None]:
+    """The bytes of every token id (None for special, control and unused tokens): ``pieces_table`` (a
+    byte-level BPE's, from ``lm_codec.TokenMap``) or a SentencePiece vocabulary's pieces, "▁" read as a
+    space and "<0xNN>" as that byte."""
+    special = set(tokenizer.all_special_ids)
+    if pieces_table is not None:
+        return [None if i in special or not b else b for i, b in enumerate(pieces_table)]
+    out: list[bytes | None] = []
+    for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        if piece is None or i in special:
+            out.append(None)
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            out.append(bytes([int(piece[3:5], 16)]))
+        elif piece.startswith("<") and piece.endswith(">"):
+            out.append(None)
+        else:
+            out.append(piece.replace("\u2581", " ").encode("utf-8"))
+    return out
+
+
+def fold_map(second: list[bytes | None], first: list[bytes | None]) -> np.ndarray:
+    """For every token of the second vocabulary, the first vocabulary's longest token its bytes begin with,
+    or len(first) where there is none: (len(second),) int64."""
+    index = {b: i for i, b in enumerate(first) if b}
+    out = np.full(len(second), len(first), dtype=np.int64)
+    for u, b in enumerate(second):
+        for k in range(len(b or b""), 0, -1):
+            if b[:k] in index:
+                out[u] = index[b[:k]]
+                break
+    return out
+
+
+def mix(first: np.ndarray, second: np.ndarray, weight: float) -> np.ndarray:
+    """weight * first + (1 - weight) * second, row by row: (lanes, vocab) float32."""
+    return (weight * first + (1.0 - weight) * second).astype(np.float32)
+
+
+class SecondOpinion:
+    """The second model over all lanes, in lock-step with the coder.
+
+    ``runner``: the second model's ``lm_codec._Runner``; ``encode``: bytes -> its token ids, or None when
+    the bytes do not end on a whole character (the lane then waits for the rest); ``fold``: ``fold_map``;
+    ``first_pieces``: the first model's token bytes (``token_bytes``), to read what the coder coded;
+    ``limit``: the most tokens a lane keeps in view (the second model's context); ``start_id``: its start
+    token; ``weight``: the first model's share in the mixture (0 < weight < 1)."""
+
+    def __init__(self, runner, encode, pieces: list[bytes | None], fold: np.ndarray,
+                 first_pieces: list[bytes | None], limit: int, start_id: int, weight: float) -> None:
+        if limit < 8:
+            raise InputError("the second model's context is too short")
+        if not 0.0 < weight < 1.0:
+            raise InputError(f"the first model's weight must be between 0 and 1 (got {weight})")
+        self.runner, self.encode, self.pieces = runner, encode, pieces
+        self.fold = torch.from_numpy(fold)
+        self.first_pieces = [b or b"" for b in first_pieces]
+        self.first_vocab, self.limit, self.start_id, self.weight = len(first_pieces), limit, start_id, weight
+
+    def start_ids(self, lanes: int, prefix: list[int]) -> None:
+        """``start`` from the first model's tokens."""
+        self.start(lanes, b"".join(self.first_pieces[t] for t in prefix))
+
+    def advance_ids(self, coded: dict[int, int]) -> None:
+        """``advance`` by the first model's token each lane just coded."""
+        self.advance({lane: self.first_pieces[t] for lane, t in coded.items()})
+
+    def start(self, lanes: int, prefix: bytes) -> None:
+        """Every lane reads ``prefix`` (the bytes the first model read after its start token)."""
+        self.text = [bytearray(prefix) for _ in range(lanes)]
+        self.done = [0] * lanes  # bytes of each lane's text its tokens cover
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """All lanes anew (the cache is shared): each lane's last ``limit // 2`` tokens' worth of text."""
+        n = len(self.text)
+        self.tokens: list[list[int]] = [[] for _ in range(n)]
+        self.starts: list[list[int]] = [[] for _ in range(n)]  # byte offset where each token starts
+        rows = []
+        for lane in range(n):
+            ids, offsets = self._tail_tokens(lane)
+            self.tokens[lane], self.starts[lane] = ids, offsets
+            rows.append([self.start_id] + ids)
+        width = max(len(r) for r in rows)
+        # positions in memory, masked ones included: when they run out, the lanes are read anew (this)
+        self.cache = kv_cache.preallocated(self.runner.config, self.limit)
+        self.live = torch.zeros(n, 0, dtype=torch.bool)
+        self.count = [0] * n
+        self.probs = self._forward(rows, width)
+
+    def _tail_tokens(self, lane: int) -> tuple[list[int], list[int]]:
+        text = bytes(self.text[lane])
+        ids = self.encode(text)
+        cut = 0
+        while ids is None and cut < min(4, len(text)):  # an unfinished character at the end waits
+            cut += 1
+            ids = self.encode(text[:len(text) - cut])
+        ids = ids or []
+        offsets, at = [], 0
+        for t in ids:
+            offsets.append(at)
+            at += len(self.pieces[t] or b"")
+        keep = self.limit // 2
+        if len(ids) > keep:
+            ids, offsets = ids[-keep:], offsets[-keep:]
+        self.done[lane] = at
+        return ids, offsets
+
+    def _forward(self, rows: list[list[int] | None], width: int) -> torch.Tensor:
+        """Append each lane's ``rows[lane]`` (None or []: nothing) as one padded step; the next-token
+        distributions (lanes, second vocab) after each lane's last token (zeros for lanes fed nothing)."""
+        n = len(rows)
+        feed = torch.zeros(n, width, dtype=torch.long)
+        new_live = torch.zeros(n, width, dtype=torch.bool)
+        positions = torch.zeros(n, width, dtype=torch.long)
+        last = torch.zeros(n, dtype=torch.long)
+        for lane, row in enumerate(rows):
+            row = row or []
+            feed[lane, :len(row)] = torch.tensor(row, dtype=torch.long)
+            new_live[lane, :len(row)] = True
+            positions[lane] = self.count[lane] + torch.arange(width).clamp(max=max(len(row) - 1, 0))
+            last[lane] = max(len(row) - 1, 0)
+            self.count[lane] += len(row)
+        self.live = torch.cat([self.live, new_live], dim=1)
+        mask = self.live.long()
+        with torch.inference_mode():
+            out = self.runner.body(input_ids=feed, attention_mask=mask, position_ids=positions, cache=self.cache,
+                                   use_cache=True)
+            self.cache = out.cache
+            hidden = out.last_hidden_state[torch.arange(n), last]
+            probs = torch.softmax(self.runner.logits(hidden), dim=-1)
+        fed = torch.tensor([bool(r) for r in rows])
+        return probs * fed[:, None]
+
+    def mixed(self, active: list[int], first: np.ndarray) -> np.ndarray:
+        """``first`` (len(active), first vocab) mixed with the second model's distribution folded onto the
+        first model's tokens, ``self.weight`` for the first: float32. A lane the second model has no opinion for
+        this step (it waits for the rest of a character) keeps the first model's row."""
+        p = self.probs[active]
+        folded = torch.zeros(len(active), self.first_vocab + 1).index_add_(1, self.fold, p)[:, :self.first_vocab]
+        total = folded.sum(-1, keepdim=True)
+        has = (total[:, 0] > 0).numpy()
+        out = first.astype(np.float32, copy=True)
+        if has.any():
+            q = (folded[has] / total[has]).numpy()
+            out[has] = mix(first[has], q, self.weight)
+        return out
+
+    def advance(self, appended: dict[int, bytes]) -> None:
+        """Each lane in ``appended`` reads those bytes (the token the coder just coded)."""
+        rows: list[list[int] | None] = [None] * len(self.text)
+        for lane, data in appended.items():
+            self.text[lane] += data
+            tokens, starts = self.tokens[lane], self.starts[lane]
+            redo_from = starts[-1] if tokens else self.done[lane]  # the last token may grow into the new bytes
+            ids = self.encode(bytes(self.text[lane][redo_from:]))
+            if ids is None:  # an unfinished character: wait for the rest
+                continue
+            if tokens and ids and ids[0] == tokens[-1]:
+                ids = ids[1:]
+                redo_from = self.done[lane]
+            elif tokens:  # the last token changed: take it out of view
+                live = torch.nonzero(self.live[lane]).flatten()
+                self.live[lane, live[-1]] = False
+                self.count[lane] -= 1
+                tokens.pop()
+                starts.pop()
+            at = redo_from
+            for t in ids:
+                tokens.append(t)
+                starts.append(at)
+                at += len(self.pieces[t] or b"")
+            self.done[lane] = at
+            rows[lane] = ids
+        if not any(rows):
+            self.probs = torch.zeros_like(self.probs)
+            return
+        if self.live.shape[1] + max(len(r or []) for r in rows) > self.limit:  # no room left: read anew
+            self._rebuild()
+            return
+        self.probs = self._forward(rows, max(len(r or []) for r in rows))

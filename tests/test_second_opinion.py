@@ -1,0 +1,145 @@
+"""Two models in one coder (second_opinion.py): a second model reads the text through its own tokenizer and
+its distribution, folded onto the first model's tokens, is mixed in. Round trips, the masked key/value
+cache against a fresh forward, the file's record of the second model, and bad settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from models.compression.text import container as text_container
+from models.compression.text import lm_codec, second_opinion
+from models.core.errors import CorruptFile, FingerprintMismatch, InputError
+
+SMALL = lm_codec.CodecSettings(window=32, keep=12, lane_tokens=40, max_lanes=4, short_tokens=0, precision="fp32")
+TEXT = ("Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing "
+        "to do: once or twice she had peeped into the book her sister was reading — “naïve” 🙂 日本語. "
+        "Alice was beginning to get very tired.").encode()
+
+
+def tiny_llama(tokenizer, positions: int, seed: int):
+    """A 2-layer Llama (random weights) reading with ``tokenizer``, as a registry.Loaded."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from models.core.device import pick
+    from models.core.registry import Loaded, ModelSpec, model_nbytes
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                         num_key_value_heads=1, vocab_size=len(tokenizer), max_position_embeddings=positions)
+    model = LlamaForCausalLM(config).eval()
+    return Loaded(ModelSpec(f"tiny-llama-{positions}", "tiny Llama (test)", "causal-lm", "local", ""), model, tokenizer,
+                  pick("cpu"), model_nbytes(model))
+
+
+@pytest.fixture(scope="module")
+def short_llama(gpt2_tokenizer):
+    return tiny_llama(gpt2_tokenizer, 24, seed=1)  # a context of 24 tokens: lanes must rebuild
+
+
+def test_two_models_round_trip_and_the_second_model_helps(tiny_gpt2, smollm):
+    """A random tiny GPT-2 knows no English; SmolLM2 reading along (another tokenizer) makes the file far
+    smaller, and the decoder, loading nothing itself, gets the text back."""
+    alone = lm_codec.compress(TEXT, tiny_gpt2, SMALL)
+    s = dataclasses.replace(SMALL, second_model="smollm2-135m-instruct")
+    both = lm_codec.compress(TEXT, tiny_gpt2, s, second=smollm)
+    assert both.header["second"]["fingerprint"]["model"] == "smollm2-135m-instruct"
+    assert both.header["second"]["weight"] == 0.7
+    assert lm_codec.decompress(both.blob, tiny_gpt2, second=smollm) == TEXT
+    assert lm_codec.decompress(both.blob, tiny_gpt2) == TEXT  # the file names its second model
+    assert both.model_bits < 0.7 * alone.model_bits, (both.model_bits, alone.model_bits)
+    assert both.header["payload_bytes"] < 0.7 * alone.header["payload_bytes"]
+
+
+@pytest.mark.parametrize("data", [TEXT, b"a", "日本語".encode() * 9, b"line one\r\n\r\n  line two\t\tend"])
+def test_round_trips_with_a_second_model_that_rebuilds(tiny_gpt2, short_llama, data):
+    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key, second_weight=0.5)
+    result = lm_codec.compress(data, tiny_gpt2, s, second=short_llama)
+    assert "second" in result.header
+    assert lm_codec.decompress(result.blob, tiny_gpt2, second=short_llama) == data
+    mixed = lm_codec.compress_many(data, tiny_gpt2, [None, lm_codec.mixing.DEFAULT], s, second=short_llama)
+    assert [r.blob for r in mixed][0] == result.blob  # one pass, each file what compress writes
+    decoded = lm_codec.decompress_many([r.blob for r in mixed], tiny_gpt2, second=short_llama)
+    assert [d for d, _ in decoded] == [data, data]
+
+
+def test_input_that_is_not_text_is_coded_without_the_second_model(tiny_gpt2, short_llama):
+    data = b"valid text \xff\xfe then more" + bytes(range(40))
+    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key)
+    result = lm_codec.compress(data, tiny_gpt2, s, second=short_llama)
+    assert result.header["mode"] == "mixed" and "second" not in result.header
+    assert lm_codec.decompress(result.blob, tiny_gpt2) == data
+
+
+def test_the_masked_cache_gives_what_a_fresh_forward_gives(gpt2_tokenizer, short_llama):
+    """Words grow token by token, so the second model's last token is often replaced: its position is
+    masked, not removed. Every step's distribution must equal a fresh forward over the tokens in view."""
+    runner = lm_codec._Runner(short_llama, "fp32")
+    opinion = lm_codec._second_opinion(short_llama, short_llama, "fp32", 0.5)
+    opinion.runner = runner
+    texts = [b"The cat sat on the mat with Dinah", "Alice, naïve 🙂 Dinahs".encode()]
+    chunks = [[t[i:i + 2] for i in range(0, len(t), 2)] for t in texts]
+    opinion.start(2, b"")
+    checked = 0
+    for step in range(max(len(c) for c in chunks)):
+        opinion.advance({lane: chunks[lane][step] for lane in range(2) if step < len(chunks[lane])})
+        for lane in range(2):
+            if step >= len(chunks[lane]) or not float(opinion.probs[lane].sum()):
+                continue
+            with torch.inference_mode():
+                hidden = runner.body(input_ids=torch.tensor([[opinion.start_id] + opinion.tokens[lane]]))
+                fresh = torch.softmax(runner.logits(hidden.last_hidden_state[0, -1]), -1)
+            assert torch.allclose(fresh, opinion.probs[lane], rtol=1e-4, atol=1e-9)
+            checked += 1
+    assert checked > 20
+    assert opinion.live.shape[1] > max(opinion.count)  # tokens were replaced (and masked) on the way
+
+
+def test_folding_counts_each_second_token_for_the_longest_first_token_it_begins_with():
+    first = [b" Al", b" Alice", b"ice", None, b"x"]
+    second = [b" Alic", b" Alice's", b"ic", b"zz", None, b" A"]
+    assert second_opinion.fold_map(second, first).tolist() == [0, 1, 5, 5, 5, 5]
+    mixed = second_opinion.mix(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]), 0.7)
+    assert mixed.tolist() == [[pytest.approx(0.65), pytest.approx(0.35)]]
+
+
+def test_a_file_whose_second_model_differs_or_is_damaged_is_refused(tiny_gpt2, short_llama, gpt2_tokenizer):
+    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key)
+    blob = lm_codec.compress(TEXT[:60], tiny_gpt2, s, second=short_llama).blob
+    other = tiny_llama(gpt2_tokenizer, 24, seed=2)  # same name and shape, other weights
+    with pytest.raises(FingerprintMismatch):
+        lm_codec.decompress(blob, tiny_gpt2, second=other)
+    header, payload = text_container.unpack(blob)
+    for damaged in ({**header, "second": {**header["second"], "weight": 1.5}}, {**header, "second": "x"},
+                    {**header, "second": {"weight": 0.7}}):
+        with pytest.raises(CorruptFile):
+            lm_codec.decompress(text_container.pack(damaged, payload), tiny_gpt2, second=short_llama)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0, -0.1])
+def test_a_weight_outside_zero_to_one_is_refused(tiny_gpt2, short_llama, weight):
+    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key, second_weight=weight)
+    with pytest.raises(InputError, match="second_weight"):
+        lm_codec.compress(TEXT[:40], tiny_gpt2, s, second=short_llama)
+
+
+def test_the_two_models_preset_writes_the_short_header(catalogued, smollm, short_llama):
+    """The preset names its second model, so a file of it needs no more header than a compact one; the
+    digest covers the second model's weights too."""
+    s = dataclasses.replace(lm_codec.PRESETS["two-models"], precision="fp32", threads=1)
+    result = lm_codec.compress(TEXT, catalogued, s, second=smollm)
+    assert result.blob[4] in lm_codec.compact_header.VERSIONS
+    assert result.header["second"]["fingerprint"]["model"] == "smollm2-135m-instruct"
+    assert len(result.blob) - result.header["payload_bytes"] < 40
+    assert lm_codec.decompress(result.blob, catalogued, second=smollm) == TEXT
+    with pytest.raises(FingerprintMismatch, match="weights or tokenizer"):
+        lm_codec.decompress(result.blob, catalogued, second=short_llama)
+
+
+def test_a_second_model_that_is_the_model_is_refused(tiny_gpt2):
+    s = dataclasses.replace(SMALL, second_model=tiny_gpt2.spec.key)
+    with pytest.raises(InputError, match="another model"):
+        lm_codec.compress(TEXT[:40], tiny_gpt2, s, second=tiny_gpt2)
