@@ -37,7 +37,7 @@ import torch
 from benchmarks.mixer_replay import recorded, replay_bits
 from benchmarks.text_compression import coded_text
 from benchmarks.text_mixing import read_text
-from models.compression.text import lm_codec, mixing
+from models.compression.text import lm_codec, mixing, second_opinion
 from models.core import registry, settings
 
 OUT = Path(__file__).parent / "results" / "model_ensemble.json"
@@ -45,36 +45,11 @@ CHUNK = 512
 
 
 def token_bytes(tokenizer) -> list[bytes | None]:
-    """The bytes of every token id (None for special tokens): a byte-level BPE table, or a SentencePiece
-    vocabulary's pieces with "▁" read as a space and "<0xNN>" as that byte."""
-    table = lm_codec.TokenMap(tokenizer).pieces_table
-    special = set(tokenizer.all_special_ids)
-    if table is not None:
-        return [None if i in special or not b else b for i, b in enumerate(table)]
-    out: list[bytes | None] = []
-    for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-        if piece is None or i in special:
-            out.append(None)
-        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-            out.append(bytes([int(piece[3:5], 16)]))
-        elif piece.startswith("<") and piece.endswith(">"):
-            out.append(None)  # control and unused tokens
-        else:
-            out.append(piece.replace("\u2581", " ").encode("utf-8"))
-    return out
+    """The bytes of every token id (``second_opinion.token_bytes``)."""
+    return second_opinion.token_bytes(tokenizer, lm_codec.TokenMap(tokenizer).pieces_table)
 
 
-def longest_prefix_map(second: list[bytes | None], first: list[bytes | None]) -> np.ndarray:
-    """For every token of the second vocabulary, the first vocabulary's longest token its bytes begin with
-    (len(first) where there is none): (len(second),) int64."""
-    index = {b: i for i, b in enumerate(first) if b}
-    out = np.full(len(second), len(first), dtype=np.int64)
-    for u, b in enumerate(second):
-        for k in range(len(b or b""), 0, -1):
-            if b[:k] in index:
-                out[u] = index[b[:k]]
-                break
-    return out
+longest_prefix_map = second_opinion.fold_map  # the coder's fold, measured here before it was built
 
 
 def byte_ends(tokenizer, text: str, ids: list[int]) -> np.ndarray:
