@@ -5,6 +5,7 @@ fails the test, so no model step can run; good files still round-trip."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import textwrap
@@ -22,16 +23,17 @@ TEXT = b"A language model is a lossless compressor: likely words cost almost not
 WRAPPED = b"\r\n".join(textwrap.fill(TEXT.decode() + " It pays for what it did not expect, in bits. " * 10, 30)
                        .encode().split(b"\n")) + b"\r\n"
 # Versions 8, 13 and 17 code each token in one step (files made before two-step coding); 22, 26 and 28 are
-# the same layouts with two-step coding, what LM Lab writes now; the JSON header (14) says which it used.
-KINDS = ["v8", "v13", "v14", "v17", "v17-alone", "v22", "v26", "v28", "v28-alone", "v14-two-step"]
+# the same layouts with two-step coding, what LM Lab writes now; the JSON header (14) says which it used;
+# 31, 32 and 37 are 22, 26 and 28 for presets from id 4 on (the two-models preset with the shared fold).
+KINDS = ["v8", "v13", "v14", "v17", "v17-alone", "v22", "v26", "v28", "v28-alone", "v14-two-step", "v31", "v32", "v37"]
 ORIGINAL = {"v8": TEXT, "v13": TEXT, "v14": TEXT, "v17": WRAPPED, "v17-alone": WRAPPED, "v22": TEXT, "v26": TEXT,
-            "v28": WRAPPED, "v28-alone": WRAPPED, "v14-two-step": TEXT}
+            "v28": WRAPPED, "v28-alone": WRAPPED, "v14-two-step": TEXT, "v31": TEXT, "v32": TEXT, "v37": WRAPPED}
 NOT_LMLT = "This is not a file written by LM Lab's text compressor (.lmlt): it should start with the letters LMLT."
 DAMAGED = "The file is damaged: its checksum does not match"
 
 
 @pytest.fixture(scope="module")
-def files(tiny_gpt2) -> dict[str, bytes]:
+def files(tiny_gpt2, smollm) -> dict[str, bytes]:
     """One good file of each format LM Lab writes: compact (model alone, mixing coder) and JSON header."""
     saved = dict(compact_header.MODEL_IDS)
     compact_header.MODEL_IDS["tiny-gpt2"] = 63  # the tiny test model under a catalogue id: the compact header
@@ -40,6 +42,7 @@ def files(tiny_gpt2) -> dict[str, bytes]:
         return lm_codec.compress_many(data, tiny_gpt2, [mixer], settings or compact_settings(),
                                       codings=(lm_codec.ONE_STEP,))[0].blob
 
+    two_models = dataclasses.replace(lm_codec.PRESETS["two-models"], precision="fp32")
     try:
         out = {"v8": one_step(TEXT),
                "v13": one_step(TEXT, mixing.DEFAULT),
@@ -50,11 +53,14 @@ def files(tiny_gpt2) -> dict[str, bytes]:
                "v26": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
                "v28": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings(), mixer=mixing.DEFAULT).blob,
                "v28-alone": lm_codec.compress(WRAPPED, tiny_gpt2, compact_settings()).blob,
-               "v14-two-step": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(window=64, keep=16)).blob}
+               "v14-two-step": lm_codec.compress(TEXT, tiny_gpt2, compact_settings(window=64, keep=16)).blob,
+               "v31": lm_codec.compress(TEXT, tiny_gpt2, two_models, second=smollm).blob,
+               "v32": lm_codec.compress(TEXT, tiny_gpt2, two_models, mixer=mixing.DEFAULT, second=smollm).blob,
+               "v37": lm_codec.compress(WRAPPED, tiny_gpt2, two_models, mixer=mixing.DEFAULT, second=smollm).blob}
     finally:
         compact_header.MODEL_IDS.clear()
         compact_header.MODEL_IDS.update(saved)
-    assert [b[4] for b in out.values()] == [8, 13, 14, 17, 17, 22, 26, 28, 28, 14]
+    assert [b[4] for b in out.values()] == [8, 13, 14, 17, 17, 22, 26, 28, 28, 14, 31, 32, 37]
     assert "coding" not in lm_codec.read_header(out["v14"])
     assert lm_codec.read_header(out["v14-two-step"])["coding"] == lm_codec.TWO_STEP
     return out
@@ -115,7 +121,7 @@ def test_one_changed_byte_anywhere_is_refused_before_the_model(files, no_model, 
                 assert message.startswith(DAMAGED), (pos, change, message)
 
 
-@pytest.mark.parametrize("kind", ["v8", "v13", "v17", "v22", "v26", "v28"])
+@pytest.mark.parametrize("kind", ["v8", "v13", "v17", "v22", "v26", "v28", "v31", "v32", "v37"])
 def test_every_bit_of_the_version_byte(files, no_model, kind):
     """One bit of the version byte must not turn a checked record into one read without its checksum."""
     for bit in range(8):
@@ -142,7 +148,7 @@ def test_messages_a_teacher_reads(files, no_model):
     assert refused(b"LMLU" + blob[4:]) == NOT_LMLT
     assert refused(blob[:4] + b"\x63" + blob[5:]) == (
         "This file says it was written in format version 99, which this LM Lab cannot read (it reads versions 2, "
-        "3, 4, 8, 13, 14, 17, 22, 26, 28): a newer LM Lab made it, or the file is damaged.")
+        "3, 4, 8, 13, 14, 17, 22, 26, 28, 31, 32, 37): a newer LM Lab made it, or the file is damaged.")
     assert refused(blob + b"xyz") == (f"The file has 3 bytes after byte {len(blob)} that are not part of any record: "
                                       "it is damaged, or something was added to its end.")
     assert refused(blob[:30]) == (f"The file is truncated: it ends after 30 bytes, its header says {len(blob)}. "

@@ -54,11 +54,12 @@ def test_two_models_round_trip_and_the_second_model_helps(tiny_gpt2, smollm):
     assert both.header["payload_bytes"] < 0.7 * alone.header["payload_bytes"]
 
 
+@pytest.mark.parametrize("fold", lm_codec.SECOND_FOLDS)
 @pytest.mark.parametrize("data", [TEXT, b"a", "日本語".encode() * 9, b"line one\r\n\r\n  line two\t\tend"])
-def test_round_trips_with_a_second_model_that_rebuilds(tiny_gpt2, short_llama, data):
-    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key, second_weight=0.5)
+def test_round_trips_with_a_second_model_that_rebuilds(tiny_gpt2, short_llama, data, fold):
+    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key, second_weight=0.5, second_fold=fold)
     result = lm_codec.compress(data, tiny_gpt2, s, second=short_llama)
-    assert "second" in result.header
+    assert result.header["second"].get("fold", "longest") == fold
     assert lm_codec.decompress(result.blob, tiny_gpt2, second=short_llama) == data
     mixed = lm_codec.compress_many(data, tiny_gpt2, [None, lm_codec.mixing.DEFAULT], s, second=short_llama)
     assert [r.blob for r in mixed][0] == result.blob  # one pass, each file what compress writes
@@ -74,12 +75,18 @@ def test_input_that_is_not_text_is_coded_without_the_second_model(tiny_gpt2, sho
     assert lm_codec.decompress(result.blob, tiny_gpt2) == data
 
 
-def test_the_masked_cache_gives_what_a_fresh_forward_gives(gpt2_tokenizer, short_llama):
+@pytest.mark.parametrize("fold", lm_codec.SECOND_FOLDS)
+def test_the_masked_cache_gives_what_a_fresh_forward_gives(gpt2_tokenizer, short_llama, fold):
     """Words grow token by token, so the second model's last token is often replaced: its position is
-    masked, not removed. Every step's distribution must equal a fresh forward over the tokens in view."""
+    masked, not removed. Every step's distribution must equal a fresh forward over the tokens in view
+    (with the shared fold the second model attends with grouped_attention; the fresh forward does not)."""
     runner = lm_codec._Runner(short_llama, "fp32")
-    opinion = lm_codec._second_opinion(short_llama, short_llama, "fp32", 0.5)
-    opinion.runner = runner
+    opinion = lm_codec._second_opinion(short_llama, short_llama, "fp32", 0.5, fold)
+    if fold == "longest":
+        opinion.runner = runner
+    else:
+        assert opinion.runner.body.config._attn_implementation == "lmlab_grouped_sdpa"
+        assert runner.body.config._attn_implementation != "lmlab_grouped_sdpa"  # other users keep the default
     texts = [b"The cat sat on the mat with Dinah", "Alice, naïve 🙂 Dinahs".encode()]
     chunks = [[t[i:i + 2] for i in range(0, len(t), 2)] for t in texts]
     opinion.start(2, b"")
@@ -106,6 +113,25 @@ def test_folding_counts_each_second_token_for_the_longest_first_token_it_begins_
     assert mixed.tolist() == [[pytest.approx(0.65), pytest.approx(0.35)]]
 
 
+def test_the_shared_fold_shares_each_second_token_among_the_first_tokens_it_begins():
+    """Where the first model's token is the coarser (" Alice's" against " Alice" + "'s"), the longest fold gives
+    it nothing; the shared fold gives it its share of " Alice" by the first model's odds."""
+    first = [b" Alice", b" Alice's", b" Al", b"z"]
+    second = [b" Alic", b" Alice", b"zz", None]
+    longest = second_opinion.fold_map(second, first)
+    assert longest.tolist() == [2, 0, 3, 4]
+    rows, cols = second_opinion.share_pairs(second, first, longest)
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=False)) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 3)]
+    opinion = second_opinion.SecondOpinion(None, None, second, longest, first, 64, 0, 0.5, (rows, cols))
+    p = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
+    q = opinion._shared(p, torch.tensor([[0.4, 0.1, 0.3, 0.2]]))
+    # " Alic": 0.5 over " Alice", " Alice's", " Al" as 0.4 : 0.1 : 0.3; " Alice": 0.3 as 0.4 : 0.1; "zz": 0.2 to "z"
+    assert torch.allclose(q, torch.tensor([[0.25 + 0.24, 0.0625 + 0.06, 0.1875, 0.2]]))
+    opinion.probs = p
+    mixed = opinion.mixed([0], np.array([[0.4, 0.1, 0.3, 0.2]], dtype=np.float32))
+    assert np.allclose(mixed, 0.5 * np.array([[0.4, 0.1, 0.3, 0.2]]) + 0.5 * q.numpy())
+
+
 def test_a_file_whose_second_model_differs_or_is_damaged_is_refused(tiny_gpt2, short_llama, gpt2_tokenizer):
     s = dataclasses.replace(SMALL, second_model=short_llama.spec.key)
     blob = lm_codec.compress(TEXT[:60], tiny_gpt2, s, second=short_llama).blob
@@ -114,7 +140,7 @@ def test_a_file_whose_second_model_differs_or_is_damaged_is_refused(tiny_gpt2, s
         lm_codec.decompress(blob, tiny_gpt2, second=other)
     header, payload = text_container.unpack(blob)
     for damaged in ({**header, "second": {**header["second"], "weight": 1.5}}, {**header, "second": "x"},
-                    {**header, "second": {"weight": 0.7}}):
+                    {**header, "second": {"weight": 0.7}}, {**header, "second": {**header["second"], "fold": "widest"}}):
         with pytest.raises(CorruptFile):
             lm_codec.decompress(text_container.pack(damaged, payload), tiny_gpt2, second=short_llama)
 
@@ -126,17 +152,25 @@ def test_a_weight_outside_zero_to_one_is_refused(tiny_gpt2, short_llama, weight)
         lm_codec.compress(TEXT[:40], tiny_gpt2, s, second=short_llama)
 
 
-def test_the_two_models_preset_writes_the_short_header(catalogued, smollm, short_llama):
-    """The preset names its second model, so a file of it needs no more header than a compact one; the
-    digest covers the second model's weights too."""
-    s = dataclasses.replace(lm_codec.PRESETS["two-models"], precision="fp32", threads=1)
+@pytest.mark.parametrize("rule,version", [("two-models", 22), ("two-models-shared", 31)])
+def test_the_two_models_rules_write_the_short_header(catalogued, smollm, short_llama, rule, version):
+    """The rule names its second model and its fold, so a file of it needs no more header than a compact one;
+    the digest covers the second model's weights too. The first rule's files (preset id 3) still read; the
+    preset users pick writes the shared fold (preset id 4: format version 31)."""
+    s = dataclasses.replace(lm_codec.RULES[rule], precision="fp32", threads=1)
     result = lm_codec.compress(TEXT, catalogued, s, second=smollm)
-    assert result.blob[4] in lm_codec.compact_header.VERSIONS
+    assert result.blob[4] == version
+    assert result.header["second"].get("fold", "longest") == s.second_fold
     assert result.header["second"]["fingerprint"]["model"] == "smollm2-135m-instruct"
     assert len(result.blob) - result.header["payload_bytes"] < 40
     assert lm_codec.decompress(result.blob, catalogued, second=smollm) == TEXT
     with pytest.raises(FingerprintMismatch, match="weights or tokenizer"):
         lm_codec.decompress(result.blob, catalogued, second=short_llama)
+
+
+def test_the_preset_users_pick_is_the_shared_fold():
+    assert lm_codec.PRESETS["two-models"] == lm_codec.RULES["two-models-shared"]
+    assert lm_codec.RULES["two-models-shared"].second_fold == "shared"
 
 
 def test_a_second_model_that_is_the_model_is_refused(tiny_gpt2):

@@ -1,4 +1,4 @@
-"""Format versions 3, 4, 8, 13, 17, 22, 26 and 28 of ``.lmlt``: a header of about 20 bytes for a catalogue model with preset settings.
+"""Format versions 3, 4, 8, 13, 17, 22, 26, 28, 31, 32 and 37 of ``.lmlt``: a header of about 20 bytes for a catalogue model with preset settings.
 
 A teacher's paragraph codes to a few dozen bytes, so the header decides whether the model beats
 deflate on the screen (version 2 spent ~110 bytes on a deflated JSON header). These versions write
@@ -9,11 +9,13 @@ and the preset (weights and tokenizer hashes, machine, library versions, window 
     version         1 byte: 8 (the model alone) or 13 (the mixing coder, ``mixing.py``), what LM Lab writes;
                             17 when the text was unwrapped (``line_breaks.py``), for either coder;
                             22, 26 and 28 are 8, 13 and 17 with every token coded in two steps
-                            (``two_step.py``): what LM Lab writes now;
+                            (``two_step.py``): what LM Lab writes now; 31, 32 and 37 are 22, 26 and 28 for
+                            the presets with ids 4 to 7 (the preset bits hold the id less 4);
                             3 and 4 are the same without the payload length and checksum (read, never written)
     flags           1 byte: bits 0-1 mode (0 text, 1 mixed, 2 bytes), bits 2-3 preset (PRESET_IDS; 2,
                             "fast-primed", since the lanes read the text's opening; 3, "two-models", compact's
-                            lanes with a second model mixed in), bits 4-7 CPU threads - 1
+                            lanes with a second model mixed in; 4, "two-models-shared", the same with the
+                            shared fold, in versions 31, 32 and 37), bits 4-7 CPU threads - 1
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
                             bit 7 "sized" (a payload length follows; always set in versions 8 and 13)
     mixer           1 byte, versions 4, 13, 17, 26 and 28: the mixer's id (MIXER_IDS): named settings
@@ -38,8 +40,8 @@ an arithmetic decoder fed a cut or damaged payload does not fail, it decodes oth
 check of the original, after one model step per token, says so: minutes on a loaded classroom
 machine. The length and the CRC refuse such a file before the model is loaded. Versions 3 and 4
 files still decode as before (a damaged payload is caught by the check after decoding).
-The version numbers differ from every other readable version (2, 3, 4, 8, 13, 17, 22, 26, 28 and the JSON
-header's 14) in at least two bits, so that one changed bit of the version byte gives a version no reader accepts: the file
+The version numbers differ from every other readable version (2, 3, 4, 8, 13, 17, 22, 26, 28, 31, 32, 37 and
+the JSON header's 14) in at least two bits, so that one changed bit of the version byte gives a version no reader accepts: the file
 is refused at once instead of being read without its checksum (tests/test_lmlt_damage.py flips each bit).
 Anything else (a model outside the catalogue, custom settings, LZMA mode, more than 16 threads)
 keeps the self-describing JSON header of ``text_container`` (version 14; version 2 files are still read).
@@ -63,11 +65,16 @@ VERSION_CHECKED_MIXED = 13  # version 4 likewise, for the mixing coder
 VERSION_LINES = 17  # version 13 with the text's line breaks (``line_breaks.py``); mixer id 0: the model alone
 # The same three layouts with every token coded in two steps (``two_step.py``): what LM Lab writes now.
 TWO_STEP = {VERSION_CHECKED: 22, VERSION_CHECKED_MIXED: 26, VERSION_LINES: 28}
-LAYOUT = {two: one for one, two in TWO_STEP.items()}  # a two-step version -> the version laid out the same way
-VERSIONS = (VERSION, VERSION_MIXED, VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES, *TWO_STEP.values())
+# The same again for the presets with ids 4 to 7 (PRESET_IDS), whose ids do not fit the flags' two bits.
+LATER_PRESETS = {VERSION_CHECKED: 31, VERSION_CHECKED_MIXED: 32, VERSION_LINES: 37}
+LAYOUT = {two: one for table in (TWO_STEP, LATER_PRESETS) for one, two in table.items()}  # -> the version laid
+# out the same way
+VERSIONS = (VERSION, VERSION_MIXED, VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES, *TWO_STEP.values(),
+            *LATER_PRESETS.values())
 MIXED = (VERSION_MIXED, VERSION_CHECKED_MIXED, VERSION_LINES, TWO_STEP[VERSION_CHECKED_MIXED],
-         TWO_STEP[VERSION_LINES])  # the versions with a mixer byte
-CHECKED = (VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES, *TWO_STEP.values())
+         TWO_STEP[VERSION_LINES], LATER_PRESETS[VERSION_CHECKED_MIXED], LATER_PRESETS[VERSION_LINES])  # with a mixer
+# byte
+CHECKED = (VERSION_CHECKED, VERSION_CHECKED_MIXED, VERSION_LINES, *TWO_STEP.values(), *LATER_PRESETS.values())
 TWO_STEP_CODING = "two-step"  # the JSON header's "coding" entry for it (absent: one step, as before)
 _CRC = struct.Struct("<I")
 _FIXED = struct.Struct("<4sBBB8s4s")  # magic, version, flags, model, digest, check
@@ -84,7 +91,7 @@ MODEL_IDS = {
 MIXER_IDS = {"mix-1": 1, "mix-2": 2}  # mixing.NAMED settings by id; never renumber
 # Names in lm_codec.RULES; index = the id in the flags (never renumber). "fast" is the fast preset as it was
 # before its lanes were primed with the text's opening ("fast-primed", what the fast preset writes now).
-PRESET_IDS = ("fast", "compact", "fast-primed", "two-models")
+PRESET_IDS = ("fast", "compact", "fast-primed", "two-models", "two-models-shared")
 MODES = ("text", "mixed", "bytes")
 PRECISIONS = ("bf16", "fp32")
 MAX_THREADS = 16
@@ -183,7 +190,10 @@ def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fi
     ValueError when the settings need the version 2 header or the payload is not whole 32-bit words."""
     if not eligible(model, mode, preset, precision, threads):
         raise ValueError("these settings need the version 2 header")
-    flags = MODES.index(mode) | PRESET_IDS.index(preset) << 2 | (threads - 1) << 4
+    preset_id = PRESET_IDS.index(preset)
+    if preset_id >= 4 and not two_step:
+        raise ValueError("presets from id 4 on are written with tokens coded in two steps")
+    flags = MODES.index(mode) | (preset_id & 3) << 2 | (threads - 1) << 4
     byte = MODEL_IDS[model] | PRECISIONS.index(precision) << 6 | 1 << 7
     if len(payload) % 4:
         raise ValueError("the payload must be whole 32-bit words")
@@ -191,7 +201,7 @@ def pack(*, model: str, mode: str, preset: str, precision: str, threads: int, fi
     while len(payload) - len(cut) < 3 and cut.endswith(b"\0"):  # only within the last word: the count stays
         cut = cut[:-1]
     layout = VERSION_LINES if line_breaks is not None else VERSION_CHECKED if mixer is None else VERSION_CHECKED_MIXED
-    version = TWO_STEP[layout] if two_step else layout
+    version = LATER_PRESETS[layout] if preset_id >= 4 else TWO_STEP[layout] if two_step else layout
     if layout == VERSION_CHECKED:
         out = _FIXED.pack(MAGIC, version, flags, byte, fingerprint_digest, data_sha256[:4])
     else:
@@ -222,7 +232,7 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
         magic, version, flags, byte, fp_digest, check = _FIXED.unpack_from(blob, start)
     if magic != MAGIC or version not in VERSIONS:
         raise CorruptFile("This is not a record written by LM Lab's text compressor (format versions 3, 4, 8, 13, "
-                          "17, 22, 26 and 28).")
+                          "17, 22, 26, 28, 31, 32 and 37).")
     checked = version in CHECKED
     layout = LAYOUT.get(version, version)
     n_bytes, pos = _read_varint(blob, start + fixed.size, start)
@@ -252,7 +262,7 @@ def unpack(blob: bytes, start: int = 0) -> tuple[dict, bytes, int]:
         breaks = LineBreaks.from_fields(head, steps)
     # The checksum matched (or the version has none): an unknown id means a newer LM Lab wrote the file.
     mixer = next((k for k, v in MIXER_IDS.items() if v == mixer_id), None)
-    mode, preset, threads = flags & 3, (flags >> 2) & 3, (flags >> 4) + 1
+    mode, preset, threads = flags & 3, (flags >> 2) & 3 | (4 if version in LATER_PRESETS.values() else 0), (flags >> 4) + 1
     model_id, precision = byte & 0x3F, (byte >> 6) & 1
     model = next((k for k, v in MODEL_IDS.items() if v == model_id), None)
     if model is None or mode >= len(MODES) or preset >= len(PRESET_IDS) \

@@ -65,7 +65,7 @@ from models.compression.text import adaptation, compact_header, line_breaks, mix
 from models.compression.text import container as text_container
 from models.core import registry, text_start, torch_internals
 from models.core.errors import Cancelled, CorruptFile, FingerprintMismatch, InputError
-from models.engines import kv_cache
+from models.engines import grouped_attention, kv_cache
 
 CODEC = "lm-range-1"
 # How a file's range coder codes each token: over the whole vocabulary at once (files before format versions
@@ -99,6 +99,9 @@ def floored(probs: np.ndarray) -> np.ndarray:
 MAX_RECORD_BYTES = 16 * 2**20
 
 
+SECOND_FOLDS = ("longest", "shared")  # CodecSettings.second_fold (second_opinion.py)
+
+
 @dataclass(frozen=True)
 class CodecSettings:
     window: int = field(default=1024, metadata={"help": "tokens of context a lane may see before it is rebuilt "
@@ -124,6 +127,8 @@ class CodecSettings:
     second_model: str = field(default="", metadata={"help": "a second model whose next-token distribution is mixed "
                                                             "with the model's ('': none; second_opinion.py)"})
     second_weight: float = field(default=0.7, metadata={"help": "the model's share when a second model is mixed in"})
+    second_fold: str = field(default="longest", metadata={"help": "how the second model's tokens count for the "
+                                                                  "model's: longest or shared (second_opinion.py)"})
 
     @property
     def adapt(self) -> adaptation.AdaptSettings | None:
@@ -172,12 +177,15 @@ RULES = {
     "fast-primed": CodecSettings(prime=128),
     # compact's lanes with SmolLM2 reading along (second_opinion.py; docs/BENCHMARKS.md: two models mixed)
     "two-models": CodecSettings(window=0, lane_tokens=7000, second_model="smollm2-135m-instruct", second_weight=0.7),
+    # the same with the shared fold (second_opinion.py; docs/BENCHMARKS.md: the shared fold)
+    "two-models-shared": CodecSettings(window=0, lane_tokens=7000, second_model="smollm2-135m-instruct",
+                                       second_weight=0.75, second_fold="shared"),
 }
 # What the command line and the app offer, by the names users know.
 PRESETS = {
     "fast": RULES["fast-primed"],  # alice29 at ~1.5 kB/s on two CPU cores
     "compact": RULES["compact"],
-    "two-models": RULES["two-models"],  # for Gemma 3 270M: the smallest files, at half compact's speed
+    "two-models": RULES["two-models-shared"],  # for Gemma 3 270M: the smallest files, at about a third of compact's speed
 }
 
 
@@ -435,9 +443,15 @@ def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
 
 
 def _second_opinion(loaded: registry.Loaded, second: registry.Loaded, precision: str,
-                    weight: float) -> second_opinion.SecondOpinion:
-    """``second`` reading the text along with ``loaded`` (``CodecSettings.second_model``)."""
+                    weight: float, fold: str = "longest") -> second_opinion.SecondOpinion:
+    """``second`` reading the text along with ``loaded`` (``CodecSettings.second_model``). With the shared fold
+    (files since it) the second model's runner is a private copy attending with ``grouped_attention``, which
+    does not copy the keys and values of its masked cache (its numbers differ from the default path's in the
+    last bits, so files of the longest fold keep the default)."""
     runner, second_runner = _runner(loaded, precision), _runner(second, precision)
+    if fold == "shared":
+        second_runner = second_runner.with_body(copy.deepcopy(second_runner.body))
+        grouped_attention.use(second_runner.body)
     second_map = TokenMap(second.tokenizer)
 
     def encode(data: bytes) -> list[int] | None:
@@ -455,9 +469,10 @@ def _second_opinion(loaded: registry.Loaded, second: registry.Loaded, precision:
 
     first_pieces = pieces(loaded, TokenMap(loaded.tokenizer).pieces_table, runner.vocab)
     second_pieces = pieces(second, second_map.pieces_table, second_runner.vocab)
-    return second_opinion.SecondOpinion(second_runner, encode, second_pieces,
-                                        second_opinion.fold_map(second_pieces, first_pieces), first_pieces,
-                                        context_limit(second), _start_id(second.tokenizer), weight)
+    longest = second_opinion.fold_map(second_pieces, first_pieces)
+    shared = second_opinion.share_pairs(second_pieces, first_pieces, longest) if fold == "shared" else None
+    return second_opinion.SecondOpinion(second_runner, encode, second_pieces, longest, first_pieces,
+                                        context_limit(second), _start_id(second.tokenizer), weight, shared)
 
 
 def _start_id(tokenizer) -> int:
@@ -485,6 +500,8 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
         raise InputError(f"adapt_every must be >= 0 (got {s.adapt_every})")
     if s.adapt is not None:
         s.adapt.check(adaptation.block_count(loaded.model.base_model))
+    if s.second_model and s.second_fold not in SECOND_FOLDS:
+        raise InputError(f"second_fold must be one of {', '.join(SECOND_FOLDS)} (got {s.second_fold!r})")
     if s.second_model and not 0.0 < s.second_weight < 1.0:
         raise InputError(f"second_weight must be between 0 and 1 (got {s.second_weight})")
     if s.second_model and s.second_model == loaded.spec.key:
@@ -755,7 +772,9 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     if s.second_model and mode == "text":  # absent without a second model, likewise
         second = second or registry.load_causal_lm(s.second_model)
         header["second"] = {"fingerprint": fingerprint(second, runner.precision), "weight": s.second_weight}
-        opinion = _second_opinion(loaded, second, runner.precision, s.second_weight)
+        if s.second_fold != "longest":  # absent in files of the longest fold, which read as they always did
+            header["second"]["fold"] = s.second_fold
+        opinion = _second_opinion(loaded, second, runner.precision, s.second_weight, s.second_fold)
     pairs = [(mixer, coding) for mixer in mixers for coding in codings]
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
@@ -948,7 +967,7 @@ class _Record:
     opening: int = 0
     adapt: adaptation.AdaptSettings | None = None
     breaks: line_breaks.LineBreaks | None = None
-    second: tuple[registry.Loaded, float] | None = None  # the second model and the model's weight
+    second: tuple[registry.Loaded, float, str] | None = None  # the second model, the model's weight, the fold
 
 
 def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None,
@@ -1015,16 +1034,18 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None,
 
 
 def _recorded_second(header: dict, device: str | None, second: registry.Loaded | None
-                     ) -> tuple[registry.Loaded, float]:
-    """The second model a file names (``CodecSettings.second_model``), loaded and checked, and its weight."""
+                     ) -> tuple[registry.Loaded, float, str]:
+    """The second model a file names (``CodecSettings.second_model``), loaded and checked, its weight and
+    its fold (``CodecSettings.second_fold``)."""
     recorded = header["second"]
     if header["mode"] != "text" or not isinstance(recorded, dict) or not isinstance(recorded.get("fingerprint"), dict) \
-            or type(recorded.get("weight")) is not float or not 0.0 < recorded["weight"] < 1.0:
+            or type(recorded.get("weight")) is not float or not 0.0 < recorded["weight"] < 1.0 \
+            or recorded.get("fold", "longest") not in SECOND_FOLDS:
         raise CorruptFile("the header's second model is malformed: the file is corrupt")
     fp = recorded["fingerprint"]
     second = second or registry.load_causal_lm(str(fp.get("model", "")), device=device)
     text_container.check_fingerprint(fp, fingerprint(second, str(fp.get("precision", "auto"))))
-    return second, recorded["weight"]
+    return second, recorded["weight"], recorded.get("fold", "longest")
 
 
 _SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt", "line_breaks",
@@ -1085,7 +1106,7 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
         return decoded
 
     opinion = None if records[0].second is None else \
-        _second_opinion(loaded, records[0].second[0], runner.precision, records[0].second[1])
+        _second_opinion(loaded, records[0].second[0], runner.precision, records[0].second[1], records[0].second[2])
     _code_tokens(runner, records[0].opening, lengths, int(first["start_id"]), int(first["window"]),
                  int(first["keep"]), choose, progress, threads=int(first["threads"]), adapt=records[0].adapt,
                  second=opinion)
@@ -1138,7 +1159,8 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
     if mixer is not None:
         header = {**header, "mixer": mixer.to_header()}
     if second_fp is not None:
-        header = {**header, "second": {"fingerprint": second_fp, "weight": s.second_weight}}
+        header = {**header, "second": {"fingerprint": second_fp, "weight": s.second_weight,
+                                       **({"fold": s.second_fold} if s.second_fold != "longest" else {})}}
     opening, lengths = s.layout(int(header["n_tokens"]))
     header = {**header, "fingerprint": {**fp, "digest": recorded["digest"]}, "window": s.window, "keep": s.keep,
               "start_id": start_id, "lanes": len(lengths)}

@@ -13,9 +13,20 @@ lane's last second-model token and the new bytes are tokenized again (a word's t
 positions, the new ones appended. Lanes append different numbers of tokens a step, so a step's batch is
 padded and the pads masked too. Encoder and decoder feed the same bytes in the same order, so they run the
 same computation.
+
+Two folds (``SecondOpinion.shared``, recorded in the file):
+- longest (the first files of the ``two-models`` preset): each second-model token counts for the longest
+  first-model token its bytes begin with. Where the first model's token is the coarser ("Alice's" against the
+  second model's "Alice" + "'s"), the second model gives the token the first model codes no probability.
+- shared (the ``two-models-shared`` rule): each second-model token's probability is shared among the
+  first-model tokens that begin with its bytes, and the longest one its bytes begin with, in proportion to the
+  first model's probabilities of them: the second model says how the next bytes begin, the first model how
+  they go on. Measured: docs/BENCHMARKS.md, "the shared fold".
 """
 
 from __future__ import annotations
+
+import bisect
 
 import numpy as np
 import torch
@@ -57,6 +68,46 @@ def fold_map(second: list[bytes | None], first: list[bytes | None]) -> np.ndarra
     return out
 
 
+def share_pairs(second: list[bytes | None], first: list[bytes | None], fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shared fold's (second token, first token) pairs: every first-model token whose bytes begin with a
+    second-model token's, and that token's ``fold`` (the longest first token its bytes begin with): two
+    (pairs,) int64 arrays, the second tokens' ids ascending."""
+    ordered = sorted((b, g) for g, b in enumerate(first) if b)
+    keys = [b for b, _ in ordered]
+    rows, cols = [], []
+    for u, b in enumerate(second):
+        if not b:
+            continue
+        found = []
+        at = bisect.bisect_left(keys, b)
+        while at < len(keys) and keys[at].startswith(b):
+            found.append(ordered[at][1])
+            at += 1
+        if fold[u] < len(first) and fold[u] not in found:
+            found.append(int(fold[u]))
+        rows += [u] * len(found)
+        cols += found
+    return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
+
+
+def _pair_matrices(rows: np.ndarray, cols: np.ndarray, second_vocab: int, first_vocab: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``share_pairs`` as two sparse 0/1 matrices (CSR, float32): (second vocab, first vocab) and its transpose.
+    Two sparse products a step cost a quarter of gathering and scattering the pairs (measured: 8 against 31 ms
+    for six lanes)."""
+    import warnings
+
+    def csr(r: np.ndarray, c: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+        order = np.argsort(r, kind="stable")
+        crow = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=shape[0]))])
+        with warnings.catch_warnings():  # "CSR support is in beta": the two products used here are not
+            warnings.simplefilter("ignore")
+            return torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(c[order]),
+                                           torch.ones(len(r)), shape)
+
+    return csr(rows, cols, (second_vocab, first_vocab)), csr(cols, rows, (first_vocab, second_vocab))
+
+
 def mix(first: np.ndarray, second: np.ndarray, weight: float) -> np.ndarray:
     """weight * first + (1 - weight) * second, row by row: (lanes, vocab) float32."""
     return (weight * first + (1.0 - weight) * second).astype(np.float32)
@@ -69,10 +120,12 @@ class SecondOpinion:
     the bytes do not end on a whole character (the lane then waits for the rest); ``fold``: ``fold_map``;
     ``first_pieces``: the first model's token bytes (``token_bytes``), to read what the coder coded;
     ``limit``: the most tokens a lane keeps in view (the second model's context); ``start_id``: its start
-    token; ``weight``: the first model's share in the mixture (0 < weight < 1)."""
+    token; ``weight``: the first model's share in the mixture (0 < weight < 1); ``shared``: the shared fold's
+    ``share_pairs`` (None: the longest fold)."""
 
     def __init__(self, runner, encode, pieces: list[bytes | None], fold: np.ndarray,
-                 first_pieces: list[bytes | None], limit: int, start_id: int, weight: float) -> None:
+                 first_pieces: list[bytes | None], limit: int, start_id: int, weight: float,
+                 shared: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if limit < 8:
             raise InputError("the second model's context is too short")
         if not 0.0 < weight < 1.0:
@@ -81,6 +134,7 @@ class SecondOpinion:
         self.fold = torch.from_numpy(fold)
         self.first_pieces = [b or b"" for b in first_pieces]
         self.first_vocab, self.limit, self.start_id, self.weight = len(first_pieces), limit, start_id, weight
+        self.shared = None if shared is None else _pair_matrices(*shared, len(pieces), len(first_pieces))
 
     def start_ids(self, lanes: int, prefix: list[int]) -> None:
         """``start`` from the first model's tokens."""
@@ -162,7 +216,10 @@ class SecondOpinion:
         first model's tokens, ``self.weight`` for the first: float32. A lane the second model has no opinion for
         this step (it waits for the rest of a character) keeps the first model's row."""
         p = self.probs[active]
-        folded = torch.zeros(len(active), self.first_vocab + 1).index_add_(1, self.fold, p)[:, :self.first_vocab]
+        if self.shared is None:
+            folded = torch.zeros(len(active), self.first_vocab + 1).index_add_(1, self.fold, p)[:, :self.first_vocab]
+        else:
+            folded = self._shared(p, torch.from_numpy(np.ascontiguousarray(first, dtype=np.float32)))
         total = folded.sum(-1, keepdim=True)
         has = (total[:, 0] > 0).numpy()
         out = first.astype(np.float32, copy=True)
@@ -170,6 +227,14 @@ class SecondOpinion:
             q = (folded[has] / total[has]).numpy()
             out[has] = mix(first[has], q, self.weight)
         return out
+
+    def _shared(self, p: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """The shared fold of ``p`` (rows, second vocab) given the first model's ``first`` (rows, first vocab):
+        q[g] = sum over pairs (u, g) of p[u] * first[g] / (sum of first over u's pairs): (rows, first vocab)."""
+        pairs, pairs_t = self.shared
+        z = (pairs @ first.T.contiguous()).T
+        ratio = torch.where(z > 0, p / z.clamp_min(1e-30), torch.zeros_like(p))
+        return (pairs_t @ ratio.T.contiguous()).T * first
 
     def advance(self, appended: dict[int, bytes]) -> None:
         """Each lane in ``appended`` reads those bytes (the token the coder just coded)."""
