@@ -64,7 +64,7 @@ def record(data: bytes, first: registry.Loaded, second: registry.Loaded, lane_to
         if not matrices:
             for kind in FOLDS[1:]:
                 rows, cols = fold_pairs(self.pieces, self.first_pieces, kind)
-                matrices[kind] = second_opinion._pair_matrices(rows, cols, len(self.pieces), self.first_vocab)
+                matrices[kind] = second_opinion.pair_matrices(rows, cols, len(self.pieces), self.first_vocab)
         p = self.probs[active]
         first_probs = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))
         stash.update(active=list(active), first=probs, longest=torch.zeros(
