@@ -56,6 +56,7 @@ VARIANTS: dict[str, mixing.MixerSettings | None] = {
     "mix-1 + the model's confidence in the context": replace(M1, confidence=True),
     "mix-1 + bias stage, rate 0.05": replace(M1, bias_rate=0.05),
     "mix-1 + bias stage, rate 0.2 (mix-2, default)": mixing.DEFAULT,
+    "bias stage rate 0.1 + context bias 0.1 (mix-3, the two-models preset's)": mixing.MIX_3,
 }
 # the one-lane whole-context estimate (teacher-forced) runs these through the mixer token by token
 ONE_LANE = {"model alone": None, "mix-1": M1, "mix-2 (default)": mixing.DEFAULT}

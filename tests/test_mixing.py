@@ -107,10 +107,12 @@ def test_mixing_with_the_bias_stage_sums_to_one_and_stays_in_float32():
 
 def test_named_mixer_settings_never_change():
     """A compact file (version 4, now 13) stores only the id of its mixer settings: ids and settings are fixed for good."""
-    assert compact_header.MIXER_IDS == {"mix-1": 1, "mix-2": 2}
+    assert compact_header.MIXER_IDS == {"mix-1": 1, "mix-2": 2, "mix-3": 3}
     assert mixing.NAMED["mix-1"] == mixing.MixerSettings(orders=(1, 2, 3, 4), match_min=4, contexts=True, rate=0.1,
                                                          start=-3.0, bias_rate=0.0, confidence=False)
     assert "bias_rate" not in mixing.MIX_1.to_header()  # a mix-1 header reads as before the bias stage existed
+    assert "context_bias_rate" not in mixing.DEFAULT.to_header()  # nor a mix-2 header since the context bias
+    assert mixing.NAMED["mix-3"] == dataclasses.replace(mixing.DEFAULT, bias_rate=0.1, context_bias_rate=0.1)
     assert mixing.name_of(mixing.DEFAULT) == "mix-2" and mixing.name_of(dataclasses.replace(mixing.DEFAULT, rate=0.2)) is None
 
 
@@ -123,7 +125,8 @@ def test_mixer_without_predictors_is_the_model():
 
 def test_bad_mixer_settings_are_refused():
     for bad in ({"orders": (0,)}, {"orders": (2, 2)}, {"match_min": -1}, {"rate": 2.0}, {"algorithm": "mix-0"},
-                {"bias_rate": -0.1}, {"bias_rate": 1}, {"confidence": 1}):
+                {"bias_rate": -0.1}, {"bias_rate": 1}, {"confidence": 1}, {"context_bias_rate": 1.5},
+                {"context_bias_rate": 1}):
         with pytest.raises(InputError):
             dataclasses.replace(mixing.DEFAULT, **bad).check()
 
@@ -134,10 +137,33 @@ def roundtrip(data: bytes, loaded, s=SMALL, mixer=mixing.DEFAULT) -> lm_codec.LM
     return result
 
 
+@pytest.mark.parametrize("mixer", ["mix-2", "mix-3"])
 @pytest.mark.parametrize("data", [b"", b"a", b"\x00\xff\xfe" + bytes(range(256)), b"caf\xe9 \xc3( ok", REPEATS])
-def test_mixed_round_trips(tiny_gpt2, data):
-    result = roundtrip(data, tiny_gpt2)
+def test_mixed_round_trips(tiny_gpt2, data, mixer):
+    result = roundtrip(data, tiny_gpt2, mixer=mixing.NAMED[mixer])
     assert result.header["n_bytes"] == len(data)
+
+
+def test_the_context_bias_learns_what_follows_a_token():
+    """After "the" the text always says "cat"; elsewhere anything. The context bias of "the" learns it, the
+    global bias cannot (the model's rows are uniform), and tokens after other tokens keep their share."""
+    vocab, lanes = 8, 1
+    mixer = mixing.Mixer(dataclasses.replace(mixing.NAMED["mix-3"], orders=(), match_min=0, bias_rate=0.0), lanes)
+    uniform = np.full((1, vocab), 1 / vocab, dtype=np.float32)
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        for x in (0, 1, int(rng.integers(2, vocab))):  # "the" (0), "cat" (1), something
+            mixer.predict([0], uniform)
+            mixer.update([0], [x])
+        last = mixer.histories[0][-1]
+    assert last not in (0, 1)
+    mixer.predict([0], uniform)
+    mixer.update([0], [0])  # "the"
+    after_the = mixer.predict([0], uniform)[0]
+    assert after_the[1] > 0.5 and after_the.sum() == pytest.approx(1.0, abs=1e-5)
+    assert after_the.dtype == np.float32
+    mixer.update([0], [1])  # "cat": after it, "cat" is not expected again
+    assert mixer.predict([0], uniform)[0][1] < 1 / vocab
 
 
 def test_mixing_codes_a_repetitive_text_in_fewer_bits(tiny_gpt2):
@@ -148,7 +174,8 @@ def test_mixing_codes_a_repetitive_text_in_fewer_bits(tiny_gpt2):
     assert mixed.model_bits == pytest.approx(alone.cross_entropy_bits)
 
 
-def test_encoder_and_decoder_states_are_equal_after_every_token(tiny_gpt2, monkeypatch):
+@pytest.mark.parametrize("mixer", [mixing.DEFAULT, mixing.MIX_3])
+def test_encoder_and_decoder_states_are_equal_after_every_token(tiny_gpt2, monkeypatch, mixer):
     """The mixer's whole state (weights, counts, matches, histories) after every step, encoder vs decoder."""
     rng = np.random.default_rng(7)
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "slept", ".", ","]
@@ -162,7 +189,7 @@ def test_encoder_and_decoder_states_are_equal_after_every_token(tiny_gpt2, monke
 
     monkeypatch.setattr(mixing.Mixer, "update", recording)
     digests.append([])
-    result = lm_codec.compress(data, tiny_gpt2, SMALL, mixer=mixing.DEFAULT)
+    result = lm_codec.compress(data, tiny_gpt2, SMALL, mixer=mixer)
     digests.append([])
     assert lm_codec.decompress(result.blob, tiny_gpt2) == data
     assert result.header["lanes"] == 4 and len(digests[0]) > 20

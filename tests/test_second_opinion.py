@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from models.compression.text import compact_header, lm_codec, mixing, second_opinion
 from models.compression.text import container as text_container
-from models.compression.text import lm_codec, second_opinion
 from models.core.errors import CorruptFile, FingerprintMismatch, InputError
 
 SMALL = lm_codec.CodecSettings(window=32, keep=12, lane_tokens=40, max_lanes=4, short_tokens=0, precision="fp32")
@@ -54,12 +54,14 @@ def test_two_models_round_trip_and_the_second_model_helps(tiny_gpt2, smollm):
     assert both.header["payload_bytes"] < 0.7 * alone.header["payload_bytes"]
 
 
-@pytest.mark.parametrize("fold", lm_codec.SECOND_FOLDS)
+@pytest.mark.parametrize("fold,learn", [("longest", 0.0), ("shared", 0.0), ("shared", 0.1)])
 @pytest.mark.parametrize("data", [TEXT, b"a", "日本語".encode() * 9, b"line one\r\n\r\n  line two\t\tend"])
-def test_round_trips_with_a_second_model_that_rebuilds(tiny_gpt2, short_llama, data, fold):
-    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key, second_weight=0.5, second_fold=fold)
+def test_round_trips_with_a_second_model_that_rebuilds(tiny_gpt2, short_llama, data, fold, learn):
+    s = dataclasses.replace(SMALL, second_model=short_llama.spec.key, second_weight=0.5, second_fold=fold,
+                            second_learn=learn)
     result = lm_codec.compress(data, tiny_gpt2, s, second=short_llama)
     assert result.header["second"].get("fold", "longest") == fold
+    assert result.header["second"].get("learn", 0.0) == learn
     assert lm_codec.decompress(result.blob, tiny_gpt2, second=short_llama) == data
     mixed = lm_codec.compress_many(data, tiny_gpt2, [None, lm_codec.mixing.DEFAULT], s, second=short_llama)
     assert [r.blob for r in mixed][0] == result.blob  # one pass, each file what compress writes
@@ -140,7 +142,9 @@ def test_a_file_whose_second_model_differs_or_is_damaged_is_refused(tiny_gpt2, s
         lm_codec.decompress(blob, tiny_gpt2, second=other)
     header, payload = text_container.unpack(blob)
     for damaged in ({**header, "second": {**header["second"], "weight": 1.5}}, {**header, "second": "x"},
-                    {**header, "second": {"weight": 0.7}}, {**header, "second": {**header["second"], "fold": "widest"}}):
+                    {**header, "second": {"weight": 0.7}}, {**header, "second": {**header["second"], "fold": "widest"}},
+                    {**header, "second": {**header["second"], "learn": 2.0}},
+                    {**header, "second": {**header["second"], "learn": "fast"}}):
         with pytest.raises(CorruptFile):
             lm_codec.decompress(text_container.pack(damaged, payload), tiny_gpt2, second=short_llama)
 
@@ -152,7 +156,7 @@ def test_a_weight_outside_zero_to_one_is_refused(tiny_gpt2, short_llama, weight)
         lm_codec.compress(TEXT[:40], tiny_gpt2, s, second=short_llama)
 
 
-@pytest.mark.parametrize("rule,version", [("two-models", 22), ("two-models-shared", 31)])
+@pytest.mark.parametrize("rule,version", [("two-models", 22), ("two-models-shared", 31), ("two-models-learned", 31)])
 def test_the_two_models_rules_write_the_short_header(catalogued, smollm, short_llama, rule, version):
     """The rule names its second model and its fold, so a file of it needs no more header than a compact one;
     the digest covers the second model's weights too. The first rule's files (preset id 3) still read; the
@@ -161,6 +165,8 @@ def test_the_two_models_rules_write_the_short_header(catalogued, smollm, short_l
     result = lm_codec.compress(TEXT, catalogued, s, second=smollm)
     assert result.blob[4] == version
     assert result.header["second"].get("fold", "longest") == s.second_fold
+    assert result.header["second"].get("learn", 0.0) == s.second_learn
+    assert compact_header.unpack(result.blob)[0]["preset"] == rule
     assert result.header["second"]["fingerprint"]["model"] == "smollm2-135m-instruct"
     assert len(result.blob) - result.header["payload_bytes"] < 40
     assert lm_codec.decompress(result.blob, catalogued, second=smollm) == TEXT
@@ -168,9 +174,47 @@ def test_the_two_models_rules_write_the_short_header(catalogued, smollm, short_l
         lm_codec.decompress(result.blob, catalogued, second=short_llama)
 
 
-def test_the_preset_users_pick_is_the_shared_fold():
-    assert lm_codec.PRESETS["two-models"] == lm_codec.RULES["two-models-shared"]
-    assert lm_codec.RULES["two-models-shared"].second_fold == "shared"
+def test_the_preset_users_pick_learns_the_weights_over_the_shared_fold():
+    assert lm_codec.PRESETS["two-models"] == lm_codec.RULES["two-models-learned"]
+    assert lm_codec.RULES["two-models-learned"].second_fold == "shared"
+    assert lm_codec.RULES["two-models-learned"].second_learn == 0.1
+    assert lm_codec.PRESET_MIXERS["two-models"] == mixing.NAMED["mix-3"]
+
+
+def test_learned_weights_move_toward_the_model_that_was_right():
+    """Per context: where the first model keeps being right, its share grows; where the second one is, it shrinks;
+    a context never seen keeps the start."""
+    learned = second_opinion.LearnedWeights(0.75, 0.1)
+    sure_word, unsure = learned.context(0.97, 0.1, True), learned.context(0.3, 0.9, False)
+    assert sure_word != unsure and learned.context(0.97, 0.1, False) != sure_word
+    for _ in range(50):
+        learned.update(sure_word, 0.9, 0.01)
+        learned.update(unsure, 0.05, 0.8)
+    assert learned.share(sure_word) > 0.85 and learned.share(unsure) < 0.5
+    assert learned.share(learned.context(0.5, 0.5, False)) == pytest.approx(0.75)
+    for _ in range(10_000):
+        learned.update(sure_word, 1.0, 0.0)
+    assert learned.share(sure_word) < 1.0  # bounded: the other model always keeps a share
+
+
+def test_learned_weights_mix_each_row_by_its_context():
+    """Lane 0's text ends in a letter and its next token is always the second model's pick; lane 1's does not
+    and the first model is always right: each context's share moves its own way."""
+    first_pieces = [b" a", b" b", b"c"]
+    opinion = second_opinion.SecondOpinion(None, None, list(first_pieces), np.array([0, 1, 2]), first_pieces, 64, 0,
+                                           0.75, learn=0.5)
+    opinion.text = [bytearray(b"x a"), bytearray(b"x ")]
+    opinion.probs = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    first = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05]], dtype=np.float32)
+    before = opinion.mixed([0, 1], first)
+    assert np.allclose(before, 0.75 * first + 0.25 * np.array([0, 0, 1]))
+    for _ in range(20):
+        opinion.mixed([0, 1], first)
+        opinion.learn({0: 2, 1: 0})
+    after = opinion.mixed([0, 1], first)
+    assert after[0, 2] > 0.5 > before[0, 2]
+    assert after[1, 0] > before[1, 0] and after[1, 2] < before[1, 2]
+    assert np.allclose(after.sum(1), 1.0, atol=1e-6)
 
 
 def test_a_second_model_that_is_the_model_is_refused(tiny_gpt2):

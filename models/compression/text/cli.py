@@ -48,7 +48,7 @@ def _compress(args: argparse.Namespace) -> int:
     if args.adapt_every:
         codec = dataclasses.replace(codec, adapt_every=args.adapt_every, adapt_lr=args.adapt_lr,
                                     adapt_blocks=args.adapt_blocks)
-    mixer = None if args.model_only else mixing.DEFAULT
+    mixer = None if args.model_only else lm_codec.PRESET_MIXERS.get(args.preset, mixing.DEFAULT)
     started, total_in, blobs, ce, model_ce, payload = time.perf_counter(), 0, [], 0.0, 0.0, 0
     with src.open("rb") as fh:
         index = 0

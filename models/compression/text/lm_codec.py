@@ -129,6 +129,8 @@ class CodecSettings:
     second_weight: float = field(default=0.7, metadata={"help": "the model's share when a second model is mixed in"})
     second_fold: str = field(default="longest", metadata={"help": "how the second model's tokens count for the "
                                                                   "model's: longest or shared (second_opinion.py)"})
+    second_learn: float = field(default=0.0, metadata={"help": "learning rate of the model's share per context, "
+                                                               "starting at second_weight (0: fixed; second_opinion.py)"})
 
     @property
     def adapt(self) -> adaptation.AdaptSettings | None:
@@ -180,13 +182,20 @@ RULES = {
     # the same with the shared fold (second_opinion.py; docs/BENCHMARKS.md: the shared fold)
     "two-models-shared": CodecSettings(window=0, lane_tokens=7000, second_model="smollm2-135m-instruct",
                                        second_weight=0.75, second_fold="shared"),
+    # the same with Gemma's share learned per context (second_opinion.LearnedWeights; docs/BENCHMARKS.md:
+    # learned weights)
+    "two-models-learned": CodecSettings(window=0, lane_tokens=7000, second_model="smollm2-135m-instruct",
+                                        second_weight=0.75, second_fold="shared", second_learn=0.1),
 }
 # What the command line and the app offer, by the names users know.
 PRESETS = {
     "fast": RULES["fast-primed"],  # alice29 at ~1.5 kB/s on two CPU cores
     "compact": RULES["compact"],
-    "two-models": RULES["two-models-shared"],  # for Gemma 3 270M: the smallest files, at about a third of compact's speed
+    "two-models": RULES["two-models-learned"],  # for Gemma 3 270M: the smallest files, at about a third of compact's speed
 }
+# The mixing coder's settings a preset codes with when they are not the default (mixing.DEFAULT, "mix-2"):
+# "mix-3" was chosen on the two-models preset's recording of alice29 and is measured there only.
+PRESET_MIXERS = {"two-models": mixing.MIX_3}
 
 
 def lane_lengths(n_tokens: int, lanes: int) -> list[int]:
@@ -443,7 +452,7 @@ def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
 
 
 def _second_opinion(loaded: registry.Loaded, second: registry.Loaded, precision: str,
-                    weight: float, fold: str = "longest") -> second_opinion.SecondOpinion:
+                    weight: float, fold: str = "longest", learn: float = 0.0) -> second_opinion.SecondOpinion:
     """``second`` reading the text along with ``loaded`` (``CodecSettings.second_model``). With the shared fold
     (files since it) the second model's runner is a private copy attending with ``grouped_attention``, which
     does not copy the keys and values of its masked cache (its numbers differ from the default path's in the
@@ -472,7 +481,7 @@ def _second_opinion(loaded: registry.Loaded, second: registry.Loaded, precision:
     longest = second_opinion.fold_map(second_pieces, first_pieces)
     shared = second_opinion.share_pairs(second_pieces, first_pieces, longest) if fold == "shared" else None
     return second_opinion.SecondOpinion(second_runner, encode, second_pieces, longest, first_pieces,
-                                        context_limit(second), _start_id(second.tokenizer), weight, shared)
+                                        context_limit(second), _start_id(second.tokenizer), weight, shared, learn)
 
 
 def _start_id(tokenizer) -> int:
@@ -504,6 +513,8 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
         raise InputError(f"second_fold must be one of {', '.join(SECOND_FOLDS)} (got {s.second_fold!r})")
     if s.second_model and not 0.0 < s.second_weight < 1.0:
         raise InputError(f"second_weight must be between 0 and 1 (got {s.second_weight})")
+    if s.second_model and not 0.0 <= s.second_learn <= 1.0:
+        raise InputError(f"second_learn must be between 0 and 1 (got {s.second_learn})")
     if s.second_model and s.second_model == loaded.spec.key:
         raise InputError(f"the second model must be another model than the first ({loaded.spec.key}); the "
                          "two-models preset mixes SmolLM2-135M into Gemma 3 270M: pick gemma-3-270m as the model")
@@ -771,10 +782,8 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     opinion = None
     if s.second_model and mode == "text":  # absent without a second model, likewise
         second = second or registry.load_causal_lm(s.second_model)
-        header["second"] = {"fingerprint": fingerprint(second, runner.precision), "weight": s.second_weight}
-        if s.second_fold != "longest":  # absent in files of the longest fold, which read as they always did
-            header["second"]["fold"] = s.second_fold
-        opinion = _second_opinion(loaded, second, runner.precision, s.second_weight, s.second_fold)
+        header["second"] = _second_header(fingerprint(second, runner.precision), s)
+        opinion = _second_opinion(loaded, second, runner.precision, s.second_weight, s.second_fold, s.second_learn)
     pairs = [(mixer, coding) for mixer in mixers for coding in codings]
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
@@ -1033,19 +1042,31 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None,
                    _recorded_second(header, device, second) if "second" in header else None)
 
 
+def _second_header(fp: dict, s: CodecSettings) -> dict:
+    """The header's "second" entry: the second model's fingerprint and the mixture's settings. The fold and the
+    learning rate only when not the first files' (longest, fixed), so that those files read as they always did."""
+    out = {"fingerprint": fp, "weight": s.second_weight}
+    if s.second_fold != "longest":
+        out["fold"] = s.second_fold
+    if s.second_learn:
+        out["learn"] = s.second_learn
+    return out
+
+
 def _recorded_second(header: dict, device: str | None, second: registry.Loaded | None
-                     ) -> tuple[registry.Loaded, float, str]:
-    """The second model a file names (``CodecSettings.second_model``), loaded and checked, its weight and
-    its fold (``CodecSettings.second_fold``)."""
+                     ) -> tuple[registry.Loaded, float, str, float]:
+    """The second model a file names (``CodecSettings.second_model``), loaded and checked, its weight, its fold
+    (``CodecSettings.second_fold``) and the weight's learning rate (``CodecSettings.second_learn``)."""
     recorded = header["second"]
+    learn = recorded.get("learn", 0.0) if isinstance(recorded, dict) else None
     if header["mode"] != "text" or not isinstance(recorded, dict) or not isinstance(recorded.get("fingerprint"), dict) \
             or type(recorded.get("weight")) is not float or not 0.0 < recorded["weight"] < 1.0 \
-            or recorded.get("fold", "longest") not in SECOND_FOLDS:
+            or recorded.get("fold", "longest") not in SECOND_FOLDS or type(learn) is not float or not 0.0 <= learn <= 1.0:
         raise CorruptFile("the header's second model is malformed: the file is corrupt")
     fp = recorded["fingerprint"]
     second = second or registry.load_causal_lm(str(fp.get("model", "")), device=device)
     text_container.check_fingerprint(fp, fingerprint(second, str(fp.get("precision", "auto"))))
-    return second, recorded["weight"], recorded.get("fold", "longest")
+    return second, recorded["weight"], recorded.get("fold", "longest"), learn
 
 
 _SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt", "line_breaks",
@@ -1106,7 +1127,7 @@ def decompress_many(blobs: list[bytes], loaded: registry.Loaded | None = None, p
         return decoded
 
     opinion = None if records[0].second is None else \
-        _second_opinion(loaded, records[0].second[0], runner.precision, records[0].second[1], records[0].second[2])
+        _second_opinion(loaded, records[0].second[0], runner.precision, *records[0].second[1:])
     _code_tokens(runner, records[0].opening, lengths, int(first["start_id"]), int(first["window"]),
                  int(first["keep"]), choose, progress, threads=int(first["threads"]), adapt=records[0].adapt,
                  second=opinion)
@@ -1159,8 +1180,7 @@ def _expand_compact(header: dict, loaded: registry.Loaded | None, device: str | 
     if mixer is not None:
         header = {**header, "mixer": mixer.to_header()}
     if second_fp is not None:
-        header = {**header, "second": {"fingerprint": second_fp, "weight": s.second_weight,
-                                       **({"fold": s.second_fold} if s.second_fold != "longest" else {})}}
+        header = {**header, "second": _second_header(second_fp, s)}
     opening, lengths = s.layout(int(header["n_tokens"]))
     header = {**header, "fingerprint": {**fp, "digest": recorded["digest"]}, "window": s.window, "keep": s.keep,
               "start_id": start_id, "lanes": len(lengths)}

@@ -25,6 +25,8 @@ Later stages (off in "mix-1" files; the bias stage is on in "mix-2", the default
   It learns this text's vocabulary (a name coined in chapter one gets likelier everywhere), which a
   lane that starts without context cannot know. Only tokens the text has used carry a bias; the
   rest keep 0, so a step costs a gather over those tokens, not the whole vocabulary;
+- a **context bias** ("mix-3"): one more such bias per previous token, over the tokens seen after it (an
+  adaptive bigram correction in log space), applied to the model's distribution before the rest;
 - optionally (``confidence``, measured and off by default: it did not pay) **the model's own
   confidence** (its top probability, and whether the longest n-gram context was always followed by
   the same token) joins the context that picks the weight vector.
@@ -73,6 +75,9 @@ class MixerSettings:
                                                             "log-probabilities (0: no bias stage)"})
     confidence: bool = field(default=False, metadata={"help": "the model's top probability and the n-gram "
                                                               "context's determinism pick the weight vector too"})
+    # Added with "mix-3"; likewise absent (0) in earlier files.
+    context_bias_rate: float = field(default=0.0, metadata={"help": "learning rate of the bias per previous token "
+                                                                    "(0: no context bias)"})
 
     def check(self) -> None:
         if self.algorithm != ALGORITHM:
@@ -87,6 +92,8 @@ class MixerSettings:
             raise InputError("the mixer's rate must lie in [0, 1] and its start weight in [-30, 30]")
         if not (isinstance(self.bias_rate, float) and 0.0 <= self.bias_rate <= 1.0):
             raise InputError("the bias stage's rate must lie in [0, 1]")
+        if not (isinstance(self.context_bias_rate, float) and 0.0 <= self.context_bias_rate <= 1.0):
+            raise InputError("the context bias's rate must lie in [0, 1]")
         if not isinstance(self.contexts, bool) or not isinstance(self.confidence, bool):
             raise InputError("contexts and confidence are true or false")
 
@@ -94,7 +101,7 @@ class MixerSettings:
         """The settings as a file records them; the later stages only when on, so that a "mix-1" header
         reads as it always did."""
         d = {**asdict(self), "orders": list(self.orders), "numpy": np.__version__}
-        for name, off in (("bias_rate", 0.0), ("confidence", False)):
+        for name, off in (("bias_rate", 0.0), ("confidence", False), ("context_bias_rate", 0.0)):
             if d[name] == off:
                 del d[name]
         return d
@@ -126,7 +133,10 @@ MIX_1 = MixerSettings()  # the first default: n-gram + match, weights by context
 DEFAULT = MixerSettings(bias_rate=0.2)
 # Settings a compact (version 4) header names by id (compact_header.MIXER_IDS): a file stores only the id,
 # so never change an entry; a new default gets a new name.
-NAMED = {"mix-1": MIX_1, "mix-2": DEFAULT}
+# mix-3: the bias stage at 0.1 and the context bias at 0.1, chosen on a recording of alice29 coded by the
+# two-models preset (docs/BENCHMARKS.md: learned weights and the context bias).
+MIX_3 = MixerSettings(bias_rate=0.1, context_bias_rate=0.1)
+NAMED = {"mix-1": MIX_1, "mix-2": DEFAULT, "mix-3": MIX_3}
 
 
 def name_of(settings: MixerSettings | None) -> str | None:
@@ -203,6 +213,8 @@ class Mixer:
         self.match = MatchModel(lanes, settings.match_min or 1)  # keeps the lanes' histories in any case
         self.use_match = bool(settings.match_min)
         self.bias = TokenBias(settings.bias_rate) if settings.bias_rate else None
+        self.context_bias: dict[int, TokenBias] | None = {} if settings.context_bias_rate else None
+        self._raw: np.ndarray | None = None  # the model's rows before the context bias
         self.n_experts = len(settings.experts)
         self.theta: dict[tuple[int, ...], list[float]] = {}
         self.pending: list[tuple] = []
@@ -253,8 +265,41 @@ class Mixer:
         total = sum(e)
         return [x / total for x in e]
 
+    def _previous(self, lane: int) -> int:
+        history = self.histories[lane]
+        return history[-1] if history else -1
+
+    def _context_biased(self, active: list[int], probs: np.ndarray) -> np.ndarray:
+        """Each row through the context bias of its lane's previous token: p(x) e^{c_x} / Z, row by row."""
+        out = None
+        for i, lane in enumerate(active):
+            bias = self.context_bias.get(self._previous(lane))
+            if bias is None or not len(bias.ids):
+                continue
+            if out is None:
+                out = probs.astype(np.float32, copy=True)
+            inv_z, ids, values = bias.adjust(probs[i:i + 1])
+            out[i] *= np.float32(inv_z[0])
+            out[i, ids] = values[0].astype(np.float32)
+        return probs if out is None else out
+
+    def _learn_context_bias(self, active: list[int], symbols) -> None:
+        """One step per row, in row order; each row is adjusted anew first, since two lanes may share a
+        previous token and the first one's step changes what the second sees."""
+        for i, (lane, x) in enumerate(zip(active, symbols, strict=True)):
+            key = self._previous(lane)
+            bias = self.context_bias.get(key)
+            if bias is None:
+                bias = self.context_bias[key] = TokenBias(self.s.context_bias_rate)
+            row = self._raw[i:i + 1]
+            bias.adjust(row)
+            bias.update(row, [x])
+
     def predict(self, active: list[int], probs: np.ndarray) -> np.ndarray:
         """probs (n_active, vocab) float32 from the model -> the mixed distribution, same shape."""
+        if self.context_bias is not None:
+            self._raw = probs
+            probs = self._context_biased(active, probs)
         tops = probs.max(axis=1) if self.s.confidence else np.zeros(len(active), dtype=np.float32)
         rows = []
         for i, lane in enumerate(active):
@@ -334,6 +379,9 @@ class Mixer:
         self.pending = []
         if self.bias is not None:
             self.bias.update(self._probs, symbols)
+        if self.context_bias is not None:
+            self._learn_context_bias(active, symbols)
+            self._raw = None
         self._model_x = self._probs = None
         tokens = {lane: int(x) for lane, x in zip(active, symbols, strict=True)}
         if self.ngram is not None:
@@ -352,4 +400,6 @@ class Mixer:
             h.update(repr([sorted((k, sorted(v.items())) for k, v in t.items()) for t in self.ngram.tables]).encode())
         if self.bias is not None:
             h.update(self.bias.ids.tobytes() + self.bias.bias.tobytes())
+        for key, bias in sorted((self.context_bias or {}).items()):
+            h.update(repr(key).encode() + bias.ids.tobytes() + bias.bias.tobytes())
         return h.hexdigest()

@@ -22,11 +22,19 @@ Two folds (``SecondOpinion.shared``, recorded in the file):
   first-model tokens that begin with its bytes, and the longest one its bytes begin with, in proportion to the
   first model's probabilities of them: the second model says how the next bytes begin, the first model how
   they go on. Measured: docs/BENCHMARKS.md, "the shared fold".
+
+The first model's share in the mixture is fixed (``weight``), or, with ``learn`` (the ``two-models-learned``
+rule), learned online per context: which band the first model's and the second model's largest probabilities
+fall in, and whether the lane's text ends in a letter (a word that may go on, where the second model's last
+token may be a piece of a longer one). After each token, the context's weight takes one gradient step on
+the bits that token cost (as the mixer's weights do, ``mixing.py``). Measured on a recording of alice29:
+docs/BENCHMARKS.md, "learned weights".
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import warnings
 
 import numpy as np
@@ -108,9 +116,41 @@ def pair_matrices(rows: np.ndarray, cols: np.ndarray, second_vocab: int, first_v
     return csr(rows, cols, (second_vocab, first_vocab)), csr(cols, rows, (first_vocab, second_vocab))
 
 
-def mix(first: np.ndarray, second: np.ndarray, weight: float) -> np.ndarray:
-    """weight * first + (1 - weight) * second, row by row: (lanes, vocab) float32."""
+def mix(first: np.ndarray, second: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
+    """weight * first + (1 - weight) * second, row by row: (lanes, vocab) float32; ``weight`` a number or
+    (lanes, 1) float64, one per row."""
     return (weight * first + (1.0 - weight) * second).astype(np.float32)
+
+
+BANDS = (0.2, 0.4, 0.6, 0.8, 0.95)  # the learned weights' context: a model's largest probability falls in one
+MAX_LOGIT = 8.0  # |logit| bound of a learned weight: the first model's share stays within 0.0003 and 0.9997
+
+
+class LearnedWeights:
+    """The first model's share per context, learned online (``SecondOpinion`` with ``learn``).
+
+    A context is (band of the first model's largest probability, band of the second model's, whether the
+    lane's text ends in an ASCII letter); its share is sigmoid(theta), theta starting at logit(``start``). After
+    each token: theta += rate * w (1 - w) (f(x) - q(x)) / p(x), the gradient of -ln p(x) for the mixture
+    p = w f + (1 - w) q (Python floats, in row order, so that encoder and decoder agree exactly)."""
+
+    def __init__(self, start: float, rate: float) -> None:
+        self.start, self.rate = math.log(start / (1.0 - start)), rate
+        self.theta: dict[tuple[int, int, int], float] = {}
+
+    @staticmethod
+    def context(first_top: float, second_top: float, in_word: bool) -> tuple[int, int, int]:
+        return bisect.bisect_left(BANDS, first_top), bisect.bisect_left(BANDS, second_top), int(in_word)
+
+    def share(self, key: tuple[int, int, int]) -> float:
+        return 1.0 / (1.0 + math.exp(-self.theta.get(key, self.start)))
+
+    def update(self, key: tuple[int, int, int], fx: float, qx: float) -> None:
+        t = self.theta.get(key, self.start)
+        w = 1.0 / (1.0 + math.exp(-t))
+        p = w * fx + (1.0 - w) * qx
+        if p > 0.0:
+            self.theta[key] = min(MAX_LOGIT, max(-MAX_LOGIT, t + self.rate * w * (1.0 - w) * (fx - qx) / p))
 
 
 class SecondOpinion:
@@ -121,11 +161,12 @@ class SecondOpinion:
     ``first_pieces``: the first model's token bytes (``token_bytes``), to read what the coder coded;
     ``limit``: the most tokens a lane keeps in view (the second model's context); ``start_id``: its start
     token; ``weight``: the first model's share in the mixture (0 < weight < 1); ``shared``: the shared fold's
-    ``share_pairs`` (None: the longest fold)."""
+    ``share_pairs`` (None: the longest fold); ``learn``: the learning rate of ``LearnedWeights`` starting at
+    ``weight`` (0: the share stays ``weight``)."""
 
     def __init__(self, runner, encode, pieces: list[bytes | None], fold: np.ndarray,
                  first_pieces: list[bytes | None], limit: int, start_id: int, weight: float,
-                 shared: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 shared: tuple[np.ndarray, np.ndarray] | None = None, learn: float = 0.0) -> None:
         if limit < 8:
             raise InputError("the second model's context is too short")
         if not 0.0 < weight < 1.0:
@@ -135,14 +176,24 @@ class SecondOpinion:
         self.first_pieces = [b or b"" for b in first_pieces]
         self.first_vocab, self.limit, self.start_id, self.weight = len(first_pieces), limit, start_id, weight
         self.shared = None if shared is None else pair_matrices(*shared, len(pieces), len(first_pieces))
+        self.learned = LearnedWeights(weight, learn) if learn else None
+        self._pending: list[tuple[int, tuple[int, int, int], np.ndarray, np.ndarray]] = []
 
     def start_ids(self, lanes: int, prefix: list[int]) -> None:
         """``start`` from the first model's tokens."""
         self.start(lanes, b"".join(self.first_pieces[t] for t in prefix))
 
     def advance_ids(self, coded: dict[int, int]) -> None:
-        """``advance`` by the first model's token each lane just coded."""
+        """``advance`` by the first model's token each lane just coded (the learned weights learn first)."""
+        self.learn(coded)
         self.advance({lane: self.first_pieces[t] for lane, t in coded.items()})
+
+    def learn(self, coded: dict[int, int]) -> None:
+        """The learned weights' step for the rows the last ``mixed`` mixed, by the tokens that came."""
+        for lane, key, first, second in self._pending:
+            x = coded[lane]
+            self.learned.update(key, float(first[x]), float(second[x]))
+        self._pending = []
 
     def start(self, lanes: int, prefix: bytes) -> None:
         """Every lane reads ``prefix`` (the bytes the first model read after its start token)."""
@@ -223,9 +274,18 @@ class SecondOpinion:
         total = folded.sum(-1, keepdim=True)
         has = (total[:, 0] > 0).numpy()
         out = first.astype(np.float32, copy=True)
+        self._pending = []
         if has.any():
             q = (folded[has] / total[has]).numpy()
-            out[has] = mix(first[has], q, self.weight)
+            weight: float | np.ndarray = self.weight
+            if self.learned is not None:
+                lanes = [lane for lane, h in zip(active, has, strict=True) if h]
+                firsts = first[has]
+                keys = [LearnedWeights.context(float(f.max()), float(r.max()), bytes(self.text[lane][-1:]).isalpha())
+                        for lane, f, r in zip(lanes, firsts, q, strict=True)]
+                weight = np.array([[self.learned.share(k)] for k in keys])
+                self._pending = list(zip(lanes, keys, firsts, q, strict=True))
+            out[has] = mix(first[has], q, weight)
         return out
 
     def _shared(self, p: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
