@@ -221,3 +221,19 @@ def test_a_second_model_that_is_the_model_is_refused(tiny_gpt2):
     s = dataclasses.replace(SMALL, second_model=tiny_gpt2.spec.key)
     with pytest.raises(InputError, match="another model"):
         lm_codec.compress(TEXT[:40], tiny_gpt2, s, second=tiny_gpt2)
+
+
+def test_the_two_models_replay_codes_what_the_coder_codes(tiny_gpt2, smollm):
+    """benchmarks/two_models_replay.py tunes the mixture and the mixer on one recorded pass: replayed with a
+    rule's settings, it must give the coder's cross-entropy (less the last step's token, which it does not
+    record), for the fixed share with mix-2 and for the learned share with mix-3."""
+    from benchmarks import two_models_replay
+
+    rec = two_models_replay.record(TEXT, tiny_gpt2, smollm)
+    replayed = []
+    for rule, mixer in (("two-models-shared", mixing.DEFAULT), ("two-models-learned", mixing.MIX_3)):
+        s = lm_codec.RULES[rule]
+        coded = lm_codec.compress(TEXT, tiny_gpt2, s, mixer=mixer, second=smollm)
+        replayed.append(two_models_replay.replay(rec, s.second_weight, s.second_learn, mixer))
+        assert coded.cross_entropy_bits - 24 < replayed[-1] < coded.cross_entropy_bits
+    assert replayed[0] != replayed[1]
