@@ -146,8 +146,7 @@ class LearnedWeights:
         return 1.0 / (1.0 + math.exp(-self.theta.get(key, self.start)))
 
     def update(self, key: tuple[int, int, int], fx: float, qx: float) -> None:
-        t = self.theta.get(key, self.start)
-        w = 1.0 / (1.0 + math.exp(-t))
+        t, w = self.theta.get(key, self.start), self.share(key)
         p = w * fx + (1.0 - w) * qx
         if p > 0.0:
             self.theta[key] = min(MAX_LOGIT, max(-MAX_LOGIT, t + self.rate * w * (1.0 - w) * (fx - qx) / p))
@@ -277,15 +276,15 @@ class SecondOpinion:
         self._pending = []
         if has.any():
             q = (folded[has] / total[has]).numpy()
+            firsts = first[has]  # a copy of each row (Gemma: 262,144 floats a lane): taken once
             weight: float | np.ndarray = self.weight
             if self.learned is not None:
                 lanes = [lane for lane, h in zip(active, has, strict=True) if h]
-                firsts = first[has]
                 keys = [LearnedWeights.context(float(f.max()), float(r.max()), bytes(self.text[lane][-1:]).isalpha())
                         for lane, f, r in zip(lanes, firsts, q, strict=True)]
                 weight = np.array([[self.learned.share(k)] for k in keys])
                 self._pending = list(zip(lanes, keys, firsts, q, strict=True))
-            out[has] = mix(first[has], q, weight)
+            out[has] = mix(firsts, q, weight)
         return out
 
     def _shared(self, p: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
