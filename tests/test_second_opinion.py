@@ -54,19 +54,32 @@ def test_two_models_round_trip_and_the_second_model_helps(tiny_gpt2, smollm):
     assert both.header["payload_bytes"] < 0.7 * alone.header["payload_bytes"]
 
 
-@pytest.mark.parametrize("fold,learn", [("longest", 0.0), ("shared", 0.0), ("shared", 0.1)])
+@pytest.mark.parametrize("fold,learn,geometric", [("longest", 0.0, 0.0), ("shared", 0.0, 0.0), ("shared", 0.1, 0.0),
+                                                  ("shared", 0.1, 0.005), ("longest", 0.0, 0.05)])
 @pytest.mark.parametrize("data", [TEXT, b"a", "日本語".encode() * 9, b"line one\r\n\r\n  line two\t\tend"])
-def test_round_trips_with_a_second_model_that_rebuilds(tiny_gpt2, short_llama, data, fold, learn):
+def test_round_trips_with_a_second_model_that_rebuilds(tiny_gpt2, short_llama, data, fold, learn, geometric):
     s = dataclasses.replace(SMALL, second_model=short_llama.spec.key, second_weight=0.5, second_fold=fold,
-                            second_learn=learn)
+                            second_learn=learn, second_geometric=geometric)
     result = lm_codec.compress(data, tiny_gpt2, s, second=short_llama)
     assert result.header["second"].get("fold", "longest") == fold
     assert result.header["second"].get("learn", 0.0) == learn
+    assert result.header["second"].get("geometric", 0.0) == geometric
     assert lm_codec.decompress(result.blob, tiny_gpt2, second=short_llama) == data
     mixed = lm_codec.compress_many(data, tiny_gpt2, [None, lm_codec.mixing.DEFAULT], s, second=short_llama)
     assert [r.blob for r in mixed][0] == result.blob  # one pass, each file what compress writes
     decoded = lm_codec.decompress_many([r.blob for r in mixed], tiny_gpt2, second=short_llama)
     assert [d for d, _ in decoded] == [data, data]
+
+
+@pytest.mark.parametrize("data", [TEXT, TEXT[:50] + b"\xff\xfe" + TEXT[50:]])
+def test_an_opening_every_lane_reads_with_a_second_model_and_the_geometric_mixture(tiny_gpt2, short_llama, data):
+    """The two-models-geometric rule's pieces at a small scale: the opening coded first (both models reading it),
+    then lanes that read it first, the geometric mixture learning throughout, mix-3 on top; the file decodes."""
+    s = dataclasses.replace(SMALL, prime=8, second_model=short_llama.spec.key, second_fold="shared",
+                            second_learn=0.1, second_geometric=0.005)
+    result = lm_codec.compress(data, tiny_gpt2, s, mixer=mixing.MIX_3, second=short_llama)
+    assert result.header["prime"] == 8 and result.header["lanes"] > 1
+    assert lm_codec.decompress(result.blob, tiny_gpt2, second=short_llama) == data
 
 
 def test_input_that_is_not_text_is_coded_without_the_second_model(tiny_gpt2, short_llama):
@@ -144,7 +157,10 @@ def test_a_file_whose_second_model_differs_or_is_damaged_is_refused(tiny_gpt2, s
     for damaged in ({**header, "second": {**header["second"], "weight": 1.5}}, {**header, "second": "x"},
                     {**header, "second": {"weight": 0.7}}, {**header, "second": {**header["second"], "fold": "widest"}},
                     {**header, "second": {**header["second"], "learn": 2.0}},
-                    {**header, "second": {**header["second"], "learn": "fast"}}):
+                    {**header, "second": {**header["second"], "learn": "fast"}},
+                    {**header, "second": {**header["second"], "geometric": 1.5}},
+                    {**header, "second": {**header["second"], "geometric": -0.01}},
+                    {**header, "second": {**header["second"], "geometric": None}}):
         with pytest.raises(CorruptFile):
             lm_codec.decompress(text_container.pack(damaged, payload), tiny_gpt2, second=short_llama)
 
@@ -156,7 +172,8 @@ def test_a_weight_outside_zero_to_one_is_refused(tiny_gpt2, short_llama, weight)
         lm_codec.compress(TEXT[:40], tiny_gpt2, s, second=short_llama)
 
 
-@pytest.mark.parametrize("rule,version", [("two-models", 22), ("two-models-shared", 31), ("two-models-learned", 31)])
+@pytest.mark.parametrize("rule,version", [("two-models", 22), ("two-models-shared", 31), ("two-models-learned", 31),
+                                          ("two-models-geometric", 31)])
 def test_the_two_models_rules_write_the_short_header(catalogued, smollm, short_llama, rule, version):
     """The rule names its second model and its fold, so a file of it needs no more header than a compact one;
     the digest covers the second model's weights too. The first rule's files (preset id 3) still read; the
@@ -166,6 +183,7 @@ def test_the_two_models_rules_write_the_short_header(catalogued, smollm, short_l
     assert result.blob[4] == version
     assert result.header["second"].get("fold", "longest") == s.second_fold
     assert result.header["second"].get("learn", 0.0) == s.second_learn
+    assert result.header["second"].get("geometric", 0.0) == s.second_geometric
     assert compact_header.unpack(result.blob)[0]["preset"] == rule
     assert result.header["second"]["fingerprint"]["model"] == "smollm2-135m-instruct"
     assert len(result.blob) - result.header["payload_bytes"] < 40
@@ -174,10 +192,12 @@ def test_the_two_models_rules_write_the_short_header(catalogued, smollm, short_l
         lm_codec.decompress(result.blob, catalogued, second=short_llama)
 
 
-def test_the_preset_users_pick_learns_the_weights_over_the_shared_fold():
-    assert lm_codec.PRESETS["two-models"] == lm_codec.RULES["two-models-learned"]
-    assert lm_codec.RULES["two-models-learned"].second_fold == "shared"
-    assert lm_codec.RULES["two-models-learned"].second_learn == 0.1
+def test_the_preset_users_pick_learns_the_weights_over_the_shared_fold_and_mixes_geometrically():
+    assert lm_codec.PRESETS["two-models"] == lm_codec.RULES["two-models-geometric"]
+    assert lm_codec.RULES["two-models-geometric"].second_fold == "shared"
+    assert lm_codec.RULES["two-models-geometric"].second_learn == 0.1
+    assert lm_codec.RULES["two-models-geometric"].second_geometric == 0.005
+    assert lm_codec.RULES["two-models-learned"].second_geometric == 0.0  # a rule once written never changes
     assert lm_codec.PRESET_MIXERS["two-models"] == mixing.NAMED["mix-3"]
 
 
@@ -217,6 +237,50 @@ def test_learned_weights_mix_each_row_by_its_context():
     assert np.allclose(after.sum(1), 1.0, atol=1e-6)
 
 
+def test_the_geometric_mixture_is_the_normalised_product_and_its_exponents_learn():
+    """g = f^a q^b / Z. Where the product of the two was right (both put the token second), the exponents
+    grow together (the product sharpens); where only the first model was right, the first one's grows and the
+    second one's shrinks; they stay within 0 and GEOMETRIC_BOUND; a context never seen keeps the start."""
+    f = np.array([0.6, 0.3, 0.1, 0.0], dtype=np.float32)
+    q = np.array([0.1, 0.3, 0.6, 0.0], dtype=np.float32)
+    g, mean_lf, mean_lq = second_opinion.GeometricWeights.mixture(f, q, (0.7, 0.25))
+    expected = np.maximum(f, 1e-30) ** 0.7 * np.maximum(q, 1e-30) ** 0.25
+    assert np.allclose(g, expected / expected.sum(), rtol=1e-5) and g.dtype == np.float32
+    assert mean_lf == pytest.approx(float((g * np.log(np.maximum(f, 1e-30))).sum()), rel=1e-5)
+    geo = second_opinion.GeometricWeights(0.05)
+    agree, first_right = (0, 0, 0), (1, 0, 0)
+    for _ in range(200):
+        for key, x in ((agree, 1), (first_right, 0)):
+            g, mean_lf, mean_lq = geo.mixture(f, q, geo.get(key))
+            px = 0.5 * (0.75 * f[x] + 0.25 * q[x]) + 0.5 * g[x]
+            geo.update(key, float(f[x]), float(q[x]), float(g[x]), float(px), mean_lf, mean_lq)
+    a, b = geo.get(agree)
+    assert a > 0.7 and b > 0.25
+    a, b = geo.get(first_right)
+    assert a > 0.7 and b < 0.25 and 0.0 <= b
+    assert geo.get((5, 5, 1)) == second_opinion.GEOMETRIC_START
+    for _ in range(1000):
+        geo.update(first_right, 1.0, 1e-30, 1.0, 1.0, -50.0, 0.0)
+    assert geo.get(first_right)[0] == second_opinion.GEOMETRIC_BOUND and geo.get(first_right)[1] == 0.0
+
+
+def test_geometric_rows_are_half_the_linear_mixture_and_half_the_product():
+    first_pieces = [b" a", b" b", b"c"]
+    opinion = second_opinion.SecondOpinion(None, None, list(first_pieces), np.array([0, 1, 2]), first_pieces, 64, 0,
+                                           0.75, learn=0.1, geometric=0.005)
+    opinion.text = [bytearray(b"x a")]
+    opinion.probs = torch.tensor([[0.2, 0.2, 0.6]])
+    first = np.array([[0.7, 0.2, 0.1]], dtype=np.float32)
+    mixed = opinion.mixed([0], first)
+    g, _, _ = second_opinion.GeometricWeights.mixture(first[0], np.array([0.2, 0.2, 0.6], dtype=np.float32),
+                                                      second_opinion.GEOMETRIC_START)
+    linear = 0.75 * first[0] + 0.25 * np.array([0.2, 0.2, 0.6])
+    assert np.allclose(mixed[0], 0.5 * linear + 0.5 * g, atol=1e-6)
+    assert mixed.sum() == pytest.approx(1.0, abs=1e-6)
+    opinion.learn({0: 2})
+    assert opinion.geometric.exponents and opinion.learned.theta  # both learned from the token that came
+
+
 def test_a_second_model_that_is_the_model_is_refused(tiny_gpt2):
     s = dataclasses.replace(SMALL, second_model=tiny_gpt2.spec.key)
     with pytest.raises(InputError, match="another model"):
@@ -230,10 +294,16 @@ def test_the_two_models_replay_codes_what_the_coder_codes(tiny_gpt2, smollm):
     from benchmarks import two_models_replay
 
     rec = two_models_replay.record(TEXT, tiny_gpt2, smollm)
+    full = two_models_replay.record(TEXT, tiny_gpt2, smollm, every_column=True)
+    assert len(full["vocab"]) == tiny_gpt2.model.config.vocab_size
     replayed = []
-    for rule, mixer in (("two-models-shared", mixing.DEFAULT), ("two-models-learned", mixing.MIX_3)):
+    for rule, mixer in (("two-models-shared", mixing.DEFAULT), ("two-models-learned", mixing.MIX_3),
+                        ("two-models-geometric", mixing.MIX_3)):
         s = lm_codec.RULES[rule]
         coded = lm_codec.compress(TEXT, tiny_gpt2, s, mixer=mixer, second=smollm)
-        replayed.append(two_models_replay.replay(rec, s.second_weight, s.second_learn, mixer))
-        assert coded.cross_entropy_bits - 24 < replayed[-1] < coded.cross_entropy_bits
-    assert replayed[0] != replayed[1]
+        assert "prime" not in coded.header  # a text this short gets no opening: the recorded lanes are the rule's
+        for recording in (rec, full) if not s.second_geometric else (full,):
+            replayed.append(two_models_replay.replay(recording, s.second_weight, s.second_learn, mixer,
+                                                     s.second_geometric))
+            assert coded.cross_entropy_bits - 24 < replayed[-1] < coded.cross_entropy_bits
+    assert len(set(np.round(replayed, 6))) == 3

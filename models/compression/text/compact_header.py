@@ -16,7 +16,8 @@ and the preset (weights and tokenizer hashes, machine, library versions, window 
                             "fast-primed", since the lanes read the text's opening; 3, "two-models", compact's
                             lanes with a second model mixed in; 4, "two-models-shared", the same with the
                             shared fold, in versions 31, 32 and 37; 5, "two-models-learned", the same with the
-                            first model's share learned per context), bits 4-7 CPU threads - 1
+                            first model's share learned per context; 6, "two-models-geometric", the same with
+                            half of each token coded by the geometric mixture and an opening), bits 4-7 CPU threads - 1
     model           1 byte: bits 0-5 model id (MODEL_IDS), bit 6 precision (0 bf16, 1 fp32),
                             bit 7 "sized" (a payload length follows; always set in versions 8 and 13)
     mixer           1 byte, versions 4, 13, 17, 26 and 28: the mixer's id (MIXER_IDS): named settings
@@ -92,7 +93,8 @@ MODEL_IDS = {
 MIXER_IDS = {"mix-1": 1, "mix-2": 2, "mix-3": 3}  # mixing.NAMED settings by id; never renumber
 # Names in lm_codec.RULES; index = the id in the flags (never renumber). "fast" is the fast preset as it was
 # before its lanes were primed with the text's opening ("fast-primed", what the fast preset writes now).
-PRESET_IDS = ("fast", "compact", "fast-primed", "two-models", "two-models-shared", "two-models-learned")
+PRESET_IDS = ("fast", "compact", "fast-primed", "two-models", "two-models-shared", "two-models-learned",
+              "two-models-geometric")
 MODES = ("text", "mixed", "bytes")
 PRECISIONS = ("bf16", "fp32")
 MAX_THREADS = 16

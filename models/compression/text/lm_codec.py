@@ -131,6 +131,10 @@ class CodecSettings:
                                                                   "model's: longest or shared (second_opinion.py)"})
     second_learn: float = field(default=0.0, metadata={"help": "learning rate of the model's share per context, "
                                                                "starting at second_weight (0: fixed; second_opinion.py)"})
+    second_geometric: float = field(default=0.0, metadata={"help": "learning rate of the geometric mixture's "
+                                                                   "exponents, which then codes half of each "
+                                                                   "token (0: the linear mixture alone; "
+                                                                   "second_opinion.py)"})
 
     @property
     def adapt(self) -> adaptation.AdaptSettings | None:
@@ -160,11 +164,12 @@ class CodecSettings:
         return opening, lane_lengths(n_tokens - opening, lanes)
 
     def for_model(self, loaded: registry.Loaded) -> CodecSettings:
-        """Window 0 becomes the model's context length (keeping half of it on a rebuild)."""
+        """Window 0 becomes the model's context length (keeping half of it on a rebuild, and an opening no
+        longer than that)."""
         if self.window:
             return self
         limit = context_limit(loaded)
-        return replace(self, window=limit, keep=limit // 2)
+        return replace(self, window=limit, keep=limit // 2, prime=min(self.prime, limit // 2))
 
 
 # Lanes trade ratio for speed. A step of the lock-step decoder reads every weight once whatever the batch, so
@@ -186,12 +191,18 @@ RULES = {
     # learned weights)
     "two-models-learned": CodecSettings(window=0, lane_tokens=7000, second_model="smollm2-135m-instruct",
                                         second_weight=0.75, second_fold="shared", second_learn=0.1),
+    # the same, half of each token coded with the geometric mixture of the two (second_opinion.GeometricWeights),
+    # in fewer, longer lanes (alice29: 4 instead of 6), every lane reading the text's first 128 tokens first
+    # (docs/BENCHMARKS.md: geometric mixing and longer lanes)
+    "two-models-geometric": CodecSettings(window=0, lane_tokens=9500, prime=128,
+                                          second_model="smollm2-135m-instruct", second_weight=0.75,
+                                          second_fold="shared", second_learn=0.1, second_geometric=0.005),
 }
 # What the command line and the app offer, by the names users know.
 PRESETS = {
     "fast": RULES["fast-primed"],  # alice29 at ~1.5 kB/s on two CPU cores
     "compact": RULES["compact"],
-    "two-models": RULES["two-models-learned"],  # for Gemma 3 270M: the smallest files, at about a third of compact's speed
+    "two-models": RULES["two-models-geometric"],  # for Gemma 3 270M: the smallest files, at about a third of compact's speed
 }
 # The mixing coder's settings a preset codes with when they are not the default (mixing.DEFAULT, "mix-2"):
 # "mix-3" was chosen on the two-models preset's recording of alice29 and is measured there only.
@@ -452,7 +463,8 @@ def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
 
 
 def _second_opinion(loaded: registry.Loaded, second: registry.Loaded, precision: str,
-                    weight: float, fold: str = "longest", learn: float = 0.0) -> second_opinion.SecondOpinion:
+                    weight: float, fold: str = "longest", learn: float = 0.0,
+                    geometric: float = 0.0) -> second_opinion.SecondOpinion:
     """``second`` reading the text along with ``loaded`` (``CodecSettings.second_model``). With the shared fold
     (files since it) the second model's runner is a private copy attending with ``grouped_attention``, which
     does not copy the keys and values of its masked cache (its numbers differ from the default path's in the
@@ -481,7 +493,8 @@ def _second_opinion(loaded: registry.Loaded, second: registry.Loaded, precision:
     longest = second_opinion.fold_map(second_pieces, first_pieces)
     shared = second_opinion.share_pairs(second_pieces, first_pieces, longest) if fold == "shared" else None
     return second_opinion.SecondOpinion(second_runner, encode, second_pieces, longest, first_pieces,
-                                        context_limit(second), _start_id(second.tokenizer), weight, shared, learn)
+                                        context_limit(second), _start_id(second.tokenizer), weight, shared, learn,
+                                        geometric)
 
 
 def _start_id(tokenizer) -> int:
@@ -515,6 +528,8 @@ def _check_settings(s: CodecSettings, loaded: registry.Loaded) -> None:
         raise InputError(f"second_weight must be between 0 and 1 (got {s.second_weight})")
     if s.second_model and not 0.0 <= s.second_learn <= 1.0:
         raise InputError(f"second_learn must be between 0 and 1 (got {s.second_learn})")
+    if s.second_model and not 0.0 <= s.second_geometric <= 1.0:
+        raise InputError(f"second_geometric must be between 0 and 1 (got {s.second_geometric})")
     if s.second_model and s.second_model == loaded.spec.key:
         raise InputError(f"the second model must be another model than the first ({loaded.spec.key}); the "
                          "two-models preset mixes SmolLM2-135M into Gemma 3 270M: pick gemma-3-270m as the model")
@@ -783,7 +798,8 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     if s.second_model and mode == "text":  # absent without a second model, likewise
         second = second or registry.load_causal_lm(s.second_model)
         header["second"] = _second_header(fingerprint(second, runner.precision), s)
-        opinion = _second_opinion(loaded, second, runner.precision, s.second_weight, s.second_fold, s.second_learn)
+        opinion = _second_opinion(loaded, second, runner.precision, s.second_weight, s.second_fold, s.second_learn,
+                                  s.second_geometric)
     pairs = [(mixer, coding) for mixer in mixers for coding in codings]
     if mode == "lzma":
         payload = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
@@ -1044,29 +1060,35 @@ def _prepare(blob: bytes, loaded: registry.Loaded | None, device: str | None,
 
 def _second_header(fp: dict, s: CodecSettings) -> dict:
     """The header's "second" entry: the second model's fingerprint and the mixture's settings. The fold and the
-    learning rate only when not the first files' (longest, fixed), so that those files read as they always did."""
+    learning rates only when not the first files' (longest, fixed, linear), so that those files read as they
+    always did."""
     out = {"fingerprint": fp, "weight": s.second_weight}
     if s.second_fold != "longest":
         out["fold"] = s.second_fold
     if s.second_learn:
         out["learn"] = s.second_learn
+    if s.second_geometric:
+        out["geometric"] = s.second_geometric
     return out
 
 
 def _recorded_second(header: dict, device: str | None, second: registry.Loaded | None
-                     ) -> tuple[registry.Loaded, float, str, float]:
+                     ) -> tuple[registry.Loaded, float, str, float, float]:
     """The second model a file names (``CodecSettings.second_model``), loaded and checked, its weight, its fold
-    (``CodecSettings.second_fold``) and the weight's learning rate (``CodecSettings.second_learn``)."""
+    (``CodecSettings.second_fold``) and the learning rates of the weight and of the geometric mixture
+    (``CodecSettings.second_learn``, ``CodecSettings.second_geometric``)."""
     recorded = header["second"]
     learn = recorded.get("learn", 0.0) if isinstance(recorded, dict) else None
+    geometric = recorded.get("geometric", 0.0) if isinstance(recorded, dict) else None
     if header["mode"] != "text" or not isinstance(recorded, dict) or not isinstance(recorded.get("fingerprint"), dict) \
             or type(recorded.get("weight")) is not float or not 0.0 < recorded["weight"] < 1.0 \
-            or recorded.get("fold", "longest") not in SECOND_FOLDS or type(learn) is not float or not 0.0 <= learn <= 1.0:
+            or recorded.get("fold", "longest") not in SECOND_FOLDS or type(learn) is not float or not 0.0 <= learn <= 1.0 \
+            or type(geometric) is not float or not 0.0 <= geometric <= 1.0:
         raise CorruptFile("the header's second model is malformed: the file is corrupt")
     fp = recorded["fingerprint"]
     second = second or registry.load_causal_lm(str(fp.get("model", "")), device=device)
     text_container.check_fingerprint(fp, fingerprint(second, str(fp.get("precision", "auto"))))
-    return second, recorded["weight"], recorded.get("fold", "longest"), learn
+    return second, recorded["weight"], recorded.get("fold", "longest"), learn, geometric
 
 
 _SAME_PASS = ("n_tokens", "mode", "window", "keep", "start_id", "threads", "lanes", "prime", "adapt", "line_breaks",

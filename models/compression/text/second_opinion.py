@@ -29,6 +29,14 @@ fall in, and whether the lane's text ends in a letter (a word that may go on, wh
 token may be a piece of a longer one). After each token, the context's weight takes one gradient step on
 the bits that token cost (as the mixer's weights do, ``mixing.py``). Measured on a recording of alice29:
 docs/BENCHMARKS.md, "learned weights".
+
+With ``geometric`` (the ``two-models-geometric`` rule) the coder's distribution is half that linear mixture and
+half a **geometric mixture**, g(x) proportional to f(x)^a q(x)^b (``GeometricWeights``: geometric mixing,
+Mattern 2012, of which PAQ's logistic mixing is the two-symbol case; a product of experts, Hinton 2002), its
+exponents learned per context the same way. The linear mixture is right where one model knows and the other
+does not (a sum keeps the larger); the geometric one where both know a little (a product sharpens where they
+agree), and its learned exponents (mostly summing to less than 1) also flatten what two 4-bit models are too
+sure of. Measured: docs/BENCHMARKS.md, "geometric mixing".
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from __future__ import annotations
 import bisect
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -152,6 +161,65 @@ class LearnedWeights:
             self.theta[key] = min(MAX_LOGIT, max(-MAX_LOGIT, t + self.rate * w * (1.0 - w) * (fx - qx) / p))
 
 
+GEOMETRIC_START = (0.7, 0.25)  # the exponents (first model, second model) before any learning
+GEOMETRIC_SHARE = 0.5  # the geometric mixture's share of the coder's distribution; the linear mixture has the rest
+GEOMETRIC_BOUND = 2.0  # each exponent stays within 0 and this
+TINY = 1e-30  # a probability of 0 counts as this in a logarithm
+
+
+@dataclass
+class _Row:
+    """What a mixed row's learning needs once its token is known (``SecondOpinion.learn``)."""
+    lane: int
+    key: tuple[int, int, int]
+    first: np.ndarray
+    second: np.ndarray
+    weight: float  # the first model's share in the linear mixture
+    geometric: np.ndarray | None = None
+    mean_lf: float = 0.0
+    mean_lq: float = 0.0
+
+
+class GeometricWeights:
+    """The geometric mixture's exponents per context (``LearnedWeights.context``), learned online.
+
+    g(x) = f(x)^a q(x)^b / Z over the vocabulary (``mixture``); the coder codes with
+    p = (1 - GEOMETRIC_SHARE) * linear + GEOMETRIC_SHARE * g. After each token, (a, b) take one gradient step
+    on -ln p(x): a += rate * s * (ln f(x) - E_g[ln f]), likewise b with q, where s = GEOMETRIC_SHARE * g(x) / p(x)
+    (Mattern, "Mixing strategies in data compression", DCC 2012). Python floats, in row order."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.exponents: dict[tuple[int, int, int], tuple[float, float]] = {}
+
+    def get(self, key: tuple[int, int, int]) -> tuple[float, float]:
+        return self.exponents.get(key, GEOMETRIC_START)
+
+    @staticmethod
+    def mixture(first: np.ndarray, second: np.ndarray, exponents: tuple[float, float]
+                ) -> tuple[np.ndarray, float, float]:
+        """One row: g (vocab,) float32 for ``first`` and ``second`` (vocab,) probabilities, and E_g[ln f], E_g[ln q]."""
+        lf = np.log(np.maximum(first, TINY, dtype=np.float32))
+        lq = np.log(np.maximum(second, TINY, dtype=np.float32))
+        z = np.float32(exponents[0]) * lf + np.float32(exponents[1]) * lq
+        z -= z.max()
+        g = np.exp(z)
+        g /= g.sum(dtype=np.float64)
+        # numpy's own sums, not a BLAS dot (whose threads could order the sum differently in the decoder)
+        return g, float(np.sum(g * lf, dtype=np.float64)), float(np.sum(g * lq, dtype=np.float64))
+
+    def update(self, key: tuple[int, int, int], fx: float, qx: float, gx: float, px: float,
+               mean_lf: float, mean_lq: float) -> None:
+        """The step for the token that came: its probabilities under f, q, g and the coded mixture p."""
+        if px <= 0.0:
+            return
+        a, b = self.get(key)
+        s = self.rate * GEOMETRIC_SHARE * gx / px
+        lf, lq = math.log(max(fx, TINY)), math.log(max(qx, TINY))
+        self.exponents[key] = (min(GEOMETRIC_BOUND, max(0.0, a + s * (lf - mean_lf))),
+                               min(GEOMETRIC_BOUND, max(0.0, b + s * (lq - mean_lq))))
+
+
 class SecondOpinion:
     """The second model over all lanes, in lock-step with the coder.
 
@@ -161,11 +229,13 @@ class SecondOpinion:
     ``limit``: the most tokens a lane keeps in view (the second model's context); ``start_id``: its start
     token; ``weight``: the first model's share in the mixture (0 < weight < 1); ``shared``: the shared fold's
     ``share_pairs`` (None: the longest fold); ``learn``: the learning rate of ``LearnedWeights`` starting at
-    ``weight`` (0: the share stays ``weight``)."""
+    ``weight`` (0: the share stays ``weight``); ``geometric``: the learning rate of ``GeometricWeights``
+    (0: the linear mixture alone)."""
 
     def __init__(self, runner, encode, pieces: list[bytes | None], fold: np.ndarray,
                  first_pieces: list[bytes | None], limit: int, start_id: int, weight: float,
-                 shared: tuple[np.ndarray, np.ndarray] | None = None, learn: float = 0.0) -> None:
+                 shared: tuple[np.ndarray, np.ndarray] | None = None, learn: float = 0.0,
+                 geometric: float = 0.0) -> None:
         if limit < 8:
             raise InputError("the second model's context is too short")
         if not 0.0 < weight < 1.0:
@@ -176,7 +246,8 @@ class SecondOpinion:
         self.first_vocab, self.limit, self.start_id, self.weight = len(first_pieces), limit, start_id, weight
         self.shared = None if shared is None else pair_matrices(*shared, len(pieces), len(first_pieces))
         self.learned = LearnedWeights(weight, learn) if learn else None
-        self._pending: list[tuple[int, tuple[int, int, int], np.ndarray, np.ndarray]] = []
+        self.geometric = GeometricWeights(geometric) if geometric else None
+        self._pending: list[_Row] = []
 
     def start_ids(self, lanes: int, prefix: list[int]) -> None:
         """``start`` from the first model's tokens."""
@@ -189,9 +260,15 @@ class SecondOpinion:
 
     def learn(self, coded: dict[int, int]) -> None:
         """The learned weights' step for the rows the last ``mixed`` mixed, by the tokens that came."""
-        for lane, key, first, second in self._pending:
-            x = coded[lane]
-            self.learned.update(key, float(first[x]), float(second[x]))
+        for row in self._pending:
+            x = coded[row.lane]
+            fx, qx = float(row.first[x]), float(row.second[x])
+            if self.geometric is not None:
+                gx = float(row.geometric[x])
+                px = (1.0 - GEOMETRIC_SHARE) * (row.weight * fx + (1.0 - row.weight) * qx) + GEOMETRIC_SHARE * gx
+                self.geometric.update(row.key, fx, qx, gx, px, row.mean_lf, row.mean_lq)
+            if self.learned is not None:
+                self.learned.update(row.key, fx, qx)
         self._pending = []
 
     def start(self, lanes: int, prefix: bytes) -> None:
@@ -278,13 +355,24 @@ class SecondOpinion:
             q = (folded[has] / total[has]).numpy()
             firsts = first[has]  # a copy of each row (Gemma: 262,144 floats a lane): taken once
             weight: float | np.ndarray = self.weight
+            if self.learned is None and self.geometric is None:
+                out[has] = mix(firsts, q, weight)
+                return out
+            lanes = [lane for lane, h in zip(active, has, strict=True) if h]
+            keys = [LearnedWeights.context(float(f.max()), float(r.max()), bytes(self.text[lane][-1:]).isalpha())
+                    for lane, f, r in zip(lanes, firsts, q, strict=True)]
             if self.learned is not None:
-                lanes = [lane for lane, h in zip(active, has, strict=True) if h]
-                keys = [LearnedWeights.context(float(f.max()), float(r.max()), bytes(self.text[lane][-1:]).isalpha())
-                        for lane, f, r in zip(lanes, firsts, q, strict=True)]
                 weight = np.array([[self.learned.share(k)] for k in keys])
-                self._pending = list(zip(lanes, keys, firsts, q, strict=True))
-            out[has] = mix(firsts, q, weight)
+            linear = mix(firsts, q, weight)
+            shares = np.broadcast_to(np.asarray(weight, dtype=np.float64).reshape(-1, 1), (len(lanes), 1))
+            for i, (lane, key) in enumerate(zip(lanes, keys, strict=True)):
+                row = _Row(lane, key, firsts[i], q[i], float(shares[i, 0]))
+                if self.geometric is not None:
+                    row.geometric, row.mean_lf, row.mean_lq = self.geometric.mixture(firsts[i], q[i],
+                                                                                     self.geometric.get(key))
+                    linear[i] = (1.0 - GEOMETRIC_SHARE) * linear[i] + GEOMETRIC_SHARE * row.geometric
+                self._pending.append(row)
+            out[has] = linear
         return out
 
     def _shared(self, p: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
