@@ -120,7 +120,7 @@ def add_cli(subparsers) -> None:
                    help="fast: up to 96 short lanes, each reading the text's opening first (about 1.5 kB/s on two CPU "
                         "cores); compact: few lanes that see the model's whole context (smaller files, several "
                         "times slower); two-models: compact with SmolLM2-135M reading along and mixed in, for "
-                        "--model gemma-3-270m (the smallest files, a little under a third of compact's speed)")
+                        "--model gemma-3-270m (the smallest files, about a fifth of compact's speed)")
     c.add_argument("--window", type=int, default=None, help=lm_codec.CodecSettings.__dataclass_fields__["window"].metadata["help"]
                    + " (default: the preset's)")
     c.add_argument("--keep", type=int, default=None, help="tokens kept when the context is rebuilt (default half the window)")

@@ -202,7 +202,7 @@ RULES = {
 PRESETS = {
     "fast": RULES["fast-primed"],  # alice29 at ~1.5 kB/s on two CPU cores
     "compact": RULES["compact"],
-    "two-models": RULES["two-models-geometric"],  # for Gemma 3 270M: the smallest files, at about a third of compact's speed
+    "two-models": RULES["two-models-geometric"],  # for Gemma 3 270M: the smallest files, at about a fifth of compact's speed
 }
 # The mixing coder's settings a preset codes with when they are not the default (mixing.DEFAULT, "mix-2"):
 # "mix-3" was chosen on the two-models preset's recording of alice29 and is measured there only.

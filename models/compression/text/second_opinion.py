@@ -259,7 +259,8 @@ class SecondOpinion:
         self.advance({lane: self.first_pieces[t] for lane, t in coded.items()})
 
     def learn(self, coded: dict[int, int]) -> None:
-        """The learned weights' step for the rows the last ``mixed`` mixed, by the tokens that came."""
+        """The steps of the learned share and the geometric exponents for the rows the last ``mixed`` mixed, by
+        the tokens that came."""
         for row in self._pending:
             x = coded[row.lane]
             fx, qx = float(row.first[x]), float(row.second[x])
