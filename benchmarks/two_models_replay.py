@@ -101,7 +101,6 @@ def replay(rec: dict, weight: float, learn: float, mixer: mixing.MixerSettings |
     m = None if mixer is None else mixing.Mixer(mixer, lanes)
     learned = second_opinion.LearnedWeights(weight, learn) if learn else None
     geo = second_opinion.GeometricWeights(geometric) if geometric else None
-    share = second_opinion.GEOMETRIC_SHARE
     bits = 0.0
     for active, f, q, tops, in_word, has, x in rec["steps"]:
         keys = [second_opinion.LearnedWeights.context(float(a), float(b), bool(c))
@@ -113,7 +112,7 @@ def replay(rec: dict, weight: float, learn: float, mixer: mixing.MixerSettings |
             for i, k in enumerate(keys):
                 if has[i]:
                     rows[i] = geo.mixture(f[i], q[i], geo.get(k))
-                    mixture[i] = (1.0 - share) * mixture[i] + share * rows[i][0]
+                    mixture[i] = second_opinion.blend(mixture[i], rows[i][0])
         mixture = np.where(has[:, None], mixture, f)
         out = mixture if m is None else m.predict(active, mixture)
         p = out[np.arange(len(active)), x].astype(np.float64) / out.sum(1, dtype=np.float64)
@@ -127,8 +126,8 @@ def replay(rec: dict, weight: float, learn: float, mixer: mixing.MixerSettings |
             if geo is not None:
                 g, mean_lf, mean_lq = rows[i]
                 gx = float(g[x[i]])
-                px = (1.0 - share) * (w[i, 0] * fx + (1.0 - w[i, 0]) * qx) + share * gx
-                geo.update(k, fx, qx, gx, px, mean_lf, mean_lq)
+                geo.update(k, fx, qx, gx, second_opinion.blended_probability(float(w[i, 0]), fx, qx, gx),
+                           mean_lf, mean_lq)
             if learned is not None:
                 learned.update(k, fx, qx)
     return bits

@@ -180,6 +180,16 @@ class _Row:
     mean_lq: float = 0.0
 
 
+def blend(linear: np.ndarray, geometric: np.ndarray) -> np.ndarray:
+    """The coder's row with the geometric mixture on: its share of ``geometric``, the rest ``linear``."""
+    return (1.0 - GEOMETRIC_SHARE) * linear + GEOMETRIC_SHARE * geometric
+
+
+def blended_probability(weight: float, fx: float, qx: float, gx: float) -> float:
+    """A token's probability in ``blend`` of the linear mixture (first model's share ``weight``) and g."""
+    return (1.0 - GEOMETRIC_SHARE) * (weight * fx + (1.0 - weight) * qx) + GEOMETRIC_SHARE * gx
+
+
 class GeometricWeights:
     """The geometric mixture's exponents per context (``LearnedWeights.context``), learned online.
 
@@ -266,8 +276,8 @@ class SecondOpinion:
             fx, qx = float(row.first[x]), float(row.second[x])
             if self.geometric is not None:
                 gx = float(row.geometric[x])
-                px = (1.0 - GEOMETRIC_SHARE) * (row.weight * fx + (1.0 - row.weight) * qx) + GEOMETRIC_SHARE * gx
-                self.geometric.update(row.key, fx, qx, gx, px, row.mean_lf, row.mean_lq)
+                self.geometric.update(row.key, fx, qx, gx, blended_probability(row.weight, fx, qx, gx),
+                                      row.mean_lf, row.mean_lq)
             if self.learned is not None:
                 self.learned.update(row.key, fx, qx)
         self._pending = []
@@ -371,7 +381,7 @@ class SecondOpinion:
                 if self.geometric is not None:
                     row.geometric, row.mean_lf, row.mean_lq = self.geometric.mixture(firsts[i], q[i],
                                                                                      self.geometric.get(key))
-                    linear[i] = (1.0 - GEOMETRIC_SHARE) * linear[i] + GEOMETRIC_SHARE * row.geometric
+                    linear[i] = blend(linear[i], row.geometric)
                 self._pending.append(row)
             out[has] = linear
         return out
