@@ -118,10 +118,10 @@ def parse_variant(text: str) -> mixing.MixerSettings:
     changes = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, value = part.split("=")
-        default = getattr(mixing.DEFAULT, key)
+        default = getattr(mixing.MIX_2, key)
         changes[key] = tuple(int(v) for v in value.split("/") if v) if isinstance(default, tuple) \
             else type(default)(value == "True" if isinstance(default, bool) else value)
-    return replace(mixing.DEFAULT, **changes)
+    return replace(mixing.MIX_2, **changes)
 
 
 def main() -> None:
@@ -147,7 +147,7 @@ def main() -> None:
     probs, tokens, opening, lengths, how = recorded(loaded, ids, s, Path(args.cache) if args.cache else None)
     print(f"{how}: {len(ids):,} positions x {probs.shape[1]:,} columns in {time.perf_counter() - started:.0f} s",
           flush=True)
-    variants = {"model alone": None, "mix-2": mixing.DEFAULT}
+    variants = {"model alone": None, "mix-2": mixing.MIX_2}
     variants.update({v: parse_variant(v) for v in args.variants.split(";") if v.strip()})
     rows = []
     for label, mixer in variants.items():

@@ -148,7 +148,7 @@ def main() -> None:
         runs[role] = {"ids": ids, "probs": probs, "tokens": tokens, "opening": opening, "lengths": lengths,
                       "ends": byte_ends(loaded.tokenizer, text.decode("utf-8"), ids), "precision": s.precision,
                       "alone": replay_bits(probs, tokens, opening, lengths, None),
-                      "mix-2": replay_bits(probs, tokens, opening, lengths, mixing.DEFAULT)}
+                      "mix-2": replay_bits(probs, tokens, opening, lengths, mixing.MIX_2)}
     a, b = runs["first"], runs["second"]
     base = float(a["mix-2"].sum())
     rows = [{"coder": f"{m} alone" if k == "alone" else f"{m} + mix-2", "bits": float(r[k].sum())}
@@ -170,7 +170,7 @@ def main() -> None:
           f"{aligned.mean():.1%} of the first model's tokens start where the second's do", flush=True)
     for w in weights:
         mixed = (w * a["probs"] + (1 - w) * q).astype(np.float32)
-        bits = float(replay_bits(mixed, a["tokens"], a["opening"], a["lengths"], mixing.DEFAULT).sum())
+        bits = float(replay_bits(mixed, a["tokens"], a["opening"], a["lengths"], mixing.MIX_2).sum())
         rows.append({"coder": f"token-level expert w={w}, then mix-2", "bits": bits})
     for row in rows:
         row["bpb"] = row["bits"] / len(data)

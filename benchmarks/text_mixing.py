@@ -55,11 +55,12 @@ VARIANTS: dict[str, mixing.MixerSettings | None] = {
     "+ n-gram + match, weights by context (mix-1)": M1,
     "mix-1 + the model's confidence in the context": replace(M1, confidence=True),
     "mix-1 + bias stage, rate 0.05": replace(M1, bias_rate=0.05),
-    "mix-1 + bias stage, rate 0.2 (mix-2, default)": mixing.DEFAULT,
+    "mix-1 + bias stage, rate 0.2 (mix-2)": mixing.MIX_2,
     "bias stage rate 0.1 + context bias 0.1 (mix-3, the two-models preset's)": mixing.MIX_3,
+    "mix-2 with each token's bias step shrinking, 0.5 / sqrt(1 + n) (mix-4, default)": mixing.MIX_4,
 }
 # the one-lane whole-context estimate (teacher-forced) runs these through the mixer token by token
-ONE_LANE = {"model alone": None, "mix-1": M1, "mix-2 (default)": mixing.DEFAULT}
+ONE_LANE = {"model alone": None, "mix-1": M1, "mix-2": mixing.MIX_2, "mix-4 (default)": mixing.MIX_4}
 
 
 def read_text(spec: str, data_dir: Path | None) -> tuple[str, bytes]:

@@ -141,7 +141,7 @@ def parse(variant: str) -> tuple[float, float, mixing.MixerSettings | None, floa
     weight, learn = float(fields.pop("weight", 0.75)), float(fields.pop("learn", 0.0))
     geometric = float(fields.pop("geometric", 0.0))
     if fields:
-        mixer = replace(mixer or mixing.DEFAULT, **{k: float(v) for k, v in fields.items()})
+        mixer = replace(mixer or mixing.MIX_2, **{k: float(v) for k, v in fields.items()})
     return weight, learn, mixer, geometric
 
 

@@ -132,7 +132,7 @@ def test_compact_file_records_the_breaks_and_decodes(catalogued, mixer):
     assert unwrapped.breaks == lb.plan(data) and as_is.breaks is None
     header = lm_codec.read_header(unwrapped.blob)
     assert lb.LineBreaks.from_header(header["line_breaks"]) == unwrapped.breaks
-    assert header.get("mixer_id") == (None if mixer is None else "mix-2")
+    assert header.get("mixer_id") == (None if mixer is None else "mix-4")
     assert header["n_bytes"] == len(data) and header["n_tokens"] < lm_codec.read_header(as_is.blob)["n_tokens"]
     assert "".join(t.text for t in unwrapped.tokens) == lb.apply(data, unwrapped.breaks).decode()
     assert lm_codec.decompress(unwrapped.blob, catalogued) == data

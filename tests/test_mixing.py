@@ -105,15 +105,40 @@ def test_mixing_with_the_bias_stage_sums_to_one_and_stays_in_float32():
     assert mixer.bias is not None and set(mixer.bias.ids.tolist()) == {0, 1, 2, 3, 4}
 
 
+def test_the_bias_step_shrinks_with_how_often_a_token_came():
+    """mix-4's bias stage: token v's step is rate / sqrt(1 + n_v), n_v its count before the step; a new token's
+    first step is the full rate; with decay 0 every step is the rate (mix-2, whose files decode as coded)."""
+    uniform = np.full((1, 4), 0.25, dtype=np.float32)
+    for decay in (0.0, 0.5):
+        bias = mixing.TokenBias(0.5, decay)
+        for k, x in enumerate([0, 0, 0, 1, 0]):
+            before = dict(zip(bias.ids.tolist(), bias.bias.tolist(), strict=True))
+            came = dict(zip(bias.ids.tolist(), bias.came.tolist(), strict=True))
+            inv_z, ids, values = bias.adjust(uniform)
+            p = dict(zip(ids.tolist(), values[0].tolist(), strict=True))
+            bias.update(uniform, [x])
+            after = dict(zip(bias.ids.tolist(), bias.bias.tolist(), strict=True))
+            for v, b in after.items():
+                step = 0.5 * (1.0 + came.get(v, 0.0)) ** -decay
+                target = 1.0 - p.get(v, 0.25 * float(inv_z[0])) if v == x else -p[v]
+                assert b == pytest.approx(before.get(v, 0.0) + step * target, rel=1e-12), (decay, k, v)
+        assert bias.came.tolist() == [4.0, 1.0]
+    # the fourth 0 moved half as far per unit of gradient as the first with decay 0.5: 0.5 / sqrt(4)
+
+
 def test_named_mixer_settings_never_change():
     """A compact file (version 4, now 13) stores only the id of its mixer settings: ids and settings are fixed for good."""
-    assert compact_header.MIXER_IDS == {"mix-1": 1, "mix-2": 2, "mix-3": 3}
+    assert compact_header.MIXER_IDS == {"mix-1": 1, "mix-2": 2, "mix-3": 3, "mix-4": 4}
     assert mixing.NAMED["mix-1"] == mixing.MixerSettings(orders=(1, 2, 3, 4), match_min=4, contexts=True, rate=0.1,
                                                          start=-3.0, bias_rate=0.0, confidence=False)
     assert "bias_rate" not in mixing.MIX_1.to_header()  # a mix-1 header reads as before the bias stage existed
-    assert "context_bias_rate" not in mixing.DEFAULT.to_header()  # nor a mix-2 header since the context bias
-    assert mixing.NAMED["mix-3"] == dataclasses.replace(mixing.DEFAULT, bias_rate=0.1, context_bias_rate=0.1)
-    assert mixing.name_of(mixing.DEFAULT) == "mix-2" and mixing.name_of(dataclasses.replace(mixing.DEFAULT, rate=0.2)) is None
+    mix_2 = mixing.NAMED["mix-2"]
+    assert mix_2 == dataclasses.replace(mixing.MIX_1, bias_rate=0.2)
+    for later in ("context_bias_rate", "bias_decay"):  # nor a mix-2 header since the later stages
+        assert later not in mix_2.to_header()
+    assert mixing.NAMED["mix-3"] == dataclasses.replace(mix_2, bias_rate=0.1, context_bias_rate=0.1)
+    assert mixing.NAMED["mix-4"] == dataclasses.replace(mix_2, bias_rate=0.5, bias_decay=0.5)
+    assert mixing.name_of(mixing.DEFAULT) == "mix-4" and mixing.name_of(dataclasses.replace(mixing.DEFAULT, rate=0.2)) is None
 
 
 def test_mixer_without_predictors_is_the_model():
@@ -126,7 +151,7 @@ def test_mixer_without_predictors_is_the_model():
 def test_bad_mixer_settings_are_refused():
     for bad in ({"orders": (0,)}, {"orders": (2, 2)}, {"match_min": -1}, {"rate": 2.0}, {"algorithm": "mix-0"},
                 {"bias_rate": -0.1}, {"bias_rate": 1}, {"confidence": 1}, {"context_bias_rate": 1.5},
-                {"context_bias_rate": 1}):
+                {"context_bias_rate": 1}, {"bias_decay": -0.5}, {"bias_decay": 2.5}, {"bias_decay": 1}):
         with pytest.raises(InputError):
             dataclasses.replace(mixing.DEFAULT, **bad).check()
 
@@ -137,7 +162,7 @@ def roundtrip(data: bytes, loaded, s=SMALL, mixer=mixing.DEFAULT) -> lm_codec.LM
     return result
 
 
-@pytest.mark.parametrize("mixer", ["mix-2", "mix-3"])
+@pytest.mark.parametrize("mixer", ["mix-2", "mix-3", "mix-4"])
 @pytest.mark.parametrize("data", [b"", b"a", b"\x00\xff\xfe" + bytes(range(256)), b"caf\xe9 \xc3( ok", REPEATS])
 def test_mixed_round_trips(tiny_gpt2, data, mixer):
     result = roundtrip(data, tiny_gpt2, mixer=mixing.NAMED[mixer])
@@ -174,7 +199,7 @@ def test_mixing_codes_a_repetitive_text_in_fewer_bits(tiny_gpt2):
     assert mixed.model_bits == pytest.approx(alone.cross_entropy_bits)
 
 
-@pytest.mark.parametrize("mixer", [mixing.DEFAULT, mixing.MIX_3])
+@pytest.mark.parametrize("mixer", [mixing.MIX_2, mixing.MIX_3, mixing.MIX_4])
 def test_encoder_and_decoder_states_are_equal_after_every_token(tiny_gpt2, monkeypatch, mixer):
     """The mixer's whole state (weights, counts, matches, histories) after every step, encoder vs decoder."""
     rng = np.random.default_rng(7)
@@ -199,12 +224,13 @@ def test_encoder_and_decoder_states_are_equal_after_every_token(tiny_gpt2, monke
 def test_default_mixer_gets_the_compact_mixing_record(catalogued):
     result = roundtrip(REPEATS, catalogued, compact_settings())
     header = lm_codec.read_header(result.blob)
-    assert result.blob[4] == 26 and header["mixer_id"] == "mix-2"
+    assert result.blob[4] == 26 and header["mixer_id"] == "mix-4"
     assert header["header_bytes"] <= 25
     plain = lm_codec.compress(REPEATS, catalogued, compact_settings())
     assert plain.blob[4] == 22  # the model alone: version 3's fields, a payload length, a checksum, two-step coding
-    first = roundtrip(REPEATS, catalogued, compact_settings(), mixer=mixing.MIX_1)  # the earlier default still writes id 1
-    assert first.blob[4] == 26 and lm_codec.read_header(first.blob)["mixer_id"] == "mix-1"
+    for earlier in ("mix-1", "mix-2"):  # the earlier defaults still write their ids
+        blob = roundtrip(REPEATS, catalogued, compact_settings(), mixer=mixing.NAMED[earlier]).blob
+        assert blob[4] == 26 and lm_codec.read_header(blob)["mixer_id"] == earlier
 
 
 def test_other_mixer_settings_are_recorded_in_full(catalogued):
@@ -216,7 +242,7 @@ def test_other_mixer_settings_are_recorded_in_full(catalogued):
 
 def test_decoder_with_other_mixer_settings_refuses(catalogued, monkeypatch):
     result = lm_codec.compress(REPEATS, catalogued, compact_settings(), mixer=mixing.DEFAULT)
-    monkeypatch.setitem(mixing.NAMED, "mix-2", dataclasses.replace(mixing.DEFAULT, rate=0.03))
+    monkeypatch.setitem(mixing.NAMED, "mix-4", dataclasses.replace(mixing.DEFAULT, rate=0.03))
     with pytest.raises(FingerprintMismatch, match="codec and its settings"):
         lm_codec.decompress(result.blob, catalogued)
 
@@ -352,7 +378,7 @@ def test_one_megabyte_round_trips_through_the_command_line(small_vocab_model, tm
     records = lm_codec.read_records(packed.read_bytes())
     assert len(records) == 1
     header = records[0][0]
-    assert header["version"] == 26 and header["mixer_id"] == "mix-2" and header["mode"] == "mixed"
+    assert header["version"] == 26 and header["mixer_id"] == "mix-4" and header["mode"] == "mixed"
     lanes = lm_codec.PRESETS["fast"].lane_count(header["n_tokens"])  # the rule the decoder derives them by
     assert lanes == 96 and header["n_tokens"] / lanes > lm_codec.PRESETS["fast"].window  # every lane rebuilt
     src.unlink()

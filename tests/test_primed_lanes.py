@@ -125,7 +125,7 @@ def test_the_mixing_picture_puts_every_token_back_in_text_order(tiny_gpt2):
     assert [t.bits_model for t in p.tokens] == pytest.approx([t.bits for t in alone.tokens], rel=1e-6, abs=1e-6)
 
 
-@pytest.mark.parametrize("mixer", [None, "mix-2"])
+@pytest.mark.parametrize("mixer", [None, "mix-2", "mix-4"])
 def test_the_mixer_replay_counts_what_the_coder_counts(tiny_gpt2, mixer):
     """benchmarks/mixer_replay.py replays mixers over one recorded pass restricted to the text's own tokens
     plus one column for the rest: its cross-entropy must be the coder's (primed lanes, rebuilt windows), or

@@ -90,7 +90,7 @@ MODEL_IDS = {
     "HuggingFaceTB/SmolLM2-135M": 4,
     "gemma-3-270m": 5,
 }
-MIXER_IDS = {"mix-1": 1, "mix-2": 2, "mix-3": 3}  # mixing.NAMED settings by id; never renumber
+MIXER_IDS = {"mix-1": 1, "mix-2": 2, "mix-3": 3, "mix-4": 4}  # mixing.NAMED settings by id; never renumber
 # Names in lm_codec.RULES; index = the id in the flags (never renumber). "fast" is the fast preset as it was
 # before its lanes were primed with the text's opening ("fast-primed", what the fast preset writes now).
 PRESET_IDS = ("fast", "compact", "fast-primed", "two-models", "two-models-shared", "two-models-learned",

@@ -204,7 +204,7 @@ PRESETS = {
     "compact": RULES["compact"],
     "two-models": RULES["two-models-geometric"],  # for Gemma 3 270M: the smallest files, at about a fifth of compact's speed
 }
-# The mixing coder's settings a preset codes with when they are not the default (mixing.DEFAULT, "mix-2"):
+# The mixing coder's settings a preset codes with when they are not the default (mixing.DEFAULT, "mix-4"):
 # "mix-3" was chosen on the two-models preset's recording of alice29 and is measured there only.
 PRESET_MIXERS = {"two-models": mixing.MIX_3}
 

@@ -18,13 +18,16 @@ that token cost (d(-ln p(x))/d theta_j = -w_j (q_j(x)/p(x) - 1)): the online mix
 (Mahoney 2005) and cmix, over tokens rather than bits, in the probability domain like Nacrith's
 mixer (logistic mixing in the stretched domain is PAQ's answer for binary alphabets).
 
-Later stages (off in "mix-1" files; the bias stage is on in "mix-2", the default):
+Later stages (off in "mix-1" files; the bias stage is on from "mix-2"; "mix-4" is the default):
 
 - a **bias on the model's log-probabilities** learned online (Nacrith's adaptive head): p'(x) is
   p(x) * exp(b_x), renormalised, and after each token b takes one gradient step on -ln p'(token).
   It learns this text's vocabulary (a name coined in chapter one gets likelier everywhere), which a
   lane that starts without context cannot know. Only tokens the text has used carry a bias; the
-  rest keep 0, so a step costs a gather over those tokens, not the whole vocabulary;
+  rest keep 0, so a step costs a gather over those tokens, not the whole vocabulary. In "mix-4" each
+  token's step shrinks with how often it has come, rate / sqrt(1 + n): a new name moves fast, a
+  token seen a hundred times stays put (a per-parameter 1/sqrt(t) step, as in AdaGrad, Duchi et al.
+  2011, with the token's count standing in for its gradients);
 - a **context bias** ("mix-3"): one more such bias per previous token, over the tokens seen after it (an
   adaptive bigram correction in log space), applied to the model's distribution before the rest;
 - optionally (``confidence``, measured and off by default: it did not pay) **the model's own
@@ -78,6 +81,10 @@ class MixerSettings:
     # Added with "mix-3"; likewise absent (0) in earlier files.
     context_bias_rate: float = field(default=0.0, metadata={"help": "learning rate of the bias per previous token "
                                                                     "(0: no context bias)"})
+    # Added with "mix-4"; likewise absent (0) in earlier files.
+    bias_decay: float = field(default=0.0, metadata={"help": "the bias stage's step for a token is rate / (1 + n) "
+                                                             "** decay, n the times the token came before (0: the "
+                                                             "same step throughout)"})
 
     def check(self) -> None:
         if self.algorithm != ALGORITHM:
@@ -94,6 +101,8 @@ class MixerSettings:
             raise InputError("the bias stage's rate must lie in [0, 1]")
         if not (isinstance(self.context_bias_rate, float) and 0.0 <= self.context_bias_rate <= 1.0):
             raise InputError("the context bias's rate must lie in [0, 1]")
+        if not (isinstance(self.bias_decay, float) and 0.0 <= self.bias_decay <= 2.0):
+            raise InputError("the bias stage's decay must lie in [0, 2]")
         if not isinstance(self.contexts, bool) or not isinstance(self.confidence, bool):
             raise InputError("contexts and confidence are true or false")
 
@@ -101,7 +110,7 @@ class MixerSettings:
         """The settings as a file records them; the later stages only when on, so that a "mix-1" header
         reads as it always did."""
         d = {**asdict(self), "orders": list(self.orders), "numpy": np.__version__}
-        for name, off in (("bias_rate", 0.0), ("confidence", False), ("context_bias_rate", 0.0)):
+        for name, off in (("bias_rate", 0.0), ("confidence", False), ("context_bias_rate", 0.0), ("bias_decay", 0.0)):
             if d[name] == off:
                 del d[name]
         return d
@@ -130,13 +139,17 @@ class MixerSettings:
 MIX_1 = MixerSettings()  # the first default: n-gram + match, weights by context; no bias, no confidence
 # mix-2: the bias stage at the rate that coded 25 kB excerpts of alice29, lcet10 and WikiText-2 smallest
 # (0.1-0.4 tried; docs/BENCHMARKS.md). The confidence context did not pay there and stays off.
-DEFAULT = MixerSettings(bias_rate=0.2)
-# Settings a compact (version 4) header names by id (compact_header.MIXER_IDS): a file stores only the id,
-# so never change an entry; a new default gets a new name.
+MIX_2 = MixerSettings(bias_rate=0.2)
 # mix-3: the bias stage at 0.1 and the context bias at 0.1, chosen on a recording of alice29 coded by the
 # two-models preset (docs/BENCHMARKS.md: learned weights and the context bias).
 MIX_3 = MixerSettings(bias_rate=0.1, context_bias_rate=0.1)
-NAMED = {"mix-1": MIX_1, "mix-2": DEFAULT, "mix-3": MIX_3}
+# mix-4: mix-2 with each token's bias step shrinking as 0.5 / sqrt(1 + n), chosen on recordings of the fast
+# preset (alice29, asyoulik, lcet10, WikiText-2; docs/BENCHMARKS.md: the 8 % criterion).
+MIX_4 = MixerSettings(bias_rate=0.5, bias_decay=0.5)
+DEFAULT = MIX_4
+# Settings a compact (version 4) header names by id (compact_header.MIXER_IDS): a file stores only the id,
+# so never change an entry; a new default gets a new name.
+NAMED = {"mix-1": MIX_1, "mix-2": MIX_2, "mix-3": MIX_3, "mix-4": MIX_4}
 
 
 def name_of(settings: MixerSettings | None) -> str | None:
@@ -164,13 +177,16 @@ class TokenBias:
     ``probs[i] * scale[i]`` with ``values[i]`` at ``ids``: p(x) e^{b_x} / Z, Z = sum_v p(v) e^{b_v}, where
     b is 0 outside ``ids``. ``update(rows, symbols)`` takes one gradient step of -ln p'(symbol) per row
     (d/db_v = p'(v) - [v = symbol]), in row order; a token used for the first time joins ``ids``.
+    With ``decay`` d > 0 token v's step is rate / (1 + n_v)^d, n_v the times v came before this update.
     Nacrith's adaptive head (Tacconelli 2026) over the whole vocabulary; here over the used tokens only.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, decay: float = 0.0) -> None:
         self.rate = rate
+        self.decay = decay
         self.ids = np.zeros(0, dtype=np.int64)
         self.bias = np.zeros(0, dtype=np.float64)
+        self.came = np.zeros(0, dtype=np.float64)  # n_v: how often each token in ``ids`` came
         self.slot: dict[int, int] = {}
         self._last: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -186,18 +202,23 @@ class TokenBias:
         """``probs``: the model's rows given to the last ``adjust``; ``symbols``: the tokens that came."""
         inv_z, values = self._last
         known = len(self.ids)
+        # the steps before this update's counts; decay 0 keeps the single rate (files before mix-4 decode as coded)
+        step = (self.rate * (1.0 + self.came) ** -self.decay) if self.decay else None
         if known:
-            self.bias -= self.rate * values.sum(axis=0)
+            self.bias -= (self.rate if step is None else step) * values.sum(axis=0)
         for i, x in enumerate(int(x) for x in symbols):
             s = self.slot.get(x)
             if s is not None and s < known:
-                self.bias[s] += self.rate
+                self.bias[s] += self.rate if step is None else step[s]
+                self.came[s] += 1.0
                 continue
-            if s is None:  # first use: joins with bias 0, then takes its step
+            if s is None:  # first use: joins with bias 0, then takes its step (the full rate: it never came)
                 s = self.slot[x] = len(self.ids)
                 self.ids = np.append(self.ids, x)
                 self.bias = np.append(self.bias, 0.0)
+                self.came = np.append(self.came, 0.0)
             self.bias[s] += self.rate * (1.0 - float(probs[i, x]) * float(inv_z[i]))
+            self.came[s] += 1.0
         np.clip(self.bias, -MAX_BIAS, MAX_BIAS, out=self.bias)
         self._last = None
 
@@ -212,7 +233,7 @@ class Mixer:
         self.ngram = TokenNGram(settings.orders) if settings.orders else None
         self.match = MatchModel(lanes, settings.match_min or 1)  # keeps the lanes' histories in any case
         self.use_match = bool(settings.match_min)
-        self.bias = TokenBias(settings.bias_rate) if settings.bias_rate else None
+        self.bias = TokenBias(settings.bias_rate, settings.bias_decay) if settings.bias_rate else None
         self.context_bias: dict[int, TokenBias] | None = {} if settings.context_bias_rate else None
         self._raw: np.ndarray | None = None  # the model's rows before the context bias
         self.n_experts = len(settings.experts)
@@ -399,7 +420,7 @@ class Mixer:
         if self.ngram is not None:
             h.update(repr([sorted((k, sorted(v.items())) for k, v in t.items()) for t in self.ngram.tables]).encode())
         if self.bias is not None:
-            h.update(self.bias.ids.tobytes() + self.bias.bias.tobytes())
+            h.update(self.bias.ids.tobytes() + self.bias.bias.tobytes() + self.bias.came.tobytes())
         for key, bias in sorted((self.context_bias or {}).items()):
             h.update(repr(key).encode() + bias.ids.tobytes() + bias.bias.tobytes())
         return h.hexdigest()
