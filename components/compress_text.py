@@ -330,6 +330,11 @@ def decompress_text(upload, progress=gr.Progress()):
                              "the sha256 of the result matches the original's.")
 
 
+def _no_restore():
+    """Empty the Restore view's text, file and status."""
+    return "", None, ""
+
+
 def _example(name: str | None):
     if not name:  # cleared because the box holds other text (see _picker_for): the box stays as it is
         return gr.update(), gr.update()
@@ -374,8 +379,10 @@ def build() -> dict:
                                  elem_id="ct-status", elem_classes=["lmlab-status"])
             # Wrapped cells in fixed shares of the width: sized by content, the coders' names pushed "bytes out"
             # past the right edge at 1400 px.
+            # Tall enough for every row: the language-model rows come last and are the point of the table, so a
+            # scroll box (Gradio's default 500 px) must not hide them.
             table = gr.Dataframe(headers=_HEADERS, label="Every coder on the same bytes", interactive=False,
-                                 elem_id="ct-table", wrap=True,
+                                 elem_id="ct-table", wrap=True, max_height=1200,
                                  column_widths=["16%", "15%", "9%", "9%", "13%", "12%", "14%", "12%"])
             with gr.Row():
                 bars = gr.Plot(label="Bits per byte", show_label=False, elem_id="ct-bars", min_width=COLUMN_MIN_WIDTH)
@@ -404,8 +411,8 @@ def build() -> dict:
                 restore_in = gr.File(label="Upload a .lmlt file", file_types=[".lmlt"], elem_id="ct-restore-in")
                 restore_out = gr.File(label="Restored file", interactive=False)
             restore_btn = gr.Button("Decompress", elem_id="ct-restore")
-            restore_status = gr.Markdown()
-            restored = gr.Textbox(label="Restored text", lines=6, interactive=False)
+            restore_status = gr.Markdown(elem_id="ct-restore-status")
+            restored = gr.Textbox(label="Restored text", lines=6, interactive=False, elem_id="ct-restored")
     explain("Entropy, Huffman vs arithmetic coding, and why a better model compresses better", EXPLANATION)
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
@@ -427,8 +434,12 @@ def build() -> dict:
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
                  api_name="arithmetic_steps", concurrency_id="model", show_progress_on=[ac_plot])
-    restore_btn.click(decompress_text, [restore_in], [restored, restore_out, restore_status], api_name="decompress_text",
-                      concurrency_id="text_coding", show_progress_on=[restored])
+    # The last result goes first, so a refused file never shows next to the previous file's success.
+    restore_outputs = [restored, restore_out, restore_status]
+    restore_in.change(_no_restore, None, restore_outputs, api_visibility="private", queue=False)
+    restore_btn.click(_no_restore, None, restore_outputs, api_visibility="private", queue=False).then(
+        decompress_text, [restore_in], restore_outputs, api_name="decompress_text", concurrency_id="text_coding",
+        show_progress_on=[restored])
 
     def compress_after(event) -> None:
         shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")

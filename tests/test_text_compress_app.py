@@ -37,6 +37,32 @@ def test_api_compress_then_decompress(client):
 
 
 @pytest.mark.slow
+def test_browser_restore_shows_one_result_at_a_time(page, client, tmp_path, screenshot_dir):
+    """Restore a file, then a damaged one: the refusal must not stand next to the first file's success."""
+    *_, download = client.predict(SHORT, None, MODEL, api_name="/compress_text")
+    good = tmp_path / "short.lmlt"
+    good.write_bytes(Path(download).read_bytes())
+    blob = good.read_bytes()
+    damaged = tmp_path / "damaged.lmlt"
+    damaged.write_bytes(blob[:-8] + bytes([blob[-8] ^ 0x10]) + blob[-7:])  # a payload byte: the checksum fails
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    page.get_by_role("tab", name="Restore a file", exact=True).click()
+    upload, status = page.locator("#ct-restore-in"), page.locator("#ct-restore-status")
+    upload.locator("input[type=file]").set_input_files(str(good))
+    page.locator("#ct-restore").click()
+    expect(status).to_contain_text("the sha256 of the result matches", timeout=300_000)
+    expect(page.locator("#ct-restored textarea")).to_have_value(SHORT)
+    upload.get_by_role("button", name=re.compile("clear|remove", re.I)).first.click()
+    expect(status).not_to_contain_text("restored")  # a new upload empties the last result
+    upload.locator("input[type=file]").set_input_files(str(damaged))
+    page.locator("#ct-restore").click()
+    expect(page.get_by_text("its checksum does not match").first).to_be_visible(timeout=300_000)
+    expect(status).not_to_contain_text("restored")
+    expect(page.locator("#ct-restored textarea")).to_have_value("")
+    page.screenshot(path=str(screenshot_dir / "compress_restore_damaged.png"), full_page=True)
+
+
+@pytest.mark.slow
 def test_api_model_only_choice(client):
     """The "Model only" choice: the language model alone, no mixing-coder row, its file decodes."""
     from gradio_client import handle_file

@@ -34,17 +34,17 @@ class Sentence:
         return " ".join(self.tokens), spans
 
 
-def decode_upload(data: bytes, what: str = "file") -> str:
+def decode_upload(data: bytes, what: str = "the file") -> str:
     """Bytes of an uploaded text file -> str, or an InputError saying why it is not text."""
     if not data.strip():
-        raise InputError(f"the {what} is empty")
+        raise InputError(f"{what} is empty")
     if b"\x00" in data[:65536]:
-        raise InputError(f"the {what} looks binary (it contains NUL bytes); upload a UTF-8 text file")
+        raise InputError(f"{what} looks binary (it contains NUL bytes); upload a UTF-8 text file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(f"the {what} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} "
+        raise InputError(f"{what} is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line} "
                          f"cannot be decoded; save it as UTF-8 and upload it again") from None
 
 
