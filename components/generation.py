@@ -68,8 +68,9 @@ def _status(ev: generator.StreamEvent, running: bool) -> str:
     sharing += f" · {ev.engine}" if ev.engine else ""
     # A rate needs at least two tokens after the first one's wait; a count of one is "1 token".
     speed = f" · {rate:.1f} tokens per second for you" if n > 2 and rate > 0 else ""
+    shown = f"{bits:.0f}"
     msg = (f"{head} · {n} {'token' if n == 1 else 'tokens'}{speed}{sharing} · "
-           f"**{bits:.0f} {'bit' if f'{bits:.0f}' == '1' else 'bits'}** in total "
+           f"**{shown} {'bit' if shown == '1' else 'bits'}** in total "
            f"({bpt:.2f} bits per token, what the model would compress this output to)")
     if not running and n and not ev.text.strip():  # say why, from the real finish reason
         msg += (" · the model chose to end the text at once; try another seed or a higher temperature"
