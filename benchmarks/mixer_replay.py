@@ -34,10 +34,13 @@ OUT = Path(__file__).parent / "results" / "mixer_replay.json"
 CHUNK = 512
 
 
-def record(loaded, ids: list[int], s: lm_codec.CodecSettings) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
+def record(loaded, ids: list[int], s: lm_codec.CodecSettings, hidden: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
     """(probabilities (n_tokens, U + 1) float32 in text order, the text's tokens remapped to 0..U-1, the
     opening's length, the lanes' lengths): each position's distribution under the codec's lane and window
-    rule (one forward per segment), its columns the text's U distinct tokens and, last, the rest."""
+    rule (one forward per segment), its columns the text's U distinct tokens and, last, the rest.
+    ``hidden`` (n_tokens, hidden size), when given, is filled with the body's last hidden state at each
+    position (the vector the output layer turns into that position's distribution)."""
     vocab = np.unique(np.asarray(ids))
     remap = {int(t): i for i, t in enumerate(vocab)}
     columns = torch.from_numpy(vocab)
@@ -52,9 +55,11 @@ def record(loaded, ids: list[int], s: lm_codec.CodecSettings) -> tuple[np.ndarra
             seg = ids[first + pos:first + pos + s.window - len(context)]
             with torch.inference_mode():
                 inp = torch.tensor([[start] + context + seg[:-1]])
-                hidden = runner.body(input_ids=inp).last_hidden_state[0, len(context):]
+                states = runner.body(input_ids=inp).last_hidden_state[0, len(context):]
+                if hidden is not None:
+                    hidden[first + pos:first + pos + len(seg)] = states.float().numpy()
                 for c in range(0, len(seg), CHUNK):  # (CHUNK, vocab) float32 at a time: 0.5 GB for Gemma
-                    p = torch.softmax(runner.logits(hidden[c:c + CHUNK]).float(), -1)
+                    p = torch.softmax(runner.logits(states[c:c + CHUNK]).float(), -1)
                     kept = p[:, columns]
                     rows = slice(first + pos + c, first + pos + c + len(kept))
                     out[rows, :-1] = kept.numpy()
@@ -92,14 +97,21 @@ def replay(probs: np.ndarray, tokens: np.ndarray, opening: int, lengths: list[in
     return float(replay_bits(probs, tokens, opening, lengths, mixer).sum())
 
 
-def replay_bits(probs: np.ndarray, tokens: np.ndarray, opening: int, lengths: list[int],
-                mixer: mixing.MixerSettings | None) -> np.ndarray:
-    """``replay``'s bits position by position: (n_tokens,) float64, in text order."""
+def coding_steps(opening: int, lengths: list[int]) -> list[tuple[list[int], list[int]]]:
+    """The codec's steps as (active lanes, their text positions): the opening one token a step as lane 0,
+    then every lane step by step (``lm_codec._code_tokens``)."""
     offsets = [opening + sum(lengths[:i]) for i in range(len(lengths))]
     steps = [([0], [i]) for i in range(opening)]
     steps += [([lane for lane in range(len(lengths)) if lengths[lane] > t],
                [offsets[lane] + t for lane in range(len(lengths)) if lengths[lane] > t])
               for t in range(max(lengths, default=0))]
+    return steps
+
+
+def replay_bits(probs: np.ndarray, tokens: np.ndarray, opening: int, lengths: list[int],
+                mixer: mixing.MixerSettings | None) -> np.ndarray:
+    """``replay``'s bits position by position: (n_tokens,) float64, in text order."""
+    steps = coding_steps(opening, lengths)
     m = None if mixer is None else mixing.Mixer(mixer, len(lengths))
     bits = np.zeros(len(tokens))
     for active, positions in steps:

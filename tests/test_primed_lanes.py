@@ -140,3 +140,29 @@ def test_the_mixer_replay_counts_what_the_coder_counts(tiny_gpt2, mixer):
     assert opening == result.header["prime"] and len(lengths) == result.header["lanes"]
     assert probs.shape == (len(ids), len(set(ids)) + 1)
     assert replay(probs, tokens, opening, lengths, settings) == pytest.approx(result.cross_entropy_bits, rel=1e-4)
+
+
+def test_the_neural_cache_replay_reads_only_positions_coded_before(tiny_gpt2):
+    """benchmarks/neural_cache.py: a position may only look at positions of earlier coding steps (the
+    decoder knows nothing else), and a state equal to an earlier one that saw the same token, at a sharp
+    theta, predicts that token with probability ~1."""
+    from benchmarks.mixer_replay import coding_steps, record
+    from benchmarks.neural_cache import cache_probabilities
+
+    ids, _, _ = lm_codec.TokenMap(tiny_gpt2.tokenizer).to_tokens(TEXT)
+    s = PRIMED.for_model(tiny_gpt2)
+    hidden = np.zeros((len(ids), tiny_gpt2.model.config.hidden_size), dtype=np.float32)
+    _, tokens, opening, lengths = record(tiny_gpt2, ids, s, hidden)
+    assert np.abs(hidden).sum(axis=1).min() > 0  # every position's state was recorded
+    steps = coding_steps(opening, lengths)
+    p, top = cache_probabilities(hidden, tokens, steps, [1.0])
+    first = steps[0][1]
+    assert (p[1.0][first] == 0).all() and (top[first] == 0).all()  # nothing coded before the first step
+    assert ((p[1.0] >= 0) & (p[1.0] <= 1)).all()
+    # the last position gets the state of an earlier one whose token it shares: the cache must find it
+    last_step = steps[-1][1]
+    x = last_step[0]
+    earlier = next(j for _, ps in steps[:-1] for j in ps if tokens[j] == tokens[x] and j != x)
+    hidden[x] = hidden[earlier]
+    p, top = cache_probabilities(hidden, tokens, steps, [1000.0])
+    assert top[x] == pytest.approx(1.0, abs=1e-5) and p[1000.0][x] > 0.99
