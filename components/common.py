@@ -21,15 +21,21 @@ COLUMN_MIN_WIDTH = 440
 
 def _to_gr_error(exc: Exception) -> gr.Error:
     """The message a user reads. It stays until closed (``duration=None``): Gradio's default of 10 s left a
-    projector audience with only a red "Error" on the output once the notice had gone."""
+    projector audience with only a red "Error" on the output once the notice had gone. A refused input is
+    an answer, not a fault: it is logged as one line, since a traceback per refusal buries the real faults in the
+    host's log; an unexpected error is logged once, with its traceback."""
     if isinstance(exc, gr.Error):
         exc.duration = None
+        exc.print_exception = False
+        log.info("refused: %s", exc.message)
         return exc
     if isinstance(exc, LMLabError):
-        return gr.Error(str(exc), title=type(exc).__name__.replace("Error", " error").strip(), duration=None)
+        log.info("refused (%s): %s", type(exc).__name__, exc)
+        return gr.Error(str(exc), title=type(exc).__name__.replace("Error", " error").strip(),
+                        duration=None, print_exception=False)
     log.exception("unexpected error")
     return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running; please try again.",
-                    duration=None)
+                    duration=None, print_exception=False)
 
 
 def guard(fn):

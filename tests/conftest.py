@@ -110,7 +110,7 @@ def smollm():
     return registry.load_causal_lm("smollm2-135m-instruct", device="cpu")
 
 
-_APP: dict[str, int] = {}
+_APP: dict[str, object] = {}
 
 
 # Fixtures that start an app process with tests.app_process.running_app (here and in test modules).
@@ -135,7 +135,7 @@ def app_url(lmlab_home, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("app-log") / "app.log"
     try:
         with running_app("--offline", log_path=log_path, timeout=180) as (url, proc):
-            _APP["pid"] = proc.pid
+            _APP["pid"], _APP["log"] = proc.pid, log_path
             yield url
     except RuntimeError as exc:  # the app exited early or never listened: show its log
         pytest.fail(str(exc))
@@ -145,6 +145,12 @@ def app_url(lmlab_home, tmp_path_factory):
 def app_pid(app_url) -> int:
     """Process id of the launched app (to check it stops working when asked)."""
     return _APP["pid"]
+
+
+@pytest.fixture(scope="session")
+def app_log(app_url) -> Path:
+    """The launched app's log (its stdout and stderr)."""
+    return _APP["log"]
 
 
 @pytest.fixture(scope="session")

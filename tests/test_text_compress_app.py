@@ -112,6 +112,18 @@ def test_api_bad_inputs(client, tmp_path):
         client.predict(None, api_name="/decompress_text")
 
 
+def test_api_refusals_leave_one_log_line_each(client, app_log):
+    """A refused input is logged as one line, not a traceback: the host's log keeps the real faults visible."""
+    before = app_log.read_text(errors="replace")
+    with pytest.raises(Exception, match="nothing to compress"):
+        client.predict("", None, MODEL, api_name="/compress_text")
+    with pytest.raises(Exception, match="upload a .lmlt file"):
+        client.predict(None, api_name="/decompress_text")
+    new = app_log.read_text(errors="replace")[len(before):]
+    assert new.count("refused") == 2, new[-2000:]
+    assert "Traceback" not in new, new[-2000:]
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_text_tab(page, screenshot_dir):
