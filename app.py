@@ -48,12 +48,13 @@ def build_demo() -> gr.Blocks:
             elem_id="lmlab-title",
         )
         steps = lesson.strip()
-        # The lesson's four steps first, in the story's order; then the practitioner's tools.
-        with gr.Tabs(selected="generate", elem_id="lmlab-tabs") as tabs:
+        # The lesson's four steps first, in the story's order; then the practitioner's tools. Tab names that do
+        # not fit the window wrap onto a second row: behind Gradio's "..." menu a class did not find them.
+        with gr.Tabs(selected="generate", elem_id="lmlab-tabs", overflow_behavior="wrap") as tabs:
             with gr.Tab("Generate", id="generate"):
                 widgets = generation.build()  # the prompt, generated text and model the next step reads
             with gr.Tab("Inside one step", id="inside"):
-                with gr.Tabs():
+                with gr.Tabs(overflow_behavior="wrap"):
                     inside_step.build(widgets["prompt"], widgets["output"], widgets["model"])
                     beam_search.build(widgets["prompt"], widgets["output"], widgets["model"])
             with gr.Tab("Compress", id="compress"):

@@ -372,7 +372,7 @@ def build() -> dict:
                              info="the mixing coder also learns from the text itself; model only is the plain model")
             go_btn = gr.Button("Compress with every coder", variant="primary", elem_id="ct-go")
             upload = gr.File(label="…or upload a file (any bytes)", elem_id="ct-upload")
-    with gr.Tabs(elem_id="ct-views") as views:
+    with gr.Tabs(elem_id="ct-views", overflow_behavior="wrap") as views:
         with gr.Tab("Every coder", id="ct-every"):
             status = gr.Markdown(f"Press **Compress with every coder**. The app codes {text_compare.UI_LIMITS_TEXT}: "
                                  "the model takes one step per token and each result is decoded again to verify it.",

@@ -87,7 +87,7 @@ def build() -> dict:
     with gr.Row():
         sample_btn = gr.Button("Decode random bits", variant="primary", elem_id="sd-sample")
         sp_btn = gr.Button("Show the random number falling into one slice per step", elem_id="sd-steps")
-    with gr.Tabs(elem_id="sd-views") as views:
+    with gr.Tabs(elem_id="sd-views", overflow_behavior="wrap") as views:
         with gr.Tab("The decoded text", id="sd-text-tab"):
             sample_note = gr.Markdown(elem_id="sd-note", elem_classes=["lmlab-context"])
             sample_text = gr.Textbox(label="Decoded text", lines=4, interactive=False, elem_id="sd-text")

@@ -17,7 +17,7 @@ TEXT = ("On 14 March 1879, Albert Einstein was born in Ulm. In 1905 he published
 
 def _tab(page, name: str) -> None:
     """Open the tab ``name`` and check it opened: just after a resize from 800 px the tab bar is still moving
-    its tabs out of the "⋯" menu, and a click can land on the tab that moved under the pointer."""
+    its tabs from two rows back to one, and a click can land on the tab that moved under the pointer."""
     tab = page.get_by_role("tab", name=name, exact=True)
     for _ in range(3):
         tab.click()
@@ -131,7 +131,7 @@ def test_no_overlap_no_clipping_projector_contrast(browser, app_url):
     failures = []
     for name, open_view in VIEWS:
         page.set_viewport_size({"width": 1400, "height": 900})
-        page.wait_for_timeout(700)  # the tab bar takes its tabs back out of the "⋯" menu
+        page.wait_for_timeout(700)  # the tab bar moves its tabs from two rows back to one
         open_view(page)  # real content, made once; then looked at in both sizes
         for width, height in SIZES:
             page.set_viewport_size({"width": width, "height": height})
@@ -139,6 +139,24 @@ def test_no_overlap_no_clipping_projector_contrast(browser, app_url):
             failures += [f"{name} at {width}x{height}: {p}" for p in problems(page)]  # the whole page
     context.close()
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_every_tab_name_is_on_screen_at_800_px(browser, app_url):
+    """At half a laptop screen Gradio put four of the seven tabs (Fine-tune, NER, ...) and the Compress tab's
+    "Restore a file" behind a "..." menu nobody in a class found; they wrap onto a second row now."""
+    page = browser.new_page(viewport={"width": 800, "height": 900})
+    page.goto(app_url)
+    page.wait_for_selector("#gen-go")
+    for name in ("Generate", "Inside one step", "Compress", "Sampling is decompression", "Fine-tune", "NER",
+                 "Checkpoints"):
+        expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
+    _tab(page, "Compress")
+    for name in ("Every coder", "LZ77 and LZ78", "Arithmetic coding", "Model + n-gram + match", "Restore a file"):
+        expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
+    assert not [b for b in page.get_by_role("button", name="More tabs").all() if b.is_visible()]
+    page.close()
 
 
 # The old LZ78 fault, as the page drew it before the dictionary had its own scrolling box: the block was
