@@ -201,3 +201,27 @@ def test_ner_run_on_a_tiny_bert_reaches_the_ner_tab(tmp_path):
     assert "O" in loaded.model.config.id2label.values() and "B-person" in loaded.model.config.label2id
     snap = view.snapshot(run_id)
     assert snap.evaluation[0][0].startswith("F1") and snap.per_type
+
+
+@pytest.mark.parametrize("after_text", ["012 . He was also a part of the film", "a different continuation"])
+def test_identical_before_and_after_texts_are_explained(after_text):
+    """A 10-step demo lowers the test perplexity but often leaves the greedy continuation as it was; the tab then
+    says why, with the two perplexities, instead of leaving a class to conclude that training did nothing."""
+    folder = runs.runs_root() / f"same-text-{len(after_text)}"
+    folder.mkdir()
+    try:
+        (folder / "config.json").write_text(tiny_config(Path("x.txt")).to_json())
+        (folder / "status.json").write_text('{"state": "finished"}')
+        common = {"example_prompt": "Robert is an actor .", "example_reference": "He had a guest role"}
+        records = [{"event": "eval_before", "perplexity": 54.6065, "loss": 4.0, **common,
+                    "example_output": "012 . He was also a part of the film"},
+                   {"event": "eval_after", "perplexity": 48.1001, "loss": 3.87, **common, "example_output": after_text}]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        sample = dict(view.snapshot(folder.name).sample)
+        assert sample["Before"] == "012 . He was also a part of the film" and sample["After"] == after_text
+        if after_text == sample["Before"]:
+            assert "54.6 → 48.1" in sample["Why the same text"] and "likeliest" in sample["Why the same text"]
+        else:
+            assert "Why the same text" not in sample
+    finally:
+        shutil.rmtree(folder)

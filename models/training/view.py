@@ -195,6 +195,17 @@ def latest_run(active_only: bool = False) -> str:
     return ""
 
 
+def _same_text_note(before: dict, after: dict) -> str:
+    """Why a greedy continuation can stay the same while the test perplexity moves (a short demo run does
+    this: a class reads identical Before and After texts as "fine-tuning did nothing")."""
+    pb, pa = before.get("perplexity"), after.get("perplexity")
+    moved = f" (test perplexity {pb:.1f} → {pa:.1f})" if isinstance(pb, float | int) and isinstance(pa, float | int) \
+        else ""
+    return (f"the training moved the model's probabilities{moved}, but at every step of this continuation the same "
+            "token stayed the likeliest, and greedy decoding writes only the likeliest token. A longer run (the full "
+            "recipe) moves the probabilities further, until the likeliest tokens change too.")
+
+
 def snapshot(run_id: str) -> Snapshot:
     runs.reap()
     st = runs.status(run_id)
@@ -259,6 +270,8 @@ def snapshot(run_id: str) -> Snapshot:
             snap.sample = [("Prompt", after.get("example_prompt") or before.get("example_prompt") or "–"),
                            ("Real continuation", after.get("example_reference") or before.get("example_reference") or "–"),
                            ("Before", before.get("example_output") or "–"), ("After", after_sample or "–")]
+            if after_sample and after_sample == before.get("example_output"):
+                snap.sample.append(("Why the same text", _same_text_note(before, after)))
     else:
         keys = [("f1", "F1 (micro, entity level)"), ("precision", "precision (micro)"), ("recall", "recall (micro)"),
                 ("macro_f1", "F1 (macro over types)")]
