@@ -4,6 +4,7 @@ inside LZ77 and LZ78; arithmetic coding step by step; restoring a file."""
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -330,6 +331,17 @@ def decompress_text(upload, progress=gr.Progress()):
                              "the sha256 of the result matches the original's.")
 
 
+def _stale(button: str) -> str:
+    return (f"⚠️ **The text, file or model changed since these results were computed**: they describe the input "
+            f"coded before. Press **{button}** for the current one.\n\n")
+
+
+# A status line that shows a result (it starts with ✅) gets the note once; any other line stays as it is.
+_STALE_JS = ("(status, mix) => [status && status.startsWith('✅') ? "
+             f"{json.dumps(_stale('Compress with every coder'))} + status : status, mix && mix.startsWith('✅') ? "
+             f"{json.dumps(_stale('Mix the model with the n-gram and match predictors'))} + mix : mix]")
+
+
 def _no_restore():
     """Empty the Restore view's text, file and status."""
     return "", None, ""
@@ -405,7 +417,7 @@ def build() -> dict:
             ac_plot = gr.Plot(label="The coding interval, step by step", show_label=False, elem_id="ct-ac-plot")
             ac_table = gr.HTML(elem_id="ct-ac-table")
         with gr.Tab("Model + n-gram + match", id="ct-mixing"):
-            mixing_view.build(text, upload, model)  # the classic predictors mixed with the model, token by token
+            mix_status = mixing_view.build(text, upload, model)  # the classic predictors mixed with the model
         with gr.Tab("Restore a file", id="ct-restore-tab"):
             with gr.Row():
                 restore_in = gr.File(label="Upload a .lmlt file", file_types=[".lmlt"], elem_id="ct-restore-in")
@@ -422,6 +434,10 @@ def build() -> dict:
     upload.upload(lambda: "", None, [text], api_visibility="private", queue=False)
     text.input(lambda: None, None, [upload], api_visibility="private", queue=False)
     model_note.attach(model, registry.CAUSAL_LM)
+    # Results say so when the text, file or model they describe has changed (an example picked after compressing
+    # the paragraph showed the paragraph's numbers under the new text): in the browser, no server call.
+    for changed in (text.change, upload.change, model.change):
+        changed(None, [status, mix_status], [status, mix_status], js=_STALE_JS, queue=False, api_visibility="private")
     compress_outputs = [status, table, bars, heat, curve, lz, huff, download]
     dict_outputs = [lz77_view, lz78_view, lz78_table]
     # Coding a whole text runs up to UI_TOKENS_* model steps twice: its own lane, so the shared model queue

@@ -127,8 +127,9 @@ def mix_text(text, upload, model_key, progress=gr.Progress()):
     return status, _tokens_html(p), _weights_figure(p), _saved_table(p)
 
 
-def build(text: gr.Textbox, upload: gr.File | None, model: gr.Dropdown) -> None:
-    """The view (inside the caller's tab or column), reading the Compress tab's text, upload and model."""
+def build(text: gr.Textbox, upload: gr.File | None, model: gr.Dropdown) -> gr.Markdown:
+    """The view (inside the caller's tab or column), reading the Compress tab's text, upload and model.
+    Returns its status line (the caller marks it stale when the text changes)."""
     gr.Markdown(EXPLANATION)
     btn = gr.Button("Mix the model with the n-gram and match predictors", variant="primary", elem_id="mx-go")
     status = gr.Markdown(elem_id="mx-status")
@@ -141,3 +142,4 @@ def build(text: gr.Textbox, upload: gr.File | None, model: gr.Dropdown) -> None:
     inputs = [text, upload, model] if upload is not None else [text, gr.State(None), model]
     btn.click(mix_text, inputs, [status, winners, weights, saved], api_name="mixing_picture", concurrency_id="model",
               show_progress_on=[winners])
+    return status

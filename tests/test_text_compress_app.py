@@ -360,7 +360,8 @@ def test_api_mixing_headline_agrees_with_its_table(client):
 @pytest.mark.slow
 def test_browser_example_picker_names_only_the_text_in_the_box(page):
     """After "Compress this text →" the picker still named "A paragraph with names and numbers" above the
-    generated text. It is emptied whenever the box holds anything but the named example's text."""
+    generated text. It is emptied whenever the box holds anything but the named example's text; and a result
+    computed before the text changed says so."""
     picker = page.locator("#ct-example input")
     page.locator("#gen-prompt textarea").fill("The capital of France is")
     page.locator("#gen-max-new input[type=number]").fill("3")
@@ -378,6 +379,10 @@ def test_browser_example_picker_names_only_the_text_in_the_box(page):
     page.get_by_role("option", name="A paragraph with names and numbers").click()
     expect(page.locator("#ct-text textarea")).to_have_value(re.compile("^On 14 March 1879"))
     expect(picker).to_have_value("A paragraph with names and numbers")
+    # the results above describe the generated text, not this one: they say so (they showed the old numbers
+    # under the new text as if they were its own)
+    expect(page.locator("#ct-status")).to_contain_text("changed since these results were computed")
+    expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared")  # still there, marked
     page.locator("#ct-text textarea").press("End")
     page.locator("#ct-text textarea").type(" And more.")
     expect(picker).to_have_value("")
