@@ -319,3 +319,26 @@ def test_a_token_tooltip_stays_inside_the_window_at_800_px(browser, app_url, dra
     }""")
     assert 0 <= left and right <= window, (left, right, window)
     page.context.close()
+
+
+@pytest.mark.browser
+def test_a_long_context_line_shows_its_end_in_whole_lines(browser):
+    """The line above a picture printed the text it read from the top, in a box 5.5 lines tall: at 800 px the
+    end of a long prompt, what the next token follows, was hidden and the fourth line cut in half. It shows
+    the last whole lines now and scrolls up for the beginning."""
+    from components import theme
+    from components.common import context_html
+
+    text = " ".join(f"word{i}" for i in range(120)) + " THE-END"
+    page = browser.new_context(viewport={"width": 800, "height": 900}).new_page()
+    page.set_content(f"<div style='width: 700px'>{context_html(text)}</div>")
+    page.add_style_tag(content=theme.css())
+    box = page.locator(".lmlab-context-text")
+    top, bottom, line, padding, scrolls = box.evaluate("""e => { const r = e.getBoundingClientRect(), s = getComputedStyle(e);
+        return [r.top, r.bottom, parseFloat(s.lineHeight), parseFloat(s.paddingTop), e.scrollHeight > e.clientHeight]; }""")
+    end = page.evaluate("""() => { const e = document.querySelector('.lmlab-context-text'); const t = e.firstChild;
+        const r = document.createRange(); r.setStart(t, t.length - 7); r.setEnd(t, t.length);
+        return r.getBoundingClientRect().bottom; }""")
+    assert scrolls and top < end <= bottom  # the end is in view
+    assert (bottom - top - 2 * padding) / line == pytest.approx(4.0, abs=0.01)  # four whole lines
+    page.context.close()
