@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from models.compression.text import compare as text_compare
+
 # (tab id, what the strip says): the story's order; the practitioner tabs follow it.
 STEPS = [
     ("generate", "1 · The model writes"),
@@ -46,3 +48,25 @@ def link_compress(tabs: gr.Tabs, carry: gr.Button, generate: dict, compress: dic
                         generate["model"]], [compress["text"], compress["upload"], compress["model"], tabs],
                         queue=False, api_visibility="private")
     compress["compress_after"](event)
+
+
+def _holds_an_example(text: str) -> bool:
+    return not text or any(text == text_compare.example_text(name) for name in text_compare.EXAMPLES)
+
+
+def carry_on_step(prompt: str, output: str, model_key: str, text: str, compress_models: list[str]):
+    """Step 3 of the strip: Generate's prompt + generated text into the Compress box (not compressed yet), when
+    something was generated and the box holds one of its examples or nothing; a text the user put there stays."""
+    if not output or not _holds_an_example(text or ""):
+        return gr.update(), gr.update(), gr.update()
+    return carry_text(prompt, output, model_key, compress_models)[:3]
+
+
+def link_step_three(steps: list[tuple[gr.Button, str]], generate: dict, compress: dict) -> None:
+    """The strip's "3 · The same probabilities compress" brings the text step 1 wrote along: the lesson's point
+    is that the same model compresses what it wrote (the strip only opened the tab, on the example paragraph)."""
+    keys = [key for _, key in compress["model"].choices]
+    button = next(b for b, tab in steps if tab == "compress")
+    button.click(lambda p, o, m, t: carry_on_step(p, o, m, t, keys),
+                 [generate["prompt"], generate["output"], generate["model"], compress["text"]],
+                 [compress["text"], compress["upload"], compress["model"]], queue=False, api_visibility="private")

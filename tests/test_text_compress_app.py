@@ -388,6 +388,28 @@ def test_browser_example_picker_names_only_the_text_in_the_box(page):
     expect(picker).to_have_value("")
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_strip_step_three_brings_the_generated_text(page):
+    """A teacher following the strip (1, 2, 3) found the example paragraph in step 3, not the text the model had
+    just written: the lesson's point is that the same model compresses it. A text the user typed there stays."""
+    page.locator("#gen-prompt textarea").fill("The capital of France is")
+    page.locator("#gen-max-new input[type=number]").fill("3")
+    page.locator("#gen-max-new input[type=number]").press("Enter")
+    page.locator("#gen-go").click()
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
+    whole = "The capital of France is" + page.locator("#gen-output textarea").input_value()
+    box = page.locator("#ct-text textarea")
+    page.locator("#lesson-compress").click()
+    expect(box).to_have_value(whole)
+    expect(page.locator("#ct-example input")).to_have_value("")  # the picker names no example now
+    box.fill("A sentence of my own.")
+    page.locator("#lesson-generate").click()
+    page.locator("#lesson-compress").click()
+    page.wait_for_timeout(1_500)
+    expect(box).to_have_value("A sentence of my own.")
+
+
 def _latin1(tmp_path, text: str) -> Path:
     path = tmp_path / "latin1.txt"
     path.write_bytes(text.encode("latin-1"))
