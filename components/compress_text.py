@@ -342,6 +342,11 @@ _STALE_JS = ("(status, mix) => [status && status.startsWith('✅') ? "
              f"{json.dumps(_stale('Mix the model with the n-gram and match predictors'))} + mix : mix]")
 
 
+# The results start below the fold at 1400x900: the page moves to them as coding starts, so a class sees the
+# progress bar and then the table (a teacher clicked again, thinking nothing had started).
+_SHOW_RESULTS_JS = "() => { document.getElementById('ct-views')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+
+
 def _no_restore():
     """Empty the Restore view's text, file and status."""
     return "", None, ""
@@ -443,9 +448,12 @@ def build() -> dict:
     # Coding a whole text runs up to UI_TOKENS_* model steps twice: its own lane, so the shared model queue
     # (steps, sampling, beam search) never waits behind it.
     # Progress (and Gradio's timer) on the table under the status line, not on the line itself.
+    # The view and the scroll first: Gradio's page runs one trigger's handlers in the order they were added,
+    # and these waited for the whole coding when added after it.
+    go_btn.click(lambda: gr.Tabs(selected="ct-every"), None, views, js=_SHOW_RESULTS_JS, queue=False,
+                 api_visibility="private")
     go = go_btn.click(compress_text, [text, upload, model, coder], compress_outputs, api_name="compress_text",
                       concurrency_id="text_coding", concurrency_limit=1, show_progress_on=[table])
-    go_btn.click(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
@@ -458,7 +466,8 @@ def build() -> dict:
         show_progress_on=[restored])
 
     def compress_after(event) -> None:
-        shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, queue=False, api_visibility="private")
+        shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, js=_SHOW_RESULTS_JS, queue=False,
+                           api_visibility="private")
         done = shown.then(compress_text, [text, upload, model, coder], compress_outputs, api_visibility="private",
                           concurrency_id="text_coding", show_progress_on=[table])
         done.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")

@@ -100,10 +100,11 @@ def build() -> dict:
 
     model_note.attach(model, registry.CAUSAL_LM)
     inputs = [model, seed, n_tokens, prompt]
+    # Each button shows its own view; both views stay one click away. The view first: Gradio's page runs one
+    # trigger's handlers in the order they were added, so added after the decoding it waited for all of it.
+    sample_btn.click(lambda: gr.Tabs(selected="sd-text-tab"), None, views, queue=False, api_visibility="private")
     sample_btn.click(sample_bits, inputs, [sample_text, sample_heat, sample_note], api_name="sample_from_bits",
                      concurrency_id="model", show_progress_on=[sample_text])
-    # Each button shows its own view; both views stay one click away.
-    sample_btn.click(lambda: gr.Tabs(selected="sd-text-tab"), None, views, queue=False, api_visibility="private")
     sp_btn.click(lambda: gr.Tabs(selected="sd-steps-tab"), None, views, queue=False, api_visibility="private")
     sp_btn.click(sampling_steps, inputs, [sp_plot, sp_table, sp_note], api_name="sampling_steps",
                  concurrency_id="model", show_progress_on=[sp_plot])

@@ -410,6 +410,22 @@ def test_browser_strip_step_three_brings_the_generated_text(page):
     expect(box).to_have_value("A sentence of my own.")
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_compress_opens_its_results_at_once(page):
+    """The results start below the fold at 1400 px; pressed from another view (Restore a file), the Every coder
+    view opened only when the coding had finished, and a teacher pressed again thinking nothing had started.
+    The view opens and the page moves to it while the model is still coding."""
+    page.get_by_role("tab", name="Compress", exact=True).click()
+    page.get_by_role("tab", name="Restore a file", exact=True).click()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#ct-go").click()
+    expect(page.get_by_role("tab", name="Every coder", exact=True)).to_have_attribute("aria-selected", "true",
+                                                                                      timeout=5_000)
+    page.wait_for_function("() => window.scrollY > 200", timeout=5_000)
+    expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared", timeout=300_000)
+
+
 def _latin1(tmp_path, text: str) -> Path:
     path = tmp_path / "latin1.txt"
     path.write_bytes(text.encode("latin-1"))
