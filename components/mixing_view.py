@@ -92,8 +92,10 @@ def _saved_table(p: mixing_picture.MixPicture) -> str:
     total = (f"<tr class='mx-total'><td><b>all tokens</b></td><td>{len(p.tokens):,}</td>"
              f"<td><b>{_bits(p.coded_bits_saved)}</b></td></tr>")
     return ("<table class='mx-saved'><tr><th>predictor</th><th>tokens it won</th>"
-            f"<th>bits spent, against the model alone</th></tr>{rows}{total}</table>"
-            "<p>A weight is 0 where a predictor had nothing to say (a context it has not seen yet).</p>")
+            f"<th>the mixing coder's bits on those tokens, against the model alone</th></tr>{rows}{total}</table>"
+            "<p>On the tokens the model itself predicted best, mixing costs a little: the mixture gives the other "
+            "predictors a share. It pays where they win. A weight is 0 where a predictor had nothing to say (a "
+            "context it has not seen yet).</p>")
 
 
 def _sizes(p: mixing_picture.MixPicture) -> str:
