@@ -213,12 +213,21 @@ def dictionary_coders(text, upload):
     return _lz77_view(v), _lz78_view(v), _dictionary_table(v)
 
 
+def _slice(start: float, p: float) -> str:
+    """[start, start + p) with as many decimals as it takes (4 to 12) for its two ends to differ: at 4 a token of
+    p = 4e-5 read "[0.9348, 0.9348)", an empty slice to a class."""
+    digits = 4
+    while digits < 12 and f"{start:.{digits}f}" == f"{start + p:.{digits}f}":
+        digits += 1
+    return f"[{start:.{digits}f}, {start + p:.{digits}f})"
+
+
 def steps_table(steps, sampling: bool = False) -> str:
     head = "<th>u falls at</th>" if sampling else ""
     body = "".join(
         f"<tr><td>{i + 1}</td><td><b>{_show(s.token)}</b></td><td>{s.p:.4g}</td>"
         + (f"<td>{s.u_position:.4f}</td>" if sampling else "")
-        + f"<td>[{s.start:.4f}, {s.start + s.p:.4f})</td><td>{s.bits:.2f}</td><td>{s.total_bits:.1f}</td>"
+        + f"<td>{_slice(s.start, s.p)}</td><td>{s.bits:.2f}</td><td>{s.total_bits:.1f}</td>"
         f"<td class='ac-bits'>{len(s.settled)}: {s.settled[-48:] if len(s.settled) <= 48 else '…' + s.settled[-47:]}</td></tr>"
         for i, s in enumerate(steps))
     return ("<table class='lz78-table ac-table'><thead><tr><th>step</th><th>token</th><th>p</th>" + head

@@ -78,3 +78,17 @@ def test_one_seed_one_decode(tiny_gpt2):
     _, after_prompt = coding_steps.sampling_steps(tiny_gpt2, seed=3, n_tokens=12, prompt="Once upon a time",
                                                   precision="fp32")
     assert [s.token_id for s in after_prompt] != [s.token_id for s in long]
+
+
+def test_a_thin_slice_is_printed_with_ends_that_differ():
+    """At four decimals a token of p = 2e-5 read "[0.9348, 0.9348)", which a class takes for an empty slice."""
+    from types import SimpleNamespace
+
+    from components.compress_text import steps_table
+
+    thin = SimpleNamespace(token=" Ulm", p=2.0e-5, start=0.934812, bits=14.6, total_bits=30.2, settled="0101",
+                           u_position=0.93483)
+    wide = SimpleNamespace(token=" the", p=0.5, start=0.25, bits=1.0, total_bits=31.2, settled="01011", u_position=0.3)
+    html = steps_table([thin, wide], sampling=True)
+    assert "[0.93481, 0.93483)" in html  # one decimal more, just enough
+    assert "[0.2500, 0.7500)" in html  # four, as before
