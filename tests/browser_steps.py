@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from playwright.sync_api import expect
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Once upon a time, in a small village by the sea,"
 
@@ -37,3 +39,13 @@ def start_long_generation(page, words: int = 1, seconds: float = 60):
     while len(out.input_value().split()) < words and time.monotonic() < deadline:
         time.sleep(0.2)
     return out
+
+
+def generate(page, prompt: str, tokens: int) -> str:
+    """Generate ``tokens`` tokens after ``prompt`` in the Generate tab; returns prompt + generated text."""
+    page.locator("#gen-prompt textarea").fill(prompt)
+    page.locator("#gen-max-new input[type=number]").fill(str(tokens))
+    page.locator("#gen-max-new input[type=number]").press("Enter")
+    page.locator("#gen-go").click()
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
+    return prompt + page.locator("#gen-output textarea").input_value()

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from components.common import md_literal
+from tests.browser_steps import generate
 
 MODEL = "smollm2-135m-instruct"
 
@@ -154,12 +155,7 @@ def test_browser_no_stale_note_before_any_picture(page):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_compress_this_text(page):
-    page.locator("#gen-prompt textarea").fill("The capital of France is")
-    page.locator("#gen-max-new input[type=number]").fill("12")
-    page.locator("#gen-max-new input[type=number]").press("Enter")
-    page.locator("#gen-go").click()
-    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
-    whole = "The capital of France is" + page.locator("#gen-output textarea").input_value()
+    whole = generate(page, "The capital of France is", 12)
     page.locator("#gen-compress").click()
     expect(page.get_by_role("tab", name="Compress", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#ct-status")).to_contain_text("every row decoded and compared", timeout=300_000)

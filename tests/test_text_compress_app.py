@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser_steps import generate
+
 ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "smollm2-135m-instruct"
@@ -363,11 +365,7 @@ def test_browser_example_picker_names_only_the_text_in_the_box(page):
     generated text. It is emptied whenever the box holds anything but the named example's text; and a result
     computed before the text changed says so."""
     picker = page.locator("#ct-example input")
-    page.locator("#gen-prompt textarea").fill("The capital of France is")
-    page.locator("#gen-max-new input[type=number]").fill("3")
-    page.locator("#gen-max-new input[type=number]").press("Enter")
-    page.locator("#gen-go").click()
-    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
+    generate(page, "The capital of France is", 3)
     page.get_by_role("tab", name="Compress", exact=True).click()
     expect(picker).to_have_value("A paragraph with names and numbers")
     page.locator("#gen-compress").evaluate("b => b.click()")  # the Generate tab's button, hidden behind this tab
@@ -393,12 +391,7 @@ def test_browser_example_picker_names_only_the_text_in_the_box(page):
 def test_browser_strip_step_three_brings_the_generated_text(page):
     """A teacher following the strip (1, 2, 3) found the example paragraph in step 3, not the text the model had
     just written: the lesson's point is that the same model compresses it. A text the user typed there stays."""
-    page.locator("#gen-prompt textarea").fill("The capital of France is")
-    page.locator("#gen-max-new input[type=number]").fill("3")
-    page.locator("#gen-max-new input[type=number]").press("Enter")
-    page.locator("#gen-go").click()
-    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
-    whole = "The capital of France is" + page.locator("#gen-output textarea").input_value()
+    whole = generate(page, "The capital of France is", 3)
     box = page.locator("#ct-text textarea")
     page.locator("#lesson-compress").click()
     expect(box).to_have_value(whole)
