@@ -69,8 +69,7 @@ def build_demo() -> gr.Blocks:
                 compression.build()
         glossary.build()  # the field's words, one shared place
         lesson.wire(tabs, steps)
-        lesson.link_compress(tabs, widgets["carry"], widgets, compress)
-        lesson.link_step_three(steps, widgets, compress)
+        lesson.link(tabs, steps, widgets, compress)
         about.build()
     return demo
 

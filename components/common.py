@@ -118,10 +118,12 @@ def _stale_note(button: str, what: str = "text") -> str:
             f"Press <b>{html.escape(button)}</b> to look at the new {what}.</div>")
 
 
-def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = False, prompt_only: bool = False) -> str:
+def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = False, prompt_only: bool = False,
+             tables: tuple[tuple[str, ...], ...] = ()) -> str:
     """Browser-side handler for "the text changed": the context line says so and the pictures are cleared,
     so no picture is ever shown under a text it did not read (no server call: it fires as you type).
-    Its outputs: the context line, then ``plots`` pictures (cleared), then ``texts`` text outputs (emptied).
+    Its outputs: the context line, then ``plots`` pictures (cleared), then ``texts`` text outputs (emptied), then
+    one table per entry of ``tables`` (its column headers: emptied to them).
 
     With ``reads_prefix`` its inputs are the context line, the prompt, the generated text, the Read choice and
     the model, and it speaks only when a picture exists and its text (prompt, plus the generated text unless
@@ -129,7 +131,8 @@ def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = F
     events, fired it before anything was drawn and the note sat above an empty chart. Returning ``[]`` leaves
     every output as it is (Gradio skips outputs a browser handler leaves undefined). With ``prompt_only`` (a view
     that reads the prompt alone, as beam search does) the inputs are the context line, the prompt and the model."""
-    cleared = ["null"] * plots + ['""'] * texts
+    cleared = (["null"] * plots + ['""'] * texts
+               + [json.dumps({"headers": list(h), "data": [], "metadata": None}) for h in tables])
     if not reads_prefix:
         return "() => [" + ", ".join([json.dumps(_stale_note(button))] + cleared) + "]"
     signature = "(context, prompt, model)" if prompt_only else "(context, prompt, output, read, model)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import gradio as gr
@@ -117,6 +118,11 @@ def stop(request: gr.Request) -> None:
         event.set()
 
 
+PROMPT_CHANGED = ("The prompt changed, so the text generated for the old one is gone: press **Generate** to write "
+                  "this prompt's continuation.")
+PROMPT_CHANGED_JS = f"(output) => output ? ['', '', {json.dumps(PROMPT_CHANGED)}] : []"
+
+CANDIDATE_COLUMNS = ("#", "token", "p (model)", "p (after penalty and temperature)", "top-k / top-p", "p (sampled)")
 READ_CHOICES = [("prompt + generated text", "both"), ("the prompt only", "prompt")]
 
 
@@ -178,8 +184,7 @@ def build() -> dict:
             peek = gr.Button("Show the next-token distribution", elem_id="gen-peek", scale=1)
         context = gr.HTML(elem_id="gen-peek-context", padding=False)
         plot = gr.Plot(label="Next-token candidates", show_label=False, elem_id="gen-next-plot")
-        table = gr.Dataframe(headers=["#", "token", "p (model)", "p (after penalty and temperature)", "top-k / top-p",
-                                      "p (sampled)"],
+        table = gr.Dataframe(headers=list(CANDIDATE_COLUMNS),
                              label="Top candidates", interactive=False, wrap=True, elem_id="gen-candidates",
                              column_widths=["5%", "21%", "13%", "21%", "24%", "16%"])
     gr.Examples(EXAMPLES, inputs=[prompt, temperature, top_p, top_k, seed], label="Examples")
@@ -212,9 +217,16 @@ def build() -> dict:
     for slider in (temperature, top_p, top_k, rep):
         slider.input(zerogpu.gpu(next_token), peek_inputs, [plot, table, context], api_visibility="private",
                      concurrency_id=views["concurrency_id"], trigger_mode="always_last", show_progress_on=[plot])
-    stale = stale_js("Show the next-token distribution", plots=1, reads_prefix=True)
+    # A generated text continues the prompt it was written for. Edited (or an example picked), the prompt no
+    # longer matches it, and the next steps read the prompt and the generated text together: a teacher's new
+    # prompt "The capital of France is" was read, and compressed, with the old story after it. So the old text
+    # goes (in the browser, no server call: this fires as you type); the same seed writes it again.
+    prompt.change(None, [output], [output, tokens, status], js=PROMPT_CHANGED_JS, queue=False,
+                  api_visibility="private")
+    # the table too: it stayed under the "text changed" note with the old text's numbers
+    stale = stale_js("Show the next-token distribution", plots=1, reads_prefix=True, tables=(CANDIDATE_COLUMNS,))
     for changed in (prompt.change, output.change, read.change, model.change):
-        changed(None, [context, prompt, output, read, model], [context, plot], js=stale, api_visibility="private",
+        changed(None, [context, prompt, output, read, model], [context, plot, table], js=stale, api_visibility="private",
                 queue=False)
     refresh.click(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private")
     model.focus(lambda: gr.Dropdown(choices=model_choices()), None, model, api_visibility="private", queue=False,

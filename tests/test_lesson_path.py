@@ -96,10 +96,17 @@ def test_browser_pictures_name_their_text_and_go_stale(page):
     box.press("Enter")
     expect(page.locator("#gen-next-plot")).to_contain_text("greedy", timeout=60_000)
 
-    # Editing the prompt marks the chart stale and clears it: no picture under a text it did not read
+    # Editing the prompt marks the chart stale and clears it, and its table of candidates (which stayed with the
+    # old text's numbers): no picture under a text it did not read
+    assert page.locator("#gen-candidates tbody tr").count() > 0
     prompt.fill("My favourite subject at school is")
     expect(page.locator("#gen-peek-context")).to_contain_text("The text changed since this picture was drawn")
     assert page.locator("#gen-next-plot .js-plotly-plot").count() == 0
+    expect(page.locator("#gen-candidates tbody tr")).to_have_count(0)
+    # and the text generated for the old prompt goes: the next steps read prompt + generated text together
+    # (a new prompt was read, and compressed, with the old story after it)
+    expect(page.locator("#gen-output textarea")).to_have_value("")
+    expect(page.locator("#gen-status")).to_contain_text("The prompt changed")
 
     # Inside one step: the lens names its text, reads the prompt only when asked, and goes stale the same way
     page.get_by_role("tab", name="Inside one step", exact=True).click()

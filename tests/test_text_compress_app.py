@@ -396,6 +396,12 @@ def test_browser_strip_step_three_brings_the_generated_text(page):
     page.locator("#lesson-compress").click()
     expect(box).to_have_value(whole)
     expect(page.locator("#ct-example input")).to_have_value("")  # the picker names no example now
+    # pressed again after another generation, step 3 brings the new text (it kept the first one: the box no
+    # longer held an example, and a text carried during a generation stayed cut short)
+    page.locator("#lesson-generate").click()
+    again = generate(page, "My favourite subject at school is", 3)
+    page.locator("#lesson-compress").click()
+    expect(box).to_have_value(again)
     box.fill("A sentence of my own.")
     page.locator("#lesson-generate").click()
     page.locator("#lesson-compress").click()
