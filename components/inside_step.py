@@ -59,6 +59,8 @@ def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     """Query rows x key columns of one head; an 'earlier' column holds the weight on tokens left of the window."""
     # Position numbers keep repeated tokens apart (plotly merges equal category labels).
     names = [f"{att.offset + i}: {repr(t)[1:-1] or '∅'}" for i, t in enumerate(att.tokens)]
+    if not att.offset:  # the token every text starts with (the model's <|endoftext|> or <bos>): named for what it is
+        names[0] = "0: start token"
     z = [list(row) for row in att.weights]
     x = list(names)
     if att.offset:
@@ -95,7 +97,9 @@ def logit_lens(prompt, output, model_key, top_k, read="both"):
     """Logit lens of the prefix (prompt + generated text, or the prompt only): (figure, status, context HTML)."""
     text = prefix(prompt, output, read)
     lens = inside_step.logit_lens(registry.load_causal_lm(model_key), text, top_k)
-    status = f"{len(lens.prefix_tokens)} tokens read · {len(lens.rows) - 1} layers · next token {_show(lens.final_token)}"
+    # counted as the attention map counts them: the start token is one of the tokens the model reads
+    status = (f"{len(lens.prefix_tokens) + 1} tokens read (the start token and {len(lens.prefix_tokens)} of the text) · "
+              f"{len(lens.rows) - 1} layers · next token {_show(lens.final_token)}")
     return (lens_figure(lens), (f"**Note:** {lens.notice} · " if lens.notice else "") + status,
             context_html(text, "The logit lens and the attention map read", model_key))
 

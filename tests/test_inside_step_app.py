@@ -35,6 +35,11 @@ def test_api_logit_lens_and_attention(client):
     assert "Logit lens" in str(figure)
     attn = client.predict("The capital of France is", " Paris", MODEL, 30, 9, 16, api_name="/attention")
     assert "layer 30, head 9" in str(attn)  # the last of 9 heads: heads count from 1, as layers do
+    # the status and the attention map count the same tokens (they said "5 tokens read" above "last 6 of 6
+    # tokens", whose first row, an unexplained <|endoftext|>, is the start token every text begins with)
+    assert "6 tokens read (the start token and 5 of the text)" in status
+    attn = client.predict("The capital of France is", "", MODEL, 1, 1, 16, api_name="/attention")
+    assert "last 6 of 6 tokens" in str(attn) and "0: start token" in str(attn) and "endoftext" not in str(attn)
 
 
 @pytest.mark.slow
