@@ -192,6 +192,14 @@ def test_browser_lz77_next_to_lz78(page, screenshot_dir):
     page.locator("#ct-lz78-dict tbody tr").nth(40).wait_for()
     assert page.locator("#ct-lz78-parse .lz78-phrase").count() > 20
     assert page.locator("#ct-lz77-parse .lz-ref").count() > 3
+    # every phrase one box on one line, inside the view: split across two lines its halves read as two phrases,
+    # and the line's end was cut off at the view's right edge
+    split, outside = page.evaluate("""() => {
+        const view = document.querySelector('#ct-lz78-parse').getBoundingClientRect();
+        const boxes = [...document.querySelectorAll('#ct-lz78-parse .lz78-phrase')];
+        return [boxes.filter(b => b.getClientRects().length > 1).length,
+                boxes.filter(b => b.getBoundingClientRect().right > view.right + 1).length]; }""")
+    assert (split, outside) == (0, 0)
     page.locator("#ct-dict-go").scroll_into_view_if_needed()
     page.evaluate("window.scrollBy(0, -20)")
     page.wait_for_timeout(300)
