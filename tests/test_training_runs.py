@@ -86,6 +86,11 @@ def test_snapshot_history_and_zip_come_from_the_files(finished_run):
     records = [r for r in runs.read_metrics(run_id) if r.get("loss") is not None and "event" not in r]
     assert snap.series["training loss"][1] == pytest.approx([r["loss"] / math.log(2) for r in records])  # in bits
     assert snap.loss_unit == "bits per token"
+    # the test split's loss before and after, beside the batches' noisy line (a class read a climbing training
+    # loss as failure while the perplexity fell)
+    before, after = (next(r for r in runs.read_metrics(run_id) if r.get("event") == e) for e in ("eval_before", "eval_after"))
+    assert snap.series[view.TEST_LOSS] == ([0, 6], [pytest.approx(before["loss"] / math.log(2)),
+                                                    pytest.approx(after["loss"] / math.log(2))])
     name = view.name_of(run_id)  # a teacher reads the model, the data and the time, not the folder's id
     assert run_id not in name and name.startswith("GPT-2 from scratch on your own .txt file, started")
     assert name in snap.headline and run_id not in snap.headline

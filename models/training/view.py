@@ -206,6 +206,9 @@ def _same_text_note(before: dict, after: dict) -> str:
             "recipe) moves the probabilities further, until the likeliest tokens change too.")
 
 
+TEST_LOSS = "test loss, before and after training"
+
+
 def snapshot(run_id: str) -> Snapshot:
     runs.reap()
     st = runs.status(run_id)
@@ -256,6 +259,14 @@ def snapshot(run_id: str) -> Snapshot:
 
     before = next((r for r in records if r.get("event") == "eval_before"), {})
     after = next((r for r in records if r.get("event") == "eval_after"), {})
+    # Each training loss is one batch's, and batches differ: over a 10-step demo the line can climb while the
+    # test loss falls (a class read 5.5 -> 5.9 as failure beside perplexity 54.6 -> 48.1). The test split's loss
+    # before and after training, in the same unit, is the line that says what training did.
+    tested = [(0, before["loss"] / LN2)] if before.get("loss") is not None else []
+    if after.get("loss") is not None:
+        tested.append((after.get("step") or (train[-1][0] if train else 0), after["loss"] / LN2))
+    if tested:
+        series[TEST_LOSS] = ([s for s, _ in tested], [v for _, v in tested])
     snap = Snapshot(run_id, state, headline, series, ([s for s, _ in lr], [v for _, v in lr]), status=st,
                     signature=f"{run_id}:{state}:{len(records)}", loss_unit=loss_unit(cfg.get("task")))
     if cfg.get("task") == CAUSAL_LM:
