@@ -96,18 +96,29 @@ def generate(prompt, model_key, temperature, top_p, top_k, max_new_tokens, repet
     try:
         strip = GrowingStrip()
         compressed = None
-        for ev in serving.stream(model_key, prompt, s, cancel):
-            if compressed is None:  # once the model has loaded
-                compressed = registry.compressed_note(model_key, registry.CAUSAL_LM, loaded=True)
-            status = _status(ev, not ev.done)
-            status = f"{status} · model {compressed}" if compressed else status
-            yield ev.text, strip(ev.tokens), f"{status}\n\n**Note:** {ev.model_note}" if ev.model_note else status
+        # At once, before the model (loaded on its first use: a minute for a larger one) answers: the old text
+        # stood unchanged for 70 s after Generate, and a teacher pressed again.
+        yield "", "", STARTING
+        try:
+            for ev in serving.stream(model_key, prompt, s, cancel):
+                if compressed is None:  # once the model has loaded
+                    compressed = registry.compressed_note(model_key, registry.CAUSAL_LM, loaded=True)
+                status = _status(ev, not ev.done)
+                status = f"{status} · model {compressed}" if compressed else status
+                yield ev.text, strip(ev.tokens), f"{status}\n\n**Note:** {ev.model_note}" if ev.model_note else status
+        except Exception:  # the message itself comes as the notice; the status must not go on saying "reading"
+            yield gr.skip(), gr.skip(), NOT_GENERATED
+            raise
     finally:
         # Reached on normal end, on Stop, and when Gradio closes the generator (tab closed).
         cancel.set()
         with _running_lock:
             if _running.get(session) is cancel:
                 del _running[session]
+
+
+NOT_GENERATED = "Not generated: the notice says why."
+STARTING = "⏳ Reading the prompt… (the first use of a model loads it first: up to a minute)"
 
 
 def stop(request: gr.Request) -> None:

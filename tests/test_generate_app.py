@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from components import generation
 from tests.browser_steps import open_app, start_long_generation
 
 GEN_ARGS = dict(model_key="smollm2-135m-instruct", temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=16,
@@ -20,6 +21,19 @@ def test_api_generate_streams(client):
     assert len(outputs) >= 2, "expected several streamed updates"
     assert "Paris" in text and "Done" in status
     assert "class='tok'" in html
+    # the first update comes before the model answers, and clears the old text: a model's first use took 70 s
+    # with the previous text standing unchanged under Generate
+    assert job.outputs()[0] == ("", "", generation.STARTING)
+
+
+@pytest.mark.slow
+def test_api_a_refused_prompt_leaves_no_reading_status(client):
+    from gradio_client.exceptions import AppError
+
+    job = client.submit("", *GEN_ARGS.values(), api_name="/generate")
+    with pytest.raises(AppError, match="prompt is empty"):
+        job.result()
+    assert job.outputs()[-1][2] == generation.NOT_GENERATED
 
 
 @pytest.mark.slow
