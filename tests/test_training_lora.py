@@ -88,6 +88,8 @@ def test_a_lora_run_keeps_only_the_adapter_and_trains_few_parameters(lora_run, t
     assert Path(adapter["base_model_name_or_path"]) == tiny_base
     result = st["result"]
     assert 0 < result["trainable_params"] < result["total_params"] / 10
+    # the field's name in the tab's headline, not the library's argument ("LoRA r=4")
+    assert f"LoRA rank 4: {result['trainable_params']:,} trainable parameters" in view.snapshot(run_id).headline
 
 
 def test_pickers_load_base_plus_adapter_and_exports_match(lora_run, tiny_base, tmp_path):

@@ -229,7 +229,7 @@ def snapshot(run_id: str) -> Snapshot:
     if state == "running" and st.get("eta") is not None:
         parts.append(f"ETA {_clock(st['eta'])}")
     if cfg.get("method") == "lora" and st.get("total_params"):
-        parts.append(f"LoRA r={cfg.get('lora_rank')}: {st['trainable_params']:,} trainable parameters "
+        parts.append(f"LoRA rank {cfg.get('lora_rank')}: {st['trainable_params']:,} trainable parameters "
                      f"({st['trainable_params'] / st['total_params']:.2%})")
     if st.get("tokens_per_s"):
         parts.append(f"{st['tokens_per_s']:,.0f} tokens/s")
