@@ -150,6 +150,7 @@ def stale_js(button: str, plots: int = 0, texts: int = 0, reads_prefix: bool = F
 
 def md_literal(text: str) -> str:
     """``text`` shown as it is inside Markdown: line breaks drawn as ↵, markup characters escaped (a decoded
-    text holding '*' or a line break printed literal '**' around it)."""
-    escaped = html.escape(text.replace("\r", "").replace("\n", "↵ "))
+    text holding '*' or a line break printed literal '**' around it). Quotes stay as they are: html.escape
+    wrote ' as "&#x27;", and the escaped '#' below then printed "&#x27;" on the page instead of the apostrophe."""
+    escaped = html.escape(text.replace("\r", "").replace("\n", "↵ "), quote=False)
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~>" else c for c in escaped)

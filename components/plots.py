@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import textwrap
 
 import plotly.graph_objects as go
@@ -105,9 +106,17 @@ def bar_figure(names: list[str], values: list[float], title: str, y_title: str, 
     return fig
 
 
-def _visible(token: str) -> str:
-    """Spaces and line ends drawn as ␣ ↵ →, as the step table writes them: many tokens are just " " or "\\n"."""
-    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍") or "∅"
+END_OF_TEXT = "⏹ end of text"  # a coding step's or slice's token that ends the text (``end``): it writes nothing
+
+
+def _visible(token: str, end: bool = False) -> str:
+    """Spaces and line ends drawn as ␣ ↵ →, as the step table writes them: many tokens are just " " or "\\n".
+    Escaped once, for plotly: it reads label text as its own markup (a token "<br>" would break the label,
+    "&amp;" would show as "&"), and turns &amp; &lt; &gt; back into the characters."""
+    if end:
+        return END_OF_TEXT
+    shown = token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍") or "∅"
+    return html.escape(shown, quote=False)
 
 
 def interval_figure(steps, title: str) -> go.Figure:
@@ -116,7 +125,7 @@ def interval_figure(steps, title: str) -> go.Figure:
     (sampling) as a black diamond. The orange slice is the next row's whole interval. Each row's p and
     bits stand in the right margin, where no slice can cover them."""
     fig = go.Figure()
-    labels = [f"{i + 1}. {_visible(s.token)}" for i, s in enumerate(steps)]
+    labels = [f"{i + 1}. {_visible(s.token, getattr(s, 'end', False))}" for i, s in enumerate(steps)]
     grey_x, grey_base, grey_y, grey_text = [], [], [], []
     for label, s in zip(labels, steps, strict=True):
         for o in s.others:
@@ -124,7 +133,7 @@ def interval_figure(steps, title: str) -> go.Figure:
                 grey_x.append(o.p)
                 grey_base.append(o.start)
                 grey_y.append(label)
-                grey_text.append(_visible(o.token))
+                grey_text.append(_visible(o.token, getattr(o, "end", False)))
     fig.add_bar(x=grey_x, base=grey_base, y=grey_y, orientation="h", name="other likely tokens",
                 marker=dict(color="#cbd5e1", line=dict(color="#475569", width=1)), text=grey_text,
                 textposition="inside", insidetextanchor="middle", textangle=0, textfont=dict(size=14, color="#0f172a"),

@@ -8,7 +8,7 @@ import gradio as gr
 from components import model_note
 from components.common import WholeNumber, WholeSlider, explain, guard, md_literal
 from components.compress_text import heat_map, model_choices, steps_table, with_model_note
-from components.plots import interval_figure
+from components.plots import END_OF_TEXT, interval_figure
 from components.tokens import TIP_INSIDE_JS
 from models.compression.text import coding_steps, lm_codec
 from models.core import registry
@@ -20,7 +20,8 @@ interval u falls into: that token is the output, and its slice becomes the new i
 file, u is the file's bits and the output is the original text. Given **random bits**, u is a random number,
 and the output is a text the model finds likely: a sample at temperature 1, each token chosen with exactly
 its probability. So sampling *is* decompression of random bits, and the same seed always gives the same text.
-A token of probability p uses −log₂ p of the random bits.
+A token of probability p uses −log₂ p of the random bits. The text ends where the model ends it: when u falls
+into the slice of its end-of-text token, as generation stops there.
 """
 
 
@@ -43,33 +44,53 @@ def _run(model_key, seed, n_tokens, prompt):
     return bits, steps, loaded
 
 
+def _cost(bits: str, steps: list[coding_steps.Step]) -> str:
+    """What the tokens cost under the model and how many of u's bits the decoder read to decide them."""
+    last, n = steps[-1], len(steps)
+    read = coding_steps.bits_read(bits, last.low, last.width)
+    return (f"The {n} {'token' if n == 1 else 'tokens'}{', the end included,' if last.end else ''} cost "
+            f"**{last.total_bits:.0f} bits** under the model ({last.total_bits / n:.2f} bits/token)"
+            + (f"; to decide them the decoder read the first **{read} bits** of u." if read is not None else "."))
+
+
+def _ended(steps: list[coding_steps.Step]) -> str:
+    """The sentence for a decode the model ended: where, and that the end token writes no text."""
+    n = len(steps)
+    after = f"after {n - 1} {'token' if n == 2 else 'tokens'}" if n > 1 else "at once"
+    return (f"The model **ended its text here, {after}**: token {n} is its end-of-text token ({END_OF_TEXT}), "
+            "which writes nothing, so the decode stops there")
+
+
 @guard
 def sample_bits(model_key, seed, n_tokens, prompt):
-    """Sampling is decompression: decode the seed's random bits with the model after the start text.
-    Returns (start text + decoded text, bits-per-token heat map HTML, note)."""
+    """Sampling is decompression: decode the seed's random bits with the model after the start text, up to
+    ``n_tokens`` tokens or the model's end-of-text token (then the last of the decoded tokens).
+    Returns (start text + decoded text, bits-per-token heat map HTML with the end token drawn as such, note)."""
     bits, steps, loaded = _run(model_key, seed, n_tokens, prompt)
-    text = "".join(s.token for s in steps)
-    used = steps[-1].total_bits
+    text = "".join(s.token for s in steps)  # an end token's text is "": it writes nothing
+    head = (f"{_ended(steps)} rather than go on to {int(n_tokens)}." if steps[-1].end
+            else f"Decoded **{len(steps)} tokens**.")
     note = (_context(model_key, int(seed), prompt or "", bits)
-            + f"\n\nDecoded **{len(steps)} tokens**. They cost **{used:.0f} bits** under the model "
-              f"({used / len(steps):.2f} bits/token): that is how many of the random bits the decoder read. "
-              "Same seed, same text.")
-    tokens = [lm_codec.TokenCost(s.token, s.bits) for s in steps]
+            + f"\n\n{head} {_cost(bits, steps)} Same seed, same text.")
+    tokens = [lm_codec.TokenCost(END_OF_TEXT if s.end else s.token, s.bits) for s in steps]
     return (prompt or "") + text, heat_map(tokens, dom_id="sd-heat-map"), with_model_note(note, loaded)
 
 
 @guard
 def sampling_steps(model_key, seed, n_tokens, prompt):
-    """The same decode as ``sample_bits``, its first steps drawn: u falls into one slice per step.
-    Returns (figure, steps table HTML, note)."""
+    """The same decode as ``sample_bits``, its first steps drawn: u falls into one slice per step (the model's
+    end-of-text token, if it comes, is the last). Returns (figure, steps table HTML, note)."""
     n = min(int(n_tokens or coding_steps.MAX_STEPS), coding_steps.MAX_STEPS)
     bits, steps, loaded = _run(model_key, seed, n, prompt)
     shown = "".join(s.token for s in steps)
-    more = f" (the first {n} of the {int(n_tokens)} tokens decoded above)" if int(n_tokens) > n else ""
+    ended = steps[-1].end
+    # Past MAX_STEPS the decoded text may go on or end: only what these steps decided is said.
+    more = (f" (the first {n} steps; the decoded text goes on, to {int(n_tokens)} tokens at most)"
+            if not ended and int(n_tokens) > n else "")
     note = (_context(model_key, int(seed), prompt or "", bits)
             + f"\n\nAt each step u falls into one token's slice of the interval; that token is the sample, and its "
-              f"slice becomes the new interval. Decoded{more}: «{md_literal(shown)}» "
-              f"({steps[-1].total_bits:.0f} bits of u used).")
+              f"slice becomes the new interval. Decoded{more}: «{md_literal(shown)}»"
+            + (f". {_ended(steps)}." if ended else ".") + f" {_cost(bits, steps)}")
     fig = interval_figure(steps, "Sampling = decoding: u falls into one slice per step")
     return fig, steps_table(steps, sampling=True), with_model_note(note, loaded)
 

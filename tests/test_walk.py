@@ -128,7 +128,7 @@ def test_walk_the_lesson(browser, app_url, screenshot_dir):
     page.locator("#sd-heat-map .tok").first.wait_for()
     decoded = page.locator("#sd-text textarea").input_value()
     page.locator("#sd-steps").click()
-    names = _plot_rows(page, "sd-plot", 40)
+    names = _plot_rows(page, "sd-plot", 25)  # seed 0 reaches SmolLM2's end of text at token 25 of the 40
     assert "the random number u" in names
     expect(page.locator("#sd-steps-note")).to_contain_text("u = 0.")
     assert decoded.startswith("Once upon a time")
