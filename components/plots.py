@@ -69,13 +69,17 @@ def loss_figure(series: dict[str, tuple[list[float], list[float]]], title: str =
     fig = go.Figure()
     for name, (xs, ys) in series.items():
         if len(xs) == 1:  # a single marked point (the best checkpoint, a divergence): a large symbol
-            fig.add_scatter(x=xs, y=ys, mode="markers", name=name,
-                            marker=dict(size=16, symbol="x" if "diverged" in name else "star"))
+            # a star for the best checkpoint, a cross for a divergence, a plain mark for a measurement (the test
+            # loss before training, alone until the run ends)
+            fig.add_scatter(x=xs, y=ys, mode="markers", name=name, marker=dict(
+                size=16, symbol="x" if "diverged" in name else "star" if "best" in name else "diamond"))
             continue
         fig.add_scatter(x=xs, y=ys, mode="lines+markers" if len(xs) < 40 else "lines", name=name)
     # The y-axis starts at 0: an auto-zoomed axis draws 4.185 -> 4.201 as a cliff.
+    # plain decimals: plotly's SI prefixes wrote a learning rate of 0.0005 as "500μ"
     fig.update_layout(font=FONT, height=420, margin=dict(l=50, r=10, b=40),
-                      xaxis=dict(title="step", **_step_axis(series)), yaxis=dict(title=y_title, rangemode="tozero"))
+                      xaxis=dict(title="step", **_step_axis(series)),
+                      yaxis=dict(title=y_title, rangemode="tozero", tickformat="~g"))
     heading(fig, title, legend_rows=2 if len(series) > 1 else 0)  # plotly draws no legend for a single line
     if not any(xs for xs, _ in series.values()):  # nothing yet: no made-up scale (its two 0s met in the corner)
         fig.update_xaxes(showticklabels=False)
