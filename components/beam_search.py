@@ -62,7 +62,7 @@ def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
     y = _layout(tree)
     nodes = tree.nodes
     fig = go.Figure()
-    for status, name in (("pruned", "pruned"), ("returned", "other finished beams"), ("best", "returned by generate()")):
+    for status, name in (("pruned", "pruned"), ("returned", "other finished beams"), ("best", "the text beam search returns")):
         xs, ys = [], []
         for n in nodes[1:]:
             if n.status == status:

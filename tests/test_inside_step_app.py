@@ -112,7 +112,7 @@ def test_browser_inside_step_and_beam_search(browser, app_url, screenshot_dir):
     expect(page.locator("#beam-table")).to_contain_text("sampling")
     expect(page.locator("#beam-status")).to_contain_text("pruned")
     legend = page.evaluate("() => document.querySelector('#beam-tree .js-plotly-plot').data.map(d => d.name)")
-    assert "returned by generate()" in legend and "pruned" in legend
+    assert "the text beam search returns" in legend and "pruned" in legend
     page.locator("#beam-tree").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.locator("#beam-accordion").screenshot(path=str(out / "beam_search.png"))
