@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from components import mixing_view, model_note
 from components.common import COLUMN_MIN_WIDTH, WholeSlider, explain, guard
-from components.plots import FONT, bar_figure, interval_figure
+from components.plots import END_OF_TEXT, FONT, bar_figure, interval_figure
 from components.tokens import TIP_INSIDE_JS
 from models.compression.text import byte_pieces, coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
@@ -80,19 +80,22 @@ def heat_map(tokens: list[lm_codec.TokenCost], limit: int = 4000, dom_id: str = 
 
 
 def _cumulative_figure(c: text_compare.Comparison) -> go.Figure:
-    xs, ys, total, pos = [0], [0.0], 0.0, 0
-    for t in c.lm.tokens:
-        pos += len(t.text.encode("utf-8", "replace"))
-        total += t.bits
-        xs.append(pos)
-        ys.append(total)
+    """The model's running total of bits (when it coded the input) and each other row's average rate."""
     fig = go.Figure()
-    fig.add_scatter(x=xs, y=ys, mode="lines", name="language model (cumulative −log₂ p)", line=dict(width=3))
+    if c.model_coded:
+        xs, ys, total, pos = [0], [0.0], 0.0, 0
+        for t in c.lm.tokens:
+            pos += len(t.text.encode("utf-8", "replace"))
+            total += t.bits
+            xs.append(pos)
+            ys.append(total)
+        fig.add_scatter(x=xs, y=ys, mode="lines", name="language model (cumulative −log₂ p)", line=dict(width=3))
     n = c.lm.n_bytes
-    for row in c.rows:
-        if not row.coder.startswith("language model"):  # a straight line: the coder's average rate
-            fig.add_scatter(x=[0, n], y=[0, row.compressed_bytes * 8], mode="lines", name=f"{row.coder} (average)",
-                            line=dict(dash="dot"))
+    others = [row for row in c.rows if not text_compare.is_model_row(row.coder)]
+    # the bars' labels: the long name of the LZMA file's row squeezed the chart to a strip beside its legend
+    for row, name in zip(others, _bar_names([row.coder for row in others]), strict=True):
+        fig.add_scatter(x=[0, n], y=[0, row.compressed_bytes * 8], mode="lines", name=f"{name} (average)",
+                        line=dict(dash="dot"))  # a straight line: the coder's average rate
     fig.update_layout(font=FONT, height=420, margin=dict(l=60, r=10, t=50, b=40), title="Cumulative bits along the text",
                       xaxis_title="bytes of input", yaxis_title="bits", legend=dict(font=dict(size=12)))
     return fig
@@ -225,7 +228,8 @@ def _slice(start: float, p: float) -> str:
 def steps_table(steps, sampling: bool = False) -> str:
     head = "<th>u falls at</th>" if sampling else ""
     body = "".join(
-        f"<tr><td>{i + 1}</td><td><b>{_show(s.token)}</b></td><td>{s.p:.4g}</td>"
+        f"<tr><td>{i + 1}</td><td><b>{END_OF_TEXT if getattr(s, 'end', False) else _show(s.token)}</b></td>"
+        f"<td>{s.p:.4g}</td>"
         + (f"<td>{s.u_position:.4f}</td>" if sampling else "")
         + f"<td>{_slice(s.start, s.p)}</td><td>{s.bits:.2f}</td><td>{s.total_bits:.1f}</td>"
         f"<td class='ac-bits'>{len(s.settled)}: {s.settled[-48:] if len(s.settled) <= 48 else '…' + s.settled[-47:]}</td></tr>"
@@ -266,11 +270,21 @@ def _huffman_md(c: text_compare.Comparison) -> str:
 def _short(coder: str) -> str:
     """A chart label: the coder's name without its parenthesis; the model's rows by the names the "Language-model
     coder" choice uses. Each label must differ: plotly draws bars of the same name on one spot, one over the other."""
-    if coder.startswith("language model"):
-        if "payload only" in coder:
-            return "model, text only (no header)"
-        return "model + n-gram + match" if "mixing coder" in coder else "model only"
+    if text_compare.is_model_row(coder):
+        if text_compare.PAYLOAD_ONLY in coder:  # short, so the labels lie at a slant; its table row names the file
+            return "payload, no header"
+        return "model + n-gram + match" if coder.startswith(text_compare.MIXING_CODER.split(" (")[0]) else "model only"
+    if coder == text_compare.LZMA_FILE:
+        return "LZMA in .lmlt file"
     return coder.split(" (")[0]
+
+
+def _bar_colour(coder: str) -> str:
+    """Orange: a file the model coded; light orange: its payload without the header; grey: everything else
+    (the LZMA file the model did not code included)."""
+    if not text_compare.is_model_row(coder):
+        return "#94a3b8"
+    return "#fcd34d" if text_compare.PAYLOAD_ONLY in coder else "#f59e0b"
 
 
 def _bar_names(coders: list[str]) -> list[str]:
@@ -290,36 +304,55 @@ def compress_text(text, upload, model_key, coder=MIXING, progress=gr.Progress())
     loaded = registry.load_causal_lm(model_key)
     c = text_compare.compare(data, loaded, UI_CODEC, limit=text_compare.ui_limit(loaded),
                              max_tokens=text_compare.ui_token_limit(loaded), progress=lambda f, m: progress(f, desc=m),
-                             mixer=None if coder == MODEL_ONLY else mixing.DEFAULT)
+                             mixer=None if coder == MODEL_ONLY else mixing.DEFAULT,
+                             lanes_from=text_compare.ui_lanes_from(loaded))
     rows = [[r.coder, r.family, r.original_bytes, r.compressed_bytes, round(r.bpb, 3), round(r.compress_s, 3),
              round(r.decompress_s, 3), "✅ verified" if r.verified else "❌"] for r in c.rows]
-    best = min((r for r in c.rows if "payload only" not in r.coder), key=lambda r: r.compressed_bytes)
-    colors = ["#f59e0b" if r.coder.startswith("language model") else "#94a3b8" for r in c.rows]
-    colors[-1] = "#fcd34d"  # payload only: the same file without its header
+    best = min((r for r in c.rows if text_compare.PAYLOAD_ONLY not in r.coder), key=lambda r: r.compressed_bytes)
+    colors = [_bar_colour(r.coder) for r in c.rows]
     fig = bar_figure(_bar_names([r.coder for r in c.rows]), [r.bpb for r in c.rows], "Bits per byte (lower is better; raw text = 8)",
                      "bits per byte", colors, [f"{r.bpb:.2f}" for r in c.rows])
     lm = c.lm
     head = (f"✅ {_input_name(text, upload)}: {lm.n_bytes:,} bytes; every row decoded and compared byte for byte. "
             f"Smallest file: **{best.coder}** at {best.bpb:.3f} bits/byte.")
-    if lm.header["mode"] == "lzma":
+    if not c.model_coded:
         # No token was coded, so there is no cross-entropy, heat map or per-token cost to report: say so, with
-        # the reason, rather than print "0 tokens" and 0.000 bits/byte next to a file of hundreds of bytes.
-        status = (f"{head}\n\n⚠️ The model did not code this input: {lm.note}. The language-model rows hold that "
-                  "LZMA file in the model's file format, so they show no model cross-entropy and no bits per token.")
-    else:
-        ce_bpb = lm.cross_entropy_bits / lm.n_bytes
+        # the reason, and name the one row that is there for what it is (the model's rows claimed a "LM + range
+        # coder" file and drew orange bars for LZMA's bytes).
         header_bytes = len(lm.blob) - lm.header["payload_bytes"]
-        status = (f"{head} The model read it as {lm.header['n_tokens']:,} tokens.\n\n"
-                  f"Model cross-entropy **{ce_bpb:.3f}** bits/byte; range-coder payload "
-                  f"{lm.payload_bits / lm.n_bytes:.3f} (overhead {lm.overhead:+.2%}); the file adds a "
-                  f"{header_bytes:,}-byte header (fingerprint), which dominates for short texts. The model took "
-                  f"{lm.seconds:.1f} s to compress and {c.lm_decode_s:.1f} s to decompress: it runs once per token "
-                  "each way.")
-        if lm.note:
-            status += f"\n\nℹ️ {lm.note[0].upper()}{lm.note[1:]}."
-        if lm.breaks is not None:
-            said = lm.breaks.describe()
-            status += f"\n\nℹ️ {said[0].upper()}{said[1:]}."
+        status = (f"{head}\n\n⚠️ The model did not code this input: {lm.note}. So the table has no language-model "
+                  f"row: its last row, **{text_compare.LZMA_FILE}**, is LZMA's output (the LZMA row above) plus the "
+                  f"file's {header_bytes:,}-byte header. There is no model cross-entropy, no heat map and no model line "
+                  "in the cumulative chart.")
+        heat = ("<p id='ct-heat-none'>No heat map: the model did not code this input, so no token has a cost "
+                "(see the note above the table).</p>")
+        return (status, rows, fig, heat, _cumulative_figure(c), _lz77_html(c), _huffman_md(c), str(c.path))
+    ce_bpb = lm.cross_entropy_bits / lm.n_bytes
+    header_bytes = len(lm.blob) - lm.header["payload_bytes"]
+    share = header_bytes / len(lm.blob)
+    whose = "mixing coder's" if "mixer" in lm.header else "model alone's"
+    # The tokens' bits are under the distribution the file was coded with: the mixing coder's, when its file won.
+    ce_name = ("The mixing coder's cross-entropy" if "mixer" in lm.header else "Model cross-entropy")
+    alone = f" (the model alone's: {lm.model_bits / lm.n_bytes:.3f})" if "mixer" in lm.header else ""
+    status = (f"{head} The model read it as {lm.header['n_tokens']:,} tokens.\n\n"
+              f"{ce_name} **{ce_bpb:.3f}** bits/byte{alone}; range-coder payload "
+              f"{lm.payload_bits / lm.n_bytes:.3f} (overhead {lm.overhead:+.2%}). The file to download is the "
+              f"{whose}: its {header_bytes:,}-byte header (the model's fingerprint, checksums) is {share:.1%} of it"
+              + (", more than the text's own bits: a header weighs on short texts" if share > 0.5 else "")
+              + f". It took {lm.seconds:.1f} s to compress and {c.lm_decode_s:.1f} s to decompress: the model runs "
+              "once per token each way.")
+    if c.short_lanes:
+        opening = lm.header.get("prime", 0)
+        reads = f", each reading the text's first {opening:,} tokens before its own piece" if opening else ""
+        status += (f"\n\nℹ️ A long text: to answer in a minute or two, the model coded it in {lm.header['lanes']} "
+                   f"pieces side by side{reads} (a text up to {text_compare.UI_LANES_FROM_CPU:,} tokens goes in one "
+                   "piece). Each piece starts without the text before it, which costs a few percent more bits, and "
+                   "the file records these settings in full, so its header is larger.")
+    if lm.note:
+        status += f"\n\nℹ️ {lm.note[0].upper()}{lm.note[1:]}."
+    if lm.breaks is not None:
+        said = lm.breaks.describe()
+        status += f"\n\nℹ️ {said[0].upper()}{said[1:]}."
     return (status, rows, fig, heat_map(lm.tokens), _cumulative_figure(c), _lz77_html(c), _huffman_md(c),
             str(c.path))
 
@@ -354,6 +387,27 @@ _STALE_JS = ("(status, mix) => [status && status.startsWith('✅') ? "
 # The results start below the fold at 1400x900: the page moves to them as coding starts, so a class sees the
 # progress bar and then the table (a teacher clicked again, thinking nothing had started).
 _SHOW_RESULTS_JS = "() => { document.getElementById('ct-views')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+
+
+def _starting(text, upload):
+    """Shown the moment Compress is pressed, before the coding is queued: the last text's results go (they stayed
+    on screen for the 11 minutes a long text once took, read as this text's), and the status says what runs
+    and how long it may take. Empty table, charts, heat map and download."""
+    try:
+        n = len(_input_bytes(text, upload))
+    except OSError:  # gone or unreadable: compress_text says so
+        n = 0
+    long = " A long text can take a minute or two." if n > 2_000 else ""
+    status = (f"⏳ Compressing {_input_name(text, upload)} ({n:,} bytes) with every coder, then decoding every file "
+              f"to check it: the model takes one step per token each way.{long} The bar below shows the progress, "
+              "or your place in the queue: the page codes one text at a time for everyone.")
+    return status, None, None, "", None, None
+
+
+def _not_compressed():
+    """The status after a refused or failed Compress (the message itself is the notice at the top of the page)."""
+    return ("⚠️ Nothing was compressed: the notice at the top of the page says why. The last results were "
+            "cleared, so nothing here describes another text.")
 
 
 def _no_restore():
@@ -414,7 +468,7 @@ def build() -> dict:
                 bars = gr.Plot(label="Bits per byte", show_label=False, elem_id="ct-bars", min_width=COLUMN_MIN_WIDTH)
                 curve = gr.Plot(label="Cumulative bits", show_label=False, elem_id="ct-curve", min_width=COLUMN_MIN_WIDTH)
             heat = gr.HTML(label="Bits per token", elem_id="ct-heatmap", js_on_load=TIP_INSIDE_JS)
-            download = gr.File(label="The model's compressed file (.lmlt)", interactive=False, elem_id="ct-download")
+            download = gr.File(label="The compressed file to download (.lmlt)", interactive=False, elem_id="ct-download")
         with gr.Tab("LZ77 and LZ78", id="ct-dictionary"):
             dict_btn = gr.Button("Show LZ77 and LZ78 on this text", elem_id="ct-dict-go")
             with gr.Row(equal_height=False):
@@ -461,8 +515,12 @@ def build() -> dict:
     # and these waited for the whole coding when added after it.
     go_btn.click(lambda: gr.Tabs(selected="ct-every"), None, views, js=_SHOW_RESULTS_JS, queue=False,
                  api_visibility="private")
-    go = go_btn.click(compress_text, [text, upload, model, coder], compress_outputs, api_name="compress_text",
-                      concurrency_id="text_coding", concurrency_limit=1, show_progress_on=[table])
+    # The last results go and the status says what runs, at once (not queued behind the class); then the coding.
+    cleared = [status, table, bars, heat, curve, download]
+    go = go_btn.click(_starting, [text, upload], cleared, queue=False, api_visibility="private").then(
+        compress_text, [text, upload, model, coder], compress_outputs, api_name="compress_text",
+        concurrency_id="text_coding", concurrency_limit=1, show_progress_on=[table])
+    go.failure(_not_compressed, None, [status], queue=False, api_visibility="private")
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
@@ -477,8 +535,10 @@ def build() -> dict:
     def compress_after(event) -> None:
         shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, js=_SHOW_RESULTS_JS, queue=False,
                            api_visibility="private")
-        done = shown.then(compress_text, [text, upload, model, coder], compress_outputs, api_visibility="private",
-                          concurrency_id="text_coding", show_progress_on=[table])
+        started = shown.then(_starting, [text, upload], cleared, queue=False, api_visibility="private")
+        done = started.then(compress_text, [text, upload, model, coder], compress_outputs, api_visibility="private",
+                            concurrency_id="text_coding", show_progress_on=[table])
+        done.failure(_not_compressed, None, [status], queue=False, api_visibility="private")
         done.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
 
     return {"text": text, "upload": upload, "model": model, "compress_after": compress_after}

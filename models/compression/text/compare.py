@@ -7,7 +7,7 @@ file (atomically) under the data folder so the user can download it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from models.compression.text import baselines as text_baselines
@@ -26,6 +26,22 @@ UI_TOKENS_CPU = 4_000
 UI_TOKENS_GPU = 50_000
 UI_LIMIT_CPU = 16_000
 UI_LIMIT_GPU = 200_000
+
+
+# Above this many tokens the app codes a text on a CPU in lanes of about 450 tokens side by side (the fast
+# preset's rule for texts over 4,500 tokens), not the preset's one lane per 2,000 tokens: a step of the model
+# for 9 lanes costs less than twice a step for one (two cores, SmolLM2: 52 ms for one lane, 98 ms for nine).
+# WikiText-2's first 15,900 bytes (3,943 tokens) took 300 s here (11 minutes on a teacher's busy machine)
+# in 2 lanes, and take 135 s in 9 (compress, decode, classic coders). The price: a 6 % larger payload (each
+# lane starts without context) and a JSON header (236 bytes instead of ~30: no preset names this rule),
+# 2,336 bytes against 2,010. A text up to this size keeps the preset's one lane and compact header: 984
+# tokens take 125 s, about the same as the longest text in lanes.
+UI_LANES_FROM_CPU = 1_000
+
+
+def ui_lanes_from(loaded: registry.Loaded) -> int | None:
+    """Token count above which ``compare`` codes in short lanes for speed (None: never, on a GPU)."""
+    return None if loaded.device.device.type == "cuda" else UI_LANES_FROM_CPU
 
 
 def ui_limit(loaded: registry.Loaded) -> int:
@@ -47,6 +63,21 @@ UI_LIMITS_TEXT = (f"at most {_limit(UI_TOKENS_CPU, UI_LIMIT_CPU)} on a CPU ({_li
                   f"on a GPU); {UI_LIMIT_CPU:,} letters of English are about {UI_LIMIT_CPU // 4:,} tokens")
 
 
+# The model's rows, by name (the UI colours and labels them by these). The "payload only" row is the downloadable
+# file without its header and names whose file that is: it carries that file's timings.
+MODEL_ALONE = "language model alone"
+MIXING_CODER = "language model + n-gram + match (mixing coder)"
+PAYLOAD_ONLY = "payload only (no header)"
+# When the model cannot spell the input's bytes (lm_codec.TokenMap.to_tokens, mode "lzma"), the .lmlt file holds
+# LZMA's output, not the model's: its one row says so, and no row names the model.
+LZMA_FILE = "LZMA inside the .lmlt file (the model did not code this input)"
+
+
+def is_model_row(coder: str) -> bool:
+    """Whether a row's coder is the language model (alone or mixed, whole file or payload)."""
+    return coder.startswith("language model")
+
+
 @dataclass
 class Comparison:
     rows: list[text_baselines.CoderRow]
@@ -56,18 +87,31 @@ class Comparison:
     huffman: text_baselines.HuffmanBytes | None
     lz77: list[text_baselines.LZ77Op] | None  # only for short inputs
     data: bytes = field(repr=False)
+    short_lanes: bool = False  # coded in short lanes for speed (``compare``'s ``lanes_from``)
+
+    @property
+    def model_coded(self) -> bool:
+        """False when the model could not spell the input and the .lmlt file holds LZMA's output (``LZMA_FILE``):
+        then there are no tokens, no cross-entropy and no model rows."""
+        return self.lm.header["mode"] != "lzma"
 
     @property
     def lm_row(self) -> text_baselines.CoderRow:
-        """The row of the downloadable file (the smaller of the model alone's and the mixing coder's)."""
-        return next(r for r in reversed(self.rows) if r.coder.startswith("language model")
-                    and "payload only" not in r.coder and r.compressed_bytes == len(self.lm.blob))
+        """The row of the downloadable file (the smaller of the model alone's and the mixing coder's, or the
+        ``LZMA_FILE`` row)."""
+        return next(r for r in reversed(self.rows) if (is_model_row(r.coder) or r.coder == LZMA_FILE)
+                    and PAYLOAD_ONLY not in r.coder and r.compressed_bytes == len(self.lm.blob))
 
 
 def _too_long(limit: int | None, max_tokens: int | None) -> str:
-    return (f"the app codes at most {_limit(max_tokens, limit)} with the model on this device: each token is one "
-            "step of the model, and every result is decoded again to verify it. Shorten the text, or use the command "
-            "line for long files: python -m models.compression text compress FILE")
+    """What a learner can do in the page when the input is over the limit; the command line only as a short
+    note for whoever hosts the app (the message reaches API callers as it is)."""
+    letters = min(x for x in (max_tokens and 4 * max_tokens, limit) if x) if max_tokens or limit else 0
+    english = f" (about {letters:,} letters of English)" if letters else ""
+    return (f"this page compresses at most {_limit(max_tokens, limit)}{english} with the model on this computer: "
+            "the model takes one step per token, and every file is decoded again to check it. Compress a shorter "
+            "piece of the text (the first few paragraphs, say) and it works. Longer files can be compressed with "
+            "LM Lab's command line by whoever runs it.")
 
 
 def _check_input(data: bytes, limit: int | None, max_tokens: int | None = None) -> None:
@@ -79,19 +123,24 @@ def _check_input(data: bytes, limit: int | None, max_tokens: int | None = None) 
 
 def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings | None = None,
             limit: int | None = None, progress=None, mixer: mixing.MixerSettings | None = mixing.DEFAULT,
-            max_tokens: int | None = None) -> Comparison:
+            max_tokens: int | None = None, lanes_from: int | None = None) -> Comparison:
     """Classic coders + the LM codec on ``data``; every row verified by decode-and-compare. With ``mixer``
     (the default) the model alone and the mixing coder share one pass of the model and both are shown;
     the downloadable file is the smaller of the two. ``mixer=None``: the model alone.
 
     ``limit`` bytes and ``max_tokens`` tokens (model steps) at most: InputError, with the counts, before any
-    coder runs."""
+    coder runs. ``lanes_from``: a text of more tokens is coded in lanes of about ``codec.lane_tokens`` tokens
+    (``UI_LANES_FROM_CPU``; ``Comparison.short_lanes`` says so), whatever ``codec``'s rule for short texts."""
     _check_input(data, limit, max_tokens)
-    if max_tokens is not None:  # refused before the classic coders spend anything either
+    n_tokens = None
+    if max_tokens is not None or lanes_from is not None:  # refused before the classic coders spend anything either
         n_tokens = len(lm_codec.TokenMap(loaded.tokenizer).to_tokens(bytes(data))[0])
-        if n_tokens > max_tokens:
+        if max_tokens is not None and n_tokens > max_tokens:
             raise InputError(f"the input is {n_tokens:,} tokens for {loaded.spec.label} ({len(data):,} bytes); "
                              + _too_long(limit, max_tokens))
+    short_lanes = lanes_from is not None and n_tokens > lanes_from
+    if short_lanes:
+        codec = replace(codec or lm_codec.CodecSettings(), short_tokens=0)
     rows = text_baselines.run_all(data)
     huff = text_baselines.huffman_bytes(data)
     mixers = [None] if mixer is None else [None, mixer]
@@ -99,22 +148,29 @@ def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
     decoded = lm_codec.decompress_many([r.blob for r in results], loaded, _stage(progress, "decoding to verify"))
     if any(out != data for out, _ in decoded):  # decompress_many already checked each sha256
         raise InputError("a decoded file differs from the input")
-    rows.append(text_baselines.CoderRow(f"language model alone ({loaded.spec.label})", "LM + range coder", len(data),
-                                        len(results[0].blob), results[0].seconds, decoded[0][1], True))
-    if mixer is not None:
-        rows.append(text_baselines.CoderRow("language model + n-gram + match (mixing coder)",
-                                            "LM mixed with classic predictors + range coder", len(data),
-                                            len(results[1].blob), results[1].seconds, decoded[1][1], True))
-    # the download: the mixing coder's file unless the model alone's is smaller (a short text can be)
-    k = min(range(len(results)), key=lambda i: (len(results[i].blob), -i))
-    lm, decode_s = results[k], decoded[k][1]
-    # The same verified file without its fixed-size header (fingerprint, hashes): what the text itself cost.
-    rows.append(text_baselines.CoderRow("language model, payload only (no header)", "LM + range coder", len(data),
-                                        lm.header["payload_bytes"], lm.seconds, decode_s, True))
+    if results[0].header["mode"] == "lzma":
+        # Every result is the same LZMA output in the same container (no mixer ran): one row, named for what it is.
+        # No payload row either: the payload is LZMA's own output, the "LZMA (xz -9e)" row above.
+        lm, decode_s = results[0], decoded[0][1]
+        rows.append(text_baselines.CoderRow(LZMA_FILE, "LZMA + the .lmlt header (fingerprint)", len(data),
+                                            len(lm.blob), lm.seconds, decode_s, True))
+    else:
+        names = [f"{MODEL_ALONE} ({loaded.spec.label})", MIXING_CODER]
+        kinds = ["LM + range coder", "LM mixed with classic predictors + range coder"]
+        for k, (result, (_out, seconds)) in enumerate(zip(results, decoded, strict=True)):
+            rows.append(text_baselines.CoderRow(names[k], kinds[k], len(data), len(result.blob), result.seconds,
+                                                seconds, True))
+        # the download: the mixing coder's file unless the model alone's is smaller (a short text can be)
+        k = min(range(len(results)), key=lambda i: (len(results[i].blob), -i))
+        lm, decode_s = results[k], decoded[k][1]
+        # The same verified file without its fixed-size header (fingerprint, hashes): what the text itself cost.
+        # Named for the file it comes from, with that file's timings.
+        rows.append(text_baselines.CoderRow(f"{names[k].split(' (')[0]}, {PAYLOAD_ONLY}", kinds[k], len(data),
+                                            lm.header["payload_bytes"], lm.seconds, decode_s, True))
     path = handout.new_folder() / f"text{text_container.SUFFIX}"  # the visitor's download: an unguessable folder
     settings.atomic_write_bytes(path, lm.blob)
     lz = text_baselines.lz77_parse(data) if len(data) <= text_baselines.LZ77_MAX_INPUT else None
-    return Comparison(rows, lm, decode_s, path, huff, lz, data)
+    return Comparison(rows, lm, decode_s, path, huff, lz, data, short_lanes)
 
 
 @dataclass
