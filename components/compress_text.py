@@ -517,10 +517,10 @@ def build() -> dict:
                  api_visibility="private")
     # The last results go and the status says what runs, at once (not queued behind the class); then the coding.
     cleared = [status, table, bars, heat, curve, download]
-    go = go_btn.click(_starting, [text, upload], cleared, queue=False, api_visibility="private").then(
+    go = go_btn.click(_starting, [text, upload], cleared, queue=False, api_visibility="private", show_progress="hidden").then(
         compress_text, [text, upload, model, coder], compress_outputs, api_name="compress_text",
         concurrency_id="text_coding", concurrency_limit=1, show_progress_on=[table])
-    go.failure(_not_compressed, None, [status], queue=False, api_visibility="private")
+    go.failure(_not_compressed, None, [status], queue=False, api_visibility="private", show_progress="hidden")
     dict_btn.click(dictionary_coders, [text, upload], dict_outputs, api_name="dictionary_coders")
     go.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
     ac_btn.click(arithmetic_steps, [text, upload, model, ac_steps], [ac_plot, ac_table, ac_note],
@@ -535,10 +535,10 @@ def build() -> dict:
     def compress_after(event) -> None:
         shown = event.then(lambda: gr.Tabs(selected="ct-every"), None, views, js=_SHOW_RESULTS_JS, queue=False,
                            api_visibility="private")
-        started = shown.then(_starting, [text, upload], cleared, queue=False, api_visibility="private")
+        started = shown.then(_starting, [text, upload], cleared, queue=False, api_visibility="private", show_progress="hidden")
         done = started.then(compress_text, [text, upload, model, coder], compress_outputs, api_visibility="private",
                             concurrency_id="text_coding", show_progress_on=[table])
-        done.failure(_not_compressed, None, [status], queue=False, api_visibility="private")
+        done.failure(_not_compressed, None, [status], queue=False, api_visibility="private", show_progress="hidden")
         done.then(dictionary_coders, [text, upload], dict_outputs, api_visibility="private")
 
     return {"text": text, "upload": upload, "model": model, "compress_after": compress_after}

@@ -306,4 +306,7 @@ def test_the_two_models_replay_codes_what_the_coder_codes(tiny_gpt2, smollm):
             replayed.append(two_models_replay.replay(recording, s.second_weight, s.second_learn, mixer,
                                                      s.second_geometric))
             assert coded.cross_entropy_bits - 24 < replayed[-1] < coded.cross_entropy_bits
-    assert len(set(np.round(replayed, 6))) == 3
+    # the two recordings replay the first two rules alike, up to float sums (rounded to 6 decimals, 617.3951249 and
+    # 617.3951244 fell on two sides of a rounding boundary on one CPU); the three rules differ
+    assert replayed[0] == pytest.approx(replayed[1], abs=1e-5) and replayed[2] == pytest.approx(replayed[3], abs=1e-5)
+    assert len({round(replayed[0], 3), round(replayed[2], 3), round(replayed[4], 3)}) == 3
