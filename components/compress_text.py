@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from components import mixing_view, model_note
 from components.common import COLUMN_MIN_WIDTH, WholeSlider, explain, guard
 from components.plots import END_OF_TEXT, FONT, bar_figure, interval_figure
-from components.tokens import TIP_INSIDE_JS
+from components.tokens import TIP_INSIDE_JS, bits_colour, legend_chips
 from models.compression.text import byte_pieces, coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
 from models.core import registry
@@ -47,7 +47,7 @@ them into text the model finds likely — a sample at temperature 1. The same se
 MIXING, MODEL_ONLY = "mixing", "model only"
 CODER_CHOICES = [("Model + n-gram + match (mixing coder)", MIXING), ("Model only", MODEL_ONLY)]
 
-_HEADERS = ["coder", "kind", "bytes in", "bytes out", "bits/byte", "compress s", "decompress s", "verified"]
+_HEADERS = ["coder", "kind", "bytes in", "bytes out", "bits/byte", "seconds to compress", "seconds to decompress", "verified"]
 
 
 def model_choices() -> list[tuple[str, str]]:
@@ -60,22 +60,15 @@ def _input_bytes(text: str | None, upload) -> bytes:
     return (text or "").encode("utf-8")
 
 
-def _bits_colour(bits: float) -> str:
-    """0 bits = green, 4 = yellow, >= 12 bits = red."""
-    hue = int(120 * (1 - min(bits, 12.0) / 12.0))
-    return f"hsl({hue}, 85%, 78%)"
-
-
 def heat_map(tokens: list[lm_codec.TokenCost], limit: int = 4000, dom_id: str = "ct-heat") -> str:
     parts = []
     for t in tokens[:limit]:
         text = html.escape(t.text).replace("\n", "↵<br>")
-        parts.append(f"<span class='tok' style='background:{_bits_colour(t.bits)}' "
+        parts.append(f"<span class='tok' style='background:{bits_colour(t.bits)}' "
                      f"data-tip='{t.bits:.2f} bits'>{text}</span>")
     more = f" · first {limit:,} of {len(tokens):,} tokens shown" if len(tokens) > limit else ""
-    legend = ("<div class='tokview-legend'>colour = bits the model spent on the token: "
-              + "".join(f"<span style='background:{_bits_colour(b)}'>{b} bits</span>" for b in (0, 2, 6, 12))
-              + f" · hover a token for its cost{more}</div>")
+    legend = ("<div class='tokview-legend'>colour = bits the coder spent on the token (the same colours as Generate): "
+              f"{legend_chips()} · hover a token for its cost{more}</div>")
     return f"<div class='tokview' id='{dom_id}'>{''.join(parts)}</div>{legend}"
 
 

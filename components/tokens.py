@@ -1,8 +1,9 @@
-"""HTML for a token strip: each token a chip coloured by its probability, details on hover."""
+"""HTML for a token strip: each token a chip coloured by what it cost in bits, details on hover."""
 
 from __future__ import annotations
 
 import html
+import math
 
 # Hover help ([data-tip], assets/style.css: a token's bits and top 5, a byte's or a phrase's meaning) hangs from its
 # chip's left edge: near the window's right edge, at 800 px, it ran off the window and cut the top-5 list. As a
@@ -30,25 +31,34 @@ element.addEventListener('mouseover', (event) => {
 """
 
 
-def prob_colour(p: float) -> str:
-    """Red (surprising) -> yellow -> green (expected), light enough for black text."""
-    p = min(max(p, 0.0), 1.0)
-    hue = int(120 * p)  # 0 = red, 120 = green
+def bits_colour(bits: float) -> str:
+    """A token's colour from what it cost, -log2 p: 0 bits green (expected), 4 yellow-green, 12 or more red
+    (surprising), light enough for black text. The one scale of every token view (Generate's, Compress's heat
+    map, the sampling decode): a token of probability p has the same colour wherever a learner meets it (Generate
+    coloured by p, linearly, and Compress by bits, so a token of 10 % was red in one and green in the other)."""
+    hue = int(120 * (1 - min(max(bits, 0.0), 12.0) / 12.0))  # 0 = red, 120 = green
     return f"hsl({hue}, 85%, 78%)"
+
+
+# What the legends show: probability and bits side by side, the same colours in every view.
+LEGEND_STEPS = ((0.95, "95 %"), (0.3, "30 %"), (1 / 64, "1 in 64"), (1 / 4096, "1 in 4,096"))
+
+
+def legend_chips() -> str:
+    return "".join(f"<span style='background:{bits_colour(-math.log2(p))}'>{label} = {-math.log2(p):.2g} bits</span>"
+                   for p, label in LEGEND_STEPS)
 
 
 def _chip(t) -> str:
     alts = " · ".join(f"{a!r} {p:.1%}" for a, p in t.alternatives)
     tip = html.escape(f"p = {t.prob:.1%}, {t.bits:.2f} bits\ntop-5: {alts}", quote=True)
     text = html.escape(t.text).replace("\n", "↵<span class='nl'></span>")
-    return f"<span class='tok' style='background:{prob_colour(t.prob)}' data-tip=\"{tip}\">{text}</span>"
+    return f"<span class='tok' style='background:{bits_colour(t.bits)}' data-tip=\"{tip}\">{text}</span>"
 
 
 def _legend(caption: str) -> str:
-    return ("<div class='tokview-legend'>colour = probability under the model: "
-            f"<span style='background:{prob_colour(0.02)}'>2 %</span>"
-            f"<span style='background:{prob_colour(0.3)}'>30 %</span>"
-            f"<span style='background:{prob_colour(0.95)}'>95 %</span> · hover a token for its bits and the top-5"
+    return ("<div class='tokview-legend'>colour = the token's probability under the model, in bits (−log₂ p; the "
+            f"same colours as Compress): {legend_chips()} · hover a token for its bits and the top-5"
             + (f" · {html.escape(caption)}" if caption else "") + "</div>")
 
 

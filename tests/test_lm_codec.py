@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -141,16 +140,29 @@ def test_bad_settings(tiny_gpt2):
         lm_codec.compress("not bytes", tiny_gpt2, SMALL)
 
 
-def test_sampling_is_decompression(tiny_gpt2):
-    a = lm_codec.sample_from_bits(tiny_gpt2, seed=3, n_tokens=20, precision="fp32")
-    b = lm_codec.sample_from_bits(tiny_gpt2, seed=3, n_tokens=20, precision="fp32")
-    c = lm_codec.sample_from_bits(tiny_gpt2, seed=4, n_tokens=20, precision="fp32")
-    assert a.text == b.text and len(a.tokens) == 20
-    assert a.text != c.text
-    assert a.bits_used == pytest.approx(sum(t.bits for t in a.tokens))
-    # The decoder consumed about bits_used random bits: far less than the words it was given.
-    assert 0 < a.bits_used < 32 * len(a.words)
-    assert math.isfinite(a.bits_used)
+def test_the_command_line_samples_as_the_page_does(tiny_gpt2, monkeypatch, capsys):
+    """``text sample`` decodes a seed's random bits as step 4 of the lesson does (the same text for the same
+    seed, here and on the page), and stops where the model ends its text."""
+    from models.compression.text import cli, coding_steps
+
+    monkeypatch.setattr(lm_codec.registry, "load_causal_lm", lambda *_a, **_k: tiny_gpt2)
+
+    def sample(seed: int, tokens: int = 12) -> tuple[str, str]:
+        assert cli.main(["sample", "--seed", str(seed), "--tokens", str(tokens), "--prompt", "The"]) == 0
+        out = capsys.readouterr()
+        return out.out, out.err
+
+    text, said = sample(3)
+    _, steps = coding_steps.sampling_steps(tiny_gpt2, 3, 12, "The")
+    assert text == "The" + "".join(s.token for s in steps) + "\n" and text == sample(3)[0] != sample(4)[0]
+    assert f"{len(steps)} tokens decoded from the random bits of seed 3;" in said
+    end_id = steps[4].token_id  # pretend the random model's fifth token is its end of text
+    monkeypatch.setattr(coding_steps, "text_end_ids", lambda tokenizer: frozenset({end_id}))
+    first = next(i for i, s in enumerate(steps) if s.token_id == end_id)
+    text, said = sample(3)
+    assert text == "The" + "".join(s.token for s in steps[:first]) + "\n"
+    assert f"{first + 1} tokens decoded from the random bits of seed 3 (the last is the model's end of text)" in said
+    assert cli.main(["sample", "--tokens", "0"]) == 2  # refused with the page's message
 
 
 def test_cancel(tiny_gpt2):

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from models.compression.text import coding_steps, lm_codec, mixing
 from models.compression.text import container as text_container
-from models.compression.text import lm_codec, mixing
 from models.core import registry, settings
 from models.core.errors import InputError, LMLabError
 
@@ -100,11 +100,16 @@ def _decompress(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    """The page's decode (step 4 of the lesson): the same seed gives the same text here and there, and it
+    ends where the model ends its text."""
     loaded = registry.load_causal_lm(args.model, device=args.device)
-    result = lm_codec.sample_from_bits(loaded, args.seed, args.tokens, args.prompt)
-    print(args.prompt + result.text)
-    print(f"\n[{len(result.tokens)} tokens decoded from random bits (seed {args.seed}); "
-          f"they cost {result.bits_used:.0f} bits under the model]", file=sys.stderr)
+    bits, steps = coding_steps.sampling_steps(loaded, args.seed, args.tokens, args.prompt)
+    print(args.prompt + "".join(s.token for s in steps))  # an end token writes nothing
+    ended = " (the last is the model's end of text)" if steps[-1].end else ""
+    read = coding_steps.bits_read(bits, steps[-1].low, steps[-1].width)
+    print(f"\n[{len(steps)} tokens decoded from the random bits of seed {args.seed}{ended}; they cost "
+          f"{steps[-1].total_bits:.0f} bits under the model"
+          + (f", and the decoder read the first {read} bits]" if read is not None else "]"), file=sys.stderr)
     return 0
 
 
@@ -153,7 +158,8 @@ def add_cli(subparsers) -> None:
     d.set_defaults(func=_decompress)
     s = sub.add_parser("sample", help="sampling is decompression: decode random bits into text")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--tokens", type=int, default=60)
+    s.add_argument("--tokens", type=int, default=60, help=f"at most this many (1-{coding_steps.SAMPLE_MAX}); fewer "
+                   "where the model ends its text")
     s.add_argument("--prompt", default="")
     s.add_argument("--model", default="smollm2-135m-instruct")
     s.add_argument("--device", default=None)

@@ -107,7 +107,7 @@ def bits_read(bits: str, low: Fraction, width: Fraction) -> int | None:
 def _probabilities(loaded: registry.Loaded, ids: list[int], precision: str) -> list[np.ndarray]:
     """The codec's next-token distributions before each of ``ids`` (one lane, the default window)."""
     s = lm_codec.CodecSettings(precision=precision).for_model(loaded)
-    runner = lm_codec._runner(loaded, precision)
+    runner = lm_codec._runner(loaded, precision, lanes=1)
     out: list[np.ndarray] = []
 
     def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
@@ -189,7 +189,7 @@ def sampling_steps(loaded: registry.Loaded, seed: int, n_tokens: int = 20, promp
     ends = text_end_ids(loaded.tokenizer)
     prefix = tmap._encode_text(prompt) if prompt else []
     s = lm_codec.CodecSettings(precision=precision).for_model(loaded)
-    runner = lm_codec._runner(loaded, precision)
+    runner = lm_codec._runner(loaded, precision, lanes=1)
     state = {"low": Fraction(0), "width": Fraction(1), "total": 0.0}
     steps: list[Step] = []
 

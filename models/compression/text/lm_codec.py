@@ -38,11 +38,13 @@ greedy fill at the text's width would put back are coded as spaces, CR LF as LF,
 the text again. On the first 30 kB of alice29 the model's cross-entropy drops 3.9 % (Gemma 3 270M) to
 6.0 % (SmolLM2) (docs/BENCHMARKS.md, "Soft line breaks").
 
-Speed on CPU: the model runs in bfloat16 where the CPU has bf16 matrix units (10x faster
-than float32 here); the softmax runs in float32 on the output layer's logits (precision
-"bf16"). On alice29 bfloat16 costs 0.07 % in bits against float32 (0.01 % of it for the
-output layer), and the lock-step decoder, which reads all weights once per step, gets
-4x faster on its output layer.
+Speed on CPU: a text coded in several lanes runs the model in bfloat16 where the CPU has bf16
+matrix units (10x faster than float32 here for a batch of lanes); the softmax runs in float32 on the
+output layer's logits (precision "bf16"). On alice29 bfloat16 costs 0.07 % in bits against float32
+(0.01 % of it for the output layer), and the lock-step decoder, which reads all weights once per
+step, gets 4x faster on its output layer. A text coded in one lane (up to ~2,000 tokens) runs in
+float32, as generation does on a CPU: there bf16 saves little, and every token then costs exactly
+the bits Generate showed for it.
 """
 
 from __future__ import annotations
@@ -345,14 +347,18 @@ def _utf8_runs(data: bytes):
 # --- the model side: one runner per (model, precision) ---------------------------------------
 
 
-def _resolve_precision(precision: str, device: torch.device) -> str:
+def _resolve_precision(precision: str, device: torch.device, lanes: int | None = None) -> str:
+    """"auto": bf16 on a GPU; on a CPU bf16 where it has bf16 matrix units and the text is coded in several
+    lanes (``lanes`` > 1, or None: not known), else fp32, the precision the app generates in on a CPU. One lane
+    gains little from bf16 (SmolLM2, 2 CPU threads: fp32 takes 1.1-1.4x the time; docs/BENCHMARKS.md), and in fp32 a short text (the lesson's) gets
+    exactly the probabilities Generate showed: in bf16 a token's cost moved by 0.2 bits on average, up to 2."""
     if precision not in {"auto", "bf16", "fp32"}:
         raise InputError(f"precision must be auto, bf16 or fp32 (got {precision!r})")
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16"
-    if device.type == "cpu" and torch_internals.cpu_runs_bf16():
+    if device.type == "cpu" and torch_internals.cpu_runs_bf16() and (lanes is None or lanes > 1):
         return "bf16"
     return "fp32"
 
@@ -400,8 +406,9 @@ _runners: dict[tuple, _Runner] = {}
 _runners_lock = threading.Lock()
 
 
-def _runner(loaded: registry.Loaded, precision: str) -> _Runner:
-    precision = _resolve_precision(precision, loaded.device.device)
+def _runner(loaded: registry.Loaded, precision: str, lanes: int | None = None) -> _Runner:
+    """The runner for ``precision`` ("auto" resolved for a text coded in ``lanes`` lanes: ``_resolve_precision``)."""
+    precision = _resolve_precision(precision, loaded.device.device, lanes)
     key = (id(loaded.model), precision)
     with _runners_lock:
         if key not in _runners:
@@ -440,9 +447,9 @@ def _version(package: str) -> str:
         return "?"
 
 
-def fingerprint(loaded: registry.Loaded, precision: str = "auto") -> dict:
+def fingerprint(loaded: registry.Loaded, precision: str = "auto", lanes: int | None = None) -> dict:
     """Everything the probabilities depend on, as recorded in (and checked against) a file header."""
-    runner = _runner(loaded, precision)
+    runner = _runner(loaded, precision, lanes)
     device = runner.device
     if device.type == "cuda":
         kernel = f"{torch.cuda.get_device_name(device)} sm{''.join(map(str, torch.cuda.get_device_capability(device)))}"
@@ -771,18 +778,20 @@ def compress_many(data: bytes, loaded: registry.Loaded, mixers: list[mixing.Mixe
     data = bytes(data)
     s = (settings or CodecSettings()).for_model(loaded)
     _check_settings(s, loaded)
-    fp = fingerprint(loaded, s.precision)  # hashes the weights once per model: not counted as coding time
-    runner = _runner(loaded, s.precision)
     started = time.perf_counter()
     tmap = TokenMap(loaded.tokenizer)
     breaks = line_breaks.plan(data) if unwrap else None
     ids, mode, note = tmap.to_tokens(line_breaks.apply(data, breaks))
     if mode == "lzma":
         breaks = None  # LZMA codes the bytes as they are
-    if any(i >= runner.vocab for i in ids):
-        raise InputError("the tokenizer produced ids outside the model's vocabulary; this model cannot code this text")
     opening, lengths = s.layout(len(ids))
     lanes = len(lengths)
+    reading = time.perf_counter() - started
+    fp = fingerprint(loaded, s.precision, lanes)  # hashes the weights once per model: not counted as coding time
+    runner = _runner(loaded, s.precision, lanes)
+    started = time.perf_counter() - reading
+    if any(i >= runner.vocab for i in ids):
+        raise InputError("the tokenizer produced ids outside the model's vocabulary; this model cannot code this text")
     start_id = _start_id(loaded.tokenizer)
     threads = s.threads or torch.get_num_threads()
     header = {"format": "lmlab-text", "mode": mode, "n_bytes": len(data), "n_tokens": len(ids),
@@ -1230,46 +1239,6 @@ def verify(result: LMResult, loaded: registry.Loaded, progress: Progress | None 
     started = time.perf_counter()
     decompress(result.blob, loaded, progress)
     return time.perf_counter() - started
-
-
-# --- sampling is decompression -----------------------------------------------------------------
-
-
-@dataclass
-class Sampled:
-    text: str
-    tokens: list[TokenCost]
-    words: list[int]  # the random 32-bit words fed to the decoder
-    bits_used: float  # sum of -log2 p: how many random bits the text "cost"
-
-
-def sample_from_bits(loaded: registry.Loaded, seed: int, n_tokens: int = 60, prompt: str = "",
-                     precision: str = "auto", progress: Progress | None = None) -> Sampled:
-    """Feed random bits to the arithmetic decoder: it "decompresses" them into text the model finds
-    likely, a sample from the model at temperature 1. The same seed gives the same text."""
-    if not 1 <= n_tokens <= 2048:
-        raise InputError(f"number of tokens must be between 1 and 2048 (got {n_tokens})")
-    if not 0 <= int(seed) < 2**63:
-        raise InputError("seed must be a non-negative integer")
-    runner = _runner(loaded, precision)
-    words = np.random.default_rng(int(seed)).integers(0, 2**32, size=n_tokens + 8, dtype=np.uint64).astype(np.uint32)
-    decoder = constriction.stream.queue.RangeDecoder(words)
-    tmap = TokenMap(loaded.tokenizer)
-    prefix = tmap._encode_text(prompt) if prompt else []
-    limit = context_limit(loaded)
-    window = min(1024, limit)
-    ids, bits = [], []
-
-    def choose(step: int, active: list[int], probs: np.ndarray) -> np.ndarray:
-        symbols = np.asarray(decoder.decode(_family(), probs), dtype=np.int64)
-        ids.append(int(symbols[0]))
-        bits.append(-math.log2(max(float(probs[0, symbols[0]]), MIN_P)))
-        return symbols
-
-    _lockstep(runner, [n_tokens], _start_id(loaded.tokenizer), window, window // 2, choose, progress, prefix=prefix)
-    pieces = [tmap.piece(i).decode("utf-8", "replace") for i in ids]
-    text = tmap.to_bytes(ids, "text").decode("utf-8", "replace")
-    return Sampled(text, [TokenCost(p, b) for p, b in zip(pieces, bits, strict=True)], words.tolist(), float(sum(bits)))
 
 
 def cancel_check(event: threading.Event | None, inner: Progress | None = None) -> Progress:
