@@ -42,8 +42,10 @@ def test_two_record_file_decodes_in_the_app_function(two_records, tmp_path):
 
 def test_the_app_limit_counts_every_record(two_records, monkeypatch):
     monkeypatch.setattr(text_compare, "UI_LIMIT_CPU", len(PARTS[0]) + 1)  # the first record alone would fit
-    with pytest.raises(Exception, match=f"restores {sum(map(len, PARTS))} bytes"):
+    with pytest.raises(Exception, match=f"restores {sum(map(len, PARTS))} bytes") as refused:
         text_compare.decompress_file(two_records, "two.lmlt")
+    # said to a learner in the page: what the page takes, and no command to type (a host's business)
+    assert "this page decodes at most" in str(refused.value) and "python -m" not in str(refused.value)
 
 
 def test_damaged_second_record_is_refused(two_records):

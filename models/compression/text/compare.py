@@ -192,6 +192,10 @@ def dictionary_view(data: bytes, rows: int = 100) -> DictionaryView:
                           lz78.dictionary_rows(head, rows))
 
 
+# A learner cannot run a command; whoever hosts the app can (python -m models.compression text decompress FILE).
+_ELSEWHERE = "Whoever runs LM Lab can decode longer files with its command line; nothing was decoded here."
+
+
 def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple[bytes, Path, dict]:
     """Decode an uploaded .lmlt file (one record, or several as the command line writes for a long input)
     with the model named in its header (fingerprint checked); the restored bytes are written only after
@@ -201,14 +205,14 @@ def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple
     limit = UI_LIMIT_GPU if pick().device.type == "cuda" else UI_LIMIT_CPU
     if not all(isinstance(n, int) and n >= 0 for n in sizes) or sum(sizes) > limit:  # the decoder runs per token
         shown = f"{sum(sizes):,}" if all(isinstance(n, int) for n in sizes) else repr(sizes)[:40]
-        raise InputError(f"this file restores {shown} bytes; the app decodes at most {limit:,} "
-                         f"on this device. Use the command line: python -m models.compression text decompress FILE")
+        raise InputError(f"this file restores {shown} bytes; this page decodes at most {limit:,} bytes with the "
+                         f"model on this computer. {_ELSEWHERE}")
     tokens = [h.get("n_tokens") for h, _ in records]
     token_limit = ui_token_limit()
     if not all(isinstance(n, int) and n >= 0 for n in tokens) or sum(tokens) > token_limit:  # one model step each
         shown = f"{sum(tokens):,}" if all(isinstance(n, int) for n in tokens) else repr(tokens)[:40]
-        raise InputError(f"this file holds {shown} tokens; the app decodes at most {token_limit:,} (one model step "
-                         f"each) on this device. Use the command line: python -m models.compression text decompress FILE")
+        raise InputError(f"this file holds {shown} tokens; this page decodes at most {token_limit:,} tokens with the "
+                         f"model on this computer (one step of the model each). {_ELSEWHERE}")
     data = lm_codec.decompress_records(records, None, _stage(progress, "decoding"))
     header = records[0][0]
     stem = safe_name(Path(str(name)).name.removesuffix(text_container.SUFFIX), "restored")
