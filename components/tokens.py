@@ -57,8 +57,8 @@ def _chip(t) -> str:
 
 
 def _legend(caption: str) -> str:
-    return ("<div class='tokview-legend'>colour = the token's probability under the model, in bits (−log₂ p; the "
-            f"same colours as Compress): {legend_chips()} · hover a token for its bits and the top-5"
+    return ("<div class='tokview-legend'>colour = the token's probability, in bits (−log₂ p), the same colours as "
+            f"in Compress: {legend_chips()} · hover a token for its bits and the top-5"
             + (f" · {html.escape(caption)}" if caption else "") + "</div>")
 
 
