@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import plotly.graph_objects as go
 
 from components.common import WholeNumber, WholeSlider, context_html, explain, guard, stale_js
 from components.plots import FONT
+from components.tokens import visible
 from models.core import registry, zerogpu
 from models.generation import beam_tree
 
@@ -31,8 +34,8 @@ WIDTHS = {"best": 5, "returned": 3, "pruned": 2}
 
 
 def _show(token: str) -> str:
-    """Quoted like the next-token table, so spaces, newlines and '.' stay visible."""
-    return repr(token)
+    """As the next-token table writes it (␣ for a space, ↵ for a line end), escaped for plotly's markup."""
+    return html.escape(visible(token), quote=False)
 
 
 def _layout(tree: beam_tree.BeamTree) -> dict[int, float]:

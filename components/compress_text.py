@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from components import mixing_view, model_note
 from components.common import COLUMN_MIN_WIDTH, WholeSlider, explain, guard
 from components.plots import END_OF_TEXT, FONT, bar_figure, interval_figure
-from components.tokens import TIP_INSIDE_JS, bits_colour, legend_chips
+from components.tokens import TIP_INSIDE_JS, bits_colour, legend_chips, visible
 from models.compression.text import byte_pieces, coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
 from models.core import registry
@@ -253,7 +253,11 @@ def with_model_note(note: str, loaded: registry.Loaded) -> str:
 
 def _huffman_md(c: text_compare.Comparison) -> str:
     st = c.huffman.stats
-    rows = "\n".join(f"| {html.escape(repr(chr(t['symbol'])))} | {t['p']:.3f} | {t['bits']:.2f} | {t['length']} | `{t['code']}` |"
+
+    def byte(symbol: int) -> str:  # a "|" would end the markdown table's cell
+        return html.escape(visible(chr(symbol))).replace("|", "\\|")
+
+    rows = "\n".join(f"| {byte(t['symbol'])} | {t['p']:.3f} | {t['bits']:.2f} | {t['length']} | `{t['code']}` |"
                      for t in st.top[:8])
     return (f"**Order-0 Huffman on bytes**: entropy {st.entropy:.3f} bits/byte, average code {st.avg_length:.3f} "
             f"(efficiency {st.efficiency:.1%}), {st.leaves} distinct bytes, longest code {st.depth} bits.\n\n"

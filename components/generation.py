@@ -10,7 +10,7 @@ import gradio as gr
 from components import model_note
 from components.common import COLUMN_MIN_WIDTH, WholeNumber, WholeSlider, context_html, explain, guard, stale_js
 from components.plots import next_token_figure
-from components.tokens import TIP_INSIDE_JS, GrowingStrip
+from components.tokens import TIP_INSIDE_JS, GrowingStrip, visible
 from models.core import registry, zerogpu
 from models.engines import engine
 from models.generation import generator, serving
@@ -150,7 +150,7 @@ def next_token(prompt, output, model_key, temperature, top_p, top_k, repetition_
     def shown(p: float):  # a model server sends the model's probabilities only: the other columns are "—"
         return "—" if p != p else round(p, 4)
 
-    rows = [[i + 1, repr(c.token), shown(c.prob), shown(c.prob_tempered),
+    rows = [[i + 1, visible(c.token), shown(c.prob), shown(c.prob_tempered),
              (kept if c.kept else "cut") if c.prob_final == c.prob_final else "—", shown(c.prob_final)]
             for i, c in enumerate(cands)]
     return (next_token_figure(cands, temperature, top_p, int(top_k), float(repetition_penalty), notice), rows,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from components.common import WholeSlider, context_html, explain, guard, stale_js
 from components.plots import FONT
+from components.tokens import visible
 from models.core import registry, zerogpu
 from models.generation import inside_step
 
@@ -26,8 +29,8 @@ layer's vector at the last position is turned into the next-token distribution (
 
 
 def _show(token: str) -> str:
-    """A token as the next-token table prints it: quoted, so spaces, newlines and '.' stay visible."""
-    return repr(token)
+    """As the next-token table writes it (␣ for a space, ↵ for a line end), escaped for plotly's markup."""
+    return html.escape(visible(token), quote=False)
 
 
 def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
@@ -58,7 +61,7 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
 def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     """Query rows x key columns of one head; an 'earlier' column holds the weight on tokens left of the window."""
     # Position numbers keep repeated tokens apart (plotly merges equal category labels).
-    names = [f"{att.offset + i}: {repr(t)[1:-1] or '∅'}" for i, t in enumerate(att.tokens)]
+    names = [f"{att.offset + i}: {_show(t)}" for i, t in enumerate(att.tokens)]
     if not att.offset:  # the token every text starts with (the model's <|endoftext|> or <bos>): named for what it is
         names[0] = "0: start token"
     z = [list(row) for row in att.weights]

@@ -7,6 +7,8 @@ import textwrap
 
 import plotly.graph_objects as go
 
+from components.tokens import visible
+
 FONT = dict(size=16)
 
 
@@ -30,8 +32,7 @@ def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penal
 
     Candidates from a model server carry the model's probability only (the other stages are NaN): one bar
     each, and ``note`` (what the server does not send) under the title."""
-    labels = [repr(c.token)[1:-1] or "∅" for c in cands]
-    labels = [f"{i + 1}. {t}" for i, t in enumerate(labels)]
+    labels = [f"{i + 1}. {html.escape(visible(c.token), quote=False)}" for i, c in enumerate(cands)]
     fig = go.Figure()
     fig.add_bar(name="model (T = 1)", x=labels, y=[c.prob for c in cands], marker_color="#94a3b8")
     if cands and all(c.prob_tempered != c.prob_tempered for c in cands):  # NaN: from a model server
@@ -114,13 +115,11 @@ END_OF_TEXT = "⏹ end of text"  # a coding step's or slice's token that ends th
 
 
 def _visible(token: str, end: bool = False) -> str:
-    """Spaces and line ends drawn as ␣ ↵ →, as the step table writes them: many tokens are just " " or "\\n".
-    Escaped once, for plotly: it reads label text as its own markup (a token "<br>" would break the label,
+    """A token as ``tokens.visible`` writes it (␣ ↵ → ∅), or the end of text. Escaped once, for plotly: it reads label text as its own markup (a token "<br>" would break the label,
     "&amp;" would show as "&"), and turns &amp; &lt; &gt; back into the characters."""
     if end:
         return END_OF_TEXT
-    shown = token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍") or "∅"
-    return html.escape(shown, quote=False)
+    return html.escape(visible(token), quote=False)
 
 
 def interval_figure(steps, title: str) -> go.Figure:

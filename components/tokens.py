@@ -31,6 +31,15 @@ element.addEventListener('mouseover', (event) => {
 """
 
 
+def visible(token: str) -> str:
+    """A token as every view writes it: a space as ␣, a line end as ↵, a tab as →, a carriage return as ␍,
+    another control character as its code (\\x07), nothing as ∅. Many tokens are just " " or "\\n", and a
+    leading space is what tells " Paris" from "Paris". Plain text: the caller escapes it for HTML or markdown."""
+    shown = token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍")
+    shown = "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in shown)
+    return shown or "∅"
+
+
 def bits_colour(bits: float) -> str:
     """A token's colour from what it cost, -log2 p: 0 bits green (expected), 4 yellow-green, 12 or more red
     (surprising), light enough for black text. The one scale of every token view (Generate's, Compress's heat
@@ -50,7 +59,7 @@ def legend_chips() -> str:
 
 
 def _chip(t) -> str:
-    alts = " · ".join(f"{a!r} {p:.1%}" for a, p in t.alternatives)
+    alts = " · ".join(f"{visible(a)} {p:.1%}" for a, p in t.alternatives)
     tip = html.escape(f"p = {t.prob:.1%}, {t.bits:.2f} bits\ntop-5: {alts}", quote=True)
     text = html.escape(t.text).replace("\n", "↵<span class='nl'></span>")
     return f"<span class='tok' style='background:{bits_colour(t.bits)}' data-tip=\"{tip}\">{text}</span>"

@@ -41,7 +41,7 @@ def test_api_next_token(client):
     plot, table, context = client.predict("The capital of France is", "", "smollm2-135m-instruct", 0.7, 0.9, 10,
                                  api_name="/next_token")
     rows = table["data"]
-    assert rows[0][1] == "' Paris'" and rows[0][4] == "kept"
+    assert rows[0][1] == "␣Paris" and rows[0][4] == "kept"
     assert sum(r[5] for r in rows) == pytest.approx(1.0, abs=1e-3)
 
 

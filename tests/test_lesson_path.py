@@ -31,11 +31,11 @@ def test_api_lens_reads_the_prompt_only(client):
     """The README's example: "The capital of France is" -> " Paris", with a generated text beside it."""
     _, status, context = client.predict("The capital of France is", " a city of light.", MODEL, 5, "prompt",
                                         api_name="/logit_lens")
-    assert "next token ' Paris'" in status
+    assert "next token ␣Paris" in status
     assert "The capital of France is</div>" in context and "city of light" not in context
     _, status, context = client.predict("The capital of France is", " a city of light.", MODEL, 5, "both",
                                         api_name="/logit_lens")
-    assert "The capital of France is a city of light.</div>" in context and "' Paris'" not in status
+    assert "The capital of France is a city of light.</div>" in context and "␣Paris" not in status
 
 
 @pytest.mark.slow
@@ -121,7 +121,7 @@ def test_browser_pictures_name_their_text_and_go_stale(page):
     expect(page.locator("#step-context")).to_contain_text("The text changed since this picture was drawn")
     assert page.locator("#step-lens .js-plotly-plot").count() == 0
     page.locator("#step-go").click()
-    expect(page.locator("#step-status")).to_contain_text("next token ' Paris'", timeout=120_000)
+    expect(page.locator("#step-status")).to_contain_text("next token ␣Paris", timeout=120_000)
 
 
 @pytest.mark.browser

@@ -182,7 +182,7 @@ def test_the_app_streams_the_servers_model(remote_client):
     plot, table, context = remote_client.predict("The capital of France is", "", KEY, 0.7, 0.9, 10, 1.0,
                                         api_name="/next_token")
     rows = table["data"]
-    assert len(rows) == 20 and rows[0][1] == "' Paris'" and rows[0][3] == "—"
+    assert len(rows) == 20 and rows[0][1] == "␣Paris" and rows[0][3] == "—"
     assert "not shown" in str(plot) and "The capital of France is" in context
 
 
