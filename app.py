@@ -29,6 +29,7 @@ from components import (
     theme,
 )
 from models.compression.checkpoint import as_model
+from models.compression.text import baselines
 from models.core import assets, device, handout, settings
 from models.engines import engine
 from models.training import runs
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     assets.fetch_all(log=logging.getLogger("lmlab.assets").info)
     as_model.install()  # the pickers offer .lmhz files made by the Compress tab ("use as a model")
+    baselines.load_kernels()  # else the first Compress of a class times Huffman's kernels loading, not its coding
     demo = build_demo()
     demo.queue(default_concurrency_limit=1)
     gradio_patches.install(demo)  # here, not in build_demo(): importing or building the app changes no library
