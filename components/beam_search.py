@@ -86,7 +86,8 @@ def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
     best = tree.best
     fig.update_layout(
         font=FONT, height=max(420, 62 * rows + 160), margin=dict(l=20, r=20, t=90, b=50),
-        title=f"{tree.num_beams} beams returned {_show(best.text)} ({best.bits:.1f} bits)",
+        # one line that fits 800 px: the returned text itself is the table's first row, below
+        title=f"{tree.num_beams} beams: the orange path is the text returned ({best.bits:.1f} bits)",
         legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0),
         xaxis=dict(title="step (new token)", dtick=1, range=[-0.5, tree.max_new_tokens + 0.6]),
         yaxis=dict(visible=False, range=[min(y.values()) - 0.6, 0.9]),

@@ -177,7 +177,7 @@ def _lz78_view(v: text_compare.DictionaryView) -> str:
 
 def _show(text: str) -> str:
     """Spaces and line ends made visible: a phrase is often just " t"."""
-    return html.escape(text.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍"))
+    return html.escape(visible(text))
 
 
 def _dictionary_table(v: text_compare.DictionaryView) -> str:

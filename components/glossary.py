@@ -11,7 +11,8 @@ import gradio as gr
 
 TERMS = {
     "token": "A piece of text the model reads and writes in one step: a word, part of a word, a space or a "
-             "punctuation mark. The model's vocabulary is its list of tokens (about 50,000).",
+             "punctuation mark. The model's vocabulary is its list of tokens (about 50,000). The pages write a "
+             "token's leading space as ␣ (␣Paris) and a line end as ↵.",
     "probability (p)": "How likely the model finds a token as the next one, from 0 to 1; the probabilities of "
                        "all tokens add up to 1.",
     "surprisal (bits)": "−log₂ p: how surprised the model is by a token. p = 1/2 is 1 bit, p = 1/8 is 3 bits. "

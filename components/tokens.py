@@ -32,10 +32,11 @@ element.addEventListener('mouseover', (event) => {
 
 
 def visible(token: str) -> str:
-    """A token as every view writes it: a space as ␣, a line end as ↵, a tab as →, a carriage return as ␍,
-    another control character as its code (\\x07), nothing as ∅. Many tokens are just " " or "\\n", and a
-    leading space is what tells " Paris" from "Paris". Plain text: the caller escapes it for HTML or markdown."""
-    shown = token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍")
+    """A token as every view writes it: a space as ␣, a line end as ↵, a tab as →, a carriage return as ␍, a
+    no-break space as ⍽, another control character as its code (\\x07), nothing as ∅. Many tokens are just " "
+    or "\\n", and a leading space is what tells " Paris" from "Paris". Plain text: the caller escapes it for
+    HTML or markdown."""
+    shown = token.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "␍").replace("\xa0", "⍽")
     shown = "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in shown)
     return shown or "∅"
 
