@@ -1,6 +1,6 @@
 """What a projector shows badly, found in the browser: text drawn over other text, text cut off by its
 container (or by the window's right edge), text too faint to read (WCAG 2.1 contrast, AA), a table's
-column name with a word broken over two lines, and a chart's toolbar icons on its title.
+column name (or a word of Compress's coder table) broken over two lines, and a chart's toolbar icons on its title.
 
 ``problems(page)`` runs one script in the page and returns one line per problem (empty: the view is fine).
 Only what is on screen counts: hidden tabs, closed accordions and invisible layers are skipped.
@@ -170,6 +170,21 @@ _SCRIPT = r"""
         r.setEnd(n, m.index + m[0].length);
         const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
         if (lines.size > 1) out.push(`word broken over two lines: ${JSON.stringify(m[0])} (${name(th)})`);
+      }
+    }
+  }
+  // a word of Compress's coder table split inside ("frequencie / s"): its columns are sized for their words at
+  // 800 px (letters only: a model's name may break at its hyphens)
+  for (const cell of document.querySelectorAll('#ct-table .body-cell')) {
+    if (!visible(cell)) continue;
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      for (const m of n.data.matchAll(/[A-Za-z]+/g)) {
+        const r = document.createRange();
+        r.setStart(n, m.index);
+        r.setEnd(n, m.index + m[0].length);
+        const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
+        if (lines.size > 1) out.push(`word broken over two lines: ${JSON.stringify(m[0])} (${name(cell)})`);
       }
     }
   }
