@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import html
-
 import gradio as gr
 import plotly.graph_objects as go
 
 from components.common import WholeNumber, WholeSlider, context_html, explain, guard, stale_js
-from components.plots import FONT
-from components.tokens import visible
+from components.plots import FONT, token_label
 from models.core import registry, zerogpu
 from models.generation import beam_tree
 
@@ -31,11 +28,6 @@ path is what `generate(num_beams=…)` returns.
 COLOURS = {"best": "#ea580c", "returned": "#4f46e5", "pruned": "#cbd5e1", "root": "#334155"}
 TEXT_COLOURS = {"best": "#9a3412", "returned": "#3730a3", "pruned": "#94a3b8", "root": "#334155"}
 WIDTHS = {"best": 5, "returned": 3, "pruned": 2}
-
-
-def _show(token: str) -> str:
-    """As the next-token table writes it (␣ for a space, ↵ for a line end), escaped for plotly's markup."""
-    return html.escape(visible(token), quote=False)
 
 
 def _layout(tree: beam_tree.BeamTree) -> dict[int, float]:
@@ -73,8 +65,8 @@ def tree_figure(tree: beam_tree.BeamTree) -> go.Figure:
                 ys += [y[n.parent], y[n.id], None]
         fig.add_scatter(x=xs, y=ys, mode="lines", name=name, hoverinfo="skip",
                         line=dict(color=COLOURS[status], width=WIDTHS[status], dash="dot" if status == "pruned" else "solid"))
-    labels = ["prompt"] + [f"{_show(n.token)}<br>{n.cum_bits:.1f} bits" for n in nodes[1:]]
-    hover = ["the prompt"] + [f"{_show(n.token)}: {n.bits:.2f} bits (ln p = {n.logprob:.2f}); {n.cum_bits:.2f} bits "
+    labels = ["prompt"] + [f"{token_label(n.token)}<br>{n.cum_bits:.1f} bits" for n in nodes[1:]]
+    hover = ["the prompt"] + [f"{token_label(n.token)}: {n.bits:.2f} bits (ln p = {n.logprob:.2f}); {n.cum_bits:.2f} bits "
                               f"from the prompt ({n.status})" for n in nodes[1:]]
     fig.add_scatter(
         x=[n.step for n in nodes], y=[y[n.id] for n in nodes], mode="markers+text", text=labels, hovertext=hover,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import html
-
 import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from components.common import WholeSlider, context_html, explain, guard, stale_js
-from components.plots import FONT
-from components.tokens import visible
+from components.plots import FONT, token_label
 from models.core import registry, zerogpu
 from models.generation import inside_step
 
@@ -28,11 +25,6 @@ layer's vector at the last position is turned into the next-token distribution (
 """
 
 
-def _show(token: str) -> str:
-    """As the next-token table writes it (␣ for a space, ↵ for a line end), escaped for plotly's markup."""
-    return html.escape(visible(token), quote=False)
-
-
 def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
     """Layers (embeddings at the bottom) x top-k guesses, coloured by probability; beside it p(final token)."""
     rows = lens.rows
@@ -40,10 +32,10 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
     k = len(rows[0].tokens)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.78, 0.22], horizontal_spacing=0.02,
                         subplot_titles=(f"top {k} guesses after each layer",
-                                        f"p({_show(lens.final_token)}) by layer"))
+                                        f"p({token_label(lens.final_token)}) by layer"))
     fig.add_trace(go.Heatmap(
         z=[r.probs for r in rows], x=[f"#{i + 1}" for i in range(k)], y=labels,
-        text=[[f"{_show(t)}<br>{p:.0%}" for t, p in zip(r.tokens, r.probs, strict=True)] for r in rows],
+        text=[[f"{token_label(t)}<br>{p:.0%}" for t, p in zip(r.tokens, r.probs, strict=True)] for r in rows],
         texttemplate="%{text}", textfont=dict(size=13), colorscale="YlGnBu", zmin=0, zmax=1, showscale=False,
         xgap=2, ygap=2, hovertemplate="%{y}, guess %{x}: %{text}<extra></extra>",
     ), row=1, col=1)
@@ -53,7 +45,7 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
     fig.update_xaxes(range=[0, 1.3], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title="guesses, most likely first (colour = probability)", row=1, col=1)
     fig.update_layout(font=FONT, height=max(420, 34 * len(rows) + 170), margin=dict(l=150, r=20, t=90, b=60),
-                      title=f"Logit lens, layer by layer: the model says {_show(lens.final_token)}",
+                      title=f"Logit lens, layer by layer: the model says {token_label(lens.final_token)}",
                       showlegend=False)
     return fig
 
@@ -61,7 +53,7 @@ def lens_figure(lens: inside_step.LogitLens) -> go.Figure:
 def attention_figure(att: inside_step.AttentionMap) -> go.Figure:
     """Query rows x key columns of one head; an 'earlier' column holds the weight on tokens left of the window."""
     # Position numbers keep repeated tokens apart (plotly merges equal category labels).
-    names = [f"{att.offset + i}: {_show(t)}" for i, t in enumerate(att.tokens)]
+    names = [f"{att.offset + i}: {token_label(t)}" for i, t in enumerate(att.tokens)]
     if not att.offset:  # the token every text starts with (the model's <|endoftext|> or <bos>): named for what it is
         names[0] = "0: start token"
     z = [list(row) for row in att.weights]
@@ -102,7 +94,7 @@ def logit_lens(prompt, output, model_key, top_k, read="both"):
     lens = inside_step.logit_lens(registry.load_causal_lm(model_key), text, top_k)
     # counted as the attention map counts them: the start token is one of the tokens the model reads
     status = (f"{len(lens.prefix_tokens) + 1} tokens read (the start token and {len(lens.prefix_tokens)} of the text) · "
-              f"{len(lens.rows) - 1} layers · next token {_show(lens.final_token)}")
+              f"{len(lens.rows) - 1} layers · next token {token_label(lens.final_token)}")
     return (lens_figure(lens), (f"**Note:** {lens.notice} · " if lens.notice else "") + status,
             context_html(text, "The logit lens and the attention map read", model_key))
 

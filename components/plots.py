@@ -32,7 +32,7 @@ def next_token_figure(cands, temperature: float, top_p: float, top_k: int, penal
 
     Candidates from a model server carry the model's probability only (the other stages are NaN): one bar
     each, and ``note`` (what the server does not send) under the title."""
-    labels = [f"{i + 1}. {html.escape(visible(c.token), quote=False)}" for i, c in enumerate(cands)]
+    labels = [f"{i + 1}. {token_label(c.token)}" for i, c in enumerate(cands)]
     fig = go.Figure()
     fig.add_bar(name="model (T = 1)", x=labels, y=[c.prob for c in cands], marker_color="#94a3b8")
     if cands and all(c.prob_tempered != c.prob_tempered for c in cands):  # NaN: from a model server
@@ -114,8 +114,9 @@ def bar_figure(names: list[str], values: list[float], title: str, y_title: str, 
 END_OF_TEXT = "⏹ end of text"  # a coding step's or slice's token that ends the text (``end``): it writes nothing
 
 
-def _visible(token: str, end: bool = False) -> str:
-    """A token as ``tokens.visible`` writes it (␣ ↵ → ∅), or the end of text. Escaped once, for plotly: it reads label text as its own markup (a token "<br>" would break the label,
+def token_label(token: str, end: bool = False) -> str:
+    """A token as ``tokens.visible`` writes it (␣ ↵ → ∅), or the end of text, for a chart's labels and titles.
+    Escaped once, for plotly: it reads label text as its own markup (a token "<br>" would break the label,
     "&amp;" would show as "&"), and turns &amp; &lt; &gt; back into the characters."""
     if end:
         return END_OF_TEXT
@@ -128,7 +129,7 @@ def interval_figure(steps, title: str) -> go.Figure:
     (sampling) as a black diamond. The orange slice is the next row's whole interval. Each row's p and
     bits stand in the right margin, where no slice can cover them."""
     fig = go.Figure()
-    labels = [f"{i + 1}. {_visible(s.token, getattr(s, 'end', False))}" for i, s in enumerate(steps)]
+    labels = [f"{i + 1}. {token_label(s.token, getattr(s, 'end', False))}" for i, s in enumerate(steps)]
     grey_x, grey_base, grey_y, grey_text = [], [], [], []
     for label, s in zip(labels, steps, strict=True):
         for o in s.others:
@@ -136,7 +137,7 @@ def interval_figure(steps, title: str) -> go.Figure:
                 grey_x.append(o.p)
                 grey_base.append(o.start)
                 grey_y.append(label)
-                grey_text.append(_visible(o.token, getattr(o, "end", False)))
+                grey_text.append(token_label(o.token, getattr(o, "end", False)))
     fig.add_bar(x=grey_x, base=grey_base, y=grey_y, orientation="h", name="other likely tokens",
                 marker=dict(color="#cbd5e1", line=dict(color="#475569", width=1)), text=grey_text,
                 textposition="inside", insidetextanchor="middle", textangle=0, textfont=dict(size=14, color="#0f172a"),

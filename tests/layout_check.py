@@ -158,36 +158,27 @@ _SCRIPT = r"""
     if (ratio < need - 0.005)
       out.push(`contrast ${ratio.toFixed(2)}:1 (needs ${need}:1): ${JSON.stringify(b.text.slice(0, 30))} (${name(b.el)})`);
   }
-  // a word of a column's name split over two lines ("toke / ns"): the column is too narrow for its name
-  for (const th of document.querySelectorAll('th')) {
-    if (!visible(th)) continue;
-    const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
-    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      if (!visible(n.parentElement)) continue;
-      for (const m of n.data.matchAll(/[^\s\/]+/g)) {
-        const r = document.createRange();
-        r.setStart(n, m.index);
-        r.setEnd(n, m.index + m[0].length);
-        const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
-        if (lines.size > 1) out.push(`word broken over two lines: ${JSON.stringify(m[0])} (${name(th)})`);
+  // a word split over two lines inside: a column's name ("toke / ns": the column is too narrow for its name), or a
+  // word of Compress's coder table ("frequencie / s": its columns are sized for their words at 800 px; letters
+  // only there, since a model's name may break at its hyphens)
+  const splitWords = (boxes, words) => {
+    for (const box of boxes) {
+      if (!visible(box)) continue;
+      const walker = document.createTreeWalker(box, NodeFilter.SHOW_TEXT);
+      for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        if (!visible(n.parentElement)) continue;
+        for (const m of n.data.matchAll(words)) {
+          const r = document.createRange();
+          r.setStart(n, m.index);
+          r.setEnd(n, m.index + m[0].length);
+          const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
+          if (lines.size > 1) out.push(`word broken over two lines: ${JSON.stringify(m[0])} (${name(box)})`);
+        }
       }
     }
-  }
-  // a word of Compress's coder table split inside ("frequencie / s"): its columns are sized for their words at
-  // 800 px (letters only: a model's name may break at its hyphens)
-  for (const cell of document.querySelectorAll('#ct-table .body-cell')) {
-    if (!visible(cell)) continue;
-    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
-    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      for (const m of n.data.matchAll(/[A-Za-z]+/g)) {
-        const r = document.createRange();
-        r.setStart(n, m.index);
-        r.setEnd(n, m.index + m[0].length);
-        const lines = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
-        if (lines.size > 1) out.push(`word broken over two lines: ${JSON.stringify(m[0])} (${name(cell)})`);
-      }
-    }
-  }
+  };
+  splitWords(document.querySelectorAll('th'), /[^\s\/]+/g);
+  splitWords(document.querySelectorAll('#ct-table .body-cell'), /[A-Za-z]+/g);
   // a chart's toolbar (plotly's modebar) drawn over its title without the mouse on the chart
   for (const bar of document.querySelectorAll('.js-plotly-plot .modebar')) {
     if (!visible(bar)) continue;
