@@ -193,7 +193,8 @@ def compress_checkpoint(source, upload, dtype_view, progress=gr.Progress()):
 def decompress_checkpoint(upload, progress=gr.Progress()):
     """Restore the safetensors file from an uploaded .lmhz file (every sha256 checked)."""
     if not upload:
-        raise gr.Error("Upload a .lmhz file made by this tab or by `python -m models.compression compress`.")
+        raise gr.Error("Upload a .lmhz file first: the file this tab offers after compressing a checkpoint, or one "
+                       "made with LM Lab's command line.")
     out = ca.decompress_file(upload if isinstance(upload, str) else upload.name,
                              progress=lambda f, m: progress(f, desc=m), folder=handout.new_folder())
     return str(out), f"✅ restored **{out.name}** ({out.stat().st_size:,} bytes); every CRC32 and sha256 matched."

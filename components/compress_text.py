@@ -17,7 +17,7 @@ from components.tokens import TIP_INSIDE_JS, bits_colour, legend_chips, visible
 from models.compression.text import byte_pieces, coding_steps, lm_codec, mixing
 from models.compression.text import compare as text_compare
 from models.core import registry
-from models.core.errors import InputError
+from models.core.errors import InputError, ModelUnavailable
 
 # The app codes with the default settings (the "fast" preset): a text up to 16 kB gets few long lanes,
 # and a catalogue model's file gets the compact header.
@@ -302,7 +302,7 @@ def compress_text(text, upload, model_key, coder=MIXING, progress=gr.Progress())
     c = text_compare.compare(data, loaded, UI_CODEC, limit=text_compare.ui_limit(loaded),
                              max_tokens=text_compare.ui_token_limit(loaded), progress=lambda f, m: progress(f, desc=m),
                              mixer=None if coder == MODEL_ONLY else mixing.DEFAULT,
-                             lanes_from=text_compare.ui_lanes_from(loaded))
+                             lanes_from=text_compare.ui_lanes_from(loaded), name=_file_name(upload) or "text")
     rows = [[r.coder, r.family, r.original_bytes, r.compressed_bytes, round(r.bpb, 3), round(r.compress_s, 3),
              round(r.decompress_s, 3), "✅ verified" if r.verified else "❌"] for r in c.rows]
     best = min((r for r in c.rows if text_compare.PAYLOAD_ONLY not in r.coder), key=lambda r: r.compressed_bytes)
@@ -358,16 +358,38 @@ def compress_text(text, upload, model_key, coder=MIXING, progress=gr.Progress())
 def decompress_text(upload, progress=gr.Progress()):
     """Restore an uploaded .lmlt file (fingerprint and checksum checked) and show its text."""
     if not upload:
-        raise InputError("upload a .lmlt file made by this tab or by `python -m models.compression text compress`")
+        raise InputError("upload a .lmlt file first: the file the Every coder view offers for download, or one "
+                         "made with LM Lab's command line")
     path = Path(upload if isinstance(upload, str) else upload.name)
     data, out, header = text_compare.decompress_file(path.read_bytes(), path.name,
                                                      progress=lambda f, m: progress(f, desc=m))
+    return _shown(data), str(out), (f"✅ restored {len(data):,} bytes as **{html.escape(out.name)}**, {_coded_by(header)}; "
+                                    "its checksum matches the original's: every byte is the same.")
+
+
+def _shown(data: bytes) -> str:
+    """What the Restored text box shows: the text; for bytes that are mostly not text, a note instead of their
+    noise (a Latin-1 letter here and there still shows, as a replacement mark)."""
+    text = data.decode("utf-8", "replace")
+    if text_compare.is_utf8(data):
+        return text
+    odd = sum(c == "\ufffd" or (c < " " and c not in "\t\n\r") for c in text)
+    if odd > 0.05 * len(text):
+        return (f"[{len(data):,} bytes that are not text, so they are not shown here: download the restored file "
+                "to open it]")
+    return text + "\n\n[some of the restored bytes are not valid UTF-8 (shown as �); download the file]"
+
+
+def _coded_by(header: dict) -> str:
+    """How the file was coded, in words: the model by its name, or LZMA where the model could not spell the input."""
+    if header.get("mode") == "lzma":
+        return "coded with LZMA (the model could not spell this input)"
+    key = header.get("fingerprint", {}).get("model", "")
     try:
-        shown = data.decode("utf-8")
-    except UnicodeDecodeError:
-        shown = data.decode("utf-8", "replace") + "\n\n[the restored bytes are not valid UTF-8; download the file]"
-    return shown, str(out), (f"✅ restored {len(data):,} bytes with {header['fingerprint']['model']}; "
-                             "the sha256 of the result matches the original's.")
+        name = registry.get(key).label
+    except ModelUnavailable:  # a model this server does not list: its id is all the file says
+        name = key
+    return f"coded by {name}"
 
 
 def _stale(button: str) -> str:
@@ -383,7 +405,17 @@ _STALE_JS = ("(status, mix) => [status && status.startsWith('✅') ? "
 
 # The results start below the fold at 1400x900: the page moves to them as coding starts, so a class sees the
 # progress bar and then the table (a teacher clicked again, thinking nothing had started).
-_SHOW_RESULTS_JS = "() => { document.getElementById('ct-views')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+# From the lesson path ("Compress this text →" on Generate) the Compress tab is still being drawn when this runs,
+# so it waits (up to 2 s) for the views to be there.
+_SHOW_RESULTS_JS = """() => {
+  let tries = 0;
+  const show = () => {
+    const views = document.getElementById('ct-views');
+    if (views && views.offsetHeight > 0) views.scrollIntoView({behavior: 'smooth', block: 'start'});
+    else if (tries++ < 20) setTimeout(show, 100);
+  };
+  show();
+}"""
 
 
 def _starting(text, upload):
@@ -412,6 +444,19 @@ def _no_restore():
     return "", None, ""
 
 
+_ASIDE = "Your text is set aside while a file is uploaded: remove the file to bring it back."
+
+
+def _set_aside(text: str, kept: str):
+    """An upload replaces the box's text as the input: the text is kept (a second upload keeps the first text)."""
+    return gr.Textbox(value="", placeholder=_ASIDE), text or kept
+
+
+def _bring_back(kept: str, text: str):
+    """The upload was removed: the text set aside comes back, unless something new was typed meanwhile."""
+    return gr.Textbox(value=text or kept, placeholder=""), ""
+
+
 def _example(name: str | None):
     if not name:  # cleared because the box holds other text (see _picker_for): the box stays as it is
         return gr.update(), gr.update()
@@ -424,6 +469,11 @@ def _picker_for(text: str, name: str | None):
     if name in text_compare.EXAMPLES and text == text_compare.example_text(name):
         return gr.update()
     return None
+
+
+def _file_name(upload) -> str | None:
+    """The uploaded file's own name (Gradio keeps it as the last part of its temporary path)."""
+    return Path(upload if isinstance(upload, str) else upload.name).name if upload else None
 
 
 def _input_name(text: str | None, upload) -> str:
@@ -494,9 +544,11 @@ def build() -> dict:
 
     example.change(_example, [example], [text, upload], api_visibility="private", queue=False)
     text.change(_picker_for, [text, example], [example], api_visibility="private", queue=False)
-    # One input at a time, so it is plain which one is compressed: an upload empties the box, typing in the box
-    # removes the upload.
-    upload.upload(lambda: "", None, [text], api_visibility="private", queue=False)
+    # One input at a time, so it is plain which one is compressed: an upload sets the box's text aside (removing
+    # the file brings it back: a pasted text is never lost), typing in the box removes the upload.
+    kept = gr.State("")
+    upload.upload(_set_aside, [text, kept], [text, kept], api_visibility="private", queue=False)
+    upload.clear(_bring_back, [kept, text], [text, kept], api_visibility="private", queue=False)
     text.input(lambda: None, None, [upload], api_visibility="private", queue=False)
     model_note.attach(model, registry.CAUSAL_LM)
     # Results say so when the text, file or model they describe has changed (an example picked after compressing

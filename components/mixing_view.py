@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 
 from components.common import guard
 from components.plots import FONT
+from models.compression.text import compare as text_compare
 from models.compression.text import lm_codec, mixing_picture
 from models.core import registry
 from models.core.errors import InputError
@@ -114,6 +115,17 @@ def _sizes(p: mixing_picture.MixPicture) -> str:
             f"({p.payload_model_bytes:,} and {p.payload_mixed_bytes:,} bytes), so they differ by whole bytes.")
 
 
+def _lesson(p: mixing_picture.MixPicture) -> str:
+    """What this result teaches: where the classic predictors won, or why they did not here."""
+    classic = sum(t.winner != "model" for t in p.tokens)
+    if p.file_mixed_bytes < p.file_model_bytes:
+        return (f"The classic predictors gave {classic:,} of the {len(p.tokens):,} tokens their highest probability "
+                "(the coloured ones): where the text repeats itself, they know what comes next.")
+    return ("Here the model alone did as well: within its window the network already copies what it has read, and "
+            "a short text leaves the classic predictors little to learn. They win where a text repeats itself: try "
+            f"the example “{text_compare.RHYME}”.")
+
+
 @guard
 def mix_text(text, upload, model_key, progress=gr.Progress()):
     """Code the text with the model alone and with the mixer (both verified); show who won each token."""
@@ -124,9 +136,13 @@ def mix_text(text, upload, model_key, progress=gr.Progress()):
     p = mixing_picture.picture(data, loaded, UI_CODEC,
                                progress=lambda d, t: progress(d / max(t, 1), desc=f"coding token {d}/{t}"))
     status = (f"✅ {p.n_bytes:,} bytes, {len(p.tokens):,} tokens, both files decoded and compared.\n\n{_sizes(p)}\n\n"
-              "Short texts leave the classic predictors little to learn from; they shine on long texts that repeat "
-              "themselves.")
+              + _lesson(p))
     return status, _tokens_html(p), _weights_figure(p), _saved_table(p)
+
+
+def _starting():
+    return ("⏳ Coding the text with the model alone and mixed (one pass of the model for both), then decoding both "
+            "files to check them: one model step per token each way. The bar below shows the progress.", "", None, "")
 
 
 def build(text: gr.Textbox, upload: gr.File | None, model: gr.Dropdown) -> gr.Markdown:
@@ -142,6 +158,9 @@ def build(text: gr.Textbox, upload: gr.File | None, model: gr.Dropdown) -> gr.Ma
         with gr.Column(scale=2, min_width=300):
             saved = gr.HTML(elem_id="mx-saved")
     inputs = [text, upload, model] if upload is not None else [text, gr.State(None), model]
-    btn.click(mix_text, inputs, [status, winners, weights, saved], api_name="mixing_picture", concurrency_id="model",
-              show_progress_on=[winners])
+    outputs = [status, winners, weights, saved]
+    # The last picture goes at once and the status says what runs (the old one stayed, faded, for the minute or
+    # two a longer text takes, under a banner calling it stale); then the coding.
+    btn.click(_starting, None, outputs, queue=False, api_visibility="private", show_progress="hidden").then(
+        mix_text, inputs, outputs, api_name="mixing_picture", concurrency_id="model", show_progress_on=[winners])
     return status

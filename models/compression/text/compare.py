@@ -123,14 +123,16 @@ def _check_input(data: bytes, limit: int | None, max_tokens: int | None = None) 
 
 def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings | None = None,
             limit: int | None = None, progress=None, mixer: mixing.MixerSettings | None = mixing.DEFAULT,
-            max_tokens: int | None = None, lanes_from: int | None = None) -> Comparison:
+            max_tokens: int | None = None, lanes_from: int | None = None, name: str = "text") -> Comparison:
     """Classic coders + the LM codec on ``data``; every row verified by decode-and-compare. With ``mixer``
     (the default) the model alone and the mixing coder share one pass of the model and both are shown;
     the downloadable file is the smaller of the two. ``mixer=None``: the model alone.
 
     ``limit`` bytes and ``max_tokens`` tokens (model steps) at most: InputError, with the counts, before any
     coder runs. ``lanes_from``: a text of more tokens is coded in lanes of about ``codec.lane_tokens`` tokens
-    (``UI_LANES_FROM_CPU``; ``Comparison.short_lanes`` says so), whatever ``codec``'s rule for short texts."""
+    (``UI_LANES_FROM_CPU``; ``Comparison.short_lanes`` says so), whatever ``codec``'s rule for short texts.
+    ``name``: the input's file name; the download is that name plus ``.lmlt`` (``notes.txt.lmlt``), as gzip
+    names its files, so that restoring it gives the name back."""
     _check_input(data, limit, max_tokens)
     n_tokens = None
     if max_tokens is not None or lanes_from is not None:  # refused before the classic coders spend anything either
@@ -167,7 +169,8 @@ def compare(data: bytes, loaded: registry.Loaded, codec: lm_codec.CodecSettings 
         # Named for the file it comes from, with that file's timings.
         rows.append(text_baselines.CoderRow(f"{names[k].split(' (')[0]}, {PAYLOAD_ONLY}", kinds[k], len(data),
                                             lm.header["payload_bytes"], lm.seconds, decode_s, True))
-    path = handout.new_folder() / f"text{text_container.SUFFIX}"  # the visitor's download: an unguessable folder
+    # the visitor's download, in an unguessable folder
+    path = handout.new_folder() / (safe_name(name, "text") + text_container.SUFFIX)
     settings.atomic_write_bytes(path, lm.blob)
     lz = text_baselines.lz77_parse(data) if len(data) <= text_baselines.LZ77_MAX_INPUT else None
     return Comparison(rows, lm, decode_s, path, huff, lz, data, short_lanes)
@@ -199,7 +202,9 @@ _ELSEWHERE = "Whoever runs LM Lab can decode longer files with its command line;
 def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple[bytes, Path, dict]:
     """Decode an uploaded .lmlt file (one record, or several as the command line writes for a long input)
     with the model named in its header (fingerprint checked); the restored bytes are written only after
-    every record's checksum matched. Returns (bytes, path, the first record's header)."""
+    every record's checksum matched. Returns (bytes, path, the first record's header). The restored file is
+    ``name`` less ``.lmlt`` (``notes.txt.lmlt`` -> ``notes.txt``); a name left without an extension gets
+    ``.txt`` for UTF-8 text and ``.bin`` for other bytes."""
     records = lm_codec.read_records(blob)
     sizes = [h.get("n_bytes") for h, _ in records]
     limit = UI_LIMIT_GPU if pick().device.type == "cuda" else UI_LIMIT_CPU
@@ -216,9 +221,19 @@ def decompress_file(blob: bytes, name: str = "restored", progress=None) -> tuple
     data = lm_codec.decompress_records(records, None, _stage(progress, "decoding"))
     header = records[0][0]
     stem = safe_name(Path(str(name)).name.removesuffix(text_container.SUFFIX), "restored")
-    path = handout.new_folder() / f"{stem}.txt"
+    if not Path(stem).suffix:
+        stem += ".txt" if is_utf8(data) else ".bin"
+    path = handout.new_folder() / stem
     settings.atomic_write_bytes(path, data)
     return data, path, header
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _stage(progress, label: str):
@@ -241,11 +256,32 @@ PARAGRAPH = (
     "cost the model almost nothing; the names, places and numbers are where the bits go."
 )
 
+
+# "This is the house that Jack built" (English nursery rhyme, traditional, public domain): each verse adds one
+# line and repeats all the others, the classic picture of a text that repeats itself. Each pair: a verse's new
+# subject and what it did to the one before.
+_JACK = (("the house", ""), ("the malt", "lay in"), ("the rat", "ate"), ("the cat", "killed"), ("the dog", "worried"),
+         ("the cow with the crumpled horn", "tossed"), ("the maiden all forlorn", "milked"),
+         ("the man all tattered and torn", "kissed"), ("the priest all shaven and shorn", "married"),
+         ("the cock that crowed in the morn", "waked"), ("the farmer sowing his corn", "kept"))
+
+
+def house_that_jack_built() -> str:
+    """The rhyme's eleven verses (1,926 characters): "This is the malt / That lay in the house that Jack built." ..."""
+    verses = []
+    for i, (subject, _) in enumerate(_JACK):
+        lines = [f"This is {subject}"] + [f"That {_JACK[j][1]} {_JACK[j - 1][0]}" for j in range(i, 0, -1)]
+        verses.append("\n".join(lines) + " that Jack built.")
+    return "\n\n".join(verses) + "\n"
+
+
+RHYME = "This is the house that Jack built (a rhyme that repeats itself)"
 EXAMPLES = {
     "alice29.txt (Canterbury corpus, first 3 kB)": ("canterbury", "alice29.txt", 3000),
     "plrabn12.txt (Paradise Lost, first 3 kB)": ("canterbury", "plrabn12.txt", 3000),
     "lcet10.txt (technical lecture, first 3 kB)": ("canterbury", "lcet10.txt", 3000),
-    "A paragraph with names and numbers": (None, None, 0),
+    RHYME: (None, "rhyme", 0),
+    "A paragraph with names and numbers": (None, None, 0),  # the last one is the tab's first text
 }
 
 
@@ -255,6 +291,6 @@ def example_text(name: str) -> str:
         raise InputError(f"unknown example {name!r}")
     key, filename, nbytes = EXAMPLES[name]
     if key is None:
-        return PARAGRAPH
+        return house_that_jack_built() if filename == "rhyme" else PARAGRAPH
     raw = (assets.path(key) / filename).read_bytes()[:nbytes]
     return raw.decode("utf-8", "ignore")

@@ -278,8 +278,8 @@ class TokenMap:
         if lacking:  # a byte no token spells: the model cannot write this input at all
             shown = " ".join(f"{b:02X}" for b in lacking[:8]) + (" …" if len(lacking) > 8 else "")
             return [], "lzma", (f"the model's vocabulary has no token for the byte{'s' if len(lacking) > 1 else ''} "
-                                f"{shown} (hex) in this input, so the model cannot write it; the input was coded "
-                                "with LZMA instead of the model")
+                                f"{shown} in this input (byte values in hexadecimal: not UTF-8 text), so the model "
+                                "cannot write it; the input was coded with LZMA instead of the model")
         ids = [self.byte_ids[b] for b in data]
         return ids, "bytes", "the tokenizer does not reproduce this input exactly, so every byte was coded as one token"
 
