@@ -159,13 +159,13 @@ def _lz77_view(v: text_compare.DictionaryView) -> str:
 
 def _lz78_view(v: text_compare.DictionaryView) -> str:
     chars = byte_pieces.CharMap(v.data)
-    arrow = dict(visible=lambda t: html.escape(t).replace("\n", "↵"))
+    shown = dict(visible=_show)  # as the dictionary table below writes the same phrases
     parts = []
     for p in v.lz78:
         cut = p.start + p.length - (p.byte is not None)
         parts.append(f"<span class='lz78-phrase' data-tip='phrase {p.index} = phrase {p.parent} + one byte'>"
-                     f"<span class='lz78-old'>{_bytes_html(chars, p.start, cut, **arrow)}</span>"
-                     f"<span class='lz78-new'>{_bytes_html(chars, cut, p.start + p.length, **arrow)}</span>"
+                     f"<span class='lz78-old'>{_bytes_html(chars, p.start, cut, **shown)}</span>"
+                     f"<span class='lz78-new'>{_bytes_html(chars, cut, p.start + p.length, **shown)}</span>"
                      f"<sub>{p.index}</sub></span>")
     body = "".join(parts)
     note = f" {PARTS_NOTE}" if "byte-part" in body else ""

@@ -211,6 +211,13 @@ def _binary_upload():
     return handle_file(str(path))
 
 
+def test_api_lz78_phrases_write_spaces_as_the_dictionary_does(client):
+    """The LZ78 parse drew a space as an empty orange box while the dictionary under it wrote ␣."""
+    _, lz78_parse, table = client.predict("the cat sat on the mat.\nthe cat", None, api_name="/dictionary_coders")
+    assert "<span class='lz78-new'>␣</span>" in lz78_parse and "<span class='lz78-new'>↵</span>" in lz78_parse
+    assert "<span class='lz78-new'> </span>" not in lz78_parse and "<span class='lz78-new'>␣</span>" in table
+
+
 @pytest.mark.browser
 def test_browser_lz77_next_to_lz78(page, screenshot_dir):
     page.get_by_role("tab", name="Compress", exact=True).click()
