@@ -28,6 +28,8 @@ path is what `generate(num_beams=…)` returns.
 COLOURS = {"best": "#ea580c", "returned": "#4f46e5", "pruned": "#cbd5e1", "root": "#334155"}
 TEXT_COLOURS = {"best": "#9a3412", "returned": "#3730a3", "pruned": "#94a3b8", "root": "#334155"}
 WIDTHS = {"best": 5, "returned": 3, "pruned": 2}
+TABLE_COLUMNS = ("method", "continuation", "tokens", "bits (−log₂ p, fewer = likelier)", "bits per token",
+                 "ln p (natural log, = −bits × ln 2)", "beam score (ln p / length ^ penalty)")
 
 
 def _layout(tree: beam_tree.BeamTree) -> dict[int, float]:
@@ -122,16 +124,15 @@ def build(prompt: gr.Textbox, output: gr.Textbox, model: gr.Dropdown) -> None:
         context = gr.HTML(elem_id="beam-context", padding=False)
         status = gr.Markdown("", elem_classes=["lmlab-status"], elem_id="beam-status")
         plot = gr.Plot(label="Beam-search tree", show_label=False, elem_id="beam-tree")
-        table = gr.Dataframe(headers=["method", "continuation", "tokens", "bits (−log₂ p, fewer = likelier)",
-                                      "bits per token", "ln p (natural log, = −bits × ln 2)",
-                                      "beam score (ln p / length ^ penalty)"],
-                             label="The same prompt, three ways", interactive=False, wrap=True, elem_id="beam-table",
-                             column_widths=["17%", "23%", "10%", "13%", "9%", "14%", "14%"])
+        table = gr.Dataframe(headers=list(TABLE_COLUMNS), label="The same prompt, three ways", interactive=False,
+                             wrap=True, elem_id="beam-table", column_widths=["17%", "23%", "10%", "13%", "9%", "14%", "14%"])
         explain("How does beam search work?", EXPLANATION)
     inputs = [prompt, model, num_beams, length_penalty, max_new, temperature, seed]
     go_btn.click(zerogpu.gpu(beam_search), inputs, [plot, table, status, context], api_name="beam_search",
                  concurrency_id="model", show_progress_on=[plot])
-    stale = stale_js("Run beam search, greedy and sampling", plots=1, texts=1, reads_prefix=True, prompt_only=True)
+    # the table goes with the tree, as Generate's candidates do: its rows continue the old prompt
+    stale = stale_js("Run beam search, greedy and sampling", plots=1, texts=1, reads_prefix=True, prompt_only=True,
+                     tables=(TABLE_COLUMNS,))
     for changed in (prompt.change, model.change):
-        changed(None, [context, prompt, model], [context, plot, status], js=stale, api_visibility="private",
+        changed(None, [context, prompt, model], [context, plot, status, table], js=stale, api_visibility="private",
                 queue=False)

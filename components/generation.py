@@ -21,6 +21,9 @@ EXAMPLES = [
     ["Photosynthesis is the process by which", 0.0, 1.0, 0, 0],
     ["def fibonacci(n):", 0.2, 0.95, 50, 3],
 ]
+# The page opens with the first example's prompt and settings (its seed too): pressing Generate as the page
+# loads writes the same text as picking that example and pressing Generate.
+FIRST_EXAMPLE = dict(zip(("prompt", "temperature", "top_p", "top_k", "seed"), EXAMPLES[0], strict=True))
 
 EXPLANATION = """
 A language model reads the text so far and outputs a **probability for every token** in its vocabulary
@@ -163,7 +166,7 @@ def build() -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=COLUMN_MIN_WIDTH):
             prompt = gr.Textbox(label="Prompt", lines=4, placeholder="Type the start of a text…",
-                                value=EXAMPLES[0][0], elem_id="gen-prompt")
+                                value=FIRST_EXAMPLE["prompt"], elem_id="gen-prompt")
             with gr.Row():
                 choices = model_choices()
                 # Models appear while the app runs (a compressed checkpoint used as a model, a finished run):
@@ -182,12 +185,12 @@ def build() -> dict:
         with gr.Column(scale=2, min_width=COLUMN_MIN_WIDTH):
             defaults = generator.SamplingSettings()
             meta = generator.SamplingSettings.__dataclass_fields__
-            temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature", elem_id="gen-temperature", info=meta["temperature"].metadata["help"])
-            top_p = gr.Slider(0.05, 1, value=defaults.top_p, step=0.01, label="Top-p", info=meta["top_p"].metadata["help"])
-            top_k = WholeSlider(0, 200, value=defaults.top_k, label="Top-k", info=meta["top_k"].metadata["help"])
+            temperature = gr.Slider(0, 2, value=FIRST_EXAMPLE["temperature"], step=0.05, label="Temperature", elem_id="gen-temperature", info=meta["temperature"].metadata["help"])
+            top_p = gr.Slider(0.05, 1, value=FIRST_EXAMPLE["top_p"], step=0.01, label="Top-p", elem_id="gen-top-p", info=meta["top_p"].metadata["help"])
+            top_k = WholeSlider(0, 200, value=FIRST_EXAMPLE["top_k"], label="Top-k", elem_id="gen-top-k", info=meta["top_k"].metadata["help"])
             max_new = WholeSlider(1, 512, value=defaults.max_new_tokens, label="Max new tokens", elem_id="gen-max-new", info=meta["max_new_tokens"].metadata["help"])
             rep = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", info=meta["repetition_penalty"].metadata["help"])
-            seed = WholeNumber(value=defaults.seed, minimum=0, label="Seed", info=meta["seed"].metadata["help"])
+            seed = WholeNumber(value=FIRST_EXAMPLE["seed"], minimum=0, label="Seed", elem_id="gen-seed", info=meta["seed"].metadata["help"])
             chat = gr.Checkbox(value=defaults.chat_template, label="Use chat template", info=meta["chat_template"].metadata["help"])
     with gr.Accordion("Next-token view: what the sliders do to the distribution", open=True):
         with gr.Row(equal_height=True):

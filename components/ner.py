@@ -93,8 +93,14 @@ def pieces_html(pieces, colours: dict[str, str]) -> str:
             f"padding:2px 5px;border-radius:6px;background:{colour};border:{border};font-size:14px;line-height:1.2'>"
             f"<b>{html.escape(p.token)}</b><small>{html.escape(p.tag)}</small><small>{score}</small></span>")
     more = f"<p>… {len(pieces) - MAX_PIECES:,} more pieces not shown</p>" if len(pieces) > MAX_PIECES else ""
-    caption = ("<p style='font-size:13px'>each word piece with its tag; a dark border marks B- (an entity "
-               "begins), the number is the model's probability for that tag</p>")
+    # A spaCy pipeline tags whole words and gives no probabilities: the caption says what the chips show.
+    if any(p.score is not None for p in shown):
+        what = ("each word piece with its tag; a dark border marks B- (an entity begins), the number is the "
+                "model's probability for that tag")
+    else:
+        what = ("each word with its tag; a dark border marks B- (an entity begins); this tagger (a spaCy "
+                "pipeline) gives no probabilities, so no number is shown")
+    caption = f"<p style='font-size:13px'>{what}</p>"
     return f"<div class='ner-pieces'>{''.join(chips)}</div>{more}{caption}"
 
 

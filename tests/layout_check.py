@@ -1,6 +1,7 @@
 """What a projector shows badly, found in the browser: text drawn over other text, text cut off by its
 container (or by the window's right edge), text too faint to read (WCAG 2.1 contrast, AA), a table's
-column name (or a word of Compress's coder table) broken over two lines, and a chart's toolbar icons on its title.
+column name (or a word of Compress's coder table) broken over two lines, an accordion's title run into its arrow,
+and a chart's toolbar icons on its title.
 
 ``problems(page)`` runs one script in the page and returns one line per problem (empty: the view is fine).
 Only what is on screen counts: hidden tabs, closed accordions and invisible layers are skipped.
@@ -179,6 +180,21 @@ _SCRIPT = r"""
   };
   splitWords(document.querySelectorAll('th'), /[^\s\/]+/g);
   splitWords(document.querySelectorAll('#ct-table .body-cell'), /[A-Za-z]+/g);
+  // an accordion's title running into its arrow: at 800 px a long one ended on the ◀ itself, the two boxes
+  // touching (sharing 1 px, under the overlap rule's 2); the title must stop 6 px short of it
+  for (const button of document.querySelectorAll('button.label-wrap')) {
+    const title = button.firstElementChild, icon = button.querySelector('.icon');
+    if (!visible(button) || !title || !icon || title === icon) continue;
+    const glyph = document.createRange();
+    glyph.selectNodeContents(icon);
+    const a = glyph.getBoundingClientRect();
+    const lines = document.createRange();
+    lines.selectNodeContents(title);
+    for (const r of lines.getClientRects()) {
+      if (r.width > 0.5 && Math.min(r.bottom, a.bottom) > Math.max(r.top, a.top) && r.right > a.left - 6)
+        out.push(`title into its arrow: ${JSON.stringify(title.textContent.trim().slice(0, 40))} (${name(button)})`);
+    }
+  }
   // a chart's toolbar (plotly's modebar) drawn over its title without the mouse on the chart
   for (const bar of document.querySelectorAll('.js-plotly-plot .modebar')) {
     if (!visible(bar)) continue;

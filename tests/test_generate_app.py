@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from components import generation
 from tests.browser_steps import open_app, start_long_generation
@@ -70,6 +71,33 @@ def test_browser_generate_and_stop(page, screenshot_dir):
     page.wait_for_selector("#gen-next-plot .js-plotly-plot", timeout=60_000)
     assert page.locator("#gen-tokens .tok").count() > 0
     page.screenshot(path=str(screenshot_dir / "generate.png"), full_page=True)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_the_page_opens_on_its_first_example(page):
+    """The first example says seed 7, but the page opened with its prompt and seed 0: Generate pressed as the
+    page loads wrote another text than the example's. The page opens with the example's settings, so both
+    write the same text."""
+    prompt, temperature, top_p, top_k, seed = generation.EXAMPLES[0]
+    expect(page.locator("#gen-prompt textarea")).to_have_value(prompt)
+    expect(page.locator("#gen-seed input")).to_have_value(str(seed))
+    for elem_id, value in (("gen-temperature", temperature), ("gen-top-p", top_p), ("gen-top-k", top_k)):
+        assert float(page.locator(f"#{elem_id} input[type=number]").input_value()) == value, elem_id
+    page.locator("#gen-max-new input[type=number]").fill("12")
+    page.locator("#gen-max-new input[type=number]").press("Enter")
+    page.locator("#gen-go").click()
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
+    as_loaded = page.locator("#gen-output textarea").input_value()
+    assert as_loaded
+    # another prompt (the text generated for this one goes), then the first example picked again
+    page.locator("#gen-prompt textarea").fill("The capital of France is")
+    expect(page.locator("#gen-status")).to_contain_text("The prompt changed")
+    page.get_by_text(prompt, exact=True).click()
+    expect(page.locator("#gen-prompt textarea")).to_have_value(prompt)
+    page.locator("#gen-go").click()
+    expect(page.locator("#gen-status")).to_contain_text("Done", timeout=120_000)
+    assert page.locator("#gen-output textarea").input_value() == as_loaded
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -5,6 +5,8 @@ Set LMLAB_UPDATE_SCREENSHOTS=1 to write the screenshots into assets/screenshots/
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,24 @@ def test_api_logit_lens_and_attention(client):
     assert "6 tokens read (the start token and 5 of the text)" in status
     attn = client.predict("The capital of France is", "", MODEL, 1, 1, 16, api_name="/attention")
     assert "last 6 of 6 tokens" in str(attn) and "0: start token" in str(attn) and "endoftext" not in str(attn)
+
+
+@pytest.mark.slow
+def test_api_lens_says_what_the_tabs_doc_says(client):
+    """docs/TABS.md quotes the logit lens on "The capital of France is": layer 29's and the output layer's
+    probability of ␣Paris, as the page prints them (whole percent). The doc said 7 % and 77 % when the page
+    showed 6 % and 81 %."""
+    doc = (ROOT / "docs" / "TABS.md").read_text(encoding="utf-8")
+    quoted = re.search(r"layer 29 guesses ␣capital and\s+gives ␣Paris (\d+) %; only the output layer says "
+                       r"␣Paris \((\d+) %\)", doc)
+    assert quoted, "docs/TABS.md no longer quotes the lens on the capital of France"
+    plot, status, _ = client.predict("The capital of France is", "", MODEL, 5, "prompt", api_name="/logit_lens")
+    assert "next token ␣Paris" in status
+    figure = plot["plot"] if isinstance(plot, dict) and "plot" in plot else plot
+    figure = json.loads(figure) if isinstance(figure, str) else figure
+    bars = next(trace for trace in figure["data"] if trace["type"] == "bar")  # p(␣Paris) by layer, as printed
+    shown = dict(zip(bars["y"], bars["text"], strict=True))
+    assert (shown["layer 29"], shown["layer 30 (output)"]) == (f"{quoted[1]}%", f"{quoted[2]}%")
 
 
 @pytest.mark.slow

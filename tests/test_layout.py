@@ -159,6 +159,26 @@ def test_every_tab_name_is_on_screen_at_800_px(browser, app_url):
     page.close()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_accordion_titles_wrap_before_their_arrow(browser, app_url):
+    """At 800 px Compress's "Entropy, Huffman vs arithmetic coding, and why a better model compresses better" ran
+    into its ◀; every accordion title on every tab stops short of its arrow, at both sizes."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(app_url)
+    page.wait_for_selector("#gen-go")
+    failures = []
+    for width, height in SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(700)
+        for name in ("Generate", "Inside one step", "Compress", "Sampling is decompression", "Fine-tune", "NER",
+                     "Checkpoints"):
+            _tab(page, name)
+            failures += [f"{name} at {width} px: {p}" for p in problems(page) if p.startswith("title into its arrow")]
+    page.close()
+    assert not failures, "\n".join(failures)
+
+
 # The old LZ78 fault, as the page drew it before the dictionary had its own scrolling box: the block was
 # given a height its table did not fit in, did not clip it, and the byte-Huffman table below was drawn over
 # the dictionary's last rows. Built from the tab's own HTML and stylesheet, without the app.

@@ -162,6 +162,31 @@ def test_browser_no_stale_note_before_any_picture(page):
 
 @pytest.mark.browser
 @pytest.mark.slow
+def test_browser_beam_table_goes_stale_with_its_tree(page):
+    """Beam search on one prompt, then another example picked in Generate: the tree was cleared under "The text
+    changed" but the table "The same prompt, three ways" kept the old prompt's rows; it is cleared with the tree,
+    as Generate's table of candidates is."""
+    page.locator("#gen-prompt textarea").fill("The capital of France is")
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
+    page.get_by_role("tab", name="Beam search", exact=True).click()
+    page.locator("#beam-max-new input[type=number]").fill("3")
+    page.locator("#beam-max-new input[type=number]").press("Enter")
+    page.locator("#beam-go").click()
+    expect(page.locator("#beam-table")).to_contain_text("greedy", timeout=120_000)
+    assert page.locator("#beam-table tbody tr").count() > 0
+    page.get_by_role("tab", name="Generate", exact=True).click()
+    example = "The three most important ideas in physics are"
+    page.get_by_text(example, exact=True).click()
+    expect(page.locator("#gen-prompt textarea")).to_have_value(example)
+    page.get_by_role("tab", name="Inside one step", exact=True).click()
+    expect(page.locator("#beam-context")).to_contain_text("The text changed since this picture was drawn")
+    assert page.locator("#beam-tree .js-plotly-plot").count() == 0
+    expect(page.locator("#beam-table tbody tr")).to_have_count(0)
+    expect(page.locator("#beam-table")).not_to_contain_text("greedy")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
 def test_browser_compress_this_text(page):
     whole = generate(page, "The capital of France is", 12)
     page.locator("#gen-compress").click()

@@ -21,6 +21,24 @@ def test_api_ner_tags_a_sentence(client):
     assert "gives no confidence scores, so the score column is empty" in status  # and the status says why
 
 
+def test_api_word_piece_caption_fits_the_tagger(client):
+    """The word-piece view's caption said "the number is the model's probability for that tag" under spaCy's
+    chips, which carry no number: it says what the tagger in use gives."""
+    _, _, pieces, _ = client.predict(SENTENCE, SPACY, "first", 0.3, api_name="/ner")
+    assert "B-PER" in pieces
+    assert "probability for that tag" not in pieces and "gives no probabilities, so no number is shown" in pieces
+
+
+def test_word_piece_caption_of_a_scoring_tagger():
+    """A tagger that gives probabilities (the BERT family): each chip shows its number, and the caption says so."""
+    from components import ner
+    from models.ner.tagger import Piece
+
+    shown = ner.pieces_html([Piece("Paris", "B-LOC", 0.987, 0, 5), Piece("met", "O", 0.999, 6, 9)], ner.COLOURS)
+    assert "0.99" in shown and "the number is the model's probability for that tag" in shown
+    assert "no number" not in shown
+
+
 def test_api_ner_empty_text_is_a_clear_error(client):
     with pytest.raises(Exception, match="empty"):
         client.predict("  ", SPACY, "first", 0.3, api_name="/ner")
