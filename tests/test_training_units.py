@@ -58,6 +58,10 @@ def test_accelerate_command_matches_the_form(tmp_path):
 def test_a_local_wikitext_copy_trains_on_valid_and_says_so(sample_data):
     data = datalib.load("causal-lm", "wikitext-2")
     assert "no train split" in data.note
+    # the preview shows "guest @-@ starring" and "<unk>": the summary says what they are, as code (markdown would
+    # take <unk> for a tag and drop it)
+    summary, _rows = datalib.describe(data)
+    assert "`@-@` is a hyphen inside a word" in summary and "`<unk>` stands for a rare word" in summary
     valid = (sample_data / "wikitext-2" / "valid.txt").read_text().splitlines()
     assert data.train == [line.strip() for line in valid if line.strip()]
     assert data.test[0] == "= Mill Brook =" and data.eval == data.test

@@ -100,6 +100,12 @@ def load(task: str, dataset: str, upload: str = "") -> TextData | NerData:
 # --- causal LM ------------------------------------------------------------------------------
 
 
+# What a reader of the preview meets in WikiText-2 (Merity et al. 2016): its text was tokenized, numbers and hyphens
+# split with @ marks; the non-raw version (the usual local copy) replaced rare words by <unk>.
+_WIKITEXT_MARKS = "In WikiText-2 `@-@` is a hyphen inside a word, `@,@` and `@.@` split numbers"
+_WIKITEXT_UNK = ", and `<unk>` stands for a rare word the corpus left out"
+
+
 def _load_text(dataset: str, upload: str) -> TextData:
     if dataset == "wikitext-2":
         if registry.hub_reachable():
@@ -107,12 +113,12 @@ def _load_text(dataset: str, upload: str) -> TextData:
 
             ds = load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1")
             return TextData(_lines(ds["train"]["text"]), _lines(ds["validation"]["text"]), _lines(ds["test"]["text"]),
-                            "hub Salesforce/wikitext (wikitext-2-raw-v1): train / validation / test")
+                            "hub Salesforce/wikitext (wikitext-2-raw-v1): train / validation / test. " + _WIKITEXT_MARKS)
         folder = _local("wikitext-2")
         valid = _lines((folder / "valid.txt").read_text(encoding="utf-8").splitlines())
         test = _lines((folder / "test.txt").read_text(encoding="utf-8").splitlines())
         return TextData(valid, test, test, "the local WikiText-2 copy has no train split: training on the validation "
-                        "split and evaluating on the test split")
+                        "split and evaluating on the test split. " + _WIKITEXT_MARKS + _WIKITEXT_UNK)
     if dataset == "canterbury":
         folder = assets.path("canterbury")
         train, test = [], []
