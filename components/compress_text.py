@@ -479,7 +479,7 @@ def _file_name(upload) -> str | None:
 def _input_name(text: str | None, upload) -> str:
     """Which input was compressed, for the status line (an upload wins over the text box)."""
     if upload:
-        return f"the uploaded file **{html.escape(Path(upload if isinstance(upload, str) else upload.name).name)}**"
+        return f"the uploaded file **{html.escape(_file_name(upload))}**"
     return "the text in the box"
 
 
